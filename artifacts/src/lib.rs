@@ -1,0 +1,37 @@
+//! # artifacts — the versioned, content-addressed artifact store
+//!
+//! Everything a pipeline produces lives here, addressed by the blake3 hash of its content:
+//!
+//! ```text
+//! <store>/
+//!   objects/ab/cdef…      immutable, read-only blobs (a stage output file, or a tree manifest
+//!                          listing the files of a directory output)
+//!   checkouts/<tree>/      a directory output materialised once, for stages that read it
+//!   stages/<stage>.json    the last successful execution of each stage: key, fingerprint, outputs
+//!   cache/<key>.json       run-cache: every key ever produced, with its outputs and lineage
+//!   runs/<run>.json        run history (one record per `isco-dag run`)
+//!   refs/<name>.json       named refs such as `best` (the promoted model)
+//!   lock                   the store lock (`flock`); released by the OS when its holder dies
+//!   tmp/                   staging area for atomic writes (cleared by `gc`)
+//! ```
+//!
+//! Every write is atomic: a temp file in the same file system, `fsync`, then `rename`. Objects
+//! are never modified in place, so a reader never sees half an object and a process killed at
+//! any point leaves the store consistent (at worst a stray temp file that `gc` removes).
+//!
+//! Tables are Parquet files written with arrow-rs ([`table`]), readable by pandas, polars and
+//! duckdb. `verify` re-hashes every object; `gc` drops what no kept run, stage record or ref
+//! reaches.
+#![warn(missing_docs)]
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+mod error;
+mod lock;
+mod records;
+mod store;
+pub mod table;
+
+pub use error::{Error, Result};
+pub use lock::StoreLock;
+pub use records::{CacheEntry, RefRecord, RunRecord, StageOutcome, StageRecord, StageRun};
+pub use store::{GcReport, ObjectId, OutputKind, OutputRef, Store, VerifyReport, hash_file};

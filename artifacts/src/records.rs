@@ -1,0 +1,139 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::OutputRef;
+
+/// The last successful execution of a stage (`stages/<id>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// Stage id.
+    pub stage: String,
+    /// The stage's key (blake3 of its fingerprint).
+    pub key: String,
+    /// The fingerprint the key was computed from, kept to explain a later difference.
+    pub fingerprint: serde_json::Value,
+    /// Named outputs in the store.
+    pub outputs: BTreeMap<String, OutputRef>,
+    /// Run that produced or restored it.
+    pub run_id: String,
+    /// When it finished (RFC 3339).
+    pub finished_at: String,
+}
+
+/// A run-cache entry (`cache/<key>.json`): the outputs a key produced, and their lineage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// The stage key.
+    pub key: String,
+    /// Stage id that produced it.
+    pub stage: String,
+    /// Stage kind.
+    pub kind: String,
+    /// The full fingerprint (inputs with hashes, params, version): the lineage of the outputs.
+    pub fingerprint: serde_json::Value,
+    /// Named outputs.
+    pub outputs: BTreeMap<String, OutputRef>,
+    /// Metrics the stage reported.
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    /// Run that executed it.
+    pub run_id: String,
+    /// When it was produced (RFC 3339).
+    pub created_at: String,
+    /// Execution time in seconds.
+    pub duration_s: f64,
+}
+
+/// What happened to a stage in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageOutcome {
+    /// The stage ran.
+    Executed,
+    /// The stage was fresh and did not run.
+    Skipped,
+    /// Outputs were restored from the run-cache instead of running.
+    Restored,
+    /// The stage ran and failed.
+    Failed,
+    /// The stage did not run because an upstream stage failed.
+    Blocked,
+    /// Would run (dry run).
+    WouldRun,
+}
+
+impl StageOutcome {
+    /// Lower-case name used in text output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageOutcome::Executed => "executed",
+            StageOutcome::Skipped => "skipped",
+            StageOutcome::Restored => "restored",
+            StageOutcome::Failed => "failed",
+            StageOutcome::Blocked => "blocked",
+            StageOutcome::WouldRun => "would_run",
+        }
+    }
+}
+
+/// One stage's line in a run record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRun {
+    /// Stage id.
+    pub id: String,
+    /// Stage kind.
+    pub kind: String,
+    /// What happened.
+    pub outcome: StageOutcome,
+    /// Wall time in seconds (0 for skipped).
+    pub duration_s: f64,
+    /// The stage key (empty when it could not be computed).
+    pub key: String,
+    /// Metrics the stage reported (or the cached metrics when skipped/restored).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+    /// Why it ran (human-readable reasons), empty when skipped.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// The error chain when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A run record (`runs/<id>.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id (sortable: UTC timestamp plus a short random suffix).
+    pub id: String,
+    /// Pipeline file, relative to the project root.
+    pub pipeline: String,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// End time (RFC 3339).
+    #[serde(default)]
+    pub finished_at: String,
+    /// `succeeded`, `failed` or `dry_run`.
+    pub status: String,
+    /// Per-stage outcomes in topological order.
+    pub stages: Vec<StageRun>,
+}
+
+/// A named ref (`refs/<name>.json`), e.g. `best`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefRecord {
+    /// Ref name.
+    pub name: String,
+    /// The artifact it points to.
+    pub target: OutputRef,
+    /// Key of the stage execution that produced the artifact.
+    pub key: String,
+    /// When it was set.
+    pub updated_at: String,
+    /// Free-form details (e.g. the promotion decision and both metric sets).
+    #[serde(default)]
+    pub details: serde_json::Value,
+    /// Previous targets, most recent first (kept by gc).
+    #[serde(default)]
+    pub history: Vec<OutputRef>,
+}

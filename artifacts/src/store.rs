@@ -1,0 +1,762 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::lock::StoreLock;
+use crate::records::{CacheEntry, RefRecord, RunRecord, StageRecord};
+
+/// A blake3 hex digest naming an object.
+pub type ObjectId = String;
+
+/// Whether an output is one file or a directory of files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// A single file; the object is the file's content.
+    File,
+    /// A directory; the object is a tree manifest listing its files' objects.
+    Dir,
+}
+
+/// A stage output kept in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputRef {
+    /// Object id (for a directory: the tree manifest's id).
+    pub id: ObjectId,
+    /// File or directory.
+    pub kind: OutputKind,
+    /// Total size in bytes.
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TreeEntry {
+    id: ObjectId,
+    size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Tree {
+    entries: BTreeMap<String, TreeEntry>,
+}
+
+/// What `verify` found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Objects re-hashed.
+    pub checked: usize,
+    /// Objects whose content no longer matches their name.
+    pub corrupt: Vec<ObjectId>,
+    /// Objects referenced by a record but absent.
+    pub missing: Vec<String>,
+}
+
+/// What `gc` removed.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct GcReport {
+    /// Run records removed.
+    pub runs_removed: usize,
+    /// Run-cache entries removed.
+    pub cache_entries_removed: usize,
+    /// Objects removed.
+    pub objects_removed: usize,
+    /// Bytes freed.
+    pub bytes_freed: u64,
+}
+
+/// The artifact store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn tmp_name(hint: &str) -> String {
+    format!(
+        ".{hint}.tmp-{}-{}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Hashes a file's content with blake3 (memory-mapped-free streaming, 1 MiB buffer).
+pub fn hash_file(path: &Path) -> Result<(ObjectId, u64)> {
+    let mut file = File::open(path).io("read", path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).io("read", path)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hasher.finalize().to_hex().to_string(), size))
+}
+
+/// Writes `bytes` to `dest` atomically: temp file beside it, fsync, rename.
+pub(crate) fn atomic_write(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).io("create directory", parent)?;
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = parent.join(tmp_name(name));
+    let result = (|| {
+        let mut f = File::create(&tmp).io("create", &tmp)?;
+        f.write_all(bytes).io("write", &tmp)?;
+        f.sync_all().io("sync", &tmp)?;
+        fs::rename(&tmp, dest).io("rename into place", dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Copies `src` to `dest` atomically (temp file beside `dest`, fsync, rename), writable.
+fn atomic_copy(src: &Path, dest: &Path) -> Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).io("create directory", parent)?;
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = parent.join(tmp_name(name));
+    let result = (|| {
+        fs::copy(src, &tmp).io("copy to", &tmp)?;
+        let mut perm = fs::metadata(&tmp).io("stat", &tmp)?.permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        fs::set_permissions(&tmp, perm).io("set permissions on", &tmp)?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .io("sync", &tmp)?;
+        fs::rename(&tmp, dest).io("rename into place", dest)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn walk_files(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .io("list", dir)?
+        .collect::<io::Result<Vec<_>>>()
+        .io("list", dir)?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = e.path();
+        let ft = e.file_type().io("stat", &p)?;
+        if ft.is_dir() {
+            walk_files(&p, base, out)?;
+        } else if ft.is_file() {
+            let rel = p
+                .strip_prefix(base)
+                .expect("walked path is under its base")
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((rel, p));
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        for sub in [
+            "objects",
+            "stages",
+            "cache",
+            "runs",
+            "refs",
+            "tmp",
+            "checkouts",
+        ] {
+            let d = root.join(sub);
+            fs::create_dir_all(&d).io("create directory", &d)?;
+        }
+        Ok(Store { root })
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the exclusive store lock. With `wait`, blocks until it is free (calling `on_wait`
+    /// once with the holder's description); otherwise fails with [`Error::Locked`].
+    pub fn lock(&self, wait: bool, on_wait: &dyn Fn(&str)) -> Result<StoreLock> {
+        StoreLock::acquire(&self.root, wait, on_wait)
+    }
+
+    /// Path of an object's file.
+    pub fn object_path(&self, id: &str) -> PathBuf {
+        self.root.join("objects").join(&id[..2]).join(&id[2..])
+    }
+
+    /// Whether the object exists.
+    pub fn has(&self, id: &str) -> bool {
+        id.len() > 2 && self.object_path(id).is_file()
+    }
+
+    /// Stores a file's content, returning its id. The source is left in place.
+    pub fn put_file(&self, src: &Path) -> Result<(ObjectId, u64)> {
+        let (id, size) = hash_file(src)?;
+        let dest = self.object_path(&id);
+        if !dest.is_file() {
+            let parent = dest.parent().expect("object path has a parent");
+            fs::create_dir_all(parent).io("create directory", parent)?;
+            let tmp = self.root.join("tmp").join(tmp_name("object"));
+            let result = (|| {
+                fs::copy(src, &tmp).io("copy to", &tmp)?;
+                File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .io("sync", &tmp)?;
+                let mut perm = fs::metadata(&tmp).io("stat", &tmp)?.permissions();
+                perm.set_readonly(true);
+                fs::set_permissions(&tmp, perm).io("set permissions on", &tmp)?;
+                fs::rename(&tmp, &dest).io("rename into place", &dest)
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result?;
+        }
+        Ok((id, size))
+    }
+
+    /// Stores bytes as an object.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<ObjectId> {
+        let id = blake3::hash(bytes).to_hex().to_string();
+        let dest = self.object_path(&id);
+        if !dest.is_file() {
+            atomic_write(&dest, bytes)?;
+            let mut perm = fs::metadata(&dest).io("stat", &dest)?.permissions();
+            perm.set_readonly(true);
+            fs::set_permissions(&dest, perm).io("set permissions on", &dest)?;
+        }
+        Ok(id)
+    }
+
+    /// Stores a file or a directory (as a tree of file objects).
+    pub fn put_output(&self, path: &Path) -> Result<OutputRef> {
+        let meta = fs::metadata(path).io("stat", path)?;
+        if meta.is_dir() {
+            let mut files = Vec::new();
+            walk_files(path, path, &mut files)?;
+            let mut tree = Tree {
+                entries: BTreeMap::new(),
+            };
+            let mut total = 0;
+            for (rel, p) in files {
+                let (id, size) = self.put_file(&p)?;
+                total += size;
+                tree.entries.insert(rel, TreeEntry { id, size });
+            }
+            let bytes = serde_json::to_vec(&tree).expect("tree serialises");
+            let id = self.put_bytes(&bytes)?;
+            Ok(OutputRef {
+                id,
+                kind: OutputKind::Dir,
+                size: total,
+            })
+        } else {
+            let (id, size) = self.put_file(path)?;
+            Ok(OutputRef {
+                id,
+                kind: OutputKind::File,
+                size,
+            })
+        }
+    }
+
+    fn read_tree(&self, id: &str) -> Result<Tree> {
+        let p = self.object_path(id);
+        let bytes = fs::read(&p).io("read", &p)?;
+        serde_json::from_slice(&bytes).map_err(|source| Error::BadRecord { path: p, source })
+    }
+
+    /// Cheap integrity check used for freshness: the object (and, for a tree, every file it
+    /// lists) exists with the recorded size. `verify` does the full re-hash.
+    pub fn output_intact(&self, out: &OutputRef) -> bool {
+        match out.kind {
+            OutputKind::File => fs::metadata(self.object_path(&out.id))
+                .map(|m| m.len() == out.size)
+                .unwrap_or(false),
+            OutputKind::Dir => match self.read_tree(&out.id) {
+                Ok(tree) => tree.entries.values().all(|e| {
+                    fs::metadata(self.object_path(&e.id))
+                        .map(|m| m.len() == e.size)
+                        .unwrap_or(false)
+                }),
+                Err(_) => false,
+            },
+        }
+    }
+
+    /// A read-only path to the output's content: the object itself for a file, a checkout
+    /// directory (materialised once) for a tree.
+    pub fn checkout(&self, out: &OutputRef) -> Result<PathBuf> {
+        match out.kind {
+            OutputKind::File => {
+                let p = self.object_path(&out.id);
+                if !p.is_file() {
+                    return Err(self.missing(&out.id));
+                }
+                Ok(p)
+            }
+            OutputKind::Dir => {
+                let dir = self.root.join("checkouts").join(&out.id);
+                if dir.join(".complete").is_file() {
+                    return Ok(dir);
+                }
+                let tmp = self.root.join("tmp").join(tmp_name("checkout"));
+                self.materialise_tree(&out.id, &tmp)?;
+                atomic_write(&tmp.join(".complete"), b"")?;
+                if fs::rename(&tmp, &dir).is_err() {
+                    // Another process finished the same checkout first.
+                    let _ = fs::remove_dir_all(&tmp);
+                }
+                Ok(dir)
+            }
+        }
+    }
+
+    fn materialise_tree(&self, id: &str, dest: &Path) -> Result<()> {
+        let tree = self.read_tree(id)?;
+        fs::create_dir_all(dest).io("create directory", dest)?;
+        for (rel, e) in &tree.entries {
+            let src = self.object_path(&e.id);
+            if !src.is_file() {
+                return Err(self.missing(&e.id));
+            }
+            atomic_copy(&src, &dest.join(rel))?;
+        }
+        Ok(())
+    }
+
+    /// Copies an output to a workspace path (a writable copy, never a link into the store).
+    pub fn materialise(&self, out: &OutputRef, dest: &Path) -> Result<()> {
+        match out.kind {
+            OutputKind::File => {
+                let src = self.object_path(&out.id);
+                if !src.is_file() {
+                    return Err(self.missing(&out.id));
+                }
+                atomic_copy(&src, dest)
+            }
+            OutputKind::Dir => {
+                let parent = dest.parent().unwrap_or(Path::new("."));
+                fs::create_dir_all(parent).io("create directory", parent)?;
+                let tmp = parent.join(tmp_name("dir"));
+                self.materialise_tree(&out.id, &tmp)?;
+                if dest.exists() {
+                    fs::remove_dir_all(dest).io("replace", dest)?;
+                }
+                fs::rename(&tmp, dest).io("rename into place", dest)
+            }
+        }
+    }
+
+    /// Whether the workspace copy at `dest` already holds exactly this output (size check
+    /// then hash, so an edited copy is replaced).
+    pub fn workspace_matches(&self, out: &OutputRef, dest: &Path) -> bool {
+        match out.kind {
+            OutputKind::File => match fs::metadata(dest) {
+                Ok(m) if m.is_file() && m.len() == out.size => {
+                    hash_file(dest).map(|(h, _)| h == out.id).unwrap_or(false)
+                }
+                _ => false,
+            },
+            OutputKind::Dir => {
+                let Ok(tree) = self.read_tree(&out.id) else {
+                    return false;
+                };
+                tree.entries.iter().all(|(rel, e)| {
+                    hash_file(&dest.join(rel))
+                        .map(|(h, _)| h == e.id)
+                        .unwrap_or(false)
+                })
+            }
+        }
+    }
+
+    fn missing(&self, id: &str) -> Error {
+        Error::MissingObject {
+            id: id.to_string(),
+            store: self.root.clone(),
+        }
+    }
+
+    /// A fresh, empty staging directory under `tmp/`.
+    pub fn staging_dir(&self, hint: &str) -> Result<PathBuf> {
+        let d = self.root.join("tmp").join(tmp_name(hint));
+        fs::create_dir_all(&d).io("create directory", &d)?;
+        Ok(d)
+    }
+
+    // ---- JSON records -------------------------------------------------------------------
+
+    fn read_json<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        match fs::read(path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| Error::BadRecord {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).io("read", path),
+        }
+    }
+
+    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(value).expect("records serialise");
+        atomic_write(path, &bytes)
+    }
+
+    fn list_json<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
+        let dir = self.root.join(sub);
+        let mut names: Vec<PathBuf> = fs::read_dir(&dir)
+            .io("list", &dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .filter_map(|p| self.read_json(p).transpose())
+            .collect()
+    }
+
+    /// The last successful execution of a stage.
+    pub fn stage_record(&self, stage: &str) -> Result<Option<StageRecord>> {
+        self.read_json(&self.root.join("stages").join(format!("{stage}.json")))
+    }
+
+    /// Records a successful execution (call only after the outputs are stored).
+    pub fn write_stage_record(&self, rec: &StageRecord) -> Result<()> {
+        self.write_json(
+            &self.root.join("stages").join(format!("{}.json", rec.stage)),
+            rec,
+        )
+    }
+
+    /// Forgets a stage's record (done before re-running it).
+    pub fn invalidate_stage(&self, stage: &str) -> Result<()> {
+        let p = self.root.join("stages").join(format!("{stage}.json"));
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e).io("remove", &p),
+            _ => Ok(()),
+        }
+    }
+
+    /// All stage records.
+    pub fn stage_records(&self) -> Result<Vec<StageRecord>> {
+        self.list_json("stages")
+    }
+
+    /// Looks a key up in the run-cache.
+    pub fn cache_entry(&self, key: &str) -> Result<Option<CacheEntry>> {
+        self.read_json(&self.root.join("cache").join(format!("{key}.json")))
+    }
+
+    /// Adds a run-cache entry.
+    pub fn write_cache_entry(&self, e: &CacheEntry) -> Result<()> {
+        self.write_json(&self.root.join("cache").join(format!("{}.json", e.key)), e)
+    }
+
+    /// Every run-cache entry.
+    pub fn cache_entries(&self) -> Result<Vec<CacheEntry>> {
+        self.list_json("cache")
+    }
+
+    /// Writes (or rewrites) a run record.
+    pub fn write_run(&self, run: &RunRecord) -> Result<()> {
+        self.write_json(
+            &self.root.join("runs").join(format!("{}.json", run.id)),
+            run,
+        )
+    }
+
+    /// All run records, oldest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>> {
+        self.list_json("runs")
+    }
+
+    /// A run by id, unique id prefix, `last`, or `last~N`.
+    pub fn run(&self, id: &str) -> Result<RunRecord> {
+        let runs = self.runs()?;
+        let found = if id == "last" {
+            runs.last().cloned()
+        } else if let Some(n) = id.strip_prefix("last~") {
+            n.parse::<usize>()
+                .ok()
+                .and_then(|n| runs.len().checked_sub(n + 1))
+                .map(|i| runs[i].clone())
+        } else {
+            let matches: Vec<_> = runs.iter().filter(|r| r.id.starts_with(id)).collect();
+            (matches.len() == 1).then(|| matches[0].clone())
+        };
+        found.ok_or_else(|| Error::UnknownRun(id.to_string()))
+    }
+
+    /// Reads a named ref.
+    pub fn get_ref(&self, name: &str) -> Result<Option<RefRecord>> {
+        self.read_json(&self.root.join("refs").join(format!("{name}.json")))
+    }
+
+    /// Reads a named ref that must exist.
+    pub fn require_ref(&self, name: &str) -> Result<RefRecord> {
+        self.get_ref(name)?
+            .ok_or_else(|| Error::UnknownRef(name.to_string()))
+    }
+
+    /// Points a named ref at an artifact, keeping the previous target in its history.
+    pub fn set_ref(&self, mut rec: RefRecord) -> Result<()> {
+        if let Some(old) = self.get_ref(&rec.name)? {
+            if old.target != rec.target {
+                rec.history.push(old.target);
+            }
+            rec.history.extend(old.history);
+            rec.history.truncate(20);
+        }
+        self.write_json(
+            &self.root.join("refs").join(format!("{}.json", rec.name)),
+            &rec,
+        )
+    }
+
+    /// All refs.
+    pub fn refs(&self) -> Result<Vec<RefRecord>> {
+        self.list_json("refs")
+    }
+
+    // ---- maintenance --------------------------------------------------------------------
+
+    fn all_objects(&self) -> Result<Vec<ObjectId>> {
+        let dir = self.root.join("objects");
+        let mut ids = Vec::new();
+        for shard in fs::read_dir(&dir).io("list", &dir)? {
+            let shard = shard.io("list", &dir)?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            let prefix = shard.file_name().unwrap().to_string_lossy().to_string();
+            for f in fs::read_dir(&shard).io("list", &shard)? {
+                let f = f.io("list", &shard)?;
+                ids.push(format!("{prefix}{}", f.file_name().to_string_lossy()));
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn expand(&self, out: &OutputRef, live: &mut BTreeSet<ObjectId>) {
+        live.insert(out.id.clone());
+        if out.kind == OutputKind::Dir
+            && let Ok(tree) = self.read_tree(&out.id)
+        {
+            live.extend(tree.entries.into_values().map(|e| e.id));
+        }
+    }
+
+    /// Re-hashes every object and checks that every record points at existing objects.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        for id in self.all_objects()? {
+            report.checked += 1;
+            match hash_file(&self.object_path(&id)) {
+                Ok((h, _)) if h == id => {}
+                _ => report.corrupt.push(id),
+            }
+        }
+        let mut check = |what: String, out: &OutputRef| {
+            let mut ids = BTreeSet::new();
+            self.expand(out, &mut ids);
+            if out.kind == OutputKind::Dir && !self.has(&out.id) {
+                report.missing.push(format!("{what}: tree {}", out.id));
+            }
+            for id in ids {
+                if !self.has(&id) {
+                    report.missing.push(format!("{what}: object {id}"));
+                }
+            }
+        };
+        for rec in self.stage_records()? {
+            for (name, out) in &rec.outputs {
+                check(format!("stage {} output {name}", rec.stage), out);
+            }
+        }
+        for r in self.refs()? {
+            check(format!("ref {}", r.name), &r.target);
+        }
+        Ok(report)
+    }
+
+    /// Keeps the newest `keep_runs` run records and everything they, the current stage
+    /// records and the refs reach; removes the rest, stale checkouts and temp files.
+    pub fn gc(&self, keep_runs: usize) -> Result<GcReport> {
+        let mut report = GcReport::default();
+        let runs = self.runs()?;
+        let cut = runs.len().saturating_sub(keep_runs);
+        for r in &runs[..cut] {
+            let p = self.root.join("runs").join(format!("{}.json", r.id));
+            fs::remove_file(&p).io("remove", &p)?;
+            report.runs_removed += 1;
+        }
+        let mut live_keys: BTreeSet<String> = runs[cut..]
+            .iter()
+            .flat_map(|r| r.stages.iter().map(|s| s.key.clone()))
+            .collect();
+        let mut live = BTreeSet::new();
+        for rec in self.stage_records()? {
+            live_keys.insert(rec.key.clone());
+            for out in rec.outputs.values() {
+                self.expand(out, &mut live);
+            }
+        }
+        for r in self.refs()? {
+            live_keys.insert(r.key.clone());
+            self.expand(&r.target, &mut live);
+            for h in &r.history {
+                self.expand(h, &mut live);
+            }
+        }
+        for e in self.cache_entries()? {
+            if live_keys.contains(&e.key) {
+                for out in e.outputs.values() {
+                    self.expand(out, &mut live);
+                }
+            } else {
+                let p = self.root.join("cache").join(format!("{}.json", e.key));
+                fs::remove_file(&p).io("remove", &p)?;
+                report.cache_entries_removed += 1;
+            }
+        }
+        for id in self.all_objects()? {
+            if !live.contains(&id) {
+                let p = self.object_path(&id);
+                report.bytes_freed += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                let mut perm = fs::metadata(&p).io("stat", &p)?.permissions();
+                #[allow(clippy::permissions_set_readonly_false)]
+                perm.set_readonly(false);
+                let _ = fs::set_permissions(&p, perm);
+                fs::remove_file(&p).io("remove", &p)?;
+                report.objects_removed += 1;
+            }
+        }
+        for sub in ["checkouts", "tmp"] {
+            let dir = self.root.join(sub);
+            for e in fs::read_dir(&dir).io("list", &dir)? {
+                let p = e.io("list", &dir)?.path();
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                if sub == "tmp" || !live.contains(&name) {
+                    let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_file_is_content_addressed_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let f = dir.path().join("a.txt");
+        fs::write(&f, b"hello").unwrap();
+        let (a, size) = store.put_file(&f).unwrap();
+        let (b, _) = store.put_file(&f).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(size, 5);
+        assert_eq!(a, blake3::hash(b"hello").to_hex().to_string());
+        assert!(store.has(&a));
+    }
+
+    #[test]
+    fn directory_outputs_round_trip_and_verify_detects_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let d = dir.path().join("model");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::write(d.join("a.bin"), b"weights").unwrap();
+        fs::write(d.join("sub/b.json"), b"{}").unwrap();
+        let out = store.put_output(&d).unwrap();
+        assert_eq!(out.kind, OutputKind::Dir);
+        assert!(store.output_intact(&out));
+        let co = store.checkout(&out).unwrap();
+        assert_eq!(fs::read(co.join("sub/b.json")).unwrap(), b"{}");
+        let ws = dir.path().join("ws/model");
+        store.materialise(&out, &ws).unwrap();
+        assert!(store.workspace_matches(&out, &ws));
+        fs::write(ws.join("a.bin"), b"edited").unwrap();
+        assert!(!store.workspace_matches(&out, &ws));
+
+        // Corrupt one object behind the store's back.
+        let victim = store.object_path(&blake3::hash(b"weights").to_hex().to_string());
+        let mut perm = fs::metadata(&victim).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        fs::set_permissions(&victim, perm).unwrap();
+        fs::write(&victim, b"weightz").unwrap();
+        let report = store.verify().unwrap();
+        assert_eq!(report.corrupt.len(), 1);
+    }
+
+    #[test]
+    fn refs_keep_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let target = |id: &str| OutputRef {
+            id: id.repeat(64 / id.len()),
+            kind: OutputKind::File,
+            size: 1,
+        };
+        for id in ["a", "b"] {
+            store
+                .set_ref(RefRecord {
+                    name: "best".into(),
+                    target: target(id),
+                    key: "k".into(),
+                    updated_at: String::new(),
+                    details: serde_json::Value::Null,
+                    history: vec![],
+                })
+                .unwrap();
+        }
+        let r = store.require_ref("best").unwrap();
+        assert_eq!(r.target, target("b"));
+        assert_eq!(r.history, vec![target("a")]);
+        assert!(matches!(
+            store.require_ref("nope"),
+            Err(Error::UnknownRef(_))
+        ));
+    }
+
+    #[test]
+    fn second_lock_fails_without_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let _held = store.lock(false, &|_| {}).unwrap();
+        let err = store.lock(false, &|_| {}).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("locked by another isco-dag process")
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! Column tables written as Parquet (arrow-rs) and CSV.
+//!
+//! Stages exchange small, typed tables: text columns, integer codes, probabilities. [`Table`]
+//! keeps them column-major in plain vectors; [`Table::write_parquet`] and
+//! [`Table::read_parquet`] convert through Arrow record batches, so the files open in pandas,
+//! polars or duckdb.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, RecordBatchReader,
+    StringArray,
+};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, IoContext, Result};
+
+/// One typed column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Column {
+    /// UTF-8 text.
+    Str(Vec<String>),
+    /// 64-bit integers.
+    Int(Vec<i64>),
+    /// 64-bit floats.
+    Float(Vec<f64>),
+    /// Booleans.
+    Bool(Vec<bool>),
+}
+
+impl Column {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Column::Str(v) => v.len(),
+            Column::Int(v) => v.len(),
+            Column::Float(v) => v.len(),
+            Column::Bool(v) => v.len(),
+        }
+    }
+
+    /// Whether the column is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value at `i` as text (for CSV).
+    pub fn cell(&self, i: usize) -> String {
+        match self {
+            Column::Str(v) => v[i].clone(),
+            Column::Int(v) => v[i].to_string(),
+            Column::Float(v) => format!("{:.6}", v[i]),
+            Column::Bool(v) => v[i].to_string(),
+        }
+    }
+
+    fn to_arrow(&self) -> (DataType, ArrayRef) {
+        match self {
+            Column::Str(v) => (
+                DataType::Utf8,
+                Arc::new(StringArray::from_iter_values(v.iter())),
+            ),
+            Column::Int(v) => (DataType::Int64, Arc::new(Int64Array::from(v.clone()))),
+            Column::Float(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
+            Column::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v.clone()))),
+        }
+    }
+}
+
+/// A named-column table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Table {
+    /// Columns in order.
+    pub columns: Vec<(String, Column)>,
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a column (builder style).
+    pub fn with(mut self, name: &str, col: Column) -> Self {
+        self.columns.push((name.to_string(), col));
+        self
+    }
+
+    /// Number of rows (of the first column).
+    pub fn num_rows(&self) -> usize {
+        self.columns.first().map(|(_, c)| c.len()).unwrap_or(0)
+    }
+
+    /// A column by name.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    }
+
+    /// A text column by name, or an error naming the table file.
+    pub fn str_col(&self, name: &str, path: &Path) -> Result<&[String]> {
+        match self.column(name) {
+            Some(Column::Str(v)) => Ok(v),
+            _ => Err(self.missing(name, "text", path)),
+        }
+    }
+
+    /// An integer column by name, or an error naming the table file.
+    pub fn int_col(&self, name: &str, path: &Path) -> Result<&[i64]> {
+        match self.column(name) {
+            Some(Column::Int(v)) => Ok(v),
+            _ => Err(self.missing(name, "integer", path)),
+        }
+    }
+
+    /// A float column by name, or an error naming the table file.
+    pub fn float_col(&self, name: &str, path: &Path) -> Result<&[f64]> {
+        match self.column(name) {
+            Some(Column::Float(v)) => Ok(v),
+            _ => Err(self.missing(name, "float", path)),
+        }
+    }
+
+    fn missing(&self, name: &str, ty: &str, path: &Path) -> Error {
+        let have: Vec<_> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
+        Error::Table {
+            action: "read",
+            path: path.to_path_buf(),
+            message: format!(
+                "it has no {ty} column `{name}` (columns: {}); was it written by the expected stage?",
+                have.join(", ")
+            ),
+        }
+    }
+
+    /// Writes the table as Parquet (snappy).
+    pub fn write_parquet(&self, path: &Path) -> Result<()> {
+        let err = |message: String| Error::Table {
+            action: "write",
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut fields = Vec::new();
+        let mut arrays = Vec::new();
+        for (name, col) in &self.columns {
+            let (ty, arr) = col.to_arrow();
+            fields.push(Field::new(name, ty, false));
+            arrays.push(arr);
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = if arrays.is_empty() {
+            RecordBatch::new_empty(schema.clone())
+        } else {
+            RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(e.to_string()))?
+        };
+        let file = File::create(path).io("create", path)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .build();
+        let mut w =
+            ArrowWriter::try_new(file, schema, Some(props)).map_err(|e| err(e.to_string()))?;
+        w.write(&batch).map_err(|e| err(e.to_string()))?;
+        w.close().map_err(|e| err(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads a Parquet file. Integer columns of any width become [`Column::Int`], floats
+    /// [`Column::Float`], strings [`Column::Str`] (nulls become empty strings).
+    pub fn read_parquet(path: &Path) -> Result<Table> {
+        let err = |message: String| Error::Table {
+            action: "read",
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = File::open(path).io("open", path)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| err(format!("{e}; is it a Parquet file?")))?
+            .with_batch_size(65536)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let schema = reader.schema();
+        let mut cols: Vec<(String, Column)> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let col = match f.data_type() {
+                    DataType::Boolean => Column::Bool(Vec::new()),
+                    DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+                        Column::Float(Vec::new())
+                    }
+                    t if t.is_integer() => Column::Int(Vec::new()),
+                    _ => Column::Str(Vec::new()),
+                };
+                (f.name().clone(), col)
+            })
+            .collect();
+        for batch in reader {
+            let batch = batch.map_err(|e| err(e.to_string()))?;
+            for (i, (name, col)) in cols.iter_mut().enumerate() {
+                let arr = batch.column(i);
+                let bad = |e: arrow::error::ArrowError| {
+                    err(format!("column `{name}` cannot be converted: {e}"))
+                };
+                match col {
+                    Column::Bool(v) => {
+                        let a = arr.as_any().downcast_ref::<BooleanArray>().expect("bool");
+                        v.extend((0..a.len()).map(|j| a.is_valid(j) && a.value(j)));
+                    }
+                    Column::Float(v) => {
+                        let c = arrow::compute::cast(arr, &DataType::Float64).map_err(bad)?;
+                        let a = c.as_any().downcast_ref::<Float64Array>().expect("f64");
+                        v.extend(
+                            (0..a.len()).map(|j| if a.is_valid(j) { a.value(j) } else { f64::NAN }),
+                        );
+                    }
+                    Column::Int(v) => {
+                        let c = arrow::compute::cast(arr, &DataType::Int64).map_err(bad)?;
+                        let a = c.as_any().downcast_ref::<Int64Array>().expect("i64");
+                        v.extend(
+                            (0..a.len()).map(|j| if a.is_valid(j) { a.value(j) } else { i64::MIN }),
+                        );
+                    }
+                    Column::Str(v) => {
+                        let c = arrow::compute::cast(arr, &DataType::Utf8).map_err(bad)?;
+                        let a = c.as_any().downcast_ref::<StringArray>().expect("utf8");
+                        v.extend((0..a.len()).map(|j| {
+                            if a.is_valid(j) {
+                                a.value(j).to_string()
+                            } else {
+                                String::new()
+                            }
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(Table { columns: cols })
+    }
+
+    /// Writes the table as CSV with a header row.
+    pub fn write_csv(&self, path: &Path) -> Result<()> {
+        let file = File::create(path).io("create", path)?;
+        let mut w = std::io::BufWriter::new(file);
+        let mut line = String::new();
+        let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
+        write_csv_row(&mut line, header.iter().copied());
+        for i in 0..self.num_rows() {
+            let cells: Vec<String> = self.columns.iter().map(|(_, c)| c.cell(i)).collect();
+            write_csv_row(&mut line, cells.iter().map(String::as_str));
+        }
+        use std::io::Write;
+        w.write_all(line.as_bytes()).io("write", path)?;
+        w.flush().io("write", path)?;
+        Ok(())
+    }
+}
+
+/// Appends one RFC 4180 CSV row to `out`.
+pub fn write_csv_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>) {
+    for (i, c) in cells.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if c.contains([',', '"', '\n', '\r']) {
+            out.push('"');
+            out.push_str(&c.replace('"', "\"\""));
+            out.push('"');
+        } else {
+            out.push_str(c);
+        }
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parquet_round_trip_keeps_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        let t = Table::new()
+            .with("text", Column::Str(vec!["a, b".into(), "c\"d".into()]))
+            .with("code", Column::Int(vec![2310, 5312]))
+            .with("p", Column::Float(vec![0.5, 0.25]))
+            .with("flag", Column::Bool(vec![true, false]));
+        t.write_parquet(&p).unwrap();
+        let back = Table::read_parquet(&p).unwrap();
+        assert_eq!(back, t);
+        let csv = dir.path().join("t.csv");
+        t.write_csv(&csv).unwrap();
+        let s = std::fs::read_to_string(csv).unwrap();
+        assert_eq!(
+            s,
+            "text,code,p,flag\n\"a, b\",2310,0.500000,true\n\"c\"\"d\",5312,0.250000,false\n"
+        );
+    }
+
+    #[test]
+    fn missing_column_error_names_file_and_columns() {
+        let t = Table::new().with("a", Column::Int(vec![1]));
+        let e = t
+            .str_col("text", Path::new("x.parquet"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.parquet") && e.contains("`text`") && e.contains("columns: a"));
+    }
+}

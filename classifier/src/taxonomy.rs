@@ -1,0 +1,200 @@
+//! The ISCO-08 hierarchy: 10 major groups (1 digit), 43 sub-major (2), 130 minor (3) and 436
+//! unit groups (4). Codes are strings because of the armed forces' leading zero (`0110`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::Error;
+
+/// One group of the classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Code, 1 to 4 digits.
+    pub code: String,
+    /// Title (empty when unknown).
+    pub title: String,
+    /// Definition text (may be empty).
+    pub definition: String,
+}
+
+/// The ISCO-08 groups known from a reference file (or none, for codes-only use).
+#[derive(Debug, Clone, Default)]
+pub struct Taxonomy {
+    groups: BTreeMap<String, Group>,
+}
+
+/// Column names accepted for each field, across the supported layouts: isco-dag's own
+/// (`code,level,title,definition`), the ILO structure CSV (`ISCO 08 Code`, `Title EN`,
+/// `Definition`) and ESCO's `ISCOGroups_en.csv` (`code`, `preferredLabel`, `description`).
+const CODE_COLS: &[&str] = &["code", "isco_code", "isco 08 code", "isco08 code", "unit"];
+const TITLE_COLS: &[&str] = &["title", "preferredlabel", "title en", "label"];
+const DEF_COLS: &[&str] = &["definition", "description", "definition en"];
+
+impl Taxonomy {
+    /// A taxonomy with no reference: every structurally valid code is accepted, no titles.
+    pub fn codes_only() -> Self {
+        Self::default()
+    }
+
+    /// Whether a reference was loaded.
+    pub fn has_reference(&self) -> bool {
+        !self.groups.is_empty()
+    }
+
+    /// Reads a reference CSV in any supported layout.
+    pub fn load(path: &Path) -> Result<Taxonomy, Error> {
+        let file_err = |message: String| Error::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut rdr = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_path(path)
+            .map_err(|e| file_err(format!("cannot be read as CSV: {e}")))?;
+        let headers = rdr
+            .headers()
+            .map_err(|e| file_err(format!("has no readable header row: {e}")))?
+            .clone();
+        let find = |names: &[&str]| {
+            headers
+                .iter()
+                .position(|h| names.contains(&h.trim().to_lowercase().as_str()))
+        };
+        let Some(ci) = find(CODE_COLS) else {
+            return Err(file_err(format!(
+                "has no ISCO code column (looked for {}; found {}); is it an ISCO-08 reference file?",
+                CODE_COLS.join(", "),
+                headers.iter().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let ti = find(TITLE_COLS);
+        let di = find(DEF_COLS);
+        let mut groups = BTreeMap::new();
+        for (i, rec) in rdr.records().enumerate() {
+            let rec = rec.map_err(|e| file_err(format!("row {}: {e}", i + 1)))?;
+            let code = rec.get(ci).unwrap_or("").trim().to_string();
+            if code.is_empty() || code.len() > 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+                return Err(file_err(format!(
+                    "row {} column {}: `{code}` is not an ISCO-08 group code (1 to 4 digits); fix or remove the row",
+                    i + 1,
+                    headers.get(ci).unwrap_or("code")
+                )));
+            }
+            let get =
+                |ix: Option<usize>| ix.and_then(|x| rec.get(x)).unwrap_or("").trim().to_string();
+            groups.insert(
+                code.clone(),
+                Group {
+                    code,
+                    title: get(ti),
+                    definition: get(di),
+                },
+            );
+        }
+        if !groups.keys().any(|c| c.len() == 4) {
+            return Err(file_err(
+                "lists no 4-digit unit groups; an ISCO-08 reference needs them".into(),
+            ));
+        }
+        Ok(Taxonomy { groups })
+    }
+
+    /// Builds a taxonomy from groups directly (tests, demo data).
+    pub fn from_groups(groups: impl IntoIterator<Item = Group>) -> Self {
+        Taxonomy {
+            groups: groups.into_iter().map(|g| (g.code.clone(), g)).collect(),
+        }
+    }
+
+    /// Checks a unit-group code. With a reference: it must be listed. Without: 4 digits
+    /// whose first digit is a major group (0–9 all exist, so any 4 digits pass).
+    pub fn check_unit(&self, code: &str) -> Result<(), String> {
+        if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+            return Err(format!("`{code}` is not a 4-digit ISCO-08 unit group code"));
+        }
+        if self.has_reference() && !self.groups.contains_key(code) {
+            return Err(format!(
+                "`{code}` is not an ISCO-08 unit group in the reference file"
+            ));
+        }
+        Ok(())
+    }
+
+    /// A group by code.
+    pub fn group(&self, code: &str) -> Option<&Group> {
+        self.groups.get(code)
+    }
+
+    /// Title of a code (empty if unknown).
+    pub fn title(&self, code: &str) -> &str {
+        self.groups
+            .get(code)
+            .map(|g| g.title.as_str())
+            .unwrap_or("")
+    }
+
+    /// All unit groups (4-digit codes).
+    pub fn units(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values().filter(|g| g.code.len() == 4)
+    }
+
+    /// All groups.
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    /// Parent code at `digits` (1–3) of a unit code.
+    pub fn parent(code: &str, digits: usize) -> &str {
+        &code[..digits.min(code.len())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ilo_and_esco_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ilo = dir.path().join("ilo.csv");
+        std::fs::write(
+            &ilo,
+            "Level,ISCO 08 Code,Title EN,Definition\n1,2,Professionals,x\n4,2512,Software developers,\"Software, developers\"\n",
+        )
+        .unwrap();
+        let t = Taxonomy::load(&ilo).unwrap();
+        assert_eq!(t.title("2512"), "Software developers");
+        assert!(t.check_unit("2512").is_ok());
+        assert!(
+            t.check_unit("2511")
+                .unwrap_err()
+                .contains("not an ISCO-08 unit group")
+        );
+        let esco = dir.path().join("esco.csv");
+        std::fs::write(
+            &esco,
+            "conceptType,conceptUri,code,preferredLabel,altLabels,inScheme,description\nISCOGroup,u,0110,Commissioned armed forces officers,,s,d\n",
+        )
+        .unwrap();
+        let t = Taxonomy::load(&esco).unwrap();
+        assert_eq!(t.title("0110"), "Commissioned armed forces officers");
+    }
+
+    #[test]
+    fn bad_reference_names_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        std::fs::write(&p, "code,title\n2512,ok\n25x2,bad\n").unwrap();
+        let e = Taxonomy::load(&p).unwrap_err().to_string();
+        assert!(e.contains("row 2 column code"), "{e}");
+        assert!(e.contains("r.csv"), "{e}");
+    }
+
+    #[test]
+    fn codes_only_accepts_any_four_digits() {
+        let t = Taxonomy::codes_only();
+        assert!(t.check_unit("0110").is_ok());
+        assert!(t.check_unit("110").is_err());
+        assert!(t.check_unit("abcd").is_err());
+    }
+}

@@ -1,0 +1,864 @@
+//! The scheduler: decides freshness, restores from the run-cache, runs stale stages in
+//! parallel, and records the run.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use artifacts::{CacheEntry, OutputRef, RunRecord, StageOutcome, StageRecord, StageRun, Store};
+use serde::Serialize;
+
+use crate::dag::Dag;
+use crate::error::{Error, Result};
+use crate::fingerprint::{CACHE_VERSION, DirtyReason, Fingerprint, InputHash};
+use crate::spec::{InputRef, Pipeline, StageSpec};
+use crate::stage::{Progress, StageContext};
+
+/// Which stages `--force` applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Force {
+    /// Every selected stage.
+    All,
+    /// One stage.
+    Stage(String),
+}
+
+/// Options of a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Report what would happen; change nothing.
+    pub dry_run: bool,
+    /// Re-run regardless of freshness.
+    pub force: Option<Force>,
+    /// Run this stage and everything it depends on, nothing after it.
+    pub until: Option<String>,
+    /// Run only this stage (its upstream outputs come from their last successful runs).
+    pub only: Option<String>,
+    /// Stages run at once (0 = number of cores).
+    pub jobs: usize,
+    /// Fail instead of waiting when another run holds the store lock.
+    pub no_wait: bool,
+    /// Progress bars (one per running stage), if the caller shows them.
+    pub progress: Option<indicatif::MultiProgress>,
+}
+
+/// What the scheduler tells its caller while it works.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Another process holds the store lock; waiting.
+    WaitingForLock {
+        /// Who holds it.
+        holder: String,
+    },
+    /// A previous holder died with the lock; it was recovered.
+    LockRecovered {
+        /// Who held it.
+        holder: String,
+    },
+    /// A stage is about to execute.
+    Started {
+        /// Stage id.
+        id: String,
+        /// Why.
+        reasons: Vec<DirtyReason>,
+    },
+    /// A stage finished (executed, skipped, restored, failed, blocked, would run).
+    Finished {
+        /// The stage's line of the run record.
+        run: StageRun,
+        /// Summary lines the stage reported.
+        summary: Vec<String>,
+    },
+}
+
+/// The result of [`run_pipeline`].
+pub type RunSummary = RunRecord;
+
+/// Freshness of one stage, as `status` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageStatus {
+    /// Stage id.
+    pub id: String,
+    /// Kind.
+    pub kind: String,
+    /// `fresh` or `stale`.
+    pub state: &'static str,
+    /// Why it is stale (empty when fresh).
+    pub reasons: Vec<DirtyReason>,
+    /// Whether a stale stage's key is in the run-cache (it will be restored, not executed).
+    pub restorable: bool,
+    /// Key, when it could be computed.
+    pub key: Option<String>,
+}
+
+type Outputs = BTreeMap<String, OutputRef>;
+
+/// Memoised content hashes within one command.
+#[derive(Default)]
+struct HashMemo(Mutex<HashMap<PathBuf, String>>);
+
+impl HashMemo {
+    fn hash(&self, path: &Path) -> Result<String> {
+        if let Some(h) = self.0.lock().expect("memo").get(path) {
+            return Ok(h.clone());
+        }
+        let (h, _) = artifacts::hash_file(path)?;
+        self.0
+            .lock()
+            .expect("memo")
+            .insert(path.to_path_buf(), h.clone());
+        Ok(h)
+    }
+}
+
+fn expand_file(root: &Path, rel: &str, out: &mut Vec<String>) {
+    let p = root.join(rel);
+    if p.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(&p)
+            .map(|rd| rd.filter_map(|e| e.ok()).collect())
+            .unwrap_or_default();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().to_string();
+            expand_file(root, &format!("{rel}/{name}"), out);
+        }
+    } else {
+        out.push(rel.to_string());
+    }
+}
+
+/// Computes the fingerprint of a stage, given the outputs of its upstream stages. Returns the
+/// upstream-stale reasons instead when an upstream output is not known yet.
+fn fingerprint(
+    spec: &StageSpec,
+    p: &Pipeline,
+    store: &Store,
+    upstream: &BTreeMap<String, Outputs>,
+    memo: &HashMemo,
+) -> Result<std::result::Result<Fingerprint, Vec<DirtyReason>>> {
+    let mut inputs = BTreeMap::new();
+    let mut stale = BTreeSet::new();
+    for (name, refs) in &spec.inputs {
+        let mut hashes = Vec::new();
+        for r in refs {
+            match r {
+                InputRef::File(rel) => {
+                    let mut files = Vec::new();
+                    expand_file(&p.root, rel, &mut files);
+                    for f in files {
+                        let blake3 = memo.hash(&p.root.join(&f)).map_err(|_| Error::Spec {
+                            path: spec.defined_in.clone(),
+                            line: Some(spec.line),
+                            message: format!(
+                                "input `{name}` of stage `{}` is `{f}`, which can no longer be read; restore it or fix the path",
+                                spec.id
+                            ),
+                        })?;
+                        hashes.push(InputHash::File { path: f, blake3 });
+                    }
+                }
+                InputRef::Glob { files, .. } => {
+                    for f in files {
+                        let blake3 = memo.hash(&p.root.join(f))?;
+                        hashes.push(InputHash::File {
+                            path: f.clone(),
+                            blake3,
+                        });
+                    }
+                }
+                InputRef::Stage { stage, output } => match upstream.get(stage) {
+                    Some(outs) => {
+                        let o = outs.get(output).ok_or_else(|| Error::UpstreamMissing {
+                            stage: spec.id.clone(),
+                            upstream: stage.clone(),
+                        })?;
+                        hashes.push(InputHash::Stage {
+                            stage: stage.clone(),
+                            output: output.clone(),
+                            blake3: o.id.clone(),
+                        });
+                    }
+                    None => {
+                        stale.insert(stage.clone());
+                    }
+                },
+            }
+        }
+        inputs.insert(name.clone(), hashes);
+    }
+    for a in &spec.after {
+        if !upstream.contains_key(a) {
+            stale.insert(a.clone());
+        }
+    }
+    if !stale.is_empty() {
+        return Ok(Err(stale
+            .into_iter()
+            .map(|stage| DirtyReason::UpstreamStale { stage })
+            .collect()));
+    }
+    let params = match &spec.params {
+        serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        _ => BTreeMap::new(),
+    };
+    let external = spec
+        .stage
+        .external_state(store, &spec.params)
+        .map_err(|e| Error::Spec {
+            path: spec.defined_in.clone(),
+            line: Some(spec.line),
+            message: format!("stage `{}`: {e}", spec.id),
+        })?;
+    Ok(Ok(Fingerprint {
+        cache_version: CACHE_VERSION,
+        kind: spec.kind.clone(),
+        version: spec.stage.version().to_string(),
+        params,
+        inputs,
+        external,
+    }))
+}
+
+enum Fresh {
+    Yes(StageRecord),
+    No(Vec<DirtyReason>),
+}
+
+fn check_fresh(store: &Store, spec: &StageSpec, fp: &Fingerprint, key: &str) -> Result<Fresh> {
+    let Some(rec) = store.stage_record(&spec.id)? else {
+        return Ok(Fresh::No(vec![DirtyReason::NeverRun]));
+    };
+    if rec.key == key {
+        let missing: Vec<DirtyReason> = spec
+            .outputs
+            .keys()
+            .filter(|name| {
+                !rec.outputs
+                    .get(*name)
+                    .is_some_and(|o| store.output_intact(o))
+            })
+            .map(|name| DirtyReason::OutputMissing {
+                output: name.clone(),
+            })
+            .collect();
+        return Ok(if missing.is_empty() {
+            Fresh::Yes(rec)
+        } else {
+            Fresh::No(missing)
+        });
+    }
+    let reasons = match serde_json::from_value::<Fingerprint>(rec.fingerprint.clone()) {
+        Ok(old) => fp.diff(&old),
+        Err(_) => Vec::new(),
+    };
+    Ok(Fresh::No(if reasons.is_empty() {
+        vec![DirtyReason::FingerprintUnreadable]
+    } else {
+        reasons
+    }))
+}
+
+fn cached(store: &Store, spec: &StageSpec, key: &str) -> Result<Option<CacheEntry>> {
+    Ok(store.cache_entry(key)?.filter(|e| {
+        spec.outputs
+            .keys()
+            .all(|n| e.outputs.get(n).is_some_and(|o| store.output_intact(o)))
+    }))
+}
+
+fn workspace_path(p: &Pipeline, rel: &str) -> PathBuf {
+    let date = chrono::Local::now().format("%Y%m%d").to_string();
+    p.root.join(rel.replace("{date}", &date))
+}
+
+fn materialise(p: &Pipeline, store: &Store, spec: &StageSpec, outs: &Outputs) -> Result<()> {
+    for (name, o) in &spec.outputs {
+        if let Some(r) = outs.get(name) {
+            let dest = workspace_path(p, &o.workspace);
+            if !store.workspace_matches(r, &dest) {
+                store.materialise(r, &dest)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn new_run_id() -> String {
+    let t = chrono::Utc::now();
+    let nonce = blake3::hash(
+        format!(
+            "{}{}{:?}",
+            std::process::id(),
+            t.timestamp_nanos_opt().unwrap_or(0),
+            std::thread::current().id()
+        )
+        .as_bytes(),
+    )
+    .to_hex();
+    format!("{}-{}", t.format("%Y%m%dT%H%M%S%3fZ"), &nonce[..6])
+}
+
+/// Reports every stage's freshness without running anything.
+pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
+    let dag = Dag::build(p)?;
+    let store = Store::open(&p.store_dir)?;
+    let memo = HashMemo::default();
+    let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
+    let mut out = Vec::new();
+    for id in dag.order() {
+        let spec = p.stage(id).expect("stage in dag");
+        let st = match fingerprint(spec, p, &store, &known, &memo)? {
+            Err(reasons) => StageStatus {
+                id: id.clone(),
+                kind: spec.kind.clone(),
+                state: "stale",
+                reasons,
+                restorable: false,
+                key: None,
+            },
+            Ok(fp) => {
+                let key = fp.key();
+                match check_fresh(&store, spec, &fp, &key)? {
+                    Fresh::Yes(rec) => {
+                        known.insert(id.clone(), rec.outputs);
+                        StageStatus {
+                            id: id.clone(),
+                            kind: spec.kind.clone(),
+                            state: "fresh",
+                            reasons: vec![],
+                            restorable: false,
+                            key: Some(key),
+                        }
+                    }
+                    Fresh::No(reasons) => {
+                        let entry = cached(&store, spec, &key)?;
+                        let restorable = entry.is_some();
+                        if let Some(e) = entry {
+                            known.insert(id.clone(), e.outputs);
+                        }
+                        StageStatus {
+                            id: id.clone(),
+                            kind: spec.kind.clone(),
+                            state: "stale",
+                            reasons,
+                            restorable,
+                            key: Some(key),
+                        }
+                    }
+                }
+            }
+        };
+        out.push(st);
+    }
+    Ok(out)
+}
+
+struct Done {
+    run: StageRun,
+    outputs: Option<Outputs>,
+    summary: Vec<String>,
+}
+
+struct Shared<'a> {
+    p: &'a Pipeline,
+    store: &'a Store,
+    memo: HashMemo,
+    run_id: String,
+    opts: &'a RunOptions,
+}
+
+impl Shared<'_> {
+    fn forced(&self, id: &str) -> bool {
+        match &self.opts.force {
+            Some(Force::All) => true,
+            Some(Force::Stage(s)) => s == id,
+            None => false,
+        }
+    }
+
+    fn progress(&self, id: &str) -> Progress {
+        match &self.opts.progress {
+            Some(mp) => {
+                let bar = mp.add(indicatif::ProgressBar::new_spinner());
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {prefix:<16} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}",
+                    )
+                    .expect("template")
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(id.to_string());
+                bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                Progress::new(bar)
+            }
+            None => Progress::hidden(),
+        }
+    }
+
+    /// Decides and does what one stage needs. Never panics out: failures become `Failed`.
+    fn process(
+        &self,
+        spec: &StageSpec,
+        upstream: &BTreeMap<String, Outputs>,
+        on_event: &(dyn Fn(Event) + Sync),
+    ) -> Done {
+        let started = Instant::now();
+        let mut run = StageRun {
+            id: spec.id.clone(),
+            kind: spec.kind.clone(),
+            outcome: StageOutcome::Failed,
+            duration_s: 0.0,
+            key: String::new(),
+            metrics: serde_json::Value::Null,
+            reasons: vec![],
+            error: None,
+        };
+        let result = (|| -> std::result::Result<(Outputs, Vec<String>), String> {
+            let fp = fingerprint(spec, self.p, self.store, upstream, &self.memo)
+                .map_err(|e| format!("{e}"))?
+                .map_err(|r| format!("upstream outputs unavailable: {:?}", r))?;
+            let key = fp.key();
+            run.key = key.clone();
+            let forced = self.forced(&spec.id);
+            let reasons = if forced {
+                vec![DirtyReason::Forced]
+            } else {
+                match check_fresh(self.store, spec, &fp, &key).map_err(|e| e.to_string())? {
+                    Fresh::Yes(rec) => {
+                        materialise(self.p, self.store, spec, &rec.outputs)
+                            .map_err(|e| e.to_string())?;
+                        run.outcome = StageOutcome::Skipped;
+                        run.metrics = self
+                            .store
+                            .cache_entry(&key)
+                            .ok()
+                            .flatten()
+                            .map(|e| e.metrics)
+                            .unwrap_or_default();
+                        return Ok((rec.outputs, vec![]));
+                    }
+                    Fresh::No(r) => r,
+                }
+            };
+            run.reasons = reasons.iter().map(|r| r.to_string()).collect();
+            if !forced
+                && let Some(entry) = cached(self.store, spec, &key).map_err(|e| e.to_string())?
+            {
+                if self.opts.dry_run {
+                    run.outcome = StageOutcome::Restored;
+                    return Ok((
+                        entry.outputs,
+                        vec!["would restore from the run-cache".into()],
+                    ));
+                }
+                materialise(self.p, self.store, spec, &entry.outputs).map_err(|e| e.to_string())?;
+                self.store
+                    .write_stage_record(&StageRecord {
+                        stage: spec.id.clone(),
+                        key: key.clone(),
+                        fingerprint: serde_json::to_value(&fp).expect("fp"),
+                        outputs: entry.outputs.clone(),
+                        run_id: self.run_id.clone(),
+                        finished_at: now(),
+                    })
+                    .map_err(|e| e.to_string())?;
+                run.outcome = StageOutcome::Restored;
+                run.metrics = entry.metrics;
+                return Ok((
+                    entry.outputs,
+                    vec![format!("restored from run {}", entry.run_id)],
+                ));
+            }
+            if self.opts.dry_run {
+                run.outcome = StageOutcome::WouldRun;
+                return Ok((Outputs::new(), vec![]));
+            }
+            on_event(Event::Started {
+                id: spec.id.clone(),
+                reasons,
+            });
+            self.execute(spec, &fp, &key, upstream, forced, &mut run)
+        })();
+        run.duration_s = started.elapsed().as_secs_f64();
+        match result {
+            Ok((outputs, summary)) => Done {
+                outputs: (run.outcome != StageOutcome::WouldRun).then_some(outputs),
+                run,
+                summary,
+            },
+            Err(e) => {
+                run.outcome = StageOutcome::Failed;
+                run.error = Some(e);
+                Done {
+                    run,
+                    outputs: None,
+                    summary: vec![],
+                }
+            }
+        }
+    }
+
+    fn execute(
+        &self,
+        spec: &StageSpec,
+        fp: &Fingerprint,
+        key: &str,
+        upstream: &BTreeMap<String, Outputs>,
+        forced: bool,
+        run: &mut StageRun,
+    ) -> std::result::Result<(Outputs, Vec<String>), String> {
+        let store = self.store;
+        store
+            .invalidate_stage(&spec.id)
+            .map_err(|e| e.to_string())?;
+        let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        for (name, refs) in &spec.inputs {
+            let mut paths = Vec::new();
+            for r in refs {
+                match r {
+                    InputRef::File(rel) => paths.push(self.p.root.join(rel)),
+                    InputRef::Glob { files, .. } => {
+                        paths.extend(files.iter().map(|f| self.p.root.join(f)))
+                    }
+                    InputRef::Stage { stage, output } => {
+                        let o = &upstream[stage][output];
+                        paths.push(store.checkout(o).map_err(|e| e.to_string())?);
+                    }
+                }
+            }
+            inputs.insert(name.clone(), paths);
+        }
+        let staging = store.staging_dir(&spec.id).map_err(|e| e.to_string())?;
+        let progress = self.progress(&spec.id);
+        let started = Instant::now();
+        let ctx = StageContext {
+            id: &spec.id,
+            params: &spec.params,
+            inputs: &inputs,
+            out_dir: &staging,
+            root: &self.p.root,
+            store,
+            progress: &progress,
+            run_id: &self.run_id,
+            forced,
+        };
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spec.stage.run(&ctx)));
+        if let Some(mp) = &self.opts.progress {
+            progress_finish(mp, &progress);
+        }
+        let report = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                let mut msg = e.to_string();
+                let mut src = e.source();
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                return Err(msg);
+            }
+            Err(panic) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(format!(
+                    "the stage panicked: {msg}; this is a bug, please report it"
+                ));
+            }
+        };
+        let duration = started.elapsed().as_secs_f64();
+        let mut outputs = Outputs::new();
+        for (name, o) in &spec.outputs {
+            let path = staging.join(&o.file);
+            if !path.exists() {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(format!(
+                    "stage kind `{}` did not write its output `{name}` ({}); this is a bug in the stage",
+                    spec.kind, o.file
+                ));
+            }
+            outputs.insert(
+                name.clone(),
+                store.put_output(&path).map_err(|e| e.to_string())?,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&staging);
+        let fp_json = serde_json::to_value(fp).expect("fingerprint serialises");
+        store
+            .write_cache_entry(&CacheEntry {
+                key: key.to_string(),
+                stage: spec.id.clone(),
+                kind: spec.kind.clone(),
+                fingerprint: fp_json.clone(),
+                outputs: outputs.clone(),
+                metrics: report.metrics.clone(),
+                run_id: self.run_id.clone(),
+                created_at: now(),
+                duration_s: duration,
+            })
+            .map_err(|e| e.to_string())?;
+        materialise(self.p, store, spec, &outputs).map_err(|e| e.to_string())?;
+        store
+            .write_stage_record(&StageRecord {
+                stage: spec.id.clone(),
+                key: key.to_string(),
+                fingerprint: fp_json,
+                outputs: outputs.clone(),
+                run_id: self.run_id.clone(),
+                finished_at: now(),
+            })
+            .map_err(|e| e.to_string())?;
+        run.outcome = StageOutcome::Executed;
+        run.metrics = report.metrics;
+        Ok((outputs, report.summary))
+    }
+}
+
+fn progress_finish(mp: &indicatif::MultiProgress, _p: &Progress) {
+    // Bars are removed when the stage ends; lines printed by the caller stay.
+    mp.clear().ok();
+}
+
+/// Runs a pipeline: every selected stage that is stale executes (or is restored), in
+/// parallel where the graph allows; the run is recorded in the store.
+pub fn run_pipeline(
+    p: &Pipeline,
+    opts: &RunOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<RunRecord> {
+    let dag = Dag::build(p)?;
+    for name in [&opts.until, &opts.only].into_iter().flatten() {
+        if !dag.contains(name) {
+            return Err(Error::UnknownStage(name.clone()));
+        }
+    }
+    if let Some(Force::Stage(s)) = &opts.force
+        && !dag.contains(s)
+    {
+        return Err(Error::UnknownStage(s.clone()));
+    }
+    let store = Store::open(&p.store_dir)?;
+    let _lock = if opts.dry_run {
+        None
+    } else {
+        let lock = store.lock(!opts.no_wait, &|holder| {
+            on_event(Event::WaitingForLock {
+                holder: holder.to_string(),
+            })
+        })?;
+        if let Some(h) = &lock.recovered_from {
+            on_event(Event::LockRecovered { holder: h.clone() });
+        }
+        Some(lock)
+    };
+    let selected: BTreeSet<String> = if let Some(only) = &opts.only {
+        BTreeSet::from([only.clone()])
+    } else if let Some(until) = &opts.until {
+        dag.ancestors(until)
+    } else {
+        dag.order().iter().cloned().collect()
+    };
+    let mut record = RunRecord {
+        id: new_run_id(),
+        pipeline: p.rel_path.clone(),
+        started_at: now(),
+        finished_at: String::new(),
+        status: if opts.dry_run { "dry_run" } else { "running" }.into(),
+        stages: vec![],
+    };
+    if !opts.dry_run {
+        store.write_run(&record)?;
+    }
+    // Outputs of stages outside the selection come from their last successful runs.
+    let mut outputs: BTreeMap<String, Outputs> = BTreeMap::new();
+    for id in dag.order() {
+        if !selected.contains(id)
+            && let Some(rec) = store.stage_record(id)?
+        {
+            outputs.insert(id.clone(), rec.outputs);
+        }
+    }
+    if let Some(only) = &opts.only {
+        for up in dag.upstream(only) {
+            if !outputs.contains_key(&up) {
+                return Err(Error::UpstreamMissing {
+                    stage: only.clone(),
+                    upstream: up,
+                });
+            }
+        }
+    }
+
+    let shared = Shared {
+        p,
+        store: &store,
+        memo: HashMemo::default(),
+        run_id: record.id.clone(),
+        opts,
+    };
+    let jobs = if opts.jobs == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        opts.jobs
+    };
+    #[derive(PartialEq)]
+    enum St {
+        Pending,
+        Running,
+        Ok,
+        Bad,
+    }
+    let mut state: BTreeMap<String, St> =
+        selected.iter().map(|s| (s.clone(), St::Pending)).collect();
+    let mut runs: BTreeMap<String, StageRun> = BTreeMap::new();
+    let (tx, rx) = mpsc::channel::<Done>();
+    std::thread::scope(|scope| {
+        let mut running = 0usize;
+        loop {
+            // Dispatch everything ready, in topological order.
+            for id in dag.order() {
+                if running >= jobs {
+                    break;
+                }
+                if state.get(id) != Some(&St::Pending) {
+                    continue;
+                }
+                let ups = dag.upstream(id);
+                if ups.iter().any(|u| matches!(state.get(u), Some(St::Bad))) {
+                    state.insert(id.clone(), St::Bad);
+                    let failed: Vec<&String> = ups
+                        .iter()
+                        .filter(|u| matches!(state.get(*u), Some(St::Bad)))
+                        .collect();
+                    let run = StageRun {
+                        id: id.clone(),
+                        kind: p.stage(id).expect("stage").kind.clone(),
+                        outcome: StageOutcome::Blocked,
+                        duration_s: 0.0,
+                        key: String::new(),
+                        metrics: serde_json::Value::Null,
+                        reasons: vec![format!(
+                            "upstream {} failed or was blocked",
+                            failed
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )],
+                        error: None,
+                    };
+                    on_event(Event::Finished {
+                        run: run.clone(),
+                        summary: vec![],
+                    });
+                    runs.insert(id.clone(), run);
+                    continue;
+                }
+                let ready = ups.iter().all(|u| match state.get(u) {
+                    Some(St::Ok) => true,
+                    Some(_) => false,
+                    None => outputs.contains_key(u),
+                });
+                // In a dry run, a stage that would run leaves its dependents with unknown
+                // inputs; they are still visited and reported as stale.
+                if !ready {
+                    continue;
+                }
+                state.insert(id.clone(), St::Running);
+                running += 1;
+                let spec = p.stage(id).expect("stage");
+                let upstream = outputs.clone();
+                let tx = tx.clone();
+                let shared = &shared;
+                scope.spawn(move || {
+                    let done = shared.process(spec, &upstream, on_event);
+                    let _ = tx.send(done);
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let done = rx.recv().expect("a worker is running");
+            running -= 1;
+            let id = done.run.id.clone();
+            let ok = done.run.outcome != StageOutcome::Failed;
+            if let Some(o) = done.outputs {
+                outputs.insert(id.clone(), o);
+            }
+            state.insert(id.clone(), if ok { St::Ok } else { St::Bad });
+            on_event(Event::Finished {
+                run: done.run.clone(),
+                summary: done.summary,
+            });
+            runs.insert(id, done.run);
+        }
+    });
+    // Dry run: stages downstream of would-run stages were never dispatched.
+    for id in dag.order() {
+        if state.get(id) == Some(&St::Pending) {
+            let spec = p.stage(id).expect("stage");
+            let reasons: Vec<String> = dag
+                .upstream(id)
+                .into_iter()
+                .filter(|u| !outputs.contains_key(u))
+                .map(|stage| DirtyReason::UpstreamStale { stage }.to_string())
+                .collect();
+            let run = StageRun {
+                id: id.clone(),
+                kind: spec.kind.clone(),
+                outcome: StageOutcome::WouldRun,
+                duration_s: 0.0,
+                key: String::new(),
+                metrics: serde_json::Value::Null,
+                reasons,
+                error: None,
+            };
+            on_event(Event::Finished {
+                run: run.clone(),
+                summary: vec![],
+            });
+            runs.insert(id.clone(), run);
+        }
+    }
+    record.stages = dag
+        .order()
+        .iter()
+        .filter_map(|id| runs.remove(id))
+        .collect();
+    let failed: Vec<String> = record
+        .stages
+        .iter()
+        .filter(|s| s.outcome == StageOutcome::Failed)
+        .map(|s| s.id.clone())
+        .collect();
+    record.finished_at = now();
+    if !opts.dry_run {
+        record.status = if failed.is_empty() {
+            "succeeded"
+        } else {
+            "failed"
+        }
+        .into();
+        store.write_run(&record)?;
+    }
+    if !failed.is_empty() {
+        return Err(Error::StagesFailed {
+            failed: failed.len(),
+            stages: failed,
+        });
+    }
+    Ok(record)
+}

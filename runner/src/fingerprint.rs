@@ -1,0 +1,423 @@
+//! Stage fingerprints: what enters a stage's cache key, and why a stage is dirty.
+//!
+//! A stage's key is the blake3 hash of its [`Fingerprint`] serialised as JSON (maps in sorted
+//! order, so the serialisation is canonical):
+//!
+//! | field | what | changes when |
+//! |---|---|---|
+//! | `cache_version` | [`CACHE_VERSION`], global | we change the runner's storage or hashing scheme |
+//! | `kind` | stage kind name | the pipeline gives the stage another kind |
+//! | `version` | the kind's implementation version ([`crate::Stage::version`]) | the stage's code changes behaviour |
+//! | `params` | resolved params with defaults, sorted by key; only the keys the kind accepts (config sections contribute only those) | a param value changes, in the pipeline or in `config/` |
+//! | `inputs.<name>[]` file | path relative to the project root + blake3 of the content | a file's bytes change, or a glob matches another set of files |
+//! | `inputs.<name>[]` stage | upstream stage id, output name + blake3 of that output (tree hash for directories) | the upstream stage produced different content |
+//! | `external` | state outside the inputs a kind declares (e.g. the `best` ref for `promote`) | that state moves |
+//!
+//! Not in the key: modification times, absolute paths, the stage id (renaming a stage keeps
+//! its cache), output paths in the workspace, `--jobs`, and anything about the machine.
+//!
+//! Upstream stages enter through the content hashes of the outputs consumed rather than
+//! their keys. That is a strict refinement of chaining keys: an upstream re-run that writes
+//! byte-identical outputs (a reordered corrections export, a cosmetic param) leaves its
+//! dependents fresh ("early cutoff", as in cargo's and Bazel's output-based freshness), while
+//! any real change still propagates. When an upstream stage is itself stale, its dependents
+//! are reported as `upstream X is stale` and their key is computed after it has run.
+//!
+//! A stage is fresh iff its key equals the key of its last *successful* execution and that
+//! execution's outputs are intact in the store. The key is written only after success; the
+//! record is removed before a stage re-runs, so a killed run leaves it stale.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Bump to invalidate every cached stage result.
+///
+/// History:
+/// - 1: initial scheme (kind, version, params, input content hashes, external state).
+pub const CACHE_VERSION: u32 = 1;
+
+/// One hashed input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InputHash {
+    /// A workspace file.
+    File {
+        /// Path relative to the project root.
+        path: String,
+        /// blake3 of the content.
+        blake3: String,
+    },
+    /// An upstream stage's output.
+    Stage {
+        /// Upstream stage id.
+        stage: String,
+        /// Output name.
+        output: String,
+        /// blake3 of the output object.
+        blake3: String,
+    },
+}
+
+impl InputHash {
+    fn label(&self) -> String {
+        match self {
+            InputHash::File { path, .. } => path.clone(),
+            InputHash::Stage { stage, output, .. } => format!("{stage}.{output}"),
+        }
+    }
+
+    fn hash(&self) -> &str {
+        match self {
+            InputHash::File { blake3, .. } | InputHash::Stage { blake3, .. } => blake3,
+        }
+    }
+}
+
+/// Everything a stage's result depends on. See the module docs for the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// [`CACHE_VERSION`] at the time.
+    pub cache_version: u32,
+    /// Stage kind.
+    pub kind: String,
+    /// Stage implementation version.
+    pub version: String,
+    /// Resolved params.
+    pub params: BTreeMap<String, serde_json::Value>,
+    /// Named inputs with their content hashes.
+    pub inputs: BTreeMap<String, Vec<InputHash>>,
+    /// External state the kind declares.
+    #[serde(default)]
+    pub external: serde_json::Value,
+}
+
+impl Fingerprint {
+    /// The key: blake3 of the canonical JSON.
+    pub fn key(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("fingerprints serialise");
+        blake3::hash(&bytes).to_hex().to_string()
+    }
+
+    /// Explains how `self` (new) differs from `old`, one reason per difference.
+    pub fn diff(&self, old: &Fingerprint) -> Vec<DirtyReason> {
+        let mut out = Vec::new();
+        if self.cache_version != old.cache_version {
+            out.push(DirtyReason::CacheVersionChanged {
+                old: old.cache_version,
+                new: self.cache_version,
+            });
+        }
+        if self.kind != old.kind {
+            out.push(DirtyReason::KindChanged {
+                old: old.kind.clone(),
+                new: self.kind.clone(),
+            });
+        }
+        if self.version != old.version {
+            out.push(DirtyReason::VersionChanged {
+                old: old.version.clone(),
+                new: self.version.clone(),
+            });
+        }
+        for (k, v) in &self.params {
+            match old.params.get(k) {
+                None => out.push(DirtyReason::ParamAdded {
+                    name: k.clone(),
+                    value: v.clone(),
+                }),
+                Some(o) if o != v => out.push(DirtyReason::ParamChanged {
+                    name: k.clone(),
+                    old: o.clone(),
+                    new: v.clone(),
+                }),
+                _ => {}
+            }
+        }
+        for (k, v) in &old.params {
+            if !self.params.contains_key(k) {
+                out.push(DirtyReason::ParamRemoved {
+                    name: k.clone(),
+                    old: v.clone(),
+                });
+            }
+        }
+        let empty = Vec::new();
+        let names: std::collections::BTreeSet<&String> =
+            self.inputs.keys().chain(old.inputs.keys()).collect();
+        for name in names {
+            let new = self.inputs.get(name).unwrap_or(&empty);
+            let prev = old.inputs.get(name).unwrap_or(&empty);
+            for n in new {
+                match prev.iter().find(|p| p.label() == n.label()) {
+                    None => out.push(DirtyReason::InputAdded {
+                        input: name.clone(),
+                        path: n.label(),
+                    }),
+                    Some(p) if p.hash() != n.hash() => out.push(match n {
+                        InputHash::Stage { stage, output, .. } => DirtyReason::UpstreamChanged {
+                            stage: stage.clone(),
+                            output: output.clone(),
+                            old: p.hash().to_string(),
+                            new: n.hash().to_string(),
+                        },
+                        InputHash::File { path, .. } => DirtyReason::InputChanged {
+                            input: name.clone(),
+                            path: path.clone(),
+                            old: p.hash().to_string(),
+                            new: n.hash().to_string(),
+                        },
+                    }),
+                    _ => {}
+                }
+            }
+            for p in prev {
+                if !new.iter().any(|n| n.label() == p.label()) {
+                    out.push(DirtyReason::InputRemoved {
+                        input: name.clone(),
+                        path: p.label(),
+                    });
+                }
+            }
+        }
+        if self.external != old.external {
+            out.push(DirtyReason::ExternalChanged {
+                old: old.external.clone(),
+                new: self.external.clone(),
+            });
+        }
+        out
+    }
+}
+
+/// Why a stage must run (or was restored). Carries old and new values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum DirtyReason {
+    /// No successful execution is recorded.
+    NeverRun,
+    /// `--force` named it.
+    Forced,
+    /// The global cache version moved.
+    CacheVersionChanged {
+        /// Old.
+        old: u32,
+        /// New.
+        new: u32,
+    },
+    /// The stage's kind changed.
+    KindChanged {
+        /// Old.
+        old: String,
+        /// New.
+        new: String,
+    },
+    /// The implementation version changed.
+    VersionChanged {
+        /// Old.
+        old: String,
+        /// New.
+        new: String,
+    },
+    /// A param value changed.
+    ParamChanged {
+        /// Param.
+        name: String,
+        /// Old value.
+        old: serde_json::Value,
+        /// New value.
+        new: serde_json::Value,
+    },
+    /// A param appeared.
+    ParamAdded {
+        /// Param.
+        name: String,
+        /// Its value.
+        value: serde_json::Value,
+    },
+    /// A param disappeared.
+    ParamRemoved {
+        /// Param.
+        name: String,
+        /// Its old value.
+        old: serde_json::Value,
+    },
+    /// An input file's content changed.
+    InputChanged {
+        /// Input name.
+        input: String,
+        /// File path.
+        path: String,
+        /// Old hash.
+        old: String,
+        /// New hash.
+        new: String,
+    },
+    /// A file joined an input (glob or list).
+    InputAdded {
+        /// Input name.
+        input: String,
+        /// File path or `stage.output`.
+        path: String,
+    },
+    /// A file left an input.
+    InputRemoved {
+        /// Input name.
+        input: String,
+        /// File path or `stage.output`.
+        path: String,
+    },
+    /// An upstream output's content changed.
+    UpstreamChanged {
+        /// Upstream stage.
+        stage: String,
+        /// Its output.
+        output: String,
+        /// Old hash.
+        old: String,
+        /// New hash.
+        new: String,
+    },
+    /// An upstream stage is stale and will run first.
+    UpstreamStale {
+        /// Upstream stage.
+        stage: String,
+    },
+    /// External state (such as a ref) changed.
+    ExternalChanged {
+        /// Old.
+        old: serde_json::Value,
+        /// New.
+        new: serde_json::Value,
+    },
+    /// A recorded output is missing or damaged in the store.
+    OutputMissing {
+        /// Output name.
+        output: String,
+    },
+    /// The previous fingerprint could not be read, so no comparison is possible.
+    FingerprintUnreadable,
+}
+
+fn short(h: &str) -> String {
+    format!("{}…", &h[..h.len().min(4)])
+}
+
+fn val(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for DirtyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use DirtyReason::*;
+        match self {
+            NeverRun => write!(f, "never run"),
+            Forced => write!(f, "forced"),
+            CacheVersionChanged { old, new } => write!(f, "cache version changed {old} -> {new}"),
+            KindChanged { old, new } => write!(f, "kind changed {old} -> {new}"),
+            VersionChanged { old, new } => write!(f, "stage version changed {old} -> {new}"),
+            ParamChanged { name, old, new } => {
+                write!(f, "param {name} changed {} -> {}", val(old), val(new))
+            }
+            ParamAdded { name, value } => write!(f, "param {name} added ({})", val(value)),
+            ParamRemoved { name, old } => write!(f, "param {name} removed (was {})", val(old)),
+            InputChanged { path, old, new, .. } => write!(
+                f,
+                "input {path} changed (blake3 {} -> {})",
+                short(old),
+                short(new)
+            ),
+            InputAdded { input, path } => write!(f, "input {input}: {path} added"),
+            InputRemoved { input, path } => write!(f, "input {input}: {path} removed"),
+            UpstreamChanged {
+                stage,
+                output,
+                old,
+                new,
+            } => write!(
+                f,
+                "upstream {stage} changed ({stage}.{output} blake3 {} -> {})",
+                short(old),
+                short(new)
+            ),
+            UpstreamStale { stage } => write!(f, "upstream {stage} is stale"),
+            ExternalChanged { old, new } => {
+                write!(f, "external state changed {} -> {}", val(old), val(new))
+            }
+            OutputMissing { output } => write!(f, "output {output} missing from the store"),
+            FingerprintUnreadable => write!(f, "previous fingerprint unreadable"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fp() -> Fingerprint {
+        Fingerprint {
+            cache_version: CACHE_VERSION,
+            kind: "split".into(),
+            version: "1".into(),
+            params: [("test_fraction".to_string(), json!(0.15))].into(),
+            inputs: [(
+                "records".to_string(),
+                vec![InputHash::File {
+                    path: "data/raw/historical_records.csv".into(),
+                    blake3: "3fa1aaaa".into(),
+                }],
+            )]
+            .into(),
+            external: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn key_is_stable_and_sensitive() {
+        let a = fp();
+        assert_eq!(a.key(), fp().key());
+        let mut b = fp();
+        b.params.insert("test_fraction".into(), json!(0.2));
+        assert_ne!(a.key(), b.key());
+    }
+
+    #[test]
+    fn diff_texts_carry_old_and_new_values() {
+        let old = fp();
+        let mut new = fp();
+        new.params.insert("test_fraction".into(), json!(0.2));
+        new.version = "2".into();
+        new.inputs.get_mut("records").unwrap()[0] = InputHash::File {
+            path: "data/raw/historical_records.csv".into(),
+            blake3: "9c02bbbb".into(),
+        };
+        let texts: Vec<String> = new.diff(&old).iter().map(|r| r.to_string()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "stage version changed 1 -> 2",
+                "param test_fraction changed 0.15 -> 0.2",
+                "input data/raw/historical_records.csv changed (blake3 3fa1… -> 9c02…)",
+            ]
+        );
+    }
+
+    #[test]
+    fn reasons_serialise_tagged() {
+        let r = DirtyReason::ParamChanged {
+            name: "learning_rate".into(),
+            old: json!(2e-5),
+            new: json!(3e-5),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"reason":"param_changed","name":"learning_rate","old":2e-5,"new":3e-5}"#
+        );
+        assert_eq!(r.to_string(), "param learning_rate changed 2e-5 -> 3e-5");
+    }
+}

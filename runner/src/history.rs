@@ -1,0 +1,239 @@
+//! Run history and lineage: what `runs diff` and `lineage` compute (the CLI prints it).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use artifacts::{CacheEntry, RunRecord, Store};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::fingerprint::{Fingerprint, InputHash};
+use crate::spec::Pipeline;
+
+/// One metric compared between two runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricDiff {
+    /// Stage id.
+    pub stage: String,
+    /// Metric path (`a.b` for nested objects).
+    pub metric: String,
+    /// Value in run A.
+    pub a: Option<f64>,
+    /// Value in run B.
+    pub b: Option<f64>,
+    /// b - a, when both exist.
+    pub delta: Option<f64>,
+}
+
+/// One stage compared between two runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageDiff {
+    /// Stage id.
+    pub stage: String,
+    /// Outcome in A.
+    pub a_outcome: Option<String>,
+    /// Outcome in B.
+    pub b_outcome: Option<String>,
+    /// Whether the key differs.
+    pub key_changed: bool,
+}
+
+/// `runs diff a b`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDiff {
+    /// Run A id.
+    pub a: String,
+    /// Run B id.
+    pub b: String,
+    /// Per stage.
+    pub stages: Vec<StageDiff>,
+    /// Numeric metrics that exist in either run.
+    pub metrics: Vec<MetricDiff>,
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(f) = n.as_f64() {
+                out.push((prefix.to_string(), f));
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&p, v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Compares two runs stage by stage and metric by metric.
+pub fn diff_runs(a: &RunRecord, b: &RunRecord) -> RunDiff {
+    let ids: BTreeSet<&String> = a.stages.iter().chain(&b.stages).map(|s| &s.id).collect();
+    let mut stages = Vec::new();
+    let mut metrics = Vec::new();
+    for id in ids {
+        let sa = a.stages.iter().find(|s| &s.id == id);
+        let sb = b.stages.iter().find(|s| &s.id == id);
+        stages.push(StageDiff {
+            stage: id.clone(),
+            a_outcome: sa.map(|s| s.outcome.as_str().to_string()),
+            b_outcome: sb.map(|s| s.outcome.as_str().to_string()),
+            key_changed: sa.map(|s| &s.key) != sb.map(|s| &s.key),
+        });
+        let mut ma = Vec::new();
+        let mut mb = Vec::new();
+        if let Some(s) = sa {
+            flatten("", &s.metrics, &mut ma);
+        }
+        if let Some(s) = sb {
+            flatten("", &s.metrics, &mut mb);
+        }
+        let names: BTreeSet<&String> = ma.iter().chain(&mb).map(|(k, _)| k).collect();
+        for n in names {
+            let va = ma.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+            let vb = mb.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+            metrics.push(MetricDiff {
+                stage: id.clone(),
+                metric: n.clone(),
+                a: va,
+                b: vb,
+                delta: va.zip(vb).map(|(x, y)| y - x),
+            });
+        }
+    }
+    RunDiff {
+        a: a.id.clone(),
+        b: b.id.clone(),
+        stages,
+        metrics,
+    }
+}
+
+/// How an artifact came to be.
+#[derive(Debug, Clone, Serialize)]
+pub struct Lineage {
+    /// The artifact's object id.
+    pub object: String,
+    /// Which output of which stage execution it is.
+    pub stage: String,
+    /// Output name.
+    pub output: String,
+    /// Stage kind and implementation version.
+    pub kind: String,
+    /// Implementation version.
+    pub version: String,
+    /// Stage key.
+    pub key: String,
+    /// Run that produced it.
+    pub run_id: String,
+    /// When.
+    pub created_at: String,
+    /// Params.
+    pub params: serde_json::Value,
+    /// Workspace input files with their hashes.
+    pub files: Vec<(String, String)>,
+    /// Upstream artifacts, recursively.
+    pub upstream: Vec<Lineage>,
+}
+
+fn producer(entries: &[CacheEntry], object: &str) -> Option<(CacheEntry, String)> {
+    // Newest first: the same bytes may have been produced several times.
+    entries.iter().rev().find_map(|e| {
+        e.outputs
+            .iter()
+            .find(|(_, o)| o.id == object)
+            .map(|(n, _)| (e.clone(), n.clone()))
+    })
+}
+
+fn lineage_of(entries: &[CacheEntry], object: &str, depth: usize) -> Option<Lineage> {
+    let (e, output) = producer(entries, object)?;
+    let fp: Fingerprint = serde_json::from_value(e.fingerprint.clone()).ok()?;
+    let mut files = Vec::new();
+    let mut upstream = Vec::new();
+    for hashes in fp.inputs.values() {
+        for h in hashes {
+            match h {
+                InputHash::File { path, blake3 } => files.push((path.clone(), blake3.clone())),
+                InputHash::Stage { blake3, .. } => {
+                    if depth < 32
+                        && let Some(l) = lineage_of(entries, blake3, depth + 1)
+                    {
+                        upstream.push(l);
+                    }
+                }
+            }
+        }
+    }
+    Some(Lineage {
+        object: object.to_string(),
+        stage: e.stage.clone(),
+        output,
+        kind: e.kind.clone(),
+        version: fp.version.clone(),
+        key: e.key.clone(),
+        run_id: e.run_id.clone(),
+        created_at: e.created_at.clone(),
+        params: serde_json::to_value(&fp.params).unwrap_or_default(),
+        files,
+        upstream,
+    })
+}
+
+/// Finds the lineage of an artifact named by workspace path, `stage.output`, or object id
+/// (prefix).
+pub fn lineage(p: &Pipeline, artifact: &str) -> Result<Lineage> {
+    let store = Store::open(&p.store_dir)?;
+    let mut entries = store.cache_entries()?;
+    entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    let object = resolve_artifact(p, &store, artifact)?;
+    lineage_of(&entries, &object, 0).ok_or_else(|| Error::UnknownArtifact(artifact.to_string()))
+}
+
+fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<String> {
+    if let Some((sid, out)) = artifact.split_once('.')
+        && !artifact.contains('/')
+        && let Some(rec) = store.stage_record(sid)?
+        && let Some(o) = rec.outputs.get(out)
+    {
+        return Ok(o.id.clone());
+    }
+    let candidates = [p.root.join(artifact), Path::new(artifact).to_path_buf()];
+    for c in candidates {
+        if c.is_file() {
+            return Ok(artifacts::hash_file(&c)?.0);
+        }
+        if c.is_dir() {
+            // A workspace directory output: find the stage output materialised there.
+            let canon = c.canonicalize().ok();
+            for s in &p.stages {
+                for (name, o) in &s.outputs {
+                    if p.root.join(&o.workspace).canonicalize().ok() == canon
+                        && let Some(rec) = store.stage_record(&s.id)?
+                        && let Some(r) = rec.outputs.get(name)
+                    {
+                        return Ok(r.id.clone());
+                    }
+                }
+            }
+        }
+    }
+    if artifact.len() >= 6 && artifact.chars().all(|c| c.is_ascii_hexdigit()) {
+        let entries = store.cache_entries()?;
+        let ids: BTreeSet<String> = entries
+            .iter()
+            .flat_map(|e| e.outputs.values().map(|o| o.id.clone()))
+            .filter(|id| id.starts_with(artifact))
+            .collect();
+        if ids.len() == 1 {
+            return Ok(ids.into_iter().next().expect("one"));
+        }
+    }
+    Err(Error::UnknownArtifact(artifact.to_string()))
+}

@@ -1,0 +1,752 @@
+//! Pipeline files: raw TOML structs, then a validated [`Pipeline`].
+//!
+//! ```toml
+//! [pipeline]
+//! name = "full"
+//! extends = "base.toml"            # optional: take that file's stages, then add/replace
+//! config = "../config/default.toml"  # optional: params sections (data, model, training, …)
+//! root = ".."                      # project root, relative to this file (default "..")
+//! store = "artifacts/store"        # relative to the root (default)
+//! out_dir = "data/processed"       # default workspace folder for outputs
+//!
+//! [[stage]]
+//! id = "split"
+//! kind = "split"
+//! inputs = { records = "clean.records" }     # files, globs, or stage_id.output
+//! params_from = ["data"]                     # config sections to take known keys from
+//! params = { test_fraction = 0.15 }          # inline params win over config
+//! outputs = { train = "data/processed/train.parquet" }  # workspace copies (optional)
+//! after = []                                 # ordering-only dependencies (optional)
+//! replace = false                            # in an extending file: replace the base stage
+//! ```
+//!
+//! Every error names the file and, when it can, the line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+use crate::stage::{Registry, Stage};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    pipeline: Option<RawHeader>,
+    #[serde(default, rename = "stage")]
+    stages: Vec<RawStage>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeader {
+    name: Option<String>,
+    description: Option<String>,
+    extends: Option<Spanned<String>>,
+    config: Option<Spanned<String>>,
+    root: Option<String>,
+    store: Option<String>,
+    out_dir: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    id: Spanned<String>,
+    kind: Spanned<String>,
+    description: Option<String>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Spanned<toml::Value>>,
+    params: Option<Spanned<toml::Table>>,
+    params_from: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    outputs: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    after: Vec<Spanned<String>>,
+    #[serde(default)]
+    replace: bool,
+}
+
+/// Where a raw stage was declared, for error messages.
+#[derive(Debug, Clone)]
+struct Source {
+    path: PathBuf,
+    text: Arc<str>,
+}
+
+impl Source {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, offset: usize, message: impl Into<String>) -> Error {
+        Error::Spec {
+            path: self.path.clone(),
+            line: Some(self.line(offset)),
+            message: message.into(),
+        }
+    }
+}
+
+/// One input reference after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputRef {
+    /// A workspace file, relative to the root with `/` separators.
+    File(String),
+    /// A glob and the files it matched when the pipeline was loaded (sorted, relative).
+    Glob {
+        /// The pattern as written.
+        pattern: String,
+        /// Matched files.
+        files: Vec<String>,
+    },
+    /// An output of another stage.
+    Stage {
+        /// Upstream stage id.
+        stage: String,
+        /// Output name.
+        output: String,
+    },
+}
+
+/// A stage output's workspace copy.
+#[derive(Debug, Clone)]
+pub struct OutputSpec {
+    /// File name inside the stage's output directory.
+    pub file: String,
+    /// Whether it is a directory.
+    pub dir: bool,
+    /// Workspace path relative to the root (may contain `{date}`).
+    pub workspace: String,
+}
+
+/// A validated stage.
+#[derive(Clone)]
+pub struct StageSpec {
+    /// Stage id.
+    pub id: String,
+    /// Kind name.
+    pub kind: String,
+    /// The implementation.
+    pub stage: Arc<dyn Stage>,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Resolved params (canonical JSON object).
+    pub params: serde_json::Value,
+    /// Named inputs.
+    pub inputs: BTreeMap<String, Vec<InputRef>>,
+    /// Named outputs.
+    pub outputs: BTreeMap<String, OutputSpec>,
+    /// Ordering-only dependencies.
+    pub after: Vec<String>,
+    /// The file that declared it.
+    pub defined_in: PathBuf,
+    /// Line of its `id`.
+    pub line: usize,
+}
+
+impl StageSpec {
+    /// Upstream stage ids (from inputs and `after`), deduplicated.
+    pub fn upstream(&self) -> Vec<String> {
+        let mut set: BTreeSet<String> = self.after.iter().cloned().collect();
+        for refs in self.inputs.values() {
+            for r in refs {
+                if let InputRef::Stage { stage, .. } = r {
+                    set.insert(stage.clone());
+                }
+            }
+        }
+        set.into_iter().collect()
+    }
+}
+
+/// A validated pipeline, ready to be turned into a DAG.
+#[derive(Clone)]
+pub struct Pipeline {
+    /// The pipeline file as given.
+    pub path: PathBuf,
+    /// The pipeline file relative to the root (for run records).
+    pub rel_path: String,
+    /// Name (defaults to the file stem).
+    pub name: String,
+    /// Optional description.
+    pub description: Option<String>,
+    /// Project root.
+    pub root: PathBuf,
+    /// Store directory.
+    pub store_dir: PathBuf,
+    /// Stages in declaration order (base file first).
+    pub stages: Vec<StageSpec>,
+}
+
+impl Pipeline {
+    /// A stage by id.
+    pub fn stage(&self, id: &str) -> Option<&StageSpec> {
+        self.stages.iter().find(|s| s.id == id)
+    }
+}
+
+fn read(path: &Path) -> Result<Source> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Source {
+        path: path.to_path_buf(),
+        text: text.into(),
+    })
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(src: &Source) -> Result<T> {
+    toml::from_str(&src.text).map_err(|e| Error::Toml {
+        path: src.path.clone(),
+        message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Lexically normalises a path (resolves `.` and `..` without touching the file system).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn rel_string(p: &Path) -> String {
+    p.to_string_lossy().replace('\\', "/")
+}
+
+struct Merged {
+    header: RawHeader,
+    header_src: Source,
+    config: Option<(Source, PathBuf)>,
+    stages: Vec<(RawStage, Source)>,
+}
+
+fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
+    let src = read(path)?;
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if chain.contains(&canon) {
+        let names: Vec<String> = chain
+            .iter()
+            .chain(std::iter::once(&canon))
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(Error::Spec {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("`extends` forms a loop: {}", names.join(" -> ")),
+        });
+    }
+    chain.push(canon);
+    let raw: RawFile = parse(&src)?;
+    let header = raw.pipeline.unwrap_or_default();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let config = header
+        .config
+        .as_ref()
+        .map(|c| (src.clone(), normalize(&dir.join(c.get_ref()))));
+    let mut merged = if let Some(ext) = &header.extends {
+        let base_path = normalize(&dir.join(ext.get_ref()));
+        if !base_path.is_file() {
+            return Err(src.err(
+                ext.span().start,
+                format!(
+                    "`extends` names `{}`, which does not exist; give a path relative to this file",
+                    ext.get_ref()
+                ),
+            ));
+        }
+        load_raw(&base_path, chain)?
+    } else {
+        Merged {
+            header: RawHeader::default(),
+            header_src: src.clone(),
+            config: None,
+            stages: Vec::new(),
+        }
+    };
+    // Child header fields override the base's.
+    let h = &mut merged.header;
+    if header.name.is_some() {
+        h.name = header.name;
+    }
+    if header.description.is_some() {
+        h.description = header.description;
+    }
+    if header.root.is_some() {
+        h.root = header.root;
+    }
+    if header.store.is_some() {
+        h.store = header.store;
+    }
+    if header.out_dir.is_some() {
+        h.out_dir = header.out_dir;
+    }
+    if config.is_some() {
+        merged.config = config;
+    }
+    merged.header_src = src.clone();
+    for st in raw.stages {
+        let id = st.id.get_ref().clone();
+        match merged
+            .stages
+            .iter()
+            .position(|(s, _)| *s.id.get_ref() == id)
+        {
+            Some(pos) if st.replace => merged.stages[pos] = (st, src.clone()),
+            Some(pos) => {
+                let (_, first_src) = &merged.stages[pos];
+                let first_line = first_src.line(merged.stages[pos].0.id.span().start);
+                return Err(src.err(
+                    st.id.span().start,
+                    format!(
+                        "duplicate stage id `{id}` (first declared at {}:{first_line}); rename it, or set `replace = true` to replace the inherited stage",
+                        first_src.path.display()
+                    ),
+                ));
+            }
+            None if st.replace => {
+                return Err(src.err(
+                    st.id.span().start,
+                    format!("stage `{id}` has `replace = true` but no inherited stage has that id"),
+                ));
+            }
+            None => merged.stages.push((st, src.clone())),
+        }
+    }
+    chain.pop();
+    Ok(merged)
+}
+
+/// Line of `key` inside `[section]` of a TOML text (best effort, for messages).
+fn config_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut in_section = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_section = t.trim_start_matches('[').trim_end_matches(']').trim() == section;
+        } else if in_section {
+            let k = t.split('=').next().unwrap_or("").trim().trim_matches('"');
+            if t.contains('=') && k == key {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+/// Loads and validates a pipeline file.
+pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
+    let merged = load_raw(path, &mut Vec::new())?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let root = normalize(&dir.join(merged.header.root.as_deref().unwrap_or("..")));
+    let root = if root.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        root
+    };
+    let store_dir = root.join(merged.header.store.as_deref().unwrap_or("artifacts/store"));
+    let out_dir = merged
+        .header
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| "data/processed".to_string());
+    let name = merged.header.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default()
+    });
+
+    // Config sections.
+    let config: Option<(Source, toml::Table)> = match &merged.config {
+        Some((decl_src, cfg_path)) => {
+            if !cfg_path.is_file() {
+                return Err(Error::Spec {
+                    path: decl_src.path.clone(),
+                    line: None,
+                    message: format!(
+                        "`config` names `{}`, which does not exist; give a path relative to the pipeline file",
+                        cfg_path.display()
+                    ),
+                });
+            }
+            let src = read(cfg_path)?;
+            let table: toml::Table = parse(&src)?;
+            for (k, v) in &table {
+                if !v.is_table() {
+                    return Err(Error::Spec {
+                        path: src.path.clone(),
+                        line: src
+                            .text
+                            .lines()
+                            .position(|l| l.trim_start().starts_with(k.as_str()))
+                            .map(|i| i + 1),
+                        message: format!(
+                            "top-level key `{k}` must be a section like [data] or [training]; move it into one"
+                        ),
+                    });
+                }
+            }
+            Some((src, table))
+        }
+        None => None,
+    };
+
+    let ids: BTreeSet<String> = merged
+        .stages
+        .iter()
+        .map(|(s, _)| s.id.get_ref().clone())
+        .collect();
+    // Kinds first, so stage references can check output names.
+    let mut kinds: BTreeMap<String, Arc<dyn Stage>> = BTreeMap::new();
+    for (st, src) in &merged.stages {
+        let id = st.id.get_ref();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(src.err(
+                st.id.span().start,
+                format!(
+                    "stage id `{id}` must be non-empty and use only letters, digits, `-` and `_`"
+                ),
+            ));
+        }
+        let kind = st.kind.get_ref();
+        let Some(stage) = registry.get(kind) else {
+            return Err(src.err(
+                st.kind.span().start,
+                format!(
+                    "unknown stage kind `{kind}` for stage `{id}`; known kinds: {}",
+                    registry.names().join(", ")
+                ),
+            ));
+        };
+        kinds.insert(id.clone(), stage.clone());
+    }
+
+    // Which stages read which config section (for validating the config file).
+    let mut section_readers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut stages = Vec::new();
+    let mut workspace_owner: BTreeMap<String, String> = BTreeMap::new();
+    for (st, src) in &merged.stages {
+        let id = st.id.get_ref().clone();
+        let stage = kinds[&id].clone();
+        let accepted = stage.param_names();
+
+        // Params: config sections first, then inline.
+        let mut raw = toml::Table::new();
+        if let Some(from) = &st.params_from {
+            for sec in from.get_ref() {
+                let Some((cfg_src, cfg)) = &config else {
+                    return Err(src.err(
+                        from.span().start,
+                        format!(
+                            "stage `{id}` takes params from [{sec}] but the pipeline has no `config` file; add `config = \"../config/default.toml\"` under [pipeline]"
+                        ),
+                    ));
+                };
+                let Some(section) = cfg.get(sec).and_then(|v| v.as_table()) else {
+                    return Err(src.err(
+                        from.span().start,
+                        format!(
+                            "stage `{id}` takes params from [{sec}], which {} does not have; sections there: {}",
+                            cfg_src.path.display(),
+                            cfg.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                };
+                section_readers
+                    .entry(sec.clone())
+                    .or_default()
+                    .push(id.clone());
+                for (k, v) in section {
+                    if accepted.iter().any(|a| a == k) {
+                        raw.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        if let Some(p) = &st.params {
+            for (k, v) in p.get_ref() {
+                raw.insert(k.clone(), v.clone());
+            }
+        }
+        let params = stage.resolve_params(&raw).map_err(|m| {
+            let offset = st
+                .params
+                .as_ref()
+                .map(|p| p.span().start)
+                .unwrap_or(st.id.span().start);
+            src.err(offset, format!("stage `{id}` (kind {}): {m}", stage.kind()))
+        })?;
+
+        // Inputs.
+        let mut inputs = BTreeMap::new();
+        for (name, value) in &st.inputs {
+            let at = value.span().start;
+            let Some(decl) = stage.inputs().iter().find(|d| d.name == name) else {
+                return Err(src.err(
+                    at,
+                    format!(
+                        "stage `{id}` (kind {}) has no input `{name}`; its inputs: {}",
+                        stage.kind(),
+                        stage
+                            .inputs()
+                            .iter()
+                            .map(|d| d.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            };
+            let items: Vec<String> = match value.get_ref() {
+                toml::Value::String(s) => vec![s.clone()],
+                toml::Value::Array(a) if a.iter().all(|v| v.is_str()) => {
+                    a.iter().map(|v| v.as_str().unwrap().to_string()).collect()
+                }
+                _ => {
+                    return Err(src.err(
+                        at,
+                        format!(
+                            "input `{name}` of stage `{id}` must be a string or an array of strings"
+                        ),
+                    ));
+                }
+            };
+            let mut refs = Vec::new();
+            for item in items {
+                refs.push(resolve_input(
+                    &item, &id, name, &ids, &kinds, &root, src, at,
+                )?);
+            }
+            let files: usize = refs
+                .iter()
+                .map(|r| match r {
+                    InputRef::Glob { files, .. } => files.len(),
+                    _ => 1,
+                })
+                .sum();
+            if !decl.many && (refs.len() > 1 || files > 1) {
+                return Err(src.err(
+                    at,
+                    format!(
+                        "input `{name}` of stage `{id}` takes one file, but {files} were given"
+                    ),
+                ));
+            }
+            inputs.insert(name.clone(), refs);
+        }
+        for decl in stage.inputs() {
+            if decl.required && !inputs.contains_key(decl.name) {
+                return Err(src.err(
+                    st.id.span().start,
+                    format!(
+                        "stage `{id}` (kind {}) needs the input `{}` ({}); add it to `inputs`",
+                        stage.kind(),
+                        decl.name,
+                        decl.help
+                    ),
+                ));
+            }
+        }
+
+        // Outputs.
+        let mut outputs = BTreeMap::new();
+        for (name, path) in &st.outputs {
+            if !stage.outputs().iter().any(|d| d.name == name) {
+                return Err(src.err(
+                    path.span().start,
+                    format!(
+                        "stage `{id}` (kind {}) has no output `{name}`; its outputs: {}",
+                        stage.kind(),
+                        stage
+                            .outputs()
+                            .iter()
+                            .map(|d| d.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        for decl in stage.outputs() {
+            let workspace = match st.outputs.get(decl.name) {
+                Some(p) => rel_string(&normalize(Path::new(p.get_ref()))),
+                None => format!("{out_dir}/{id}/{}", decl.file),
+            };
+            if let Some(other) = workspace_owner.insert(workspace.clone(), id.clone()) {
+                return Err(src.err(
+                    st.id.span().start,
+                    format!(
+                        "stage `{id}` output `{}` would be written to `{workspace}`, which stage `{other}` also writes; give one of them another path in `outputs`",
+                        decl.name
+                    ),
+                ));
+            }
+            outputs.insert(
+                decl.name.to_string(),
+                OutputSpec {
+                    file: decl.file.to_string(),
+                    dir: decl.dir,
+                    workspace,
+                },
+            );
+        }
+
+        let mut after = Vec::new();
+        for a in &st.after {
+            if !ids.contains(a.get_ref()) {
+                return Err(src.err(
+                    a.span().start,
+                    format!("stage `{id}` runs `after` unknown stage `{}`", a.get_ref()),
+                ));
+            }
+            after.push(a.get_ref().clone());
+        }
+
+        stages.push(StageSpec {
+            id: id.clone(),
+            kind: stage.kind().to_string(),
+            stage,
+            description: st.description.clone(),
+            params,
+            inputs,
+            outputs,
+            after,
+            defined_in: src.path.clone(),
+            line: src.line(st.id.span().start),
+        });
+    }
+
+    // Every key of a config section must be read by some stage that takes that section.
+    if let Some((cfg_src, cfg)) = &config {
+        for (sec, readers) in &section_readers {
+            let section = cfg[sec].as_table().expect("checked above");
+            for key in section.keys() {
+                let known = readers
+                    .iter()
+                    .any(|r| kinds[r].param_names().iter().any(|p| p == key));
+                if !known {
+                    let mut expected: BTreeSet<String> = BTreeSet::new();
+                    for r in readers {
+                        expected.extend(kinds[r].param_names());
+                    }
+                    return Err(Error::Spec {
+                        path: cfg_src.path.clone(),
+                        line: config_key_line(&cfg_src.text, sec, key),
+                        message: format!(
+                            "unknown key `{key}` in [{sec}]: no stage that reads [{sec}] ({}) takes it; expected one of {}",
+                            readers.join(", "),
+                            expected.into_iter().collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    let rel_path = path
+        .canonicalize()
+        .ok()
+        .zip(root.canonicalize().ok())
+        .and_then(|(p, r)| p.strip_prefix(&r).ok().map(rel_string))
+        .unwrap_or_else(|| rel_string(path));
+    Ok(Pipeline {
+        path: path.to_path_buf(),
+        rel_path,
+        name,
+        description: merged.header.description,
+        root,
+        store_dir,
+        stages,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resolve_input(
+    item: &str,
+    id: &str,
+    name: &str,
+    ids: &BTreeSet<String>,
+    kinds: &BTreeMap<String, Arc<dyn Stage>>,
+    root: &Path,
+    src: &Source,
+    at: usize,
+) -> Result<InputRef> {
+    if !item.contains('/')
+        && let Some((sid, out)) = item.split_once('.')
+        && ids.contains(sid)
+    {
+        let up = &kinds[sid];
+        if !up.outputs().iter().any(|d| d.name == out) {
+            return Err(src.err(
+                at,
+                format!(
+                    "input `{name}` of stage `{id}` refers to `{item}`, but stage `{sid}` (kind {}) has no output `{out}`; its outputs: {}",
+                    up.kind(),
+                    up.outputs().iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        if sid == id {
+            return Err(src.err(
+                at,
+                format!("stage `{id}` cannot read its own output `{item}`"),
+            ));
+        }
+        return Ok(InputRef::Stage {
+            stage: sid.to_string(),
+            output: out.to_string(),
+        });
+    }
+    let rel = rel_string(&normalize(Path::new(item)));
+    if item.contains(['*', '?', '[']) {
+        let pattern = root.join(&rel);
+        let entries = glob::glob(&pattern.to_string_lossy()).map_err(|e| {
+            src.err(
+                at,
+                format!("input `{name}` of stage `{id}`: bad glob `{item}`: {e}"),
+            )
+        })?;
+        let mut files = Vec::new();
+        for e in entries.flatten() {
+            if e.is_file() {
+                let r = e.strip_prefix(root).unwrap_or(&e);
+                files.push(rel_string(r));
+            }
+        }
+        files.sort();
+        return Ok(InputRef::Glob {
+            pattern: rel,
+            files,
+        });
+    }
+    if !root.join(&rel).exists() {
+        return Err(src.err(
+            at,
+            format!(
+                "input `{name}` of stage `{id}` is `{item}`, which does not exist under the project root `{}`; create it or fix the path",
+                root.display()
+            ),
+        ));
+    }
+    Ok(InputRef::File(rel))
+}

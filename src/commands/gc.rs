@@ -1,0 +1,28 @@
+use std::path::PathBuf;
+
+use crate::console;
+
+/// `isco-dag gc`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Keep this many most recent runs (and what they reference).
+    #[arg(long, default_value_t = 10)]
+    keep_runs: usize,
+    /// Store directory (default: artifacts/store).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+pub fn exec(a: Args) -> anyhow::Result<()> {
+    let store = super::open_store(a.store.as_ref(), None)?;
+    let _lock = store.lock(false, &|_| {})?;
+    let r = store.gc(a.keep_runs)?;
+    console::out(&format!(
+        "removed {} runs, {} run-cache entries, {} objects ({:.1} MiB)",
+        r.runs_removed,
+        r.cache_entries_removed,
+        r.objects_removed,
+        r.bytes_freed as f64 / (1024.0 * 1024.0)
+    ));
+    Ok(())
+}

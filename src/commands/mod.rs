@@ -1,0 +1,48 @@
+//! One module per subcommand.
+
+pub mod dag;
+pub mod demo;
+pub mod gc;
+pub mod kinds;
+pub mod lineage;
+pub mod run;
+pub mod runs;
+pub mod status;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// Exit code: 2 for configuration/usage errors, 1 for everything else.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    match e.downcast_ref::<runner::Error>() {
+        Some(
+            runner::Error::Spec { .. }
+            | runner::Error::Toml { .. }
+            | runner::Error::Cycle { .. }
+            | runner::Error::UnknownStage(_)
+            | runner::Error::Read { .. },
+        ) => 2,
+        _ => 1,
+    }
+}
+
+/// Loads and validates a pipeline with every stage kind registered.
+pub fn load_pipeline(path: &Path) -> anyhow::Result<runner::Pipeline> {
+    let registry = stages::registry();
+    Ok(runner::spec::load(path, &registry)?)
+}
+
+/// The store: `--store` if given, else the pipeline's, else `artifacts/store`.
+pub fn open_store(
+    store: Option<&PathBuf>,
+    pipeline: Option<&Path>,
+) -> anyhow::Result<artifacts::Store> {
+    let dir = match (store, pipeline) {
+        (Some(s), _) => s.clone(),
+        (None, Some(p)) => load_pipeline(p)?.store_dir,
+        (None, None) => PathBuf::from("artifacts/store"),
+    };
+    artifacts::Store::open(&dir).with_context(|| format!("opening the store at {}", dir.display()))
+}

@@ -1,0 +1,136 @@
+use std::path::PathBuf;
+
+use super::dag::Format2;
+use crate::console;
+
+/// `isco-dag runs`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Store directory (default: artifacts/store).
+    #[arg(long, global = true)]
+    store: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    format: Format2,
+}
+
+#[derive(clap::Subcommand)]
+enum Cmd {
+    /// List recorded runs, oldest first.
+    List,
+    /// Show one run (`last`, `last~1`, an id or a unique id prefix).
+    Show {
+        /// Run id.
+        id: String,
+    },
+    /// Compare two runs stage by stage and metric by metric.
+    Diff {
+        /// Run A.
+        a: String,
+        /// Run B.
+        b: String,
+    },
+}
+
+fn fmt_metric(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}
+
+pub fn exec(a: Args) -> anyhow::Result<()> {
+    let store = super::open_store(a.store.as_ref(), None)?;
+    let json = matches!(a.format, Format2::Json);
+    match a.cmd {
+        Cmd::List => {
+            let runs = store.runs()?;
+            if json {
+                console::json(&runs);
+            } else {
+                for r in runs {
+                    let count = |o: artifacts::StageOutcome| {
+                        r.stages.iter().filter(|s| s.outcome == o).count()
+                    };
+                    console::out(&format!(
+                        "{}  {:<10} {:<28} executed {} skipped {} restored {} failed {}",
+                        r.id,
+                        r.status,
+                        r.pipeline,
+                        count(artifacts::StageOutcome::Executed),
+                        count(artifacts::StageOutcome::Skipped),
+                        count(artifacts::StageOutcome::Restored),
+                        count(artifacts::StageOutcome::Failed),
+                    ));
+                }
+            }
+        }
+        Cmd::Show { id } => {
+            let r = store.run(&id)?;
+            if json {
+                console::json(&r);
+            } else {
+                console::out(&format!(
+                    "run {} of {} ({}), started {}, finished {}",
+                    r.id, r.pipeline, r.status, r.started_at, r.finished_at
+                ));
+                for s in &r.stages {
+                    console::out(&format!(
+                        "  {:<18} {:<10} {:<9} {:>8.2}s  key {}",
+                        s.id,
+                        s.kind,
+                        s.outcome.as_str(),
+                        s.duration_s,
+                        &s.key[..s.key.len().min(12)]
+                    ));
+                    for reason in &s.reasons {
+                        console::out(&format!("      because {reason}"));
+                    }
+                    if let Some(e) = &s.error {
+                        console::out(&format!("      error: {e}"));
+                    }
+                    if let serde_json::Value::Object(m) = &s.metrics {
+                        for (k, v) in m {
+                            if !v.is_object() && !v.is_array() {
+                                console::out(&format!("      {k} = {v}"));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::Diff { a: ra, b: rb } => {
+            let d = runner::history::diff_runs(&store.run(&ra)?, &store.run(&rb)?);
+            if json {
+                console::json(&d);
+            } else {
+                console::out(&format!("runs {} -> {}", d.a, d.b));
+                for s in &d.stages {
+                    console::out(&format!(
+                        "  {:<18} {:<9} -> {:<9} {}",
+                        s.stage,
+                        s.a_outcome.as_deref().unwrap_or("-"),
+                        s.b_outcome.as_deref().unwrap_or("-"),
+                        if s.key_changed {
+                            "key changed"
+                        } else {
+                            "same key"
+                        }
+                    ));
+                }
+                for m in d.metrics.iter().filter(|m| m.delta != Some(0.0)) {
+                    console::out(&format!(
+                        "  {}.{}: {} -> {} ({})",
+                        m.stage,
+                        m.metric,
+                        fmt_metric(m.a),
+                        fmt_metric(m.b),
+                        m.delta
+                            .map(|x| format!("{x:+.4}"))
+                            .unwrap_or_else(|| "n/a".into())
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! `isco-dag`: the command-line front end. Each subcommand lives in `commands/` with its clap
+//! arguments and an `exec` that calls the library crates; this file only parses, sets up
+//! logging and maps errors to exit codes (1 failure, 2 usage or configuration).
+
+mod commands;
+mod console;
+
+use clap::{Parser, Subcommand};
+
+/// Codes job descriptions into ISCO-08 occupations with a declarative, cached pipeline.
+#[derive(Parser)]
+#[command(name = "isco-dag", version, about, propagate_version = true)]
+struct Cli {
+    /// Log format for tracing output (`RUST_LOG` sets the level).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline: stale stages execute, fresh ones are skipped.
+    Run(commands::run::Args),
+    /// Show which stages are fresh or stale, and why.
+    Status(commands::status::Args),
+    /// Print the stage graph.
+    Dag(commands::dag::Args),
+    /// Run history: list, show, diff.
+    Runs(commands::runs::Args),
+    /// Show how an artifact was produced.
+    Lineage(commands::lineage::Args),
+    /// Remove store objects no kept run, stage record or ref needs.
+    Gc(commands::gc::Args),
+    /// Re-hash every object in the store and report corruption.
+    Verify(commands::verify::Args),
+    /// Write the synthetic demo data set.
+    Demo(commands::demo::Args),
+    /// List the stage kinds with their inputs, outputs and params.
+    Kinds,
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Run(a) => commands::run::exec(a),
+        Command::Status(a) => commands::status::exec(a),
+        Command::Dag(a) => commands::dag::exec(a),
+        Command::Runs(a) => commands::runs::exec(a),
+        Command::Lineage(a) => commands::lineage::exec(a),
+        Command::Gc(a) => commands::gc::exec(a),
+        Command::Verify(a) => commands::verify::exec(a),
+        Command::Demo(a) => commands::demo::exec(a),
+        Command::Kinds => commands::kinds::exec(),
+    };
+    if let Err(e) = result {
+        console::error(&format!("error: {e:#}"));
+        std::process::exit(commands::exit_code(&e));
+    }
+}

@@ -1,0 +1,270 @@
+//! `clean`: validate and normalise raw historical records.
+//!
+//! Reads CSV or Parquet with a title, a duties and a code column (names configurable), builds
+//! `text = title | duties` ([`crate::text::record_text`]), and validates the code against the
+//! ISCO-08 reference when one is given (structurally otherwise). Unusable rows go to the
+//! quarantine CSV with their row, line, column and reason; nothing is dropped silently.
+
+use std::collections::HashMap;
+
+use artifacts::table::{Column, Table};
+use classifier::Taxonomy;
+use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::records::{Records, read_rows};
+use crate::text::record_text;
+
+/// Params of `clean` (config section `[data]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanParams {
+    /// Column holding the job title.
+    pub title_column: String,
+    /// Column holding the duties description.
+    pub duties_column: String,
+    /// Column holding the ISCO-08 code.
+    pub code_column: String,
+    /// Keep only the first of rows with identical text and code.
+    pub drop_exact_duplicates: bool,
+}
+
+impl Default for CleanParams {
+    fn default() -> Self {
+        CleanParams {
+            title_column: "job_title".into(),
+            duties_column: "duties_description".into(),
+            code_column: "isco_code".into(),
+            drop_exact_duplicates: false,
+        }
+    }
+}
+
+/// The `clean` stage kind.
+pub struct Clean;
+
+const INPUTS: &[InputDecl] = &[
+    InputDecl {
+        name: "records",
+        required: true,
+        many: false,
+        help: "raw historical records, CSV or Parquet",
+    },
+    InputDecl {
+        name: "reference",
+        required: false,
+        many: false,
+        help: "ISCO-08 reference CSV (ILO, ESCO or isco-dag layout)",
+    },
+];
+
+const OUTPUTS: &[OutputDecl] = &[
+    OutputDecl {
+        name: "records",
+        file: "records.parquet",
+        dir: false,
+    },
+    OutputDecl {
+        name: "quarantine",
+        file: "quarantine.csv",
+        dir: false,
+    },
+    OutputDecl {
+        name: "report",
+        file: "report.json",
+        dir: false,
+    },
+];
+
+/// Loads the taxonomy from an optional reference input.
+pub fn load_taxonomy(ctx: &StageContext<'_>) -> Result<Taxonomy, StageError> {
+    Ok(match ctx.input_opt("reference") {
+        Some(p) => Taxonomy::load(p)?,
+        None => Taxonomy::codes_only(),
+    })
+}
+
+/// Normalises a code cell: trims, drops a trailing `.0` (spreadsheet exports), and restores
+/// a lost leading zero when the padded code is a valid unit group.
+pub fn normalize_code(raw: &str, tax: &Taxonomy) -> (String, bool) {
+    let mut c = raw.trim().to_string();
+    if let Some(s) = c.strip_suffix(".0") {
+        c = s.to_string();
+    }
+    if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_digit()) {
+        let padded = format!("0{c}");
+        if tax.check_unit(&padded).is_ok() && tax.has_reference() {
+            return (padded, true);
+        }
+    }
+    (c, false)
+}
+
+impl Stage for Clean {
+    fn kind(&self) -> &'static str {
+        "clean"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn help(&self) -> &'static str {
+        "validate codes, normalise text, quarantine unusable rows"
+    }
+    fn inputs(&self) -> &'static [InputDecl] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+    fn param_names(&self) -> Vec<String> {
+        runner::stage::param_names_of::<CleanParams>()
+    }
+    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
+        runner::stage::typed_params::<CleanParams>(raw)
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
+        let p: CleanParams = ctx.params()?;
+        let input = ctx.input("records")?;
+        let tax = load_taxonomy(ctx)?;
+        let cols = [
+            p.title_column.as_str(),
+            p.duties_column.as_str(),
+            p.code_column.as_str(),
+        ];
+        let rows = read_rows(input, &cols, &[true, true, true])?;
+        ctx.progress.start(rows.len() as u64, "cleaning");
+        let mut out = Records::default();
+        let mut q_row = Vec::new();
+        let mut q_line = Vec::new();
+        let mut q_col = Vec::new();
+        let mut q_reason = Vec::new();
+        let mut q_vals: [Vec<String>; 3] = Default::default();
+        let mut seen: HashMap<(String, String), usize> = HashMap::new();
+        let mut codes_by_text: HashMap<String, Vec<String>> = HashMap::new();
+        let (mut exact_dups, mut padded, mut dropped_dups) = (0usize, 0usize, 0usize);
+        for r in &rows {
+            let v = |i: usize| r.values[i].clone().unwrap_or_default();
+            let (title, duties, code_raw) = (v(0), v(1), v(2));
+            let mut reject = |col: &str, reason: String| {
+                q_row.push(r.row as i64);
+                q_line.push(r.line as i64);
+                q_col.push(col.to_string());
+                q_reason.push(reason);
+                q_vals[0].push(title.clone());
+                q_vals[1].push(duties.clone());
+                q_vals[2].push(code_raw.clone());
+            };
+            if let Some((col, reason)) = &r.problem {
+                reject(col, format!("row {reason}"));
+                continue;
+            }
+            let (code, was_padded) = normalize_code(&code_raw, &tax);
+            if code.is_empty() {
+                reject(&p.code_column, "the code is empty".into());
+                continue;
+            }
+            if let Err(reason) = tax.check_unit(&code) {
+                reject(&p.code_column, reason);
+                continue;
+            }
+            let text = record_text(&title, &duties);
+            if text.is_empty() {
+                reject(
+                    &p.title_column,
+                    "both the job title and the duties are empty".into(),
+                );
+                continue;
+            }
+            padded += was_padded as usize;
+            let key = (text.clone(), code.clone());
+            let n = seen.entry(key).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                exact_dups += 1;
+                if p.drop_exact_duplicates {
+                    dropped_dups += 1;
+                    reject(
+                        "",
+                        "exact duplicate of an earlier row (drop_exact_duplicates = true)".into(),
+                    );
+                    continue;
+                }
+            }
+            let codes = codes_by_text.entry(text.clone()).or_default();
+            if !codes.contains(&code) {
+                codes.push(code.clone());
+            }
+            out.row.push(r.row as i64);
+            out.job_title.push(title);
+            out.duties_description.push(duties);
+            out.text.push(text);
+            out.isco_code.push(code);
+        }
+        ctx.progress.inc(rows.len() as u64);
+        if out.is_empty() {
+            return Err(crate::Error::Empty(format!(
+                "{}: no usable rows remain after cleaning ({} quarantined); see the quarantine reasons",
+                input.display(),
+                q_row.len()
+            ))
+            .into());
+        }
+        let conflicting_texts = codes_by_text.values().filter(|c| c.len() > 1).count();
+        let conflicting_rows = out
+            .text
+            .iter()
+            .filter(|t| codes_by_text[*t].len() > 1)
+            .count();
+        let mut examples: Vec<(&String, &Vec<String>)> =
+            codes_by_text.iter().filter(|(_, c)| c.len() > 1).collect();
+        examples.sort();
+        examples.truncate(10);
+        let mut reasons: HashMap<String, usize> = HashMap::new();
+        for r in &q_reason {
+            let k = r.split(';').next().unwrap_or(r).to_string();
+            *reasons.entry(k).or_default() += 1;
+        }
+        out.write(&ctx.output("records.parquet"))?;
+        Table::new()
+            .with("row", Column::Int(q_row.clone()))
+            .with("line", Column::Int(q_line))
+            .with("column", Column::Str(q_col))
+            .with("reason", Column::Str(q_reason))
+            .with(&p.title_column, Column::Str(q_vals[0].clone()))
+            .with(&p.duties_column, Column::Str(q_vals[1].clone()))
+            .with(&p.code_column, Column::Str(q_vals[2].clone()))
+            .write_csv(&ctx.output("quarantine.csv"))?;
+        let metrics = json!({
+            "rows_in": rows.len(),
+            "kept": out.len(),
+            "quarantined": q_row.len(),
+            "exact_duplicates": exact_dups,
+            "exact_duplicates_dropped": dropped_dups,
+            "conflicting_texts": conflicting_texts,
+            "conflicting_rows": conflicting_rows,
+            "codes_zero_padded": padded,
+            "classes": out.isco_code.iter().collect::<std::collections::BTreeSet<_>>().len(),
+            "reference": tax.has_reference(),
+        });
+        let report = json!({
+            "input": input.file_name().map(|f| f.to_string_lossy().to_string()),
+            "counts": metrics,
+            "quarantine_reasons": reasons,
+            "conflict_examples": examples.iter().map(|(t, c)| json!({"text": t, "codes": c})).collect::<Vec<_>>(),
+        });
+        crate::write_json(&ctx.output("report.json"), &report)?;
+        Ok(StageReport {
+            summary: vec![format!(
+                "{} rows in, {} kept, {} quarantined, {} exact duplicates, {} conflicting texts",
+                rows.len(),
+                out.len(),
+                q_row.len(),
+                exact_dups,
+                conflicting_texts
+            )],
+            metrics,
+        })
+    }
+}

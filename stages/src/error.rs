@@ -1,0 +1,30 @@
+use std::path::PathBuf;
+
+/// Errors of the stage kinds. Messages are full sentences that name the file (and row and
+/// column where there is one) and say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input file is unusable as a whole (missing column, not CSV/Parquet, …).
+    #[error("{}: {message}", path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// A file could not be written.
+    #[error("could not write `{}`: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The artifact store or a table failed.
+    #[error(transparent)]
+    Artifacts(#[from] artifacts::Error),
+    /// Nothing usable is left to work with.
+    #[error("{0}")]
+    Empty(String),
+}

@@ -1,0 +1,256 @@
+//! Reading raw input tables (CSV or Parquet) row by row without losing any, and the cleaned
+//! record table that flows between stages.
+
+use std::path::Path;
+
+use artifacts::table::{Column, Table};
+
+use crate::error::Error;
+
+/// A raw input row: the requested columns' values, or why the row is unusable.
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    /// 0-based position among the data rows of the file.
+    pub row: usize,
+    /// 1-based line in the file where the row starts (CSV), or `row + 2`.
+    pub line: u64,
+    /// Values of the requested columns, in the requested order (`None`: column absent).
+    pub values: Vec<Option<String>>,
+    /// Set when the row cannot be read: (column, reason).
+    pub problem: Option<(String, String)>,
+    /// The raw row as text, for the quarantine file.
+    pub raw: String,
+}
+
+fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"))
+}
+
+/// Reads `wanted` columns of a CSV or Parquet file. `required[i]` says whether column i must
+/// exist in the header (a missing required column is an error for the whole file; missing
+/// optional ones give `None`). Rows that cannot be decoded (wrong field count, invalid
+/// UTF-8) are returned with a `problem`, never dropped.
+pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<RawRow>, Error> {
+    let input_err = |message: String| Error::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let check_header = |header: &[String]| -> Result<Vec<Option<usize>>, Error> {
+        let mut idx = Vec::new();
+        for (i, w) in wanted.iter().enumerate() {
+            let pos = header.iter().position(|h| h.trim() == *w);
+            if pos.is_none() && required[i] {
+                return Err(input_err(format!(
+                    "has no column `{w}` (columns: {}); rename the column or set the column name in the stage params",
+                    header.join(", ")
+                )));
+            }
+            idx.push(pos);
+        }
+        Ok(idx)
+    };
+    if is_parquet(path) {
+        let t = Table::read_parquet(path)?;
+        let header: Vec<String> = t.columns.iter().map(|(n, _)| n.clone()).collect();
+        let idx = check_header(&header)?;
+        let n = t.num_rows();
+        return Ok((0..n)
+            .map(|r| {
+                let values: Vec<Option<String>> = idx
+                    .iter()
+                    .map(|ix| ix.map(|c| t.columns[c].1.cell(r)))
+                    .collect();
+                RawRow {
+                    row: r,
+                    line: r as u64 + 2,
+                    raw: values
+                        .iter()
+                        .map(|v| v.clone().unwrap_or_default())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    values,
+                    problem: None,
+                }
+            })
+            .collect());
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .map_err(|e| input_err(format!("cannot be opened as CSV: {e}")))?;
+    let header_bytes = rdr
+        .byte_headers()
+        .map_err(|e| input_err(format!("has no readable header row: {e}")))?
+        .clone();
+    let header: Vec<String> = header_bytes
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .to_string()
+        })
+        .collect();
+    let idx = check_header(&header)?;
+    let mut rows = Vec::new();
+    let mut rec = csv::ByteRecord::new();
+    let mut row = 0usize;
+    loop {
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = rec.position().map(|p| p.line()).unwrap_or(0);
+                let raw = rec
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(f).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let mut problem = None;
+                if rec.len() != header.len() {
+                    problem = Some((
+                        String::new(),
+                        format!(
+                            "has {} fields but the header has {}; check quoting of commas",
+                            rec.len(),
+                            header.len()
+                        ),
+                    ));
+                }
+                let mut values = Vec::with_capacity(idx.len());
+                for (i, ix) in idx.iter().enumerate() {
+                    let v = match ix {
+                        None => None,
+                        Some(c) => match rec.get(*c) {
+                            None => None,
+                            Some(bytes) => match std::str::from_utf8(bytes) {
+                                Ok(s) => Some(s.to_string()),
+                                Err(_) => {
+                                    if problem.is_none() {
+                                        problem = Some((
+                                            wanted[i].to_string(),
+                                            "is not valid UTF-8; re-save the file as UTF-8".into(),
+                                        ));
+                                    }
+                                    Some(String::from_utf8_lossy(bytes).to_string())
+                                }
+                            },
+                        },
+                    };
+                    values.push(v);
+                }
+                rows.push(RawRow {
+                    row,
+                    line,
+                    values,
+                    problem,
+                    raw,
+                });
+                row += 1;
+            }
+            Err(e) => {
+                // An unrecoverable CSV error (e.g. an unterminated quote at end of file).
+                return Err(input_err(format!(
+                    "row {row} (after line {}): {e}; fix the CSV quoting",
+                    rdr.position().line()
+                )));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Cleaned records: the table `clean` writes and `split`, `train`, … read.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// 0-based row of the record in its raw input file.
+    pub row: Vec<i64>,
+    /// Job title as given.
+    pub job_title: Vec<String>,
+    /// Duties as given.
+    pub duties_description: Vec<String>,
+    /// Normalised model text (`title | duties`).
+    pub text: Vec<String>,
+    /// 4-digit ISCO-08 code.
+    pub isco_code: Vec<String>,
+}
+
+impl Records {
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.row.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.row.is_empty()
+    }
+
+    /// Appends record `i` of `other`.
+    pub fn push_from(&mut self, other: &Records, i: usize) {
+        self.row.push(other.row[i]);
+        self.job_title.push(other.job_title[i].clone());
+        self.duties_description
+            .push(other.duties_description[i].clone());
+        self.text.push(other.text[i].clone());
+        self.isco_code.push(other.isco_code[i].clone());
+    }
+
+    /// Writes the table as Parquet.
+    pub fn write(&self, path: &Path) -> Result<(), Error> {
+        Table::new()
+            .with("row", Column::Int(self.row.clone()))
+            .with("job_title", Column::Str(self.job_title.clone()))
+            .with(
+                "duties_description",
+                Column::Str(self.duties_description.clone()),
+            )
+            .with("text", Column::Str(self.text.clone()))
+            .with("isco_code", Column::Str(self.isco_code.clone()))
+            .write_parquet(path)?;
+        Ok(())
+    }
+
+    /// Reads a table written by [`Records::write`].
+    pub fn read(path: &Path) -> Result<Records, Error> {
+        let t = Table::read_parquet(path)?;
+        Ok(Records {
+            row: t.int_col("row", path)?.to_vec(),
+            job_title: t.str_col("job_title", path)?.to_vec(),
+            duties_description: t.str_col("duties_description", path)?.to_vec(),
+            text: t.str_col("text", path)?.to_vec(),
+            isco_code: t.str_col("isco_code", path)?.to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_rows_are_returned_with_their_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let mut bytes =
+            b"job_title,duties_description,isco_code\nchef,cooks,5120\nextra,a,b,c\n".to_vec();
+        bytes.extend_from_slice(b"caf\xe9,serves,5131\n");
+        std::fs::write(&p, bytes).unwrap();
+        let rows = read_rows(
+            &p,
+            &["job_title", "duties_description", "isco_code"],
+            &[true, true, true],
+        )
+        .unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].problem.is_none());
+        assert!(rows[1].problem.as_ref().unwrap().1.contains("4 fields"));
+        assert_eq!(rows[2].problem.as_ref().unwrap().0, "job_title");
+        assert_eq!(rows[2].line, 4);
+        let e = read_rows(&p, &["title"], &[true]).unwrap_err().to_string();
+        assert!(
+            e.contains("r.csv") && e.contains("no column `title`"),
+            "{e}"
+        );
+    }
+}
