@@ -768,7 +768,7 @@ pub fn run_pipeline(
                     continue;
                 }
                 let ready = ups.iter().all(|u| match state.get(u) {
-                    Some(St::Ok) => true,
+                    Some(St::Ok) => outputs.contains_key(u),
                     Some(_) => false,
                     None => outputs.contains_key(u),
                 });

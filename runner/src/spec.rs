@@ -636,14 +636,15 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
         });
     }
 
-    // Every key of a config section must be read by some stage that takes that section.
+    // Every key of a config section read by some stage must be a param of some stage kind,
+    // so a misspelt key is an error rather than silently ignored.
     if let Some((cfg_src, cfg)) = &config {
         for (sec, readers) in &section_readers {
             let section = cfg[sec].as_table().expect("checked above");
             for key in section.keys() {
-                let known = readers
-                    .iter()
-                    .any(|r| kinds[r].param_names().iter().any(|p| p == key));
+                let known = registry
+                    .all()
+                    .any(|k| k.param_names().iter().any(|p| p == key));
                 if !known {
                     let mut expected: BTreeSet<String> = BTreeSet::new();
                     for r in readers {
@@ -653,7 +654,7 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
                         path: cfg_src.path.clone(),
                         line: config_key_line(&cfg_src.text, sec, key),
                         message: format!(
-                            "unknown key `{key}` in [{sec}]: no stage that reads [{sec}] ({}) takes it; expected one of {}",
+                            "unknown key `{key}` in [{sec}]: no stage kind takes it (stages reading [{sec}]: {}); expected one of {}",
                             readers.join(", "),
                             expected.into_iter().collect::<Vec<_>>().join(", ")
                         ),

@@ -88,6 +88,13 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                     console::out(&format!("[DIRTY] {}: {r}", run.id));
                 }
             }
+            if run.outcome == StageOutcome::Failed {
+                console::error(&format!(
+                    "error: stage {} failed: {}",
+                    run.id,
+                    run.error.as_deref().unwrap_or("")
+                ));
+            }
             console::out(&line(&run));
             if verbose || run.outcome == StageOutcome::Executed {
                 for s in summary {

@@ -1,1 +1,6 @@
+//! Integration tests: each runs the real `isco-dag` binary in a temporary project.
 
+mod errors;
+mod freshness;
+mod store;
+mod support;

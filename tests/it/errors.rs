@@ -1,0 +1,95 @@
+//! Strict validation: every error names the file and the line or key.
+
+use crate::support::Project;
+
+fn pipeline_error(p: &Project, body: &str) -> String {
+    p.write("pipelines/bad.toml", body);
+    let (code, err) = p.fails(&["run", "pipelines/bad.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+    err
+}
+
+#[test]
+fn unknown_key_in_pipeline() {
+    let p = Project::new(50);
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"clean\"\nkind = \"clean\"\ninputz = { records = \"data/raw/historical_records.csv\" }\n",
+    );
+    assert!(err.contains("unknown field `inputz`"), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+}
+
+#[test]
+fn unknown_param_names_the_key() {
+    let p = Project::new(50);
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"split\"\nkind = \"split\"\ninputs = { records = \"data/raw/historical_records.csv\" }\nparams = { test_fracton = 0.2 }\n",
+    );
+    assert!(err.contains("bad.toml:5"), "{err}");
+    assert!(err.contains("unknown field `test_fracton`"), "{err}");
+    assert!(err.contains("test_fraction"), "{err}");
+}
+
+#[test]
+fn unknown_key_in_config_names_file_section_and_line() {
+    let p = Project::new(50);
+    p.edit("config/default.toml", "seed = 42", "seed = 42\nsed = 1");
+    let (code, err) = p.fails(&["run", "pipelines/full.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("default.toml:"), "{err}");
+    assert!(err.contains("unknown key `sed` in [data]"), "{err}");
+}
+
+#[test]
+fn unknown_kind_missing_input_duplicate_id() {
+    let p = Project::new(50);
+    let err = pipeline_error(&p, "[[stage]]\nid = \"x\"\nkind = \"trian\"\n");
+    assert!(err.contains("bad.toml:3") && err.contains("unknown stage kind `trian`"), "{err}");
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"clean\"\nkind = \"clean\"\ninputs = { records = \"data/raw/nope.csv\" }\n",
+    );
+    assert!(err.contains("bad.toml:4") && err.contains("data/raw/nope.csv") && err.contains("does not exist"), "{err}");
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"clean\"\nkind = \"clean\"\ninputs = { records = \"data/raw/historical_records.csv\" }\n\n[[stage]]\nid = \"clean\"\nkind = \"split\"\ninputs = { records = \"data/raw/historical_records.csv\" }\n",
+    );
+    assert!(err.contains("bad.toml:7") && err.contains("duplicate stage id `clean`") && err.contains("bad.toml:2"), "{err}");
+    let err = pipeline_error(&p, "[[stage]]\nid = \"clean\"\nkind = \"clean\"\n");
+    assert!(err.contains("needs the input `records`"), "{err}");
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"s\"\nkind = \"split\"\ninputs = { records = \"clean.recrods\" }\n[[stage]]\nid = \"clean\"\nkind = \"clean\"\ninputs = { records = \"data/raw/historical_records.csv\" }\n",
+    );
+    assert!(err.contains("has no output `recrods`"), "{err}");
+}
+
+#[test]
+fn cycle_is_named() {
+    let p = Project::new(50);
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"a\"\nkind = \"split\"\ninputs = { records = \"b.train\" }\n[[stage]]\nid = \"b\"\nkind = \"split\"\ninputs = { records = \"a.train\" }\n",
+    );
+    assert!(err.contains("the stages form a cycle: a -> b -> a"), "{err}");
+}
+
+#[test]
+fn bad_rows_are_quarantined_with_row_and_reason() {
+    let p = Project::new(50);
+    p.append(
+        "data/raw/historical_records.csv",
+        "nurse,caring,22x1\n\"unterminated,quote,1234\n",
+    );
+    p.ok(&["run", "pipelines/full.toml"]);
+    let q = std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
+    assert!(q.starts_with("row,line,column,reason,"), "{q}");
+    assert!(q.contains("isco_code,`22x1` is not a 4-digit ISCO-08 unit group code"), "{q}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.path("data/processed/clean_report.json")).unwrap()).unwrap();
+    let c = &report["counts"];
+    assert_eq!(c["rows_in"].as_u64().unwrap(), c["kept"].as_u64().unwrap() + c["quarantined"].as_u64().unwrap());
+}

@@ -1,0 +1,93 @@
+//! Store robustness: kill -9 mid-stage, concurrent runs, verify and gc.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use crate::support::{Project, outcome_of};
+
+const P: &str = "pipelines/full.toml";
+
+#[test]
+fn kill_during_a_stage_then_rerun_and_verify() {
+    // Enough rows that `clean` runs for a while.
+    let p = Project::new(150_000);
+    let mut child = p
+        .cmd(&["run", P])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let l = lines.next().expect("the run printed nothing").unwrap();
+        if l.starts_with("running   clean") {
+            break;
+        }
+    }
+    // SIGKILL: no destructor, no unlock, no cleanup.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = p.last_run();
+    assert_eq!(run["status"], "running", "the killed run stays marked as running");
+    let st = p.ok(&["status", P]);
+    assert!(st.contains("[DIRTY] clean: never run"), "{st}");
+    p.ok(&["run", P]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "clean"), "executed");
+    assert_eq!(outcome_of(&run, "split"), "executed");
+    let v = p.ok(&["verify"]);
+    assert!(v.contains("0 corrupt, 0 missing"), "{v}");
+}
+
+#[test]
+fn concurrent_runs_do_not_corrupt_the_store() {
+    let p = Project::new(20_000);
+    let a = p.cmd(&["run", P, "--force"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let b = p.cmd(&["run", P, "--force"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(oa.status.success() && ob.status.success());
+    let runs: serde_json::Value =
+        serde_json::from_str(&p.ok(&["runs", "list", "--format", "json"])).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 2);
+    assert!(runs.as_array().unwrap().iter().all(|r| r["status"] == "succeeded"));
+    assert!(p.ok(&["verify"]).contains("0 corrupt, 0 missing"));
+    // Both waited for each other rather than interleaving: the next run is a no-op.
+    p.ok(&["run", P]);
+    assert_eq!(outcome_of(&p.last_run(), "split"), "skipped");
+    // --no-wait fails clearly while another process holds the lock.
+    let store = artifacts::Store::open(p.path("artifacts/store")).unwrap();
+    let _held = store.lock(false, &|_| {}).unwrap();
+    let (code, err) = p.fails(&["run", P, "--no-wait"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is locked by another isco-dag process"), "{err}");
+}
+
+#[test]
+fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
+    let p = Project::new(300);
+    p.ok(&["run", P]);
+    p.edit("config/default.toml", "seed = 42", "seed = 43");
+    p.ok(&["run", P]);
+    let out = p.ok(&["gc", "--keep-runs", "1"]);
+    assert!(out.contains("removed 1 runs"), "{out}");
+    // The current state survives gc: a re-run is a no-op.
+    p.ok(&["run", P]);
+    assert_eq!(outcome_of(&p.last_run(), "split"), "skipped");
+    // The split with seed 42 was collected: going back executes again.
+    p.edit("config/default.toml", "seed = 43", "seed = 42");
+    p.ok(&["run", P]);
+    assert_eq!(outcome_of(&p.last_run(), "split"), "executed");
+    // Corrupt an object.
+    let objects = p.path("artifacts/store/objects");
+    let shard = std::fs::read_dir(&objects).unwrap().next().unwrap().unwrap().path();
+    let obj = std::fs::read_dir(&shard).unwrap().next().unwrap().unwrap().path();
+    let mut perm = std::fs::metadata(&obj).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&obj, perm).unwrap();
+    std::fs::write(&obj, b"garbage").unwrap();
+    let (code, _) = p.fails(&["verify"]);
+    assert_eq!(code, 1);
+    let out = String::from_utf8(p.run(&["verify"]).stdout).unwrap();
+    assert!(out.contains("CORRUPT object"), "{out}");
+}
