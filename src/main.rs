@@ -34,6 +34,8 @@ enum Command {
     Dag(commands::dag::Args),
     /// Run history: list, show, diff.
     Runs(commands::runs::Args),
+    /// Code records with the promoted model (or another ref or model directory).
+    Predict(commands::predict::Args),
     /// Show how an artifact was produced.
     Lineage(commands::lineage::Args),
     /// Remove store objects no kept run, stage record or ref needs.
@@ -67,6 +69,7 @@ fn main() {
         Command::Dag(a) => commands::dag::exec(a),
         Command::Runs(a) => commands::runs::exec(a),
         Command::Lineage(a) => commands::lineage::exec(a),
+        Command::Predict(a) => commands::predict::exec(a),
         Command::Gc(a) => commands::gc::exec(a),
         Command::Verify(a) => commands::verify::exec(a),
         Command::Demo(a) => commands::demo::exec(a),

@@ -4,12 +4,26 @@
 //! |---|---|
 //! | [`rng`] | seedable SplitMix64 for reproducible shuffles and splits |
 //! | [`taxonomy`] | ISCO-08 codes, titles and parent links at 1/2/3/4 digits, read from the ILO, ESCO or isco-dag reference CSV layouts (or codes only, without a file) |
+//! | [`features`] | fastText-style hashed word, bigram and character n-gram features |
+//! | [`text`] | the text normalisation every stage and the predictor share |
+//! | [`model`] | the `ngram` network (embedding bag + head) and its sparse-aware burn training loop |
+//! | [`augment`] | reference augmentation: training examples from ISCO titles, tasks and example occupations |
+//! | [`calibrate`] | temperature scaling and expected calibration error |
+//! | [`metrics`] | accuracy, macro-F1, top-3, per-level accuracy, ECE, production rate, error analysis |
+//! | [`predict`] | model artifacts, inference with grades, hierarchical fallback, top-k, explanations, LRU cache |
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod error;
+pub mod augment;
+pub mod calibrate;
+pub mod features;
+pub mod metrics;
+pub mod model;
+pub mod predict;
 pub mod rng;
 pub mod taxonomy;
+pub mod text;
 
 pub use error::Error;
 pub use rng::Rng;

@@ -518,6 +518,7 @@ impl Shared<'_> {
             .invalidate_stage(&spec.id)
             .map_err(|e| e.to_string())?;
         let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        let mut arts: BTreeMap<String, Vec<OutputRef>> = BTreeMap::new();
         for (name, refs) in &spec.inputs {
             let mut paths = Vec::new();
             for r in refs {
@@ -529,6 +530,7 @@ impl Shared<'_> {
                     InputRef::Stage { stage, output } => {
                         let o = &upstream[stage][output];
                         paths.push(store.checkout(o).map_err(|e| e.to_string())?);
+                        arts.entry(name.clone()).or_default().push(o.clone());
                     }
                 }
             }
@@ -541,6 +543,7 @@ impl Shared<'_> {
             id: &spec.id,
             params: &spec.params,
             inputs: &inputs,
+            artifacts: &arts,
             out_dir: &staging,
             root: &self.p.root,
             store,

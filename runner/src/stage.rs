@@ -88,6 +88,8 @@ pub struct StageContext<'a> {
     pub params: &'a serde_json::Value,
     /// Named inputs: workspace files, or read-only store paths of upstream outputs.
     pub inputs: &'a BTreeMap<String, Vec<PathBuf>>,
+    /// The store objects behind inputs that are upstream outputs (name -> refs).
+    pub artifacts: &'a BTreeMap<String, Vec<artifacts::OutputRef>>,
     /// Where the stage writes its outputs (`out_dir/<OutputDecl::file>`).
     pub out_dir: &'a Path,
     /// The project root.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::records::{Records, read_rows};
-use crate::text::record_text;
+use classifier::text::record_text;
 
 /// Params of `clean` (config section `[data]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]

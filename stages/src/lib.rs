@@ -6,6 +6,10 @@
 //! |---|---|---|
 //! | `clean` | raw records (CSV/Parquet), optional ISCO reference | cleaned records, quarantine CSV, report |
 //! | `split` | cleaned records | stratified train / validation / test tables, report |
+//! | `train` | train + validation splits, optional reference | model artifact (burn record + `model.json`) |
+//! | `evaluate` | model, test split, extra labelled files | `metrics.json`, report directory (CSVs, HTML) |
+//! | `predict` | model, records to code | predictions (Parquet, CSV), review queue CSV |
+//! | `promote` | model, its metrics, test split | decision; moves the `best` ref when better |
 //!
 //! [`registry`] returns every kind, ready for the runner. [`demo`] generates the synthetic
 //! demo data set that ships in `data/`, and the fixtures the tests use.
@@ -17,9 +21,14 @@ use std::sync::Arc;
 pub mod clean;
 pub mod demo;
 mod error;
+pub mod evaluate;
+pub mod explain;
+pub mod predict;
+pub mod promote;
 pub mod records;
 pub mod split;
-pub mod text;
+pub mod train;
+
 
 pub use error::Error;
 
@@ -28,6 +37,10 @@ pub fn registry() -> runner::Registry {
     let mut r = runner::Registry::new();
     r.register(Arc::new(clean::Clean));
     r.register(Arc::new(split::Split));
+    r.register(Arc::new(train::Train));
+    r.register(Arc::new(evaluate::Evaluate));
+    r.register(Arc::new(predict::Predict));
+    r.register(Arc::new(promote::Promote));
     r
 }
 

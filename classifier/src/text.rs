@@ -1,4 +1,5 @@
-//! Text normalisation shared by cleaning, training and prediction.
+//! Text normalisation shared by cleaning, training and prediction (the `clean` stage and
+//! the predictor must agree exactly).
 
 /// Normalises one field: lower case; punctuation and special characters become spaces
 /// (apostrophes are dropped, so "o'clock" stays one word); `|` is kept as the field

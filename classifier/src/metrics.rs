@@ -1,0 +1,208 @@
+//! Evaluation metrics and error analysis (design §3.5, overview's production-rate targets).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::calibrate::ece;
+use crate::predict::{Prediction, Predictor};
+
+/// Per-class precision and recall.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassStats {
+    /// Code.
+    pub isco_code: String,
+    /// Title.
+    pub title: String,
+    /// Records of this class.
+    pub support: usize,
+    /// Precision.
+    pub precision: f64,
+    /// Recall.
+    pub recall: f64,
+    /// F1.
+    pub f1: f64,
+}
+
+/// Everything `evaluate` reports for one labelled set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Headline metrics (what goes into the run record).
+    pub metrics: serde_json::Value,
+    /// Coverage-accuracy curve: (share coded automatically, accuracy), most confident first.
+    pub coverage_curve: Vec<(f64, f64)>,
+    /// Reliability diagram bins: (mean confidence, accuracy, count).
+    pub reliability: Vec<(f64, f64, usize)>,
+    /// Per-class statistics.
+    pub classes: Vec<ClassStats>,
+    /// Top confused pairs: (true, predicted, count).
+    pub confused: Vec<(String, String, usize)>,
+    /// Error rate by major group: (group, records, error rate).
+    pub by_major: Vec<(String, usize, f64)>,
+    /// Error rate by sub-major group.
+    pub by_sub_major: Vec<(String, usize, f64)>,
+    /// Confusion counts at the 2-digit level (true, predicted) -> n.
+    pub confusion_2digit: BTreeMap<(String, String), usize>,
+}
+
+fn f1(p: f64, r: f64) -> f64 {
+    if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+}
+
+/// Largest share of records, most confident first, whose accuracy stays at or above `target`.
+pub fn production_rate(confidence: &[f64], correct: &[bool], target: f64) -> f64 {
+    let mut idx: Vec<usize> = (0..confidence.len()).collect();
+    idx.sort_by(|a, b| confidence[*b].total_cmp(&confidence[*a]));
+    let mut ok = 0usize;
+    let mut best = 0usize;
+    for (k, &i) in idx.iter().enumerate() {
+        ok += correct[i] as usize;
+        if ok as f64 / (k + 1) as f64 >= target {
+            best = k + 1;
+        }
+    }
+    best as f64 / confidence.len().max(1) as f64
+}
+
+/// Evaluates a predictor on labelled normalised texts. `truth` codes outside the label set
+/// count as errors.
+pub fn evaluate(pred: &Predictor, texts: &[String], truth: &[String]) -> Evaluation {
+    let probs = pred.probabilities(texts);
+    let c = pred.classes();
+    let decisions: Vec<Prediction> = probs.chunks(c).map(|p| pred.decide(p)).collect();
+    let top1: Vec<&str> = decisions
+        .iter()
+        .map(|d| d.alternatives[0].isco_code.as_str())
+        .collect();
+    let conf: Vec<f64> = decisions.iter().map(|d| d.alternatives[0].confidence).collect();
+    let n = texts.len().max(1) as f64;
+    let correct: Vec<bool> = top1.iter().zip(truth).map(|(p, t)| *p == t).collect();
+    let acc = correct.iter().filter(|c| **c).count() as f64 / n;
+    let top3 = decisions
+        .iter()
+        .zip(truth)
+        .filter(|(d, t)| d.alternatives.iter().take(3).any(|a| &a.isco_code == *t))
+        .count() as f64
+        / n;
+    let at = |digits: usize| {
+        top1.iter()
+            .zip(truth)
+            .filter(|(p, t)| t.len() >= digits && p[..digits] == t[..digits])
+            .count() as f64
+            / n
+    };
+    // Fallback decisions: right when the returned code is a prefix of the truth.
+    let fallback_rate = decisions.iter().filter(|d| d.is_fallback).count() as f64 / n;
+    let decision_correct = decisions
+        .iter()
+        .zip(truth)
+        .filter(|(d, t)| t.starts_with(&d.isco_code))
+        .count() as f64
+        / n;
+
+    // Per class.
+    let mut support: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut predicted: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut tp: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut pairs: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut conf2: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (p, t) in top1.iter().zip(truth) {
+        *support.entry(t).or_default() += 1;
+        *predicted.entry(p).or_default() += 1;
+        if p == t {
+            *tp.entry(t).or_default() += 1;
+        } else {
+            *pairs.entry((t.clone(), p.to_string())).or_default() += 1;
+        }
+        let t2 = t.get(..2).unwrap_or(t).to_string();
+        *conf2.entry((t2, p[..2].to_string())).or_default() += 1;
+    }
+    let mut classes = Vec::new();
+    let (mut macro_f1, mut weighted_f1) = (0.0, 0.0);
+    for (code, &s) in &support {
+        let t = tp.get(code).copied().unwrap_or(0) as f64;
+        let pc = predicted.get(code).copied().unwrap_or(0) as f64;
+        let precision = if pc > 0.0 { t / pc } else { 0.0 };
+        let recall = t / s as f64;
+        let f = f1(precision, recall);
+        macro_f1 += f;
+        weighted_f1 += f * s as f64;
+        classes.push(ClassStats {
+            isco_code: code.to_string(),
+            title: pred.title(code).to_string(),
+            support: s,
+            precision,
+            recall,
+            f1: f,
+        });
+    }
+    macro_f1 /= support.len().max(1) as f64;
+    weighted_f1 /= n;
+    let mut confused: Vec<(String, String, usize)> =
+        pairs.into_iter().map(|((a, b), k)| (a, b, k)).collect();
+    confused.sort_by(|a, b| b.2.cmp(&a.2).then(a.cmp(b)));
+    confused.truncate(10);
+    let group_errors = |digits: usize| {
+        let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for (t, ok) in truth.iter().zip(&correct) {
+            let e = m.entry(t.get(..digits).unwrap_or(t).to_string()).or_default();
+            e.0 += 1;
+            e.1 += (!ok) as usize;
+        }
+        m.into_iter()
+            .map(|(g, (k, e))| (g, k, e as f64 / k as f64))
+            .collect::<Vec<_>>()
+    };
+    // Coverage curve at 1 % steps.
+    let mut idx: Vec<usize> = (0..conf.len()).collect();
+    idx.sort_by(|a, b| conf[*b].total_cmp(&conf[*a]));
+    let mut curve = Vec::new();
+    let mut ok = 0usize;
+    let step = (idx.len() / 100).max(1);
+    for (k, &i) in idx.iter().enumerate() {
+        ok += correct[i] as usize;
+        if (k + 1) % step == 0 || k + 1 == idx.len() {
+            curve.push(((k + 1) as f64 / n, ok as f64 / (k + 1) as f64));
+        }
+    }
+    let metrics = json!({
+        "records": texts.len(),
+        "accuracy": acc,
+        "macro_f1": macro_f1,
+        "weighted_f1": weighted_f1,
+        "top3_accuracy": top3,
+        "accuracy_1digit": at(1),
+        "accuracy_2digit": at(2),
+        "accuracy_3digit": at(3),
+        "fallback_rate": fallback_rate,
+        "decision_accuracy": decision_correct,
+        "review_rate": decisions.iter().filter(|d| d.needs_review).count() as f64 / n,
+        "ece": ece(&conf, &correct),
+        "production_rate_95": production_rate(&conf, &correct, 0.95),
+        "production_rate_97": production_rate(&conf, &correct, 0.97),
+    });
+    Evaluation {
+        metrics,
+        coverage_curve: curve,
+        reliability: crate::calibrate::reliability(&conf, &correct, 15),
+        classes,
+        confused,
+        by_major: group_errors(1),
+        by_sub_major: group_errors(2),
+        confusion_2digit: conf2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn production_rate_takes_the_confident_prefix() {
+        let conf = [0.99, 0.98, 0.97, 0.5, 0.4];
+        let correct = [true, true, true, false, true];
+        assert_eq!(production_rate(&conf, &correct, 0.95), 0.6);
+        assert_eq!(production_rate(&conf, &correct, 0.7), 1.0);
+    }
+}

@@ -1,0 +1,476 @@
+//! The `ngram` model: embedding bag over hashed features -> (optional hidden layer) ->
+//! linear -> softmax, trained with burn.
+//!
+//! The embedding table is large (buckets × dim) and each example touches a few dozen of its
+//! rows, so it is trained sparsely: the bag (mean of the rows) is computed in plain Rust, the
+//! dense head runs in burn with autodiff and Adam, burn returns the gradient with respect to
+//! the bag, and only the touched rows are updated (row-wise Adagrad, deterministic: gradients
+//! are grouped by row, never raced). At save time the table goes into the burn module and its
+//! record like any other parameter.
+
+use std::time::Instant;
+
+use burn::module::{Module, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig, Relu};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::features::{FeatureConfig, FeatureMatrix};
+use crate::rng::Rng;
+
+/// Network and training hyper-parameters (saved with the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Hidden layer width (0: the head is linear, and explanations are exact).
+    pub hidden: usize,
+    /// Maximum epochs.
+    pub epochs: usize,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Adagrad learning rate of the embedding rows.
+    pub lr_embedding: f64,
+    /// Adam learning rate of the head.
+    pub lr_head: f64,
+    /// Label smoothing of the cross-entropy.
+    pub label_smoothing: f32,
+    /// Stop after this many epochs without a better validation macro-F1.
+    pub early_stopping_patience: usize,
+    /// Seed for initialisation and shuffling.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            dim: 64,
+            hidden: 0,
+            epochs: 8,
+            batch_size: 256,
+            lr_embedding: 0.2,
+            lr_head: 0.01,
+            label_smoothing: 0.1,
+            early_stopping_patience: 2,
+            seed: 42,
+        }
+    }
+}
+
+/// The burn module: embedding table plus head.
+#[derive(Module, Debug)]
+pub struct NgramNet {
+    /// `[buckets, dim]`.
+    pub embedding: Param<Tensor<2>>,
+    /// Optional hidden layer.
+    pub hidden: Option<Linear>,
+    /// Output layer `[dim or hidden, classes]`.
+    pub out: Linear,
+}
+
+/// The dense part of the network, trained by burn's autodiff.
+#[derive(Module, Debug)]
+pub struct Head {
+    /// Optional hidden layer.
+    pub hidden: Option<Linear>,
+    /// Output layer.
+    pub out: Linear,
+}
+
+impl Head {
+    /// Creates a head.
+    pub fn new(dim: usize, hidden: usize, classes: usize, device: &Device) -> Head {
+        let (hidden, inner) = if hidden > 0 {
+            (Some(LinearConfig::new(dim, hidden).init(device)), hidden)
+        } else {
+            (None, dim)
+        };
+        Head {
+            hidden,
+            out: LinearConfig::new(inner, classes).init(device),
+        }
+    }
+
+    /// Logits of bags `[batch, dim]`.
+    pub fn forward(&self, h: Tensor<2>) -> Tensor<2> {
+        let h = match &self.hidden {
+            Some(l) => Relu::new().forward(l.forward(h)),
+            None => h,
+        };
+        self.out.forward(h)
+    }
+}
+
+/// Mean of the embedding rows of `feats`, written into `out` (zeros when empty).
+#[inline]
+pub fn bag(table: &[f32], dim: usize, feats: &[u32], out: &mut [f32]) {
+    out.fill(0.0);
+    if feats.is_empty() {
+        return;
+    }
+    for &f in feats {
+        let row = &table[f as usize * dim..(f as usize + 1) * dim];
+        for (o, r) in out.iter_mut().zip(row) {
+            *o += r;
+        }
+    }
+    let s = 1.0 / feats.len() as f32;
+    for o in out.iter_mut() {
+        *o *= s;
+    }
+}
+
+/// Bags of many rows `[rows.len(), dim]`, in parallel.
+pub fn bags(table: &[f32], dim: usize, x: &FeatureMatrix, rows: &[usize]) -> Vec<f32> {
+    let mut h = vec![0f32; rows.len() * dim];
+    h.par_chunks_mut(dim)
+        .zip(rows.par_iter())
+        .for_each(|(o, &r)| bag(table, dim, x.row(r), o));
+    h
+}
+
+/// A trained network in inference form.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    /// Embedding table, row-major `[buckets, dim]`.
+    pub table: Vec<f32>,
+    /// Dimension.
+    pub dim: usize,
+    /// Dense head on a plain (non-autodiff) device.
+    pub head: Head,
+    /// Epochs actually run.
+    pub epochs_run: usize,
+    /// Best validation macro-F1 and its epoch.
+    pub best_val_macro_f1: f64,
+    /// Epoch of the best validation score (1-based).
+    pub best_epoch: usize,
+    /// Seconds spent.
+    pub train_seconds: f64,
+}
+
+/// The compute device: burn's flex CPU backend (libtorch with the `tch` feature).
+pub fn device() -> Device {
+    #[cfg(feature = "tch")]
+    {
+        Device::libtorch()
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        Device::flex()
+    }
+}
+
+impl Trained {
+    /// Logits `[rows, classes]` (row-major) of the given rows.
+    pub fn logits(&self, x: &FeatureMatrix, rows: &[usize]) -> Vec<f32> {
+        let device = self.head.out.weight.val().device();
+        let mut out = Vec::new();
+        for chunk in rows.chunks(8192) {
+            let h = bags(&self.table, self.dim, x, chunk);
+            let h = Tensor::<2>::from_data(TensorData::new(h, [chunk.len(), self.dim]), &device);
+            let l = self.head.forward(h).into_data();
+            out.extend(l.try_to_vec::<f32>().expect("float logits"));
+        }
+        out
+    }
+
+    /// Packs the network into a burn module (for its record).
+    pub fn to_module(&self) -> NgramNet {
+        let device = self.head.out.weight.val().device();
+        let rows = self.table.len() / self.dim;
+        NgramNet {
+            embedding: Param::from_tensor(Tensor::<2>::from_data(
+                TensorData::new(self.table.clone(), [rows, self.dim]),
+                &device,
+            )),
+            hidden: self.head.hidden.clone(),
+            out: self.head.out.clone(),
+        }
+    }
+
+    /// Unpacks a module loaded from a record.
+    pub fn from_module(m: NgramNet) -> Trained {
+        let e = m.embedding.val();
+        let [_, dim] = e.dims();
+        Trained {
+            table: e.into_data().try_to_vec::<f32>().expect("float table"),
+            dim,
+            head: Head {
+                hidden: m.hidden,
+                out: m.out,
+            },
+            epochs_run: 0,
+            best_val_macro_f1: 0.0,
+            best_epoch: 0,
+            train_seconds: 0.0,
+        }
+    }
+
+    /// An empty module of the right shapes, to load a record into.
+    pub fn empty_module(buckets: usize, cfg: &TrainConfig, classes: usize) -> NgramNet {
+        let device = device();
+        let head = Head::new(cfg.dim, cfg.hidden, classes, &device);
+        NgramNet {
+            embedding: Param::from_tensor(Tensor::<2>::zeros([buckets, cfg.dim], &device)),
+            hidden: head.hidden,
+            out: head.out,
+        }
+    }
+}
+
+/// What to train on.
+pub struct TrainData<'a> {
+    /// Training features.
+    pub x: &'a FeatureMatrix,
+    /// Class index of each training row.
+    pub y: &'a [u32],
+    /// Per-row sampling weight (repeats), e.g. to up-weight corrections.
+    pub repeats: Option<&'a [u32]>,
+    /// Validation features and labels, for early stopping.
+    pub val: Option<(&'a FeatureMatrix, &'a [u32])>,
+}
+
+/// Macro-F1 over the classes present in `y` (shared with evaluation).
+pub fn macro_f1(y: &[u32], pred: &[u32], classes: usize) -> f64 {
+    let mut tp = vec![0u32; classes];
+    let mut fp = vec![0u32; classes];
+    let mut fnn = vec![0u32; classes];
+    for (&t, &p) in y.iter().zip(pred) {
+        if t == p {
+            tp[t as usize] += 1;
+        } else {
+            fp[p as usize] += 1;
+            fnn[t as usize] += 1;
+        }
+    }
+    let mut sum = 0.0;
+    let mut n = 0;
+    for c in 0..classes {
+        if tp[c] + fnn[c] == 0 {
+            continue;
+        }
+        n += 1;
+        let denom = 2 * tp[c] + fp[c] + fnn[c];
+        if denom > 0 {
+            sum += 2.0 * tp[c] as f64 / denom as f64;
+        }
+    }
+    if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// Argmax of each row of row-major logits.
+pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<u32> {
+    logits
+        .chunks(classes)
+        .map(|r| {
+            let mut best = 0;
+            for (i, v) in r.iter().enumerate() {
+                if *v > r[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        })
+        .collect()
+}
+
+/// Trains a network from scratch (`init = None`) or continues from a trained one (fine-tune;
+/// the head may have gained rows for new classes).
+pub fn train(
+    data: &TrainData<'_>,
+    features: &FeatureConfig,
+    cfg: &TrainConfig,
+    classes: usize,
+    init: Option<&Trained>,
+    progress: &dyn Fn(usize, usize, f64),
+) -> Result<Trained, Error> {
+    let started = Instant::now();
+    let n = data.x.rows();
+    if n == 0 {
+        return Err(Error::Model("there are no training examples".into()));
+    }
+    let dim = cfg.dim;
+    let buckets = features.buckets;
+    let ad = device().autodiff();
+    ad.seed(cfg.seed);
+    let mut rng = Rng::new(cfg.seed);
+    let (mut table, mut head) = match init {
+        Some(t) => (t.table.clone(), t.head.clone().fork(&ad)),
+        None => {
+            let scale = 1.0 / dim as f64;
+            let table: Vec<f32> = (0..buckets * dim)
+                .map(|_| ((rng.unit() * 2.0 - 1.0) * scale) as f32)
+                .collect();
+            (table, Head::new(dim, cfg.hidden, classes, &ad))
+        }
+    };
+    let mut accum = vec![0f32; buckets];
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing((cfg.label_smoothing > 0.0).then_some(cfg.label_smoothing))
+        .init(&ad);
+
+    let mut order: Vec<usize> = match data.repeats {
+        Some(r) => (0..n)
+            .flat_map(|i| std::iter::repeat_n(i, r[i].max(1) as usize))
+            .collect(),
+        None => (0..n).collect(),
+    };
+    let steps_per_epoch = order.len().div_ceil(cfg.batch_size);
+    let total_steps = (steps_per_epoch * cfg.epochs).max(1);
+    let mut best: Option<(f64, usize, Vec<f32>, Head)> = None;
+    let mut since_best = 0;
+    let mut step = 0usize;
+    let mut epochs_run = 0;
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    for epoch in 1..=cfg.epochs {
+        epochs_run = epoch;
+        rng.shuffle(&mut order);
+        let mut loss_sum = 0.0;
+        for batch in order.chunks(cfg.batch_size) {
+            let decay = 1.0 - step as f64 / total_steps as f64;
+            step += 1;
+            let b = batch.len();
+            let h = bags(&table, dim, data.x, batch);
+            let h = Tensor::<2>::from_data(TensorData::new(h, [b, dim]), &ad).require_grad();
+            let y: Vec<i64> = batch.iter().map(|&i| data.y[i] as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(y, [b]), &ad);
+            let logits = head.forward(h.clone());
+            let loss = loss_fn.forward(logits, y);
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let grads = loss.backward();
+            let gh = h
+                .grad(&grads)
+                .expect("the bag is tracked")
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("float gradient");
+            let gp = GradientsParams::from_grads(grads, &head);
+            head = optim.step(cfg.lr_head * decay.max(0.05), head, gp);
+
+            // Sparse row-wise Adagrad on the touched embedding rows.
+            pairs.clear();
+            for (k, &i) in batch.iter().enumerate() {
+                for &f in data.x.row(i) {
+                    pairs.push((f, k as u32));
+                }
+            }
+            pairs.par_sort_unstable();
+            let lr = (cfg.lr_embedding * decay.max(0.05)) as f32;
+            let runs: Vec<(usize, usize)> = {
+                let mut v = Vec::new();
+                let mut s = 0;
+                for j in 1..=pairs.len() {
+                    if j == pairs.len() || pairs[j].0 != pairs[s].0 {
+                        v.push((s, j));
+                        s = j;
+                    }
+                }
+                v
+            };
+            let table_ptr = SyncPtr(table.as_mut_ptr());
+            let accum_ptr = SyncPtr(accum.as_mut_ptr());
+            let pairs = &pairs;
+            let gh = &gh;
+            runs.par_iter().for_each_init(
+                || vec![0f32; dim],
+                |g, &(s, e)| {
+                    let f = pairs[s].0 as usize;
+                    g.fill(0.0);
+                    for &(_, k) in &pairs[s..e] {
+                        let i = batch[k as usize];
+                        let inv = 1.0 / data.x.row(i).len() as f32;
+                        let src = &gh[k as usize * dim..(k as usize + 1) * dim];
+                        for (gv, sv) in g.iter_mut().zip(src) {
+                            *gv += sv * inv;
+                        }
+                    }
+                    let sq: f32 = g.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+                    // SAFETY: each run has a distinct row `f` (pairs are sorted and grouped by
+                    // row), so no two tasks touch the same table row or accumulator slot.
+                    unsafe {
+                        let a = &mut *accum_ptr.get().add(f);
+                        *a += sq;
+                        let denom = a.sqrt() + 1e-8;
+                        let row = std::slice::from_raw_parts_mut(table_ptr.get().add(f * dim), dim);
+                        for (r, gv) in row.iter_mut().zip(g.iter()) {
+                            *r -= lr * gv / denom;
+                        }
+                    }
+                },
+            );
+        }
+        let mean_loss = loss_sum / steps_per_epoch as f64;
+        let score = match data.val {
+            Some((vx, vy)) if vx.rows() > 0 => {
+                let t = Trained {
+                    table: Vec::new(),
+                    dim,
+                    head: head.valid(),
+                    epochs_run,
+                    best_val_macro_f1: 0.0,
+                    best_epoch: 0,
+                    train_seconds: 0.0,
+                };
+                let rows: Vec<usize> = (0..vx.rows()).collect();
+                let logits = logits_with(&t, &table, vx, &rows);
+                macro_f1(vy, &argmax_rows(&logits, classes), classes)
+            }
+            _ => -mean_loss,
+        };
+        progress(epoch, cfg.epochs, score);
+        tracing::info!(epoch, mean_loss, score, "epoch done");
+        if best.as_ref().is_none_or(|b| score > b.0) {
+            best = Some((score, epoch, table.clone(), head.valid()));
+            since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best >= cfg.early_stopping_patience {
+                break;
+            }
+        }
+    }
+    let (score, epoch, table, head) = best.expect("at least one epoch ran");
+    Ok(Trained {
+        table,
+        dim,
+        head,
+        epochs_run,
+        best_val_macro_f1: score.max(0.0),
+        best_epoch: epoch,
+        train_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn logits_with(t: &Trained, table: &[f32], x: &FeatureMatrix, rows: &[usize]) -> Vec<f32> {
+    let device = t.head.out.weight.val().device();
+    let mut out = Vec::new();
+    for chunk in rows.chunks(8192) {
+        let h = bags(table, t.dim, x, chunk);
+        let h = Tensor::<2>::from_data(TensorData::new(h, [chunk.len(), t.dim]), &device);
+        out.extend(
+            t.head
+                .forward(h)
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("float logits"),
+        );
+    }
+    out
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: used only for disjoint row updates, see the comment at the use site.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -1,0 +1,435 @@
+//! A trained model on disk and in use: the artifact format, inference with calibrated
+//! confidence, grades, hierarchical fallback, top-k alternatives, explanations and an LRU
+//! cache for repeated texts.
+//!
+//! A model artifact is a directory:
+//!
+//! | file | content |
+//! |---|---|
+//! | `model.bpk` | the burn record (burnpack) of [`NgramNet`]: embedding table and head |
+//! | `model.json` | [`ModelMeta`]: label map, featuriser and network config, temperature, titles, training summary |
+//!
+//! Loading reads `model.json` first, builds a module of exactly those shapes, and loads the
+//! record strictly (a missing or mis-shaped tensor is an error naming the file).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::calibrate::softmax_rows;
+use crate::error::Error;
+use crate::features::{FeatureConfig, FeatureMatrix};
+use crate::model::{NgramNet, TrainConfig, Trained};
+use crate::taxonomy::Taxonomy;
+
+/// `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMeta {
+    /// Format version of the artifact.
+    pub format: u32,
+    /// Model kind (`ngram`).
+    pub kind: String,
+    /// Class index -> 4-digit code.
+    pub labels: Vec<String>,
+    /// Featuriser.
+    pub features: FeatureConfig,
+    /// Network and training config.
+    pub train: TrainConfig,
+    /// Calibration temperature.
+    pub temperature: f64,
+    /// Titles of the label codes and all their parent groups.
+    pub titles: BTreeMap<String, String>,
+    /// Free-form training summary (rows, epochs, timings, validation scores, ECE).
+    pub summary: serde_json::Value,
+}
+
+/// Current artifact format.
+pub const FORMAT: u32 = 1;
+
+/// Inference settings (config section `[inference]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Below this 4-digit probability, fall back to the 3-digit group, then 2-digit.
+    pub confidence_threshold: f64,
+    /// Coarsest level the fallback may return (1–4).
+    pub min_level: usize,
+    /// Grade thresholds: very_high, high, medium, low (below low: very_low).
+    pub grades: [f64; 4],
+    /// Predictions whose confidence is under this go to the review queue.
+    pub review_threshold: f64,
+    /// Alternatives returned.
+    pub top_k: usize,
+    /// Entries of the LRU cache for single predictions.
+    pub cache_size: usize,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        InferenceConfig {
+            confidence_threshold: 0.9,
+            min_level: 2,
+            grades: [0.9, 0.8, 0.7, 0.5],
+            review_threshold: 0.5,
+            top_k: 3,
+            cache_size: 10_000,
+        }
+    }
+}
+
+impl InferenceConfig {
+    /// Grade of a confidence.
+    pub fn grade(&self, p: f64) -> &'static str {
+        let g = self.grades;
+        if p >= g[0] {
+            "very_high"
+        } else if p >= g[1] {
+            "high"
+        } else if p >= g[2] {
+            "medium"
+        } else if p >= g[3] {
+            "low"
+        } else {
+            "very_low"
+        }
+    }
+}
+
+/// One alternative code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alternative {
+    /// 4-digit code.
+    pub isco_code: String,
+    /// Its title.
+    pub title: String,
+    /// Calibrated probability.
+    pub confidence: f64,
+}
+
+/// A coded record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The code returned (4 digits, or fewer after fallback).
+    pub isco_code: String,
+    /// Its level (number of digits).
+    pub level: usize,
+    /// Its title.
+    pub title: String,
+    /// Probability of the returned code (summed over its unit groups after fallback).
+    pub confidence: f64,
+    /// Confidence grade.
+    pub grade: String,
+    /// Whether a coarser code was returned.
+    pub is_fallback: bool,
+    /// Whether a human should look at it.
+    pub needs_review: bool,
+    /// Top-k unit groups.
+    pub alternatives: Vec<Alternative>,
+}
+
+/// Contribution of the text's features to one class's logit. For the linear head the
+/// contributions plus the bias equal the logit exactly.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The explained code.
+    pub isco_code: String,
+    /// Its logit (before temperature).
+    pub logit: f64,
+    /// The output bias of that class.
+    pub bias: f64,
+    /// Per feature: (feature label, word index, contribution).
+    pub features: Vec<(String, usize, f64)>,
+    /// Per word of the text: (word, summed contribution).
+    pub words: Vec<(String, f64)>,
+    /// Whether the contributions are exact (linear head).
+    pub exact: bool,
+}
+
+/// A loaded model ready to code records.
+pub struct Predictor {
+    /// Metadata.
+    pub meta: ModelMeta,
+    net: Trained,
+    /// Output weights `[in, classes]` row-major, for explanations.
+    out_w: Vec<f32>,
+    out_b: Vec<f32>,
+    /// Inference settings.
+    pub config: InferenceConfig,
+    cache: Mutex<HashMap<String, (Prediction, u64)>>,
+    tick: std::sync::atomic::AtomicU64,
+    label_index: HashMap<String, usize>,
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Collects titles for labels and their parents.
+pub fn titles_for(labels: &[String], tax: &Taxonomy) -> BTreeMap<String, String> {
+    let mut t = BTreeMap::new();
+    for l in labels {
+        for d in 1..=l.len() {
+            let c = &l[..d];
+            if let Some(g) = tax.group(c) {
+                t.insert(c.to_string(), g.title.clone());
+            }
+        }
+    }
+    t
+}
+
+/// Writes a model artifact directory.
+pub fn save(dir: &Path, net: &Trained, meta: &ModelMeta) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    let bpk = dir.join("model.bpk");
+    net.to_module()
+        .into_record()
+        .save(&bpk)
+        .map_err(|e| Error::File {
+            path: bpk.clone(),
+            message: format!("could not write the burn record: {e}"),
+        })?;
+    let json = dir.join("model.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(meta).expect("meta serialises"))
+        .map_err(io_err("write", &json))?;
+    Ok(())
+}
+
+impl Predictor {
+    /// Loads an artifact directory.
+    pub fn load(dir: &Path, config: InferenceConfig) -> Result<Predictor, Error> {
+        let json = dir.join("model.json");
+        let bytes = std::fs::read(&json).map_err(io_err("read", &json))?;
+        let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
+            path: json.clone(),
+            message: format!("is not a model description ({e}); was it written by `train`?"),
+        })?;
+        if meta.format != FORMAT {
+            return Err(Error::File {
+                path: json,
+                message: format!(
+                    "has artifact format {} but this isco-dag reads format {FORMAT}; retrain the model",
+                    meta.format
+                ),
+            });
+        }
+        let bpk = dir.join("model.bpk");
+        let record = ModuleRecord::load(&bpk).map_err(|e| Error::File {
+            path: bpk.clone(),
+            message: format!("could not read the burn record: {e}"),
+        })?;
+        let module: NgramNet =
+            Trained::empty_module(meta.features.buckets, &meta.train, meta.labels.len())
+                .try_load_record(record)
+                .map_err(|e| Error::File {
+                    path: bpk.clone(),
+                    message: format!("does not match model.json: {e}"),
+                })?;
+        Ok(Self::from_parts(meta, Trained::from_module(module), config))
+    }
+
+    /// A predictor from an in-memory network.
+    pub fn from_parts(meta: ModelMeta, net: Trained, config: InferenceConfig) -> Predictor {
+        let out_w = net
+            .head
+            .out
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float weights");
+        let out_b = net
+            .head
+            .out
+            .bias
+            .as_ref()
+            .map(|b| b.val().into_data().try_to_vec::<f32>().expect("float bias"))
+            .unwrap_or_else(|| vec![0.0; meta.labels.len()]);
+        let label_index = meta
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), i))
+            .collect();
+        Predictor {
+            meta,
+            net,
+            out_w,
+            out_b,
+            config,
+            cache: Mutex::new(HashMap::new()),
+            tick: std::sync::atomic::AtomicU64::new(0),
+            label_index,
+        }
+    }
+
+    /// The network (for fine-tuning).
+    pub fn net(&self) -> &Trained {
+        &self.net
+    }
+
+    /// Class index of a code, if it is a label.
+    pub fn class_of(&self, code: &str) -> Option<usize> {
+        self.label_index.get(code).copied()
+    }
+
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.meta.labels.len()
+    }
+
+    /// Title of a code at any level.
+    pub fn title(&self, code: &str) -> &str {
+        self.meta.titles.get(code).map(String::as_str).unwrap_or("")
+    }
+
+    /// Raw logits `[texts, classes]` of normalised texts.
+    pub fn logits(&self, texts: &[String]) -> Vec<f32> {
+        let x = FeatureMatrix::build(&self.meta.features, texts);
+        let rows: Vec<usize> = (0..x.rows()).collect();
+        self.net.logits(&x, &rows)
+    }
+
+    /// Calibrated probabilities `[texts, classes]`.
+    pub fn probabilities(&self, texts: &[String]) -> Vec<f32> {
+        softmax_rows(&self.logits(texts), self.classes(), self.meta.temperature)
+    }
+
+    /// Codes normalised texts (`title | duties`, see [`crate::text::record_text`]).
+    pub fn predict(&self, texts: &[String]) -> Vec<Prediction> {
+        use rayon::prelude::*;
+        let c = self.classes();
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(16_384) {
+            let probs = self.probabilities(chunk);
+            let preds: Vec<Prediction> = probs.par_chunks(c).map(|p| self.decide(p)).collect();
+            out.extend(preds);
+        }
+        out
+    }
+
+    /// Codes one text through the LRU cache.
+    pub fn predict_one(&self, text: &str) -> Prediction {
+        use std::sync::atomic::Ordering;
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed);
+        if let Some((p, t)) = self.cache.lock().expect("cache").get_mut(text) {
+            *t = tick;
+            return p.clone();
+        }
+        let p = self.predict(&[text.to_string()]).remove(0);
+        let mut cache = self.cache.lock().expect("cache");
+        if self.config.cache_size > 0 {
+            if cache.len() >= self.config.cache_size {
+                // Evict the least recently used half in one pass.
+                let mut ticks: Vec<u64> = cache.values().map(|(_, t)| *t).collect();
+                ticks.sort_unstable();
+                let cut = ticks[ticks.len() / 2];
+                cache.retain(|_, (_, t)| *t > cut);
+            }
+            cache.insert(text.to_string(), (p.clone(), tick));
+        }
+        p
+    }
+
+    /// Turns one row of probabilities into a decision (grade, fallback, alternatives).
+    pub fn decide(&self, p: &[f32]) -> Prediction {
+        let cfg = &self.config;
+        let mut idx: Vec<usize> = (0..p.len()).collect();
+        let k = cfg.top_k.max(1).min(p.len());
+        idx.select_nth_unstable_by(k - 1, |a, b| p[*b].total_cmp(&p[*a]));
+        idx.truncate(k);
+        idx.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+        let alternatives: Vec<Alternative> = idx
+            .iter()
+            .map(|&i| Alternative {
+                isco_code: self.meta.labels[i].clone(),
+                title: self.title(&self.meta.labels[i]).to_string(),
+                confidence: p[i] as f64,
+            })
+            .collect();
+        let best = &self.meta.labels[idx[0]];
+        let mut code = best.clone();
+        let mut conf = p[idx[0]] as f64;
+        let mut level = best.len();
+        if conf < cfg.confidence_threshold {
+            for digits in (cfg.min_level.max(1)..best.len()).rev() {
+                // Sum probabilities per group at this level; take the best group.
+                let mut sums: HashMap<&str, f64> = HashMap::new();
+                for (i, l) in self.meta.labels.iter().enumerate() {
+                    *sums.entry(&l[..digits]).or_default() += p[i] as f64;
+                }
+                let (g, s) = sums
+                    .into_iter()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .expect("labels exist");
+                code = g.to_string();
+                conf = s;
+                level = digits;
+                if s >= cfg.confidence_threshold {
+                    break;
+                }
+            }
+        }
+        Prediction {
+            title: self.title(&code).to_string(),
+            is_fallback: level < best.len(),
+            needs_review: conf < cfg.review_threshold,
+            grade: cfg.grade(conf).to_string(),
+            isco_code: code,
+            level,
+            confidence: conf,
+            alternatives,
+        }
+    }
+
+    /// Exact per-feature contributions to `code`'s logit (linear head); with a hidden layer,
+    /// gradient-times-input contributions of the bag, marked inexact.
+    pub fn explain(&self, text: &str, code: &str) -> Option<Explanation> {
+        let c = self.class_of(code)?;
+        let classes = self.classes();
+        let dim = self.net.dim;
+        let named = self.meta.features.named_features(text);
+        let n = named.len().max(1) as f64;
+        let exact = self.net.head.hidden.is_none();
+        let logit = self.logits(&[text.to_string()])[c] as f64;
+        let bias = self.out_b[c] as f64;
+        let mut features = Vec::with_capacity(named.len());
+        for f in &named {
+            let row = &self.net.table[f.id as usize * dim..(f.id as usize + 1) * dim];
+            let contrib: f64 = if exact {
+                row.iter()
+                    .enumerate()
+                    .map(|(d, e)| *e as f64 * self.out_w[d * classes + c] as f64)
+                    .sum::<f64>()
+                    / n
+            } else {
+                0.0
+            };
+            features.push((f.label.clone(), f.word, contrib));
+        }
+        let words_text: Vec<&str> = text.split_whitespace().filter(|w| *w != "|").collect();
+        let mut words: Vec<(String, f64)> = words_text.iter().map(|w| (w.to_string(), 0.0)).collect();
+        for (_, w, v) in &features {
+            if let Some(slot) = words.get_mut(*w) {
+                slot.1 += v;
+            }
+        }
+        Some(Explanation {
+            isco_code: code.to_string(),
+            logit,
+            bias,
+            features,
+            words,
+            exact,
+        })
+    }
+}

@@ -1,0 +1,93 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use classifier::predict::{InferenceConfig, Predictor};
+
+use crate::console;
+
+/// `isco-dag predict`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Records to code: CSV or Parquet with job_title (and optionally duties_description).
+    #[arg(long)]
+    input: PathBuf,
+    /// Where to write the coded records (CSV, or Parquet by extension); default: stdout CSV.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Also write `<output>.explain.csv` with the top tokens and `<output>.explain.html`.
+    #[arg(long)]
+    explain: bool,
+    /// Model: a ref name in the store (default `best`) or a model directory.
+    #[arg(long, default_value = "best")]
+    model: String,
+    /// Store directory.
+    #[arg(long, default_value = "artifacts/store")]
+    store: PathBuf,
+    /// Config file whose [inference] section sets thresholds.
+    #[arg(long, default_value = "config/default.toml")]
+    config: PathBuf,
+}
+
+/// Reads `[inference]` from the config file, strictly, if the file exists.
+pub fn inference_config(path: &std::path::Path) -> anyhow::Result<InferenceConfig> {
+    if !path.is_file() {
+        return Ok(InferenceConfig::default());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    match table.get("inference") {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .with_context(|| format!("{}: section [inference]", path.display())),
+        None => Ok(InferenceConfig::default()),
+    }
+}
+
+/// Resolves `--model` to a model directory.
+pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let p = PathBuf::from(model);
+    if p.join("model.json").is_file() {
+        return Ok(p);
+    }
+    let store = artifacts::Store::open(store)?;
+    let r = store.require_ref(model)?;
+    Ok(store.checkout(&r.target)?)
+}
+
+pub fn exec(a: Args) -> anyhow::Result<()> {
+    let cfg = inference_config(&a.config)?;
+    let dir = model_dir(&a.model, &a.store)?;
+    let pred = Predictor::load(&dir, cfg)?;
+    let started = std::time::Instant::now();
+    let coded = stages::predict::code_file(&pred, &a.input)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    match &a.output {
+        Some(out) if out.extension().is_some_and(|e| e == "parquet") => coded.predictions.write_parquet(out)?,
+        Some(out) => coded.predictions.write_csv(out)?,
+        None => {
+            let tmp = tempfile_path();
+            coded.predictions.write_csv(&tmp)?;
+            console::out(std::fs::read_to_string(&tmp)?.trim_end());
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+    if a.explain {
+        let base = a.output.clone().unwrap_or_else(|| PathBuf::from("predictions"));
+        stages::explain::write_explanations(&pred, &coded.predictions, &base)?;
+    }
+    console::error(&format!(
+        "coded {} rows in {:.2}s ({:.0} rows/s): {} at a coarser level, {} need review, {} unusable",
+        coded.rows,
+        elapsed,
+        coded.rows as f64 / elapsed.max(1e-9),
+        coded.fallbacks,
+        coded.to_review,
+        coded.unusable
+    ));
+    Ok(())
+}
+
+fn tempfile_path() -> PathBuf {
+    std::env::temp_dir().join(format!("isco-dag-predict-{}.csv", std::process::id()))
+}

@@ -1,0 +1,62 @@
+//! Explanation files for coded records: the top tokens behind each code (CSV) and a small
+//! HTML page that highlights each record's words by their contribution.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use artifacts::table::{Column, Table};
+use classifier::predict::Predictor;
+use classifier::text::record_text;
+
+use crate::error::Error;
+
+fn strs<'a>(t: &'a Table, name: &str) -> Result<&'a [String], Error> {
+    Ok(t.str_col(name, Path::new("predictions"))?)
+}
+
+/// Writes `<base>.explain.csv` and `<base>.explain.html` for a predictions table.
+pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) -> Result<(), Error> {
+    let titles = strs(predictions, "job_title")?;
+    let duties = strs(predictions, "duties_description")?;
+    let codes = strs(predictions, "alt_1_code")?;
+    let mut row = Vec::new();
+    let mut code = Vec::new();
+    let mut logit = Vec::new();
+    let mut bias = Vec::new();
+    let mut tokens = Vec::new();
+    let mut html = String::from("<!doctype html><meta charset=utf-8><title>isco-dag explanations</title><style>body{font-family:sans-serif;margin:2em}div.r{margin:.6em 0}span.w{padding:1px 2px;border-radius:3px}</style><h1>Why each code</h1><p>Green words pushed the record towards the code shown, red words away from it (exact contributions to the code's logit).</p>");
+    for i in 0..titles.len() {
+        let text = record_text(&titles[i], &duties[i]);
+        let Some(e) = pred.explain(&text, &codes[i]) else {
+            continue;
+        };
+        let mut feats = e.features.clone();
+        feats.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+        let top: Vec<String> = feats.iter().take(5).map(|(l, _, v)| format!("{l}:{v:+.3}")).collect();
+        row.push(i as i64);
+        code.push(e.isco_code.clone());
+        logit.push(e.logit);
+        bias.push(e.bias);
+        tokens.push(top.join("; "));
+        if i < 500 {
+            let max = e.words.iter().map(|w| w.1.abs()).fold(1e-9, f64::max);
+            let _ = write!(html, "<div class=r><b>{} {}</b>: ", e.isco_code, pred.title(&e.isco_code).replace('<', "&lt;"));
+            for (w, v) in &e.words {
+                let a = (v.abs() / max * 0.8).min(0.8);
+                let color = if *v >= 0.0 { format!("rgba(0,160,0,{a:.2})") } else { format!("rgba(220,0,0,{a:.2})") };
+                let _ = write!(html, "<span class=w title=\"{v:+.3}\" style=\"background:{color}\">{}</span> ", w.replace('<', "&lt;"));
+            }
+            html.push_str("</div>");
+        }
+    }
+    let csv = base.with_extension("explain.csv");
+    Table::new()
+        .with("row", Column::Int(row))
+        .with("isco_code", Column::Str(code))
+        .with("logit", Column::Float(logit))
+        .with("bias", Column::Float(bias))
+        .with("top_tokens", Column::Str(tokens))
+        .write_csv(&csv)?;
+    let h = base.with_extension("explain.html");
+    std::fs::write(&h, html).map_err(|source| Error::Write { path: h, source })
+}

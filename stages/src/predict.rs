@@ -1,0 +1,153 @@
+//! `predict`: code new records with the model; write predictions (Parquet + CSV) and the
+//! review queue of low-confidence rows (active learning). [`code_file`] is shared with the
+//! `isco-dag predict` command.
+
+use std::path::Path;
+
+use artifacts::table::{Column, Table};
+use classifier::predict::{InferenceConfig, Predictor};
+use classifier::text::record_text;
+use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
+use serde_json::json;
+
+use crate::error::Error;
+use crate::records::read_rows;
+
+/// The `predict` stage kind.
+pub struct Predict;
+
+const INPUTS: &[InputDecl] = &[
+    InputDecl { name: "model", required: true, many: false, help: "model artifact (train.model)" },
+    InputDecl { name: "records", required: true, many: false, help: "records to code, CSV or Parquet with job_title and duties_description" },
+];
+
+const OUTPUTS: &[OutputDecl] = &[
+    OutputDecl { name: "predictions", file: "predictions.parquet", dir: false },
+    OutputDecl { name: "predictions_csv", file: "predictions.csv", dir: false },
+    OutputDecl { name: "review", file: "to_review.csv", dir: false },
+];
+
+/// Coded records: the predictions table and the review-queue table.
+pub struct Coded {
+    /// Every input row with its prediction.
+    pub predictions: Table,
+    /// The rows that need review.
+    pub review: Table,
+    /// Counts.
+    pub rows: usize,
+    /// Rows sent to review.
+    pub to_review: usize,
+    /// Rows coded at a coarser level.
+    pub fallbacks: usize,
+    /// Rows that could not be read.
+    pub unusable: usize,
+}
+
+/// Codes a CSV/Parquet file of records (`job_title`, optional `duties_description`).
+pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
+    let rows = read_rows(input, &["job_title", "duties_description"], &[true, false])?;
+    let texts: Vec<String> = rows
+        .iter()
+        .map(|r| record_text(r.values[0].as_deref().unwrap_or(""), r.values[1].as_deref().unwrap_or("")))
+        .collect();
+    let preds = pred.predict(&texts);
+    let k = pred.config.top_k;
+    let mut t = Table::new()
+        .with("row", Column::Int(rows.iter().map(|r| r.row as i64).collect()))
+        .with("job_title", Column::Str(rows.iter().map(|r| r.values[0].clone().unwrap_or_default()).collect()))
+        .with("duties_description", Column::Str(rows.iter().map(|r| r.values[1].clone().unwrap_or_default()).collect()));
+    let mut note = Vec::with_capacity(rows.len());
+    let mut code = Vec::new();
+    let mut needs = Vec::new();
+    let mut unusable = 0;
+    for (r, (p, text)) in rows.iter().zip(preds.iter().zip(&texts)) {
+        let problem = match (&r.problem, text.is_empty()) {
+            (Some((col, why)), _) => Some(format!("row unusable: column {col} {why}")),
+            (None, true) => Some("row unusable: the job title and duties are empty".to_string()),
+            _ => None,
+        };
+        unusable += problem.is_some() as usize;
+        code.push(if problem.is_some() { String::new() } else { p.isco_code.clone() });
+        needs.push(problem.is_some() || p.needs_review);
+        note.push(problem.unwrap_or_default());
+    }
+    t = t
+        .with("isco_code", Column::Str(code))
+        .with("level", Column::Int(preds.iter().map(|p| p.level as i64).collect()))
+        .with("title", Column::Str(preds.iter().map(|p| p.title.clone()).collect()))
+        .with("confidence", Column::Float(preds.iter().map(|p| p.confidence).collect()))
+        .with("grade", Column::Str(preds.iter().map(|p| p.grade.clone()).collect()))
+        .with("is_fallback", Column::Bool(preds.iter().map(|p| p.is_fallback).collect()))
+        .with("needs_review", Column::Bool(needs.clone()));
+    for i in 0..k {
+        t = t
+            .with(&format!("alt_{}_code", i + 1), Column::Str(preds.iter().map(|p| p.alternatives.get(i).map(|a| a.isco_code.clone()).unwrap_or_default()).collect()))
+            .with(&format!("alt_{}_confidence", i + 1), Column::Float(preds.iter().map(|p| p.alternatives.get(i).map(|a| a.confidence).unwrap_or(0.0)).collect()));
+    }
+    t = t.with("note", Column::Str(note));
+    let keep: Vec<usize> = (0..rows.len()).filter(|&i| needs[i]).collect();
+    let review = Table {
+        columns: t
+            .columns
+            .iter()
+            .map(|(n, c)| {
+                let c = match c {
+                    Column::Str(v) => Column::Str(keep.iter().map(|&i| v[i].clone()).collect()),
+                    Column::Int(v) => Column::Int(keep.iter().map(|&i| v[i]).collect()),
+                    Column::Float(v) => Column::Float(keep.iter().map(|&i| v[i]).collect()),
+                    Column::Bool(v) => Column::Bool(keep.iter().map(|&i| v[i]).collect()),
+                };
+                (n.clone(), c)
+            })
+            .collect(),
+    };
+    Ok(Coded {
+        rows: rows.len(),
+        to_review: keep.len(),
+        fallbacks: preds.iter().filter(|p| p.is_fallback).count(),
+        unusable,
+        predictions: t,
+        review,
+    })
+}
+
+impl Stage for Predict {
+    fn kind(&self) -> &'static str {
+        "predict"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn help(&self) -> &'static str {
+        "code new records; write predictions and the review queue"
+    }
+    fn inputs(&self) -> &'static [InputDecl] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+    fn param_names(&self) -> Vec<String> {
+        runner::stage::param_names_of::<InferenceConfig>()
+    }
+    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
+        runner::stage::typed_params::<InferenceConfig>(raw)
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
+        let cfg: InferenceConfig = ctx.params()?;
+        let pred = Predictor::load(ctx.input("model")?, cfg)?;
+        let c = code_file(&pred, ctx.input("records")?)?;
+        c.predictions.write_parquet(&ctx.output("predictions.parquet"))?;
+        c.predictions.write_csv(&ctx.output("predictions.csv"))?;
+        c.review.write_csv(&ctx.output("to_review.csv"))?;
+        let metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable});
+        Ok(StageReport {
+            summary: vec![format!(
+                "{} rows coded, {} coded at a coarser level, {} queued for review ({} unusable)",
+                c.rows, c.fallbacks, c.to_review, c.unusable
+            )],
+            metrics,
+        })
+    }
+}

@@ -1,0 +1,268 @@
+//! `train`: fit the `ngram` classifier on the training split (plus reference augmentation),
+//! early-stop on validation macro-F1, calibrate the temperature on validation, and write a
+//! self-contained model artifact (burn record + `model.json`).
+
+use std::collections::BTreeSet;
+
+use classifier::augment::reference_examples;
+use classifier::calibrate::{ece, fit_temperature, softmax_rows};
+use classifier::features::{FeatureConfig, FeatureMatrix};
+use classifier::model::{TrainConfig, TrainData, train};
+use classifier::predict::{FORMAT, ModelMeta, save, titles_for};
+use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::clean::load_taxonomy;
+use crate::records::Records;
+
+/// Params of `train` (config sections `[model]` and `[training]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainParams {
+    /// Model kind; only `ngram` exists so far.
+    pub model_kind: String,
+    /// Hash buckets of the feature table.
+    pub buckets: usize,
+    /// Word n-gram order.
+    pub word_ngrams: usize,
+    /// Shortest character n-gram (0: none).
+    pub minn: usize,
+    /// Longest character n-gram.
+    pub maxn: usize,
+    /// Character n-grams of the duties as well as the title.
+    pub duties_char_ngrams: bool,
+    /// Embedding dimension.
+    pub dim: usize,
+    /// Hidden layer width (0: linear head).
+    pub hidden: usize,
+    /// Maximum epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Embedding learning rate (Adagrad).
+    pub lr_embedding: f64,
+    /// Head learning rate (Adam).
+    pub lr_head: f64,
+    /// Label smoothing.
+    pub label_smoothing: f32,
+    /// Early stopping patience in epochs.
+    pub early_stopping_patience: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Add training examples from the reference file (when one is given).
+    pub reference_augmentation: bool,
+    /// Times each reference example is repeated per epoch.
+    pub augmentation_repeats: u32,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        let f = FeatureConfig::default();
+        let t = TrainConfig::default();
+        TrainParams {
+            model_kind: "ngram".into(),
+            buckets: f.buckets,
+            word_ngrams: f.word_ngrams,
+            minn: f.minn,
+            maxn: f.maxn,
+            duties_char_ngrams: f.duties_char_ngrams,
+            dim: t.dim,
+            hidden: t.hidden,
+            epochs: t.epochs,
+            batch_size: t.batch_size,
+            lr_embedding: t.lr_embedding,
+            lr_head: t.lr_head,
+            label_smoothing: t.label_smoothing,
+            early_stopping_patience: t.early_stopping_patience,
+            seed: t.seed,
+            reference_augmentation: true,
+            augmentation_repeats: 2,
+        }
+    }
+}
+
+impl TrainParams {
+    /// The featuriser config.
+    pub fn features(&self) -> FeatureConfig {
+        FeatureConfig {
+            buckets: self.buckets,
+            word_ngrams: self.word_ngrams,
+            minn: self.minn,
+            maxn: self.maxn,
+            duties_char_ngrams: self.duties_char_ngrams,
+        }
+    }
+
+    /// The network/training config.
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            dim: self.dim,
+            hidden: self.hidden,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr_embedding: self.lr_embedding,
+            lr_head: self.lr_head,
+            label_smoothing: self.label_smoothing,
+            early_stopping_patience: self.early_stopping_patience,
+            seed: self.seed,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.model_kind != "ngram" {
+            return Err(format!(
+                "model_kind `{}` is not available; use `ngram` (transformer and retrieval models are planned)",
+                self.model_kind
+            ));
+        }
+        if self.buckets == 0 || self.dim == 0 || self.batch_size == 0 || self.epochs == 0 {
+            return Err("buckets, dim, batch_size and epochs must be positive".into());
+        }
+        if self.minn > self.maxn {
+            return Err(format!("minn ({}) must not exceed maxn ({})", self.minn, self.maxn));
+        }
+        Ok(())
+    }
+}
+
+/// The `train` stage kind.
+pub struct Train;
+
+const INPUTS: &[InputDecl] = &[
+    InputDecl { name: "train", required: true, many: false, help: "training records (split.train)" },
+    InputDecl { name: "validation", required: true, many: false, help: "validation records (split.validation)" },
+    InputDecl { name: "reference", required: false, many: false, help: "ISCO-08 reference CSV for titles and augmentation" },
+];
+
+const OUTPUTS: &[OutputDecl] = &[OutputDecl { name: "model", file: "model", dir: true }];
+
+/// Class indices of codes (codes outside `labels` are dropped from validation scoring).
+pub fn encode(labels: &[String], codes: &[String]) -> Vec<Option<u32>> {
+    codes
+        .iter()
+        .map(|c| labels.binary_search(c).ok().map(|i| i as u32))
+        .collect()
+}
+
+impl Stage for Train {
+    fn kind(&self) -> &'static str {
+        "train"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn help(&self) -> &'static str {
+        "train the ngram classifier, calibrate it, write the model artifact"
+    }
+    fn inputs(&self) -> &'static [InputDecl] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+    fn param_names(&self) -> Vec<String> {
+        runner::stage::param_names_of::<TrainParams>()
+    }
+    fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
+        let v = runner::stage::typed_params::<TrainParams>(raw)?;
+        serde_json::from_value::<TrainParams>(v.clone())
+            .map_err(|e| e.to_string())?
+            .check()?;
+        Ok(v)
+    }
+
+    fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
+        let p: TrainParams = ctx.params()?;
+        let tr = Records::read(ctx.input("train")?)?;
+        let va = Records::read(ctx.input("validation")?)?;
+        let tax = load_taxonomy(ctx)?;
+        let fc = p.features();
+        let tc = p.train_config();
+
+        let mut texts = tr.text.clone();
+        let mut codes = tr.isco_code.clone();
+        let mut repeats = vec![1u32; texts.len()];
+        let mut augmented = 0;
+        if p.reference_augmentation && tax.has_reference() {
+            for (t, c) in reference_examples(&tax, p.seed) {
+                texts.push(t);
+                codes.push(c);
+                repeats.push(p.augmentation_repeats.max(1));
+                augmented += 1;
+            }
+        }
+        let labels: Vec<String> = codes.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+        let y: Vec<u32> = encode(&labels, &codes).into_iter().map(|c| c.expect("label")).collect();
+        ctx.progress.start(tc.epochs as u64, "featurising");
+        let x = FeatureMatrix::build(&fc, &texts);
+        let (vx_idx, vy): (Vec<usize>, Vec<u32>) = encode(&labels, &va.isco_code)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|c| (i, c)))
+            .unzip();
+        let vtexts: Vec<String> = vx_idx.iter().map(|&i| va.text[i].clone()).collect();
+        let vx = FeatureMatrix::build(&fc, &vtexts);
+        let progress = ctx.progress;
+        let net = train(
+            &TrainData { x: &x, y: &y, repeats: Some(&repeats), val: Some((&vx, &vy)) },
+            &fc,
+            &tc,
+            labels.len(),
+            None,
+            &|e, _, s| {
+                progress.inc(1);
+                progress.message(&format!("epoch {e}: validation macro-F1 {s:.4}"));
+            },
+        )?;
+
+        // Temperature scaling on validation.
+        let rows: Vec<usize> = (0..vx.rows()).collect();
+        let logits = net.logits(&vx, &rows);
+        let c = labels.len();
+        let temperature = fit_temperature(&logits, &vy, c);
+        let top = |t: f64| {
+            let p = softmax_rows(&logits, c, t);
+            let (conf, ok): (Vec<f64>, Vec<bool>) = p
+                .chunks(c)
+                .zip(&vy)
+                .map(|(r, &y)| {
+                    let (i, v) = r.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+                    (v as f64, i as u32 == y)
+                })
+                .unzip();
+            ece(&conf, &ok)
+        };
+        let (ece_before, ece_after) = (top(1.0), top(temperature));
+        let metrics = json!({
+            "train_records": tr.len(),
+            "augmentation_examples": augmented,
+            "classes": c,
+            "epochs_run": net.epochs_run,
+            "best_epoch": net.best_epoch,
+            "validation_macro_f1": net.best_val_macro_f1,
+            "train_seconds": net.train_seconds,
+            "temperature": temperature,
+            "validation_ece_before": ece_before,
+            "validation_ece_after": ece_after,
+        });
+        let meta = ModelMeta {
+            format: FORMAT,
+            kind: "ngram".into(),
+            titles: titles_for(&labels, &tax),
+            labels,
+            features: fc,
+            train: tc,
+            temperature,
+            summary: json!({"run_id": ctx.run_id, "stage": ctx.id, "trained_at": chrono::Utc::now().to_rfc3339(), "metrics": metrics}),
+        };
+        save(&ctx.output("model"), &net, &meta)?;
+        Ok(StageReport {
+            summary: vec![format!(
+                "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s; temperature {:.2}, validation ECE {:.4} -> {:.4}",
+                tr.len(), augmented, c, net.best_epoch, net.epochs_run, net.best_val_macro_f1, net.train_seconds, temperature, ece_before, ece_after
+            )],
+            metrics,
+        })
+    }
+}
