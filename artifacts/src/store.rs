@@ -708,7 +708,7 @@ mod tests {
         assert!(!store.workspace_matches(&out, &ws));
 
         // Corrupt one object behind the store's back.
-        let victim = store.object_path(&blake3::hash(b"weights").to_hex().to_string());
+        let victim = store.object_path(blake3::hash(b"weights").to_hex().as_ref());
         let mut perm = fs::metadata(&victim).unwrap().permissions();
         #[allow(clippy::permissions_set_readonly_false)]
         perm.set_readonly(false);

@@ -58,13 +58,31 @@ fn main() {
     let ytr: Vec<u32> = tr.iter().map(|&i| y[i]).collect();
     let yva: Vec<u32> = va.iter().map(|&i| y[i]).collect();
     let yte: Vec<u32> = te.iter().map(|&i| y[i]).collect();
-    eprintln!("featurise {:.2}s, {:.1} feats/row", t0.elapsed().as_secs_f64(), xtr.ids.len() as f64 / xtr.rows() as f64);
+    eprintln!(
+        "featurise {:.2}s, {:.1} feats/row",
+        t0.elapsed().as_secs_f64(),
+        xtr.ids.len() as f64 / xtr.rows() as f64
+    );
     let classes = labels.len();
     let m = train(
-        &TrainData { x: &xtr, y: &ytr, repeats: None, val: Some((&xva, &yva)) },
-        &fc, &tc, classes, None,
-        &|e, _, s| eprintln!("epoch {e} val macro-F1 {s:.4} at {:.1}s", t0.elapsed().as_secs_f64()),
-    ).unwrap();
+        &TrainData {
+            x: &xtr,
+            y: &ytr,
+            repeats: None,
+            val: Some((&xva, &yva)),
+        },
+        &fc,
+        &tc,
+        classes,
+        None,
+        &|e, _, s| {
+            eprintln!(
+                "epoch {e} val macro-F1 {s:.4} at {:.1}s",
+                t0.elapsed().as_secs_f64()
+            )
+        },
+    )
+    .unwrap();
     let rows: Vec<usize> = (0..xte.rows()).collect();
     let t1 = Instant::now();
     let logits = m.logits(&xte, &rows);
@@ -72,7 +90,9 @@ fn main() {
     let acc = pred.iter().zip(&yte).filter(|(a, b)| a == b).count() as f64 / yte.len() as f64;
     eprintln!(
         "train {:.1}s best epoch {}; test acc {acc:.4} macro-F1 {:.4}; predict {:.0} rows/s",
-        m.train_seconds, m.best_epoch, macro_f1(&yte, &pred, classes),
+        m.train_seconds,
+        m.best_epoch,
+        macro_f1(&yte, &pred, classes),
         rows.len() as f64 / t1.elapsed().as_secs_f64()
     );
 }

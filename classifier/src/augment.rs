@@ -16,7 +16,11 @@ use crate::text::{normalize, record_text};
 fn singular(title: &str) -> String {
     let mut words: Vec<String> = title.split_whitespace().map(str::to_string).collect();
     // "Software developers" -> "Software developer"; leave "(general)" and the like alone.
-    if let Some(w) = words.iter_mut().rev().find(|w| w.chars().all(char::is_alphabetic)) {
+    if let Some(w) = words
+        .iter_mut()
+        .rev()
+        .find(|w| w.chars().all(char::is_alphabetic))
+    {
         if w.ends_with("ies") {
             w.truncate(w.len() - 3);
             w.push('y');
@@ -81,7 +85,8 @@ pub fn parse_definition(def: &str) -> (String, Vec<String>, Vec<String>) {
                     };
                     lead = first.to_string();
                     let rest_low = rest.to_lowercase();
-                    if let Some(pos) = rest_low.find("examples of the occupations classified here") {
+                    if let Some(pos) = rest_low.find("examples of the occupations classified here")
+                    {
                         let ex = &rest[pos..];
                         if let Some((_, list)) = ex.split_once(':') {
                             for e in list.split(';') {
@@ -99,12 +104,17 @@ pub fn parse_definition(def: &str) -> (String, Vec<String>, Vec<String>) {
             }
             Part::Tasks => {
                 // "(a)  researching, analysing …;"
-                let t = l.trim_start_matches(|c: char| c == '(' || c.is_ascii_lowercase() && l.starts_with('('));
+                let t = l.trim_start_matches(|c: char| {
+                    c == '(' || c.is_ascii_lowercase() && l.starts_with('(')
+                });
                 let t = match l.find(')') {
                     Some(i) if l.starts_with('(') && i < 6 => &l[i + 1..],
                     _ => t,
                 };
-                let t = t.trim().trim_end_matches([';', '.']).trim_end_matches(" and");
+                let t = t
+                    .trim()
+                    .trim_end_matches([';', '.'])
+                    .trim_end_matches(" and");
                 if !t.is_empty() {
                     tasks.push(t.to_string());
                 }
@@ -138,7 +148,11 @@ pub fn reference_examples(tax: &Taxonomy, seed: u64) -> Vec<(String, String)> {
                 for _ in 0..2 {
                     let a = &tasks[rng.below(tasks.len())];
                     let b = &tasks[rng.below(tasks.len())];
-                    let duties = if a == b { a.clone() } else { format!("{a}; {b}") };
+                    let duties = if a == b {
+                        a.clone()
+                    } else {
+                        format!("{a}; {b}")
+                    };
                     out.push((record_text(t, &duties), g.code.clone()));
                 }
             }
@@ -164,7 +178,13 @@ mod tests {
         let def = "Software developers research and design software.\nTasks include -\n(a)  researching requirements for software;\n(b)  designing software systems.\nExamples of the occupations classified here:\n- Programmer analyst\n- Software engineer\nSome related occupations classified elsewhere:\n- Applications programmers - 2514";
         let (lead, tasks, ex) = parse_definition(def);
         assert_eq!(lead, "Software developers research and design software.");
-        assert_eq!(tasks, vec!["researching requirements for software", "designing software systems"]);
+        assert_eq!(
+            tasks,
+            vec![
+                "researching requirements for software",
+                "designing software systems"
+            ]
+        );
         assert_eq!(ex, vec!["Programmer analyst", "Software engineer"]);
         let tax = Taxonomy::from_groups([Group {
             code: "2512".into(),
@@ -173,8 +193,14 @@ mod tests {
         }]);
         let aug = reference_examples(&tax, 1);
         assert!(aug.iter().any(|(t, _)| t == "software developer"));
-        assert!(aug.iter().any(|(t, _)| t.starts_with("programmer analyst | ")));
-        assert!(!aug.iter().any(|(t, _)| t.contains("applications programmers")));
+        assert!(
+            aug.iter()
+                .any(|(t, _)| t.starts_with("programmer analyst | "))
+        );
+        assert!(
+            !aug.iter()
+                .any(|(t, _)| t.contains("applications programmers"))
+        );
         assert!(aug.iter().all(|(_, c)| c == "2512"));
     }
 }

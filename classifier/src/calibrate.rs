@@ -24,7 +24,11 @@ fn nll(logits: &[f32], y: &[u32], classes: usize, t: f64) -> f64 {
     let mut total = 0.0;
     for (row, &c) in logits.chunks(classes).zip(y) {
         let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let lse: f64 = row.iter().map(|&x| ((x as f64 - m) * inv).exp()).sum::<f64>().ln();
+        let lse: f64 = row
+            .iter()
+            .map(|&x| ((x as f64 - m) * inv).exp())
+            .sum::<f64>()
+            .ln();
         total += lse - (row[c as usize] as f64 - m) * inv;
     }
     total / y.len().max(1) as f64

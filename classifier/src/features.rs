@@ -32,7 +32,7 @@ pub struct FeatureConfig {
 impl Default for FeatureConfig {
     fn default() -> Self {
         FeatureConfig {
-            buckets: 1 << 20,
+            buckets: 1 << 18,
             word_ngrams: 2,
             minn: 3,
             maxn: 5,
@@ -60,6 +60,9 @@ fn fnv(tag: u8, parts: &[&[u8]]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Receives (bucket, lazy label, word index) for each feature.
+type Sink<'a> = dyn FnMut(u32, &dyn Fn() -> String, usize) + 'a;
+
 /// A feature with a human-readable label, for explanations.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedFeature {
@@ -76,10 +79,25 @@ impl FeatureConfig {
         (h % self.buckets as u64) as u32
     }
 
-    fn field(&self, words: &[&str], tag: u8, chars: bool, offset: usize, out: &mut dyn FnMut(u32, &dyn Fn() -> String, usize)) {
+    fn field(
+        &self,
+        words: &[&str],
+        tag: u8,
+        chars: bool,
+        offset: usize,
+        out: &mut Sink<'_>,
+    ) {
         for (i, w) in words.iter().enumerate() {
-            out(self.bucket(fnv(tag, &[w.as_bytes()])), &|| w.to_string(), offset + i);
-            out(self.bucket(fnv(b'W', &[w.as_bytes()])), &|| w.to_string(), offset + i);
+            out(
+                self.bucket(fnv(tag, &[w.as_bytes()])),
+                &|| w.to_string(),
+                offset + i,
+            );
+            out(
+                self.bucket(fnv(b'W', &[w.as_bytes()])),
+                &|| w.to_string(),
+                offset + i,
+            );
             if self.word_ngrams >= 2 && i + 1 < words.len() {
                 let next = words[i + 1];
                 out(
@@ -103,14 +121,18 @@ impl FeatureConfig {
                         }
                         buf.clear();
                         buf.extend(&marked[s..s + len]);
-                        out(self.bucket(fnv(b'C', &[buf.as_bytes()])), &|| buf.clone(), offset + i);
+                        out(
+                            self.bucket(fnv(b'C', &[buf.as_bytes()])),
+                            &|| buf.clone(),
+                            offset + i,
+                        );
                     }
                 }
             }
         }
     }
 
-    fn walk(&self, text: &str, out: &mut dyn FnMut(u32, &dyn Fn() -> String, usize)) {
+    fn walk(&self, text: &str, out: &mut Sink<'_>) {
         let (title, duties) = match text.split_once('|') {
             Some((t, d)) => (t, d),
             None => (text, ""),
@@ -201,7 +223,10 @@ mod tests {
         assert_eq!(named.len(), a.len());
         assert!(named.iter().any(|f| f.label == "<nu"));
         assert!(named.iter().any(|f| f.label == "caring for"));
-        assert!(!named.iter().any(|f| f.label == "<ca"), "no duties char n-grams by default");
+        assert!(
+            !named.iter().any(|f| f.label == "<ca"),
+            "no duties char n-grams by default"
+        );
         // Title word and duties word hash to different tagged buckets.
         let mut t = Vec::new();
         cfg.features("nurse", &mut t);

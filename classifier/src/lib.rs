@@ -14,9 +14,9 @@
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
-mod error;
 pub mod augment;
 pub mod calibrate;
+mod error;
 pub mod features;
 pub mod metrics;
 pub mod model;

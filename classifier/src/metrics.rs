@@ -47,7 +47,11 @@ pub struct Evaluation {
 }
 
 fn f1(p: f64, r: f64) -> f64 {
-    if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+    if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    }
 }
 
 /// Largest share of records, most confident first, whose accuracy stays at or above `target`.
@@ -75,7 +79,10 @@ pub fn evaluate(pred: &Predictor, texts: &[String], truth: &[String]) -> Evaluat
         .iter()
         .map(|d| d.alternatives[0].isco_code.as_str())
         .collect();
-    let conf: Vec<f64> = decisions.iter().map(|d| d.alternatives[0].confidence).collect();
+    let conf: Vec<f64> = decisions
+        .iter()
+        .map(|d| d.alternatives[0].confidence)
+        .collect();
     let n = texts.len().max(1) as f64;
     let correct: Vec<bool> = top1.iter().zip(truth).map(|(p, t)| *p == t).collect();
     let acc = correct.iter().filter(|c| **c).count() as f64 / n;
@@ -146,7 +153,9 @@ pub fn evaluate(pred: &Predictor, texts: &[String], truth: &[String]) -> Evaluat
     let group_errors = |digits: usize| {
         let mut m: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for (t, ok) in truth.iter().zip(&correct) {
-            let e = m.entry(t.get(..digits).unwrap_or(t).to_string()).or_default();
+            let e = m
+                .entry(t.get(..digits).unwrap_or(t).to_string())
+                .or_default();
             e.0 += 1;
             e.1 += (!ok) as usize;
         }

@@ -199,8 +199,11 @@ pub fn save(dir: &Path, net: &Trained, meta: &ModelMeta) -> Result<(), Error> {
             message: format!("could not write the burn record: {e}"),
         })?;
     let json = dir.join("model.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(meta).expect("meta serialises"))
-        .map_err(io_err("write", &json))?;
+    std::fs::write(
+        &json,
+        serde_json::to_vec_pretty(meta).expect("meta serialises"),
+    )
+    .map_err(io_err("write", &json))?;
     Ok(())
 }
 
@@ -417,7 +420,8 @@ impl Predictor {
             features.push((f.label.clone(), f.word, contrib));
         }
         let words_text: Vec<&str> = text.split_whitespace().filter(|w| *w != "|").collect();
-        let mut words: Vec<(String, f64)> = words_text.iter().map(|w| (w.to_string(), 0.0)).collect();
+        let mut words: Vec<(String, f64)> =
+            words_text.iter().map(|w| (w.to_string(), 0.0)).collect();
         for (_, w, v) in &features {
             if let Some(slot) = words.get_mut(*w) {
                 slot.1 += v;
@@ -431,5 +435,178 @@ impl Predictor {
             words,
             exact,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{TrainData, train};
+
+    fn tiny() -> Predictor {
+        let texts: Vec<String> = [
+            "nurse | caring for patients",
+            "cook | preparing meals",
+            "chef | cooking food",
+            "baker | baking bread",
+        ]
+        .iter()
+        .cycle()
+        .take(200)
+        .map(|s| s.to_string())
+        .collect();
+        let labels = vec!["2221".to_string(), "5120".to_string(), "7512".to_string()];
+        let y: Vec<u32> = texts
+            .iter()
+            .map(|t| {
+                if t.starts_with("nurse") {
+                    0
+                } else if t.starts_with("baker") {
+                    2
+                } else {
+                    1
+                }
+            })
+            .collect();
+        let fc = FeatureConfig {
+            buckets: 4096,
+            ..Default::default()
+        };
+        let tc = TrainConfig {
+            dim: 8,
+            epochs: 5,
+            batch_size: 32,
+            ..Default::default()
+        };
+        let x = FeatureMatrix::build(&fc, &texts);
+        let net = train(
+            &TrainData {
+                x: &x,
+                y: &y,
+                repeats: None,
+                val: None,
+            },
+            &fc,
+            &tc,
+            3,
+            None,
+            &|_, _, _| {},
+        )
+        .unwrap();
+        let meta = ModelMeta {
+            format: FORMAT,
+            kind: "ngram".into(),
+            titles: [
+                ("2221", "Nursing professionals"),
+                ("222", "Nursing and midwifery professionals"),
+                ("5120", "Cooks"),
+            ]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+            labels,
+            features: fc,
+            train: tc,
+            temperature: 1.0,
+            summary: serde_json::Value::Null,
+        };
+        Predictor::from_parts(meta, net, InferenceConfig::default())
+    }
+
+    #[test]
+    fn learns_saves_and_loads_identically() {
+        let p = tiny();
+        let out = p.predict(&[
+            "nurse | caring for patients".into(),
+            "baker | baking bread".into(),
+        ]);
+        assert_eq!(out[0].alternatives[0].isco_code, "2221");
+        assert_eq!(out[1].alternatives[0].isco_code, "7512");
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), p.net(), &p.meta).unwrap();
+        let q = Predictor::load(dir.path(), InferenceConfig::default()).unwrap();
+        assert_eq!(p.logits(&["cook".into()]), q.logits(&["cook".into()]));
+        // A mismatched record is refused with the file named.
+        let mut meta = p.meta.clone();
+        meta.train.dim = 9;
+        std::fs::write(
+            dir.path().join("model.json"),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        let e = Predictor::load(dir.path(), InferenceConfig::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("model.bpk") && e.contains("does not match model.json"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn explanations_sum_to_the_logit() {
+        let p = tiny();
+        for text in [
+            "nurse | caring for patients",
+            "chef baker | baking meals",
+            "",
+        ] {
+            for code in ["2221", "5120", "7512"] {
+                let e = p.explain(text, code).unwrap();
+                let sum: f64 = e.features.iter().map(|f| f.2).sum::<f64>() + e.bias;
+                assert!(e.exact);
+                assert!(
+                    (sum - e.logit).abs() < 1e-4,
+                    "{text} {code}: {sum} vs {}",
+                    e.logit
+                );
+                let by_word: f64 = e.words.iter().map(|w| w.1).sum::<f64>() + e.bias;
+                assert!((by_word - e.logit).abs() < 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn fallback_and_grades_follow_the_thresholds() {
+        let mut p = tiny();
+        let labels = p.meta.labels.clone();
+        let probs = |a: f32, b: f32, c: f32| vec![a, b, c];
+        let _ = labels;
+        // Confident: 4-digit, very_high.
+        let d = p.decide(&probs(0.95, 0.03, 0.02));
+        assert_eq!(
+            (
+                d.isco_code.as_str(),
+                d.level,
+                d.is_fallback,
+                d.grade.as_str()
+            ),
+            ("2221", 4, false, "very_high")
+        );
+        // Unsure between two 5xxx/7xxx codes: 3-digit fails, 2-digit fails, min_level 2 stops.
+        let d = p.decide(&probs(0.2, 0.45, 0.35));
+        assert_eq!(
+            (d.isco_code.as_str(), d.level, d.is_fallback),
+            ("51", 2, true)
+        );
+        assert!((d.confidence - 0.45).abs() < 1e-6);
+        assert!(d.needs_review);
+        assert_eq!(d.grade, "very_low");
+        // Lower threshold: the 4-digit code stands, graded by the configured cut-offs.
+        p.config.confidence_threshold = 0.6;
+        let d = p.decide(&probs(0.75, 0.15, 0.10));
+        assert_eq!(
+            (d.isco_code.as_str(), d.grade.as_str(), d.needs_review),
+            ("2221", "medium", false)
+        );
+        p.config.confidence_threshold = 0.9;
+        let d = p.decide(&probs(0.82, 0.1, 0.08));
+        assert_eq!(
+            (d.isco_code.as_str(), d.level, d.title.as_str()),
+            ("22", 2, "")
+        );
+        assert_eq!(d.grade, "high");
+        assert_eq!(d.alternatives.len(), 3);
     }
 }

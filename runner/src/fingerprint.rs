@@ -416,8 +416,8 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
-            r#"{"reason":"param_changed","name":"learning_rate","old":2e-5,"new":3e-5}"#
+            r#"{"reason":"param_changed","name":"learning_rate","old":0.00002,"new":0.00003}"#
         );
-        assert_eq!(r.to_string(), "param learning_rate changed 2e-5 -> 3e-5");
+        assert_eq!(r.to_string(), "param learning_rate changed 0.00002 -> 0.00003");
     }
 }

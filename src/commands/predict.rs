@@ -33,8 +33,10 @@ pub fn inference_config(path: &std::path::Path) -> anyhow::Result<InferenceConfi
     if !path.is_file() {
         return Ok(InferenceConfig::default());
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     match table.get("inference") {
         Some(v) => v
             .clone()
@@ -63,7 +65,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     let coded = stages::predict::code_file(&pred, &a.input)?;
     let elapsed = started.elapsed().as_secs_f64();
     match &a.output {
-        Some(out) if out.extension().is_some_and(|e| e == "parquet") => coded.predictions.write_parquet(out)?,
+        Some(out) if out.extension().is_some_and(|e| e == "parquet") => {
+            coded.predictions.write_parquet(out)?
+        }
         Some(out) => coded.predictions.write_csv(out)?,
         None => {
             let tmp = tempfile_path();
@@ -73,7 +77,10 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         }
     }
     if a.explain {
-        let base = a.output.clone().unwrap_or_else(|| PathBuf::from("predictions"));
+        let base = a
+            .output
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("predictions"));
         stages::explain::write_explanations(&pred, &coded.predictions, &base)?;
     }
     console::error(&format!(

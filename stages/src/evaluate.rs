@@ -18,14 +18,37 @@ use crate::records::{Records, read_rows};
 pub struct Evaluate;
 
 const INPUTS: &[InputDecl] = &[
-    InputDecl { name: "model", required: true, many: false, help: "model artifact (train.model)" },
-    InputDecl { name: "test", required: true, many: false, help: "frozen test records (split.test)" },
-    InputDecl { name: "extra", required: false, many: true, help: "extra labelled CSV/Parquet files (job_title, duties_description, isco_code)" },
+    InputDecl {
+        name: "model",
+        required: true,
+        many: false,
+        help: "model artifact (train.model)",
+    },
+    InputDecl {
+        name: "test",
+        required: true,
+        many: false,
+        help: "frozen test records (split.test)",
+    },
+    InputDecl {
+        name: "extra",
+        required: false,
+        many: true,
+        help: "extra labelled CSV/Parquet files (job_title, duties_description, isco_code)",
+    },
 ];
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl { name: "metrics", file: "metrics.json", dir: false },
-    OutputDecl { name: "report", file: "report", dir: true },
+    OutputDecl {
+        name: "metrics",
+        file: "metrics.json",
+        dir: false,
+    },
+    OutputDecl {
+        name: "report",
+        file: "report",
+        dir: true,
+    },
 ];
 
 /// Reads a labelled raw file into (normalised texts, codes); unusable rows are counted.
@@ -55,80 +78,241 @@ pub fn read_labelled(path: &Path) -> Result<(Vec<String>, Vec<String>, usize), E
 
 fn svg_curve(points: &[(f64, f64)], x_label: &str, y_label: &str, diagonal: bool) -> String {
     let (w, h, m) = (360.0, 260.0, 40.0);
-    let mut s = format!(r#"<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" style="background:#fff;border:1px solid #ccc">"#);
+    let mut s = format!(
+        r#"<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" style="background:#fff;border:1px solid #ccc">"#
+    );
     let px = |x: f64| m + x * (w - 2.0 * m);
     let py = |y: f64| h - m - y * (h - 2.0 * m);
-    let _ = write!(s, r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, px(0.0), py(0.0), px(1.0), py(0.0), px(0.0), py(0.0), px(0.0), py(1.0));
+    let _ = write!(
+        s,
+        r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        px(0.0),
+        py(0.0),
+        px(1.0),
+        py(0.0),
+        px(0.0),
+        py(0.0),
+        px(0.0),
+        py(1.0)
+    );
     if diagonal {
-        let _ = write!(s, r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="silver" stroke-dasharray="4"/>"#, px(0.0), py(0.0), px(1.0), py(1.0));
+        let _ = write!(
+            s,
+            r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="silver" stroke-dasharray="4"/>"#,
+            px(0.0),
+            py(0.0),
+            px(1.0),
+            py(1.0)
+        );
     }
-    let pts: Vec<String> = points.iter().map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y))).collect();
-    let _ = write!(s, r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/>"##, pts.join(" "));
+    let pts: Vec<String> = points
+        .iter()
+        .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+        .collect();
+    let _ = write!(
+        s,
+        r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/>"##,
+        pts.join(" ")
+    );
     for t in [0.0, 0.5, 1.0] {
-        let _ = write!(s, r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{t}</text><text x="{}" y="{}" font-size="10" text-anchor="end">{t}</text>"#, px(t), py(0.0) + 14.0, px(0.0) - 4.0, py(t) + 3.0);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{t}</text><text x="{}" y="{}" font-size="10" text-anchor="end">{t}</text>"#,
+            px(t),
+            py(0.0) + 14.0,
+            px(0.0) - 4.0,
+            py(t) + 3.0
+        );
     }
-    let _ = write!(s, r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{x_label}</text><text x="12" y="{}" font-size="11" transform="rotate(-90 12 {})" text-anchor="middle">{y_label}</text></svg>"#, w / 2.0, h - 6.0, h / 2.0, h / 2.0);
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{x_label}</text><text x="12" y="{}" font-size="11" transform="rotate(-90 12 {})" text-anchor="middle">{y_label}</text></svg>"#,
+        w / 2.0,
+        h - 6.0,
+        h / 2.0,
+        h / 2.0
+    );
     s
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
-fn write_report(dir: &Path, name: &str, pred: &Predictor, e: &Evaluation, html: &mut String) -> Result<(), Error> {
+fn write_report(
+    dir: &Path,
+    name: &str,
+    pred: &Predictor,
+    e: &Evaluation,
+    html: &mut String,
+) -> Result<(), Error> {
     let classes = Table::new()
-        .with("isco_code", Column::Str(e.classes.iter().map(|c| c.isco_code.clone()).collect()))
-        .with("title", Column::Str(e.classes.iter().map(|c| c.title.clone()).collect()))
-        .with("support", Column::Int(e.classes.iter().map(|c| c.support as i64).collect()))
-        .with("precision", Column::Float(e.classes.iter().map(|c| c.precision).collect()))
-        .with("recall", Column::Float(e.classes.iter().map(|c| c.recall).collect()))
-        .with("f1", Column::Float(e.classes.iter().map(|c| c.f1).collect()));
+        .with(
+            "isco_code",
+            Column::Str(e.classes.iter().map(|c| c.isco_code.clone()).collect()),
+        )
+        .with(
+            "title",
+            Column::Str(e.classes.iter().map(|c| c.title.clone()).collect()),
+        )
+        .with(
+            "support",
+            Column::Int(e.classes.iter().map(|c| c.support as i64).collect()),
+        )
+        .with(
+            "precision",
+            Column::Float(e.classes.iter().map(|c| c.precision).collect()),
+        )
+        .with(
+            "recall",
+            Column::Float(e.classes.iter().map(|c| c.recall).collect()),
+        )
+        .with(
+            "f1",
+            Column::Float(e.classes.iter().map(|c| c.f1).collect()),
+        );
     classes.write_csv(&dir.join(format!("{name}_per_class.csv")))?;
     let confused = Table::new()
-        .with("true_code", Column::Str(e.confused.iter().map(|c| c.0.clone()).collect()))
-        .with("true_title", Column::Str(e.confused.iter().map(|c| pred.title(&c.0).to_string()).collect()))
-        .with("predicted_code", Column::Str(e.confused.iter().map(|c| c.1.clone()).collect()))
-        .with("predicted_title", Column::Str(e.confused.iter().map(|c| pred.title(&c.1).to_string()).collect()))
-        .with("count", Column::Int(e.confused.iter().map(|c| c.2 as i64).collect()));
+        .with(
+            "true_code",
+            Column::Str(e.confused.iter().map(|c| c.0.clone()).collect()),
+        )
+        .with(
+            "true_title",
+            Column::Str(
+                e.confused
+                    .iter()
+                    .map(|c| pred.title(&c.0).to_string())
+                    .collect(),
+            ),
+        )
+        .with(
+            "predicted_code",
+            Column::Str(e.confused.iter().map(|c| c.1.clone()).collect()),
+        )
+        .with(
+            "predicted_title",
+            Column::Str(
+                e.confused
+                    .iter()
+                    .map(|c| pred.title(&c.1).to_string())
+                    .collect(),
+            ),
+        )
+        .with(
+            "count",
+            Column::Int(e.confused.iter().map(|c| c.2 as i64).collect()),
+        );
     confused.write_csv(&dir.join(format!("{name}_confused_pairs.csv")))?;
     let groups: Vec<&(String, usize, f64)> = e.by_major.iter().chain(&e.by_sub_major).collect();
     Table::new()
-        .with("group", Column::Str(groups.iter().map(|g| g.0.clone()).collect()))
-        .with("level", Column::Int(groups.iter().map(|g| g.0.len() as i64).collect()))
-        .with("title", Column::Str(groups.iter().map(|g| pred.title(&g.0).to_string()).collect()))
-        .with("records", Column::Int(groups.iter().map(|g| g.1 as i64).collect()))
-        .with("error_rate", Column::Float(groups.iter().map(|g| g.2).collect()))
+        .with(
+            "group",
+            Column::Str(groups.iter().map(|g| g.0.clone()).collect()),
+        )
+        .with(
+            "level",
+            Column::Int(groups.iter().map(|g| g.0.len() as i64).collect()),
+        )
+        .with(
+            "title",
+            Column::Str(
+                groups
+                    .iter()
+                    .map(|g| pred.title(&g.0).to_string())
+                    .collect(),
+            ),
+        )
+        .with(
+            "records",
+            Column::Int(groups.iter().map(|g| g.1 as i64).collect()),
+        )
+        .with(
+            "error_rate",
+            Column::Float(groups.iter().map(|g| g.2).collect()),
+        )
         .write_csv(&dir.join(format!("{name}_error_by_group.csv")))?;
     Table::new()
-        .with("coverage", Column::Float(e.coverage_curve.iter().map(|c| c.0).collect()))
-        .with("accuracy", Column::Float(e.coverage_curve.iter().map(|c| c.1).collect()))
+        .with(
+            "coverage",
+            Column::Float(e.coverage_curve.iter().map(|c| c.0).collect()),
+        )
+        .with(
+            "accuracy",
+            Column::Float(e.coverage_curve.iter().map(|c| c.1).collect()),
+        )
         .write_csv(&dir.join(format!("{name}_coverage_curve.csv")))?;
     Table::new()
-        .with("confidence", Column::Float(e.reliability.iter().map(|c| c.0).collect()))
-        .with("accuracy", Column::Float(e.reliability.iter().map(|c| c.1).collect()))
-        .with("count", Column::Int(e.reliability.iter().map(|c| c.2 as i64).collect()))
+        .with(
+            "confidence",
+            Column::Float(e.reliability.iter().map(|c| c.0).collect()),
+        )
+        .with(
+            "accuracy",
+            Column::Float(e.reliability.iter().map(|c| c.1).collect()),
+        )
+        .with(
+            "count",
+            Column::Int(e.reliability.iter().map(|c| c.2 as i64).collect()),
+        )
         .write_csv(&dir.join(format!("{name}_reliability.csv")))?;
 
-    let _ = write!(html, "<h2>{}</h2><table><tr><th>metric</th><th>value</th></tr>", esc(name));
+    let _ = write!(
+        html,
+        "<h2>{}</h2><table><tr><th>metric</th><th>value</th></tr>",
+        esc(name)
+    );
     if let serde_json::Value::Object(m) = &e.metrics {
         for (k, v) in m {
-            let _ = write!(html, "<tr><td>{k}</td><td>{}</td></tr>", match v.as_f64() { Some(f) if !v.is_u64() => format!("{f:.4}"), _ => v.to_string() });
+            let _ = write!(
+                html,
+                "<tr><td>{k}</td><td>{}</td></tr>",
+                match v.as_f64() {
+                    Some(f) if !v.is_u64() => format!("{f:.4}"),
+                    _ => v.to_string(),
+                }
+            );
         }
     }
     html.push_str("</table><div class=row>");
-    html.push_str(&svg_curve(&e.coverage_curve, "share coded automatically", "accuracy", false));
-    let rel: Vec<(f64, f64)> = e.reliability.iter().filter(|r| r.2 > 0).map(|r| (r.0, r.1)).collect();
+    html.push_str(&svg_curve(
+        &e.coverage_curve,
+        "share coded automatically",
+        "accuracy",
+        false,
+    ));
+    let rel: Vec<(f64, f64)> = e
+        .reliability
+        .iter()
+        .filter(|r| r.2 > 0)
+        .map(|r| (r.0, r.1))
+        .collect();
     html.push_str(&svg_curve(&rel, "confidence", "accuracy", true));
     html.push_str("</div><h3>Most confused pairs</h3><table><tr><th>true</th><th>predicted</th><th>n</th></tr>");
     for (t, p, n) in &e.confused {
-        let _ = write!(html, "<tr><td>{t} {}</td><td>{p} {}</td><td>{n}</td></tr>", esc(pred.title(t)), esc(pred.title(p)));
+        let _ = write!(
+            html,
+            "<tr><td>{t} {}</td><td>{p} {}</td><td>{n}</td></tr>",
+            esc(pred.title(t)),
+            esc(pred.title(p))
+        );
     }
     html.push_str("</table><h3>Error rate by major group</h3><table><tr><th>group</th><th>records</th><th>error rate</th></tr>");
     for (g, n, r) in &e.by_major {
-        let _ = write!(html, "<tr><td>{g} {}</td><td>{n}</td><td>{r:.3}</td></tr>", esc(pred.title(g)));
+        let _ = write!(
+            html,
+            "<tr><td>{g} {}</td><td>{n}</td><td>{r:.3}</td></tr>",
+            esc(pred.title(g))
+        );
     }
     html.push_str("</table><h3>Confusions at the 2-digit level</h3><table><tr><th>true</th><th>predicted</th><th>n</th></tr>");
-    let mut c2: Vec<_> = e.confusion_2digit.iter().filter(|((a, b), _)| a != b).collect();
+    let mut c2: Vec<_> = e
+        .confusion_2digit
+        .iter()
+        .filter(|((a, b), _)| a != b)
+        .collect();
     c2.sort_by(|a, b| b.1.cmp(a.1));
     for ((a, b), n) in c2.into_iter().take(15) {
         let _ = write!(html, "<tr><td>{a}</td><td>{b}</td><td>{n}</td></tr>");
@@ -165,8 +349,13 @@ impl Stage for Evaluate {
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
         let test = Records::read(ctx.input("test")?)?;
         let dir = ctx.output("report");
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Write { path: dir.clone(), source })?;
-        let mut html = String::from("<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}.row{display:flex;gap:2em}</style><h1>Evaluation</h1>");
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut html = String::from(
+            "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}.row{display:flex;gap:2em}</style><h1>Evaluation</h1>",
+        );
         let e = evaluate(&pred, &test.text, &test.isco_code);
         write_report(&dir, "test", &pred, &e, &mut html)?;
         let mut metrics = json!({"test": e.metrics});
@@ -179,7 +368,10 @@ impl Stage for Evaluate {
             e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
         )];
         for path in ctx.input_files("extra") {
-            let name = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
             let (texts, codes, bad) = read_labelled(path)?;
             if texts.is_empty() {
                 return Err(Error::Input { path: path.clone(), message: "has no usable labelled rows (needs job_title, duties_description, isco_code)".into() }.into());
@@ -195,7 +387,10 @@ impl Stage for Evaluate {
             ));
             metrics[name] = e.metrics;
         }
-        std::fs::write(dir.join("report.html"), html).map_err(|source| Error::Write { path: dir.join("report.html"), source })?;
+        std::fs::write(dir.join("report.html"), html).map_err(|source| Error::Write {
+            path: dir.join("report.html"),
+            source,
+        })?;
         crate::write_json(&dir.join("metrics.json"), &metrics)?;
         crate::write_json(&ctx.output("metrics.json"), &metrics)?;
         Ok(StageReport { metrics, summary })

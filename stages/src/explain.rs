@@ -24,7 +24,9 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
     let mut logit = Vec::new();
     let mut bias = Vec::new();
     let mut tokens = Vec::new();
-    let mut html = String::from("<!doctype html><meta charset=utf-8><title>isco-dag explanations</title><style>body{font-family:sans-serif;margin:2em}div.r{margin:.6em 0}span.w{padding:1px 2px;border-radius:3px}</style><h1>Why each code</h1><p>Green words pushed the record towards the code shown, red words away from it (exact contributions to the code's logit).</p>");
+    let mut html = String::from(
+        "<!doctype html><meta charset=utf-8><title>isco-dag explanations</title><style>body{font-family:sans-serif;margin:2em}div.r{margin:.6em 0}span.w{padding:1px 2px;border-radius:3px}</style><h1>Why each code</h1><p>Green words pushed the record towards the code shown, red words away from it (exact contributions to the code's logit).</p>",
+    );
     for i in 0..titles.len() {
         let text = record_text(&titles[i], &duties[i]);
         let Some(e) = pred.explain(&text, &codes[i]) else {
@@ -32,7 +34,11 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
         };
         let mut feats = e.features.clone();
         feats.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
-        let top: Vec<String> = feats.iter().take(5).map(|(l, _, v)| format!("{l}:{v:+.3}")).collect();
+        let top: Vec<String> = feats
+            .iter()
+            .take(5)
+            .map(|(l, _, v)| format!("{l}:{v:+.3}"))
+            .collect();
         row.push(i as i64);
         code.push(e.isco_code.clone());
         logit.push(e.logit);
@@ -40,11 +46,24 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
         tokens.push(top.join("; "));
         if i < 500 {
             let max = e.words.iter().map(|w| w.1.abs()).fold(1e-9, f64::max);
-            let _ = write!(html, "<div class=r><b>{} {}</b>: ", e.isco_code, pred.title(&e.isco_code).replace('<', "&lt;"));
+            let _ = write!(
+                html,
+                "<div class=r><b>{} {}</b>: ",
+                e.isco_code,
+                pred.title(&e.isco_code).replace('<', "&lt;")
+            );
             for (w, v) in &e.words {
                 let a = (v.abs() / max * 0.8).min(0.8);
-                let color = if *v >= 0.0 { format!("rgba(0,160,0,{a:.2})") } else { format!("rgba(220,0,0,{a:.2})") };
-                let _ = write!(html, "<span class=w title=\"{v:+.3}\" style=\"background:{color}\">{}</span> ", w.replace('<', "&lt;"));
+                let color = if *v >= 0.0 {
+                    format!("rgba(0,160,0,{a:.2})")
+                } else {
+                    format!("rgba(220,0,0,{a:.2})")
+                };
+                let _ = write!(
+                    html,
+                    "<span class=w title=\"{v:+.3}\" style=\"background:{color}\">{}</span> ",
+                    w.replace('<', "&lt;")
+                );
             }
             html.push_str("</div>");
         }

@@ -29,7 +29,6 @@ pub mod records;
 pub mod split;
 pub mod train;
 
-
 pub use error::Error;
 
 /// Every stage kind this crate provides.

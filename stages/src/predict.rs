@@ -17,14 +17,36 @@ use crate::records::read_rows;
 pub struct Predict;
 
 const INPUTS: &[InputDecl] = &[
-    InputDecl { name: "model", required: true, many: false, help: "model artifact (train.model)" },
-    InputDecl { name: "records", required: true, many: false, help: "records to code, CSV or Parquet with job_title and duties_description" },
+    InputDecl {
+        name: "model",
+        required: true,
+        many: false,
+        help: "model artifact (train.model)",
+    },
+    InputDecl {
+        name: "records",
+        required: true,
+        many: false,
+        help: "records to code, CSV or Parquet with job_title and duties_description",
+    },
 ];
 
 const OUTPUTS: &[OutputDecl] = &[
-    OutputDecl { name: "predictions", file: "predictions.parquet", dir: false },
-    OutputDecl { name: "predictions_csv", file: "predictions.csv", dir: false },
-    OutputDecl { name: "review", file: "to_review.csv", dir: false },
+    OutputDecl {
+        name: "predictions",
+        file: "predictions.parquet",
+        dir: false,
+    },
+    OutputDecl {
+        name: "predictions_csv",
+        file: "predictions.csv",
+        dir: false,
+    },
+    OutputDecl {
+        name: "review",
+        file: "to_review.csv",
+        dir: false,
+    },
 ];
 
 /// Coded records: the predictions table and the review-queue table.
@@ -48,14 +70,36 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
     let rows = read_rows(input, &["job_title", "duties_description"], &[true, false])?;
     let texts: Vec<String> = rows
         .iter()
-        .map(|r| record_text(r.values[0].as_deref().unwrap_or(""), r.values[1].as_deref().unwrap_or("")))
+        .map(|r| {
+            record_text(
+                r.values[0].as_deref().unwrap_or(""),
+                r.values[1].as_deref().unwrap_or(""),
+            )
+        })
         .collect();
     let preds = pred.predict(&texts);
     let k = pred.config.top_k;
     let mut t = Table::new()
-        .with("row", Column::Int(rows.iter().map(|r| r.row as i64).collect()))
-        .with("job_title", Column::Str(rows.iter().map(|r| r.values[0].clone().unwrap_or_default()).collect()))
-        .with("duties_description", Column::Str(rows.iter().map(|r| r.values[1].clone().unwrap_or_default()).collect()));
+        .with(
+            "row",
+            Column::Int(rows.iter().map(|r| r.row as i64).collect()),
+        )
+        .with(
+            "job_title",
+            Column::Str(
+                rows.iter()
+                    .map(|r| r.values[0].clone().unwrap_or_default())
+                    .collect(),
+            ),
+        )
+        .with(
+            "duties_description",
+            Column::Str(
+                rows.iter()
+                    .map(|r| r.values[1].clone().unwrap_or_default())
+                    .collect(),
+            ),
+        );
     let mut note = Vec::with_capacity(rows.len());
     let mut code = Vec::new();
     let mut needs = Vec::new();
@@ -67,22 +111,62 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
             _ => None,
         };
         unusable += problem.is_some() as usize;
-        code.push(if problem.is_some() { String::new() } else { p.isco_code.clone() });
+        code.push(if problem.is_some() {
+            String::new()
+        } else {
+            p.isco_code.clone()
+        });
         needs.push(problem.is_some() || p.needs_review);
         note.push(problem.unwrap_or_default());
     }
     t = t
         .with("isco_code", Column::Str(code))
-        .with("level", Column::Int(preds.iter().map(|p| p.level as i64).collect()))
-        .with("title", Column::Str(preds.iter().map(|p| p.title.clone()).collect()))
-        .with("confidence", Column::Float(preds.iter().map(|p| p.confidence).collect()))
-        .with("grade", Column::Str(preds.iter().map(|p| p.grade.clone()).collect()))
-        .with("is_fallback", Column::Bool(preds.iter().map(|p| p.is_fallback).collect()))
+        .with(
+            "level",
+            Column::Int(preds.iter().map(|p| p.level as i64).collect()),
+        )
+        .with(
+            "title",
+            Column::Str(preds.iter().map(|p| p.title.clone()).collect()),
+        )
+        .with(
+            "confidence",
+            Column::Float(preds.iter().map(|p| p.confidence).collect()),
+        )
+        .with(
+            "grade",
+            Column::Str(preds.iter().map(|p| p.grade.clone()).collect()),
+        )
+        .with(
+            "is_fallback",
+            Column::Bool(preds.iter().map(|p| p.is_fallback).collect()),
+        )
         .with("needs_review", Column::Bool(needs.clone()));
     for i in 0..k {
         t = t
-            .with(&format!("alt_{}_code", i + 1), Column::Str(preds.iter().map(|p| p.alternatives.get(i).map(|a| a.isco_code.clone()).unwrap_or_default()).collect()))
-            .with(&format!("alt_{}_confidence", i + 1), Column::Float(preds.iter().map(|p| p.alternatives.get(i).map(|a| a.confidence).unwrap_or(0.0)).collect()));
+            .with(
+                &format!("alt_{}_code", i + 1),
+                Column::Str(
+                    preds
+                        .iter()
+                        .map(|p| {
+                            p.alternatives
+                                .get(i)
+                                .map(|a| a.isco_code.clone())
+                                .unwrap_or_default()
+                        })
+                        .collect(),
+                ),
+            )
+            .with(
+                &format!("alt_{}_confidence", i + 1),
+                Column::Float(
+                    preds
+                        .iter()
+                        .map(|p| p.alternatives.get(i).map(|a| a.confidence).unwrap_or(0.0))
+                        .collect(),
+                ),
+            );
     }
     t = t.with("note", Column::Str(note));
     let keep: Vec<usize> = (0..rows.len()).filter(|&i| needs[i]).collect();
@@ -138,7 +222,8 @@ impl Stage for Predict {
         let cfg: InferenceConfig = ctx.params()?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
         let c = code_file(&pred, ctx.input("records")?)?;
-        c.predictions.write_parquet(&ctx.output("predictions.parquet"))?;
+        c.predictions
+            .write_parquet(&ctx.output("predictions.parquet"))?;
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;
         c.review.write_csv(&ctx.output("to_review.csv"))?;
         let metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable});

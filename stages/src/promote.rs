@@ -44,12 +44,31 @@ impl Default for PromoteParams {
 pub struct Promote;
 
 const INPUTS: &[InputDecl] = &[
-    InputDecl { name: "model", required: true, many: false, help: "candidate model (train.model)" },
-    InputDecl { name: "metrics", required: true, many: false, help: "its evaluation (evaluate.metrics)" },
-    InputDecl { name: "test", required: true, many: false, help: "the frozen test split (split.test)" },
+    InputDecl {
+        name: "model",
+        required: true,
+        many: false,
+        help: "candidate model (train.model)",
+    },
+    InputDecl {
+        name: "metrics",
+        required: true,
+        many: false,
+        help: "its evaluation (evaluate.metrics)",
+    },
+    InputDecl {
+        name: "test",
+        required: true,
+        many: false,
+        help: "the frozen test split (split.test)",
+    },
 ];
 
-const OUTPUTS: &[OutputDecl] = &[OutputDecl { name: "decision", file: "decision.json", dir: false }];
+const OUTPUTS: &[OutputDecl] = &[OutputDecl {
+    name: "decision",
+    file: "decision.json",
+    dir: false,
+}];
 
 /// Whether `cand` beats `cur` on (primary, secondary).
 pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromoteParams) -> bool {
@@ -93,15 +112,28 @@ impl Stage for Promote {
             .cloned()
             .ok_or_else(|| Error::Empty("promote's `model` input must be a stage output such as train.model, so the ref can point at it".into()))?;
         let mpath = ctx.input("metrics")?;
-        let metrics: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(mpath).map_err(|e| Error::Input { path: mpath.to_path_buf(), message: e.to_string() })?,
-        )
-        .map_err(|e| Error::Input { path: mpath.to_path_buf(), message: format!("is not JSON: {e}") })?;
+        let metrics: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(mpath).map_err(|e| Error::Input {
+                path: mpath.to_path_buf(),
+                message: e.to_string(),
+            })?)
+            .map_err(|e| Error::Input {
+                path: mpath.to_path_buf(),
+                message: format!("is not JSON: {e}"),
+            })?;
         let cand = metrics["test"].clone();
         let current = ctx.store.get_ref(&p.ref_name)?;
         let (promote, cur_metrics, reason) = match &current {
-            None => (true, serde_json::Value::Null, format!("no `{}` model yet", p.ref_name)),
-            Some(r) if r.target == model => (false, cand.clone(), "the candidate already is the best model".to_string()),
+            None => (
+                true,
+                serde_json::Value::Null,
+                format!("no `{}` model yet", p.ref_name),
+            ),
+            Some(r) if r.target == model => (
+                false,
+                cand.clone(),
+                "the candidate already is the best model".to_string(),
+            ),
             Some(r) => {
                 let dir = ctx.store.checkout(&r.target)?;
                 let cur = Predictor::load(&dir, InferenceConfig::default())?;
@@ -140,7 +172,11 @@ impl Stage for Promote {
         Ok(StageReport {
             summary: vec![format!(
                 "{} ({reason})",
-                if promote_it { format!("promoted to `{}`", p.ref_name) } else { "not promoted".to_string() }
+                if promote_it {
+                    format!("promoted to `{}`", p.ref_name)
+                } else {
+                    "not promoted".to_string()
+                }
             )],
             metrics: json!({"promoted": promote_it}),
         })

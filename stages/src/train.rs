@@ -120,7 +120,10 @@ impl TrainParams {
             return Err("buckets, dim, batch_size and epochs must be positive".into());
         }
         if self.minn > self.maxn {
-            return Err(format!("minn ({}) must not exceed maxn ({})", self.minn, self.maxn));
+            return Err(format!(
+                "minn ({}) must not exceed maxn ({})",
+                self.minn, self.maxn
+            ));
         }
         Ok(())
     }
@@ -130,12 +133,31 @@ impl TrainParams {
 pub struct Train;
 
 const INPUTS: &[InputDecl] = &[
-    InputDecl { name: "train", required: true, many: false, help: "training records (split.train)" },
-    InputDecl { name: "validation", required: true, many: false, help: "validation records (split.validation)" },
-    InputDecl { name: "reference", required: false, many: false, help: "ISCO-08 reference CSV for titles and augmentation" },
+    InputDecl {
+        name: "train",
+        required: true,
+        many: false,
+        help: "training records (split.train)",
+    },
+    InputDecl {
+        name: "validation",
+        required: true,
+        many: false,
+        help: "validation records (split.validation)",
+    },
+    InputDecl {
+        name: "reference",
+        required: false,
+        many: false,
+        help: "ISCO-08 reference CSV for titles and augmentation",
+    },
 ];
 
-const OUTPUTS: &[OutputDecl] = &[OutputDecl { name: "model", file: "model", dir: true }];
+const OUTPUTS: &[OutputDecl] = &[OutputDecl {
+    name: "model",
+    file: "model",
+    dir: true,
+}];
 
 /// Class indices of codes (codes outside `labels` are dropped from validation scoring).
 pub fn encode(labels: &[String], codes: &[String]) -> Vec<Option<u32>> {
@@ -192,8 +214,16 @@ impl Stage for Train {
                 augmented += 1;
             }
         }
-        let labels: Vec<String> = codes.iter().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-        let y: Vec<u32> = encode(&labels, &codes).into_iter().map(|c| c.expect("label")).collect();
+        let labels: Vec<String> = codes
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let y: Vec<u32> = encode(&labels, &codes)
+            .into_iter()
+            .map(|c| c.expect("label"))
+            .collect();
         ctx.progress.start(tc.epochs as u64, "featurising");
         let x = FeatureMatrix::build(&fc, &texts);
         let (vx_idx, vy): (Vec<usize>, Vec<u32>) = encode(&labels, &va.isco_code)
@@ -205,7 +235,12 @@ impl Stage for Train {
         let vx = FeatureMatrix::build(&fc, &vtexts);
         let progress = ctx.progress;
         let net = train(
-            &TrainData { x: &x, y: &y, repeats: Some(&repeats), val: Some((&vx, &vy)) },
+            &TrainData {
+                x: &x,
+                y: &y,
+                repeats: Some(&repeats),
+                val: Some((&vx, &vy)),
+            },
             &fc,
             &tc,
             labels.len(),
@@ -227,7 +262,10 @@ impl Stage for Train {
                 .chunks(c)
                 .zip(&vy)
                 .map(|(r, &y)| {
-                    let (i, v) = r.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+                    let (i, v) = r
+                        .iter()
+                        .enumerate()
+                        .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
                     (v as f64, i as u32 == y)
                 })
                 .unzip();
@@ -260,7 +298,16 @@ impl Stage for Train {
         Ok(StageReport {
             summary: vec![format!(
                 "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s; temperature {:.2}, validation ECE {:.4} -> {:.4}",
-                tr.len(), augmented, c, net.best_epoch, net.epochs_run, net.best_val_macro_f1, net.train_seconds, temperature, ece_before, ece_after
+                tr.len(),
+                augmented,
+                c,
+                net.best_epoch,
+                net.epochs_run,
+                net.best_val_macro_f1,
+                net.train_seconds,
+                temperature,
+                ece_before,
+                ece_after
             )],
             metrics,
         })

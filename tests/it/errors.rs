@@ -47,17 +47,30 @@ fn unknown_key_in_config_names_file_section_and_line() {
 fn unknown_kind_missing_input_duplicate_id() {
     let p = Project::new(50);
     let err = pipeline_error(&p, "[[stage]]\nid = \"x\"\nkind = \"trian\"\n");
-    assert!(err.contains("bad.toml:3") && err.contains("unknown stage kind `trian`"), "{err}");
+    assert!(
+        err.contains("bad.toml:3") && err.contains("unknown stage kind `trian`"),
+        "{err}"
+    );
     let err = pipeline_error(
         &p,
         "[[stage]]\nid = \"clean\"\nkind = \"clean\"\ninputs = { records = \"data/raw/nope.csv\" }\n",
     );
-    assert!(err.contains("bad.toml:4") && err.contains("data/raw/nope.csv") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("bad.toml:4")
+            && err.contains("data/raw/nope.csv")
+            && err.contains("does not exist"),
+        "{err}"
+    );
     let err = pipeline_error(
         &p,
         "[[stage]]\nid = \"clean\"\nkind = \"clean\"\ninputs = { records = \"data/raw/historical_records.csv\" }\n\n[[stage]]\nid = \"clean\"\nkind = \"split\"\ninputs = { records = \"data/raw/historical_records.csv\" }\n",
     );
-    assert!(err.contains("bad.toml:7") && err.contains("duplicate stage id `clean`") && err.contains("bad.toml:2"), "{err}");
+    assert!(
+        err.contains("bad.toml:7")
+            && err.contains("duplicate stage id `clean`")
+            && err.contains("bad.toml:2"),
+        "{err}"
+    );
     let err = pipeline_error(&p, "[[stage]]\nid = \"clean\"\nkind = \"clean\"\n");
     assert!(err.contains("needs the input `records`"), "{err}");
     let err = pipeline_error(
@@ -74,7 +87,10 @@ fn cycle_is_named() {
         &p,
         "[[stage]]\nid = \"a\"\nkind = \"split\"\ninputs = { records = \"b.train\" }\n[[stage]]\nid = \"b\"\nkind = \"split\"\ninputs = { records = \"a.train\" }\n",
     );
-    assert!(err.contains("the stages form a cycle: a -> b -> a"), "{err}");
+    assert!(
+        err.contains("the stages form a cycle: a -> b -> a"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -87,9 +103,17 @@ fn bad_rows_are_quarantined_with_row_and_reason() {
     p.ok(&["run", "pipelines/full.toml"]);
     let q = std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
     assert!(q.starts_with("row,line,column,reason,"), "{q}");
-    assert!(q.contains("isco_code,`22x1` is not a 4-digit ISCO-08 unit group code"), "{q}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(p.path("data/processed/clean_report.json")).unwrap()).unwrap();
+    assert!(
+        q.contains("isco_code,`22x1` is not a 4-digit ISCO-08 unit group code"),
+        "{q}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path("data/processed/clean_report.json")).unwrap(),
+    )
+    .unwrap();
     let c = &report["counts"];
-    assert_eq!(c["rows_in"].as_u64().unwrap(), c["kept"].as_u64().unwrap() + c["quarantined"].as_u64().unwrap());
+    assert_eq!(
+        c["rows_in"].as_u64().unwrap(),
+        c["kept"].as_u64().unwrap() + c["quarantined"].as_u64().unwrap()
+    );
 }

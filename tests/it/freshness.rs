@@ -25,7 +25,10 @@ fn second_run_executes_nothing() {
 fn changed_input_reruns_exactly_its_downstream() {
     let p = Project::new(600);
     p.ok(&["run", P]);
-    p.append("data/raw/historical_records.csv", "barista,making coffee,5131\n");
+    p.append(
+        "data/raw/historical_records.csv",
+        "barista,making coffee,5131\n",
+    );
     let st = p.ok(&["status", P, "--format", "json"]);
     let st: serde_json::Value = serde_json::from_str(&st).unwrap();
     assert_eq!(st[0]["id"], "clean");
@@ -38,7 +41,10 @@ fn changed_input_reruns_exactly_its_downstream() {
         "{text}"
     );
     let out = p.ok(&["run", P, "-v"]);
-    assert!(out.contains("[DIRTY] split: upstream clean changed"), "{out}");
+    assert!(
+        out.contains("[DIRTY] split: upstream clean changed"),
+        "{out}"
+    );
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "executed");
     assert_eq!(outcome_of(&run, "split"), "executed");
@@ -48,26 +54,47 @@ fn changed_input_reruns_exactly_its_downstream() {
 fn param_change_reruns_only_its_stage_and_changing_back_restores() {
     let p = Project::new(600);
     p.ok(&["run", P]);
-    p.edit("config/default.toml", "test_fraction = 0.15", "test_fraction = 0.2");
+    p.edit(
+        "config/default.toml",
+        "test_fraction = 0.15",
+        "test_fraction = 0.2",
+    );
     let text = p.ok(&["status", P]);
     assert!(text.contains("[FRESH] clean"), "{text}");
-    assert!(text.contains("[DIRTY] split: param test_fraction changed 0.15 -> 0.2"), "{text}");
+    assert!(
+        text.contains("[DIRTY] split: param test_fraction changed 0.15 -> 0.2"),
+        "{text}"
+    );
     p.ok(&["run", P]);
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "skipped");
     assert_eq!(outcome_of(&run, "split"), "executed");
     let test_02 = std::fs::read(p.path("data/processed/test.parquet")).unwrap();
 
-    p.edit("config/default.toml", "test_fraction = 0.2", "test_fraction = 0.15");
+    p.edit(
+        "config/default.toml",
+        "test_fraction = 0.2",
+        "test_fraction = 0.15",
+    );
     p.ok(&["run", P]);
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "split"), "restored");
-    assert_ne!(std::fs::read(p.path("data/processed/test.parquet")).unwrap(), test_02);
+    assert_ne!(
+        std::fs::read(p.path("data/processed/test.parquet")).unwrap(),
+        test_02
+    );
     // And back again: also a restore, the workspace copy follows.
-    p.edit("config/default.toml", "test_fraction = 0.15", "test_fraction = 0.2");
+    p.edit(
+        "config/default.toml",
+        "test_fraction = 0.15",
+        "test_fraction = 0.2",
+    );
     p.ok(&["run", P]);
     assert_eq!(outcome_of(&p.last_run(), "split"), "restored");
-    assert_eq!(std::fs::read(p.path("data/processed/test.parquet")).unwrap(), test_02);
+    assert_eq!(
+        std::fs::read(p.path("data/processed/test.parquet")).unwrap(),
+        test_02
+    );
 }
 
 #[test]
@@ -75,7 +102,10 @@ fn dry_run_changes_nothing() {
     let p = Project::new(400);
     p.ok(&["run", P]);
     let runs_before = p.ok(&["runs", "list"]);
-    p.append("data/raw/historical_records.csv", "baker,baking bread,7512\n");
+    p.append(
+        "data/raw/historical_records.csv",
+        "baker,baking bread,7512\n",
+    );
     let out = p.ok(&["run", P, "--dry-run", "-v"]);
     assert!(out.contains("would_run clean"), "{out}");
     assert!(out.contains("would_run split"), "{out}");
@@ -88,9 +118,15 @@ fn dry_run_changes_nothing() {
 fn force_until_and_only_select_stages() {
     let p = Project::new(400);
     p.ok(&["run", P, "--until", "clean"]);
-    assert_eq!(outcomes(&p.last_run()), vec![("clean".into(), "executed".into())]);
+    assert_eq!(
+        outcomes(&p.last_run()),
+        vec![("clean".into(), "executed".into())]
+    );
     p.ok(&["run", P, "--only", "split"]);
-    assert_eq!(outcomes(&p.last_run()), vec![("split".into(), "executed".into())]);
+    assert_eq!(
+        outcomes(&p.last_run()),
+        vec![("split".into(), "executed".into())]
+    );
     p.ok(&["run", P, "--force", "split"]);
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "skipped");
@@ -105,7 +141,11 @@ fn reordered_rows_with_same_content_cut_off_downstream() {
     // Renaming a stage output path does not change its content: downstream stays fresh.
     let p = Project::new(300);
     p.ok(&["run", P]);
-    p.edit("pipelines/full.toml", "data/processed/clean.parquet", "data/processed/clean2.parquet");
+    p.edit(
+        "pipelines/full.toml",
+        "data/processed/clean.parquet",
+        "data/processed/clean2.parquet",
+    );
     p.ok(&["run", P]);
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "skipped");
@@ -140,7 +180,10 @@ params = { seed = 7 }
 #[test]
 fn failing_branch_blocks_its_dependents_while_others_finish() {
     let p = Project::new(300);
-    p.write("data/raw/bad.csv", "job_title,duties_description,isco_code\nx,y,12\n");
+    p.write(
+        "data/raw/bad.csv",
+        "job_title,duties_description,isco_code\nx,y,12\n",
+    );
     p.write(
         "pipelines/two.toml",
         r#"[pipeline]
@@ -188,13 +231,22 @@ fn runs_diff_and_lineage() {
     p.edit("config/default.toml", "seed = 42", "seed = 43");
     p.ok(&["run", P]);
     let d: serde_json::Value =
-        serde_json::from_str(&p.ok(&["runs", "diff", "last~1", "last", "--format", "json"])).unwrap();
-    let split = d["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "split").unwrap();
+        serde_json::from_str(&p.ok(&["runs", "diff", "last~1", "last", "--format", "json"]))
+            .unwrap();
+    let split = d["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stage"] == "split")
+        .unwrap();
     assert_eq!(split["key_changed"], true);
     let lin = p.ok(&["lineage", "data/processed/train.parquet"]);
     assert!(lin.contains("split.train"), "{lin}");
     assert!(lin.contains("seed=43"), "{lin}");
-    assert!(lin.contains("file data/raw/historical_records.csv"), "{lin}");
+    assert!(
+        lin.contains("file data/raw/historical_records.csv"),
+        "{lin}"
+    );
     let dot = p.ok(&["dag", P, "--format", "dot"]);
     assert!(dot.contains("\"clean\" -> \"split\""), "{dot}");
     let mer = p.ok(&["dag", P, "--format", "mermaid"]);

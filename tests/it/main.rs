@@ -2,5 +2,6 @@
 
 mod errors;
 mod freshness;
+mod model;
 mod store;
 mod support;

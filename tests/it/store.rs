@@ -28,7 +28,10 @@ fn kill_during_a_stage_then_rerun_and_verify() {
     child.kill().unwrap();
     child.wait().unwrap();
     let run = p.last_run();
-    assert_eq!(run["status"], "running", "the killed run stays marked as running");
+    assert_eq!(
+        run["status"], "running",
+        "the killed run stays marked as running"
+    );
     let st = p.ok(&["status", P]);
     assert!(st.contains("[DIRTY] clean: never run"), "{st}");
     p.ok(&["run", P]);
@@ -42,14 +45,29 @@ fn kill_during_a_stage_then_rerun_and_verify() {
 #[test]
 fn concurrent_runs_do_not_corrupt_the_store() {
     let p = Project::new(20_000);
-    let a = p.cmd(&["run", P, "--force"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let b = p.cmd(&["run", P, "--force"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let a = p
+        .cmd(&["run", P, "--force"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = p
+        .cmd(&["run", P, "--force"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (oa, ob) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(oa.status.success() && ob.status.success());
     let runs: serde_json::Value =
         serde_json::from_str(&p.ok(&["runs", "list", "--format", "json"])).unwrap();
     assert_eq!(runs.as_array().unwrap().len(), 2);
-    assert!(runs.as_array().unwrap().iter().all(|r| r["status"] == "succeeded"));
+    assert!(
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "succeeded")
+    );
     assert!(p.ok(&["verify"]).contains("0 corrupt, 0 missing"));
     // Both waited for each other rather than interleaving: the next run is a no-op.
     p.ok(&["run", P]);
@@ -59,7 +77,10 @@ fn concurrent_runs_do_not_corrupt_the_store() {
     let _held = store.lock(false, &|_| {}).unwrap();
     let (code, err) = p.fails(&["run", P, "--no-wait"]);
     assert_eq!(code, 1);
-    assert!(err.contains("is locked by another isco-dag process"), "{err}");
+    assert!(
+        err.contains("is locked by another isco-dag process"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,8 +100,18 @@ fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
     assert_eq!(outcome_of(&p.last_run(), "split"), "executed");
     // Corrupt an object.
     let objects = p.path("artifacts/store/objects");
-    let shard = std::fs::read_dir(&objects).unwrap().next().unwrap().unwrap().path();
-    let obj = std::fs::read_dir(&shard).unwrap().next().unwrap().unwrap().path();
+    let shard = std::fs::read_dir(&objects)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let obj = std::fs::read_dir(&shard)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let mut perm = std::fs::metadata(&obj).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     perm.set_readonly(false);

@@ -28,6 +28,13 @@ impl Project {
                 std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
             }
         }
+        // Small hash table and few epochs: the tests check behaviour, not accuracy.
+        let cfg = dir.path().join("config/default.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let text = text
+            .replace("buckets = 1048576", "buckets = 16384")
+            .replace("buckets = 262144", "buckets = 16384");
+        std::fs::write(&cfg, text).unwrap();
         let p = Project { dir };
         p.ok(&["demo", "--dir", "data", "--rows", &rows.to_string()]);
         p
@@ -39,7 +46,9 @@ impl Project {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.args(args).current_dir(self.dir.path()).env_remove("RUST_LOG");
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("RUST_LOG");
         c
     }
 
@@ -62,7 +71,10 @@ impl Project {
     /// Runs and asserts failure; returns (exit code, stderr).
     pub fn fails(&self, args: &[&str]) -> (i32, String) {
         let out = self.run(args);
-        assert!(!out.status.success(), "isco-dag {args:?} unexpectedly succeeded");
+        assert!(
+            !out.status.success(),
+            "isco-dag {args:?} unexpectedly succeeded"
+        );
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8(out.stderr).unwrap(),
@@ -88,7 +100,10 @@ impl Project {
 
     pub fn append(&self, rel: &str, text: &str) {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(self.path(rel)).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path(rel))
+            .unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
 }

@@ -1,0 +1,87 @@
+//! The model stages end to end: train, evaluate, promote, predict.
+
+use crate::support::{Project, outcome_of};
+
+const P: &str = "pipelines/full.toml";
+
+#[test]
+fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
+    let p = Project::new(3000);
+    p.ok(&["run", P]);
+    let run = p.last_run();
+    let eval = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "evaluate")
+        .unwrap();
+    let acc = eval["metrics"]["test"]["accuracy"].as_f64().unwrap();
+    // 40 classes: chance is 2.5 %; the demo labels are ~3 % noisy.
+    assert!(acc > 0.85, "test accuracy {acc}");
+    assert!(eval["metrics"]["test"]["top3_accuracy"].as_f64().unwrap() >= acc);
+    assert_eq!(outcome_of(&run, "promote"), "executed");
+    let decision: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path("data/processed/promote/decision.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(decision["promoted"], true);
+    assert!(p.path("models/latest/model.bpk").is_file());
+    assert!(p.path("models/latest_report/report.html").is_file());
+    let review = std::fs::read_dir(p.path("data/review")).unwrap().count();
+    assert_eq!(review, 1);
+
+    p.ok(&[
+        "predict",
+        "--input",
+        "data/demo/new_jobs.csv",
+        "--output",
+        "coded.csv",
+        "--explain",
+    ]);
+    let coded = std::fs::read_to_string(p.path("coded.csv")).unwrap();
+    assert_eq!(coded.lines().count(), 201);
+    assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,alt_1_code"));
+    assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
+
+    // Unusable rows are kept and flagged, not dropped.
+    p.write(
+        "odd.csv",
+        "job_title,duties_description\n,\nbaker,baking bread\n",
+    );
+    p.ok(&["predict", "--input", "odd.csv", "--output", "odd_out.csv"]);
+    let out = std::fs::read_to_string(p.path("odd_out.csv")).unwrap();
+    assert_eq!(out.lines().count(), 3);
+    assert!(
+        out.contains("row unusable: the job title and duties are empty"),
+        "{out}"
+    );
+}
+
+#[test]
+fn promote_refuses_a_worse_model_unless_forced() {
+    let p = Project::new(2000);
+    p.ok(&["run", P]);
+    // A much weaker model: tiny embedding, one epoch, no augmentation.
+    p.edit("config/default.toml", "dim = 64", "dim = 2");
+    p.edit("config/default.toml", "epochs = 8", "epochs = 1");
+    p.ok(&["run", P]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    assert_eq!(outcome_of(&run, "promote"), "executed");
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path("data/processed/promote/decision.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(d["promoted"], false, "{d}");
+    assert!(
+        d["current_best"]["metrics"]["macro_f1"].as_f64().unwrap()
+            > d["candidate"]["metrics"]["macro_f1"].as_f64().unwrap()
+    );
+    p.ok(&["run", P, "--force", "promote"]);
+    let d: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.path("data/processed/promote/decision.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(d["promoted"], true);
+    assert_eq!(d["forced"], true);
+}
