@@ -79,14 +79,7 @@ impl FeatureConfig {
         (h % self.buckets as u64) as u32
     }
 
-    fn field(
-        &self,
-        words: &[&str],
-        tag: u8,
-        chars: bool,
-        offset: usize,
-        out: &mut Sink<'_>,
-    ) {
+    fn field(&self, words: &[&str], tag: u8, chars: bool, offset: usize, out: &mut Sink<'_>) {
         for (i, w) in words.iter().enumerate() {
             out(
                 self.bucket(fnv(tag, &[w.as_bytes()])),

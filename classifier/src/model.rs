@@ -156,6 +156,7 @@ pub struct Trained {
 /// The compute device: burn's flex CPU backend (libtorch with the `tch` feature).
 pub fn device() -> Device {
     #[cfg(feature = "tch")]
+    #[allow(deprecated)]
     {
         Device::libtorch()
     }
