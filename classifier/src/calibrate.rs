@@ -3,19 +3,22 @@
 
 /// Softmax of each row of row-major logits divided by `t`.
 pub fn softmax_rows(logits: &[f32], classes: usize, t: f64) -> Vec<f32> {
+    use rayon::prelude::*;
     let mut out = vec![0f32; logits.len()];
     let inv = (1.0 / t) as f32;
-    for (row, o) in logits.chunks(classes).zip(out.chunks_mut(classes)) {
-        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-        let mut s = 0f32;
-        for (v, x) in o.iter_mut().zip(row) {
-            *v = ((x - m) * inv).exp();
-            s += *v;
-        }
-        for v in o.iter_mut() {
-            *v /= s;
-        }
-    }
+    out.par_chunks_mut(classes)
+        .zip(logits.par_chunks(classes))
+        .for_each(|(o, row)| {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let mut s = 0f32;
+            for (v, x) in o.iter_mut().zip(row) {
+                *v = ((x - m) * inv).exp();
+                s += *v;
+            }
+            for v in o.iter_mut() {
+                *v /= s;
+            }
+        });
     out
 }
 
@@ -62,6 +65,136 @@ pub fn fit_temperature(logits: &[f32], y: &[u32], classes: usize) -> f64 {
         }
     }
     ((a + b) / 2.0).exp()
+}
+
+/// Fits the temperature that minimises the expected calibration error of the top-1
+/// confidence (grid over T in [0.25, 4], refined around the best point). With noisy labels
+/// the NLL-optimal temperature leaves the confident bins over-confident (a wrong label caps
+/// their accuracy), which is what ECE and the production rate measure; this fit targets it.
+pub fn fit_temperature_ece(logits: &[f32], y: &[u32], classes: usize) -> f64 {
+    if y.is_empty() {
+        return 1.0;
+    }
+    let score = |t: f64| {
+        let p = softmax_rows(logits, classes, t);
+        let (conf, ok): (Vec<f64>, Vec<bool>) = p
+            .chunks(classes)
+            .zip(y)
+            .map(|(r, &c)| {
+                let (i, v) = r
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+                (v as f64, i as u32 == c)
+            })
+            .unzip();
+        ece(&conf, &ok)
+    };
+    let mut best = (f64::INFINITY, 1.0);
+    for k in 0..=40 {
+        let t = 0.25 * 16f64.powf(k as f64 / 40.0);
+        let s = score(t);
+        if s < best.0 {
+            best = (s, t);
+        }
+    }
+    let (mut lo, mut hi) = (best.1 / 1.08, best.1 * 1.08);
+    for _ in 0..12 {
+        let (a, b) = (lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0);
+        if score(a) < score(b) {
+            hi = b;
+        } else {
+            lo = a;
+        }
+    }
+    let t = (lo + hi) / 2.0;
+    if score(t) < best.0 { t } else { best.1 }
+}
+
+/// Top-label isotonic calibration: a monotone map from the top-1 probability to the observed
+/// accuracy, fitted on validation by pool-adjacent-violators. Applied after temperature
+/// scaling; the other classes are rescaled so each row still sums to one and the top class
+/// stays on top. It corrects what one temperature cannot, e.g. confident bins whose accuracy
+/// is capped by label noise.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Isotonic {
+    /// Knots: mean confidence of each pooled block (increasing).
+    pub x: Vec<f64>,
+    /// Accuracy of each block (non-decreasing).
+    pub y: Vec<f64>,
+}
+
+impl Isotonic {
+    /// Fits the map on (confidence, correct) pairs.
+    pub fn fit(confidence: &[f64], correct: &[bool]) -> Option<Isotonic> {
+        if confidence.len() < 50 {
+            return None;
+        }
+        let mut idx: Vec<usize> = (0..confidence.len()).collect();
+        idx.sort_by(|a, b| confidence[*a].total_cmp(&confidence[*b]));
+        // Blocks of (sum conf, sum correct, n).
+        let mut blocks: Vec<(f64, f64, f64)> = Vec::new();
+        for i in idx {
+            blocks.push((confidence[i], correct[i] as u8 as f64, 1.0));
+            while blocks.len() > 1 {
+                let n = blocks.len();
+                let (a, b) = (blocks[n - 2], blocks[n - 1]);
+                if a.1 / a.2 >= b.1 / b.2 {
+                    blocks.pop();
+                    blocks[n - 2] = (a.0 + b.0, a.1 + b.1, a.2 + b.2);
+                } else {
+                    break;
+                }
+            }
+        }
+        Some(Isotonic {
+            x: blocks.iter().map(|b| b.0 / b.2).collect(),
+            y: blocks.iter().map(|b| b.1 / b.2).collect(),
+        })
+    }
+
+    /// Calibrated accuracy of a top-1 probability (linear between knots, flat outside).
+    pub fn map(&self, p: f64) -> f64 {
+        let k = self.x.partition_point(|&x| x < p);
+        if k == 0 {
+            return self.y[0];
+        }
+        if k == self.x.len() {
+            return self.y[k - 1];
+        }
+        let (x0, x1, y0, y1) = (self.x[k - 1], self.x[k], self.y[k - 1], self.y[k]);
+        if x1 <= x0 {
+            y1
+        } else {
+            y0 + (y1 - y0) * (p - x0) / (x1 - x0)
+        }
+    }
+
+    /// Recalibrates one probability row in place.
+    pub fn apply_row(&self, row: &mut [f32]) {
+        let (mut top, mut p1, mut p2) = (0usize, f32::MIN, f32::MIN);
+        for (i, &v) in row.iter().enumerate() {
+            if v > p1 {
+                p2 = p1;
+                p1 = v;
+                top = i;
+            } else if v > p2 {
+                p2 = v;
+            }
+        }
+        let p1 = p1 as f64;
+        if p1 >= 1.0 || row.len() < 2 {
+            return;
+        }
+        let p2 = p2.max(0.0) as f64;
+        let mut q = self.map(p1).clamp(1e-6, 1.0 - 1e-6);
+        // Keep the top class on top after the others are rescaled.
+        q = q.max(p2 / (1.0 - p1 + p2));
+        let f = ((1.0 - q) / (1.0 - p1)) as f32;
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = if i == top { q as f32 } else { *v * f };
+        }
+    }
 }
 
 /// Expected calibration error of top-1 confidences against correctness.
@@ -125,5 +258,14 @@ mod tests {
         let conf: Vec<f64> = p.chunks(3).map(|r| r[0] as f64).collect();
         let correct: Vec<bool> = y.iter().map(|&c| c == 0).collect();
         assert!(ece(&conf, &correct) < 0.02);
+        let iso = Isotonic::fit(&vec![0.99; 1000], &correct).unwrap();
+        assert!((iso.map(0.99) - 0.7).abs() < 1e-9);
+        let mut row = [0.99f32, 0.006, 0.004];
+        iso.apply_row(&mut row);
+        assert!((row[0] - 0.7).abs() < 1e-6 && (row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!((row[1] / row[2] - 1.5).abs() < 1e-4);
+        let t2 = fit_temperature_ece(&logits, &y, 3);
+        let p = softmax_rows(&logits, 3, t2);
+        assert!((p[0] - 0.7).abs() < 0.01, "{t2} {}", p[0]);
     }
 }

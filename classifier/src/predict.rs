@@ -42,6 +42,9 @@ pub struct ModelMeta {
     pub train: TrainConfig,
     /// Calibration temperature.
     pub temperature: f64,
+    /// Top-label isotonic map applied after the temperature (absent: temperature only).
+    #[serde(default)]
+    pub isotonic: Option<crate::calibrate::Isotonic>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
     /// Free-form training summary (rows, epochs, timings, validation scores, ECE).
@@ -163,6 +166,8 @@ pub struct Predictor {
     cache: Mutex<HashMap<String, (Prediction, u64)>>,
     tick: std::sync::atomic::AtomicU64,
     label_index: HashMap<String, usize>,
+    /// Per level (index = digits, 1..=3): group codes and each label's group index.
+    groups: Vec<(Vec<String>, Vec<usize>)>,
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -263,7 +268,26 @@ impl Predictor {
             .enumerate()
             .map(|(i, l)| (l.clone(), i))
             .collect();
+        let groups = (0..4)
+            .map(|digits| {
+                let mut codes: Vec<String> = Vec::new();
+                let mut of = Vec::with_capacity(meta.labels.len());
+                for l in &meta.labels {
+                    let g = &l[..digits.min(l.len())];
+                    let i = match codes.iter().position(|c| c == g) {
+                        Some(i) => i,
+                        None => {
+                            codes.push(g.to_string());
+                            codes.len() - 1
+                        }
+                    };
+                    of.push(i);
+                }
+                (codes, of)
+            })
+            .collect();
         Predictor {
+            groups,
             meta,
             net,
             out_w,
@@ -304,7 +328,13 @@ impl Predictor {
 
     /// Calibrated probabilities `[texts, classes]`.
     pub fn probabilities(&self, texts: &[String]) -> Vec<f32> {
-        softmax_rows(&self.logits(texts), self.classes(), self.meta.temperature)
+        let mut p = softmax_rows(&self.logits(texts), self.classes(), self.meta.temperature);
+        if let Some(iso) = &self.meta.isotonic {
+            use rayon::prelude::*;
+            p.par_chunks_mut(self.classes())
+                .for_each(|r| iso.apply_row(r));
+        }
+        p
     }
 
     /// Codes normalised texts (`title | duties`, see [`crate::text::record_text`]).
@@ -366,15 +396,18 @@ impl Predictor {
         if conf < cfg.confidence_threshold {
             for digits in (cfg.min_level.max(1)..best.len()).rev() {
                 // Sum probabilities per group at this level; take the best group.
-                let mut sums: HashMap<&str, f64> = HashMap::new();
-                for (i, l) in self.meta.labels.iter().enumerate() {
-                    *sums.entry(&l[..digits]).or_default() += p[i] as f64;
+                let (codes, of) = &self.groups[digits];
+                let mut sums = vec![0f64; codes.len()];
+                for (i, &g) in of.iter().enumerate() {
+                    sums[g] += p[i] as f64;
                 }
                 let (g, s) = sums
-                    .into_iter()
-                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map(|(g, s)| (g, *s))
                     .expect("labels exist");
-                code = g.to_string();
+                code = codes[g].clone();
                 conf = s;
                 level = digits;
                 if s >= cfg.confidence_threshold {
@@ -508,6 +541,7 @@ mod tests {
             features: fc,
             train: tc,
             temperature: 1.0,
+            isotonic: None,
             summary: serde_json::Value::Null,
         };
         Predictor::from_parts(meta, net, InferenceConfig::default())

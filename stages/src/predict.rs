@@ -68,8 +68,9 @@ pub struct Coded {
 /// Codes a CSV/Parquet file of records (`job_title`, optional `duties_description`).
 pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
     let rows = read_rows(input, &["job_title", "duties_description"], &[true, false])?;
+    use rayon::prelude::*;
     let texts: Vec<String> = rows
-        .iter()
+        .par_iter()
         .map(|r| {
             record_text(
                 r.values[0].as_deref().unwrap_or(""),

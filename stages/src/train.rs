@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use classifier::augment::reference_examples;
-use classifier::calibrate::{ece, fit_temperature, softmax_rows};
+use classifier::calibrate::{Isotonic, ece, fit_temperature, fit_temperature_ece, softmax_rows};
 use classifier::features::{FeatureConfig, FeatureMatrix};
 use classifier::model::{TrainConfig, TrainData, train};
 use classifier::predict::{FORMAT, ModelMeta, save, titles_for};
@@ -54,6 +54,10 @@ pub struct TrainParams {
     pub reference_augmentation: bool,
     /// Times each reference example is repeated per epoch.
     pub augmentation_repeats: u32,
+    /// Calibration fitted on validation: `isotonic` (NLL temperature, then a top-label
+    /// isotonic map), `ece` (the temperature minimising calibration error) or `nll` (classic
+    /// temperature scaling).
+    pub calibration: String,
 }
 
 impl Default for TrainParams {
@@ -78,6 +82,7 @@ impl Default for TrainParams {
             seed: t.seed,
             reference_augmentation: true,
             augmentation_repeats: 2,
+            calibration: "isotonic".into(),
         }
     }
 }
@@ -118,6 +123,12 @@ impl TrainParams {
         }
         if self.buckets == 0 || self.dim == 0 || self.batch_size == 0 || self.epochs == 0 {
             return Err("buckets, dim, batch_size and epochs must be positive".into());
+        }
+        if !["isotonic", "ece", "nll"].contains(&self.calibration.as_str()) {
+            return Err(format!(
+                "calibration `{}` is not known; use `isotonic`, `ece` or `nll`",
+                self.calibration
+            ));
         }
         if self.minn > self.maxn {
             return Err(format!(
@@ -172,7 +183,7 @@ impl Stage for Train {
         "train"
     }
     fn version(&self) -> &'static str {
-        "1"
+        "3"
     }
     fn help(&self) -> &'static str {
         "train the ngram classifier, calibrate it, write the model artifact"
@@ -255,11 +266,17 @@ impl Stage for Train {
         let rows: Vec<usize> = (0..vx.rows()).collect();
         let logits = net.logits(&vx, &rows);
         let c = labels.len();
-        let temperature = fit_temperature(&logits, &vy, c);
-        let top = |t: f64| {
-            let p = softmax_rows(&logits, c, t);
-            let (conf, ok): (Vec<f64>, Vec<bool>) = p
-                .chunks(c)
+        let temperature = if p.calibration == "ece" {
+            fit_temperature_ece(&logits, &vy, c)
+        } else {
+            fit_temperature(&logits, &vy, c)
+        };
+        let top1 = |t: f64, iso: Option<&Isotonic>| -> (Vec<f64>, Vec<bool>) {
+            let mut p = softmax_rows(&logits, c, t);
+            if let Some(iso) = iso {
+                p.chunks_mut(c).for_each(|r| iso.apply_row(r));
+            }
+            p.chunks(c)
                 .zip(&vy)
                 .map(|(r, &y)| {
                     let (i, v) = r
@@ -268,10 +285,19 @@ impl Stage for Train {
                         .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
                     (v as f64, i as u32 == y)
                 })
-                .unzip();
-            ece(&conf, &ok)
+                .unzip()
         };
-        let (ece_before, ece_after) = (top(1.0), top(temperature));
+        let isotonic = if p.calibration == "isotonic" {
+            let (conf, ok) = top1(temperature, None);
+            Isotonic::fit(&conf, &ok)
+        } else {
+            None
+        };
+        let ece_of = |(conf, ok): (Vec<f64>, Vec<bool>)| ece(&conf, &ok);
+        let (ece_before, ece_after) = (
+            ece_of(top1(1.0, None)),
+            ece_of(top1(temperature, isotonic.as_ref())),
+        );
         let metrics = json!({
             "train_records": tr.len(),
             "augmentation_examples": augmented,
@@ -292,6 +318,7 @@ impl Stage for Train {
             features: fc,
             train: tc,
             temperature,
+            isotonic,
             summary: json!({"run_id": ctx.run_id, "stage": ctx.id, "trained_at": chrono::Utc::now().to_rfc3339(), "metrics": metrics}),
         };
         save(&ctx.output("model"), &net, &meta)?;
