@@ -376,11 +376,16 @@ impl Predictor {
     /// Turns one row of probabilities into a decision (grade, fallback, alternatives).
     pub fn decide(&self, p: &[f32]) -> Prediction {
         let cfg = &self.config;
-        let mut idx: Vec<usize> = (0..p.len()).collect();
+        // Top-k by one linear scan (k is small).
         let k = cfg.top_k.max(1).min(p.len());
-        idx.select_nth_unstable_by(k - 1, |a, b| p[*b].total_cmp(&p[*a]));
-        idx.truncate(k);
-        idx.sort_by(|a, b| p[*b].total_cmp(&p[*a]));
+        let mut idx: Vec<usize> = Vec::with_capacity(k + 1);
+        for (i, &v) in p.iter().enumerate() {
+            if idx.len() < k || v > p[idx[k - 1]] {
+                let pos = idx.partition_point(|&j| p[j] >= v);
+                idx.insert(pos, i);
+                idx.truncate(k);
+            }
+        }
         let alternatives: Vec<Alternative> = idx
             .iter()
             .map(|&i| Alternative {
