@@ -2,7 +2,8 @@
 //! written by this generator (nothing is copied from any external data set).
 //!
 //! `isco-dag demo` writes `data/raw/historical_records.csv`,
-//! `data/reference/isco08_demo.csv` and `data/demo/new_jobs.csv`; the tests call
+//! `data/reference/isco08_demo.csv`, `data/demo/new_jobs.csv` and
+//! `data/demo/records_truth.csv` (which labels the generator made wrong); the tests call
 //! [`generate`] for their fixtures. The records mimic what an office's coded archive looks
 //! like: a Zipf-skewed mix of occupations, title variants with case changes, abbreviations,
 //! prefixes and typos, duties that are sometimes truncated or missing, about 3 % wrong
@@ -645,6 +646,9 @@ pub struct DemoFiles {
     pub reference: PathBuf,
     /// Uncoded new jobs CSV (for `predict`).
     pub new_jobs: PathBuf,
+    /// Which records carry a wrong label (`row,true_isco_code,label_is_noise`), to score
+    /// `cluster-outliers`.
+    pub truth: PathBuf,
 }
 
 /// Picks a wrong code for label noise: 60 % a sibling in the same minor or sub-major group
@@ -711,6 +715,8 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
         .collect();
     let total: f64 = weights.iter().sum();
     let mut records = String::from("job_title,duties_description,isco_code\n");
+    let mut truth = String::from("row,true_isco_code,label_is_noise\n");
+    let mut data_row = 0usize;
     for i in 0..rows {
         let mut x = rng.unit() * total;
         let mut k = 0;
@@ -729,6 +735,8 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
             o.code
         };
         let _ = writeln!(records, "{},{},{}", csv_field(&title), csv_field(&d), code);
+        let _ = writeln!(truth, "{data_row},{},{}", o.code, (code != o.code) as u8);
+        data_row += 1;
         // A few unusable rows, spread through the file.
         if i % 997 == 500 {
             let bad = match (i / 997) % 5 {
@@ -740,6 +748,7 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
             };
             records.push_str(&bad);
             records.push('\n');
+            data_row += 1;
         }
     }
 
@@ -760,7 +769,9 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
         records: dir.join("raw/historical_records.csv"),
         reference: dir.join("reference/isco08_demo.csv"),
         new_jobs: dir.join("demo/new_jobs.csv"),
+        truth: dir.join("demo/records_truth.csv"),
     };
+    write(&files.truth, &truth)?;
     write(&files.records, &records)?;
     write(&files.reference, &reference)?;
     write(&files.new_jobs, &new_jobs)?;

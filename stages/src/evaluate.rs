@@ -36,6 +36,12 @@ const INPUTS: &[InputDecl] = &[
         many: true,
         help: "extra labelled CSV/Parquet files (job_title, duties_description, isco_code)",
     },
+    InputDecl {
+        name: "truth",
+        required: false,
+        many: false,
+        help: "CSV with row,true_isco_code: also score the test split against these labels",
+    },
 ];
 
 const OUTPUTS: &[OutputDecl] = &[
@@ -367,6 +373,33 @@ impl Stage for Evaluate {
             e.metrics["ece"].as_f64().unwrap_or(0.0),
             e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
         )];
+        if let Some(tp) = ctx.input_opt("truth") {
+            let rows = read_rows(tp, &["row", "true_isco_code"], &[true, true])?;
+            let mut truth = std::collections::HashMap::new();
+            for r in rows {
+                if let (Some(row), Some(code)) = (r.values[0].as_deref(), r.values[1].as_deref())
+                    && let Ok(row) = row.trim().parse::<i64>()
+                {
+                    truth.insert(row, code.trim().to_string());
+                }
+            }
+            let codes: Vec<String> = test
+                .row
+                .iter()
+                .zip(&test.isco_code)
+                .map(|(r, given)| truth.get(r).cloned().unwrap_or_else(|| given.clone()))
+                .collect();
+            let e = evaluate(&pred, &test.text, &codes);
+            write_report(&dir, "test_true_labels", &pred, &e, &mut html)?;
+            summary.push(format!(
+                "test against true labels: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3}, at 97 % {:.3}",
+                e.metrics["accuracy"].as_f64().unwrap_or(0.0),
+                e.metrics["macro_f1"].as_f64().unwrap_or(0.0),
+                e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
+                e.metrics["production_rate_97"].as_f64().unwrap_or(0.0),
+            ));
+            metrics["test_true_labels"] = e.metrics;
+        }
         for path in ctx.input_files("extra") {
             let name = path
                 .file_stem()

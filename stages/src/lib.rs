@@ -5,6 +5,7 @@
 //! | kind | reads | writes |
 //! |---|---|---|
 //! | `clean` | raw records (CSV/Parquet), optional ISCO reference | cleaned records, quarantine CSV, report |
+//! | `cluster-outliers` | cleaned records, optional truth file | flagged records (Parquet, CSV), per-record flags, report |
 //! | `split` | cleaned records | stratified train / validation / test tables, report |
 //! | `train` | train + validation splits, optional reference | model artifact (burn record + `model.json`) |
 //! | `evaluate` | model, test split, extra labelled files | `metrics.json`, report directory (CSVs, HTML) |
@@ -19,6 +20,7 @@
 use std::sync::Arc;
 
 pub mod clean;
+pub mod cluster_outliers;
 pub mod demo;
 mod error;
 pub mod evaluate;
@@ -35,6 +37,7 @@ pub use error::Error;
 pub fn registry() -> runner::Registry {
     let mut r = runner::Registry::new();
     r.register(Arc::new(clean::Clean));
+    r.register(Arc::new(cluster_outliers::ClusterOutliers));
     r.register(Arc::new(split::Split));
     r.register(Arc::new(train::Train));
     r.register(Arc::new(evaluate::Evaluate));

@@ -28,6 +28,9 @@ pub struct SplitParams {
     pub seed: u64,
     /// Classes smaller than this go to training only.
     pub min_class_size: usize,
+    /// Leave records flagged by `cluster-outliers` (the `outliers` input) out of the
+    /// training split; they stay in `outliers.csv` for review. Validation and test keep them.
+    pub exclude_outliers: bool,
 }
 
 impl Default for SplitParams {
@@ -37,6 +40,7 @@ impl Default for SplitParams {
             validation_fraction: 0.15,
             seed: 42,
             min_class_size: 3,
+            exclude_outliers: false,
         }
     }
 }
@@ -44,12 +48,20 @@ impl Default for SplitParams {
 /// The `split` stage kind.
 pub struct Split;
 
-const INPUTS: &[InputDecl] = &[InputDecl {
-    name: "records",
-    required: true,
-    many: false,
-    help: "cleaned records (clean.records)",
-}];
+const INPUTS: &[InputDecl] = &[
+    InputDecl {
+        name: "records",
+        required: true,
+        many: false,
+        help: "cleaned records (clean.records)",
+    },
+    InputDecl {
+        name: "outliers",
+        required: false,
+        many: false,
+        help: "per-record outlier flags (cluster-outliers.flags)",
+    },
+];
 
 const OUTPUTS: &[OutputDecl] = &[
     OutputDecl {
@@ -147,8 +159,24 @@ impl Stage for Split {
         let p: SplitParams = ctx.params()?;
         let recs = Records::read(ctx.input("records")?)?;
         let (part, train_only) = assign(&recs.isco_code, &p);
+        let excluded = match (p.exclude_outliers, ctx.input_opt("outliers")) {
+            (true, Some(f)) => crate::cluster_outliers::flagged_rows(f)?,
+            (true, None) => {
+                return Err(crate::Error::Empty(format!(
+                    "stage `{}` has exclude_outliers = true but no `outliers` input; add `outliers = \"cluster-outliers.flags\"` to its inputs",
+                    ctx.id
+                ))
+                .into());
+            }
+            _ => Default::default(),
+        };
         let mut parts: [Records; 3] = Default::default();
+        let mut left_out = 0;
         for (i, &k) in part.iter().enumerate() {
+            if k == 0 && excluded.contains(&recs.row[i]) {
+                left_out += 1;
+                continue;
+            }
             parts[k as usize].push_from(&recs, i);
         }
         parts[0].write(&ctx.output("train.parquet"))?;
@@ -167,6 +195,7 @@ impl Stage for Split {
             "classes": classes(&recs),
             "test_classes": classes(&parts[2]),
             "train_only_classes": train_only.len(),
+            "outliers_left_out_of_train": left_out,
         });
         crate::write_json(
             &ctx.output("report.json"),

@@ -122,6 +122,13 @@ fn force_until_and_only_select_stages() {
         outcomes(&p.last_run()),
         vec![("clean".into(), "executed".into())]
     );
+    let (code, err) = p.fails(&["run", P, "--only", "split"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("needs the outputs of `cluster-outliers`"),
+        "{err}"
+    );
+    p.ok(&["run", P, "--until", "cluster-outliers"]);
     p.ok(&["run", P, "--only", "split"]);
     assert_eq!(
         outcomes(&p.last_run()),
@@ -131,7 +138,15 @@ fn force_until_and_only_select_stages() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "skipped");
     assert_eq!(outcome_of(&run, "split"), "executed");
-    assert_eq!(run["stages"][1]["reasons"][0], "forced");
+    assert_eq!(
+        run["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "split")
+            .unwrap()["reasons"][0],
+        "forced"
+    );
     p.ok(&["run", P, "--force"]);
     assert!(all(&p.last_run(), "executed"));
 }

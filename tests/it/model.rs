@@ -85,3 +85,63 @@ fn promote_refuses_a_worse_model_unless_forced() {
     assert_eq!(d["promoted"], true);
     assert_eq!(d["forced"], true);
 }
+
+#[test]
+fn cluster_outliers_finds_wrong_labels_and_split_can_leave_them_out() {
+    let p = Project::new(3000);
+    p.ok(&["run", P]);
+    let run = p.last_run();
+    let st = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "cluster-outliers")
+        .unwrap();
+    let (precision, recall) = (
+        st["metrics"]["precision"].as_f64().unwrap(),
+        st["metrics"]["recall"].as_f64().unwrap(),
+    );
+    assert!(
+        precision > 0.7 && recall > 0.5,
+        "precision {precision}, recall {recall}"
+    );
+    let csv = std::fs::read_to_string(p.path("data/processed/outliers.csv")).unwrap();
+    assert!(
+        csv.starts_with("row,text,job_title,given_code,suggested_code,score,cluster,reason\n"),
+        "{csv}"
+    );
+    assert!(csv.lines().count() > 10);
+    let split = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "split")
+        .unwrap();
+    assert_eq!(split["metrics"]["outliers_left_out_of_train"], 0);
+
+    p.edit(
+        "config/default.toml",
+        "exclude_outliers = false",
+        "exclude_outliers = true",
+    );
+    let status = p.ok(&["status", P]);
+    assert!(status.contains("[FRESH] cluster-outliers"), "{status}");
+    assert!(
+        status.contains("[DIRTY] split: param exclude_outliers changed false -> true"),
+        "{status}"
+    );
+    p.ok(&["run", P]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "cluster-outliers"), "skipped");
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    let split = run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "split")
+        .unwrap();
+    let left_out = split["metrics"]["outliers_left_out_of_train"]
+        .as_u64()
+        .unwrap();
+    assert!(left_out > 10, "{left_out}");
+}
