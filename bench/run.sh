@@ -16,11 +16,17 @@ echo "== no-op re-run (everything fresh), 3 times"
 for i in 1 2 3; do /usr/bin/time -f "no-op run: %e s" $BIN run bench/full-150k.toml > /dev/null; done
 echo "== status, 3 times"
 for i in 1 2 3; do /usr/bin/time -f "status: %e s" $BIN status bench/full-150k.toml > /dev/null; done
-echo "== clean + split only (forced)"
-$BIN run bench/full-150k.toml --until split --force | tail -1
+echo "== clean, cluster-outliers and split only (forced; per-stage times in runs show last)"
+$BIN run bench/full-150k.toml --until split --force | grep -E "^executed|s:"
 echo "== metrics of the last full run"
 $BIN runs show last --store bench/out/store --format json > /dev/null
 $BIN runs list --store bench/out/store | tail -3
+if python3 -c "import fasttext" 2>/dev/null; then
+  echo "== fastText anchor (pip install fasttext-wheel)"
+  python3 bench/fasttext_anchor.py "$DATA"
+else
+  echo "== fastText anchor skipped: pip install fasttext-wheel"
+fi
 echo "== predict 150k uncoded records with the promoted model"
 python3 -c "
 import csv
