@@ -5,7 +5,7 @@ minn=3, maxn=5, dim=100, epoch=15, 2 threads, trained on a random 85 % of record
 (seed 42), scored on the other 15 % and on new_occupations_eval.csv. Text is normalised like
 isco-dag's (lower case, punctuation to spaces, `title | duties`).
 
-Usage: python3 bench/fasttext_anchor.py ../shared/data
+Usage: python3 bench/fasttext_anchor.py ../shared/data [lr]   (lr defaults to fastText's 0.1)
 """
 import csv
 import os
@@ -18,6 +18,7 @@ import time
 import fasttext
 
 data = sys.argv[1] if len(sys.argv) > 1 else "../shared/data"
+lr = float(sys.argv[2]) if len(sys.argv) > 2 else 0.1  # fastText default
 
 
 def norm(s):
@@ -52,7 +53,7 @@ with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
 
 t0 = time.time()
 model = fasttext.train_supervised(
-    input=train_path, wordNgrams=2, minn=3, maxn=5, dim=100, epoch=15, thread=2, verbose=0
+    input=train_path, wordNgrams=2, minn=3, maxn=5, dim=100, epoch=15, thread=2, lr=lr, verbose=0
 )
 train_s = time.time() - t0
 
@@ -86,5 +87,5 @@ for name, items in [("in-distribution 15 %", test), ("new_occupations_eval", uns
     acc, top3, mf1, prod, rate = score(items)
     print(f"fastText {name}: accuracy {acc:.4f}, top-3 {top3:.4f}, macro-F1 {mf1:.4f}, "
           f"production rate at 95 % {prod:.3f}, predict {rate:,.0f} rows/s")
-print(f"fastText training: {train_s:.1f} s (2 threads)")
+print(f"fastText training: {train_s:.1f} s (2 threads, lr {lr})")
 os.unlink(train_path)

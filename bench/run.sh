@@ -23,7 +23,8 @@ $BIN runs show last --store bench/out/store --format json > /dev/null
 $BIN runs list --store bench/out/store | tail -3
 if python3 -c "import fasttext" 2>/dev/null; then
   echo "== fastText anchor (pip install fasttext-wheel)"
-  python3 bench/fasttext_anchor.py "$DATA"
+  python3 bench/fasttext_anchor.py "$DATA" 0.5
+  $BIN run bench/full-150k.toml --force train | grep -E "^executed"
 else
   echo "== fastText anchor skipped: pip install fasttext-wheel"
 fi
