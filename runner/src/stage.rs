@@ -171,6 +171,34 @@ pub trait Stage: Send + Sync {
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError>;
 }
 
+/// Implements the descriptive methods of [`Stage`] (`kind`, `version`, `help`, `inputs`,
+/// `outputs`, `param_names`) inside an `impl Stage for …` block, from the kind name, the
+/// implementation version, a one-line help, the input and output declarations and the
+/// params type.
+#[macro_export]
+macro_rules! stage_metadata {
+    ($kind:literal, version $version:literal, $help:literal, $inputs:expr, $outputs:expr, $params:ty) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+        fn version(&self) -> &'static str {
+            $version
+        }
+        fn help(&self) -> &'static str {
+            $help
+        }
+        fn inputs(&self) -> &'static [$crate::InputDecl] {
+            $inputs
+        }
+        fn outputs(&self) -> &'static [$crate::OutputDecl] {
+            $outputs
+        }
+        fn param_names(&self) -> Vec<String> {
+            $crate::stage::param_names_of::<$params>()
+        }
+    };
+}
+
 /// Resolves a typed params struct strictly, for [`Stage::resolve_params`].
 pub fn typed_params<P>(raw: &toml::Table) -> Result<serde_json::Value, String>
 where

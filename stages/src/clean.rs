@@ -102,24 +102,7 @@ pub fn normalize_code(raw: &str, tax: &Taxonomy) -> (String, bool) {
 }
 
 impl Stage for Clean {
-    fn kind(&self) -> &'static str {
-        "clean"
-    }
-    fn version(&self) -> &'static str {
-        "1"
-    }
-    fn help(&self) -> &'static str {
-        "validate codes, normalise text, quarantine unusable rows"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        runner::stage::param_names_of::<CleanParams>()
-    }
+    runner::stage_metadata!("clean", version "1", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<CleanParams>(raw)
     }

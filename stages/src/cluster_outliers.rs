@@ -169,24 +169,7 @@ fn read_truth(path: &std::path::Path) -> Result<BTreeMap<i64, bool>, Error> {
 }
 
 impl Stage for ClusterOutliers {
-    fn kind(&self) -> &'static str {
-        "cluster-outliers"
-    }
-    fn version(&self) -> &'static str {
-        "1"
-    }
-    fn help(&self) -> &'static str {
-        "flag records whose code is probably wrong (out-of-fold consistency + per-code DBSCAN)"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        runner::stage::param_names_of::<OutlierParams>()
-    }
+    runner::stage_metadata!("cluster-outliers", version "1", "flag records whose code is probably wrong (out-of-fold consistency + per-code DBSCAN)", INPUTS, OUTPUTS, OutlierParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<OutlierParams>(raw)?;
         let p: OutlierParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;

@@ -328,24 +328,7 @@ fn write_report(
 }
 
 impl Stage for Evaluate {
-    fn kind(&self) -> &'static str {
-        "evaluate"
-    }
-    fn version(&self) -> &'static str {
-        "1"
-    }
-    fn help(&self) -> &'static str {
-        "score a model on the frozen test split and extra labelled files, with error analysis"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        runner::stage::param_names_of::<InferenceConfig>()
-    }
+    runner::stage_metadata!("evaluate", version "1", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }

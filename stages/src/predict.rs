@@ -197,24 +197,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
 }
 
 impl Stage for Predict {
-    fn kind(&self) -> &'static str {
-        "predict"
-    }
-    fn version(&self) -> &'static str {
-        "1"
-    }
-    fn help(&self) -> &'static str {
-        "code new records; write predictions and the review queue"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        runner::stage::param_names_of::<InferenceConfig>()
-    }
+    runner::stage_metadata!("predict", version "1", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }

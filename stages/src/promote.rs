@@ -81,24 +81,7 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    fn kind(&self) -> &'static str {
-        "promote"
-    }
-    fn version(&self) -> &'static str {
-        "1"
-    }
-    fn help(&self) -> &'static str {
-        "move the `best` ref to the candidate model if it beats the current best"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        runner::stage::param_names_of::<PromoteParams>()
-    }
+    runner::stage_metadata!("promote", version "1", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<PromoteParams>(raw)
     }

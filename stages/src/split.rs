@@ -122,24 +122,7 @@ pub fn assign(codes: &[String], p: &SplitParams) -> (Vec<u8>, Vec<String>) {
 }
 
 impl Stage for Split {
-    fn kind(&self) -> &'static str {
-        "split"
-    }
-    fn version(&self) -> &'static str {
-        "1"
-    }
-    fn help(&self) -> &'static str {
-        "stratified, seeded train/validation/test split"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        runner::stage::param_names_of::<SplitParams>()
-    }
+    runner::stage_metadata!("split", version "1", "stratified, seeded train/validation/test split", INPUTS, OUTPUTS, SplitParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<SplitParams>(raw)?;
         let p: SplitParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;

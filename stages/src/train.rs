@@ -179,24 +179,7 @@ pub fn encode(labels: &[String], codes: &[String]) -> Vec<Option<u32>> {
 }
 
 impl Stage for Train {
-    fn kind(&self) -> &'static str {
-        "train"
-    }
-    fn version(&self) -> &'static str {
-        "3"
-    }
-    fn help(&self) -> &'static str {
-        "train the ngram classifier, calibrate it, write the model artifact"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        runner::stage::param_names_of::<TrainParams>()
-    }
+    runner::stage_metadata!("train", version "3", "train the ngram classifier, calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<TrainParams>(raw)?;
         serde_json::from_value::<TrainParams>(v.clone())

@@ -1,6 +1,6 @@
 //! Run, re-run, edit one thing: exactly the right stages re-run.
 
-use crate::support::{Project, outcome_of, outcomes};
+use crate::support::{Project, outcome_of, outcomes, stage_of};
 
 const P: &str = "pipelines/full.toml";
 
@@ -138,15 +138,7 @@ fn force_until_and_only_select_stages() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "skipped");
     assert_eq!(outcome_of(&run, "split"), "executed");
-    assert_eq!(
-        run["stages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["id"] == "split")
-            .unwrap()["reasons"][0],
-        "forced"
-    );
+    assert_eq!(stage_of(&run, "split")["reasons"][0], "forced");
     p.ok(&["run", P, "--force"]);
     assert!(all(&p.last_run(), "executed"));
 }

@@ -1,6 +1,6 @@
 //! The model stages end to end: train, evaluate, promote, predict.
 
-use crate::support::{Project, outcome_of};
+use crate::support::{Project, outcome_of, stage_of};
 
 const P: &str = "pipelines/full.toml";
 
@@ -9,21 +9,13 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     let p = Project::new(3000);
     p.ok(&["run", P]);
     let run = p.last_run();
-    let eval = run["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "evaluate")
-        .unwrap();
+    let eval = stage_of(&run, "evaluate");
     let acc = eval["metrics"]["test"]["accuracy"].as_f64().unwrap();
     // 40 classes: chance is 2.5 %; the demo labels are ~3 % noisy.
     assert!(acc > 0.85, "test accuracy {acc}");
     assert!(eval["metrics"]["test"]["top3_accuracy"].as_f64().unwrap() >= acc);
     assert_eq!(outcome_of(&run, "promote"), "executed");
-    let decision: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.path("data/processed/promote/decision.json")).unwrap(),
-    )
-    .unwrap();
+    let decision: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(decision["promoted"], true);
     assert!(p.path("models/latest/model.bpk").is_file());
     assert!(p.path("models/latest_report/report.html").is_file());
@@ -68,20 +60,14 @@ fn promote_refuses_a_worse_model_unless_forced() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "train"), "executed");
     assert_eq!(outcome_of(&run, "promote"), "executed");
-    let d: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.path("data/processed/promote/decision.json")).unwrap(),
-    )
-    .unwrap();
+    let d: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(d["promoted"], false, "{d}");
     assert!(
         d["current_best"]["metrics"]["macro_f1"].as_f64().unwrap()
             > d["candidate"]["metrics"]["macro_f1"].as_f64().unwrap()
     );
     p.ok(&["run", P, "--force", "promote"]);
-    let d: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.path("data/processed/promote/decision.json")).unwrap(),
-    )
-    .unwrap();
+    let d: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(d["promoted"], true);
     assert_eq!(d["forced"], true);
 }
@@ -91,12 +77,7 @@ fn cluster_outliers_finds_wrong_labels_and_split_can_leave_them_out() {
     let p = Project::new(3000);
     p.ok(&["run", P]);
     let run = p.last_run();
-    let st = run["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "cluster-outliers")
-        .unwrap();
+    let st = stage_of(&run, "cluster-outliers");
     let (precision, recall) = (
         st["metrics"]["precision"].as_f64().unwrap(),
         st["metrics"]["recall"].as_f64().unwrap(),
@@ -111,12 +92,7 @@ fn cluster_outliers_finds_wrong_labels_and_split_can_leave_them_out() {
         "{csv}"
     );
     assert!(csv.lines().count() > 10);
-    let split = run["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "split")
-        .unwrap();
+    let split = stage_of(&run, "split");
     assert_eq!(split["metrics"]["outliers_left_out_of_train"], 0);
 
     p.edit(
@@ -134,12 +110,7 @@ fn cluster_outliers_finds_wrong_labels_and_split_can_leave_them_out() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "cluster-outliers"), "skipped");
     assert_eq!(outcome_of(&run, "train"), "executed");
-    let split = run["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == "split")
-        .unwrap();
+    let split = stage_of(&run, "split");
     let left_out = split["metrics"]["outliers_left_out_of_train"]
         .as_u64()
         .unwrap();

@@ -81,6 +81,10 @@ impl Project {
         )
     }
 
+    pub fn json(&self, rel: &str) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.path(rel)).unwrap()).unwrap()
+    }
+
     pub fn last_run(&self) -> Value {
         serde_json::from_str(&self.ok(&["runs", "show", "last", "--format", "json"])).unwrap()
     }
@@ -121,6 +125,16 @@ pub fn outcomes(run: &Value) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A stage's entry in a run record.
+pub fn stage_of<'a>(run: &'a Value, id: &str) -> &'a Value {
+    run["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("stage {id} not in run {run}"))
 }
 
 pub fn outcome_of(run: &Value, id: &str) -> String {
