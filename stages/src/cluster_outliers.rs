@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::Error;
-use crate::records::{Records, read_rows};
+use crate::records::{Records, read_row_map};
 
 /// Params of `cluster-outliers` (config section `[outliers]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,31 +141,6 @@ pub fn flagged_rows(path: &std::path::Path) -> Result<std::collections::HashSet<
         .filter(|(_, f)| *f)
         .map(|(r, _)| *r)
         .collect())
-}
-
-fn read_truth(path: &std::path::Path) -> Result<BTreeMap<i64, bool>, Error> {
-    let rows = read_rows(path, &["row", "label_is_noise"], &[true, true])?;
-    let mut m = BTreeMap::new();
-    for r in rows {
-        let row = r.values[0].as_deref().unwrap_or("").trim().parse::<i64>();
-        let noise = r.values[1].as_deref().unwrap_or("").trim();
-        match row {
-            Ok(row) => {
-                m.insert(row, noise == "1" || noise.eq_ignore_ascii_case("true"));
-            }
-            Err(_) => {
-                return Err(Error::Input {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "row {} column row: `{}` is not a row number",
-                        r.row,
-                        r.values[0].as_deref().unwrap_or("")
-                    ),
-                });
-            }
-        }
-    }
-    Ok(m)
 }
 
 impl Stage for ClusterOutliers {
@@ -397,11 +372,15 @@ impl Stage for ClusterOutliers {
         )];
         let mut report = json!({"counts": metrics.clone(), "params": ctx.params});
         if let Some(tp) = ctx.input_opt("truth") {
-            let truth = read_truth(tp)?;
+            let truth = read_row_map(tp, "label_is_noise")?;
             let is_noise: Vec<bool> = recs
                 .row
                 .iter()
-                .map(|r| truth.get(r).copied().unwrap_or(false))
+                .map(|r| {
+                    truth
+                        .get(r)
+                        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+                })
                 .collect();
             let positives = is_noise.iter().filter(|b| **b).count().max(1) as f64;
             let tp_at = |t: f64| {

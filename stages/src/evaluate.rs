@@ -12,7 +12,7 @@ use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport
 use serde_json::json;
 
 use crate::error::Error;
-use crate::records::{Records, read_rows};
+use crate::records::{Records, read_row_map, read_rows};
 
 /// The `evaluate` stage kind.
 pub struct Evaluate;
@@ -57,8 +57,11 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
-/// Reads a labelled raw file into (normalised texts, codes); unusable rows are counted.
-pub fn read_labelled(path: &Path) -> Result<(Vec<String>, Vec<String>, usize), Error> {
+/// An unusable input row: (row, line, reason).
+pub type Unusable = (i64, i64, String);
+
+/// Reads a labelled raw file into (normalised texts, codes) and the unusable rows.
+pub fn read_labelled(path: &Path) -> Result<(Vec<String>, Vec<String>, Vec<Unusable>), Error> {
     let rows = read_rows(
         path,
         &["job_title", "duties_description", "isco_code"],
@@ -66,11 +69,19 @@ pub fn read_labelled(path: &Path) -> Result<(Vec<String>, Vec<String>, usize), E
     )?;
     let mut texts = Vec::new();
     let mut codes = Vec::new();
-    let mut bad = 0;
+    let mut bad = Vec::new();
     for r in rows {
         let code = r.values[2].clone().unwrap_or_default().trim().to_string();
-        if r.problem.is_some() || code.len() != 4 {
-            bad += 1;
+        if let Some((col, why)) = &r.problem {
+            bad.push((r.row as i64, r.line as i64, format!("column `{col}` {why}")));
+            continue;
+        }
+        if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+            bad.push((
+                r.row as i64,
+                r.line as i64,
+                format!("column `isco_code`: `{code}` is not a 4-digit code"),
+            ));
             continue;
         }
         texts.push(record_text(
@@ -357,15 +368,7 @@ impl Stage for Evaluate {
             e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
         )];
         if let Some(tp) = ctx.input_opt("truth") {
-            let rows = read_rows(tp, &["row", "true_isco_code"], &[true, true])?;
-            let mut truth = std::collections::HashMap::new();
-            for r in rows {
-                if let (Some(row), Some(code)) = (r.values[0].as_deref(), r.values[1].as_deref())
-                    && let Ok(row) = row.trim().parse::<i64>()
-                {
-                    truth.insert(row, code.trim().to_string());
-                }
-            }
+            let truth = read_row_map(tp, "true_isco_code")?;
             let codes: Vec<String> = test
                 .row
                 .iter()
@@ -389,13 +392,24 @@ impl Stage for Evaluate {
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default();
             let (texts, codes, bad) = read_labelled(path)?;
+            if !bad.is_empty() {
+                Table::new()
+                    .with("row", Column::Int(bad.iter().map(|b| b.0).collect()))
+                    .with("line", Column::Int(bad.iter().map(|b| b.1).collect()))
+                    .with(
+                        "reason",
+                        Column::Str(bad.iter().map(|b| b.2.clone()).collect()),
+                    )
+                    .write_csv(&dir.join(format!("{name}_unusable.csv")))?;
+            }
+            let bad = bad.len();
             if texts.is_empty() {
                 return Err(Error::Input { path: path.clone(), message: "has no usable labelled rows (needs job_title, duties_description, isco_code)".into() }.into());
             }
             let e = evaluate(&pred, &texts, &codes);
             write_report(&dir, &name, &pred, &e, &mut html)?;
             summary.push(format!(
-                "{name}: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3} ({} rows, {bad} unusable)",
+                "{name}: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3} ({} rows, {bad} unusable, listed in {name}_unusable.csv)",
                 e.metrics["accuracy"].as_f64().unwrap_or(0.0),
                 e.metrics["macro_f1"].as_f64().unwrap_or(0.0),
                 e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),

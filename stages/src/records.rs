@@ -160,6 +160,38 @@ pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<
     Ok(rows)
 }
 
+/// Reads a `row,<value>` CSV (e.g. a truth file) into a map from the 0-based data row of the
+/// raw input to the value. A row whose `row` cell is not a number is an error naming the
+/// file, row and column.
+pub fn read_row_map(
+    path: &Path,
+    value_column: &str,
+) -> Result<std::collections::HashMap<i64, String>, Error> {
+    let rows = read_rows(path, &["row", value_column], &[true, true])?;
+    let mut m = std::collections::HashMap::with_capacity(rows.len());
+    for r in rows {
+        if let Some((col, why)) = &r.problem {
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                message: format!("row {} (line {}) column `{col}` {why}", r.row, r.line),
+            });
+        }
+        let cell = r.values[0].as_deref().unwrap_or("").trim();
+        let row = cell.parse::<i64>().map_err(|_| Error::Input {
+            path: path.to_path_buf(),
+            message: format!(
+                "row {} (line {}) column `row`: `{cell}` is not a row number; fix or remove the line",
+                r.row, r.line
+            ),
+        })?;
+        m.insert(
+            row,
+            r.values[1].clone().unwrap_or_default().trim().to_string(),
+        );
+    }
+    Ok(m)
+}
+
 /// Cleaned records: the table `clean` writes and `split`, `train`, … read.
 #[derive(Debug, Clone, Default)]
 pub struct Records {
@@ -250,6 +282,21 @@ mod tests {
         let e = read_rows(&p, &["title"], &[true]).unwrap_err().to_string();
         assert!(
             e.contains("r.csv") && e.contains("no column `title`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn row_map_names_the_bad_row_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("truth.csv");
+        std::fs::write(&p, "row,label_is_noise\n0,1\n1,0\n").unwrap();
+        let m = read_row_map(&p, "label_is_noise").unwrap();
+        assert_eq!(m[&0], "1");
+        std::fs::write(&p, "row,label_is_noise\n0,1\nx,0\n").unwrap();
+        let e = read_row_map(&p, "label_is_noise").unwrap_err().to_string();
+        assert!(
+            e.contains("truth.csv") && e.contains("row 1 (line 3) column `row`"),
             "{e}"
         );
     }
