@@ -60,8 +60,18 @@ const OUTPUTS: &[OutputDecl] = &[
 /// An unusable input row: (row, line, reason).
 pub type Unusable = (i64, i64, String);
 
+/// A labelled evaluation file.
+pub struct Labelled {
+    /// Normalised texts.
+    pub texts: Vec<String>,
+    /// Their codes.
+    pub codes: Vec<String>,
+    /// Rows that could not be used.
+    pub unusable: Vec<Unusable>,
+}
+
 /// Reads a labelled raw file into (normalised texts, codes) and the unusable rows.
-pub fn read_labelled(path: &Path) -> Result<(Vec<String>, Vec<String>, Vec<Unusable>), Error> {
+pub fn read_labelled(path: &Path) -> Result<Labelled, Error> {
     let rows = read_rows(
         path,
         &["job_title", "duties_description", "isco_code"],
@@ -90,7 +100,11 @@ pub fn read_labelled(path: &Path) -> Result<(Vec<String>, Vec<String>, Vec<Unusa
         ));
         codes.push(code);
     }
-    Ok((texts, codes, bad))
+    Ok(Labelled {
+        texts,
+        codes,
+        unusable: bad,
+    })
 }
 
 fn svg_curve(points: &[(f64, f64)], x_label: &str, y_label: &str, diagonal: bool) -> String {
@@ -391,7 +405,11 @@ impl Stage for Evaluate {
                 .file_stem()
                 .map(|s| s.to_string_lossy().to_string())
                 .unwrap_or_default();
-            let (texts, codes, bad) = read_labelled(path)?;
+            let Labelled {
+                texts,
+                codes,
+                unusable: bad,
+            } = read_labelled(path)?;
             if !bad.is_empty() {
                 Table::new()
                     .with("row", Column::Int(bad.iter().map(|b| b.0).collect()))
