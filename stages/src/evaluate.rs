@@ -420,14 +420,18 @@ impl Stage for Evaluate {
                     )
                     .write_csv(&dir.join(format!("{name}_unusable.csv")))?;
             }
-            let bad = bad.len();
+            let bad = if bad.is_empty() {
+                "0 unusable".to_string()
+            } else {
+                format!("{} unusable, listed in {name}_unusable.csv", bad.len())
+            };
             if texts.is_empty() {
                 return Err(Error::Input { path: path.clone(), message: "has no usable labelled rows (needs job_title, duties_description, isco_code)".into() }.into());
             }
             let e = evaluate(&pred, &texts, &codes);
             write_report(&dir, &name, &pred, &e, &mut html)?;
             summary.push(format!(
-                "{name}: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3} ({} rows, {bad} unusable, listed in {name}_unusable.csv)",
+                "{name}: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3} ({} rows, {bad})",
                 e.metrics["accuracy"].as_f64().unwrap_or(0.0),
                 e.metrics["macro_f1"].as_f64().unwrap_or(0.0),
                 e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
