@@ -302,6 +302,29 @@ impl Store {
         }
     }
 
+    /// Like [`Store::checkout`], but a file output appears under its declared file name
+    /// (`checkouts/<id>/<file_name>`, a hard link to the object), so readers that look at
+    /// the extension, and error messages, see `corrections_holdout.parquet` rather than a
+    /// bare hash. Directories are checked out as by [`Store::checkout`].
+    pub fn checkout_named(&self, out: &OutputRef, file_name: &str) -> Result<PathBuf> {
+        if out.kind == OutputKind::Dir {
+            return self.checkout(out);
+        }
+        let obj = self.checkout(out)?;
+        let dir = self.root.join("checkouts").join(&out.id);
+        let dest = dir.join(file_name);
+        if dest.is_file() {
+            return Ok(dest);
+        }
+        fs::create_dir_all(&dir).io("create directory", &dir)?;
+        let tmp = self.root.join("tmp").join(tmp_name("link"));
+        if fs::hard_link(&obj, &tmp).is_err() {
+            fs::copy(&obj, &tmp).io("copy to", &tmp)?;
+        }
+        fs::rename(&tmp, &dest).io("rename into place", &dest)?;
+        Ok(dest)
+    }
+
     /// A read-only path to the output's content: the object itself for a file, a checkout
     /// directory (materialised once) for a tree.
     pub fn checkout(&self, out: &OutputRef) -> Result<PathBuf> {

@@ -238,6 +238,62 @@ pub fn reliability(confidence: &[f64], correct: &[bool], bins: usize) -> Vec<(f6
         .collect()
 }
 
+/// The calibration methods [`fit_calibration`] knows.
+pub const METHODS: [&str; 3] = ["isotonic", "ece", "nll"];
+
+/// A fitted calibration and the validation ECE before and after it.
+#[derive(Debug, Clone)]
+pub struct Calibration {
+    /// Softmax temperature.
+    pub temperature: f64,
+    /// Top-label isotonic map (method `isotonic`).
+    pub isotonic: Option<Isotonic>,
+    /// ECE of the raw softmax.
+    pub ece_before: f64,
+    /// ECE after calibration.
+    pub ece_after: f64,
+}
+
+/// Fits the calibration on validation logits: `nll` (classic temperature scaling), `ece`
+/// (the temperature minimising calibration error) or `isotonic` (NLL temperature, then a
+/// top-label isotonic map). Shared by `train` and `fine-tune`.
+pub fn fit_calibration(logits: &[f32], y: &[u32], classes: usize, method: &str) -> Calibration {
+    let temperature = if method == "ece" {
+        fit_temperature_ece(logits, y, classes)
+    } else {
+        fit_temperature(logits, y, classes)
+    };
+    let top1 = |t: f64, iso: Option<&Isotonic>| -> (Vec<f64>, Vec<bool>) {
+        let mut p = softmax_rows(logits, classes, t);
+        if let Some(iso) = iso {
+            p.chunks_mut(classes).for_each(|r| iso.apply_row(r));
+        }
+        p.chunks(classes)
+            .zip(y)
+            .map(|(r, &y)| {
+                let (i, v) = r
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+                (v as f64, i as u32 == y)
+            })
+            .unzip()
+    };
+    let isotonic = if method == "isotonic" {
+        let (conf, ok) = top1(temperature, None);
+        Isotonic::fit(&conf, &ok)
+    } else {
+        None
+    };
+    let ece_of = |(conf, ok): (Vec<f64>, Vec<bool>)| ece(&conf, &ok);
+    Calibration {
+        ece_before: ece_of(top1(1.0, None)),
+        ece_after: ece_of(top1(temperature, isotonic.as_ref())),
+        temperature,
+        isotonic,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

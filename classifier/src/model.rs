@@ -233,6 +233,53 @@ impl Trained {
         }
     }
 
+    /// The same network over another label set (fine-tune): output rows of labels in both
+    /// sets are kept, rows of labels only in `new_labels` start at zero weights with the
+    /// lowest existing bias (so a new class takes no mass until it is trained), and rows of
+    /// labels missing from `new_labels` are dropped.
+    pub fn with_labels(&self, old_labels: &[String], new_labels: &[String]) -> Trained {
+        let out = &self.head.out;
+        let device = out.weight.val().device();
+        let [inner, old_c] = out.weight.val().dims();
+        let w = out
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float weights");
+        let b = out
+            .bias
+            .as_ref()
+            .map(|b| b.val().into_data().try_to_vec::<f32>().expect("float bias"))
+            .unwrap_or_else(|| vec![0.0; old_c]);
+        let floor = b.iter().cloned().fold(f32::INFINITY, f32::min);
+        let floor = if floor.is_finite() { floor } else { 0.0 };
+        let new_c = new_labels.len();
+        let mut nw = vec![0f32; inner * new_c];
+        let mut nb = vec![floor; new_c];
+        for (j, l) in new_labels.iter().enumerate() {
+            if let Ok(o) = old_labels.binary_search(l) {
+                for i in 0..inner {
+                    nw[i * new_c + j] = w[i * old_c + o];
+                }
+                nb[j] = b[o];
+            }
+        }
+        let mut head = self.head.clone();
+        head.out.weight = Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(nw, [inner, new_c]),
+            &device,
+        ));
+        head.out.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
+            TensorData::new(nb, [new_c]),
+            &device,
+        )));
+        Trained {
+            head,
+            ..self.clone()
+        }
+    }
+
     /// An empty module of the right shapes, to load a record into.
     pub fn empty_module(buckets: usize, cfg: &TrainConfig, classes: usize) -> NgramNet {
         let device = device();
@@ -494,5 +541,47 @@ unsafe impl Sync for SyncPtr {}
 impl SyncPtr {
     fn get(self) -> *mut f32 {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_labels_keeps_known_rows_and_adds_silent_new_ones() {
+        let device = device();
+        let t = Trained {
+            table: vec![0.5; 4 * 2],
+            dim: 2,
+            head: Head::new(2, 0, 2, &device),
+            epochs_run: 0,
+            best_val_macro_f1: 0.0,
+            best_epoch: 0,
+            train_seconds: 0.0,
+        };
+        let old = vec!["1111".to_string(), "3333".to_string()];
+        let new = vec!["1111".to_string(), "2222".to_string(), "3333".to_string()];
+        let x = FeatureMatrix::build(
+            &FeatureConfig {
+                buckets: 4,
+                ..FeatureConfig::default()
+            },
+            &["a b".to_string()],
+        );
+        let before = t.logits(&x, &[0]);
+        let grown = t.with_labels(&old, &new);
+        let after = grown.logits(&x, &[0]);
+        assert_eq!(after.len(), 3);
+        assert!((after[0] - before[0]).abs() < 1e-6);
+        assert!((after[2] - before[1]).abs() < 1e-6);
+        let bias = t.head.out.bias.as_ref().unwrap().val().into_data();
+        let floor = bias.iter::<f32>().fold(f32::INFINITY, f32::min);
+        assert!(
+            (after[1] - floor).abs() < 1e-6,
+            "a new class starts at the lowest bias"
+        );
+        let shrunk = grown.with_labels(&new, &old);
+        assert_eq!(shrunk.logits(&x, &[0]), before);
     }
 }

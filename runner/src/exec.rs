@@ -83,7 +83,7 @@ pub struct StageStatus {
     pub id: String,
     /// Kind.
     pub kind: String,
-    /// `fresh` or `stale`.
+    /// `fresh`, `stale`, or `frozen` (stale, but a frozen stage keeps its last results).
     pub state: &'static str,
     /// Why it is stale (empty when fresh).
     pub reasons: Vec<DirtyReason>,
@@ -260,6 +260,33 @@ fn check_fresh(store: &Store, spec: &StageSpec, fp: &Fingerprint, key: &str) -> 
     }))
 }
 
+/// For a frozen stage: its last successful result, if its outputs are intact, and why it
+/// would otherwise re-run (empty when it is fresh anyway).
+fn frozen_result(
+    store: &Store,
+    spec: &StageSpec,
+    fp: &Fingerprint,
+    key: &str,
+) -> Result<Option<(StageRecord, Vec<DirtyReason>)>> {
+    let Some(rec) = frozen_result_unkeyed(store, spec)? else {
+        return Ok(None);
+    };
+    let why = match check_fresh(store, spec, fp, key)? {
+        Fresh::Yes(_) => vec![],
+        Fresh::No(r) => r,
+    };
+    Ok(Some((rec, why)))
+}
+
+/// A stage's last successful result if its outputs are intact.
+fn frozen_result_unkeyed(store: &Store, spec: &StageSpec) -> Result<Option<StageRecord>> {
+    Ok(store.stage_record(&spec.id)?.filter(|rec| {
+        spec.outputs
+            .keys()
+            .all(|n| rec.outputs.get(n).is_some_and(|o| store.output_intact(o)))
+    }))
+}
+
 fn cached(store: &Store, spec: &StageSpec, key: &str) -> Result<Option<CacheEntry>> {
     Ok(store.cache_entry(key)?.filter(|e| {
         spec.outputs
@@ -313,7 +340,26 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
     let mut out = Vec::new();
     for id in dag.order() {
         let spec = p.stage(id).expect("stage in dag");
-        let st = match fingerprint(spec, p, &store, &known, &memo)? {
+        let fp = fingerprint(spec, p, &store, &known, &memo)?;
+        if p.frozen.contains(id) {
+            let kept = match &fp {
+                Ok(fp) => frozen_result(&store, spec, fp, &fp.key())?,
+                Err(reasons) => frozen_result_unkeyed(&store, spec)?.map(|r| (r, reasons.clone())),
+            };
+            if let Some((rec, why)) = kept {
+                known.insert(id.clone(), rec.outputs);
+                out.push(StageStatus {
+                    id: id.clone(),
+                    kind: spec.kind.clone(),
+                    state: if why.is_empty() { "fresh" } else { "frozen" },
+                    reasons: why,
+                    restorable: false,
+                    key: Some(rec.key),
+                });
+                continue;
+            }
+        }
+        let st = match fp {
             Err(reasons) => StageStatus {
                 id: id.clone(),
                 kind: spec.kind.clone(),
@@ -426,6 +472,31 @@ impl Shared<'_> {
             let key = fp.key();
             run.key = key.clone();
             let forced = self.forced(&spec.id);
+            if !forced
+                && self.p.frozen.contains(&spec.id)
+                && let Some((rec, why)) =
+                    frozen_result(self.store, spec, &fp, &key).map_err(|e| e.to_string())?
+            {
+                materialise(self.p, self.store, spec, &rec.outputs).map_err(|e| e.to_string())?;
+                run.outcome = StageOutcome::Skipped;
+                run.reasons = why
+                    .iter()
+                    .map(|r| format!("frozen; otherwise: {r}"))
+                    .collect();
+                let note = if why.is_empty() {
+                    vec![]
+                } else {
+                    vec![format!(
+                        "frozen: kept the results of run {} although {}",
+                        rec.run_id,
+                        why.iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )]
+                };
+                return Ok((rec.outputs, note));
+            }
             let reasons = if forced {
                 vec![DirtyReason::Forced]
             } else {
@@ -529,7 +600,12 @@ impl Shared<'_> {
                     }
                     InputRef::Stage { stage, output } => {
                         let o = &upstream[stage][output];
-                        paths.push(store.checkout(o).map_err(|e| e.to_string())?);
+                        let file = self
+                            .p
+                            .stage(stage)
+                            .and_then(|s| s.stage.outputs().iter().find(|d| d.name == output))
+                            .map_or(output.as_str(), |d| d.file);
+                        paths.push(store.checkout_named(o, file).map_err(|e| e.to_string())?);
                         arts.entry(name.clone()).or_default().push(o.clone());
                     }
                 }

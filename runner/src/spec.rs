@@ -8,6 +8,7 @@
 //! root = ".."                      # project root, relative to this file (default "..")
 //! store = "artifacts/store"        # relative to the root (default)
 //! out_dir = "data/processed"       # default workspace folder for outputs
+//! frozen = ["split", "train"]      # keep these stages' last results even when stale
 //!
 //! [[stage]]
 //! id = "split"
@@ -50,6 +51,7 @@ struct RawHeader {
     root: Option<String>,
     store: Option<String>,
     out_dir: Option<String>,
+    frozen: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +185,10 @@ pub struct Pipeline {
     pub store_dir: PathBuf,
     /// Stages in declaration order (base file first).
     pub stages: Vec<StageSpec>,
+    /// Stages whose last successful results are kept even when their inputs changed (DVC's
+    /// frozen stages): `finetune.toml` freezes the historical-records stages so new
+    /// corrections never re-train them; `--force STAGE` still runs one.
+    pub frozen: BTreeSet<String>,
 }
 
 impl Pipeline {
@@ -232,6 +238,8 @@ fn rel_string(p: &Path) -> String {
 }
 
 struct Merged {
+    /// `frozen` lists of every file in the chain, with where each was written.
+    frozen: Vec<(Spanned<Vec<String>>, Source)>,
     header: RawHeader,
     header_src: Source,
     config: Option<(Source, PathBuf)>,
@@ -275,6 +283,7 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
         load_raw(&base_path, chain)?
     } else {
         Merged {
+            frozen: Vec::new(),
             header: RawHeader::default(),
             header_src: src.clone(),
             config: None,
@@ -297,6 +306,9 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
     }
     if header.out_dir.is_some() {
         h.out_dir = header.out_dir;
+    }
+    if let Some(f) = header.frozen {
+        merged.frozen.push((f, src.clone()));
     }
     if config.is_some() {
         merged.config = config;
@@ -636,6 +648,49 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
         });
     }
 
+    // Frozen stages must exist.
+    let mut frozen = BTreeSet::new();
+    for (list, src) in &merged.frozen {
+        for f in list.get_ref() {
+            if !ids.contains(f) {
+                return Err(src.err(
+                    list.span().start,
+                    format!(
+                        "`frozen` names stage `{f}`, which this pipeline does not have; its stages: {}",
+                        ids.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            frozen.insert(f.clone());
+        }
+    }
+
+    // A glob input must not match a stage's workspace output (it would read it next run).
+    for st in &stages {
+        for refs in st.inputs.values() {
+            for r in refs {
+                let InputRef::Glob { pattern, .. } = r else {
+                    continue;
+                };
+                let Ok(pat) = glob::Pattern::new(pattern) else {
+                    continue;
+                };
+                for (path, writer) in &workspace_owner {
+                    if pat.matches(path) {
+                        return Err(Error::Spec {
+                            path: st.defined_in.clone(),
+                            line: Some(st.line),
+                            message: format!(
+                                "the input glob `{pattern}` of stage `{}` matches `{path}`, which stage `{writer}` writes; put that output elsewhere (its `outputs`) or narrow the glob",
+                                st.id
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
     // Every key of a config section read by some stage must be a param of some stage kind,
     // so a misspelt key is an error rather than silently ignored.
     if let Some((cfg_src, cfg)) = &config {
@@ -678,6 +733,7 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
         root,
         store_dir,
         stages,
+        frozen,
     })
 }
 

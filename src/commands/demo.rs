@@ -19,11 +19,13 @@ pub struct Args {
 pub fn exec(a: Args) -> anyhow::Result<()> {
     let f = stages::demo::generate(&a.dir, a.rows, a.seed)?;
     console::out(&format!(
-        "wrote {}, {}, {} and {}",
+        "wrote {}, {}, {}, {}, {} and {}",
         f.records.display(),
         f.reference.display(),
         f.new_jobs.display(),
-        f.truth.display()
+        f.truth.display(),
+        f.corrections.display(),
+        f.new_occupations.display()
     ));
     Ok(())
 }

@@ -37,7 +37,8 @@ pub struct Args {
 
 fn line(run: &artifacts::StageRun) -> String {
     let what = match run.outcome {
-        StageOutcome::Skipped => "fresh".to_string(),
+        StageOutcome::Skipped if run.reasons.is_empty() => "fresh".to_string(),
+        StageOutcome::Skipped => "frozen (stale, kept its last results)".to_string(),
         StageOutcome::Restored => "restored from the run-cache".to_string(),
         StageOutcome::WouldRun => format!("would run: {}", run.reasons.join("; ")),
         StageOutcome::Blocked => run.reasons.join("; "),

@@ -22,6 +22,13 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     for s in &st {
         if s.state == "fresh" {
             console::out(&format!("[FRESH] {}", s.id));
+        } else if s.state == "frozen" {
+            for r in &s.reasons {
+                console::out(&format!(
+                    "[FROZEN] {}: keeps its last results although {r}",
+                    s.id
+                ));
+            }
         } else {
             let suffix = if s.restorable {
                 " (restorable from the run-cache)"
@@ -34,10 +41,16 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         }
     }
     let stale = st.iter().filter(|s| s.state == "stale").count();
+    let frozen = st.iter().filter(|s| s.state == "frozen").count();
     console::out(&format!(
-        "{} stages: {} fresh, {stale} stale",
+        "{} stages: {} fresh, {stale} stale{}",
         st.len(),
-        st.len() - stale
+        st.len() - stale - frozen,
+        if frozen > 0 {
+            format!(", {frozen} frozen")
+        } else {
+            String::new()
+        }
     ));
     Ok(())
 }

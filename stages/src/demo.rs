@@ -2,8 +2,10 @@
 //! written by this generator (nothing is copied from any external data set).
 //!
 //! `isco-dag demo` writes `data/raw/historical_records.csv`,
-//! `data/reference/isco08_demo.csv`, `data/demo/new_jobs.csv` and
-//! `data/demo/records_truth.csv` (which labels the generator made wrong); the tests call
+//! `data/reference/isco08_demo.csv`, `data/demo/new_jobs.csv`,
+//! `data/demo/records_truth.csv` (which labels the generator made wrong),
+//! `data/demo/corrections_demo.csv` (coders' corrections for four occupations the records
+//! never show) and `data/demo/new_occupations_eval.csv` (held-out titles of those); the tests call
 //! [`generate`] for their fixtures. The records mimic what an office's coded archive looks
 //! like: a Zipf-skewed mix of occupations, title variants with case changes, abbreviations,
 //! prefixes and typos, duties that are sometimes truncated or missing, about 3 % wrong
@@ -540,6 +542,80 @@ const OCCS: &[Occ] = &[
     },
 ];
 
+/// Occupations that never occur in the historical records: the demo corrections teach them
+/// (`data/demo/corrections_demo.csv`, from the first three job titles) and
+/// `data/demo/new_occupations_eval.csv` tests them on the held-out titles.
+const NEW_OCCS: &[Occ] = &[
+    Occ {
+        code: "2166",
+        title: "Graphic and multimedia designers",
+        jobs: &[
+            "graphic designer",
+            "multimedia designer",
+            "web designer",
+            "illustrator",
+            "animation artist",
+        ],
+        duties: &[
+            "designing visual material for print and digital media",
+            "creating illustrations and animations",
+            "preparing page layouts and graphics for websites",
+            "selecting fonts colours and images for publications",
+        ],
+    },
+    Occ {
+        code: "3331",
+        title: "Clearing and forwarding agents",
+        jobs: &[
+            "customs broker",
+            "freight forwarder",
+            "shipping agent",
+            "import export clerk",
+            "customs clearance agent",
+        ],
+        duties: &[
+            "preparing customs documentation for imports and exports",
+            "classifying goods into tariff groups",
+            "arranging transport and insurance of cargo",
+            "carrying out customs clearance procedures",
+        ],
+    },
+    Occ {
+        code: "7121",
+        title: "Roofers",
+        jobs: &[
+            "roofer",
+            "roof tiler",
+            "slater",
+            "thatcher",
+            "roofing installer",
+        ],
+        duties: &[
+            "laying roof tiles and slates",
+            "fixing waterproof membranes to roof frames",
+            "repairing leaking roofs and gutters",
+            "inspecting roofs for damage",
+        ],
+    },
+    Occ {
+        code: "3257",
+        title: "Environmental and occupational health inspectors",
+        jobs: &[
+            "health and safety inspector",
+            "environmental health officer",
+            "food safety inspector",
+            "workplace safety inspector",
+            "pollution control inspector",
+        ],
+        duties: &[
+            "inspecting workplaces for compliance with safety regulations",
+            "investigating complaints about hygiene and pollution",
+            "advising employers on health and safety rules",
+            "taking samples for laboratory analysis",
+        ],
+    },
+];
+
 const PREFIXES: &[&str] = &[
     "senior",
     "junior",
@@ -649,6 +725,11 @@ pub struct DemoFiles {
     /// Which records carry a wrong label (`row,true_isco_code,label_is_noise`), to score
     /// `cluster-outliers`.
     pub truth: PathBuf,
+    /// Coders' corrections for occupations the records never show, to copy into
+    /// `data/corrections/` before running `pipelines/finetune.toml`.
+    pub corrections: PathBuf,
+    /// Held-out titles of those occupations (`job_title,duties_description,isco_code`).
+    pub new_occupations: PathBuf,
 }
 
 /// Picks a wrong code for label noise: 60 % a sibling in the same minor or sub-major group
@@ -690,6 +771,10 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
     let mut reference = String::from("code,level,title,definition\n");
     for (code, title) in MAJOR {
         let _ = writeln!(reference, "{code},1,{},", csv_field(title));
+    }
+    // The new occupations have titles but no definitions: the corrections teach them.
+    for o in NEW_OCCS {
+        let _ = writeln!(reference, "{},4,{},", o.code, csv_field(o.title));
     }
     for o in OCCS {
         let def = format!(
@@ -765,16 +850,56 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
         );
     }
 
+    // Corrections (the first three titles of each new occupation, some corrected twice with
+    // a conflict that the later timestamp settles) and the held-out evaluation titles.
+    let mut corrections =
+        String::from("job_title,duties_description,corrected_isco_code,coder,timestamp\n");
+    let mut new_occupations = String::from("job_title,duties_description,isco_code\n");
+    for (k, o) in NEW_OCCS.iter().enumerate() {
+        for i in 0..36 {
+            let title = noisy_title(&mut rng, o.jobs[i % 3]);
+            let d = duties(&mut rng, o);
+            let (coder, day) = (format!("coder{}", 1 + i % 3), 1 + (k * 36 + i) % 28);
+            let row = |code: &str, hour: usize| {
+                format!(
+                    "{},{},{code},{coder},2026-10-{day:02}T{hour:02}:00:00Z\n",
+                    csv_field(&title),
+                    csv_field(&d)
+                )
+            };
+            if i % 12 == 5 {
+                // A first, wrong correction, overruled later the same day.
+                corrections.push_str(&row(OCCS[k].code, 9));
+            }
+            corrections.push_str(&row(o.code, 15));
+        }
+        for _ in 0..20 {
+            let job = o.jobs[3 + rng.below(2)];
+            let title = noisy_title(&mut rng, job);
+            let _ = writeln!(
+                new_occupations,
+                "{},{},{}",
+                csv_field(&title),
+                csv_field(&duties(&mut rng, o)),
+                o.code
+            );
+        }
+    }
+
     let files = DemoFiles {
         records: dir.join("raw/historical_records.csv"),
         reference: dir.join("reference/isco08_demo.csv"),
         new_jobs: dir.join("demo/new_jobs.csv"),
         truth: dir.join("demo/records_truth.csv"),
+        corrections: dir.join("demo/corrections_demo.csv"),
+        new_occupations: dir.join("demo/new_occupations_eval.csv"),
     };
     write(&files.truth, &truth)?;
     write(&files.records, &records)?;
     write(&files.reference, &reference)?;
     write(&files.new_jobs, &new_jobs)?;
+    write(&files.corrections, &corrections)?;
+    write(&files.new_occupations, &new_occupations)?;
     Ok(files)
 }
 
@@ -793,6 +918,8 @@ mod tests {
         // 2000 good rows + 2 unusable ones + header.
         assert_eq!(ra.lines().count(), 2003);
         let tax = classifier::Taxonomy::load(&fa.reference).unwrap();
-        assert_eq!(tax.units().count(), OCCS.len());
+        assert_eq!(tax.units().count(), OCCS.len() + NEW_OCCS.len());
+        let corr = std::fs::read_to_string(&fa.corrections).unwrap();
+        assert_eq!(corr.lines().count(), 1 + NEW_OCCS.len() * (36 + 3));
     }
 }

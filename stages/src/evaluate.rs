@@ -353,7 +353,7 @@ fn write_report(
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "1", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "2", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }
@@ -420,11 +420,17 @@ impl Stage for Evaluate {
                     )
                     .write_csv(&dir.join(format!("{name}_unusable.csv")))?;
             }
+            let no_rows = texts.is_empty() && bad.is_empty();
             let bad = if bad.is_empty() {
                 "0 unusable".to_string()
             } else {
                 format!("{} unusable, listed in {name}_unusable.csv", bad.len())
             };
+            if no_rows {
+                summary.push(format!("{name}: no rows, skipped"));
+                metrics[name] = serde_json::Value::Null;
+                continue;
+            }
             if texts.is_empty() {
                 return Err(Error::Input { path: path.clone(), message: "has no usable labelled rows (needs job_title, duties_description, isco_code)".into() }.into());
             }

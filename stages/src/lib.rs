@@ -5,12 +5,14 @@
 //! | kind | reads | writes |
 //! |---|---|---|
 //! | `clean` | raw records (CSV/Parquet), optional ISCO reference | cleaned records, quarantine CSV, report |
+//! | `corrections` | corrections files (glob), cleaned records, optional reference | canonical corrections table, train / holdout slices, records with corrected labels, quarantine, conflicts, report |
 //! | `cluster-outliers` | cleaned records, optional truth file | flagged records (Parquet, CSV), per-record flags, report |
 //! | `split` | cleaned records | stratified train / validation / test tables, report |
 //! | `train` | train + validation splits, optional reference | model artifact (burn record + `model.json`) |
+//! | `fine-tune` | base model, corrections, replay and validation splits | model artifact with new output rows for unseen codes |
 //! | `evaluate` | model, test split, extra labelled files | `metrics.json`, report directory (CSVs, HTML) |
 //! | `predict` | model, records to code | predictions (Parquet, CSV), review queue CSV |
-//! | `promote` | model, its metrics, test split | decision; moves the `best` ref when better |
+//! | `promote` | model, its metrics, test split, extra labelled files | decision; moves the `best` ref when better (and the test set does not regress beyond a margin) |
 //!
 //! [`registry`] returns every kind, ready for the runner. [`demo`] generates the synthetic
 //! demo data set that ships in `data/`, and the fixtures the tests use.
@@ -21,10 +23,12 @@ use std::sync::Arc;
 
 pub mod clean;
 pub mod cluster_outliers;
+pub mod corrections;
 pub mod demo;
 mod error;
 pub mod evaluate;
 pub mod explain;
+pub mod finetune;
 pub mod predict;
 pub mod promote;
 pub mod records;
@@ -37,9 +41,11 @@ pub use error::Error;
 pub fn registry() -> runner::Registry {
     let mut r = runner::Registry::new();
     r.register(Arc::new(clean::Clean));
+    r.register(Arc::new(corrections::Corrections));
     r.register(Arc::new(cluster_outliers::ClusterOutliers));
     r.register(Arc::new(split::Split));
     r.register(Arc::new(train::Train));
+    r.register(Arc::new(finetune::FineTune));
     r.register(Arc::new(evaluate::Evaluate));
     r.register(Arc::new(predict::Predict));
     r.register(Arc::new(promote::Promote));

@@ -2,8 +2,14 @@
 //! on the same frozen test set (primary metric, then the secondary one), or when forced.
 //! The decision, with both metric sets, is the stage's output and is kept in the ref.
 //!
-//! The current best is re-scored on this run's test split, so the comparison is fair even
-//! when the best was trained on another split.
+//! The current best is re-scored on this run's test split (and on the `extra` labelled files,
+//! named like `evaluate` names them), so the comparison is fair even when the best was
+//! trained on another split.
+//!
+//! After fine-tuning, the deciding set is the corrections hold-out (`primary_on =
+//! "corrections_holdout"`) and `max_test_regression` guards the frozen test split: the
+//! candidate is refused if its primary or secondary metric there falls more than that margin
+//! below the current best's.
 
 use artifacts::RefRecord;
 use classifier::metrics::evaluate;
@@ -13,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::Error;
+use crate::evaluate::read_labelled;
 use crate::records::Records;
 
 /// Params of `promote` (config section `[promote]`).
@@ -27,6 +34,12 @@ pub struct PromoteParams {
     pub secondary_metric: String,
     /// Smallest gain in the primary metric that counts as better.
     pub min_improvement: f64,
+    /// Evaluation set the primary metric is read from: `test`, or the name of an `extra`
+    /// file (its file stem), e.g. `corrections_holdout`.
+    pub primary_on: String,
+    /// Largest drop of the primary or secondary metric on the frozen test split that is
+    /// still accepted (absolute, e.g. 0.005 = half a point); unset: not checked.
+    pub max_test_regression: Option<f64>,
 }
 
 impl Default for PromoteParams {
@@ -36,6 +49,8 @@ impl Default for PromoteParams {
             primary_metric: "macro_f1".into(),
             secondary_metric: "accuracy".into(),
             min_improvement: 0.0,
+            primary_on: "test".into(),
+            max_test_regression: None,
         }
     }
 }
@@ -62,6 +77,12 @@ const INPUTS: &[InputDecl] = &[
         many: false,
         help: "the frozen test split (split.test)",
     },
+    InputDecl {
+        name: "extra",
+        required: false,
+        many: true,
+        help: "extra labelled files the candidate was evaluated on (to re-score the current best on)",
+    },
 ];
 
 const OUTPUTS: &[OutputDecl] = &[OutputDecl {
@@ -69,6 +90,27 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
     file: "decision.json",
     dir: false,
 }];
+
+/// Why the candidate is refused on the frozen test split, if it regresses there by more
+/// than `max_test_regression` (None: accepted).
+pub fn test_regression(
+    cand: &serde_json::Value,
+    cur: &serde_json::Value,
+    p: &PromoteParams,
+) -> Option<String> {
+    let margin = p.max_test_regression?;
+    let get = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NEG_INFINITY);
+    [&p.primary_metric, &p.secondary_metric]
+        .into_iter()
+        .find(|m| get(cand, m) < get(cur, m) - margin)
+        .map(|m| {
+            format!(
+                "test {m} {:.4} is more than {margin} below the current best's {:.4}",
+                get(cand, m),
+                get(cur, m)
+            )
+        })
+}
 
 /// Whether `cand` beats `cur` on (primary, secondary).
 pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromoteParams) -> bool {
@@ -81,7 +123,7 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    runner::stage_metadata!("promote", version "1", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
+    runner::stage_metadata!("promote", version "2", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<PromoteParams>(raw)
     }
@@ -104,7 +146,15 @@ impl Stage for Promote {
                 path: mpath.to_path_buf(),
                 message: format!("is not JSON: {e}"),
             })?;
-        let cand = metrics["test"].clone();
+        let set =
+            if p.primary_on == "test" || metrics.get(&p.primary_on).is_some_and(|v| !v.is_null()) {
+                p.primary_on.clone()
+            } else {
+                // An empty hold-out (too few corrections) is skipped by `evaluate`.
+                "test".to_string()
+            };
+        let cand = metrics[&set].clone();
+        let cand_test = metrics["test"].clone();
         let current = ctx.store.get_ref(&p.ref_name)?;
         let (promote, cur_metrics, reason) = match &current {
             None => (
@@ -121,15 +171,43 @@ impl Stage for Promote {
                 let dir = ctx.store.checkout(&r.target)?;
                 let cur = Predictor::load(&dir, InferenceConfig::default())?;
                 let test = Records::read(ctx.input("test")?)?;
-                let cm = evaluate(&cur, &test.text, &test.isco_code).metrics;
+                let cur_test = evaluate(&cur, &test.text, &test.isco_code).metrics;
+                let cm = if set == "test" {
+                    cur_test.clone()
+                } else {
+                    let path = ctx
+                        .input_files("extra")
+                        .iter()
+                        .find(|f| f.file_stem().is_some_and(|s| s.to_string_lossy() == set))
+                        .ok_or_else(|| Error::Empty(format!(
+                            "promote decides on `{set}` (primary_on) but no `extra` input is named so; add the file `evaluate` scored as `{set}` to promote's `extra` inputs"
+                        )))?;
+                    let l = read_labelled(path)?;
+                    evaluate(&cur, &l.texts, &l.codes).metrics
+                };
                 let b = better(&cand, &cm, &p);
-                let reason = format!(
-                    "{} {:.4} vs {:.4} for the current best",
+                let regression = test_regression(&cand_test, &cur_test, &p);
+                let mut reason = format!(
+                    "{set} {} {:.4} vs {:.4} for the current best",
                     p.primary_metric,
                     cand[&p.primary_metric].as_f64().unwrap_or(0.0),
                     cm[&p.primary_metric].as_f64().unwrap_or(0.0)
                 );
-                (b, cm, reason)
+                if set != p.primary_on {
+                    reason.push_str(&format!(
+                        " (`{}` has no rows; decided on test)",
+                        p.primary_on
+                    ));
+                }
+                if let Some(r) = &regression {
+                    reason.push_str(&format!("; refused: {r}"));
+                }
+                let cm = if set == "test" {
+                    cm
+                } else {
+                    json!({"test": cur_test, set.clone(): cm})
+                };
+                (b && regression.is_none(), cm, reason)
             }
         };
         let promote_it = promote || ctx.forced;
@@ -137,7 +215,8 @@ impl Stage for Promote {
             "promoted": promote_it,
             "forced": ctx.forced && !promote,
             "reason": reason,
-            "candidate": {"object": model.id, "metrics": cand},
+            "decided_on": set,
+            "candidate": {"object": model.id, "metrics": if set == "test" { cand } else { json!({"test": cand_test, set.clone(): cand}) }},
             "current_best": {"object": current.as_ref().map(|r| r.target.id.clone()), "metrics": cur_metrics},
             "run_id": ctx.run_id,
         });
@@ -180,5 +259,18 @@ mod tests {
         let c = json!({"macro_f1": 0.8, "accuracy": 0.91});
         assert!(better(&c, &a, &p));
         assert!(!better(&a, &a, &p));
+    }
+
+    #[test]
+    fn test_regression_beyond_the_margin_refuses() {
+        let mut p = PromoteParams::default();
+        let cur = json!({"macro_f1": 0.86, "accuracy": 0.95});
+        let slight = json!({"macro_f1": 0.857, "accuracy": 0.946});
+        let big = json!({"macro_f1": 0.86, "accuracy": 0.94});
+        assert_eq!(test_regression(&big, &cur, &p), None, "unset: not checked");
+        p.max_test_regression = Some(0.005);
+        assert_eq!(test_regression(&slight, &cur, &p), None);
+        let why = test_regression(&big, &cur, &p).unwrap();
+        assert!(why.contains("accuracy 0.9400"), "{why}");
     }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use classifier::augment::reference_examples;
-use classifier::calibrate::{Isotonic, ece, fit_temperature, fit_temperature_ece, softmax_rows};
+use classifier::calibrate::{METHODS, fit_calibration};
 use classifier::features::{FeatureConfig, FeatureMatrix};
 use classifier::model::{TrainConfig, TrainData, train};
 use classifier::predict::{FORMAT, ModelMeta, save, titles_for};
@@ -124,7 +124,7 @@ impl TrainParams {
         if self.buckets == 0 || self.dim == 0 || self.batch_size == 0 || self.epochs == 0 {
             return Err("buckets, dim, batch_size and epochs must be positive".into());
         }
-        if !["isotonic", "ece", "nll"].contains(&self.calibration.as_str()) {
+        if !METHODS.contains(&self.calibration.as_str()) {
             return Err(format!(
                 "calibration `{}` is not known; use `isotonic`, `ece` or `nll`",
                 self.calibration
@@ -245,42 +245,11 @@ impl Stage for Train {
             },
         )?;
 
-        // Temperature scaling on validation.
+        // Calibration on validation.
         let rows: Vec<usize> = (0..vx.rows()).collect();
-        let logits = net.logits(&vx, &rows);
         let c = labels.len();
-        let temperature = if p.calibration == "ece" {
-            fit_temperature_ece(&logits, &vy, c)
-        } else {
-            fit_temperature(&logits, &vy, c)
-        };
-        let top1 = |t: f64, iso: Option<&Isotonic>| -> (Vec<f64>, Vec<bool>) {
-            let mut p = softmax_rows(&logits, c, t);
-            if let Some(iso) = iso {
-                p.chunks_mut(c).for_each(|r| iso.apply_row(r));
-            }
-            p.chunks(c)
-                .zip(&vy)
-                .map(|(r, &y)| {
-                    let (i, v) = r
-                        .iter()
-                        .enumerate()
-                        .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-                    (v as f64, i as u32 == y)
-                })
-                .unzip()
-        };
-        let isotonic = if p.calibration == "isotonic" {
-            let (conf, ok) = top1(temperature, None);
-            Isotonic::fit(&conf, &ok)
-        } else {
-            None
-        };
-        let ece_of = |(conf, ok): (Vec<f64>, Vec<bool>)| ece(&conf, &ok);
-        let (ece_before, ece_after) = (
-            ece_of(top1(1.0, None)),
-            ece_of(top1(temperature, isotonic.as_ref())),
-        );
+        let cal = fit_calibration(&net.logits(&vx, &rows), &vy, c, &p.calibration);
+        let (temperature, ece_before, ece_after) = (cal.temperature, cal.ece_before, cal.ece_after);
         let metrics = json!({
             "train_records": tr.len(),
             "augmentation_examples": augmented,
@@ -301,7 +270,7 @@ impl Stage for Train {
             features: fc,
             train: tc,
             temperature,
-            isotonic,
+            isotonic: cal.isotonic,
             summary: json!({"run_id": ctx.run_id, "stage": ctx.id, "trained_at": chrono::Utc::now().to_rfc3339(), "metrics": metrics}),
         };
         save(&ctx.output("model"), &net, &meta)?;

@@ -117,3 +117,26 @@ fn bad_rows_are_quarantined_with_row_and_reason() {
         c["kept"].as_u64().unwrap() + c["quarantined"].as_u64().unwrap()
     );
 }
+
+#[test]
+fn frozen_unknown_stage_and_glob_over_an_output_are_errors() {
+    let p = Project::new(50);
+    p.write(
+        "pipelines/bad.toml",
+        "[pipeline]\nextends = \"full.toml\"\nfrozen = [\"trian\"]\n",
+    );
+    let (code, err) = p.fails(&["run", "pipelines/bad.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("bad.toml:3") && err.contains("`frozen` names stage `trian`"),
+        "{err}"
+    );
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"clean\"\nkind = \"clean\"\ninputs = { records = \"data/raw/historical_records.csv\" }\n\n[[stage]]\nid = \"corrections\"\nkind = \"corrections\"\ninputs = { files = \"data/processed/clean/*.csv\" }\n",
+    );
+    assert!(
+        err.contains("`data/processed/clean/*.csv` of stage `corrections` matches `data/processed/clean/quarantine.csv`, which stage `clean` writes"),
+        "{err}"
+    );
+}

@@ -42,7 +42,7 @@ fn changed_input_reruns_exactly_its_downstream() {
     );
     let out = p.ok(&["run", P, "-v"]);
     assert!(
-        out.contains("[DIRTY] split: upstream clean changed"),
+        out.contains("[DIRTY] corrections: upstream clean changed"),
         "{out}"
     );
     let run = p.last_run();
@@ -125,7 +125,7 @@ fn force_until_and_only_select_stages() {
     let (code, err) = p.fails(&["run", P, "--only", "split"]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("needs the outputs of `cluster-outliers`"),
+        err.contains("needs the outputs of `corrections`"),
         "{err}"
     );
     p.ok(&["run", P, "--until", "cluster-outliers"]);
@@ -255,7 +255,7 @@ fn runs_diff_and_lineage() {
         "{lin}"
     );
     let dot = p.ok(&["dag", P, "--format", "dot"]);
-    assert!(dot.contains("\"clean\" -> \"split\""), "{dot}");
+    assert!(dot.contains("\"corrections\" -> \"split\""), "{dot}");
     let mer = p.ok(&["dag", P, "--format", "mermaid"]);
-    assert!(mer.contains("clean -->|records -> records| split"), "{mer}");
+    assert!(mer.contains("corrections -->|records -> records| split"), "{mer}");
 }

@@ -1,5 +1,6 @@
 //! Integration tests: each runs the real `isco-dag` binary in a temporary project.
 
+mod corrections;
 mod errors;
 mod freshness;
 mod model;

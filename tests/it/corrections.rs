@@ -1,0 +1,195 @@
+//! Corrections and fine-tuning: `finetune.toml` after `full.toml` re-runs only what new
+//! corrections make stale, learns them, and ignores re-exports.
+
+use crate::support::{Project, outcome_of, stage_of};
+
+const FULL: &str = "pipelines/full.toml";
+const FT: &str = "pipelines/finetune.toml";
+
+fn accuracy(p: &Project, metrics: &str, set: &str) -> f64 {
+    p.json(metrics)[set]["accuracy"].as_f64().unwrap()
+}
+
+#[test]
+fn finetune_skips_the_historical_stages_learns_and_ignores_reexports() {
+    let p = Project::new(1500);
+    p.ok(&["run", FULL]);
+    let demo = std::fs::read_to_string(p.path("data/demo/corrections_demo.csv")).unwrap();
+    p.write("data/corrections/batch1.csv", &demo);
+
+    let out = p.ok(&["run", FT]);
+    let run = p.last_run();
+    for id in [
+        "clean",
+        "cluster-outliers",
+        "split",
+        "train",
+        "evaluate",
+        "promote",
+    ] {
+        assert_eq!(outcome_of(&run, id), "skipped", "{id}: {out}");
+    }
+    for id in [
+        "corrections",
+        "fine-tune",
+        "evaluate-finetune",
+        "promote-finetune",
+    ] {
+        assert_eq!(outcome_of(&run, id), "executed", "{id}: {out}");
+    }
+    let c = &stage_of(&run, "corrections")["metrics"];
+    assert_eq!(c["files"], 1);
+    assert!(c["conflicts"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(c["records_overridden"], 0);
+
+    // The corrections teach the occupations the records never show.
+    let before = accuracy(&p, "models/latest_metrics.json", "new_occupations_eval");
+    let after = accuracy(&p, "models/finetuned_metrics.json", "new_occupations_eval");
+    assert!(after >= before + 0.2, "{before} -> {after}");
+    let m = p.json("models/finetuned_metrics.json");
+    assert!(
+        m["corrections_holdout"]["accuracy"].as_f64().unwrap() > 0.5,
+        "{m}"
+    );
+    let test_before = accuracy(&p, "models/latest_metrics.json", "test");
+    let test_after = accuracy(&p, "models/finetuned_metrics.json", "test");
+    assert!(
+        test_after >= test_before - 0.03,
+        "{test_before} -> {test_after}"
+    );
+    let decision = &stage_of(&run, "promote-finetune")["metrics"];
+    assert_eq!(decision["promoted"], true, "{out}");
+
+    // Nothing new: nothing runs.
+    p.ok(&["run", FT]);
+    let run = p.last_run();
+    assert!(
+        run["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "skipped"),
+        "{run}"
+    );
+
+    // The same corrections, re-exported in another order under another name: only the
+    // ingest runs, and it writes the same tables, so fine-tune stays fresh.
+    let mut lines: Vec<&str> = demo.lines().collect();
+    lines[1..].reverse();
+    std::fs::remove_file(p.path("data/corrections/batch1.csv")).unwrap();
+    p.write(
+        "data/corrections/export-2026-11.csv",
+        &(lines.join("\n") + "\n"),
+    );
+    p.ok(&["run", FT]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "corrections"), "executed");
+    for id in [
+        "fine-tune",
+        "evaluate-finetune",
+        "promote-finetune",
+        "split",
+        "train",
+    ] {
+        assert_eq!(outcome_of(&run, id), "skipped", "{id}");
+    }
+
+    // A new batch re-runs the fine-tune, still not the historical stages.
+    p.write(
+        "data/corrections/batch2.csv",
+        "text,corrected_isco_code\nweb page designer creating website graphics,2166\n",
+    );
+    p.ok(&["run", FT]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "fine-tune"), "executed");
+    assert_eq!(outcome_of(&run, "train"), "skipped");
+}
+
+#[test]
+fn corrections_of_historical_texts_relabel_them_on_a_full_run_only() {
+    let p = Project::new(600);
+    p.ok(&["run", FULL]);
+    // The first record's exact text, corrected to another code.
+    let records = std::fs::read_to_string(p.path("data/raw/historical_records.csv")).unwrap();
+    let mut rdr = csv::Reader::from_reader(records.as_bytes());
+    let first = rdr.records().next().unwrap().unwrap();
+    let code = if &first[2] == "9112" { "5120" } else { "9112" };
+    let mut w = csv::Writer::from_writer(vec![]);
+    w.write_record([
+        "job_title",
+        "duties_description",
+        "corrected_isco_code",
+        "coder",
+        "timestamp",
+    ])
+    .unwrap();
+    w.write_record([&first[0], &first[1], code, "ana", "2026-11-20T09:00:00Z"])
+        .unwrap();
+    p.write(
+        "data/corrections/fix.csv",
+        &String::from_utf8(w.into_inner().unwrap()).unwrap(),
+    );
+
+    // finetune.toml keeps the historical split and model (frozen) ...
+    let out = p.ok(&["run", FT]);
+    let run = p.last_run();
+    assert!(
+        stage_of(&run, "corrections")["metrics"]["records_overridden"]
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(outcome_of(&run, "split"), "skipped", "{out}");
+    assert_eq!(outcome_of(&run, "train"), "skipped");
+    assert!(
+        out.contains("frozen (stale, kept its last results)"),
+        "{out}"
+    );
+    let st = p.ok(&["status", FT]);
+    assert!(
+        st.contains("[FROZEN] split: keeps its last results although upstream corrections changed"),
+        "{st}"
+    );
+
+    // ... and a full run re-splits and re-trains with the corrected label.
+    p.ok(&["run", FULL]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "split"), "executed");
+    assert_eq!(outcome_of(&run, "train"), "executed");
+}
+
+#[test]
+fn bad_correction_rows_are_quarantined_and_conflicts_reported() {
+    let p = Project::new(50);
+    p.write(
+        "data/corrections/a.csv",
+        "job_title,duties_description,corrected_isco_code,coder,timestamp\n\
+         roofer,laying tiles,7121,ana,2026-11-01T10:00:00Z\n\
+         roofer,laying tiles,9112,bo,2026-11-02T10:00:00Z\n\
+         slater,,99999,ana,\n\
+         ,,7121,ana,\n\
+         thatcher,,7121,ana,last tuesday\n",
+    );
+    p.write(
+        "data/corrections/b.csv",
+        "job_title,duties_description,corrected_isco_code,coder,timestamp\n\
+         roofer,laying tiles,7121,cy,2026-11-03T08:00:00Z\n",
+    );
+    p.ok(&["run", FULL, "--until", "corrections"]);
+    let run = p.last_run();
+    let m = &stage_of(&run, "corrections")["metrics"];
+    assert_eq!(m["rows_in"], 6);
+    assert_eq!(m["quarantined"], 3);
+    assert_eq!(m["corrections"], 1);
+    assert_eq!(m["conflicts"], 1);
+    let q = std::fs::read_to_string(p.path("data/processed/corrections_quarantine.csv")).unwrap();
+    assert!(q.contains("a.csv,2,4,corrected_isco_code,"), "{q}");
+    assert!(q.contains("a.csv,3,5,job_title,the text is empty"), "{q}");
+    assert!(
+        q.contains("a.csv,4,6,timestamp,`last tuesday` is not a date"),
+        "{q}"
+    );
+    let c = std::fs::read_to_string(p.path("data/processed/corrections_conflicts.csv")).unwrap();
+    // The latest (b.csv, 3 November) wins over a.csv's 9112 of 2 November.
+    assert!(c.contains("roofer | laying tiles,7121,9112,"), "{c}");
+}
