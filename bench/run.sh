@@ -35,3 +35,29 @@ r = csv.reader(open('$DATA/records_150k.csv')); next(r)
 w = csv.writer(open('bench/out/predict_150k.csv', 'w')); w.writerow(['job_title', 'duties_description'])
 [w.writerow(row[:2]) for row in r]"
 /usr/bin/time -f "predict wall %e s, peak RSS %M KB" $BIN predict --input bench/out/predict_150k.csv --output bench/out/predicted.parquet --store bench/out/store
+echo "== finetune.toml after full.toml: corrections.csv dropped into bench/out/corrections_in/"
+mkdir -p bench/out/corrections_in
+ln -sf "$(realpath $DATA/corrections.csv)" bench/out/corrections_in/corrections.csv
+/usr/bin/time -f "finetune wall %e s, peak RSS %M KB" $BIN run bench/finetune-150k.toml
+$BIN runs show last --store bench/out/store --format json | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+print('outcomes:', ', '.join(f\"{s['id']}={s['outcome']}\" for s in r['stages']))"
+python3 - <<'PY'
+import json
+a = json.load(open('bench/out/evaluate/metrics.json'))
+b = json.load(open('bench/out/evaluate-finetune/metrics.json'))
+for k in ['test', 'test_true_labels', 'new_occupations_eval']:
+    print(f"{k}: accuracy {a[k]['accuracy']:.4f} -> {b[k]['accuracy']:.4f} ({100*(b[k]['accuracy']-a[k]['accuracy']):+.2f} pts)")
+print(f"corrections_holdout (fine-tuned): accuracy {b['corrections_holdout']['accuracy']:.4f}")
+PY
+echo "== finetune.toml again, nothing new"
+/usr/bin/time -f "finetune no-op wall %e s" $BIN run bench/finetune-150k.toml | tail -1
+echo "== the same corrections re-exported in another order under another name"
+python3 -c "
+import csv, random
+rows = list(csv.reader(open('$DATA/corrections.csv')))
+body = rows[1:]; random.Random(1).shuffle(body)
+csv.writer(open('bench/out/corrections_in/export_reordered.csv', 'w')).writerows([rows[0]] + body)"
+rm bench/out/corrections_in/corrections.csv
+/usr/bin/time -f "finetune after re-export wall %e s" $BIN run bench/finetune-150k.toml | grep -E "^executed|finetune-150k:"

@@ -36,6 +36,8 @@ enum Command {
     Runs(commands::runs::Args),
     /// Code records with the promoted model (or another ref or model directory).
     Predict(commands::predict::Args),
+    /// Serve the promoted model over HTTP, with the coders' review page.
+    Serve(commands::serve::Args),
     /// Show how an artifact was produced.
     Lineage(commands::lineage::Args),
     /// Remove store objects no kept run, stage record or ref needs.
@@ -70,6 +72,7 @@ fn main() {
         Command::Runs(a) => commands::runs::exec(a),
         Command::Lineage(a) => commands::lineage::exec(a),
         Command::Predict(a) => commands::predict::exec(a),
+        Command::Serve(a) => commands::serve::exec(a),
         Command::Gc(a) => commands::gc::exec(a),
         Command::Verify(a) => commands::verify::exec(a),
         Command::Demo(a) => commands::demo::exec(a),

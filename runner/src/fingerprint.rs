@@ -26,6 +26,12 @@
 //! A stage is fresh iff its key equals the key of its last *successful* execution and that
 //! execution's outputs are intact in the store. The key is written only after success; the
 //! record is removed before a stage re-runs, so a killed run leaves it stale.
+//!
+//! A pipeline may freeze stages (`[pipeline] frozen = [...]`, like DVC's frozen stages): a
+//! frozen stage with an intact last result keeps it even when its key changed, and its
+//! dependents key on those kept outputs; `status` reports it `frozen` with the reasons it
+//! would otherwise re-run, and `--force STAGE` still runs it. `finetune.toml` uses this so
+//! new corrections never re-train the historical model.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -16,7 +16,8 @@
 //! A stage is *fresh* when the key of its fingerprint equals the key of its last successful
 //! execution and that execution's outputs are intact in the store; fresh stages are skipped.
 //! A stale stage whose key was produced before is *restored* from the run-cache; only
-//! otherwise does it execute. Keys are recorded only after success.
+//! otherwise does it execute. Keys are recorded only after success. A pipeline's `frozen`
+//! stages keep their last result even when stale.
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 

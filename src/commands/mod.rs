@@ -8,6 +8,7 @@ pub mod lineage;
 pub mod predict;
 pub mod run;
 pub mod runs;
+pub mod serve;
 pub mod status;
 pub mod verify;
 
@@ -25,6 +26,13 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             | runner::Error::UnknownStage(_)
             | runner::Error::Read { .. },
         ) => 2,
+        _ if matches!(
+            e.downcast_ref::<api::Error>(),
+            Some(api::Error::Config { .. } | api::Error::Bind { .. })
+        ) =>
+        {
+            2
+        }
         _ => 1,
     }
 }

@@ -123,7 +123,7 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    runner::stage_metadata!("promote", version "2", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
+    runner::stage_metadata!("promote", version "3", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<PromoteParams>(raw)
     }
@@ -164,7 +164,11 @@ impl Stage for Promote {
             ),
             Some(r) if r.target == model => (
                 false,
-                cand.clone(),
+                {
+                    let mut all = json!({"test": cand_test.clone()});
+                    all[&set] = cand.clone();
+                    all
+                },
                 "the candidate already is the best model".to_string(),
             ),
             Some(r) => {
@@ -202,21 +206,21 @@ impl Stage for Promote {
                 if let Some(r) = &regression {
                     reason.push_str(&format!("; refused: {r}"));
                 }
-                let cm = if set == "test" {
-                    cm
-                } else {
-                    json!({"test": cur_test, set.clone(): cm})
-                };
+                let mut all = json!({"test": cur_test});
+                all[&set] = cm;
+                let cm = all;
                 (b && regression.is_none(), cm, reason)
             }
         };
         let promote_it = promote || ctx.forced;
+        let mut cand_all = json!({"test": cand_test});
+        cand_all[&set] = cand;
         let decision = json!({
             "promoted": promote_it,
             "forced": ctx.forced && !promote,
             "reason": reason,
             "decided_on": set,
-            "candidate": {"object": model.id, "metrics": if set == "test" { cand } else { json!({"test": cand_test, set.clone(): cand}) }},
+            "candidate": {"object": model.id, "metrics": cand_all},
             "current_best": {"object": current.as_ref().map(|r| r.target.id.clone()), "metrics": cur_metrics},
             "run_id": ctx.run_id,
         });

@@ -124,10 +124,7 @@ fn force_until_and_only_select_stages() {
     );
     let (code, err) = p.fails(&["run", P, "--only", "split"]);
     assert_eq!(code, 1);
-    assert!(
-        err.contains("needs the outputs of `corrections`"),
-        "{err}"
-    );
+    assert!(err.contains("needs the outputs of `corrections`"), "{err}");
     p.ok(&["run", P, "--until", "cluster-outliers"]);
     p.ok(&["run", P, "--only", "split"]);
     assert_eq!(
@@ -257,5 +254,8 @@ fn runs_diff_and_lineage() {
     let dot = p.ok(&["dag", P, "--format", "dot"]);
     assert!(dot.contains("\"corrections\" -> \"split\""), "{dot}");
     let mer = p.ok(&["dag", P, "--format", "mermaid"]);
-    assert!(mer.contains("corrections -->|records -> records| split"), "{mer}");
+    assert!(
+        mer.contains("corrections -->|records -> records| split"),
+        "{mer}"
+    );
 }

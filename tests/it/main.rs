@@ -1,8 +1,11 @@
 //! Integration tests: each runs the real `isco-dag` binary in a temporary project.
 
+mod api;
+mod browser;
 mod corrections;
 mod errors;
 mod freshness;
+mod http;
 mod model;
 mod store;
 mod support;

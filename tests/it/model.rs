@@ -63,8 +63,12 @@ fn promote_refuses_a_worse_model_unless_forced() {
     let d: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(d["promoted"], false, "{d}");
     assert!(
-        d["current_best"]["metrics"]["macro_f1"].as_f64().unwrap()
-            > d["candidate"]["metrics"]["macro_f1"].as_f64().unwrap()
+        d["current_best"]["metrics"]["test"]["macro_f1"]
+            .as_f64()
+            .unwrap()
+            > d["candidate"]["metrics"]["test"]["macro_f1"]
+                .as_f64()
+                .unwrap()
     );
     p.ok(&["run", P, "--force", "promote"]);
     let d: serde_json::Value = p.json("data/processed/promote/decision.json");

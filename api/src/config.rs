@@ -1,0 +1,112 @@
+//! `[serve]` and `[inference]` from the project config file, read strictly.
+
+use std::path::{Path, PathBuf};
+
+use classifier::predict::InferenceConfig;
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// Settings of `isco-dag serve` (config section `[serve]`; every key optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on (`127.0.0.1:0` picks a free port; the bound address is printed).
+    pub addr: String,
+    /// Artifact store holding the promoted model.
+    pub store: PathBuf,
+    /// Ref of the model to serve.
+    pub model_ref: String,
+    /// ISCO-08 reference CSV for the review page's code search and code validation.
+    pub reference: Option<PathBuf>,
+    /// Most records in one `/predict/batch` or `/predict/csv` request.
+    pub batch_limit: usize,
+    /// Largest JSON body in bytes.
+    pub json_max_bytes: usize,
+    /// Largest CSV upload in bytes.
+    pub csv_max_bytes: usize,
+    /// Where review queues are read from (the `predict` stage's `to_review_<date>.csv`) and
+    /// where API predictions that need review are appended (`api_review_<date>.csv`).
+    pub review_dir: PathBuf,
+    /// Where reviewers' decisions are appended (`review_<date>.csv`), for `finetune.toml`.
+    pub corrections_dir: PathBuf,
+    /// Token the write endpoints require (`Authorization: Bearer …`). Empty: taken from the
+    /// environment variable `ISCO_DAG_API_TOKEN`; with neither, writes are refused.
+    pub api_token: String,
+    /// Seconds between checks of the model ref (a promoted model is swapped in live).
+    pub reload_seconds: f64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            addr: "127.0.0.1:8000".into(),
+            store: PathBuf::from("artifacts/store"),
+            model_ref: "best".into(),
+            reference: None,
+            batch_limit: 10_000,
+            json_max_bytes: 16 << 20,
+            csv_max_bytes: 32 << 20,
+            review_dir: PathBuf::from("data/review"),
+            corrections_dir: PathBuf::from("data/corrections"),
+            api_token: String::new(),
+            reload_seconds: 2.0,
+        }
+    }
+}
+
+/// Everything the service is configured with.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `[serve]`.
+    pub serve: ServeConfig,
+    /// `[inference]`: thresholds, grades, top-k, cache.
+    pub inference: InferenceConfig,
+}
+
+impl Settings {
+    /// Reads `[serve]` and `[inference]` of a config file (defaults when the file or a
+    /// section is absent). Unknown keys are errors naming the file and key.
+    pub fn load(path: &Path) -> Result<Settings, Error> {
+        if !path.is_file() {
+            return Ok(Settings::default());
+        }
+        let bad = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let table: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let section = |name: &str| table.get(name).cloned();
+        let serve = match section("serve") {
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| bad(format!("section [serve]: {}", e.message())))?,
+            None => ServeConfig::default(),
+        };
+        let inference = match section("inference") {
+            Some(v) => v.try_into().map_err(|e: toml::de::Error| {
+                bad(format!("section [inference]: {}", e.message()))
+            })?,
+            None => InferenceConfig::default(),
+        };
+        Ok(Settings { serve, inference })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_serve_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[serve]\naddr = \"127.0.0.1:9\"\nbatch_limt = 5\n").unwrap();
+        let e = Settings::load(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("batch_limt"), "{e}");
+        std::fs::write(&p, "[serve]\nbatch_limit = 5\n[inference]\ntop_k = 2\n").unwrap();
+        let s = Settings::load(&p).unwrap();
+        assert_eq!((s.serve.batch_limit, s.inference.top_k), (5, 2));
+    }
+}

@@ -1,0 +1,551 @@
+//! The review loop: the queue of doubtful predictions (from the `predict` stage's
+//! `to_review_<date>.csv` files and from API calls flagged `needs_review`), the page coders
+//! use, and their decisions, appended to `data/corrections/review_<date>.csv` with coder,
+//! timestamp and the model's original prediction — the corrections `finetune.toml` learns.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use classifier::predict::Prediction;
+use classifier::text::record_text;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routes::{AlternativeOut, WordOut, explanation, parse_json};
+
+/// Columns of the corrections the page writes (the `corrections` stage reads them).
+const DECISION_COLUMNS: [&str; 9] = [
+    "job_title",
+    "duties_description",
+    "corrected_isco_code",
+    "coder",
+    "timestamp",
+    "note",
+    "predicted_isco_code",
+    "predicted_confidence",
+    "review_item",
+];
+
+/// Columns of the API review queue (the `predict` stage's review file has these and more).
+const QUEUE_COLUMNS: [&str; 7] = [
+    "job_title",
+    "duties_description",
+    "isco_code",
+    "confidence",
+    "grade",
+    "model_version",
+    "queued_at",
+];
+
+/// A queued record as the review page shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueItem {
+    /// Stable id (hash of title and duties).
+    pub id: String,
+    /// Job title.
+    pub job_title: String,
+    /// Duties.
+    pub duties_description: String,
+    /// File it was queued in.
+    pub source: String,
+    /// The model's original code.
+    pub predicted_isco_code: String,
+    /// The model's original confidence.
+    pub predicted_confidence: f64,
+    /// The current model's top codes.
+    pub suggestions: Vec<AlternativeOut>,
+    /// Words and their contribution to the first suggestion.
+    pub highlights: Vec<WordOut>,
+}
+
+/// The queue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueResponse {
+    /// Undecided items (at most `limit`).
+    pub items: Vec<QueueItem>,
+    /// Undecided items in all.
+    pub total: usize,
+}
+
+/// A code found by the search box.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchHit {
+    /// 4-digit code.
+    pub isco_code: String,
+    /// Title.
+    pub title: String,
+}
+
+/// A reviewer's decision.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// Queue item id.
+    pub item_id: String,
+    /// The right 4-digit ISCO-08 code.
+    pub isco_code: String,
+    /// Who decided (kept in the audit trail).
+    pub coder: String,
+    /// Optional remark.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Skipping an item.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Skip {
+    /// Queue item id.
+    pub item_id: String,
+}
+
+/// Query of the queue.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct QueueQuery {
+    /// Most items to return (default 50).
+    pub limit: Option<usize>,
+}
+
+/// Query of the search.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchQuery {
+    /// Words of a title, or the start of a code.
+    pub q: String,
+    /// Most hits (default 20).
+    pub limit: Option<usize>,
+}
+
+struct Queued {
+    id: String,
+    job_title: String,
+    duties: String,
+    source: String,
+    code: String,
+    confidence: f64,
+}
+
+/// Review state: where queues and decisions live, and what was skipped.
+pub struct Review {
+    review_dir: PathBuf,
+    corrections_dir: PathBuf,
+    write: Mutex<()>,
+    skipped: Mutex<HashSet<String>>,
+}
+
+/// The id of a record: a hash of its title and duties.
+pub fn item_id(job_title: &str, duties: &str) -> String {
+    let h = blake3::hash(format!("{job_title}\u{1f}{duties}").as_bytes());
+    h.to_hex()[..16].to_string()
+}
+
+fn today() -> String {
+    chrono::Local::now().format("%Y%m%d").to_string()
+}
+
+/// Appends one CSV row to `path` in a single write, with the header if the file is new.
+fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
+    if f.metadata()?.len() == 0 {
+        w.write_record(columns)?;
+    }
+    w.write_record(row)?;
+    let bytes = w
+        .into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    f.write_all(&bytes)?;
+    f.sync_data()
+}
+
+/// CSV files in a directory whose name starts with `prefix`, sorted.
+fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.extension().is_some_and(|e| e == "csv")
+                        && p.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+impl Review {
+    /// Review state over the given folders.
+    pub fn new(review_dir: PathBuf, corrections_dir: PathBuf) -> Review {
+        Review {
+            review_dir,
+            corrections_dir,
+            write: Mutex::new(()),
+            skipped: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Queues an API prediction that needs review (`api_review_<date>.csv`).
+    pub fn enqueue_api(
+        &self,
+        job_title: &str,
+        duties: &str,
+        p: &Prediction,
+        version: &str,
+    ) -> std::io::Result<()> {
+        let _g = self.write.lock().expect("review lock");
+        append_row(
+            &self.review_dir.join(format!("api_review_{}.csv", today())),
+            &QUEUE_COLUMNS,
+            &[
+                job_title.to_string(),
+                duties.to_string(),
+                p.isco_code.clone(),
+                format!("{:.4}", p.confidence),
+                p.grade.clone(),
+                version.to_string(),
+                chrono::Utc::now().to_rfc3339(),
+            ],
+        )
+    }
+
+    fn decided(&self) -> HashSet<String> {
+        let mut ids = self.skipped.lock().expect("skip lock").clone();
+        for f in csv_files(&self.corrections_dir, "review_") {
+            let Ok(mut r) = csv::Reader::from_path(&f) else {
+                continue;
+            };
+            let Some(col) = r
+                .headers()
+                .ok()
+                .and_then(|h| h.iter().position(|c| c == "review_item"))
+            else {
+                continue;
+            };
+            for rec in r.records().flatten() {
+                if let Some(id) = rec.get(col) {
+                    ids.insert(id.to_string());
+                }
+            }
+        }
+        ids
+    }
+
+    /// Undecided queued records, oldest file first, each once.
+    fn pending(&self) -> Vec<Queued> {
+        let decided = self.decided();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut files = csv_files(&self.review_dir, "to_review_");
+        files.extend(csv_files(&self.review_dir, "api_review_"));
+        for f in files {
+            let Ok(mut r) = csv::Reader::from_path(&f) else {
+                continue;
+            };
+            let Ok(h) = r.headers().cloned() else {
+                continue;
+            };
+            let col = |n: &str| h.iter().position(|c| c == n);
+            let (Some(t), d, c, p) = (
+                col("job_title"),
+                col("duties_description"),
+                col("isco_code"),
+                col("confidence"),
+            ) else {
+                continue;
+            };
+            let source = f
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            for rec in r.records().flatten() {
+                let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
+                let (job_title, duties) = (get(Some(t)), get(d));
+                if record_text(&job_title, &duties).is_empty() {
+                    continue;
+                }
+                let id = item_id(&job_title, &duties);
+                if decided.contains(&id) || !seen.insert(id.clone()) {
+                    continue;
+                }
+                out.push(Queued {
+                    id,
+                    job_title,
+                    duties,
+                    source: source.clone(),
+                    code: get(c),
+                    confidence: get(p).parse().unwrap_or(0.0),
+                });
+            }
+        }
+        out
+    }
+
+    /// Appends a decision to `review_<date>.csv`; returns the file.
+    fn record(&self, q: &Queued, d: &Decision) -> std::io::Result<PathBuf> {
+        let _g = self.write.lock().expect("review lock");
+        let path = self.corrections_dir.join(format!("review_{}.csv", today()));
+        append_row(
+            &path,
+            &DECISION_COLUMNS,
+            &[
+                q.job_title.clone(),
+                q.duties.clone(),
+                d.isco_code.clone(),
+                d.coder.trim().to_string(),
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                d.note.clone(),
+                q.code.clone(),
+                format!("{:.4}", q.confidence),
+                q.id.clone(),
+            ],
+        )?;
+        Ok(path)
+    }
+}
+
+type St = State<Arc<AppState>>;
+
+fn authorised(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &st.token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no API token is configured on the server; set ISCO_DAG_API_TOKEN or [serve] api_token and restart",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-token").and_then(|v| v.to_str().ok()))
+        .unwrap_or("");
+    // Compare without an early exit on the first differing byte.
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |a, (x, y)| a | (x ^ y))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token; send `Authorization: Bearer <token>`",
+        ))
+    }
+}
+
+/// The review page.
+pub async fn page() -> Html<&'static str> {
+    Html(include_str!("review.html"))
+}
+
+/// The undecided queue with the current model's suggestions and highlighted words.
+#[utoipa::path(get, path = "/review/queue", params(QueueQuery),
+    responses((status = 200, body = QueueResponse), (status = 503, body = crate::routes::ErrorBody)))]
+pub async fn queue(
+    State(st): St,
+    Query(q): Query<QueueQuery>,
+) -> Result<Json<QueueResponse>, ApiError> {
+    let m = st.loaded()?;
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let st2 = st.clone();
+    let resp = tokio::task::spawn_blocking(move || {
+        let pending = st2.review.pending();
+        let total = pending.len();
+        let items = pending
+            .into_iter()
+            .take(limit)
+            .map(|p| {
+                let text = record_text(&p.job_title, &p.duties);
+                let pred = m.predictor.predict_one(&text);
+                let highlights = pred
+                    .alternatives
+                    .first()
+                    .and_then(|a| explanation(&m, &text, &a.isco_code))
+                    .map(|e| e.words)
+                    .unwrap_or_default();
+                QueueItem {
+                    id: p.id,
+                    job_title: p.job_title,
+                    duties_description: p.duties,
+                    source: p.source,
+                    predicted_isco_code: p.code,
+                    predicted_confidence: p.confidence,
+                    suggestions: pred
+                        .alternatives
+                        .into_iter()
+                        .map(|a| AlternativeOut {
+                            isco_code: a.isco_code,
+                            title: a.title,
+                            confidence: a.confidence,
+                        })
+                        .collect(),
+                    highlights,
+                }
+            })
+            .collect();
+        QueueResponse { items, total }
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(resp))
+}
+
+/// Unit groups whose code starts with, or whose title contains, the query.
+#[utoipa::path(get, path = "/review/search", params(SearchQuery),
+    responses((status = 200, body = Vec<SearchHit>)))]
+pub async fn search(State(st): St, Query(q): Query<SearchQuery>) -> Json<Vec<SearchHit>> {
+    let limit = q.limit.unwrap_or(20).min(200);
+    let words: Vec<String> =
+        q.q.to_lowercase()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+    let mut units: Vec<(String, String)> = match &st.taxonomy {
+        Some(t) => t
+            .units()
+            .map(|g| (g.code.clone(), g.title.clone()))
+            .collect(),
+        None => st
+            .model
+            .get()
+            .map(|m| {
+                m.predictor
+                    .meta
+                    .labels
+                    .iter()
+                    .map(|c| (c.clone(), m.predictor.title(c).to_string()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    units.sort();
+    let hits = units
+        .into_iter()
+        .filter(|(code, title)| {
+            let t = title.to_lowercase();
+            !words.is_empty()
+                && (code.starts_with(&words[0]) || words.iter().all(|w| t.contains(w.as_str())))
+        })
+        .take(limit)
+        .map(|(isco_code, title)| SearchHit { isco_code, title })
+        .collect();
+    Json(hits)
+}
+
+/// Record a decision: the item's text with the chosen code becomes a correction.
+#[utoipa::path(post, path = "/review/decision", request_body = Decision,
+    responses((status = 201), (status = 401, body = crate::routes::ErrorBody), (status = 404, body = crate::routes::ErrorBody), (status = 422, body = crate::routes::ErrorBody)),
+    security(("api_token" = [])))]
+pub async fn decision(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorised(&st, &headers)?;
+    let d: Decision = parse_json(body, st.settings.serve.json_max_bytes)?;
+    let code = d.isco_code.trim();
+    if code.len() != 4 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::unprocessable(format!(
+            "`{code}` is not a 4-digit ISCO-08 unit group code"
+        )));
+    }
+    if let Some(t) = &st.taxonomy
+        && let Err(why) = t.check_unit(code)
+    {
+        return Err(ApiError::unprocessable(why));
+    }
+    if d.coder.trim().is_empty() {
+        return Err(ApiError::unprocessable(
+            "`coder` is empty; give your coder id (it is kept in the audit trail)",
+        ));
+    }
+    let st2 = st.clone();
+    let path = tokio::task::spawn_blocking(move || {
+        let item = st2
+            .review
+            .pending()
+            .into_iter()
+            .find(|q| q.id == d.item_id)
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "no undecided queue item `{}`; it may have been decided already — reload the queue",
+                        d.item_id
+                    ),
+                )
+            })?;
+        st2.review.record(&item, &d).map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the decision could not be saved: {e}; try again"),
+            )
+        })
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    st.metrics.decision();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"status": "recorded", "file": path.display().to_string()})),
+    )
+        .into_response())
+}
+
+/// Skip an item for the rest of this server's run.
+#[utoipa::path(post, path = "/review/skip", request_body = Skip,
+    responses((status = 204), (status = 401, body = crate::routes::ErrorBody)),
+    security(("api_token" = [])))]
+pub async fn skip(
+    State(st): St,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    authorised(&st, &headers)?;
+    let s: Skip = parse_json(body, st.settings.serve.json_max_bytes)?;
+    st.review
+        .skipped
+        .lock()
+        .expect("skip lock")
+        .insert(s.item_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_append_with_one_header_and_quoting() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/review_x.csv");
+        append_row(&p, &["a", "b"], &["x, y".into(), "1".into()]).unwrap();
+        append_row(&p, &["a", "b"], &["z".into(), "2".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "a,b\n\"x, y\",1\nz,2\n"
+        );
+        assert_eq!(item_id("chef", ""), item_id("chef", ""));
+        assert_ne!(item_id("chef", "a"), item_id("chefa", ""));
+    }
+}

@@ -1,0 +1,36 @@
+use std::io::Write as _;
+use std::path::PathBuf;
+
+/// `isco-dag serve`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on (default: `[serve] addr`, else 127.0.0.1:8000; port 0 picks one).
+    #[arg(long)]
+    addr: Option<String>,
+    /// Config file with the [serve] and [inference] sections.
+    #[arg(long, default_value = "config/default.toml")]
+    config: PathBuf,
+    /// Store directory (default: `[serve] store`, else artifacts/store).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+pub fn exec(a: Args) -> anyhow::Result<()> {
+    let mut settings = api::Settings::load(&a.config)?;
+    if let Some(addr) = a.addr {
+        settings.serve.addr = addr;
+    }
+    if let Some(store) = a.store {
+        settings.serve.store = store;
+    }
+    api::serve(settings, |addr| {
+        // The bound address, on stdout, so scripts and tests can find a port-0 server.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "listening on http://{addr} (API docs: http://{addr}/docs, review page: http://{addr}/review)"
+        );
+        let _ = out.flush();
+    })?;
+    Ok(())
+}

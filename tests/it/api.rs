@@ -1,0 +1,391 @@
+//! `isco-dag serve`: the real server on an ephemeral port, every endpoint and the error
+//! cases (always JSON 4xx, never a 500), token-protected review decisions, and a live model
+//! swap after a promotion.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use crate::http::{get, multipart, post_json, request};
+use crate::support::Project;
+
+pub const TOKEN: &str = "test-token-42";
+
+/// A running server, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn start(p: &Project, extra: &[&str]) -> Server {
+    let mut args = vec!["serve", "--addr", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut child = p
+        .cmd(&args)
+        .env("ISCO_DAG_API_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    Server { child, addr }
+}
+
+fn error_of(r: &crate::http::Response) -> String {
+    let v = r.json();
+    assert_eq!(v["status"], r.status, "{v}");
+    v["error"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn every_endpoint_and_every_error_is_json() {
+    let p = Project::new(600);
+    // No model yet: 503 with what to do, not a crash.
+    let s = start(&p, &[]);
+    let r = get(&s.addr, "/health");
+    assert_eq!(r.status, 503);
+    assert!(error_of(&r).contains("isco-dag run pipelines/full.toml"));
+    drop(s);
+
+    p.ok(&["run", "pipelines/full.toml"]);
+    let s = start(&p, &[]);
+    let a = s.addr.as_str();
+    assert_eq!(get(a, "/health").json()["status"], "ok");
+    let model = get(a, "/model").json();
+    assert_eq!(model["ref"], "best");
+    assert!(model["version"].as_str().unwrap().len() == 64, "{model}");
+    assert!(
+        model["evaluation"]["test"]["accuracy"].as_f64().unwrap() > 0.5,
+        "{model}"
+    );
+
+    // One job, with explanation.
+    let r = post_json(
+        a,
+        "/predict/job",
+        r#"{"job_title":"java developer","duties_description":"writing computer programs","explain":true,"id":"r1"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["isco_code"], "2512");
+    assert_eq!(v["level"], 4);
+    assert_eq!(v["id"], "r1");
+    assert_eq!(v["alternatives"].as_array().unwrap().len(), 3);
+    assert_eq!(v["model_version"], model["version"]);
+    assert!(
+        v["explanation"]["words"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["word"] == "developer")),
+        "{v}"
+    );
+    for key in [
+        "confidence",
+        "grade",
+        "is_fallback",
+        "needs_review",
+        "title",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing in {v}");
+    }
+
+    // Bad input: malformed, missing field, wrong type, unknown field, empty text,
+    // wrong method, unknown route.
+    let cases: &[(&str, u16, &str)] = &[
+        (r#"{"job_title": "chef""#, 400, "not valid JSON"),
+        (
+            r#"{"duties_description":"cooking"}"#,
+            422,
+            "missing field `job_title`",
+        ),
+        (r#"{"job_title": 5}"#, 422, "invalid type: integer `5`"),
+        (
+            r#"{"job_title":"chef","salary":3}"#,
+            422,
+            "unknown field `salary`",
+        ),
+        (
+            r#"{"job_title":"  ","duties_description":"!!"}"#,
+            422,
+            "both empty",
+        ),
+    ];
+    for (body, status, text) in cases {
+        let r = post_json(a, "/predict/job", body);
+        assert_eq!(r.status, *status, "{body}: {}", r.text());
+        assert!(error_of(&r).contains(text), "{body}: {}", r.text());
+    }
+    let r = get(a, "/predict/job");
+    assert_eq!(r.status, 405);
+    assert!(error_of(&r).contains("POST"));
+    let r = get(a, "/nothing/here");
+    assert_eq!(r.status, 404);
+    error_of(&r);
+
+    // Batch, and its limit.
+    let r = post_json(
+        a,
+        "/predict/batch",
+        r#"[{"job_title":"chef","id":"a"},{"job_title":"nurse","duties_description":"caring for patients"}]"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 2);
+    assert_eq!(v["predictions"][0]["id"], "a");
+    let r = post_json(a, "/predict/batch", r#"{"job_title":"chef"}"#);
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = post_json(
+        a,
+        "/predict/batch",
+        r#"[{"job_title":"chef"},{"job_title":""}]"#,
+    );
+    assert!(error_of(&r).contains("record 1"), "{}", r.text());
+    drop(s);
+
+    // Small limits from the config: too many rows, oversized bodies.
+    p.edit(
+        "config/default.toml",
+        "batch_limit = 10000",
+        "batch_limit = 3",
+    );
+    p.edit(
+        "config/default.toml",
+        "json_max_bytes = 16777216",
+        "json_max_bytes = 2000",
+    );
+    p.edit(
+        "config/default.toml",
+        "csv_max_bytes = 33554432",
+        "csv_max_bytes = 3000",
+    );
+    let s = start(&p, &[]);
+    let a = s.addr.as_str();
+    let four = r#"[{"job_title":"a"},{"job_title":"b"},{"job_title":"c"},{"job_title":"d"}]"#;
+    let r = post_json(a, "/predict/batch", four);
+    assert_eq!(r.status, 413);
+    assert!(error_of(&r).contains("at most 3"));
+    let big = format!(r#"{{"job_title":"{}"}}"#, "x".repeat(5000));
+    let r = post_json(a, "/predict/job", &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(error_of(&r).contains("json_max_bytes"));
+
+    // CSV: columns kept, predictions appended, unusable rows flagged, errors.
+    let csv = b"id,job_title,duties_description\n1,chef,cooking meals\n2,\"nurse, senior\",caring for patients\n3,,\n";
+    let (ct, body) = multipart("file", "jobs.csv", csv);
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("content-type").unwrap().starts_with("text/csv"));
+    let text = r.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("id,job_title,duties_description,isco_code,level,title,confidence"),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with("1,chef,cooking meals,5120,4,"),
+        "{text}"
+    );
+    assert!(
+        lines[3].ends_with("the job title and duties are empty"),
+        "{text}"
+    );
+    let (ct, body) = multipart("file", "bad.csv", b"job_title\ncaf\xe9 owner\n");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 400);
+    assert!(
+        error_of(&r).contains("not valid UTF-8 (line 2"),
+        "{}",
+        r.text()
+    );
+    let (ct, body) = multipart("file", "t.csv", b"title\nchef\n");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 422);
+    assert!(error_of(&r).contains("no `job_title` column"));
+    let (ct, body) = multipart("file", "many.csv", b"job_title\na\nb\nc\nd\n");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 413);
+    let (ct, body) = multipart(
+        "file",
+        "huge.csv",
+        format!("job_title\n{}\n", "chef\n".repeat(2000)).as_bytes(),
+    );
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(error_of(&r).contains("csv_max_bytes"));
+    let r = request(
+        a,
+        "POST",
+        "/predict/csv",
+        &[("Content-Type", "text/csv")],
+        b"job_title\nchef\n",
+    );
+    assert_eq!(r.status, 400);
+    error_of(&r);
+
+    // Docs and metrics.
+    let spec = get(a, "/openapi.json").json();
+    for path in [
+        "/predict/job",
+        "/predict/batch",
+        "/predict/csv",
+        "/health",
+        "/model",
+        "/metrics",
+        "/review/decision",
+    ] {
+        assert!(spec["paths"].get(path).is_some(), "{path} not documented");
+    }
+    let docs = get(a, "/docs/");
+    assert_eq!(docs.status, 200);
+    assert!(docs.text().contains("swagger"), "{}", docs.text());
+    let m = get(a, "/metrics").text();
+    assert!(
+        m.contains("isco_requests_total{endpoint=\"/predict/batch\",status=\"413\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("isco_request_duration_seconds_bucket{endpoint=\"/predict/csv\",le=\"+Inf\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("isco_predictions_total{grade=\"very_high\"}"),
+        "{m}"
+    );
+    assert!(m.contains("isco_model_reloads_total 1"), "{m}");
+}
+
+#[test]
+fn review_decisions_need_the_token_and_become_corrections() {
+    let p = Project::new(600);
+    p.ok(&["run", "pipelines/full.toml"]);
+    // Every prediction needs review here (the small test model is confident about anything).
+    p.edit(
+        "config/default.toml",
+        "review_threshold = 0.5",
+        "review_threshold = 0.99999",
+    );
+    let s = start(&p, &[]);
+    let a = s.addr.as_str();
+    // A job the model is unsure of goes to the review queue.
+    let v = post_json(
+        a,
+        "/predict/job",
+        r#"{"job_title":"zorblax wrangler","duties_description":"qwerty"}"#,
+    )
+    .json();
+    assert_eq!(v["needs_review"], true, "{v}");
+    let q = get(a, "/review/queue").json();
+    let item = q["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["job_title"] == "zorblax wrangler")
+        .unwrap_or_else(|| panic!("{q}"))
+        .clone();
+    assert_eq!(item["suggestions"].as_array().unwrap().len(), 3);
+    assert!(!item["highlights"].as_array().unwrap().is_empty());
+    let hits = get(a, "/review/search?q=cook").json();
+    assert_eq!(hits[0]["isco_code"], "5120", "{hits}");
+
+    let id = item["id"].as_str().unwrap();
+    let body = format!(r#"{{"item_id":"{id}","isco_code":"5120","coder":"ana"}}"#);
+    let r = post_json(a, "/review/decision", &body);
+    assert_eq!(r.status, 401);
+    let wrong = request(
+        a,
+        "POST",
+        "/review/decision",
+        &[("Authorization", "Bearer nope")],
+        body.as_bytes(),
+    );
+    assert_eq!(wrong.status, 401);
+    let auth = format!("Bearer {TOKEN}");
+    let h = [("Authorization", auth.as_str())];
+    let bad = format!(r#"{{"item_id":"{id}","isco_code":"9999","coder":"ana"}}"#);
+    let r = request(a, "POST", "/review/decision", &h, bad.as_bytes());
+    assert_eq!(r.status, 422, "{}", r.text());
+    let r = request(a, "POST", "/review/decision", &h, body.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let again = request(a, "POST", "/review/decision", &h, body.as_bytes());
+    assert_eq!(again.status, 404);
+
+    let dir = p.path("data/corrections");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("job_title,duties_description,corrected_isco_code,coder,timestamp,note,predicted_isco_code,predicted_confidence,review_item\n"), "{text}");
+    assert!(text.contains("zorblax wrangler,qwerty,5120,ana,"), "{text}");
+    assert!(text.trim_end().ends_with(id), "{text}");
+    let q = get(a, "/review/queue").json();
+    assert!(
+        q["items"].as_array().unwrap().iter().all(|i| i["id"] != id),
+        "{q}"
+    );
+
+    // The decision is a correction the fine-tune pipeline reads.
+    p.ok(&["run", "pipelines/finetune.toml", "--until", "corrections"]);
+    let run = p.last_run();
+    let m = &crate::support::stage_of(&run, "corrections")["metrics"];
+    assert_eq!(m["corrections"], 1, "{m}");
+    assert_eq!(m["quarantined"], 0, "{m}");
+}
+
+#[test]
+fn a_promoted_model_is_swapped_in_without_a_restart() {
+    let p = Project::new(600);
+    p.ok(&["run", "pipelines/full.toml"]);
+    p.edit(
+        "config/default.toml",
+        "reload_seconds = 2.0",
+        "reload_seconds = 0.2",
+    );
+    let s = start(&p, &[]);
+    let a = s.addr.as_str();
+    let before = get(a, "/model").json()["version"].clone();
+    // Keep requests flowing while a new model is trained and force-promoted.
+    let addr = a.to_string();
+    let load = std::thread::spawn(move || {
+        let mut statuses = Vec::new();
+        for _ in 0..300 {
+            statuses.push(post_json(&addr, "/predict/job", r#"{"job_title":"chef"}"#).status);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        statuses
+    });
+    p.edit("config/default.toml", "dim = 64", "dim = 32");
+    p.ok(&["run", "pipelines/full.toml", "--force", "promote"]);
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = get(a, "/model").json()["version"].clone();
+        if after != before {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_ne!(
+        after, before,
+        "the server did not pick up the promoted model"
+    );
+    let statuses = load.join().unwrap();
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+    let m = get(a, "/metrics").text();
+    assert!(m.contains("isco_model_reloads_total 2"), "{m}");
+}

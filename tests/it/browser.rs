@@ -1,0 +1,224 @@
+//! The review page in headless Chromium, driven over WebDriver (Debian's `chromium` and
+//! `chromium-driver`; `.ci/run` installs them): load `/review`, search a code, pick it,
+//! submit, and check that the corrections file gained the row.
+//!
+//! Without chromedriver the test says so and passes, unless `ISCO_DAG_REQUIRE_BROWSER=1`
+//! (set by `.ci/run`), where a missing browser is a failure.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::api::{TOKEN, start};
+use crate::http::{post_json, request};
+use crate::support::Project;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+struct Driver {
+    child: Child,
+    addr: String,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = request(
+            &self.addr,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            &[],
+            b"",
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn call(addr: &str, method: &str, path: &str, body: Value) -> Value {
+    let r = if body.is_null() {
+        request(addr, method, path, &[], b"")
+    } else {
+        let b = body.to_string();
+        request(
+            addr,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            b.as_bytes(),
+        )
+    };
+    let v = r.json();
+    assert!(r.status < 300, "WebDriver {method} {path}: {v}");
+    v["value"].clone()
+}
+
+impl Driver {
+    fn start() -> Option<Driver> {
+        let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(driver) = driver else {
+            assert!(
+                std::env::var("ISCO_DAG_REQUIRE_BROWSER").is_err(),
+                "chromedriver is not installed; apt-get install chromium chromium-driver"
+            );
+            eprintln!("browser test skipped: install chromium and chromium-driver to run it");
+            return None;
+        };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = format!("127.0.0.1:{port}");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "chromedriver did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let v = call(&addr, "POST", "/session", caps);
+        Some(Driver {
+            child,
+            addr,
+            session: v["sessionId"].as_str().unwrap().to_string(),
+            _profile: profile,
+        })
+    }
+
+    fn path(&self, p: &str) -> String {
+        format!("/session/{}{p}", self.session)
+    }
+
+    fn goto(&self, url: &str) {
+        call(&self.addr, "POST", &self.path("/url"), json!({"url": url}));
+    }
+
+    /// Waits up to 10 s for a CSS selector; returns the element id.
+    fn find(&self, css: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let b = json!({"using": "css selector", "value": css}).to_string();
+            let r = request(
+                &self.addr,
+                "POST",
+                &self.path("/elements"),
+                &[("Content-Type", "application/json")],
+                b.as_bytes(),
+            );
+            if let Some(e) = r.json()["value"]
+                .as_array()
+                .and_then(|a| a.first().cloned())
+            {
+                return e[ELEMENT].as_str().unwrap().to_string();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no element `{css}` on the page"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        call(
+            &self.addr,
+            "POST",
+            &self.path(&format!("/element/{e}/click")),
+            json!({}),
+        );
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        call(
+            &self.addr,
+            "POST",
+            &self.path(&format!("/element/{e}/value")),
+            json!({"text": text}),
+        );
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        call(
+            &self.addr,
+            "GET",
+            &self.path(&format!("/element/{e}/text")),
+            Value::Null,
+        )
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+    }
+}
+
+#[test]
+fn a_coder_reviews_a_job_in_the_browser() {
+    let p = Project::new(600);
+    p.ok(&["run", "pipelines/full.toml"]);
+    p.edit(
+        "config/default.toml",
+        "review_threshold = 0.5",
+        "review_threshold = 0.99999",
+    );
+    let s = start(&p, &[]);
+    let r = post_json(
+        &s.addr,
+        "/predict/job",
+        r#"{"job_title":"head chef","duties_description":"planning menus"}"#,
+    );
+    assert!(r.json()["needs_review"].as_bool().unwrap(), "{}", r.text());
+    let Some(d) = Driver::start() else { return };
+
+    d.goto(&format!("http://{}/review", s.addr));
+    d.find("body[data-loaded]");
+    assert!(d.text("section.item h2").contains("head chef"));
+    // Three suggestions with titles and the highlighted words are shown.
+    d.find("section.item .suggest[data-code]");
+    d.find("section.item .words span");
+    d.type_into("#coder", "ana");
+    d.type_into("#token", TOKEN);
+    d.type_into("section.item .search", "cooks");
+    d.click("section.item .pick[data-code='5120']");
+    d.click("section.item .submit");
+    d.find("section.item[data-done] .status.ok");
+
+    let dir = p.path("data/corrections");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[1].starts_with("head chef,planning menus,5120,ana,"),
+        "{text}"
+    );
+}
