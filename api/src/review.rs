@@ -390,15 +390,7 @@ pub async fn queue(
                     source: p.source,
                     predicted_isco_code: p.code,
                     predicted_confidence: p.confidence,
-                    suggestions: pred
-                        .alternatives
-                        .into_iter()
-                        .map(|a| AlternativeOut {
-                            isco_code: a.isco_code,
-                            title: a.title,
-                            confidence: a.confidence,
-                        })
-                        .collect(),
+                    suggestions: pred.alternatives.into_iter().map(Into::into).collect(),
                     highlights,
                 }
             })

@@ -71,6 +71,16 @@ pub struct AlternativeOut {
     pub confidence: f64,
 }
 
+impl From<classifier::predict::Alternative> for AlternativeOut {
+    fn from(a: classifier::predict::Alternative) -> Self {
+        AlternativeOut {
+            isco_code: a.isco_code,
+            title: a.title,
+            confidence: a.confidence,
+        }
+    }
+}
+
 /// A word's contribution to the chosen code's score.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WordOut {
@@ -199,15 +209,7 @@ fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPrediction {
         grade: p.grade,
         is_fallback: p.is_fallback,
         needs_review: p.needs_review,
-        alternatives: p
-            .alternatives
-            .into_iter()
-            .map(|a| AlternativeOut {
-                isco_code: a.isco_code,
-                title: a.title,
-                confidence: a.confidence,
-            })
-            .collect(),
+        alternatives: p.alternatives.into_iter().map(Into::into).collect(),
         model_version: version.to_string(),
         explanation: None,
     }

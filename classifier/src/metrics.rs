@@ -46,6 +46,17 @@ pub struct Evaluation {
     pub confusion_2digit: BTreeMap<(String, String), usize>,
 }
 
+impl Evaluation {
+    /// The non-empty reliability bins as (mean confidence, accuracy) points, for plots.
+    pub fn reliability_points(&self) -> Vec<(f64, f64)> {
+        self.reliability
+            .iter()
+            .filter(|r| r.2 > 0)
+            .map(|r| (r.0, r.1))
+            .collect()
+    }
+}
+
 fn f1(p: f64, r: f64) -> f64 {
     if p + r == 0.0 {
         0.0

@@ -280,6 +280,81 @@ impl Trained {
         }
     }
 
+    /// Weight imprinting for classes that have no trained output row yet: each class in
+    /// `rows_by_class` gets, as its output row, the mean of its examples' inputs to the
+    /// output layer (bag, through the hidden layer if any), scaled to the mean norm of the
+    /// other rows, and the mean bias. A new class then scores its own examples well from
+    /// the first step instead of starting from zero.
+    pub fn imprint(&self, x: &FeatureMatrix, rows_by_class: &[(usize, Vec<usize>)]) -> Trained {
+        let out = &self.head.out;
+        let device = out.weight.val().device();
+        let [inner, classes] = out.weight.val().dims();
+        let mut w = out
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float weights");
+        let mut b = out
+            .bias
+            .as_ref()
+            .map(|b| b.val().into_data().try_to_vec::<f32>().expect("float bias"))
+            .unwrap_or_else(|| vec![0.0; classes]);
+        let new: std::collections::HashSet<usize> = rows_by_class.iter().map(|(c, _)| *c).collect();
+        let old: Vec<usize> = (0..classes).filter(|c| !new.contains(c)).collect();
+        if old.is_empty() {
+            return self.clone();
+        }
+        let col_norm = |w: &[f32], c: usize| -> f32 {
+            (0..inner)
+                .map(|i| w[i * classes + c].powi(2))
+                .sum::<f32>()
+                .sqrt()
+        };
+        let mean_norm = old.iter().map(|&c| col_norm(&w, c)).sum::<f32>() / old.len() as f32;
+        let mean_bias = old.iter().map(|&c| b[c]).sum::<f32>() / old.len() as f32;
+        for (c, rows) in rows_by_class {
+            if rows.is_empty() {
+                continue;
+            }
+            let h = bags(&self.table, self.dim, x, rows);
+            let h = Tensor::<2>::from_data(TensorData::new(h, [rows.len(), self.dim]), &device);
+            let h = match &self.head.hidden {
+                Some(l) => Relu::new().forward(l.forward(h)),
+                None => h,
+            };
+            let h = h
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("float activations");
+            let mut proto = vec![0f32; inner];
+            for r in h.chunks(inner) {
+                proto.iter_mut().zip(r).for_each(|(p, v)| *p += v);
+            }
+            let norm = proto.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm == 0.0 {
+                continue;
+            }
+            for (i, v) in proto.iter().enumerate() {
+                w[i * classes + c] = v / norm * mean_norm;
+            }
+            b[*c] = mean_bias;
+        }
+        let mut head = self.head.clone();
+        head.out.weight = Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(w, [inner, classes]),
+            &device,
+        ));
+        head.out.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
+            TensorData::new(b, [classes]),
+            &device,
+        )));
+        Trained {
+            head,
+            ..self.clone()
+        }
+    }
+
     /// An empty module of the right shapes, to load a record into.
     pub fn empty_module(buckets: usize, cfg: &TrainConfig, classes: usize) -> NgramNet {
         let device = device();

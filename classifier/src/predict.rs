@@ -342,9 +342,31 @@ impl Predictor {
         use rayon::prelude::*;
         let c = self.classes();
         let mut out = Vec::with_capacity(texts.len());
+        let inv_t = (1.0 / self.meta.temperature) as f32;
         for chunk in texts.chunks(16_384) {
-            let probs = self.probabilities(chunk);
-            let preds: Vec<Prediction> = probs.par_chunks(c).map(|p| self.decide(p)).collect();
+            // Softmax, calibration and decision row by row on a small buffer, so the
+            // probability matrix is never written out and read back.
+            let logits = self.logits(chunk);
+            let preds: Vec<Prediction> = logits
+                .par_chunks(c)
+                .map_init(
+                    || vec![0f32; c],
+                    |p, row| {
+                        let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                        let mut sum = 0f32;
+                        for (v, x) in p.iter_mut().zip(row) {
+                            *v = ((x - m) * inv_t).exp();
+                            sum += *v;
+                        }
+                        // Same arithmetic as `softmax_rows`, so both paths agree exactly.
+                        p.iter_mut().for_each(|v| *v /= sum);
+                        if let Some(iso) = &self.meta.isotonic {
+                            iso.apply_row(p);
+                        }
+                        self.decide(p)
+                    },
+                )
+                .collect();
             out.extend(preds);
         }
         out

@@ -275,7 +275,22 @@ fn frozen_result(
         Fresh::Yes(_) => vec![],
         Fresh::No(r) => r,
     };
-    Ok(Some((rec, why)))
+    // Frozen means "ignore what changed upstream", not "ignore a changed stage": a new kind,
+    // implementation version or param (e.g. the record came from another pipeline's stage of
+    // the same id) re-runs it.
+    let own_change = why.iter().any(|r| {
+        matches!(
+            r,
+            DirtyReason::CacheVersionChanged { .. }
+                | DirtyReason::KindChanged { .. }
+                | DirtyReason::VersionChanged { .. }
+                | DirtyReason::ParamChanged { .. }
+                | DirtyReason::ParamAdded { .. }
+                | DirtyReason::ParamRemoved { .. }
+                | DirtyReason::FingerprintUnreadable
+        )
+    });
+    Ok((!own_change).then_some((rec, why)))
 }
 
 /// A stage's last successful result if its outputs are intact.

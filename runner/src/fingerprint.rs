@@ -28,7 +28,8 @@
 //! record is removed before a stage re-runs, so a killed run leaves it stale.
 //!
 //! A pipeline may freeze stages (`[pipeline] frozen = [...]`, like DVC's frozen stages): a
-//! frozen stage with an intact last result keeps it even when its key changed, and its
+//! frozen stage with an intact last result keeps it even when its inputs or upstream outputs
+//! changed (a changed kind, implementation version or param still re-runs it), and its
 //! dependents key on those kept outputs; `status` reports it `frozen` with the reasons it
 //! would otherwise re-run, and `--force STAGE` still runs it. `finetune.toml` uses this so
 //! new corrections never re-train the historical model.

@@ -307,19 +307,25 @@ fn write_report(
             );
         }
     }
-    html.push_str("</table><div class=row>");
+    html.push_str("</table>");
+    let pngs = crate::plots::write(dir, name, e)?;
+    if pngs.is_empty() {
+        html.push_str("<p>PNG plots skipped: no TrueType font found (install fonts-dejavu or set ISCO_DAG_FONT).</p>");
+    } else {
+        html.push_str("<div class=row>");
+        for f in &pngs {
+            let _ = write!(html, "<img src=\"{f}\" alt=\"{f}\" width=480>");
+        }
+        html.push_str("</div>");
+    }
+    html.push_str("<div class=row>");
     html.push_str(&svg_curve(
         &e.coverage_curve,
         "share coded automatically",
         "accuracy",
         false,
     ));
-    let rel: Vec<(f64, f64)> = e
-        .reliability
-        .iter()
-        .filter(|r| r.2 > 0)
-        .map(|r| (r.0, r.1))
-        .collect();
+    let rel = e.reliability_points();
     html.push_str(&svg_curve(&rel, "confidence", "accuracy", true));
     html.push_str("</div><h3>Most confused pairs</h3><table><tr><th>true</th><th>predicted</th><th>n</th></tr>");
     for (t, p, n) in &e.confused {
@@ -353,7 +359,7 @@ fn write_report(
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "2", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "3", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }

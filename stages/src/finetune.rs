@@ -3,8 +3,10 @@
 //! Starts from the base model (the one `train` produced and `promote` made `best`), trains on
 //! the corrections (repeated `corrections_repeats` times per epoch) plus a seeded replay
 //! sample of the original training split, so the model learns the corrections without
-//! forgetting the historical records, for a few epochs at lower learning rates. Codes the
-//! base model has never seen get new output rows (zero weights, lowest bias). The calibration
+//! forgetting the historical records, for a few epochs at lower learning rates (at least
+//! `min_steps` optimiser steps, so a handful of corrections still counts). Codes the base
+//! model has never seen get new output rows, imprinted from their corrections' mean
+//! representation (weight imprinting) so they compete from the first step. The calibration
 //! is refitted on the validation split, and the result is a complete model artifact like
 //! `train`'s.
 //!
@@ -25,7 +27,7 @@ use serde_json::json;
 use crate::clean::load_taxonomy;
 use crate::error::Error;
 use crate::records::Records;
-use crate::train::encode;
+use crate::train::{encode, labelled_features};
 
 /// Params of `fine-tune` (config section `[finetune]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +47,9 @@ pub struct FineTuneParams {
     pub corrections_repeats: u32,
     /// Records sampled from the original training split and replayed (0: none).
     pub replay_size: usize,
+    /// Fewest optimisation steps: small correction sets get more epochs, so that a handful
+    /// of corrections still moves the model.
+    pub min_steps: usize,
     /// Seed for the replay sample and shuffling.
     pub seed: u64,
     /// Calibration refitted on validation: `isotonic`, `ece` or `nll` (see `train`).
@@ -61,6 +66,7 @@ impl Default for FineTuneParams {
             label_smoothing: 0.1,
             corrections_repeats: 4,
             replay_size: 20_000,
+            min_steps: 200,
             seed: 42,
             calibration: "isotonic".into(),
         }
@@ -110,7 +116,7 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
 }];
 
 impl Stage for FineTune {
-    runner::stage_metadata!("fine-tune", version "1", "continue training the base model on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneParams);
+    runner::stage_metadata!("fine-tune", version "2", "continue training the base model on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<FineTuneParams>(raw)?;
         let p: FineTuneParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
@@ -176,19 +182,36 @@ impl Stage for FineTune {
             .map(|c| c.expect("every code is in the label set"))
             .collect();
         let fc = base.meta.features.clone();
+        let examples: usize = repeats.iter().map(|&r| r as usize).sum();
+        let steps_per_epoch = examples.div_ceil(p.batch_size).max(1);
+        let epochs = p.epochs.max(p.min_steps.div_ceil(steps_per_epoch));
         let tc = TrainConfig {
-            epochs: p.epochs,
+            epochs,
             batch_size: p.batch_size,
             lr_embedding: p.lr_embedding,
             lr_head: p.lr_head,
             label_smoothing: p.label_smoothing,
-            early_stopping_patience: p.epochs,
+            early_stopping_patience: epochs,
             seed: p.seed,
             ..base.meta.train.clone()
         };
-        ctx.progress.start(p.epochs as u64, "featurising");
+        ctx.progress.start(epochs as u64, "featurising");
         let x = FeatureMatrix::build(&fc, &texts);
-        let init = base.net().with_labels(&old_labels, &labels);
+        // New codes: an output row each, imprinted from their corrections.
+        let rows_by_class: Vec<(usize, Vec<usize>)> = new_codes
+            .iter()
+            .map(|code| {
+                let c = labels.binary_search(code).expect("label");
+                let rows = (0..corr.len())
+                    .filter(|&i| &corr.isco_code[i] == *code)
+                    .collect();
+                (c, rows)
+            })
+            .collect();
+        let init = base
+            .net()
+            .with_labels(&old_labels, &labels)
+            .imprint(&x, &rows_by_class);
         let progress = ctx.progress;
         let net = train(
             &TrainData {
@@ -210,14 +233,7 @@ impl Stage for FineTune {
         // Refit the calibration on validation (the base model's otherwise).
         let (temperature, isotonic, ece) = match ctx.input_opt("validation") {
             Some(path) => {
-                let va = Records::read(path)?;
-                let (idx, vy): (Vec<usize>, Vec<u32>) = encode(&labels, &va.isco_code)
-                    .into_iter()
-                    .enumerate()
-                    .filter_map(|(i, c)| c.map(|c| (i, c)))
-                    .unzip();
-                let vtexts: Vec<String> = idx.iter().map(|&i| va.text[i].clone()).collect();
-                let vx = FeatureMatrix::build(&fc, &vtexts);
+                let (vx, vy) = labelled_features(&fc, &labels, &Records::read(path)?);
                 let rows: Vec<usize> = (0..vx.rows()).collect();
                 let cal =
                     fit_calibration(&net.logits(&vx, &rows), &vy, labels.len(), &p.calibration);

@@ -29,6 +29,7 @@ mod error;
 pub mod evaluate;
 pub mod explain;
 pub mod finetune;
+mod plots;
 pub mod predict;
 pub mod promote;
 pub mod records;

@@ -178,6 +178,22 @@ pub fn encode(labels: &[String], codes: &[String]) -> Vec<Option<u32>> {
         .collect()
 }
 
+/// Features and class indices of the records whose code is a label (validation scoring and
+/// calibration; records of other codes cannot be scored and are left out).
+pub fn labelled_features(
+    fc: &FeatureConfig,
+    labels: &[String],
+    records: &Records,
+) -> (FeatureMatrix, Vec<u32>) {
+    let (idx, y): (Vec<usize>, Vec<u32>) = encode(labels, &records.isco_code)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.map(|c| (i, c)))
+        .unzip();
+    let texts: Vec<String> = idx.iter().map(|&i| records.text[i].clone()).collect();
+    (FeatureMatrix::build(fc, &texts), y)
+}
+
 impl Stage for Train {
     runner::stage_metadata!("train", version "3", "train the ngram classifier, calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
@@ -220,13 +236,7 @@ impl Stage for Train {
             .collect();
         ctx.progress.start(tc.epochs as u64, "featurising");
         let x = FeatureMatrix::build(&fc, &texts);
-        let (vx_idx, vy): (Vec<usize>, Vec<u32>) = encode(&labels, &va.isco_code)
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.map(|c| (i, c)))
-            .unzip();
-        let vtexts: Vec<String> = vx_idx.iter().map(|&i| va.text[i].clone()).collect();
-        let vx = FeatureMatrix::build(&fc, &vtexts);
+        let (vx, vy) = labelled_features(&fc, &labels, &va);
         let progress = ctx.progress;
         let net = train(
             &TrainData {

@@ -268,16 +268,22 @@ fn every_endpoint_and_every_error_is_json() {
     assert!(m.contains("isco_model_reloads_total 1"), "{m}");
 }
 
-#[test]
-fn review_decisions_need_the_token_and_become_corrections() {
+/// A project with a promoted model whose every prediction needs review (the small test
+/// model is confident about anything, so the threshold is raised).
+pub fn reviewing_project() -> Project {
     let p = Project::new(600);
     p.ok(&["run", "pipelines/full.toml"]);
-    // Every prediction needs review here (the small test model is confident about anything).
     p.edit(
         "config/default.toml",
         "review_threshold = 0.5",
         "review_threshold = 0.99999",
     );
+    p
+}
+
+#[test]
+fn review_decisions_need_the_token_and_become_corrections() {
+    let p = reviewing_project();
     let s = start(&p, &[]);
     let a = s.addr.as_str();
     // A job the model is unsure of goes to the review queue.

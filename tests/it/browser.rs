@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::api::{TOKEN, start};
+use crate::api::{TOKEN, reviewing_project, start};
 use crate::http::{post_json, request};
-use crate::support::Project;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -178,13 +177,7 @@ impl Driver {
 
 #[test]
 fn a_coder_reviews_a_job_in_the_browser() {
-    let p = Project::new(600);
-    p.ok(&["run", "pipelines/full.toml"]);
-    p.edit(
-        "config/default.toml",
-        "review_threshold = 0.5",
-        "review_threshold = 0.99999",
-    );
+    let p = reviewing_project();
     let s = start(&p, &[]);
     let r = post_json(
         &s.addr,

@@ -151,6 +151,13 @@ fn corrections_of_historical_texts_relabel_them_on_a_full_run_only() {
         "{st}"
     );
 
+    // A frozen stage whose own params change still re-runs (on the kept split).
+    p.edit("config/default.toml", "epochs = 8", "epochs = 7");
+    p.ok(&["run", FT]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "split"), "skipped");
+    assert_eq!(outcome_of(&run, "train"), "executed");
+
     // ... and a full run re-splits and re-trains with the corrected label.
     p.ok(&["run", FULL]);
     let run = p.last_run();
@@ -192,4 +199,38 @@ fn bad_correction_rows_are_quarantined_and_conflicts_reported() {
     let c = std::fs::read_to_string(p.path("data/processed/corrections_conflicts.csv")).unwrap();
     // The latest (b.csv, 3 November) wins over a.csv's 9112 of 2 November.
     assert!(c.contains("roofer | laying tiles,7121,9112,"), "{c}");
+}
+
+#[test]
+fn codes_the_model_never_saw_get_new_output_rows() {
+    let p = Project::new(600);
+    // Without reference augmentation the base model knows only the codes of the records.
+    p.edit(
+        "config/default.toml",
+        "reference_augmentation = true",
+        "reference_augmentation = false",
+    );
+    p.ok(&["run", FULL]);
+    let demo = std::fs::read_to_string(p.path("data/demo/corrections_demo.csv")).unwrap();
+    p.write("data/corrections/new.csv", &demo);
+    p.ok(&["run", FT]);
+    let run = p.last_run();
+    let ft = &stage_of(&run, "fine-tune")["metrics"];
+    assert_eq!(ft["new_classes"], 4, "{ft}");
+    let base: serde_json::Value = p.json("models/latest/model.json");
+    let tuned: serde_json::Value = p.json("models/finetuned/model.json");
+    let n = |m: &serde_json::Value| m["labels"].as_array().unwrap().len();
+    assert_eq!(n(&tuned), n(&base) + 4);
+    p.write(
+        "jobs.csv",
+        "job_title,duties_description\nroof tiler,laying roof tiles and slates\n",
+    );
+    let out = p.ok(&[
+        "predict",
+        "--input",
+        "jobs.csv",
+        "--model",
+        "models/finetuned",
+    ]);
+    assert!(out.lines().nth(1).unwrap().contains(",7121,"), "{out}");
 }
