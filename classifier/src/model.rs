@@ -238,20 +238,7 @@ impl Trained {
     /// lowest existing bias (so a new class takes no mass until it is trained), and rows of
     /// labels missing from `new_labels` are dropped.
     pub fn with_labels(&self, old_labels: &[String], new_labels: &[String]) -> Trained {
-        let out = &self.head.out;
-        let device = out.weight.val().device();
-        let [inner, old_c] = out.weight.val().dims();
-        let w = out
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("float weights");
-        let b = out
-            .bias
-            .as_ref()
-            .map(|b| b.val().into_data().try_to_vec::<f32>().expect("float bias"))
-            .unwrap_or_else(|| vec![0.0; old_c]);
+        let (inner, old_c, w, b) = self.out_params();
         let floor = b.iter().cloned().fold(f32::INFINITY, f32::min);
         let floor = if floor.is_finite() { floor } else { 0.0 };
         let new_c = new_labels.len();
@@ -265,13 +252,37 @@ impl Trained {
                 nb[j] = b[o];
             }
         }
+        self.with_out(nw, nb, inner, new_c)
+    }
+
+    /// The output layer as (inputs, classes, row-major weights `[inputs, classes]`, bias).
+    fn out_params(&self) -> (usize, usize, Vec<f32>, Vec<f32>) {
+        let out = &self.head.out;
+        let [inner, classes] = out.weight.val().dims();
+        let w = out
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float weights");
+        let b = out
+            .bias
+            .as_ref()
+            .map(|b| b.val().into_data().try_to_vec::<f32>().expect("float bias"))
+            .unwrap_or_else(|| vec![0.0; classes]);
+        (inner, classes, w, b)
+    }
+
+    /// The same network with another output layer.
+    fn with_out(&self, w: Vec<f32>, b: Vec<f32>, inner: usize, classes: usize) -> Trained {
+        let device = self.head.out.weight.val().device();
         let mut head = self.head.clone();
         head.out.weight = Param::from_tensor(Tensor::<2>::from_data(
-            TensorData::new(nw, [inner, new_c]),
+            TensorData::new(w, [inner, classes]),
             &device,
         ));
         head.out.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
-            TensorData::new(nb, [new_c]),
+            TensorData::new(b, [classes]),
             &device,
         )));
         Trained {
@@ -286,20 +297,8 @@ impl Trained {
     /// other rows, and the mean bias. A new class then scores its own examples well from
     /// the first step instead of starting from zero.
     pub fn imprint(&self, x: &FeatureMatrix, rows_by_class: &[(usize, Vec<usize>)]) -> Trained {
-        let out = &self.head.out;
-        let device = out.weight.val().device();
-        let [inner, classes] = out.weight.val().dims();
-        let mut w = out
-            .weight
-            .val()
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("float weights");
-        let mut b = out
-            .bias
-            .as_ref()
-            .map(|b| b.val().into_data().try_to_vec::<f32>().expect("float bias"))
-            .unwrap_or_else(|| vec![0.0; classes]);
+        let device = self.head.out.weight.val().device();
+        let (inner, classes, mut w, mut b) = self.out_params();
         let new: std::collections::HashSet<usize> = rows_by_class.iter().map(|(c, _)| *c).collect();
         let old: Vec<usize> = (0..classes).filter(|c| !new.contains(c)).collect();
         if old.is_empty() {
@@ -340,19 +339,7 @@ impl Trained {
             }
             b[*c] = mean_bias;
         }
-        let mut head = self.head.clone();
-        head.out.weight = Param::from_tensor(Tensor::<2>::from_data(
-            TensorData::new(w, [inner, classes]),
-            &device,
-        ));
-        head.out.bias = Some(Param::from_tensor(Tensor::<1>::from_data(
-            TensorData::new(b, [classes]),
-            &device,
-        )));
-        Trained {
-            head,
-            ..self.clone()
-        }
+        self.with_out(w, b, inner, classes)
     }
 
     /// An empty module of the right shapes, to load a record into.

@@ -281,6 +281,22 @@ pub fn reviewing_project() -> Project {
     p
 }
 
+/// The one `review_<date>.csv` the review page wrote.
+pub fn review_file(p: &Project) -> String {
+    let files: Vec<_> = std::fs::read_dir(p.path("data/corrections"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("review_")
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    std::fs::read_to_string(&files[0]).unwrap()
+}
+
 #[test]
 fn review_decisions_need_the_token_and_become_corrections() {
     let p = reviewing_project();
@@ -329,14 +345,7 @@ fn review_decisions_need_the_token_and_become_corrections() {
     let again = request(a, "POST", "/review/decision", &h, body.as_bytes());
     assert_eq!(again.status, 404);
 
-    let dir = p.path("data/corrections");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(&file).unwrap();
+    let text = review_file(&p);
     assert!(text.starts_with("job_title,duties_description,corrected_isco_code,coder,timestamp,note,predicted_isco_code,predicted_confidence,review_item\n"), "{text}");
     assert!(text.contains("zorblax wrangler,qwerty,5120,ana,"), "{text}");
     assert!(text.trim_end().ends_with(id), "{text}");

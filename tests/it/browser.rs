@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::api::{TOKEN, reviewing_project, start};
+use crate::api::{TOKEN, review_file, reviewing_project, start};
 use crate::http::{post_json, request};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -200,14 +200,7 @@ fn a_coder_reviews_a_job_in_the_browser() {
     d.click("section.item .submit");
     d.find("section.item[data-done] .status.ok");
 
-    let dir = p.path("data/corrections");
-    let file = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let text = std::fs::read_to_string(&file).unwrap();
+    let text = review_file(&p);
     let rows: Vec<&str> = text.lines().collect();
     assert_eq!(rows.len(), 2, "{text}");
     assert!(
