@@ -19,12 +19,12 @@ pub enum Error {
         message: String,
     },
     /// The address cannot be bound.
-    #[error("cannot listen on {addr}: {source}; pick another address with --addr")]
+    #[error("cannot listen on {addr}: {reason}; pick another address with --addr")]
     Bind {
         /// Address.
         addr: String,
         /// Cause.
-        source: std::io::Error,
+        reason: String,
     },
     /// The reference file cannot be read.
     #[error("the ISCO reference could not be loaded: {0}")]

@@ -124,9 +124,9 @@ pub fn serve(settings: Settings, on_ready: impl FnOnce(SocketAddr)) -> Result<()
         }
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .map_err(|source| Error::Bind {
+            .map_err(|e| Error::Bind {
                 addr: addr.clone(),
-                source,
+                reason: e.to_string(),
             })?;
         let bound = listener.local_addr().map_err(Error::Serve)?;
         on_ready(bound);

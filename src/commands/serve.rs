@@ -7,16 +7,30 @@ pub struct Args {
     /// Address to listen on (default: `[serve] addr`, else 127.0.0.1:8000; port 0 picks one).
     #[arg(long)]
     addr: Option<String>,
-    /// Config file with the [serve] and [inference] sections.
-    #[arg(long, default_value = "config/default.toml")]
-    config: PathBuf,
+    /// Config file with the [serve] and [inference] sections (default: config/default.toml
+    /// if it exists, else built-in defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// Store directory (default: `[serve] store`, else artifacts/store).
     #[arg(long)]
     store: Option<PathBuf>,
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    let mut settings = api::Settings::load(&a.config)?;
+    let config = match a.config {
+        Some(p) if !p.is_file() => {
+            return Err(api::Error::Config {
+                path: p,
+                message:
+                    "does not exist; give the path of a TOML file with [serve] and [inference]"
+                        .into(),
+            }
+            .into());
+        }
+        Some(p) => p,
+        None => PathBuf::from("config/default.toml"),
+    };
+    let mut settings = api::Settings::load(&config)?;
     if let Some(addr) = a.addr {
         settings.serve.addr = addr;
     }

@@ -404,3 +404,22 @@ fn a_promoted_model_is_swapped_in_without_a_restart() {
     let m = get(a, "/metrics").text();
     assert!(m.contains("isco_model_reloads_total 2"), "{m}");
 }
+
+#[test]
+fn serve_configuration_errors_name_the_file_and_key() {
+    let p = Project::new(50);
+    let (code, err) = p.fails(&["serve", "--config", "missing.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.toml: does not exist"), "{err}");
+    p.edit(
+        "config/default.toml",
+        "reload_seconds = 2.0",
+        "reload_seconds = 2.0\nrelaod = 1",
+    );
+    let (code, err) = p.fails(&["serve", "--addr", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("default.toml") && err.contains("relaod"),
+        "{err}"
+    );
+}
