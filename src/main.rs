@@ -44,6 +44,8 @@ enum Command {
     Gc(commands::gc::Args),
     /// Re-hash every object in the store and report corruption.
     Verify(commands::verify::Args),
+    /// Get and check pretrained encoders (for the retrieval and ensemble models).
+    Models(commands::models::Args),
     /// Write the synthetic demo data set.
     Demo(commands::demo::Args),
     /// List the stage kinds with their inputs, outputs and params.
@@ -76,6 +78,7 @@ fn main() {
         Command::Gc(a) => commands::gc::exec(a),
         Command::Verify(a) => commands::verify::exec(a),
         Command::Demo(a) => commands::demo::exec(a),
+        Command::Models(a) => commands::models::exec(a),
         Command::Kinds => commands::kinds::exec(),
     };
     if let Err(e) = result {

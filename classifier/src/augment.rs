@@ -13,7 +13,8 @@ use crate::rng::Rng;
 use crate::taxonomy::Taxonomy;
 use crate::text::{normalize, record_text};
 
-fn singular(title: &str) -> String {
+/// A plural ISCO title made singular ("Software developers" -> "software developer").
+pub fn singular(title: &str) -> String {
     let mut words: Vec<String> = title.split_whitespace().map(str::to_string).collect();
     // "Software developers" -> "Software developer"; leave "(general)" and the like alone.
     if let Some(w) = words

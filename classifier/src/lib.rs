@@ -6,21 +6,25 @@
 //! | [`taxonomy`] | ISCO-08 codes, titles and parent links at 1/2/3/4 digits, read from the ILO, ESCO or isco-dag reference CSV layouts (or codes only, without a file) |
 //! | [`features`] | fastText-style hashed word, bigram and character n-gram features |
 //! | [`text`] | the text normalisation every stage and the predictor share |
+//! | [`encoder`] | pretrained BERT/RoBERTa sentence encoders (safetensors + tokenizers) as burn modules |
 //! | [`model`] | the `ngram` network (embedding bag + head) and its sparse-aware burn training loop |
 //! | [`augment`] | reference augmentation: training examples from ISCO titles, tasks and example occupations |
 //! | [`calibrate`] | temperature scaling and expected calibration error |
 //! | [`metrics`] | accuracy, macro-F1, top-3, per-level accuracy, ECE, production rate, error analysis |
+//! | [`retrieval`] | bi-encoder retrieval over the reference and past records, and its ensemble with the ngram model |
 //! | [`predict`] | model artifacts, inference with grades, hierarchical fallback, top-k, explanations, LRU cache |
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod augment;
 pub mod calibrate;
+pub mod encoder;
 mod error;
 pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod retrieval;
 pub mod rng;
 pub mod taxonomy;
 pub mod text;

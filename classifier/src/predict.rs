@@ -168,6 +168,8 @@ pub struct Predictor {
     label_index: HashMap<String, usize>,
     /// Per level (index = digits, 1..=3): group codes and each label's group index.
     groups: Vec<(Vec<String>, Vec<usize>)>,
+    /// The retrieval half of an `ensemble` model.
+    retrieval: Option<crate::retrieval::Retrieval>,
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -242,7 +244,25 @@ impl Predictor {
                     path: bpk.clone(),
                     message: format!("does not match model.json: {e}"),
                 })?;
-        Ok(Self::from_parts(meta, Trained::from_module(module), config))
+        let retrieval = if meta.kind == "ensemble" {
+            Some(crate::retrieval::Retrieval::load(dir)?)
+        } else {
+            None
+        };
+        let mut p = Self::from_parts(meta, Trained::from_module(module), config);
+        p.retrieval = retrieval;
+        Ok(p)
+    }
+
+    /// Adds the retrieval half (an `ensemble` model).
+    pub fn with_retrieval(mut self, r: crate::retrieval::Retrieval) -> Predictor {
+        self.retrieval = Some(r);
+        self
+    }
+
+    /// The retrieval half, for ensembles.
+    pub fn retrieval(&self) -> Option<&crate::retrieval::Retrieval> {
+        self.retrieval.as_ref()
     }
 
     /// A predictor from an in-memory network.
@@ -296,6 +316,7 @@ impl Predictor {
             cache: Mutex::new(HashMap::new()),
             tick: std::sync::atomic::AtomicU64::new(0),
             label_index,
+            retrieval: None,
         }
     }
 
@@ -319,11 +340,27 @@ impl Predictor {
         self.meta.titles.get(code).map(String::as_str).unwrap_or("")
     }
 
-    /// Raw logits `[texts, classes]` of normalised texts.
-    pub fn logits(&self, texts: &[String]) -> Vec<f32> {
+    /// Logits of the ngram network alone `[texts, classes]`.
+    pub fn ngram_logits(&self, texts: &[String]) -> Vec<f32> {
         let x = FeatureMatrix::build(&self.meta.features, texts);
         let rows: Vec<usize> = (0..x.rows()).collect();
         self.net.logits(&x, &rows)
+    }
+
+    /// Raw (uncalibrated) logits `[texts, classes]` of normalised texts: the ngram network's,
+    /// or for an ensemble the log of its mixed probabilities.
+    pub fn logits(&self, texts: &[String]) -> Vec<f32> {
+        let l = self.ngram_logits(texts);
+        let Some(r) = &self.retrieval else { return l };
+        let c = self.classes();
+        let p_ngram = softmax_rows(&l, c, 1.0);
+        match r.scores(texts, c) {
+            Ok(s) => crate::retrieval::mix_log(&p_ngram, &s.probabilities(&r.mix), r.mix.weight),
+            Err(e) => {
+                tracing::error!("retrieval failed, coding with the ngram model alone: {e}");
+                p_ngram.iter().map(|p| p.max(1e-12).ln()).collect()
+            }
+        }
     }
 
     /// Calibrated probabilities `[texts, classes]`.
@@ -463,7 +500,8 @@ impl Predictor {
         let named = self.meta.features.named_features(text);
         let n = named.len().max(1) as f64;
         let exact = self.net.head.hidden.is_none();
-        let logit = self.logits(&[text.to_string()])[c] as f64;
+        // For an ensemble this explains its ngram half.
+        let logit = self.ngram_logits(&[text.to_string()])[c] as f64;
         let bias = self.out_b[c] as f64;
         let mut features = Vec::with_capacity(named.len());
         for f in &named {

@@ -600,6 +600,15 @@ impl Shared<'_> {
         run: &mut StageRun,
     ) -> std::result::Result<(Outputs, Vec<String>), String> {
         let store = self.store;
+        // What the stage produced last time, for stages that work incrementally (they may
+        // reuse parts of it, e.g. cached embeddings); the record itself is invalidated now so
+        // a failed run never leaves it pointing at outputs of other inputs.
+        let previous = store
+            .stage_record(&spec.id)
+            .ok()
+            .flatten()
+            .map(|r| r.outputs)
+            .unwrap_or_default();
         store
             .invalidate_stage(&spec.id)
             .map_err(|e| e.to_string())?;
@@ -641,6 +650,7 @@ impl Shared<'_> {
             progress: &progress,
             run_id: &self.run_id,
             forced,
+            previous: &previous,
         };
         let result =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spec.stage.run(&ctx)));

@@ -102,6 +102,9 @@ pub struct StageContext<'a> {
     pub run_id: &'a str,
     /// Whether the stage was forced on the command line.
     pub forced: bool,
+    /// The outputs of this stage's previous successful execution (empty if none), for
+    /// incremental work; they belong to other inputs, so never pass them on as this run's.
+    pub previous: &'a BTreeMap<String, artifacts::OutputRef>,
 }
 
 impl StageContext<'_> {

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod gc;
 pub mod kinds;
 pub mod lineage;
+pub mod models;
 pub mod predict;
 pub mod run;
 pub mod runs;

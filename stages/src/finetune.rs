@@ -116,7 +116,7 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
 }];
 
 impl Stage for FineTune {
-    runner::stage_metadata!("fine-tune", version "2", "continue training the base model on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneParams);
+    runner::stage_metadata!("fine-tune", version "3", "continue training the base model on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<FineTuneParams>(raw)?;
         let p: FineTuneParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
@@ -230,13 +230,56 @@ impl Stage for FineTune {
             },
         )?;
 
+        // An ensemble keeps its retrieval half, with the corrections' titles added.
+        let base_dir = ctx.input("model")?;
+        let retrieval = match base.retrieval() {
+            Some(_) => Some(crate::ensemble::extend_for_finetune(
+                base_dir,
+                &old_labels,
+                &labels,
+                &corr,
+            )?),
+            None => None,
+        };
         // Refit the calibration on validation (the base model's otherwise).
         let (temperature, isotonic, ece) = match ctx.input_opt("validation") {
             Some(path) => {
-                let (vx, vy) = labelled_features(&fc, &labels, &Records::read(path)?);
+                let va = Records::read(path)?;
+                let (vx, vy) = labelled_features(&fc, &labels, &va);
                 let rows: Vec<usize> = (0..vx.rows()).collect();
-                let cal =
-                    fit_calibration(&net.logits(&vx, &rows), &vy, labels.len(), &p.calibration);
+                let logits = match &retrieval {
+                    // The ensemble's logits on a seeded validation sample (the size the
+                    // base model was fitted on; those queries are in its cache).
+                    Some((r, _)) => {
+                        let fit_rows = base.meta.summary["metrics"]["retrieval"]["fit_rows"]
+                            .as_u64()
+                            .unwrap_or(5000) as usize;
+                        let mut idx = rows.clone();
+                        Rng::new(p.seed).shuffle(&mut idx);
+                        idx.truncate(fit_rows);
+                        idx.sort_unstable();
+                        let labelled: Vec<usize> = crate::train::encode(&labels, &va.isco_code)
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, c)| c.map(|_| i))
+                            .collect();
+                        let texts: Vec<String> =
+                            idx.iter().map(|&i| va.text[labelled[i]].clone()).collect();
+                        let c = labels.len();
+                        let p_ngram =
+                            classifier::calibrate::softmax_rows(&net.logits(&vx, &idx), c, 1.0);
+                        let s = r.scores(&texts, c)?;
+                        let l = classifier::retrieval::mix_log(
+                            &p_ngram,
+                            &s.probabilities(&r.mix),
+                            r.mix.weight,
+                        );
+                        let y: Vec<u32> = idx.iter().map(|&i| vy[i]).collect();
+                        (l, y)
+                    }
+                    None => (net.logits(&vx, &rows), vy),
+                };
+                let cal = fit_calibration(&logits.0, &logits.1, labels.len(), &p.calibration);
                 (
                     cal.temperature,
                     cal.isotonic,
@@ -253,7 +296,7 @@ impl Stage for FineTune {
             .get("model")
             .and_then(|v| v.first())
             .map(|o| o.id.clone());
-        let metrics = json!({
+        let mut metrics = json!({
             "base_model": base_object,
             "corrections": corr.len(),
             "replay_records": pick.len(),
@@ -275,6 +318,10 @@ impl Stage for FineTune {
             ..base.meta.clone()
         };
         save(&ctx.output("model"), &net, &meta)?;
+        if let Some((r, m)) = &retrieval {
+            r.save(&ctx.output("model"))?;
+            metrics["retrieval"] = m.clone();
+        }
         Ok(StageReport {
             summary: vec![format!(
                 "{} corrections x{} + {} replayed records, {} epochs in {:.1}s; {} classes ({} new: {})",

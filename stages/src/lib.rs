@@ -25,6 +25,7 @@ pub mod clean;
 pub mod cluster_outliers;
 pub mod corrections;
 pub mod demo;
+pub mod ensemble;
 mod error;
 pub mod evaluate;
 pub mod explain;

@@ -20,8 +20,15 @@ use crate::records::Records;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainParams {
-    /// Model kind; only `ngram` exists so far.
+    /// Model kind: `ngram`, or `ensemble` (ngram + bi-encoder retrieval; needs an `encoder`
+    /// input).
     pub model_kind: String,
+    /// Ensemble: longest token sequence the encoder reads (design: 128).
+    pub encoder_max_seq_length: usize,
+    /// Ensemble: validation rows used to fit the mixing weights and the calibration.
+    pub retrieval_fit_rows: usize,
+    /// Ensemble: add the distinct training titles to the retrieval index.
+    pub retrieval_index_records: bool,
     /// Hash buckets of the feature table.
     pub buckets: usize,
     /// Word n-gram order.
@@ -66,6 +73,9 @@ impl Default for TrainParams {
         let t = TrainConfig::default();
         TrainParams {
             model_kind: "ngram".into(),
+            encoder_max_seq_length: 128,
+            retrieval_fit_rows: 5000,
+            retrieval_index_records: true,
             buckets: f.buckets,
             word_ngrams: f.word_ngrams,
             minn: f.minn,
@@ -115,11 +125,14 @@ impl TrainParams {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.model_kind != "ngram" {
+        if self.model_kind != "ngram" && self.model_kind != "ensemble" {
             return Err(format!(
-                "model_kind `{}` is not available; use `ngram` (transformer and retrieval models are planned)",
+                "model_kind `{}` is not available; use `ngram` or `ensemble` (the fine-tuned transformer is planned)",
                 self.model_kind
             ));
+        }
+        if self.model_kind == "ensemble" && self.retrieval_fit_rows < 100 {
+            return Err("retrieval_fit_rows must be at least 100".into());
         }
         if self.buckets == 0 || self.dim == 0 || self.batch_size == 0 || self.epochs == 0 {
             return Err("buckets, dim, batch_size and epochs must be positive".into());
@@ -162,6 +175,12 @@ const INPUTS: &[InputDecl] = &[
         many: false,
         help: "ISCO-08 reference CSV for titles and augmentation",
     },
+    InputDecl {
+        name: "encoder",
+        required: false,
+        many: true,
+        help: "files of a pretrained encoder directory (config.json, model.safetensors, tokenizer.json; `isco-dag models fetch minilm`) for model_kind = \"ensemble\"",
+    },
 ];
 
 const OUTPUTS: &[OutputDecl] = &[OutputDecl {
@@ -195,7 +214,7 @@ pub fn labelled_features(
 }
 
 impl Stage for Train {
-    runner::stage_metadata!("train", version "3", "train the ngram classifier, calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
+    runner::stage_metadata!("train", version "4", "train the ngram classifier (and for an ensemble its retrieval half), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<TrainParams>(raw)?;
         serde_json::from_value::<TrainParams>(v.clone())
@@ -258,9 +277,16 @@ impl Stage for Train {
         // Calibration on validation.
         let rows: Vec<usize> = (0..vx.rows()).collect();
         let c = labels.len();
-        let cal = fit_calibration(&net.logits(&vx, &rows), &vy, c, &p.calibration);
+        let mut cal = fit_calibration(&net.logits(&vx, &rows), &vy, c, &p.calibration);
+        let ensemble = if p.model_kind == "ensemble" {
+            let (r, cal_e, m) = crate::ensemble::build(ctx, &p, &labels, &tax, &tr, &va, &net)?;
+            cal = cal_e;
+            Some((r, m))
+        } else {
+            None
+        };
         let (temperature, ece_before, ece_after) = (cal.temperature, cal.ece_before, cal.ece_after);
-        let metrics = json!({
+        let mut metrics = json!({
             "train_records": tr.len(),
             "augmentation_examples": augmented,
             "classes": c,
@@ -272,9 +298,12 @@ impl Stage for Train {
             "validation_ece_before": ece_before,
             "validation_ece_after": ece_after,
         });
+        if let Some((_, m)) = &ensemble {
+            metrics["retrieval"] = m.clone();
+        }
         let meta = ModelMeta {
             format: FORMAT,
-            kind: "ngram".into(),
+            kind: p.model_kind.clone(),
             titles: titles_for(&labels, &tax),
             labels,
             features: fc,
@@ -284,6 +313,11 @@ impl Stage for Train {
             summary: json!({"run_id": ctx.run_id, "stage": ctx.id, "trained_at": chrono::Utc::now().to_rfc3339(), "metrics": metrics}),
         };
         save(&ctx.output("model"), &net, &meta)?;
+        let mut summary = Vec::new();
+        if let Some((r, m)) = &ensemble {
+            r.save(&ctx.output("model"))?;
+            summary.push(crate::ensemble::summary(m));
+        }
         Ok(StageReport {
             summary: vec![format!(
                 "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s; temperature {:.2}, validation ECE {:.4} -> {:.4}",
@@ -297,7 +331,10 @@ impl Stage for Train {
                 temperature,
                 ece_before,
                 ece_after
-            )],
+            )]
+            .into_iter()
+            .chain(summary)
+            .collect(),
             metrics,
         })
     }

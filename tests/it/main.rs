@@ -3,6 +3,8 @@
 mod api;
 mod browser;
 mod corrections;
+mod encoder;
+mod ensemble;
 mod errors;
 mod freshness;
 mod http;

@@ -1,0 +1,579 @@
+//! The `retrieval` (bi-encoder) scorer and the `ensemble` that mixes it with the ngram model
+//! (design `5-bi-cross-encoder.md`, first stage).
+//!
+//! A pretrained sentence encoder embeds two indexes:
+//!
+//! | index | entries | queried with |
+//! |---|---|---|
+//! | titles | ISCO unit titles, the "examples of occupations classified here", and each distinct title of the training records (with its most frequent code) | the record's title |
+//! | duties | the definitions' lead sentences and task lists | the record's duties |
+//!
+//! A class scores the best cosine of its entries in each index (exact matrix search, chunked
+//! through burn's matmul — fine up to a few hundred thousand entries); the two scores mix with
+//! `title_weight` (a record without duties uses the title score alone) and become retrieval
+//! probabilities with a softmax at `temperature`. The ensemble is
+//! `p = (1 - weight) * p_ngram + weight * p_retrieval`; its log is what the usual calibration
+//! (temperature + isotonic) is fitted on, so grades and fallback work unchanged.
+//! `title_weight`, `temperature` and `weight` are fitted on the validation split.
+//!
+//! Vectors are cached by a hash of their text ([`EmbeddingCache`]), saved with the model and
+//! reused by the next training run or fine-tune with the same encoder, so only new texts are
+//! embedded.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{ENCODER_FILES, Encoder};
+use crate::error::Error;
+
+/// One index: unit vectors with their class.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    /// Entry texts (normalised).
+    pub texts: Vec<String>,
+    /// Class index of each entry (into the model's labels).
+    pub class: Vec<u32>,
+    /// Where each entry came from: `reference` or `record`.
+    pub source: Vec<String>,
+    /// `[entries, dim]` row-major, L2-normalised.
+    pub vectors: Vec<f32>,
+}
+
+/// Fitted mixing parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mix {
+    /// Weight of the title score against the duties score.
+    pub title_weight: f32,
+    /// Softmax temperature of the retrieval scores.
+    pub temperature: f32,
+    /// Weight of retrieval in the ensemble (0: ngram only).
+    pub weight: f32,
+}
+
+/// `retrieval/index.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexMeta {
+    dim: usize,
+    max_seq_length: usize,
+    encoder_fingerprint: String,
+    mix: Mix,
+    cache_file: String,
+    titles: Vec<(String, u32, String)>,
+    duties: Vec<(String, u32, String)>,
+}
+
+/// Cached sentence vectors keyed by a hash of the text (and the encoder).
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddingCache {
+    /// Width of the vectors.
+    pub dim: usize,
+    map: HashMap<[u8; 16], Vec<f32>>,
+}
+
+fn key(text: &str) -> [u8; 16] {
+    let h = blake3::hash(text.as_bytes());
+    h.as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+impl EmbeddingCache {
+    /// An empty cache.
+    pub fn new(dim: usize) -> Self {
+        EmbeddingCache {
+            dim,
+            map: HashMap::new(),
+        }
+    }
+
+    /// Number of cached vectors.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Vectors `[texts, dim]` for texts, embedding (once per distinct text) only those not
+    /// cached. Returns the vectors and how many texts were embedded.
+    pub fn embed(
+        &mut self,
+        enc: &Encoder,
+        texts: &[String],
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<(Vec<f32>, usize), Error> {
+        let mut missing: Vec<&str> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for t in texts {
+            let k = key(t);
+            if !self.map.contains_key(&k) && seen.insert(k) {
+                missing.push(t);
+            }
+        }
+        let n = missing.len();
+        if n > 0 {
+            let v = enc.embed(&missing, 64, true, &|done| progress(done, n))?;
+            for (t, row) in missing.iter().zip(v.chunks(self.dim)) {
+                self.map.insert(key(t), row.to_vec());
+            }
+        }
+        let mut out = Vec::with_capacity(texts.len() * self.dim);
+        for t in texts {
+            out.extend_from_slice(&self.map[&key(t)]);
+        }
+        Ok((out, n))
+    }
+
+    /// Writes the cache (`[16-byte key][dim f32]` records).
+    pub fn save(&self, path: &Path) -> Result<(), Error> {
+        let mut keys: Vec<&[u8; 16]> = self.map.keys().collect();
+        keys.sort();
+        let mut bytes = Vec::with_capacity(8 + keys.len() * (16 + 4 * self.dim));
+        bytes.extend_from_slice(&(self.dim as u64).to_le_bytes());
+        for k in keys {
+            bytes.extend_from_slice(k);
+            for x in &self.map[k] {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        std::fs::write(path, bytes).map_err(|e| io(path, e))
+    }
+
+    /// Reads a cache written by [`save`](Self::save); `None` if absent or of another width.
+    pub fn load(path: &Path, dim: usize) -> Option<EmbeddingCache> {
+        let bytes = std::fs::read(path).ok()?;
+        let d = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+        if d != dim {
+            return None;
+        }
+        let rec = 16 + 4 * dim;
+        let mut map = HashMap::new();
+        for r in bytes[8..].chunks_exact(rec) {
+            let k: [u8; 16] = r[..16].try_into().ok()?;
+            let v = r[16..]
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect();
+            map.insert(k, v);
+        }
+        Some(EmbeddingCache { dim, map })
+    }
+
+    /// Merges another cache into this one.
+    pub fn extend(&mut self, other: EmbeddingCache) {
+        if other.dim == self.dim {
+            self.map.extend(other.map);
+        }
+    }
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Splits a normalised model text (`title | duties`) into its title and duties.
+pub fn split_text(text: &str) -> (&str, &str) {
+    match text.split_once('|') {
+        Some((t, d)) => (t.trim(), d.trim()),
+        None => (text.trim(), ""),
+    }
+}
+
+/// Best cosine per class `[queries, classes]` (−1 where a class has no entry).
+pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> Vec<f32> {
+    let q = queries.len() / dim.max(1);
+    let n = index.class.len();
+    let mut out = vec![-1f32; q * classes];
+    if q == 0 || n == 0 {
+        return out;
+    }
+    let device = crate::model::device();
+    let keys = Tensor::<2>::from_data(TensorData::new(index.vectors.clone(), [n, dim]), &device)
+        .transpose();
+    let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
+    for (ci, chunk) in queries.chunks(rows_per * dim).enumerate() {
+        let m = chunk.len() / dim;
+        let qt = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, dim]), &device);
+        let sims = qt
+            .matmul(keys.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float similarities");
+        let base = ci * rows_per;
+        out[base * classes..(base + m) * classes]
+            .par_chunks_mut(classes)
+            .zip(sims.par_chunks(n))
+            .for_each(|(o, s)| {
+                for (j, &v) in s.iter().enumerate() {
+                    let c = index.class[j] as usize;
+                    if v > o[c] {
+                        o[c] = v;
+                    }
+                }
+            });
+    }
+    out
+}
+
+/// The retrieval half of an ensemble model: encoder, both indexes and the mixing weights.
+pub struct Retrieval {
+    /// The encoder.
+    pub encoder: Encoder,
+    /// Title index.
+    pub titles: Index,
+    /// Duties index.
+    pub duties: Index,
+    /// Mixing parameters.
+    pub mix: Mix,
+    /// Vectors of texts seen so far (index entries and past queries).
+    pub cache: std::sync::Mutex<EmbeddingCache>,
+    /// File name of the saved cache (it carries the encoder's fingerprint).
+    pub cache_file: String,
+}
+
+/// Class scores of both channels for normalised texts: `(title [q, c], duties [q, c], has_duties)`.
+pub struct Scores {
+    /// Best title cosine per class.
+    pub title: Vec<f32>,
+    /// Best duties cosine per class.
+    pub duties: Vec<f32>,
+    /// Whether each text has duties.
+    pub has_duties: Vec<bool>,
+    /// Classes.
+    pub classes: usize,
+}
+
+impl Scores {
+    /// Retrieval probabilities `[q, c]` under a mix.
+    pub fn probabilities(&self, mix: &Mix) -> Vec<f32> {
+        let c = self.classes;
+        let mut out = vec![0f32; self.title.len()];
+        out.par_chunks_mut(c).enumerate().for_each(|(i, o)| {
+            let a = if self.has_duties[i] {
+                mix.title_weight
+            } else {
+                1.0
+            };
+            let t = &self.title[i * c..(i + 1) * c];
+            let d = &self.duties[i * c..(i + 1) * c];
+            let mut m = f32::NEG_INFINITY;
+            for k in 0..c {
+                o[k] = (a * t[k] + (1.0 - a) * d[k]) / mix.temperature;
+                m = m.max(o[k]);
+            }
+            let mut s = 0f32;
+            for v in o.iter_mut() {
+                *v = (*v - m).exp();
+                s += *v;
+            }
+            o.iter_mut().for_each(|v| *v /= s);
+        });
+        out
+    }
+}
+
+impl Retrieval {
+    /// Scores normalised texts against both indexes.
+    pub fn scores(&self, texts: &[String], classes: usize) -> Result<Scores, Error> {
+        let d = self.encoder.dim();
+        let mut titles = Vec::with_capacity(texts.len());
+        let mut duties = Vec::new();
+        let mut has_duties = Vec::with_capacity(texts.len());
+        for t in texts {
+            let (ti, du) = split_text(t);
+            titles.push(ti.to_string());
+            has_duties.push(!du.is_empty());
+            if !du.is_empty() {
+                duties.push(du.to_string());
+            }
+        }
+        let mut cache = self.cache.lock().expect("embedding cache");
+        let (tv, _) = cache.embed(&self.encoder, &titles, &|_, _| {})?;
+        let (dv, _) = cache.embed(&self.encoder, &duties, &|_, _| {})?;
+        // Keep the cache from growing without bound in a long-running service.
+        if cache.len() > 200_000 {
+            *cache = EmbeddingCache::new(d);
+        }
+        drop(cache);
+        let title = class_max(&tv, &self.titles, d, classes);
+        let dsc = class_max(&dv, &self.duties, d, classes);
+        let mut duties_scores = vec![-1f32; texts.len() * classes];
+        let mut k = 0;
+        for (i, &h) in has_duties.iter().enumerate() {
+            if h {
+                duties_scores[i * classes..(i + 1) * classes]
+                    .copy_from_slice(&dsc[k * classes..(k + 1) * classes]);
+                k += 1;
+            }
+        }
+        Ok(Scores {
+            title,
+            duties: duties_scores,
+            has_duties,
+            classes,
+        })
+    }
+
+    /// Writes `dir/retrieval/`: the encoder files, `index.json`, `index.bin` and the cache.
+    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        let r = dir.join("retrieval");
+        let enc_dir = r.join("encoder");
+        std::fs::create_dir_all(enc_dir.join("1_Pooling")).map_err(|e| io(&enc_dir, e))?;
+        for f in ENCODER_FILES
+            .iter()
+            .chain(&["1_Pooling/config.json", "sentence_bert_config.json"])
+        {
+            let from = self.encoder.dir.join(f);
+            if from.is_file() {
+                let to = enc_dir.join(f);
+                // Hard link when possible: the weights are large and never modified.
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::copy(&from, &to).map_err(|e| io(&to, e))?;
+                }
+            }
+        }
+        let entries = |ix: &Index| -> Vec<(String, u32, String)> {
+            ix.texts
+                .iter()
+                .zip(&ix.class)
+                .zip(&ix.source)
+                .map(|((t, c), s)| (t.clone(), *c, s.clone()))
+                .collect()
+        };
+        let meta = IndexMeta {
+            dim: self.encoder.dim(),
+            max_seq_length: self.encoder.max_seq_length,
+            encoder_fingerprint: self.encoder.fingerprint()?,
+            mix: self.mix,
+            cache_file: self.cache_file.clone(),
+            titles: entries(&self.titles),
+            duties: entries(&self.duties),
+        };
+        let p = r.join("index.json");
+        std::fs::write(&p, serde_json::to_vec(&meta).expect("index serialises"))
+            .map_err(|e| io(&p, e))?;
+        let p = r.join("index.bin");
+        let bytes: Vec<u8> = self
+            .titles
+            .vectors
+            .iter()
+            .chain(&self.duties.vectors)
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        std::fs::write(&p, bytes).map_err(|e| io(&p, e))?;
+        self.cache
+            .lock()
+            .expect("embedding cache")
+            .save(&r.join(&self.cache_file))
+    }
+
+    /// Whether a model directory has a retrieval part.
+    pub fn present(dir: &Path) -> bool {
+        dir.join("retrieval").join("index.json").is_file()
+    }
+
+    /// Reads `dir/retrieval/`.
+    pub fn load(dir: &Path) -> Result<Retrieval, Error> {
+        let r = dir.join("retrieval");
+        let p = r.join("index.json");
+        let meta: IndexMeta = serde_json::from_slice(&std::fs::read(&p).map_err(|e| io(&p, e))?)
+            .map_err(|e| Error::File {
+                path: p.clone(),
+                message: format!("is not a retrieval index ({e}); retrain the model"),
+            })?;
+        let encoder = Encoder::load(&r.join("encoder"), meta.max_seq_length)?;
+        let d = meta.dim;
+        if encoder.dim() != d {
+            return Err(Error::File {
+                path: p,
+                message: format!(
+                    "says vectors have {d} dimensions but the encoder gives {}",
+                    encoder.dim()
+                ),
+            });
+        }
+        let bp = r.join("index.bin");
+        let bytes = std::fs::read(&bp).map_err(|e| io(&bp, e))?;
+        let all: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+            .collect();
+        let nt = meta.titles.len();
+        if all.len() != (nt + meta.duties.len()) * d {
+            return Err(Error::File {
+                path: bp,
+                message: "does not match index.json; retrain the model".into(),
+            });
+        }
+        let build = |entries: Vec<(String, u32, String)>, v: &[f32]| {
+            let mut ix = Index {
+                vectors: v.to_vec(),
+                ..Default::default()
+            };
+            for (t, c, s) in entries {
+                ix.texts.push(t);
+                ix.class.push(c);
+                ix.source.push(s);
+            }
+            ix
+        };
+        let titles = build(meta.titles, &all[..nt * d]);
+        let duties = build(meta.duties, &all[nt * d..]);
+        let cache = EmbeddingCache::load(&r.join(&meta.cache_file), d)
+            .unwrap_or_else(|| EmbeddingCache::new(d));
+        Ok(Retrieval {
+            cache_file: meta.cache_file,
+            encoder,
+            titles,
+            duties,
+            mix: meta.mix,
+            cache: std::sync::Mutex::new(cache),
+        })
+    }
+}
+
+/// Mixes ngram probabilities with retrieval probabilities and returns the log (the ensemble's
+/// "logits", calibrated downstream).
+pub fn mix_log(p_ngram: &[f32], p_ret: &[f32], weight: f32) -> Vec<f32> {
+    p_ngram
+        .par_iter()
+        .zip(p_ret.par_iter())
+        .map(|(a, b)| ((1.0 - weight) * a + weight * b).max(1e-12).ln())
+        .collect()
+}
+
+/// Fits `title_weight`, `temperature` and `weight` on labelled validation scores by grid
+/// search on accuracy (ties: higher mean log-likelihood). Returns the mix and its accuracy.
+pub fn fit_mix(p_ngram: &[f32], scores: &Scores, y: &[u32]) -> (Mix, f64) {
+    let c = scores.classes;
+    let n = y.len();
+    let mut best: Option<(f64, f64, Mix)> = None;
+    for &title_weight in &[0.3f32, 0.4, 0.5, 0.6, 0.7] {
+        for &temperature in &[0.01f32, 0.02, 0.03, 0.05] {
+            let base = Mix {
+                title_weight,
+                temperature,
+                weight: 0.0,
+            };
+            let pr = scores.probabilities(&base);
+            for wi in 0..=16 {
+                let weight = wi as f32 * 0.05;
+                let (correct, ll) = (0..n)
+                    .into_par_iter()
+                    .map(|i| {
+                        let row =
+                            |k: usize| (1.0 - weight) * p_ngram[i * c + k] + weight * pr[i * c + k];
+                        let mut arg = 0;
+                        let mut m = f32::NEG_INFINITY;
+                        for k in 0..c {
+                            let v = row(k);
+                            if v > m {
+                                m = v;
+                                arg = k;
+                            }
+                        }
+                        let yi = y[i] as usize;
+                        ((arg == yi) as usize, (row(yi).max(1e-12) as f64).ln())
+                    })
+                    .reduce(|| (0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                let acc = correct as f64 / n.max(1) as f64;
+                let ll = ll / n.max(1) as f64;
+                let mix = Mix { weight, ..base };
+                if best
+                    .as_ref()
+                    .is_none_or(|(ba, bl, _)| acc > *ba || (acc == *ba && ll > *bl))
+                {
+                    best = Some((acc, ll, mix));
+                }
+            }
+        }
+    }
+    let (acc, _, mix) = best.expect("grid is not empty");
+    (mix, acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_max_takes_the_best_entry_per_class() {
+        let ix = Index {
+            texts: vec!["a".into(), "b".into(), "c".into()],
+            class: vec![0, 1, 1],
+            source: vec!["reference".into(); 3],
+            vectors: vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8],
+        };
+        let q = [0.6f32, 0.8, 1.0, 0.0];
+        let s = class_max(&q, &ix, 2, 3);
+        let r = |v: f32| (v * 1000.0).round() / 1000.0;
+        assert_eq!(
+            s.iter().map(|&v| r(v)).collect::<Vec<_>>(),
+            vec![0.6, 1.0, -1.0, 1.0, 0.6, -1.0]
+        );
+    }
+
+    #[test]
+    fn mix_is_fitted_towards_the_better_scorer() {
+        // ngram always says class 0; retrieval knows the truth: the fit must weight it.
+        let c = 2;
+        let y = vec![1u32, 1, 0, 1];
+        let p_ngram: Vec<f32> = y.iter().flat_map(|_| [0.6f32, 0.4]).collect();
+        let title: Vec<f32> = y
+            .iter()
+            .flat_map(|&k| if k == 1 { [0.1f32, 0.9] } else { [0.9, 0.1] })
+            .collect();
+        let scores = Scores {
+            duties: vec![-1.0; title.len()],
+            title,
+            has_duties: vec![false; 4],
+            classes: c,
+        };
+        let (mix, acc) = fit_mix(&p_ngram, &scores, &y);
+        assert_eq!(acc, 1.0);
+        assert!(mix.weight > 0.2, "{mix:?}");
+        let no = fit_mix(
+            &p_ngram,
+            &Scores {
+                title: vec![0.5; 8],
+                ..scores
+            },
+            &y,
+        );
+        assert!(no.1 < 1.0);
+    }
+
+    #[test]
+    fn cache_round_trips_and_embeds_only_new_texts() {
+        let d = tempfile::tempdir().unwrap();
+        crate::encoder::write_random_encoder(d.path(), &["nurse", "driver"], 16, 1, 3).unwrap();
+        let enc = Encoder::load(d.path(), 0).unwrap();
+        let mut cache = EmbeddingCache::new(enc.dim());
+        let texts: Vec<String> = vec!["nurse".into(), "driver".into(), "nurse".into()];
+        let (v, n) = cache.embed(&enc, &texts, &|_, _| {}).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(v[..16], v[32..48]);
+        let p = d.path().join("cache.bin");
+        cache.save(&p).unwrap();
+        let mut back = EmbeddingCache::load(&p, 16).unwrap();
+        let (v2, n2) = back
+            .embed(
+                &enc,
+                &["driver".to_string(), "bus driver".to_string()],
+                &|_, _| {},
+            )
+            .unwrap();
+        assert_eq!(n2, 1);
+        assert_eq!(v2[..16], v[16..32]);
+        assert!(EmbeddingCache::load(&p, 8).is_none());
+    }
+}

@@ -1,0 +1,296 @@
+//! The retrieval half of `model_kind = "ensemble"` (used by `train` and `fine-tune`): build
+//! the title and duties indexes, embed them (reusing the vectors the stage's previous model
+//! saved for the same encoder), fit the mixing weights and the calibration on validation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use classifier::Taxonomy;
+use classifier::augment::{parse_definition, singular};
+use classifier::calibrate::{Calibration, fit_calibration, softmax_rows};
+use classifier::encoder::Encoder;
+use classifier::model::Trained;
+use classifier::retrieval::{EmbeddingCache, Index, Mix, Retrieval, fit_mix, mix_log, split_text};
+use classifier::text::normalize;
+use runner::{StageContext, StageError};
+use serde_json::{Value, json};
+
+use crate::records::Records;
+use crate::train::{TrainParams, encode};
+
+/// The encoder directory behind a stage's `encoder` input files.
+pub fn encoder_dir(ctx: &StageContext<'_>) -> Result<PathBuf, StageError> {
+    let files = ctx.inputs.get("encoder").cloned().unwrap_or_default();
+    files
+        .iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "model.safetensors"))
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+        .ok_or_else(|| {
+            "model_kind = \"ensemble\" needs the `encoder` input to list a pretrained encoder's files (config.json, model.safetensors, tokenizer.json), e.g. `encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\"`; run `isco-dag models fetch minilm` to download one".to_string().into()
+        })
+}
+
+/// Vectors saved by this stage's previous model for the same encoder, if any.
+fn previous_cache(ctx: &StageContext<'_>, file: &str, dim: usize) -> EmbeddingCache {
+    let mut cache = EmbeddingCache::new(dim);
+    let prev = ctx
+        .previous
+        .get("model")
+        .and_then(|o| ctx.store.checkout(o).ok());
+    if let Some(dir) = prev
+        && let Some(c) = EmbeddingCache::load(&dir.join("retrieval").join(file), dim)
+    {
+        cache.extend(c);
+    }
+    cache
+}
+
+/// Reference entries of both indexes: (normalised text, code, source).
+fn reference_entries(tax: &Taxonomy) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let mut titles = Vec::new();
+    let mut duties = Vec::new();
+    for g in tax.units() {
+        let (lead, tasks, examples) = parse_definition(&g.definition);
+        let mut ts = examples;
+        if !g.title.is_empty() {
+            ts.push(g.title.clone());
+            ts.push(singular(&g.title));
+        }
+        for t in ts {
+            titles.push((normalize(&t), g.code.clone()));
+        }
+        for d in tasks.iter().chain(std::iter::once(&lead)) {
+            duties.push((normalize(d), g.code.clone()));
+        }
+    }
+    titles.retain(|(t, _)| !t.is_empty());
+    duties.retain(|(t, _)| !t.is_empty());
+    titles.sort();
+    titles.dedup();
+    duties.sort();
+    duties.dedup();
+    (titles, duties)
+}
+
+fn index_of(
+    entries: Vec<(String, String, &'static str)>,
+    labels: &[String],
+) -> (Index, Vec<String>) {
+    let mut ix = Index::default();
+    let mut texts = Vec::new();
+    for (t, c, src) in entries {
+        if let Ok(k) = labels.binary_search(&c) {
+            ix.texts.push(t.clone());
+            ix.class.push(k as u32);
+            ix.source.push(src.to_string());
+            texts.push(t);
+        }
+    }
+    (ix, texts)
+}
+
+/// Builds the retrieval half and fits the ensemble on validation.
+pub fn build(
+    ctx: &StageContext<'_>,
+    p: &TrainParams,
+    labels: &[String],
+    tax: &Taxonomy,
+    tr: &Records,
+    va: &Records,
+    net: &Trained,
+) -> Result<(Retrieval, Calibration, Value), StageError> {
+    let started = Instant::now();
+    let dir = encoder_dir(ctx)?;
+    let encoder = Encoder::load(&dir, p.encoder_max_seq_length)?;
+    let fp = encoder.fingerprint()?;
+    let d = encoder.dim();
+    let cache_file = format!("cache-{fp}.bin");
+    let mut cache = previous_cache(ctx, &cache_file, d);
+    let cached_before = cache.len();
+
+    let (ref_titles, ref_duties) = reference_entries(tax);
+    let mut title_entries: Vec<(String, String, &'static str)> = ref_titles
+        .into_iter()
+        .map(|(t, c)| (t, c, "reference"))
+        .collect();
+    if p.retrieval_index_records {
+        // Each distinct title once, with its most frequent code (ties: smallest code).
+        let mut votes: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
+        for (t, c) in tr.text.iter().zip(&tr.isco_code) {
+            let (title, _) = split_text(t);
+            if !title.is_empty() {
+                *votes.entry(title).or_default().entry(c).or_default() += 1;
+            }
+        }
+        let mut recs: Vec<(String, String, &'static str)> = votes
+            .into_iter()
+            .map(|(t, v)| {
+                let best = v
+                    .iter()
+                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                    .map(|(c, _)| c.to_string())
+                    .expect("a vote");
+                (t.to_string(), best, "record")
+            })
+            .collect();
+        recs.sort();
+        title_entries.extend(recs);
+    }
+    let duty_entries = ref_duties
+        .into_iter()
+        .map(|(t, c)| (t, c, "reference"))
+        .collect();
+    let (mut titles, title_texts) = index_of(title_entries, labels);
+    let (mut duties, duty_texts) = index_of(duty_entries, labels);
+
+    let progress = ctx.progress;
+    let all = title_texts.len() + duty_texts.len();
+    progress.start(1, "embedding the retrieval index");
+    let t0 = Instant::now();
+    let (tv, n1) = cache.embed(&encoder, &title_texts, &|done, n| {
+        progress.message(&format!("embedding titles {done}/{n}"))
+    })?;
+    let (dv, n2) = cache.embed(&encoder, &duty_texts, &|done, n| {
+        progress.message(&format!("embedding duties {done}/{n}"))
+    })?;
+    titles.vectors = tv;
+    duties.vectors = dv;
+    let index_seconds = t0.elapsed().as_secs_f64();
+
+    // Fit rows: a seeded sample of labelled validation records.
+    let y_all = encode(labels, &va.isco_code);
+    let mut idx: Vec<usize> = (0..va.len()).filter(|&i| y_all[i].is_some()).collect();
+    classifier::Rng::new(p.seed).shuffle(&mut idx);
+    idx.truncate(p.retrieval_fit_rows);
+    idx.sort_unstable();
+    let texts: Vec<String> = idx.iter().map(|&i| va.text[i].clone()).collect();
+    let y: Vec<u32> = idx.iter().map(|&i| y_all[i].expect("labelled")).collect();
+
+    let c = labels.len();
+    let mut retrieval = Retrieval {
+        encoder,
+        titles,
+        duties,
+        mix: Mix {
+            title_weight: 0.5,
+            temperature: 0.02,
+            weight: 0.0,
+        },
+        cache: Mutex::new(cache),
+        cache_file,
+    };
+    progress.start(1, "scoring validation with retrieval");
+    let t1 = Instant::now();
+    let scores = retrieval.scores(&texts, c)?;
+    let fit_seconds = t1.elapsed().as_secs_f64();
+    let x = classifier::features::FeatureMatrix::build(&p.features(), &texts);
+    let rows: Vec<usize> = (0..x.rows()).collect();
+    let p_ngram = softmax_rows(&net.logits(&x, &rows), c, 1.0);
+    let ngram_acc = accuracy(&p_ngram, &y, c);
+    let retrieval_acc = |mix: &Mix| accuracy(&scores.probabilities(mix), &y, c);
+    let (mix, ens_acc) = fit_mix(&p_ngram, &scores, &y);
+    retrieval.mix = mix;
+    let logits = mix_log(&p_ngram, &scores.probabilities(&mix), mix.weight);
+    let cal = fit_calibration(&logits, &y, c, &p.calibration);
+    let cached_after = retrieval.cache.lock().expect("cache").len();
+    let m = json!({
+        "encoder": dir.display().to_string(),
+        "encoder_fingerprint": fp,
+        "title_entries": retrieval.titles.class.len(),
+        "duty_entries": retrieval.duties.class.len(),
+        "embedded_now": n1 + n2,
+        "index_texts": all,
+        "cached_before": cached_before,
+        "cached_after": cached_after,
+        "index_seconds": index_seconds,
+        "fit_rows": y.len(),
+        "fit_scoring_seconds": fit_seconds,
+        "mix": mix,
+        "fit_accuracy_ngram": ngram_acc,
+        "fit_accuracy_retrieval": retrieval_acc(&mix),
+        "fit_accuracy_ensemble": ens_acc,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    Ok((retrieval, cal, m))
+}
+
+fn accuracy(p: &[f32], y: &[u32], c: usize) -> f64 {
+    let argmax = classifier::model::argmax_rows(p, c);
+    argmax.iter().zip(y).filter(|(a, b)| a == b).count() as f64 / y.len().max(1) as f64
+}
+
+/// One line for the stage report.
+pub fn summary(m: &Value) -> String {
+    format!(
+        "retrieval: {} title + {} duty entries ({} texts embedded now, {} vectors cached before) in {:.1}s; mix {} on {} validation rows: ngram {:.4}, retrieval {:.4}, ensemble {:.4}",
+        m["title_entries"],
+        m["duty_entries"],
+        m["embedded_now"],
+        m["cached_before"],
+        m["index_seconds"].as_f64().unwrap_or(0.0),
+        m["mix"],
+        m["fit_rows"],
+        m["fit_accuracy_ngram"].as_f64().unwrap_or(0.0),
+        m["fit_accuracy_retrieval"].as_f64().unwrap_or(0.0),
+        m["fit_accuracy_ensemble"].as_f64().unwrap_or(0.0),
+    )
+}
+
+/// The retrieval half of a fine-tuned ensemble: the base model's indexes over the new label
+/// set plus one title entry per correction (only texts not in the base model's cache are
+/// embedded). The mix is kept.
+pub fn extend_for_finetune(
+    base_dir: &Path,
+    old_labels: &[String],
+    labels: &[String],
+    corr: &Records,
+) -> Result<(Retrieval, Value), StageError> {
+    let started = Instant::now();
+    let mut r = Retrieval::load(base_dir)?;
+    let remap = |ix: &mut Index| {
+        for c in ix.class.iter_mut() {
+            *c = labels
+                .binary_search(&old_labels[*c as usize])
+                .expect("fine-tuning keeps every old label") as u32;
+        }
+    };
+    remap(&mut r.titles);
+    remap(&mut r.duties);
+    let mut seen: std::collections::HashSet<&str> =
+        r.titles.texts.iter().map(String::as_str).collect();
+    let mut new_texts = Vec::new();
+    let mut new_class = Vec::new();
+    for (t, c) in corr.text.iter().zip(&corr.isco_code) {
+        let (title, _) = split_text(t);
+        if title.is_empty() || !seen.insert(title) {
+            continue;
+        }
+        new_texts.push(title.to_string());
+        new_class.push(
+            labels
+                .binary_search(c)
+                .expect("correction codes are labels") as u32,
+        );
+    }
+    let cached_before = r.cache.lock().expect("cache").len();
+    let (v, embedded) = {
+        let mut cache = r.cache.lock().expect("cache");
+        cache.embed(&r.encoder, &new_texts, &|_, _| {})?
+    };
+    r.titles.vectors.extend(v);
+    r.titles
+        .source
+        .extend(new_texts.iter().map(|_| "correction".to_string()));
+    r.titles.texts.extend(new_texts.iter().cloned());
+    r.titles.class.extend(new_class);
+    let m = json!({
+        "correction_titles_added": new_texts.len(),
+        "embedded_now": embedded,
+        "cached_before": cached_before,
+        "title_entries": r.titles.class.len(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    Ok((r, m))
+}
