@@ -339,7 +339,10 @@ impl Encoder {
                 ),
             ));
         }
-        if config.hidden_size % config.num_attention_heads.max(1) != 0 {
+        if !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads.max(1))
+        {
             return Err(file_err(
                 &cfg_path,
                 "has a hidden_size that is not a multiple of num_attention_heads",

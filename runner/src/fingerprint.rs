@@ -27,6 +27,11 @@
 //! execution's outputs are intact in the store. The key is written only after success; the
 //! record is removed before a stage re-runs, so a killed run leaves it stale.
 //!
+//! A stage that re-runs sees its previous outputs (`StageContext::previous`) to work
+//! incrementally — the ensemble's `train` reuses the embeddings its last model cached by text.
+//! They never enter the key: a stage may only use them for work whose result does not depend
+//! on having them (a cache), so the same key still means the same outputs.
+//!
 //! A pipeline may freeze stages (`[pipeline] frozen = [...]`, like DVC's frozen stages): a
 //! frozen stage with an intact last result keeps it even when its inputs or upstream outputs
 //! changed (a changed kind, implementation version or param still re-runs it), and its

@@ -47,8 +47,11 @@ fn previous_cache(ctx: &StageContext<'_>, file: &str, dim: usize) -> EmbeddingCa
     cache
 }
 
-/// Reference entries of both indexes: (normalised text, code, source).
-fn reference_entries(tax: &Taxonomy) -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// (normalised text, code) pairs.
+type Entries = Vec<(String, String)>;
+
+/// Reference entries of both indexes: titles and duties.
+fn reference_entries(tax: &Taxonomy) -> (Entries, Entries) {
     let mut titles = Vec::new();
     let mut duties = Vec::new();
     for g in tax.units() {
