@@ -204,6 +204,11 @@ impl EncoderLayer {
 impl BertModel {
     /// A randomly initialised encoder of the given shape.
     pub fn init(cfg: &EncoderConfig, device: &Device) -> BertModel {
+        let norm = || {
+            LayerNormConfig::new(cfg.hidden_size)
+                .with_epsilon(cfg.layer_norm_eps)
+                .init(device)
+        };
         BertModel {
             embeddings: Embeddings {
                 word_embeddings: EmbeddingConfig::new(cfg.vocab_size, cfg.hidden_size).init(device),
@@ -214,9 +219,7 @@ impl BertModel {
                 .init(device),
                 token_type_embeddings: EmbeddingConfig::new(cfg.type_vocab_size, cfg.hidden_size)
                     .init(device),
-                layer_norm: LayerNormConfig::new(cfg.hidden_size)
-                    .with_epsilon(cfg.layer_norm_eps)
-                    .init(device),
+                layer_norm: norm(),
             },
             encoder: EncoderStack {
                 layers: (0..cfg.num_hidden_layers)
@@ -233,12 +236,8 @@ impl BertModel {
                             linear_outer: LinearConfig::new(cfg.intermediate_size, cfg.hidden_size)
                                 .init(device),
                         },
-                        norm_1: LayerNormConfig::new(cfg.hidden_size)
-                            .with_epsilon(cfg.layer_norm_eps)
-                            .init(device),
-                        norm_2: LayerNormConfig::new(cfg.hidden_size)
-                            .with_epsilon(cfg.layer_norm_eps)
-                            .init(device),
+                        norm_1: norm(),
+                        norm_2: norm(),
                     })
                     .collect(),
             },

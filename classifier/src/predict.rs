@@ -352,13 +352,14 @@ impl Predictor {
     pub fn logits(&self, texts: &[String]) -> Vec<f32> {
         let l = self.ngram_logits(texts);
         let Some(r) = &self.retrieval else { return l };
-        let c = self.classes();
-        let p_ngram = softmax_rows(&l, c, 1.0);
-        match r.scores(texts, c) {
-            Ok(s) => crate::retrieval::mix_log(&p_ngram, &s.probabilities(&r.mix), r.mix.weight),
+        match r.ensemble_logits(&l, texts, self.classes()) {
+            Ok(e) => e,
             Err(e) => {
                 tracing::error!("retrieval failed, coding with the ngram model alone: {e}");
-                p_ngram.iter().map(|p| p.max(1e-12).ln()).collect()
+                softmax_rows(&l, self.classes(), 1.0)
+                    .iter()
+                    .map(|p| p.max(1e-12).ln())
+                    .collect()
             }
         }
     }

@@ -323,6 +323,23 @@ impl Retrieval {
         })
     }
 
+    /// The ensemble's uncalibrated logits (log of the mixed probabilities) of normalised
+    /// texts, given the ngram network's logits of the same texts.
+    pub fn ensemble_logits(
+        &self,
+        ngram_logits: &[f32],
+        texts: &[String],
+        classes: usize,
+    ) -> Result<Vec<f32>, Error> {
+        let p_ngram = crate::calibrate::softmax_rows(ngram_logits, classes, 1.0);
+        let s = self.scores(texts, classes)?;
+        Ok(mix_log(
+            &p_ngram,
+            &s.probabilities(&self.mix),
+            self.mix.weight,
+        ))
+    }
+
     /// Writes `dir/retrieval/`: the encoder files, `index.json`, `index.bin` and the cache.
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
         let r = dir.join("retrieval");

@@ -94,6 +94,25 @@ fn index_of(
     (ix, texts)
 }
 
+/// The seeded sample of labelled validation records an ensemble's mix and calibration are
+/// fitted on: (texts, class indices). `train` and `fine-tune` draw the same sample, so the
+/// fine-tune finds its queries in the base model's embedding cache.
+pub fn fit_sample(
+    va: &Records,
+    labels: &[String],
+    seed: u64,
+    rows: usize,
+) -> (Vec<String>, Vec<u32>) {
+    let y_all = encode(labels, &va.isco_code);
+    let mut idx: Vec<usize> = (0..va.len()).filter(|&i| y_all[i].is_some()).collect();
+    classifier::Rng::new(seed).shuffle(&mut idx);
+    idx.truncate(rows);
+    idx.sort_unstable();
+    let texts = idx.iter().map(|&i| va.text[i].clone()).collect();
+    let y = idx.iter().map(|&i| y_all[i].expect("labelled")).collect();
+    (texts, y)
+}
+
 /// Builds the retrieval half and fits the ensemble on validation.
 pub fn build(
     ctx: &StageContext<'_>,
@@ -162,14 +181,7 @@ pub fn build(
     duties.vectors = dv;
     let index_seconds = t0.elapsed().as_secs_f64();
 
-    // Fit rows: a seeded sample of labelled validation records.
-    let y_all = encode(labels, &va.isco_code);
-    let mut idx: Vec<usize> = (0..va.len()).filter(|&i| y_all[i].is_some()).collect();
-    classifier::Rng::new(p.seed).shuffle(&mut idx);
-    idx.truncate(p.retrieval_fit_rows);
-    idx.sort_unstable();
-    let texts: Vec<String> = idx.iter().map(|&i| va.text[i].clone()).collect();
-    let y: Vec<u32> = idx.iter().map(|&i| y_all[i].expect("labelled")).collect();
+    let (texts, y) = fit_sample(va, labels, p.seed, p.retrieval_fit_rows);
 
     let c = labels.len();
     let mut retrieval = Retrieval {

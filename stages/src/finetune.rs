@@ -248,34 +248,20 @@ impl Stage for FineTune {
                 let (vx, vy) = labelled_features(&fc, &labels, &va);
                 let rows: Vec<usize> = (0..vx.rows()).collect();
                 let logits = match &retrieval {
-                    // The ensemble's logits on a seeded validation sample (the size the
-                    // base model was fitted on; those queries are in its cache).
+                    // The ensemble on the validation sample the base model was fitted on
+                    // (those queries are in its embedding cache).
                     Some((r, _)) => {
                         let fit_rows = base.meta.summary["metrics"]["retrieval"]["fit_rows"]
                             .as_u64()
                             .unwrap_or(5000) as usize;
-                        let mut idx = rows.clone();
-                        Rng::new(p.seed).shuffle(&mut idx);
-                        idx.truncate(fit_rows);
-                        idx.sort_unstable();
-                        let labelled: Vec<usize> = crate::train::encode(&labels, &va.isco_code)
-                            .iter()
-                            .enumerate()
-                            .filter_map(|(i, c)| c.map(|_| i))
-                            .collect();
-                        let texts: Vec<String> =
-                            idx.iter().map(|&i| va.text[labelled[i]].clone()).collect();
-                        let c = labels.len();
-                        let p_ngram =
-                            classifier::calibrate::softmax_rows(&net.logits(&vx, &idx), c, 1.0);
-                        let s = r.scores(&texts, c)?;
-                        let l = classifier::retrieval::mix_log(
-                            &p_ngram,
-                            &s.probabilities(&r.mix),
-                            r.mix.weight,
-                        );
-                        let y: Vec<u32> = idx.iter().map(|&i| vy[i]).collect();
-                        (l, y)
+                        let seed = base.meta.train.seed;
+                        let (texts, y) = crate::ensemble::fit_sample(&va, &labels, seed, fit_rows);
+                        let x = FeatureMatrix::build(&fc, &texts);
+                        let all: Vec<usize> = (0..x.rows()).collect();
+                        (
+                            r.ensemble_logits(&net.logits(&x, &all), &texts, labels.len())?,
+                            y,
+                        )
                     }
                     None => (net.logits(&vx, &rows), vy),
                 };
