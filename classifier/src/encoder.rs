@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -181,21 +181,28 @@ fn exp_neg(y: f32) -> f32 {
 }
 
 impl EncoderLayer {
-    fn forward(&self, x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
+    /// The layer on hidden states `[batch, seq, hidden]` with padding mask (`true` = padding).
+    /// `differentiable` computes the GELU with burn's tracked op (for training) instead of the
+    /// faster in-place arithmetic, which reads the values out of the graph.
+    pub fn forward(&self, x: Tensor<3>, pad: Tensor<2, Bool>, differentiable: bool) -> Tensor<3> {
         let att = self
             .mha
             .forward(MhaInput::self_attn(x.clone()).mask_pad(pad))
             .context;
         let x = self.norm_1.forward(x + att);
         let h = self.pwff.linear_inner.forward(x.clone());
-        let dims = h.dims();
-        let device = h.device();
-        let mut v = h
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("float activations");
-        gelu_in_place(&mut v);
-        let h = Tensor::<3>::from_data(TensorData::new(v, dims), &device);
+        let h = if differentiable {
+            burn::tensor::activation::gelu(h)
+        } else {
+            let dims = h.dims();
+            let device = h.device();
+            let mut v = h
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("float activations");
+            gelu_in_place(&mut v);
+            Tensor::<3>::from_data(TensorData::new(v, dims), &device)
+        };
         let y = self.pwff.linear_outer.forward(h);
         self.norm_2.forward(x + y)
     }
@@ -252,16 +259,43 @@ impl BertModel {
         positions: Tensor<2, Int>,
         pad: Tensor<2, Bool>,
     ) -> Tensor<3> {
+        let x = self.embed(ids, positions);
+        self.layers(x, pad, 0..self.encoder.layers.len())
+    }
+
+    /// The embedding block: normalised sum of token, position and segment embeddings.
+    pub fn embed(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
         let types = ids.zeros_like();
         let e = self.embeddings.word_embeddings.forward(ids)
             + self.embeddings.position_embeddings.forward(positions)
             + self.embeddings.token_type_embeddings.forward(types);
-        let mut x = self.embeddings.layer_norm.forward(e);
-        for layer in &self.encoder.layers {
-            x = layer.forward(x, pad.clone());
+        self.embeddings.layer_norm.forward(e)
+    }
+
+    /// Runs the layers in `range` (inference path).
+    pub fn layers(
+        &self,
+        mut x: Tensor<3>,
+        pad: Tensor<2, Bool>,
+        range: std::ops::Range<usize>,
+    ) -> Tensor<3> {
+        for layer in &self.encoder.layers[range] {
+            x = layer.forward(x, pad.clone(), false);
         }
         x
     }
+}
+
+/// The model inputs of one batch of token rows (see [`Encoder::batch`]).
+pub struct Batch {
+    /// Token ids `[batch, seq]`.
+    pub ids: Tensor<2, Int>,
+    /// Position ids `[batch, seq]`.
+    pub positions: Tensor<2, Int>,
+    /// `true` at padding `[batch, seq]`.
+    pub pad: Tensor<2, Bool>,
+    /// 1 at real tokens, 0 at padding `[batch, seq]`.
+    pub keep: Tensor<2>,
 }
 
 /// How token states become one sentence vector.
@@ -458,6 +492,25 @@ impl Encoder {
 
     /// Sentence vectors of already tokenised rows (one batch).
     pub fn embed_ids(&self, rows: &[&[u32]], normalise: bool) -> Vec<f32> {
+        let batch = self.batch(rows, &self.device);
+        let h = self.model.forward(batch.ids, batch.positions, batch.pad);
+        let d = self.dim();
+        let mut v = self
+            .pool(h, batch.keep)
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float embeddings");
+        if normalise {
+            for row in v.chunks_mut(d) {
+                let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                row.iter_mut().for_each(|x| *x /= n);
+            }
+        }
+        v
+    }
+
+    /// The model inputs of token rows, padded to the longest, on `device`.
+    pub fn batch(&self, rows: &[&[u32]], device: &Device) -> Batch {
         let b = rows.len();
         let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
         let pad_id = self.config.pad_token_id as i64;
@@ -481,33 +534,66 @@ impl Encoder {
                 pad.push(!real);
             }
         }
-        let dev = &self.device;
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, len]), dev);
-        let pos = Tensor::<2, Int>::from_data(TensorData::new(pos, [b, len]), dev);
-        let mask = Tensor::<2, Bool>::from_data(TensorData::new(pad.clone(), [b, len]), dev);
-        let h = self.model.forward(ids, pos, mask);
-        let d = self.dim();
-        let pooled: Tensor<2> = match self.pooling {
+        let keep: Vec<f32> = pad.iter().map(|&p| if p { 0.0 } else { 1.0 }).collect();
+        Batch {
+            ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, len]), device),
+            positions: Tensor::<2, Int>::from_data(TensorData::new(pos, [b, len]), device),
+            pad: Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, len]), device),
+            keep: Tensor::<2>::from_data(TensorData::new(keep, [b, len]), device),
+        }
+    }
+
+    /// Pools hidden states `[batch, seq, hidden]` into sentence vectors `[batch, hidden]`
+    /// (mean over the non-padding tokens, or the first token).
+    pub fn pool(&self, h: Tensor<3>, keep: Tensor<2>) -> Tensor<2> {
+        let [b, len, d] = h.dims();
+        match self.pooling {
             Pooling::Cls => h.slice([0..b, 0..1, 0..d]).reshape([b, d]),
             Pooling::Mean => {
-                let keep: Vec<f32> = pad.iter().map(|&p| if p { 0.0 } else { 1.0 }).collect();
-                let keep = Tensor::<2>::from_data(TensorData::new(keep, [b, len]), dev);
                 let counts = keep.clone().sum_dim(1).clamp_min(1.0); // [b, 1]
                 let summed = (h * keep.reshape([b, len, 1])).sum_dim(1).reshape([b, d]);
                 summed / counts
             }
-        };
-        let mut v = pooled
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("float embeddings");
-        if normalise {
-            for row in v.chunks_mut(d) {
-                let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                row.iter_mut().for_each(|x| *x /= n);
+        }
+    }
+
+    /// The network.
+    pub fn model(&self) -> &BertModel {
+        &self.model
+    }
+
+    /// Replaces the network (e.g. by a fine-tuned copy of the same shape).
+    pub fn set_model(&mut self, model: BertModel) {
+        self.model = model;
+    }
+
+    /// The device the network lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Writes the encoder as a directory [`load`](Self::load) reads: the weights as
+    /// `model.safetensors` (PyTorch layout, burn's tensor names), the other files copied.
+    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| file_err(dir, e.to_string()))?;
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "1_Pooling/config.json",
+            "sentence_bert_config.json",
+        ] {
+            let from = self.dir.join(f);
+            if from.is_file() {
+                let to = dir.join(f);
+                std::fs::copy(&from, &to).map_err(|e| file_err(&to, e.to_string()))?;
             }
         }
-        v
+        let st = dir.join("model.safetensors");
+        let mut store = SafetensorsStore::from_file(&st).with_to_adapter(BurnToPyTorchAdapter);
+        self.model
+            .save_into(&mut store)
+            .map_err(|e| file_err(&st, format!("could not be written: {e}")))?;
+        Ok(())
     }
 
     /// A fingerprint of the encoder's files (config, weights, tokenizer) and settings, so

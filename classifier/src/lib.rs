@@ -12,6 +12,7 @@
 //! | [`calibrate`] | temperature scaling and expected calibration error |
 //! | [`metrics`] | accuracy, macro-F1, top-3, per-level accuracy, ECE, production rate, error analysis |
 //! | [`retrieval`] | bi-encoder retrieval over the reference and past records, and its ensemble with the ngram model |
+//! | [`transformer`] | the `transformer` kind: a pretrained encoder fine-tuned as a classifier within a CPU budget |
 //! | [`predict`] | model artifacts, inference with grades, hierarchical fallback, top-k, explanations, LRU cache |
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
@@ -28,6 +29,7 @@ pub mod retrieval;
 pub mod rng;
 pub mod taxonomy;
 pub mod text;
+pub mod transformer;
 
 pub use error::Error;
 pub use rng::Rng;

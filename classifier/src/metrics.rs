@@ -83,7 +83,12 @@ pub fn production_rate(confidence: &[f64], correct: &[bool], target: f64) -> f64
 /// Evaluates a predictor on labelled normalised texts. `truth` codes outside the label set
 /// count as errors.
 pub fn evaluate(pred: &Predictor, texts: &[String], truth: &[String]) -> Evaluation {
-    let probs = pred.probabilities(texts);
+    evaluate_probabilities(pred, &pred.probabilities(texts), truth)
+}
+
+/// [`evaluate`] from the predictor's calibrated probabilities `[rows, classes]` (computed
+/// once when the same rows are scored against two sets of labels).
+pub fn evaluate_probabilities(pred: &Predictor, probs: &[f32], truth: &[String]) -> Evaluation {
     let c = pred.classes();
     let decisions: Vec<Prediction> = probs.chunks(c).map(|p| pred.decide(p)).collect();
     let top1: Vec<&str> = decisions
@@ -94,7 +99,7 @@ pub fn evaluate(pred: &Predictor, texts: &[String], truth: &[String]) -> Evaluat
         .iter()
         .map(|d| d.alternatives[0].confidence)
         .collect();
-    let n = texts.len().max(1) as f64;
+    let n = truth.len().max(1) as f64;
     let correct: Vec<bool> = top1.iter().zip(truth).map(|(p, t)| *p == t).collect();
     let acc = correct.iter().filter(|c| **c).count() as f64 / n;
     let top3 = decisions
@@ -187,7 +192,7 @@ pub fn evaluate(pred: &Predictor, texts: &[String], truth: &[String]) -> Evaluat
         }
     }
     let metrics = json!({
-        "records": texts.len(),
+        "records": truth.len(),
         "accuracy": acc,
         "macro_f1": macro_f1,
         "weighted_f1": weighted_f1,

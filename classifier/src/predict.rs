@@ -32,7 +32,7 @@ use crate::taxonomy::Taxonomy;
 pub struct ModelMeta {
     /// Format version of the artifact.
     pub format: u32,
-    /// Model kind (`ngram`).
+    /// Model kind: `ngram`, `ensemble` (+ `retrieval/`) or `transformer` (+ `transformer/`).
     pub kind: String,
     /// Class index -> 4-digit code.
     pub labels: Vec<String>,
@@ -45,6 +45,9 @@ pub struct ModelMeta {
     /// Top-label isotonic map applied after the temperature (absent: temperature only).
     #[serde(default)]
     pub isotonic: Option<crate::calibrate::Isotonic>,
+    /// Fine-tuning settings of a `transformer` model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<crate::transformer::TuneConfig>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
     /// Free-form training summary (rows, epochs, timings, validation scores, ECE).
@@ -170,6 +173,8 @@ pub struct Predictor {
     groups: Vec<(Vec<String>, Vec<usize>)>,
     /// The retrieval half of an `ensemble` model.
     retrieval: Option<crate::retrieval::Retrieval>,
+    /// The fine-tuned encoder of a `transformer` model.
+    transformer: Option<crate::transformer::FineTuned>,
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
@@ -249,8 +254,25 @@ impl Predictor {
         } else {
             None
         };
+        let transformer = match (&meta.kind[..], &meta.transformer) {
+            ("transformer" | "ensemble", Some(t)) => Some(crate::transformer::FineTuned::load(
+                dir,
+                meta.labels.len(),
+                t.max_seq_length,
+            )?),
+            ("transformer", None) => {
+                return Err(Error::File {
+                    path: json,
+                    message:
+                        "is a transformer model without its fine-tuning settings; retrain the model"
+                            .into(),
+                });
+            }
+            _ => None,
+        };
         let mut p = Self::from_parts(meta, Trained::from_module(module), config);
         p.retrieval = retrieval;
+        p.transformer = transformer;
         Ok(p)
     }
 
@@ -263,6 +285,12 @@ impl Predictor {
     /// The retrieval half, for ensembles.
     pub fn retrieval(&self) -> Option<&crate::retrieval::Retrieval> {
         self.retrieval.as_ref()
+    }
+
+    /// Adds the fine-tuned encoder (a `transformer` model).
+    pub fn with_transformer(mut self, t: crate::transformer::FineTuned) -> Predictor {
+        self.transformer = Some(t);
+        self
     }
 
     /// A predictor from an in-memory network.
@@ -317,6 +345,7 @@ impl Predictor {
             tick: std::sync::atomic::AtomicU64::new(0),
             label_index,
             retrieval: None,
+            transformer: None,
         }
     }
 
@@ -348,18 +377,36 @@ impl Predictor {
     }
 
     /// Raw (uncalibrated) logits `[texts, classes]` of normalised texts: the ngram network's,
-    /// or for an ensemble the log of its mixed probabilities.
+    /// for a transformer its head's, for an ensemble the log of its mixed probabilities
+    /// (ngram, or ngram mixed with a transformer, then retrieval; see [`crate::retrieval`]).
     pub fn logits(&self, texts: &[String]) -> Vec<f32> {
-        let l = self.ngram_logits(texts);
-        let Some(r) = &self.retrieval else { return l };
-        match r.ensemble_logits(&l, texts, self.classes()) {
+        let c = self.classes();
+        let transformer = self
+            .transformer
+            .as_ref()
+            .and_then(|t| match t.logits(texts) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!("the transformer failed, coding without it: {e}");
+                    None
+                }
+            });
+        let Some(r) = &self.retrieval else {
+            return transformer.unwrap_or_else(|| self.ngram_logits(texts));
+        };
+        let mut p = softmax_rows(&self.ngram_logits(texts), c, 1.0);
+        if let Some(t) = transformer {
+            p = crate::retrieval::mix_probabilities(
+                &p,
+                &softmax_rows(&t, c, 1.0),
+                r.mix.transformer_weight,
+            );
+        }
+        match r.ensemble_logits(&p, texts, c) {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!("retrieval failed, coding with the ngram model alone: {e}");
-                softmax_rows(&l, self.classes(), 1.0)
-                    .iter()
-                    .map(|p| p.max(1e-12).ln())
-                    .collect()
+                tracing::error!("retrieval failed, coding without it: {e}");
+                p.iter().map(|v| v.max(1e-12).ln()).collect()
             }
         }
     }
@@ -608,6 +655,7 @@ mod tests {
             train: tc,
             temperature: 1.0,
             isotonic: None,
+            transformer: None,
             summary: serde_json::Value::Null,
         };
         Predictor::from_parts(meta, net, InferenceConfig::default())

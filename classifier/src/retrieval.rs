@@ -12,9 +12,12 @@
 //! through burn's matmul — fine up to a few hundred thousand entries); the two scores mix with
 //! `title_weight` (a record without duties uses the title score alone) and become retrieval
 //! probabilities with a softmax at `temperature`. The ensemble is
-//! `p = (1 - weight) * p_ngram + weight * p_retrieval`; its log is what the usual calibration
-//! (temperature + isotonic) is fitted on, so grades and fallback work unchanged.
-//! `title_weight`, `temperature` and `weight` are fitted on the validation split.
+//! `p = (1 - weight) * p_base + weight * p_retrieval`, where `p_base` is the ngram model's
+//! probabilities, or — when the ensemble also has a fine-tuned transformer —
+//! `(1 - transformer_weight) * p_ngram + transformer_weight * p_transformer`; its log is what
+//! the usual calibration (temperature + isotonic) is fitted on, so grades and fallback work
+//! unchanged. `transformer_weight`, then `title_weight`, `temperature` and `weight` are fitted
+//! on the validation split.
 //!
 //! Vectors are cached by a hash of their text ([`EmbeddingCache`]), saved with the model and
 //! reused by the next training run or fine-tune with the same encoder, so only new texts are
@@ -53,6 +56,10 @@ pub struct Mix {
     pub temperature: f32,
     /// Weight of retrieval in the ensemble (0: ngram only).
     pub weight: f32,
+    /// Weight of a fine-tuned transformer against the ngram model in the base the retrieval
+    /// is mixed into (0: none).
+    #[serde(default)]
+    pub transformer_weight: f32,
 }
 
 /// `retrieval/index.json`.
@@ -324,17 +331,17 @@ impl Retrieval {
     }
 
     /// The ensemble's uncalibrated logits (log of the mixed probabilities) of normalised
-    /// texts, given the ngram network's logits of the same texts.
+    /// texts, given the base probabilities of the same texts (the ngram model's, or its mix
+    /// with a transformer, see [`mix_probabilities`]).
     pub fn ensemble_logits(
         &self,
-        ngram_logits: &[f32],
+        p_base: &[f32],
         texts: &[String],
         classes: usize,
     ) -> Result<Vec<f32>, Error> {
-        let p_ngram = crate::calibrate::softmax_rows(ngram_logits, classes, 1.0);
         let s = self.scores(texts, classes)?;
         Ok(mix_log(
-            &p_ngram,
+            p_base,
             &s.probabilities(&self.mix),
             self.mix.weight,
         ))
@@ -458,6 +465,51 @@ impl Retrieval {
     }
 }
 
+/// `(1 - weight) * a + weight * b`, element-wise.
+pub fn mix_probabilities(a: &[f32], b: &[f32], weight: f32) -> Vec<f32> {
+    a.par_iter()
+        .zip(b.par_iter())
+        .map(|(x, y)| (1.0 - weight) * x + weight * y)
+        .collect()
+}
+
+/// Accuracy and mean log-likelihood of `(1 - weight) * a + weight * b` on labelled rows.
+fn score_mix(a: &[f32], b: &[f32], weight: f32, y: &[u32], c: usize) -> (f64, f64) {
+    let n = y.len();
+    let (correct, ll) = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let row = |k: usize| (1.0 - weight) * a[i * c + k] + weight * b[i * c + k];
+            let mut arg = 0;
+            let mut m = f32::NEG_INFINITY;
+            for k in 0..c {
+                let v = row(k);
+                if v > m {
+                    m = v;
+                    arg = k;
+                }
+            }
+            let yi = y[i] as usize;
+            ((arg == yi) as usize, (row(yi).max(1e-12) as f64).ln())
+        })
+        .reduce(|| (0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+    (correct as f64 / n.max(1) as f64, ll / n.max(1) as f64)
+}
+
+/// The weight in `0..=1` (steps of 0.05) that mixes `b` into `a` best on labelled rows
+/// (accuracy, ties: log-likelihood). Returns the weight and its accuracy.
+pub fn fit_weight(a: &[f32], b: &[f32], y: &[u32], classes: usize) -> (f32, f64) {
+    let mut best = (0f32, f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for wi in 0..=20 {
+        let w = wi as f32 * 0.05;
+        let (acc, ll) = score_mix(a, b, w, y, classes);
+        if acc > best.1 || (acc == best.1 && ll > best.2) {
+            best = (w, acc, ll);
+        }
+    }
+    (best.0, best.1)
+}
+
 /// Mixes ngram probabilities with retrieval probabilities and returns the log (the ensemble's
 /// "logits", calibrated downstream).
 pub fn mix_log(p_ngram: &[f32], p_ret: &[f32], weight: f32) -> Vec<f32> {
@@ -469,10 +521,11 @@ pub fn mix_log(p_ngram: &[f32], p_ret: &[f32], weight: f32) -> Vec<f32> {
 }
 
 /// Fits `title_weight`, `temperature` and `weight` on labelled validation scores by grid
-/// search on accuracy (ties: higher mean log-likelihood). Returns the mix and its accuracy.
-pub fn fit_mix(p_ngram: &[f32], scores: &Scores, y: &[u32]) -> (Mix, f64) {
+/// search on accuracy (ties: higher mean log-likelihood), with the retrieval mixed into the
+/// base probabilities `p_base`. Returns the mix (`transformer_weight` 0; the caller sets it)
+/// and its accuracy.
+pub fn fit_mix(p_base: &[f32], scores: &Scores, y: &[u32]) -> (Mix, f64) {
     let c = scores.classes;
-    let n = y.len();
     let mut best: Option<(f64, f64, Mix)> = None;
     for &title_weight in &[0.3f32, 0.4, 0.5, 0.6, 0.7] {
         for &temperature in &[0.01f32, 0.02, 0.03, 0.05] {
@@ -480,30 +533,12 @@ pub fn fit_mix(p_ngram: &[f32], scores: &Scores, y: &[u32]) -> (Mix, f64) {
                 title_weight,
                 temperature,
                 weight: 0.0,
+                transformer_weight: 0.0,
             };
             let pr = scores.probabilities(&base);
             for wi in 0..=16 {
                 let weight = wi as f32 * 0.05;
-                let (correct, ll) = (0..n)
-                    .into_par_iter()
-                    .map(|i| {
-                        let row =
-                            |k: usize| (1.0 - weight) * p_ngram[i * c + k] + weight * pr[i * c + k];
-                        let mut arg = 0;
-                        let mut m = f32::NEG_INFINITY;
-                        for k in 0..c {
-                            let v = row(k);
-                            if v > m {
-                                m = v;
-                                arg = k;
-                            }
-                        }
-                        let yi = y[i] as usize;
-                        ((arg == yi) as usize, (row(yi).max(1e-12) as f64).ln())
-                    })
-                    .reduce(|| (0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-                let acc = correct as f64 / n.max(1) as f64;
-                let ll = ll / n.max(1) as f64;
+                let (acc, ll) = score_mix(p_base, &pr, weight, y, c);
                 let mix = Mix { weight, ..base };
                 if best
                     .as_ref()

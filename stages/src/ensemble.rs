@@ -12,8 +12,12 @@ use classifier::augment::{parse_definition, singular};
 use classifier::calibrate::{Calibration, fit_calibration, softmax_rows};
 use classifier::encoder::Encoder;
 use classifier::model::Trained;
-use classifier::retrieval::{EmbeddingCache, Index, Mix, Retrieval, fit_mix, mix_log, split_text};
+use classifier::retrieval::{
+    EmbeddingCache, Index, Mix, Retrieval, fit_mix, fit_weight, mix_log, mix_probabilities,
+    split_text,
+};
 use classifier::text::normalize;
+use classifier::transformer::FineTuned;
 use runner::{StageContext, StageError};
 use serde_json::{Value, json};
 
@@ -28,7 +32,7 @@ pub fn encoder_dir(ctx: &StageContext<'_>) -> Result<PathBuf, StageError> {
         .find(|f| f.file_name().is_some_and(|n| n == "model.safetensors"))
         .and_then(|f| f.parent().map(Path::to_path_buf))
         .ok_or_else(|| {
-            "model_kind = \"ensemble\" needs the `encoder` input to list a pretrained encoder's files (config.json, model.safetensors, tokenizer.json), e.g. `encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\"`; run `isco-dag models fetch minilm` to download one".to_string().into()
+            "model_kind = \"ensemble\" and \"transformer\" need the `encoder` input to list a pretrained encoder's files (config.json, model.safetensors, tokenizer.json), e.g. `encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\"`; run `isco-dag models fetch minilm` to download one".to_string().into()
         })
 }
 
@@ -114,6 +118,7 @@ pub fn fit_sample(
 }
 
 /// Builds the retrieval half and fits the ensemble on validation.
+#[allow(clippy::too_many_arguments)]
 pub fn build(
     ctx: &StageContext<'_>,
     p: &TrainParams,
@@ -122,6 +127,7 @@ pub fn build(
     tr: &Records,
     va: &Records,
     net: &Trained,
+    transformer: Option<&FineTuned>,
 ) -> Result<(Retrieval, Calibration, Value), StageError> {
     let started = Instant::now();
     let dir = encoder_dir(ctx)?;
@@ -192,6 +198,7 @@ pub fn build(
             title_weight: 0.5,
             temperature: 0.02,
             weight: 0.0,
+            transformer_weight: 0.0,
         },
         cache: Mutex::new(cache),
         cache_file,
@@ -205,9 +212,23 @@ pub fn build(
     let p_ngram = softmax_rows(&net.logits(&x, &rows), c, 1.0);
     let ngram_acc = accuracy(&p_ngram, &y, c);
     let retrieval_acc = |mix: &Mix| accuracy(&scores.probabilities(mix), &y, c);
-    let (mix, ens_acc) = fit_mix(&p_ngram, &scores, &y);
+    // With a transformer: its weight against the ngram model first, then the retrieval mix.
+    let (p_base, transformer_weight, transformer_acc) = match transformer {
+        Some(t) => {
+            let pt = softmax_rows(&t.logits(&texts)?, c, 1.0);
+            let (w, _) = fit_weight(&p_ngram, &pt, &y, c);
+            (
+                mix_probabilities(&p_ngram, &pt, w),
+                w,
+                Some(accuracy(&pt, &y, c)),
+            )
+        }
+        None => (p_ngram.clone(), 0.0, None),
+    };
+    let (mut mix, ens_acc) = fit_mix(&p_base, &scores, &y);
+    mix.transformer_weight = transformer_weight;
     retrieval.mix = mix;
-    let logits = mix_log(&p_ngram, &scores.probabilities(&mix), mix.weight);
+    let logits = mix_log(&p_base, &scores.probabilities(&mix), mix.weight);
     let cal = fit_calibration(&logits, &y, c, &p.calibration);
     let cached_after = retrieval.cache.lock().expect("cache").len();
     let m = json!({
@@ -224,6 +245,7 @@ pub fn build(
         "fit_scoring_seconds": fit_seconds,
         "mix": mix,
         "fit_accuracy_ngram": ngram_acc,
+        "fit_accuracy_transformer": transformer_acc,
         "fit_accuracy_retrieval": retrieval_acc(&mix),
         "fit_accuracy_ensemble": ens_acc,
         "seconds": started.elapsed().as_secs_f64(),
@@ -264,6 +286,10 @@ pub fn extend_for_finetune(
 ) -> Result<(Retrieval, Value), StageError> {
     let started = Instant::now();
     let mut r = Retrieval::load(base_dir)?;
+    // A transformer in the base ensemble has no outputs for the corrections' new codes; the
+    // fine-tuned ensemble is ngram + retrieval.
+    let transformer_dropped = r.mix.transformer_weight > 0.0;
+    r.mix.transformer_weight = 0.0;
     let remap = |ix: &mut Index| {
         for c in ix.class.iter_mut() {
             *c = labels
@@ -302,6 +328,7 @@ pub fn extend_for_finetune(
     r.titles.class.extend(new_class);
     let m = json!({
         "correction_titles_added": new_texts.len(),
+        "transformer_dropped": transformer_dropped,
         "embedded_now": embedded,
         "cached_before": cached_before,
         "title_entries": r.titles.class.len(),

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use artifacts::table::{Column, Table};
-use classifier::metrics::{Evaluation, evaluate};
+use classifier::metrics::{Evaluation, evaluate, evaluate_probabilities};
 use classifier::predict::{InferenceConfig, Predictor};
 use classifier::text::record_text;
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
@@ -376,7 +376,9 @@ impl Stage for Evaluate {
         let mut html = String::from(
             "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}.row{display:flex;gap:2em}</style><h1>Evaluation</h1>",
         );
-        let e = evaluate(&pred, &test.text, &test.isco_code);
+        // Scored once; the true-label view below reuses the probabilities.
+        let probs = pred.probabilities(&test.text);
+        let e = evaluate_probabilities(&pred, &probs, &test.isco_code);
         write_report(&dir, "test", &pred, &e, &mut html)?;
         let mut metrics = json!({"test": e.metrics});
         let mut summary = vec![format!(
@@ -395,7 +397,7 @@ impl Stage for Evaluate {
                 .zip(&test.isco_code)
                 .map(|(r, given)| truth.get(r).cloned().unwrap_or_else(|| given.clone()))
                 .collect();
-            let e = evaluate(&pred, &test.text, &codes);
+            let e = evaluate_probabilities(&pred, &probs, &codes);
             write_report(&dir, "test_true_labels", &pred, &e, &mut html)?;
             summary.push(format!(
                 "test against true labels: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3}, at 97 % {:.3}",

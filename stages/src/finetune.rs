@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use classifier::Rng;
-use classifier::calibrate::{METHODS, fit_calibration};
+use classifier::calibrate::{METHODS, fit_calibration, softmax_rows};
 use classifier::features::FeatureMatrix;
 use classifier::model::{TrainConfig, TrainData, train};
 use classifier::predict::{InferenceConfig, ModelMeta, Predictor, save, titles_for};
@@ -136,6 +136,11 @@ impl Stage for FineTune {
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
         let p: FineTuneParams = ctx.params()?;
         let base = Predictor::load(ctx.input("model")?, InferenceConfig::default())?;
+        if base.meta.kind == "transformer" {
+            return Err(
+                "fine-tune continues `ngram` and `ensemble` models; the base model is a fine-tuned transformer. Re-run `train` instead: the `corrections` stage writes records with the corrected codes (apply_to_records), which a transformer pipeline can train on".to_string().into(),
+            );
+        }
         let corr_path = ctx.input("corrections")?;
         let corr = Records::read(corr_path)?;
         if corr.is_empty() {
@@ -259,7 +264,11 @@ impl Stage for FineTune {
                         let x = FeatureMatrix::build(&fc, &texts);
                         let all: Vec<usize> = (0..x.rows()).collect();
                         (
-                            r.ensemble_logits(&net.logits(&x, &all), &texts, labels.len())?,
+                            r.ensemble_logits(
+                                &softmax_rows(&net.logits(&x, &all), labels.len(), 1.0),
+                                &texts,
+                                labels.len(),
+                            )?,
                             y,
                         )
                     }
@@ -300,6 +309,7 @@ impl Stage for FineTune {
             temperature,
             isotonic,
             titles,
+            transformer: None,
             summary: json!({"run_id": ctx.run_id, "stage": ctx.id, "trained_at": chrono::Utc::now().to_rfc3339(), "fine_tuned_from": base.meta.summary, "metrics": metrics}),
             ..base.meta.clone()
         };

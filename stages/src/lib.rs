@@ -8,7 +8,7 @@
 //! | `corrections` | corrections files (glob), cleaned records, optional reference | canonical corrections table, train / holdout slices, records with corrected labels, quarantine, conflicts, report |
 //! | `cluster-outliers` | cleaned records, optional truth file | flagged records (Parquet, CSV), per-record flags, report |
 //! | `split` | cleaned records | stratified train / validation / test tables, report |
-//! | `train` | train + validation splits, optional reference | model artifact (burn record + `model.json`) |
+//! | `train` | train + validation splits, optional reference, optional encoder | model artifact (burn record + `model.json`; `retrieval/` for an ensemble, `transformer/` for a fine-tuned encoder) |
 //! | `fine-tune` | base model, corrections, replay and validation splits | model artifact with new output rows for unseen codes |
 //! | `evaluate` | model, test split, extra labelled files | `metrics.json`, report directory (CSVs, HTML) |
 //! | `predict` | model, records to code | predictions (Parquet, CSV), review queue CSV |
@@ -36,6 +36,7 @@ pub mod promote;
 pub mod records;
 pub mod split;
 pub mod train;
+pub mod transformer;
 
 pub use error::Error;
 

@@ -9,6 +9,7 @@ use classifier::calibrate::{METHODS, fit_calibration};
 use classifier::features::{FeatureConfig, FeatureMatrix};
 use classifier::model::{TrainConfig, TrainData, train};
 use classifier::predict::{FORMAT, ModelMeta, save, titles_for};
+use classifier::transformer::TuneConfig;
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -29,6 +30,38 @@ pub struct TrainParams {
     pub retrieval_fit_rows: usize,
     /// Ensemble: add the distinct training titles to the retrieval index.
     pub retrieval_index_records: bool,
+    /// Ensemble: also fine-tune the encoder as a transformer classifier and mix it in (its
+    /// weight fitted on validation like the others).
+    pub ensemble_transformer: bool,
+    /// Transformer: top encoder layers fine-tuned (the rest frozen).
+    pub transformer_train_layers: usize,
+    /// Transformer: examples per forward pass (design: 16).
+    pub transformer_batch_size: usize,
+    /// Transformer: forward passes per optimiser step.
+    pub transformer_grad_accumulation: usize,
+    /// Transformer: peak learning rate of the encoder layers (design: 2e-5).
+    pub transformer_lr: f64,
+    /// Transformer: peak learning rate of the classification head.
+    pub transformer_lr_head: f64,
+    /// Transformer: share of the steps spent warming up.
+    pub transformer_warmup: f64,
+    /// Transformer: AdamW weight decay.
+    pub transformer_weight_decay: f32,
+    /// Transformer: passes over the sample at most (design: 3).
+    pub transformer_epochs: usize,
+    /// Transformer: wall-clock training budget in seconds (0: none).
+    pub transformer_max_seconds: f64,
+    /// Transformer: rows to train on: a stratified subsample of the records plus every
+    /// reference example (0: all).
+    pub transformer_max_examples: usize,
+    /// Transformer: tokens per text.
+    pub transformer_max_seq_length: usize,
+    /// Transformer: validation rows scored at each early-stopping check.
+    pub transformer_eval_rows: usize,
+    /// Transformer: early-stopping checks over the planned run.
+    pub transformer_evaluations: usize,
+    /// Transformer: checks without improvement before stopping.
+    pub transformer_patience: usize,
     /// Hash buckets of the feature table.
     pub buckets: usize,
     /// Word n-gram order.
@@ -71,11 +104,27 @@ impl Default for TrainParams {
     fn default() -> Self {
         let f = FeatureConfig::default();
         let t = TrainConfig::default();
+        let tc = TuneConfig::default();
         TrainParams {
             model_kind: "ngram".into(),
             encoder_max_seq_length: 128,
             retrieval_fit_rows: 5000,
             retrieval_index_records: true,
+            ensemble_transformer: false,
+            transformer_train_layers: tc.train_layers,
+            transformer_batch_size: tc.batch_size,
+            transformer_grad_accumulation: tc.grad_accumulation,
+            transformer_lr: tc.lr,
+            transformer_lr_head: tc.lr_head,
+            transformer_warmup: tc.warmup,
+            transformer_weight_decay: tc.weight_decay,
+            transformer_epochs: tc.epochs,
+            transformer_max_seconds: tc.max_seconds,
+            transformer_max_examples: tc.max_examples,
+            transformer_max_seq_length: tc.max_seq_length,
+            transformer_eval_rows: tc.eval_rows,
+            transformer_evaluations: tc.evaluations,
+            transformer_patience: tc.patience,
             buckets: f.buckets,
             word_ngrams: f.word_ngrams,
             minn: f.minn,
@@ -124,12 +173,42 @@ impl TrainParams {
         }
     }
 
+    /// The transformer's fine-tuning config.
+    pub fn tune_config(&self) -> TuneConfig {
+        TuneConfig {
+            train_layers: self.transformer_train_layers,
+            batch_size: self.transformer_batch_size,
+            grad_accumulation: self.transformer_grad_accumulation,
+            lr: self.transformer_lr,
+            lr_head: self.transformer_lr_head,
+            warmup: self.transformer_warmup,
+            weight_decay: self.transformer_weight_decay,
+            epochs: self.transformer_epochs,
+            max_seconds: self.transformer_max_seconds,
+            max_examples: self.transformer_max_examples,
+            max_seq_length: self.transformer_max_seq_length,
+            eval_rows: self.transformer_eval_rows,
+            evaluations: self.transformer_evaluations,
+            patience: self.transformer_patience,
+            seed: self.seed,
+        }
+    }
+
     fn check(&self) -> Result<(), String> {
-        if self.model_kind != "ngram" && self.model_kind != "ensemble" {
+        if !KINDS.contains(&self.model_kind.as_str()) {
             return Err(format!(
-                "model_kind `{}` is not available; use `ngram` or `ensemble` (the fine-tuned transformer is planned)",
+                "model_kind `{}` is not known; use `ngram`, `ensemble` or `transformer`",
                 self.model_kind
             ));
+        }
+        if self.model_kind == "transformer"
+            && (self.transformer_batch_size == 0
+                || self.transformer_grad_accumulation == 0
+                || self.transformer_epochs == 0
+                || self.transformer_max_seq_length < 8
+                || self.transformer_eval_rows == 0)
+        {
+            return Err("transformer_batch_size, transformer_grad_accumulation, transformer_epochs and transformer_eval_rows must be positive and transformer_max_seq_length at least 8".into());
         }
         if self.model_kind == "ensemble" && self.retrieval_fit_rows < 100 {
             return Err("retrieval_fit_rows must be at least 100".into());
@@ -152,6 +231,9 @@ impl TrainParams {
         Ok(())
     }
 }
+
+/// Model kinds `train` builds.
+pub const KINDS: [&str; 3] = ["ngram", "ensemble", "transformer"];
 
 /// The `train` stage kind.
 pub struct Train;
@@ -179,7 +261,7 @@ const INPUTS: &[InputDecl] = &[
         name: "encoder",
         required: false,
         many: true,
-        help: "files of a pretrained encoder directory (config.json, model.safetensors, tokenizer.json; `isco-dag models fetch minilm`) for model_kind = \"ensemble\"",
+        help: "files of a pretrained encoder directory (config.json, model.safetensors, tokenizer.json; `isco-dag models fetch minilm`) for model_kind = \"ensemble\" or \"transformer\"",
     },
 ];
 
@@ -214,7 +296,7 @@ pub fn labelled_features(
 }
 
 impl Stage for Train {
-    runner::stage_metadata!("train", version "4", "train the ngram classifier (and for an ensemble its retrieval half), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
+    runner::stage_metadata!("train", version "5", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<TrainParams>(raw)?;
         serde_json::from_value::<TrainParams>(v.clone())
@@ -278,8 +360,19 @@ impl Stage for Train {
         let rows: Vec<usize> = (0..vx.rows()).collect();
         let c = labels.len();
         let mut cal = fit_calibration(&net.logits(&vx, &rows), &vy, c, &p.calibration);
+        let transformer = if p.model_kind == "transformer"
+            || (p.model_kind == "ensemble" && p.ensemble_transformer)
+        {
+            let (ft, cal_t, m) =
+                crate::transformer::build(ctx, &p, &labels, &texts, &y, tr.len(), &va)?;
+            cal = cal_t;
+            Some((ft, m))
+        } else {
+            None
+        };
         let ensemble = if p.model_kind == "ensemble" {
-            let (r, cal_e, m) = crate::ensemble::build(ctx, &p, &labels, &tax, &tr, &va, &net)?;
+            let ft = transformer.as_ref().map(|(t, _)| t);
+            let (r, cal_e, m) = crate::ensemble::build(ctx, &p, &labels, &tax, &tr, &va, &net, ft)?;
             cal = cal_e;
             Some((r, m))
         } else {
@@ -301,6 +394,9 @@ impl Stage for Train {
         if let Some((_, m)) = &ensemble {
             metrics["retrieval"] = m.clone();
         }
+        if let Some((_, m)) = &transformer {
+            metrics["transformer"] = m.clone();
+        }
         let meta = ModelMeta {
             format: FORMAT,
             kind: p.model_kind.clone(),
@@ -310,6 +406,7 @@ impl Stage for Train {
             train: tc,
             temperature,
             isotonic: cal.isotonic,
+            transformer: transformer.is_some().then(|| p.tune_config()),
             summary: json!({"run_id": ctx.run_id, "stage": ctx.id, "trained_at": chrono::Utc::now().to_rfc3339(), "metrics": metrics}),
         };
         save(&ctx.output("model"), &net, &meta)?;
@@ -317,6 +414,10 @@ impl Stage for Train {
         if let Some((r, m)) = &ensemble {
             r.save(&ctx.output("model"))?;
             summary.push(crate::ensemble::summary(m));
+        }
+        if let Some((t, m)) = &transformer {
+            t.save(&ctx.output("model"))?;
+            summary.push(crate::transformer::summary(m));
         }
         Ok(StageReport {
             summary: vec![format!(

@@ -1,6 +1,7 @@
 //! `pipelines/ensemble.toml` end to end with a tiny randomly initialised BERT (no download):
 //! the ensemble trains, evaluates, promotes and codes; a re-run executes nothing; new records
-//! re-embed only their new titles; a missing encoder is a clear error.
+//! re-embed only their new titles; a missing encoder is a clear error. The same encoder
+//! fine-tuned as a `transformer` model trains inside its budget and codes.
 
 use crate::support::{Project, outcome_of, stage_of};
 
@@ -27,6 +28,28 @@ fn random_encoder(p: &Project) {
     .unwrap();
 }
 
+/// `models/latest` carries its encoder under `part/`, evaluate scored it above
+/// `min_accuracy`, and `predict` codes the demo's new jobs with it.
+fn scored_and_codes(p: &Project, part: &str, min_accuracy: f64) {
+    assert!(
+        p.path(&format!("models/latest/{part}/encoder/model.safetensors"))
+            .is_file()
+    );
+    let metrics = p.json("models/latest_metrics.json");
+    assert!(
+        metrics["test"]["accuracy"].as_f64().unwrap() > min_accuracy,
+        "{metrics}"
+    );
+    let out = p.ok(&[
+        "predict",
+        "--model",
+        "models/latest",
+        "--input",
+        "data/demo/new_jobs.csv",
+    ]);
+    assert!(out.lines().count() > 100, "{out}");
+}
+
 #[test]
 fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     let p = Project::new(1500);
@@ -49,24 +72,8 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     assert!((0.0..=0.8).contains(&w), "{m}");
     let meta = p.json("models/latest/model.json");
     assert_eq!(meta["kind"], "ensemble");
-    assert!(
-        p.path("models/latest/retrieval/encoder/model.safetensors")
-            .is_file()
-    );
     // Evaluate scored the ensemble; predictions carry codes.
-    let metrics = p.json("models/latest_metrics.json");
-    assert!(
-        metrics["test"]["accuracy"].as_f64().unwrap() > 0.5,
-        "{metrics}"
-    );
-    let out = p.ok(&[
-        "predict",
-        "--model",
-        "models/latest",
-        "--input",
-        "data/demo/new_jobs.csv",
-    ]);
-    assert!(out.lines().count() > 100, "{out}");
+    scored_and_codes(&p, "retrieval", 0.5);
 
     // Nothing changed: nothing runs.
     p.ok(&["run", "pipelines/ensemble.toml"]);
@@ -120,4 +127,83 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
         "data/demo/new_jobs.csv",
     ]);
     assert!(out.lines().count() > 100, "{out}");
+}
+
+#[test]
+fn transformer_pipeline_fine_tunes_the_encoder_and_codes() {
+    let p = Project::new(1500);
+    let (_, err) = p.fails(&["run", "pipelines/transformer.toml"]);
+    assert!(err.contains("models fetch minilm"), "{err}");
+
+    random_encoder(&p);
+    p.ok(&["run", "pipelines/transformer.toml"]);
+    let run = p.last_run();
+    for s in ["train", "evaluate", "promote", "predict"] {
+        assert_eq!(outcome_of(&run, s), "executed", "{s}");
+    }
+    let m = &stage_of(&run, "train")["metrics"]["transformer"];
+    let r = &m["report"];
+    assert_eq!(r["train_layers"], 1, "capped at the encoder's depth: {m}");
+    assert!(r["steps"].as_u64().unwrap() > 50, "{m}");
+    // A tiny random encoder: it learns (the loss falls, accuracy is far above the 1/40 of
+    // chance), not much more.
+    assert!(
+        r["best_validation_accuracy"].as_f64().unwrap() > 0.15,
+        "{m}"
+    );
+    let cps = r["checkpoints"].as_array().unwrap();
+    let loss = |c: &serde_json::Value| c["loss"].as_f64().unwrap();
+    assert!(loss(cps.last().unwrap()) < loss(&cps[0]), "{m}");
+    assert!(m["calibration_rows"].as_u64().unwrap() > 50, "{m}");
+    let meta = p.json("models/latest/model.json");
+    assert_eq!(meta["kind"], "transformer");
+    assert_eq!(meta["transformer"]["batch_size"], 16);
+    // Evaluate scored the transformer (far above chance over ~40 codes).
+    scored_and_codes(&p, "transformer", 0.15);
+
+    // Nothing changed: nothing runs.
+    p.ok(&["run", "pipelines/transformer.toml"]);
+    assert_eq!(outcome_of(&p.last_run(), "train"), "skipped");
+
+    // A budget of one second stops early, by the budget, and still gives a model.
+    p.write(
+        "pipelines/tiny.toml",
+        r#"[pipeline]
+name = "tiny"
+extends = "transformer.toml"
+
+[[stage]]
+id = "train"
+kind = "train"
+replace = true
+inputs = { train = "split.train", validation = "split.validation", reference = "data/reference/isco08_demo.csv", encoder = "models/pretrained/all-MiniLM-L6-v2/*.*" }
+params_from = ["model", "training"]
+params = { model_kind = "transformer", transformer_max_seconds = 1, transformer_epochs = 50, transformer_patience = 1000 }
+outputs = { model = "models/latest" }
+"#,
+    );
+    p.ok(&["run", "pipelines/tiny.toml", "--until", "train"]);
+    let run = p.last_run();
+    let r = &stage_of(&run, "train")["metrics"]["transformer"]["report"];
+    assert_eq!(r["stopped_by"], "budget", "{r}");
+    assert!(r["planned_steps"].as_u64().unwrap() < 50 * 60, "{r}");
+
+    // fine-tune continues ngram and ensemble models; on a transformer it says what to do.
+    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
+    std::fs::copy(
+        p.path("data/demo/corrections_demo.csv"),
+        p.path("data/corrections/demo.csv"),
+    )
+    .unwrap();
+    p.write(
+        "pipelines/finetune-tiny.toml",
+        &std::fs::read_to_string(p.path("pipelines/tiny.toml"))
+            .unwrap()
+            .replace(
+                "extends = \"transformer.toml\"",
+                "extends = \"finetune.toml\"",
+            ),
+    );
+    let (_, err) = p.fails(&["run", "pipelines/finetune-tiny.toml"]);
+    assert!(err.contains("Re-run `train` instead"), "{err}");
 }
