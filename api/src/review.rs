@@ -21,7 +21,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::routes::{AlternativeOut, WordOut, explanation, parse_json};
+use crate::routes::{
+    AlternativeOut, SimilarOut, WordOut, explanation, parse_json, similar_records,
+};
 
 /// Columns of the corrections the page writes (the `corrections` stage reads them).
 const DECISION_COLUMNS: [&str; 9] = [
@@ -66,6 +68,9 @@ pub struct QueueItem {
     pub suggestions: Vec<AlternativeOut>,
     /// Words and their contribution to the first suggestion.
     pub highlights: Vec<WordOut>,
+    /// Past records with similar titles and their codes (models with a retrieval index;
+    /// `similar` in `[inference]` of them).
+    pub similar: Vec<SimilarOut>,
 }
 
 /// The queue.
@@ -383,6 +388,13 @@ pub async fn queue(
                     .and_then(|a| explanation(&m, &text, &a.isco_code))
                     .map(|e| e.words)
                     .unwrap_or_default();
+                let similar = match similar_records(&m, &text, m.predictor.config.similar) {
+                    Ok(s) => s.unwrap_or_default(),
+                    Err(e) => {
+                        tracing::warn!(error = %e.message, "no similar records for the review queue");
+                        Vec::new()
+                    }
+                };
                 QueueItem {
                     id: p.id,
                     job_title: p.job_title,
@@ -392,6 +404,7 @@ pub async fn queue(
                     predicted_confidence: p.confidence,
                     suggestions: pred.alternatives.into_iter().map(Into::into).collect(),
                     highlights,
+                    similar,
                 }
             })
             .collect();

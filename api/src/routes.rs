@@ -41,6 +41,10 @@ pub struct JobRequest {
     /// Add the words that drove the decision (`explanation`).
     #[serde(default)]
     pub explain: bool,
+    /// Add this many similar past records (`similar`, at most 50); needs a model with a
+    /// retrieval index (`ensemble`).
+    #[serde(default)]
+    pub similar: usize,
     /// Caller's id for the record, echoed back.
     #[serde(default)]
     pub id: Option<String>,
@@ -77,6 +81,33 @@ impl From<classifier::predict::Alternative> for AlternativeOut {
             isco_code: a.isco_code,
             title: a.title,
             confidence: a.confidence,
+        }
+    }
+}
+
+/// A past record (or ISCO reference title) whose title is near the query's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimilarOut {
+    /// Its normalised title.
+    pub text: String,
+    /// The code it was given (for a past record, the code its title was most often given).
+    pub isco_code: String,
+    /// Title of that code.
+    pub title: String,
+    /// `record` (a past record) or `reference` (the ISCO reference).
+    pub source: String,
+    /// Cosine similarity of the two titles.
+    pub similarity: f64,
+}
+
+impl From<classifier::predict::Similar> for SimilarOut {
+    fn from(s: classifier::predict::Similar) -> Self {
+        SimilarOut {
+            text: s.text,
+            isco_code: s.isco_code,
+            title: s.title,
+            source: s.source,
+            similarity: s.similarity,
         }
     }
 }
@@ -129,6 +160,9 @@ pub struct JobPrediction {
     /// Word contributions, when `explain` was asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<ExplanationOut>,
+    /// Similar past records, best first, when `similar` was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similar: Option<Vec<SimilarOut>>,
 }
 
 /// The answer to a batch.
@@ -212,6 +246,7 @@ fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPrediction {
         alternatives: p.alternatives.into_iter().map(Into::into).collect(),
         model_version: version.to_string(),
         explanation: None,
+        similar: None,
     }
 }
 
@@ -226,6 +261,31 @@ pub(crate) fn explanation(m: &Loaded, text: &str, code: &str) -> Option<Explanat
             .collect(),
         exact: e.exact,
     })
+}
+
+/// Most similar records one request may ask for.
+const MAX_SIMILAR: usize = 50;
+
+/// The `k` records most similar to `text`; `Ok(None)` when the model has no retrieval index.
+pub(crate) fn similar_records(
+    m: &Loaded,
+    text: &str,
+    k: usize,
+) -> Result<Option<Vec<SimilarOut>>, ApiError> {
+    match m.predictor.similar(&[text.to_string()], k) {
+        None => Ok(None),
+        Some(Ok(mut rows)) => Ok(Some(
+            rows.pop()
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        )),
+        Some(Err(e)) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("similar records could not be found: {e}"),
+        )),
+    }
 }
 
 fn record(st: &AppState, preds: &[(&str, &str, &Prediction)], version: &str) {
@@ -258,6 +318,22 @@ async fn predict_job(
             "job_title and duties_description are both empty; send at least a job title",
         ));
     }
+    if req.similar > MAX_SIMILAR {
+        return Err(ApiError::unprocessable(format!(
+            "similar is {}, but at most {MAX_SIMILAR} similar records are returned; ask for fewer",
+            req.similar
+        )));
+    }
+    let similar = if req.similar > 0 {
+        Some(similar_records(&m, &text, req.similar)?.ok_or_else(|| {
+            ApiError::unprocessable(format!(
+                "the model `{}` (kind {}) has no retrieval index, so it cannot list similar records; promote an ensemble model (`isco-dag run pipelines/ensemble.toml`) or leave `similar` out",
+                m.version, m.predictor.meta.kind
+            ))
+        })?)
+    } else {
+        None
+    };
     let p = m.predictor.predict_one(&text);
     record(
         &st,
@@ -271,6 +347,7 @@ async fn predict_job(
     {
         out.explanation = explanation(&m, &text, &code);
     }
+    out.similar = similar;
     Ok(Json(out))
 }
 
@@ -615,7 +692,7 @@ impl Modify for Security {
     info(title = "isco-dag", description = "Codes job descriptions into ISCO-08 occupations with calibrated confidence, hierarchical fallback and a review queue."),
     paths(predict_job, predict_batch, predict_csv, health, model_info, metrics,
           review::queue, review::search, review::decision, review::skip),
-    components(schemas(JobRequest, BatchRecord, JobPrediction, AlternativeOut, ExplanationOut, WordOut, BatchResponse, ErrorBody, CsvUpload,
+    components(schemas(JobRequest, BatchRecord, JobPrediction, AlternativeOut, ExplanationOut, WordOut, SimilarOut, BatchResponse, ErrorBody, CsvUpload,
                        review::QueueItem, review::QueueResponse, review::SearchHit, review::Decision, review::Skip)),
     modifiers(&Security)
 )]

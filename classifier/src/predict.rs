@@ -73,6 +73,10 @@ pub struct InferenceConfig {
     pub top_k: usize,
     /// Entries of the LRU cache for single predictions.
     pub cache_size: usize,
+    /// Similar past records (nearest titles in the retrieval index, with their codes) shown
+    /// to reviewers in the review queue and `to_review.csv`; models with a retrieval index
+    /// (`ensemble`) only. 0 turns it off.
+    pub similar: usize,
 }
 
 impl Default for InferenceConfig {
@@ -84,6 +88,7 @@ impl Default for InferenceConfig {
             review_threshold: 0.5,
             top_k: 3,
             cache_size: 10_000,
+            similar: 3,
         }
     }
 }
@@ -138,6 +143,21 @@ pub struct Prediction {
     pub alternatives: Vec<Alternative>,
 }
 
+/// A past record (or reference title) similar to a query, for reviewers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Similar {
+    /// Its normalised title.
+    pub text: String,
+    /// The code it was given (a past record's most frequent code).
+    pub isco_code: String,
+    /// That code's title.
+    pub title: String,
+    /// `record` (past record) or `reference` (ISCO reference title or example).
+    pub source: String,
+    /// Cosine similarity of the titles.
+    pub similarity: f64,
+}
+
 /// Contribution of the text's features to one class's logit. For the linear head the
 /// contributions plus the bias equal the logit exactly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +174,24 @@ pub struct Explanation {
     pub words: Vec<(String, f64)>,
     /// Whether the contributions are exact (linear head).
     pub exact: bool,
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first), by one linear
+/// scan (k is small).
+pub(crate) fn top_k(s: &[f32], k: usize) -> Vec<usize> {
+    let k = k.min(s.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<usize> = Vec::with_capacity(k + 1);
+    for (j, &v) in s.iter().enumerate() {
+        if idx.len() < k || v > s[idx[k - 1]] {
+            let pos = idx.partition_point(|&i| s[i] >= v);
+            idx.insert(pos, j);
+            idx.truncate(k);
+        }
+    }
+    idx
 }
 
 /// A loaded model ready to code records.
@@ -480,19 +518,35 @@ impl Predictor {
         p
     }
 
+    /// The `k` past records (and reference titles) whose titles are nearest to each text's,
+    /// with their codes; `None` when the model has no retrieval index (only `ensemble` models
+    /// have one).
+    pub fn similar(&self, texts: &[String], k: usize) -> Option<Result<Vec<Vec<Similar>>, Error>> {
+        let r = self.retrieval.as_ref()?;
+        Some(r.similar(texts, k).map(|rows| {
+            rows.into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .map(|n| {
+                            let code = self.meta.labels[n.class as usize].clone();
+                            Similar {
+                                text: n.text,
+                                title: self.title(&code).to_string(),
+                                isco_code: code,
+                                source: n.source,
+                                similarity: n.similarity as f64,
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        }))
+    }
+
     /// Turns one row of probabilities into a decision (grade, fallback, alternatives).
     pub fn decide(&self, p: &[f32]) -> Prediction {
         let cfg = &self.config;
-        // Top-k by one linear scan (k is small).
-        let k = cfg.top_k.max(1).min(p.len());
-        let mut idx: Vec<usize> = Vec::with_capacity(k + 1);
-        for (i, &v) in p.iter().enumerate() {
-            if idx.len() < k || v > p[idx[k - 1]] {
-                let pos = idx.partition_point(|&j| p[j] >= v);
-                idx.insert(pos, i);
-                idx.truncate(k);
-            }
-        }
+        let idx = top_k(p, cfg.top_k.max(1));
         let alternatives: Vec<Alternative> = idx
             .iter()
             .map(|&i| Alternative {

@@ -231,6 +231,19 @@ pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> 
     out
 }
 
+/// An index entry near a query (see [`Retrieval::similar`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbour {
+    /// The entry's normalised text.
+    pub text: String,
+    /// Its class (index into the model's labels).
+    pub class: u32,
+    /// `record` (a past record's title) or `reference` (the ISCO reference).
+    pub source: String,
+    /// Cosine similarity to the query.
+    pub similarity: f32,
+}
+
 /// The retrieval half of an ensemble model: encoder, both indexes and the mixing weights.
 pub struct Retrieval {
     /// The encoder.
@@ -328,6 +341,55 @@ impl Retrieval {
             has_duties,
             classes,
         })
+    }
+
+    /// The `k` title-index entries nearest to each text's title — past records' titles with
+    /// the code they were most often given, and the reference's titles — for reviewers
+    /// ("similar past records"). Per text, best first.
+    pub fn similar(&self, texts: &[String], k: usize) -> Result<Vec<Vec<Neighbour>>, Error> {
+        let d = self.encoder.dim();
+        let n = self.titles.class.len();
+        if texts.is_empty() || n == 0 || k == 0 {
+            return Ok(vec![Vec::new(); texts.len()]);
+        }
+        let titles: Vec<String> = texts.iter().map(|t| split_text(t).0.to_string()).collect();
+        let (qv, _) = self.cache.lock().expect("embedding cache").embed(
+            &self.encoder,
+            &titles,
+            &|_, _| {},
+        )?;
+        let device = crate::model::device();
+        let keys = Tensor::<2>::from_data(
+            TensorData::new(self.titles.vectors.clone(), [n, d]),
+            &device,
+        )
+        .transpose();
+        let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in qv.chunks(rows_per * d) {
+            let m = chunk.len() / d;
+            let sims = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, d]), &device)
+                .matmul(keys.clone())
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("float similarities");
+            let part: Vec<Vec<Neighbour>> = sims
+                .par_chunks(n)
+                .map(|s| {
+                    crate::predict::top_k(s, k)
+                        .into_iter()
+                        .map(|j| Neighbour {
+                            text: self.titles.texts[j].clone(),
+                            class: self.titles.class[j],
+                            source: self.titles.source[j].clone(),
+                            similarity: s[j],
+                        })
+                        .collect()
+                })
+                .collect();
+            out.extend(part);
+        }
+        Ok(out)
     }
 
     /// The ensemble's uncalibrated logits (log of the mixed probabilities) of normalised

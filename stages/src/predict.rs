@@ -170,7 +170,34 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
             );
     }
     t = t.with("note", Column::Str(note));
-    let keep: Vec<usize> = (0..rows.len()).filter(|&i| needs[i]).collect();
+    // Similar past records for the rows a coder will look at (ensemble models).
+    let review_rows: Vec<usize> = (0..rows.len()).filter(|&i| needs[i]).collect();
+    let review_texts: Vec<String> = review_rows.iter().map(|&i| texts[i].clone()).collect();
+    if let Some(similar) = pred.similar(&review_texts, pred.config.similar)
+        && pred.config.similar > 0
+    {
+        let mut col = vec![String::new(); rows.len()];
+        let similar = similar.map_err(|e| Error::Input {
+            path: input.to_path_buf(),
+            message: format!("similar past records could not be found: {e}"),
+        })?;
+        for (&i, near) in review_rows.iter().zip(similar) {
+            if !texts[i].is_empty() {
+                col[i] = near
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} -> {} ({:.2}, {})",
+                            s.text, s.isco_code, s.similarity, s.source
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            }
+        }
+        t = t.with("similar_records", Column::Str(col));
+    }
+    let keep = review_rows;
     let review = Table {
         columns: t
             .columns
@@ -197,7 +224,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
 }
 
 impl Stage for Predict {
-    runner::stage_metadata!("predict", version "1", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("predict", version "2", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }

@@ -123,6 +123,13 @@ fn every_endpoint_and_every_error_is_json() {
             422,
             "both empty",
         ),
+        // Similar records need a retrieval index, which an ngram model lacks.
+        (
+            r#"{"job_title":"chef","similar":3}"#,
+            422,
+            "has no retrieval index",
+        ),
+        (r#"{"job_title":"chef","similar":51}"#, 422, "at most 50"),
     ];
     for (body, status, text) in cases {
         let r = post_json(a, "/predict/job", body);

@@ -50,6 +50,80 @@ fn scored_and_codes(p: &Project, part: &str, min_accuracy: f64) {
     assert!(out.lines().count() > 100, "{out}");
 }
 
+/// The review queue file and the API carry similar past records with their codes.
+fn reviewers_see_similar_records(p: &Project) {
+    // Every prediction goes to review (the small model is confident about anything).
+    p.edit(
+        "config/default.toml",
+        "review_threshold = 0.5",
+        "review_threshold = 0.99999",
+    );
+    p.ok(&["run", "pipelines/ensemble.toml"]);
+    assert_eq!(outcome_of(&p.last_run(), "predict"), "executed");
+    let dir = p.path("data/review");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|f| f.to_string_lossy().contains("to_review_"))
+        .expect("predict wrote a review queue");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    assert!(
+        lines.next().unwrap().ends_with(",similar_records"),
+        "{text}"
+    );
+    let queued: Vec<&str> = lines.collect();
+    assert!(queued.len() > 50, "{text}");
+    for l in &queued {
+        assert_eq!(l.matches(" -> ").count(), 3, "three similar records: {l}");
+    }
+
+    let s = crate::api::start(p, &[]);
+    let r = crate::http::post_json(
+        &s.addr,
+        "/predict/job",
+        r#"{"job_title":"Airship ward nurse","similar":4}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let near = v["similar"].as_array().unwrap();
+    assert_eq!(near.len(), 4, "{v}");
+    let sims: Vec<f64> = near
+        .iter()
+        .map(|n| n["similarity"].as_f64().unwrap())
+        .collect();
+    assert!(sims.windows(2).all(|w| w[0] >= w[1]), "best first: {v}");
+    for n in near {
+        assert_eq!(n["isco_code"].as_str().unwrap().len(), 4, "{v}");
+        assert!(["record", "reference"].contains(&n["source"].as_str().unwrap()));
+        assert!(!n["title"].as_str().unwrap().is_empty(), "{v}");
+    }
+    // A past record's title is its own nearest neighbour.
+    let records = std::fs::read_to_string(p.path("data/raw/historical_records.csv")).unwrap();
+    let title = records
+        .lines()
+        .skip(1)
+        .find(|l| !l.contains('"'))
+        .and_then(|l| l.split(',').next())
+        .unwrap();
+    let r = crate::http::post_json(
+        &s.addr,
+        "/predict/job",
+        &serde_json::json!({"job_title": title, "similar": 1}).to_string(),
+    );
+    let v = r.json();
+    assert!(
+        v["similar"][0]["similarity"].as_f64().unwrap() > 0.999,
+        "{title}: {v}"
+    );
+    let q = crate::http::get(&s.addr, "/review/queue?limit=2").json();
+    let items = q["items"].as_array().unwrap();
+    assert!(!items.is_empty(), "{q}");
+    for it in items {
+        assert_eq!(it["similar"].as_array().unwrap().len(), 3, "{it}");
+    }
+}
+
 #[test]
 fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     let p = Project::new(1500);
@@ -80,6 +154,7 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "train"), "skipped");
     assert_eq!(outcome_of(&run, "evaluate"), "skipped");
+    reviewers_see_similar_records(&p);
 
     // Two new records with new titles: the model retrains but embeds only what is new.
     p.append(
