@@ -191,12 +191,24 @@ impl Trained {
     /// Logits `[rows, classes]` (row-major) of the given rows.
     pub fn logits(&self, x: &FeatureMatrix, rows: &[usize]) -> Vec<f32> {
         let device = self.head.out.weight.val().device();
-        let mut out = Vec::new();
+        let mut out: Vec<f32> = Vec::new();
         for chunk in rows.chunks(8192) {
             let h = bags(&self.table, self.dim, x, chunk);
             let h = Tensor::<2>::from_data(TensorData::new(h, [chunk.len(), self.dim]), &device);
-            let l = self.head.forward(h).into_data();
-            out.extend(l.try_to_vec::<f32>().expect("float logits"));
+            let l = self
+                .head
+                .forward(h)
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("float logits");
+            if out.is_empty() && chunk.len() == rows.len() {
+                // One chunk (the common case when predicting): hand the buffer over.
+                return l;
+            }
+            if out.capacity() == 0 {
+                out.reserve_exact(rows.len() * (l.len() / chunk.len().max(1)));
+            }
+            out.extend_from_slice(&l);
         }
         out
     }

@@ -80,103 +80,77 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         .collect();
     let preds = pred.predict(&texts);
     let k = pred.config.top_k;
-    let mut t = Table::new()
-        .with(
-            "row",
-            Column::Int(rows.iter().map(|r| r.row as i64).collect()),
-        )
-        .with(
-            "job_title",
-            Column::Str(
-                rows.iter()
-                    .map(|r| r.values[0].clone().unwrap_or_default())
-                    .collect(),
-            ),
-        )
-        .with(
-            "duties_description",
-            Column::Str(
-                rows.iter()
-                    .map(|r| r.values[1].clone().unwrap_or_default())
-                    .collect(),
-            ),
-        );
-    let mut note = Vec::with_capacity(rows.len());
-    let mut code = Vec::new();
-    let mut needs = Vec::new();
+    let n = rows.len();
+    let fallbacks = preds.iter().filter(|p| p.is_fallback).count();
+    // One pass that moves every string into its column (150k rows: no second copy).
+    let mut row_no = Vec::with_capacity(n);
+    let mut job_title = Vec::with_capacity(n);
+    let mut duties = Vec::with_capacity(n);
+    let mut note = Vec::with_capacity(n);
+    let mut code = Vec::with_capacity(n);
+    let mut needs = Vec::with_capacity(n);
+    let mut level = Vec::with_capacity(n);
+    let mut title = Vec::with_capacity(n);
+    let mut confidence = Vec::with_capacity(n);
+    let mut grade = Vec::with_capacity(n);
+    let mut fallback = Vec::with_capacity(n);
+    let mut alt_code = vec![Vec::with_capacity(n); k];
+    let mut alt_conf = vec![Vec::with_capacity(n); k];
     let mut unusable = 0;
-    for (r, (p, text)) in rows.iter().zip(preds.iter().zip(&texts)) {
+    for (r, (p, text)) in rows.into_iter().zip(preds.into_iter().zip(&texts)) {
         let problem = match (&r.problem, text.is_empty()) {
             (Some((col, why)), _) => Some(format!("row unusable: column {col} {why}")),
             (None, true) => Some("row unusable: the job title and duties are empty".to_string()),
             _ => None,
         };
         unusable += problem.is_some() as usize;
+        needs.push(problem.is_some() || p.needs_review);
         code.push(if problem.is_some() {
             String::new()
         } else {
-            p.isco_code.clone()
+            p.isco_code
         });
-        needs.push(problem.is_some() || p.needs_review);
         note.push(problem.unwrap_or_default());
+        row_no.push(r.row as i64);
+        let mut values = r.values.into_iter();
+        job_title.push(values.next().flatten().unwrap_or_default());
+        duties.push(values.next().flatten().unwrap_or_default());
+        level.push(p.level as i64);
+        title.push(p.title);
+        confidence.push(p.confidence);
+        grade.push(p.grade);
+        fallback.push(p.is_fallback);
+        let mut alts = p.alternatives.into_iter();
+        for i in 0..k {
+            let a = alts.next();
+            alt_conf[i].push(a.as_ref().map(|a| a.confidence).unwrap_or(0.0));
+            alt_code[i].push(a.map(|a| a.isco_code).unwrap_or_default());
+        }
     }
-    t = t
+    let mut t = Table::new()
+        .with("row", Column::Int(row_no))
+        .with("job_title", Column::Str(job_title))
+        .with("duties_description", Column::Str(duties))
         .with("isco_code", Column::Str(code))
-        .with(
-            "level",
-            Column::Int(preds.iter().map(|p| p.level as i64).collect()),
-        )
-        .with(
-            "title",
-            Column::Str(preds.iter().map(|p| p.title.clone()).collect()),
-        )
-        .with(
-            "confidence",
-            Column::Float(preds.iter().map(|p| p.confidence).collect()),
-        )
-        .with(
-            "grade",
-            Column::Str(preds.iter().map(|p| p.grade.clone()).collect()),
-        )
-        .with(
-            "is_fallback",
-            Column::Bool(preds.iter().map(|p| p.is_fallback).collect()),
-        )
+        .with("level", Column::Int(level))
+        .with("title", Column::Str(title))
+        .with("confidence", Column::Float(confidence))
+        .with("grade", Column::Str(grade))
+        .with("is_fallback", Column::Bool(fallback))
         .with("needs_review", Column::Bool(needs.clone()));
-    for i in 0..k {
+    for (i, (c, p)) in alt_code.into_iter().zip(alt_conf).enumerate() {
         t = t
-            .with(
-                &format!("alt_{}_code", i + 1),
-                Column::Str(
-                    preds
-                        .iter()
-                        .map(|p| {
-                            p.alternatives
-                                .get(i)
-                                .map(|a| a.isco_code.clone())
-                                .unwrap_or_default()
-                        })
-                        .collect(),
-                ),
-            )
-            .with(
-                &format!("alt_{}_confidence", i + 1),
-                Column::Float(
-                    preds
-                        .iter()
-                        .map(|p| p.alternatives.get(i).map(|a| a.confidence).unwrap_or(0.0))
-                        .collect(),
-                ),
-            );
+            .with(&format!("alt_{}_code", i + 1), Column::Str(c))
+            .with(&format!("alt_{}_confidence", i + 1), Column::Float(p));
     }
     t = t.with("note", Column::Str(note));
     // Similar past records for the rows a coder will look at (ensemble models).
-    let review_rows: Vec<usize> = (0..rows.len()).filter(|&i| needs[i]).collect();
+    let review_rows: Vec<usize> = (0..n).filter(|&i| needs[i]).collect();
     let review_texts: Vec<String> = review_rows.iter().map(|&i| texts[i].clone()).collect();
     if let Some(similar) = pred.similar(&review_texts, pred.config.similar)
         && pred.config.similar > 0
     {
-        let mut col = vec![String::new(); rows.len()];
+        let mut col = vec![String::new(); n];
         let similar = similar.map_err(|e| Error::Input {
             path: input.to_path_buf(),
             message: format!("similar past records could not be found: {e}"),
@@ -214,9 +188,9 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
             .collect(),
     };
     Ok(Coded {
-        rows: rows.len(),
+        rows: n,
         to_review: keep.len(),
-        fallbacks: preds.iter().filter(|p| p.is_fallback).count(),
+        fallbacks,
         unusable,
         predictions: t,
         review,
