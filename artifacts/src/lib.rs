@@ -13,6 +13,9 @@
 //!   refs/<name>.json       named refs such as `best` (the promoted model)
 //!   lock                   the store lock (`flock`); released by the OS when its holder dies
 //!   tmp/                   staging area for atomic writes (cleared by `gc`)
+//!   shared/<name>/         caches of values keyed by their own content that stages share
+//!                          across runs (sentence vectors by text hash); not in any key, not
+//!                          touched by `gc`, safe to delete
 //! ```
 //!
 //! Every write is atomic: a temp file in the same file system, `fsync`, then `rename`. Objects

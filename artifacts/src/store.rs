@@ -191,6 +191,13 @@ impl Store {
         &self.root
     }
 
+    /// `shared/<name>/`: caches shared by stages and runs that hold only values derived from
+    /// their own keys (e.g. sentence vectors by text hash). Nothing refers to them, `gc`
+    /// leaves them alone, and deleting them only costs time.
+    pub fn shared_dir(&self, name: &str) -> PathBuf {
+        self.root.join("shared").join(name)
+    }
+
     /// Takes the exclusive store lock. With `wait`, blocks until it is free (calling `on_wait`
     /// once with the holder's description); otherwise fails with [`Error::Locked`].
     pub fn lock(&self, wait: bool, on_wait: &dyn Fn(&str)) -> Result<StoreLock> {

@@ -81,6 +81,10 @@ pub struct EmbeddingCache {
     /// Width of the vectors.
     pub dim: usize,
     map: HashMap<[u8; 16], Vec<f32>>,
+    /// A shared on-disk cache consulted before embedding (see [`DiskCache`]).
+    disk: Option<std::sync::Arc<DiskCache>>,
+    /// Keys embedded here since the last [`flush`](Self::flush), for the disk cache.
+    added: Vec<[u8; 16]>,
 }
 
 fn key(text: &str) -> [u8; 16] {
@@ -93,8 +97,30 @@ impl EmbeddingCache {
     pub fn new(dim: usize) -> Self {
         EmbeddingCache {
             dim,
-            map: HashMap::new(),
+            ..Default::default()
         }
+    }
+
+    /// Consults (and, on [`flush`](Self::flush), feeds) a shared on-disk cache.
+    pub fn attach(&mut self, disk: std::sync::Arc<DiskCache>) {
+        if disk.dim == self.dim {
+            self.disk = Some(disk);
+        }
+    }
+
+    /// Writes the vectors embedded since the last flush to the attached disk cache, so other
+    /// stages (and later runs) with the same encoder find them. Returns how many.
+    pub fn flush(&mut self) -> Result<usize, Error> {
+        let Some(disk) = &self.disk else {
+            return Ok(0);
+        };
+        let added = std::mem::take(&mut self.added);
+        let rows: Vec<(&[u8; 16], &[f32])> = added
+            .iter()
+            .filter_map(|k| self.map.get(k).map(|v| (k, v.as_slice())))
+            .collect();
+        disk.write(&rows)?;
+        Ok(rows.len())
     }
 
     /// Number of cached vectors.
@@ -120,14 +146,23 @@ impl EmbeddingCache {
         for t in texts {
             let k = key(t);
             if !self.map.contains_key(&k) && seen.insert(k) {
-                missing.push(t);
+                match self.disk.as_ref().and_then(|d| d.get(&k)) {
+                    Some(v) => {
+                        self.map.insert(k, v);
+                    }
+                    None => missing.push(t),
+                }
             }
         }
         let n = missing.len();
         if n > 0 {
             let v = enc.embed(&missing, 64, true, &|done| progress(done, n))?;
             for (t, row) in missing.iter().zip(v.chunks(self.dim)) {
-                self.map.insert(key(t), row.to_vec());
+                let k = key(t);
+                self.map.insert(k, row.to_vec());
+                if self.disk.is_some() {
+                    self.added.push(k);
+                }
             }
         }
         let mut out = Vec::with_capacity(texts.len() * self.dim);
@@ -169,7 +204,11 @@ impl EmbeddingCache {
                 .collect();
             map.insert(k, v);
         }
-        Some(EmbeddingCache { dim, map })
+        Some(EmbeddingCache {
+            dim,
+            map,
+            ..Default::default()
+        })
     }
 
     /// Merges another cache into this one.
@@ -177,6 +216,147 @@ impl EmbeddingCache {
         if other.dim == self.dim {
             self.map.extend(other.map);
         }
+    }
+}
+
+/// Sentence vectors shared on disk by every stage that uses the same encoder (one directory
+/// per encoder fingerprint, e.g. `<store>/shared/embeddings/<fingerprint>/`): `evaluate`,
+/// `promote` and `predict` of an ensemble embed a test or input row once, not once per stage
+/// and model. Entries are keyed by a hash of the text, so results are the same with or without
+/// the cache, and no stage key depends on it; deleting the directory only costs time.
+///
+/// The directory holds immutable segments (`<hash>.seg`: dim, count, the keys, then the
+/// vectors), written atomically; opening reads only the keys, and vectors are read on demand.
+/// Past [`MAX_SEGMENTS`] the segments are merged into one (open readers keep their file
+/// handles, so a merge under them is safe).
+#[derive(Debug)]
+pub struct DiskCache {
+    dir: std::path::PathBuf,
+    dim: usize,
+    files: Vec<std::fs::File>,
+    /// key -> (segment, byte offset of its vector).
+    index: HashMap<[u8; 16], (usize, u64)>,
+}
+
+/// Segments kept before they are merged.
+pub const MAX_SEGMENTS: usize = 16;
+
+impl DiskCache {
+    /// Opens (creating) a cache directory for vectors of width `dim`. Unreadable or foreign
+    /// segments are skipped.
+    pub fn open(dir: &Path, dim: usize) -> Result<DiskCache, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let mut cache = DiskCache {
+            dir: dir.to_path_buf(),
+            dim,
+            files: Vec::new(),
+            index: HashMap::new(),
+        };
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        paths.sort();
+        for p in &paths {
+            cache.add_segment(p);
+        }
+        if paths.len() > MAX_SEGMENTS {
+            cache.compact(&paths)?;
+        }
+        Ok(cache)
+    }
+
+    /// Number of vectors on disk.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn add_segment(&mut self, path: &Path) -> Option<()> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).ok()?;
+        let mut head = [0u8; 16];
+        f.read_exact(&mut head).ok()?;
+        let dim = u64::from_le_bytes(head[..8].try_into().ok()?) as usize;
+        let n = u64::from_le_bytes(head[8..].try_into().ok()?) as usize;
+        if dim != self.dim {
+            return None;
+        }
+        let mut keys = vec![0u8; n * 16];
+        f.read_exact(&mut keys).ok()?;
+        let seg = self.files.len();
+        let base = 16 + 16 * n as u64;
+        for (i, k) in keys.chunks_exact(16).enumerate() {
+            let k: [u8; 16] = k.try_into().ok()?;
+            self.index.insert(k, (seg, base + (i * dim * 4) as u64));
+        }
+        self.files.push(f);
+        Some(())
+    }
+
+    /// The vector of a key, if on disk.
+    pub fn get(&self, k: &[u8; 16]) -> Option<Vec<f32>> {
+        use std::os::unix::fs::FileExt;
+        let &(seg, off) = self.index.get(k)?;
+        let mut buf = vec![0u8; self.dim * 4];
+        self.files[seg].read_exact_at(&mut buf, off).ok()?;
+        Some(
+            buf.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect(),
+        )
+    }
+
+    /// Writes one segment with these vectors (atomically: a temporary file, then a rename)
+    /// and returns its path (`None` when there is nothing to write).
+    pub fn write(&self, rows: &[(&[u8; 16], &[f32])]) -> Result<Option<std::path::PathBuf>, Error> {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut bytes = Vec::with_capacity(16 + rows.len() * (16 + 4 * self.dim));
+        bytes.extend_from_slice(&(self.dim as u64).to_le_bytes());
+        bytes.extend_from_slice(&(rows.len() as u64).to_le_bytes());
+        for (k, _) in rows {
+            bytes.extend_from_slice(&k[..]);
+        }
+        for (_, v) in rows {
+            for x in *v {
+                bytes.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let name = blake3::hash(&bytes).to_hex();
+        let path = self.dir.join(format!("{}.seg", &name[..32]));
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.tmp", &name[..32], std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(|e| io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+        Ok(Some(path))
+    }
+
+    /// Merges every segment into one and removes the old ones.
+    fn compact(&self, paths: &[std::path::PathBuf]) -> Result<(), Error> {
+        let mut keys: Vec<&[u8; 16]> = self.index.keys().collect();
+        keys.sort();
+        let vectors: Vec<Vec<f32>> = keys.iter().filter_map(|k| self.get(k)).collect();
+        if vectors.len() != keys.len() {
+            return Ok(()); // a segment could not be read back; leave things as they are
+        }
+        let rows: Vec<(&[u8; 16], &[f32])> = keys
+            .into_iter()
+            .zip(&vectors)
+            .map(|(k, v)| (k, v.as_slice()))
+            .collect();
+        let merged = self.write(&rows)?;
+        for p in paths.iter().filter(|p| Some(*p) != merged.as_ref()) {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
     }
 }
 
@@ -319,9 +499,11 @@ impl Retrieval {
         let mut cache = self.cache.lock().expect("embedding cache");
         let (tv, _) = cache.embed(&self.encoder, &titles, &|_, _| {})?;
         let (dv, _) = cache.embed(&self.encoder, &duties, &|_, _| {})?;
-        // Keep the cache from growing without bound in a long-running service.
+        // Keep the cache from growing without bound in a long-running service (vectors
+        // embedded so far go to the disk cache first, when one is attached).
         if cache.len() > 200_000 {
-            *cache = EmbeddingCache::new(d);
+            cache.flush()?;
+            cache.map.clear();
         }
         drop(cache);
         let title = class_max(&tv, &self.titles, d, classes);
@@ -341,6 +523,27 @@ impl Retrieval {
             has_duties,
             classes,
         })
+    }
+
+    /// Attaches the shared disk cache for this model's encoder under `root` (one directory
+    /// per encoder fingerprint; see [`DiskCache`]). Returns how many vectors it holds.
+    pub fn attach_shared_cache(&self, root: &Path) -> Result<usize, Error> {
+        let name = self
+            .cache_file
+            .trim_start_matches("cache-")
+            .trim_end_matches(".bin");
+        let disk = DiskCache::open(&root.join(name), self.encoder.dim())?;
+        let n = disk.len();
+        self.cache
+            .lock()
+            .expect("embedding cache")
+            .attach(std::sync::Arc::new(disk));
+        Ok(n)
+    }
+
+    /// Writes the vectors embedded since the last flush to the attached disk cache.
+    pub fn flush_shared_cache(&self) -> Result<usize, Error> {
+        self.cache.lock().expect("embedding cache").flush()
     }
 
     /// The `k` title-index entries nearest to each text's title — past records' titles with
@@ -689,5 +892,50 @@ mod tests {
         assert_eq!(n2, 1);
         assert_eq!(v2[..16], v[16..32]);
         assert!(EmbeddingCache::load(&p, 8).is_none());
+    }
+
+    #[test]
+    fn disk_cache_is_shared_between_caches_and_merges_segments() {
+        let d = tempfile::tempdir().unwrap();
+        crate::encoder::write_random_encoder(d.path(), &["nurse", "driver"], 16, 1, 3).unwrap();
+        let enc = Encoder::load(d.path(), 0).unwrap();
+        let shared = d.path().join("shared");
+        let texts: Vec<String> = vec!["nurse".into(), "driver".into()];
+        // A first stage embeds and flushes; a second one (a fresh in-memory cache) embeds
+        // nothing and gets the same vectors.
+        let mut a = EmbeddingCache::new(16);
+        a.attach(std::sync::Arc::new(DiskCache::open(&shared, 16).unwrap()));
+        let (va, na) = a.embed(&enc, &texts, &|_, _| {}).unwrap();
+        assert_eq!(na, 2);
+        assert_eq!(a.flush().unwrap(), 2);
+        assert_eq!(a.flush().unwrap(), 0, "flushed once");
+        let mut b = EmbeddingCache::new(16);
+        b.attach(std::sync::Arc::new(DiskCache::open(&shared, 16).unwrap()));
+        let (vb, nb) = b
+            .embed(
+                &enc,
+                &["driver".into(), "nurse".into(), "bus driver".into()],
+                &|_, _| {},
+            )
+            .unwrap();
+        assert_eq!(nb, 1, "only the new text is embedded");
+        assert_eq!(vb[..16], va[16..32]);
+        assert_eq!(vb[16..32], va[..16]);
+        assert_eq!(b.flush().unwrap(), 1);
+        // Another width ignores the directory's segments.
+        assert!(DiskCache::open(&shared, 8).unwrap().is_empty());
+        // Past MAX_SEGMENTS, opening merges them into one with every vector.
+        let disk = DiskCache::open(&shared, 16).unwrap();
+        for i in 0..MAX_SEGMENTS {
+            let k = key(&format!("text {i}"));
+            disk.write(&[(&k, &[i as f32; 16][..])]).unwrap();
+        }
+        let merged = DiskCache::open(&shared, 16).unwrap();
+        assert_eq!(merged.len(), 3 + MAX_SEGMENTS);
+        assert_eq!(merged.get(&key("text 5")).unwrap(), vec![5.0; 16]);
+        let segments = std::fs::read_dir(&shared).unwrap().count();
+        assert_eq!(segments, 1);
+        let again = DiskCache::open(&shared, 16).unwrap();
+        assert_eq!(again.get(&key("nurse")).unwrap(), va[..16].to_vec());
     }
 }

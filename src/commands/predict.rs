@@ -61,9 +61,19 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     let cfg = inference_config(&a.config)?;
     let dir = model_dir(&a.model, &a.store)?;
     let pred = Predictor::load(&dir, cfg)?;
+    // An ensemble reuses (and adds to) the store's shared sentence vectors.
+    let shared = pred.retrieval().filter(|_| a.store.is_dir()).and_then(|r| {
+        let root = artifacts::Store::open(&a.store)
+            .ok()?
+            .shared_dir("embeddings");
+        r.attach_shared_cache(&root).ok()
+    });
     let started = std::time::Instant::now();
     let coded = stages::predict::code_file(&pred, &a.input)?;
     let elapsed = started.elapsed().as_secs_f64();
+    if let (Some(_), Some(r)) = (shared, pred.retrieval()) {
+        r.flush_shared_cache()?;
+    }
     match &a.output {
         Some(out) if out.extension().is_some_and(|e| e == "parquet") => {
             coded.predictions.write_parquet(out)?

@@ -12,6 +12,7 @@ use classifier::augment::{parse_definition, singular};
 use classifier::calibrate::{Calibration, fit_calibration, softmax_rows};
 use classifier::encoder::Encoder;
 use classifier::model::Trained;
+use classifier::predict::Predictor;
 use classifier::retrieval::{
     EmbeddingCache, Index, Mix, Retrieval, fit_mix, fit_weight, mix_log, mix_probabilities,
     split_text,
@@ -34,6 +35,32 @@ pub fn encoder_dir(ctx: &StageContext<'_>) -> Result<PathBuf, StageError> {
         .ok_or_else(|| {
             "model_kind = \"ensemble\" and \"transformer\" need the `encoder` input to list a pretrained encoder's files (config.json, model.safetensors, tokenizer.json), e.g. `encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\"`; run `isco-dag models fetch minilm` to download one".to_string().into()
         })
+}
+
+/// Where stages share sentence vectors: `<store>/shared/embeddings/<encoder fingerprint>/`
+/// (see [`classifier::retrieval::DiskCache`]; safe to delete).
+pub fn shared_cache_root(ctx: &StageContext<'_>) -> PathBuf {
+    ctx.store.shared_dir("embeddings")
+}
+
+/// Attaches the shared embedding cache to an ensemble model (other kinds have no encoder
+/// vectors to share). A cache that cannot be opened only costs time, so it is a warning.
+pub fn attach_shared_cache(ctx: &StageContext<'_>, pred: &Predictor) {
+    if let Some(r) = pred.retrieval()
+        && let Err(e) = r.attach_shared_cache(&shared_cache_root(ctx))
+    {
+        tracing::warn!("the shared embedding cache is not used: {e}");
+    }
+}
+
+/// Writes the vectors an ensemble model embedded to the shared cache and returns how many it
+/// had to compute (`None` for other kinds).
+pub fn flush_shared_cache(pred: &Predictor) -> Option<usize> {
+    let r = pred.retrieval()?;
+    Some(r.flush_shared_cache().unwrap_or_else(|e| {
+        tracing::warn!("could not write to the shared embedding cache: {e}");
+        0
+    }))
 }
 
 /// Vectors saved by this stage's previous model for the same encoder, if any.
@@ -137,6 +164,10 @@ pub fn build(
     let cache_file = format!("cache-{fp}.bin");
     let mut cache = previous_cache(ctx, &cache_file, d);
     let cached_before = cache.len();
+    match classifier::retrieval::DiskCache::open(&shared_cache_root(ctx).join(&fp), d) {
+        Ok(disk) => cache.attach(std::sync::Arc::new(disk)),
+        Err(e) => tracing::warn!("the shared embedding cache is not used: {e}"),
+    }
 
     let (ref_titles, ref_duties) = reference_entries(tax);
     let mut title_entries: Vec<(String, String, &'static str)> = ref_titles
@@ -231,12 +262,17 @@ pub fn build(
     let logits = mix_log(&p_base, &scores.probabilities(&mix), mix.weight);
     let cal = fit_calibration(&logits, &y, c, &p.calibration);
     let cached_after = retrieval.cache.lock().expect("cache").len();
+    let shared_written = retrieval.flush_shared_cache().unwrap_or_else(|e| {
+        tracing::warn!("could not write to the shared embedding cache: {e}");
+        0
+    });
     let m = json!({
         "encoder": dir.display().to_string(),
         "encoder_fingerprint": fp,
         "title_entries": retrieval.titles.class.len(),
         "duty_entries": retrieval.duties.class.len(),
         "embedded_now": n1 + n2,
+        "shared_cache_written": shared_written,
         "index_texts": all,
         "cached_before": cached_before,
         "cached_after": cached_after,

@@ -206,12 +206,16 @@ impl Stage for Predict {
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
         let cfg: InferenceConfig = ctx.params()?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
+        crate::ensemble::attach_shared_cache(ctx, &pred);
         let c = code_file(&pred, ctx.input("records")?)?;
         c.predictions
             .write_parquet(&ctx.output("predictions.parquet"))?;
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;
         c.review.write_csv(&ctx.output("to_review.csv"))?;
-        let metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable});
+        let mut metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable});
+        if let Some(n) = crate::ensemble::flush_shared_cache(&pred) {
+            metrics["embeddings_computed"] = json!(n);
+        }
         Ok(StageReport {
             summary: vec![format!(
                 "{} rows coded, {} coded at a coarser level, {} queued for review ({} unusable)",

@@ -146,6 +146,12 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     assert!((0.0..=0.8).contains(&w), "{m}");
     let meta = p.json("models/latest/model.json");
     assert_eq!(meta["kind"], "ensemble");
+    let computed = |run: &serde_json::Value| {
+        stage_of(run, "evaluate")["metrics"]["embeddings_computed"]
+            .as_u64()
+            .unwrap()
+    };
+    assert!(computed(&run) > 0, "the test rows were embedded");
     // Evaluate scored the ensemble; predictions carry codes.
     scored_and_codes(&p, "retrieval", 0.5);
 
@@ -154,6 +160,12 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "train"), "skipped");
     assert_eq!(outcome_of(&run, "evaluate"), "skipped");
+    // Evaluating again finds every test row's vectors in the store's shared cache.
+    p.ok(&["run", "pipelines/ensemble.toml", "--force", "evaluate"]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "evaluate"), "executed");
+    assert_eq!(computed(&run), 0, "{}", stage_of(&run, "evaluate"));
+    assert_eq!(outcome_of(&run, "promote"), "skipped", "same metrics file");
     reviewers_see_similar_records(&p);
 
     // Two new records with new titles: the model retrains but embeds only what is new.
