@@ -147,8 +147,8 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
     // Similar past records for the rows a coder will look at (ensemble models).
     let review_rows: Vec<usize> = (0..n).filter(|&i| needs[i]).collect();
     let review_texts: Vec<String> = review_rows.iter().map(|&i| texts[i].clone()).collect();
-    if let Some(similar) = pred.similar(&review_texts, pred.config.similar)
-        && pred.config.similar > 0
+    if pred.config.similar > 0
+        && let Some(similar) = pred.similar(&review_texts, pred.config.similar)
     {
         let mut col = vec![String::new(); n];
         let similar = similar.map_err(|e| Error::Input {
