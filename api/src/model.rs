@@ -54,6 +54,13 @@ impl ModelHolder {
         }
         let dir = store.checkout(&r.target).map_err(|e| e.to_string())?;
         let predictor = Predictor::load(&dir, self.inference.clone()).map_err(|e| e.to_string())?;
+        // An ensemble reads the sentence vectors the pipeline's stages left in the store
+        // (training titles, test and predicted rows), so it embeds only texts never seen.
+        if let Some(r) = predictor.retrieval()
+            && let Err(e) = r.attach_shared_cache(&store.shared_dir("embeddings"))
+        {
+            tracing::warn!("the shared embedding cache is not used: {e}");
+        }
         let summary = &predictor.meta.summary;
         let info = json!({
             "ref": self.ref_name,

@@ -1,13 +1,19 @@
 //! The `ngram` model: embedding bag over hashed features -> (optional hidden layer) ->
 //! linear -> softmax, trained with burn.
 //!
-//! The embedding table is large (buckets × dim) and each example touches a few dozen of its
-//! rows, so it is trained sparsely: the bag (mean of the rows) is computed in plain Rust, the
-//! dense head runs in burn with autodiff and Adam, burn returns the gradient with respect to
-//! the bag, and only the touched rows are updated (row-wise Adagrad, deterministic: gradients
-//! are grouped by row, never raced). At save time the table goes into the burn module and its
-//! record like any other parameter.
+//! The embedding table is large (buckets × dim) and each example touches a few hundred of its
+//! rows, so it is trained sparsely: the bag (the mean of the rows, or their field-weighted sum,
+//! see [`crate::features`]) is computed in plain Rust, the dense head runs in burn with
+//! autodiff and Adam, burn returns the gradient with respect to the bag, and only the touched
+//! rows are updated (row-wise Adagrad, deterministic: each batch's touches are linked per row
+//! in batch order, and rows are updated in parallel, never raced). At save time the table goes
+//! into the burn module and its record like any other parameter.
+//!
+//! Coding many texts ([`Trained::text_logits`]) featurises on the fly instead of building a
+//! feature matrix, and sums each distinct duties word's character n-gram rows once: those
+//! n-grams are most of a record's features but come from a small vocabulary.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use burn::module::{Module, Param};
@@ -19,7 +25,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::features::{FeatureConfig, FeatureMatrix};
+use crate::features::{FeatureConfig, FeatureMatrix, split_fields};
 use crate::rng::Rng;
 
 /// Network and training hyper-parameters (saved with the model).
@@ -106,32 +112,48 @@ impl Head {
     }
 }
 
-/// Mean of the embedding rows of `feats`, written into `out` (zeros when empty).
+/// Mean of the embedding rows of `feats` (or their sum weighted by `weights`, see
+/// [`crate::features`]), written into `out` (zeros when empty).
 #[inline]
-pub fn bag(table: &[f32], dim: usize, feats: &[u32], out: &mut [f32]) {
+pub fn bag(table: &[f32], dim: usize, feats: &[u32], weights: Option<&[f32]>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { bag_avx2(table, dim, feats, out) };
+            unsafe { bag_avx2(table, dim, feats, weights, out) };
             return;
         }
     }
-    bag_scalar(table, dim, feats, out);
+    bag_scalar(table, dim, feats, weights, out);
 }
 
 /// The same loop compiled for AVX2, so the row sums vectorise 8 floats wide; chosen at run
 /// time, so the binary still runs on older x86-64 CPUs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bag_avx2(table: &[f32], dim: usize, feats: &[u32], out: &mut [f32]) {
-    bag_scalar(table, dim, feats, out)
+unsafe fn bag_avx2(
+    table: &[f32],
+    dim: usize,
+    feats: &[u32],
+    weights: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    bag_scalar(table, dim, feats, weights, out)
 }
 
 #[inline(always)]
-fn bag_scalar(table: &[f32], dim: usize, feats: &[u32], out: &mut [f32]) {
+fn bag_scalar(table: &[f32], dim: usize, feats: &[u32], weights: Option<&[f32]>, out: &mut [f32]) {
     out.fill(0.0);
     if feats.is_empty() {
+        return;
+    }
+    if let Some(weights) = weights {
+        for (&f, &w) in feats.iter().zip(weights) {
+            let row = &table[f as usize * dim..(f as usize + 1) * dim];
+            for (o, r) in out.iter_mut().zip(row) {
+                *o += w * r;
+            }
+        }
         return;
     }
     for &f in feats {
@@ -146,13 +168,83 @@ fn bag_scalar(table: &[f32], dim: usize, feats: &[u32], out: &mut [f32]) {
     }
 }
 
+/// FNV-1a of a word: the key of the per-word cache in [`Trained::text_logits`].
+fn fnv_word(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ (h >> 29)
+}
+
+/// Hasher for keys that are hashes already.
+#[derive(Default, Clone, Copy)]
+struct WordHash;
+
+impl std::hash::BuildHasher for WordHash {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+/// Passes a `u64` key through as its hash.
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// `y += a * x`, vectorised when the CPU has AVX2 and FMA.
+#[inline]
+fn axpy(y: &mut [f32], x: &[f32], a: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { axpy_avx2(y, x, a) };
+            return;
+        }
+    }
+    axpy_scalar(y, x, a);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn axpy_avx2(y: &mut [f32], x: &[f32], a: f32) {
+    axpy_scalar(y, x, a)
+}
+
+#[inline(always)]
+fn axpy_scalar(y: &mut [f32], x: &[f32], a: f32) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += xv * a;
+    }
+}
+
 /// Bags of many rows `[rows.len(), dim]`, in parallel.
 pub fn bags(table: &[f32], dim: usize, x: &FeatureMatrix, rows: &[usize]) -> Vec<f32> {
     let mut h = vec![0f32; rows.len() * dim];
+    bags_into(table, dim, x, rows, &mut h);
+    h
+}
+
+/// [`bags`] into a buffer of `rows.len() * dim` floats.
+fn bags_into(table: &[f32], dim: usize, x: &FeatureMatrix, rows: &[usize], h: &mut [f32]) {
     h.par_chunks_mut(dim)
         .zip(rows.par_iter())
-        .for_each(|(o, &r)| bag(table, dim, x.row(r), o));
-    h
+        .for_each(|(o, &r)| bag(table, dim, x.row(r), x.row_weights(r), o));
 }
 
 /// A trained network in inference form.
@@ -190,23 +282,130 @@ pub fn device() -> Device {
 impl Trained {
     /// Logits `[rows, classes]` (row-major) of the given rows.
     pub fn logits(&self, x: &FeatureMatrix, rows: &[usize]) -> Vec<f32> {
+        self.head_logits(rows.len(), |h, start| {
+            let chunk = &rows[start..start + h.len() / self.dim];
+            bags_into(&self.table, self.dim, x, chunk, h);
+        })
+    }
+
+    /// Logits `[texts, classes]` of normalised texts, featurised on the fly: no feature matrix
+    /// is built, so coding many rows touches only their bags.
+    pub fn text_logits(&self, features: &FeatureConfig, texts: &[String]) -> Vec<f32> {
+        if features.duties_char_ngrams && features.minn > 0 {
+            return self.text_logits_word_cache(features, texts);
+        }
+        self.head_logits(texts.len(), |h, start| {
+            let chunk = &texts[start..start + h.len() / self.dim];
+            h.par_chunks_mut(self.dim)
+                .zip(chunk.par_iter())
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(ids, w), (o, t)| {
+                        features.features(t, ids, w);
+                        let w = (!w.is_empty()).then_some(&w[..]);
+                        bag(&self.table, self.dim, ids, w, o);
+                    },
+                );
+        })
+    }
+
+    /// [`Trained::text_logits`] when the duties' character n-grams are features: they are
+    /// most of a record's features but come from a small vocabulary, so each distinct duties
+    /// word's n-gram rows are summed once and records add the sums of their words. The bag
+    /// is the same as the training one up to the order of float additions.
+    fn text_logits_word_cache(&self, features: &FeatureConfig, texts: &[String]) -> Vec<f32> {
+        let dim = self.dim;
+        let key = |w: &str| fnv_word(w.as_bytes());
+        let mut vocab: HashMap<u64, &str, WordHash> = texts
+            .par_chunks(2048)
+            .map(|chunk| {
+                let mut m = HashMap::with_hasher(WordHash);
+                for t in chunk {
+                    for w in split_fields(t).1.split_whitespace() {
+                        m.entry(key(w)).or_insert(w);
+                    }
+                }
+                m
+            })
+            .reduce(
+                || HashMap::with_hasher(WordHash),
+                |a, b| {
+                    let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+                    for (k, v) in small {
+                        big.entry(k).or_insert(v);
+                    }
+                    big
+                },
+            );
+        let words: Vec<(u64, &str)> = vocab.drain().collect();
+        // Sum and count of each word's n-gram rows.
+        let mut sums = vec![0f32; words.len() * dim];
+        let counts: Vec<u32> = sums
+            .par_chunks_mut(dim)
+            .zip(words.par_iter())
+            .map_init(Vec::new, |ids, (o, (_, w))| {
+                features.duties_word_chars(w, ids);
+                for &f in ids.iter() {
+                    axpy(
+                        o,
+                        &self.table[f as usize * dim..(f as usize + 1) * dim],
+                        1.0,
+                    );
+                }
+                ids.len() as u32
+            })
+            .collect();
+        let index: HashMap<u64, usize, WordHash> = words
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (*k, i))
+            .collect();
+        self.head_logits(texts.len(), |h, start| {
+            let chunk = &texts[start..start + h.len() / dim];
+            h.par_chunks_mut(dim).zip(chunk.par_iter()).for_each_init(
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(ids, groups, w), (o, t)| {
+                    let dw = features.features_but_duties_chars(t, ids, groups);
+                    let slots: Vec<usize> = dw.iter().map(|x| index[&key(x)]).collect();
+                    let mut n = [0usize; 3];
+                    for &g in groups.iter() {
+                        n[g as usize] += 1;
+                    }
+                    n[2] = slots.iter().map(|&i| counts[i] as usize).sum();
+                    let share = features.shares(&n);
+                    w.clear();
+                    w.extend(groups.iter().map(|&g| share[g as usize]));
+                    bag(&self.table, dim, ids, Some(w), o);
+                    for &i in &slots {
+                        axpy(o, &sums[i * dim..(i + 1) * dim], share[2]);
+                    }
+                },
+            );
+        })
+    }
+
+    /// Runs the head over `n` bags, 8,192 at a time; `fill(h, start)` writes the bags of rows
+    /// `start..` into `h`.
+    fn head_logits(&self, n: usize, fill: impl Fn(&mut [f32], usize)) -> Vec<f32> {
         let device = self.head.out.weight.val().device();
         let mut out: Vec<f32> = Vec::new();
-        for chunk in rows.chunks(8192) {
-            let h = bags(&self.table, self.dim, x, chunk);
-            let h = Tensor::<2>::from_data(TensorData::new(h, [chunk.len(), self.dim]), &device);
+        for start in (0..n).step_by(8192) {
+            let len = (n - start).min(8192);
+            let mut h = vec![0f32; len * self.dim];
+            fill(&mut h, start);
+            let h = Tensor::<2>::from_data(TensorData::new(h, [len, self.dim]), &device);
             let l = self
                 .head
                 .forward(h)
                 .into_data()
                 .try_into_vec::<f32>()
                 .expect("float logits");
-            if out.is_empty() && chunk.len() == rows.len() {
+            if out.is_empty() && len == n {
                 // One chunk (the common case when predicting): hand the buffer over.
                 return l;
             }
             if out.capacity() == 0 {
-                out.reserve_exact(rows.len() * (l.len() / chunk.len().max(1)));
+                out.reserve_exact(n * (l.len() / len.max(1)));
             }
             out.extend_from_slice(&l);
         }
@@ -470,7 +669,15 @@ pub fn train(
     let mut since_best = 0;
     let mut step = 0usize;
     let mut epochs_run = 0;
-    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    // The batch's touches of embedding rows, grouped by row without sorting: `contrib[n]` is
+    // (example in the batch, weight) of the n-th touch, `next[n]` the next touch of the same
+    // row (`NONE` ends it), `first[row]` its first touch; `touched` lists the rows in use.
+    const NONE: u32 = u32::MAX;
+    let mut contrib: Vec<(u32, f32)> = Vec::new();
+    let mut rows_of: Vec<u32> = Vec::new();
+    let mut next: Vec<u32> = Vec::new();
+    let mut first: Vec<u32> = vec![NONE; buckets];
+    let mut touched: Vec<u32> = Vec::new();
     for epoch in 1..=cfg.epochs {
         epochs_run = epoch;
         rng.shuffle(&mut order);
@@ -497,45 +704,47 @@ pub fn train(
             head = optim.step(cfg.lr_head * decay.max(0.05), head, gp);
 
             // Sparse row-wise Adagrad on the touched embedding rows.
-            pairs.clear();
+            contrib.clear();
+            rows_of.clear();
             for (k, &i) in batch.iter().enumerate() {
-                for &f in data.x.row(i) {
-                    pairs.push((f, k as u32));
+                let row = data.x.row(i);
+                let mean = 1.0 / row.len() as f32;
+                let weights = data.x.row_weights(i);
+                for (j, &f) in row.iter().enumerate() {
+                    rows_of.push(f);
+                    contrib.push((k as u32, weights.map_or(mean, |w| w[j])));
                 }
             }
-            pairs.par_sort_unstable();
-            let lr = (cfg.lr_embedding * decay.max(0.05)) as f32;
-            let runs: Vec<(usize, usize)> = {
-                let mut v = Vec::new();
-                let mut s = 0;
-                for j in 1..=pairs.len() {
-                    if j == pairs.len() || pairs[j].0 != pairs[s].0 {
-                        v.push((s, j));
-                        s = j;
-                    }
+            // Linked backwards, so each row's list runs in batch order (deterministic sums).
+            next.clear();
+            next.resize(contrib.len(), NONE);
+            touched.clear();
+            for n in (0..contrib.len()).rev() {
+                let f = rows_of[n] as usize;
+                if first[f] == NONE {
+                    touched.push(f as u32);
                 }
-                v
-            };
+                next[n] = first[f];
+                first[f] = n as u32;
+            }
+            let lr = (cfg.lr_embedding * decay.max(0.05)) as f32;
             let table_ptr = SyncPtr(table.as_mut_ptr());
             let accum_ptr = SyncPtr(accum.as_mut_ptr());
-            let pairs = &pairs;
-            let gh = &gh;
-            runs.par_iter().for_each_init(
+            let (contrib, next, heads, gh) = (&contrib, &next, &first, &gh);
+            touched.par_iter().for_each_init(
                 || vec![0f32; dim],
-                |g, &(s, e)| {
-                    let f = pairs[s].0 as usize;
+                |g, &f| {
+                    let f = f as usize;
                     g.fill(0.0);
-                    for &(_, k) in &pairs[s..e] {
-                        let i = batch[k as usize];
-                        let inv = 1.0 / data.x.row(i).len() as f32;
-                        let src = &gh[k as usize * dim..(k as usize + 1) * dim];
-                        for (gv, sv) in g.iter_mut().zip(src) {
-                            *gv += sv * inv;
-                        }
+                    let mut n = heads[f];
+                    while n != NONE {
+                        let (k, w) = contrib[n as usize];
+                        axpy(g, &gh[k as usize * dim..(k as usize + 1) * dim], w);
+                        n = next[n as usize];
                     }
                     let sq: f32 = g.iter().map(|v| v * v).sum::<f32>() / dim as f32;
-                    // SAFETY: each run has a distinct row `f` (pairs are sorted and grouped by
-                    // row), so no two tasks touch the same table row or accumulator slot.
+                    // SAFETY: `touched` holds each row once, so no two tasks touch the same
+                    // table row or accumulator slot.
                     unsafe {
                         let a = &mut *accum_ptr.get().add(f);
                         *a += sq;
@@ -547,6 +756,9 @@ pub fn train(
                     }
                 },
             );
+            for &f in touched.iter() {
+                first[f as usize] = NONE;
+            }
         }
         let mean_loss = loss_sum / steps_per_epoch as f64;
         let score = match data.val {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calibrate::softmax_rows;
 use crate::error::Error;
-use crate::features::{FeatureConfig, FeatureMatrix};
+use crate::features::FeatureConfig;
 use crate::model::{NgramNet, TrainConfig, Trained};
 use crate::taxonomy::Taxonomy;
 
@@ -409,9 +409,7 @@ impl Predictor {
 
     /// Logits of the ngram network alone `[texts, classes]`.
     pub fn ngram_logits(&self, texts: &[String]) -> Vec<f32> {
-        let x = FeatureMatrix::build(&self.meta.features, texts);
-        let rows: Vec<usize> = (0..x.rows()).collect();
-        self.net.logits(&x, &rows)
+        self.net.text_logits(&self.meta.features, texts)
     }
 
     /// Raw (uncalibrated) logits `[texts, classes]` of normalised texts: the ngram network's,
@@ -600,7 +598,6 @@ impl Predictor {
         let classes = self.classes();
         let dim = self.net.dim;
         let named = self.meta.features.named_features(text);
-        let n = named.len().max(1) as f64;
         let exact = self.net.head.hidden.is_none();
         // For an ensemble this explains its ngram half.
         let logit = self.ngram_logits(&[text.to_string()])[c] as f64;
@@ -613,7 +610,7 @@ impl Predictor {
                     .enumerate()
                     .map(|(d, e)| *e as f64 * self.out_w[d * classes + c] as f64)
                     .sum::<f64>()
-                    / n
+                    * f.weight as f64
             } else {
                 0.0
             };
@@ -641,9 +638,17 @@ impl Predictor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::features::FeatureMatrix;
     use crate::model::{TrainData, train};
 
     fn tiny() -> Predictor {
+        tiny_with(FeatureConfig {
+            buckets: 4096,
+            ..Default::default()
+        })
+    }
+
+    fn tiny_with(fc: FeatureConfig) -> Predictor {
         let texts: Vec<String> = [
             "nurse | caring for patients",
             "cook | preparing meals",
@@ -668,10 +673,6 @@ mod tests {
                 }
             })
             .collect();
-        let fc = FeatureConfig {
-            buckets: 4096,
-            ..Default::default()
-        };
         let tc = TrainConfig {
             dim: 8,
             epochs: 5,
@@ -747,13 +748,50 @@ mod tests {
     }
 
     #[test]
+    fn coding_with_the_word_cache_matches_the_training_bags() {
+        for field_weights in [None, Some([2.0, 1.5, 1.0])] {
+            let fc = FeatureConfig {
+                buckets: 4096,
+                duties_char_ngrams: true,
+                field_weights,
+                ..Default::default()
+            };
+            let p = tiny_with(fc.clone());
+            let texts: Vec<String> = [
+                "nurse | caring for caring patients",
+                "chef baker | baking meals",
+                "",
+                "| only duties here",
+                "cook",
+            ]
+            .map(String::from)
+            .to_vec();
+            let fast = p.net().text_logits(&fc, &texts);
+            let x = FeatureMatrix::build(&fc, &texts);
+            let slow = p.net().logits(&x, &(0..texts.len()).collect::<Vec<_>>());
+            assert_eq!(fast.len(), slow.len());
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b} ({field_weights:?})");
+            }
+        }
+    }
+
+    #[test]
     fn explanations_sum_to_the_logit() {
-        let p = tiny();
-        for text in [
-            "nurse | caring for patients",
-            "chef baker | baking meals",
-            "",
-        ] {
+        let weighted = tiny_with(FeatureConfig {
+            buckets: 4096,
+            duties_char_ngrams: true,
+            field_weights: Some([2.0, 1.5, 1.0]),
+            ..Default::default()
+        });
+        for (p, text) in [tiny(), weighted].iter().flat_map(|p| {
+            [
+                "nurse | caring for patients",
+                "chef baker | baking meals",
+                "",
+            ]
+            .map(|t| (p, t))
+        }) {
             for code in ["2221", "5120", "7512"] {
                 let e = p.explain(text, code).unwrap();
                 let sum: f64 = e.features.iter().map(|f| f.2).sum::<f64>() + e.bias;

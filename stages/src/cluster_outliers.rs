@@ -197,16 +197,7 @@ impl Stage for ClusterOutliers {
             if tr.is_empty() || te.is_empty() {
                 continue;
             }
-            let sub = |idx: &[usize]| FeatureMatrix {
-                offsets: std::iter::once(0)
-                    .chain(idx.iter().scan(0usize, |acc, &i| {
-                        *acc += x.row(i).len();
-                        Some(*acc)
-                    }))
-                    .collect(),
-                ids: idx.iter().flat_map(|&i| x.row(i).iter().copied()).collect(),
-            };
-            let xtr = sub(&tr);
+            let xtr = x.select(&tr);
             let ytr: Vec<u32> = tr.iter().map(|&i| y[i]).collect();
             let net = train(
                 &TrainData {

@@ -72,6 +72,9 @@ pub struct TrainParams {
     pub maxn: usize,
     /// Character n-grams of the duties as well as the title.
     pub duties_char_ngrams: bool,
+    /// Shares of the bag for title features, duties words and duties character n-grams
+    /// (`[]`: plain mean over all features).
+    pub field_weights: Vec<f32>,
     /// Embedding dimension.
     pub dim: usize,
     /// Hidden layer width (0: linear head).
@@ -129,7 +132,10 @@ impl Default for TrainParams {
             word_ngrams: f.word_ngrams,
             minn: f.minn,
             maxn: f.maxn,
-            duties_char_ngrams: f.duties_char_ngrams,
+            // The duties' character n-grams carry unseen occupations; field weights keep them
+            // from drowning the title (BENCHMARKS.md, session 6).
+            duties_char_ngrams: true,
+            field_weights: vec![2.0, 1.5, 1.0],
             dim: t.dim,
             hidden: t.hidden,
             epochs: t.epochs,
@@ -155,6 +161,7 @@ impl TrainParams {
             minn: self.minn,
             maxn: self.maxn,
             duties_char_ngrams: self.duties_char_ngrams,
+            field_weights: <[f32; 3]>::try_from(&self.field_weights[..]).ok(),
         }
     }
 
@@ -220,6 +227,19 @@ impl TrainParams {
             return Err(format!(
                 "calibration `{}` is not known; use `isotonic`, `ece` or `nll`",
                 self.calibration
+            ));
+        }
+        if !self.field_weights.is_empty()
+            && (self.field_weights.len() != 3
+                || self
+                    .field_weights
+                    .iter()
+                    .any(|w| !w.is_finite() || *w < 0.0)
+                || self.field_weights.iter().sum::<f32>() <= 0.0)
+        {
+            return Err(format!(
+                "field_weights {:?} must be empty (plain mean) or three non-negative shares [title, duties words, duties characters] that are not all 0",
+                self.field_weights
             ));
         }
         if self.minn > self.maxn {
@@ -296,7 +316,7 @@ pub fn labelled_features(
 }
 
 impl Stage for Train {
-    runner::stage_metadata!("train", version "5", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
+    runner::stage_metadata!("train", version "6", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<TrainParams>(raw)?;
         serde_json::from_value::<TrainParams>(v.clone())

@@ -140,3 +140,18 @@ fn frozen_unknown_stage_and_glob_over_an_output_are_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn bad_field_weights_are_refused_before_anything_runs() {
+    let p = Project::new(50);
+    let err = pipeline_error(
+        &p,
+        "[[stage]]\nid = \"train\"\nkind = \"train\"\ninputs = { train = \"data/raw/historical_records.csv\" }\nparams = { field_weights = [1.0, -1.0] }\n",
+    );
+    assert!(
+        err.contains("field_weights") && err.contains("three non-negative shares"),
+        "{err}"
+    );
+    let runs = std::fs::read_dir(p.path("artifacts/store/runs")).map_or(0, |d| d.count());
+    assert_eq!(runs, 0, "nothing ran");
+}
