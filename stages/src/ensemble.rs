@@ -316,12 +316,17 @@ pub fn summary(m: &Value) -> String {
 /// embedded). The mix is kept.
 pub fn extend_for_finetune(
     base_dir: &Path,
+    shared_cache: &Path,
     old_labels: &[String],
     labels: &[String],
     corr: &Records,
 ) -> Result<(Retrieval, Value), StageError> {
     let started = Instant::now();
     let mut r = Retrieval::load(base_dir)?;
+    // Corrections usually come from the review queue, whose rows `predict` embedded already.
+    if let Err(e) = r.attach_shared_cache(shared_cache) {
+        tracing::warn!("the shared embedding cache is not used: {e}");
+    }
     // A transformer in the base ensemble has no outputs for the corrections' new codes; the
     // fine-tuned ensemble is ngram + retrieval.
     let transformer_dropped = r.mix.transformer_weight > 0.0;
@@ -356,6 +361,9 @@ pub fn extend_for_finetune(
         let mut cache = r.cache.lock().expect("cache");
         cache.embed(&r.encoder, &new_texts, &|_, _| {})?
     };
+    if let Err(e) = r.flush_shared_cache() {
+        tracing::warn!("the shared embedding cache was not updated: {e}");
+    }
     r.titles.vectors.extend(v);
     r.titles
         .source

@@ -240,6 +240,7 @@ impl Stage for FineTune {
         let retrieval = match base.retrieval() {
             Some(_) => Some(crate::ensemble::extend_for_finetune(
                 base_dir,
+                &crate::ensemble::shared_cache_root(ctx),
                 &old_labels,
                 &labels,
                 &corr,
