@@ -236,27 +236,31 @@ impl FeatureConfig {
     /// Features with labels and bag weights, for explanations.
     pub fn named_features(&self, text: &str) -> Vec<NamedFeature> {
         let mut v = Vec::new();
-        let mut groups = Vec::new();
-        self.walk(text, &mut |id, g, label, word| {
-            groups.push(g);
+        self.walk(text, &mut |id, group, label, word| {
             v.push(NamedFeature {
                 id,
                 label: label(),
                 word,
-                group: g,
+                group,
                 weight: 0.0,
             })
         });
-        let mut counts = [0usize; 3];
-        for &g in &groups {
-            counts[g as usize] += 1;
-        }
-        let share = self.shares(&counts);
+        let groups: Vec<u8> = v.iter().map(|f| f.group).collect();
+        let share = self.shares(&group_counts(&groups));
         for f in v.iter_mut() {
             f.weight = share[f.group as usize];
         }
         v
     }
+}
+
+/// How many features of each group (0 title, 1 duties words, 2 duties characters).
+pub fn group_counts(groups: &[u8]) -> [usize; 3] {
+    let mut n = [0usize; 3];
+    for &g in groups {
+        n[g as usize] += 1;
+    }
+    n
 }
 
 /// A normalised text's title and duties (`title | duties`).

@@ -13,7 +13,7 @@
 //! feature matrix, and sums each distinct duties word's character n-gram rows once: those
 //! n-grams are most of a record's features but come from a small vocabulary.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use burn::module::{Module, Param};
@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::features::{FeatureConfig, FeatureMatrix, split_fields};
+use crate::features::{FeatureConfig, FeatureMatrix, group_counts, split_fields};
 use crate::rng::Rng;
 
 /// Network and training hyper-parameters (saved with the model).
@@ -149,10 +149,7 @@ fn bag_scalar(table: &[f32], dim: usize, feats: &[u32], weights: Option<&[f32]>,
     }
     if let Some(weights) = weights {
         for (&f, &w) in feats.iter().zip(weights) {
-            let row = &table[f as usize * dim..(f as usize + 1) * dim];
-            for (o, r) in out.iter_mut().zip(row) {
-                *o += w * r;
-            }
+            axpy_scalar(out, &table[f as usize * dim..(f as usize + 1) * dim], w);
         }
         return;
     }
@@ -168,43 +165,26 @@ fn bag_scalar(table: &[f32], dim: usize, feats: &[u32], weights: Option<&[f32]>,
     }
 }
 
-/// FNV-1a of a word: the key of the per-word cache in [`Trained::text_logits`].
-fn fnv_word(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h ^ (h >> 29)
-}
-
-/// Hasher for keys that are hashes already.
+/// FNV-1a for the per-word maps of [`Trained::text_logits`]: short keys, millions of
+/// lookups, no untrusted-key concerns (std's SipHash costs a third of the coding time there).
 #[derive(Default, Clone, Copy)]
-struct WordHash;
+struct Fnv(u64);
 
-impl std::hash::BuildHasher for WordHash {
-    type Hasher = PassThrough;
-    fn build_hasher(&self) -> PassThrough {
-        PassThrough(0)
-    }
-}
-
-/// Passes a `u64` key through as its hash.
-struct PassThrough(u64);
-
-impl std::hash::Hasher for PassThrough {
+impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
+        if self.0 == 0 {
+            self.0 = 0xcbf2_9ce4_8422_2325;
+        }
         for &b in bytes {
             self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
         }
     }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
 }
+
+type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
 /// `y += a * x`, vectorised when the CPU has AVX2 and FMA.
 #[inline]
@@ -315,35 +295,28 @@ impl Trained {
     /// is the same as the training one up to the order of float additions.
     fn text_logits_word_cache(&self, features: &FeatureConfig, texts: &[String]) -> Vec<f32> {
         let dim = self.dim;
-        let key = |w: &str| fnv_word(w.as_bytes());
-        let mut vocab: HashMap<u64, &str, WordHash> = texts
+        let words: Vec<&str> = texts
             .par_chunks(2048)
             .map(|chunk| {
-                let mut m = HashMap::with_hasher(WordHash);
+                let mut m = HashSet::with_hasher(FnvBuild::default());
                 for t in chunk {
-                    for w in split_fields(t).1.split_whitespace() {
-                        m.entry(key(w)).or_insert(w);
-                    }
+                    m.extend(split_fields(t).1.split_whitespace());
                 }
                 m
             })
-            .reduce(
-                || HashMap::with_hasher(WordHash),
-                |a, b| {
-                    let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
-                    for (k, v) in small {
-                        big.entry(k).or_insert(v);
-                    }
-                    big
-                },
-            );
-        let words: Vec<(u64, &str)> = vocab.drain().collect();
+            .reduce(HashSet::default, |a, b| {
+                let (mut big, small) = if a.len() >= b.len() { (a, b) } else { (b, a) };
+                big.extend(small);
+                big
+            })
+            .into_iter()
+            .collect();
         // Sum and count of each word's n-gram rows.
         let mut sums = vec![0f32; words.len() * dim];
         let counts: Vec<u32> = sums
             .par_chunks_mut(dim)
             .zip(words.par_iter())
-            .map_init(Vec::new, |ids, (o, (_, w))| {
+            .map_init(Vec::new, |ids, (o, w)| {
                 features.duties_word_chars(w, ids);
                 for &f in ids.iter() {
                     axpy(
@@ -355,22 +328,16 @@ impl Trained {
                 ids.len() as u32
             })
             .collect();
-        let index: HashMap<u64, usize, WordHash> = words
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (*k, i))
-            .collect();
+        let index: HashMap<&str, usize, FnvBuild> =
+            words.iter().enumerate().map(|(i, w)| (*w, i)).collect();
         self.head_logits(texts.len(), |h, start| {
             let chunk = &texts[start..start + h.len() / dim];
             h.par_chunks_mut(dim).zip(chunk.par_iter()).for_each_init(
                 || (Vec::new(), Vec::new(), Vec::new()),
                 |(ids, groups, w), (o, t)| {
                     let dw = features.features_but_duties_chars(t, ids, groups);
-                    let slots: Vec<usize> = dw.iter().map(|x| index[&key(x)]).collect();
-                    let mut n = [0usize; 3];
-                    for &g in groups.iter() {
-                        n[g as usize] += 1;
-                    }
+                    let slots: Vec<usize> = dw.iter().map(|x| index[x]).collect();
+                    let mut n = group_counts(groups);
                     n[2] = slots.iter().map(|&i| counts[i] as usize).sum();
                     let share = features.shares(&n);
                     w.clear();
