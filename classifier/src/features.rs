@@ -164,8 +164,8 @@ impl FeatureConfig {
         out: &mut Sink<'_>,
     ) -> Vec<&'t str> {
         let (title, duties) = split_fields(text);
-        let tw: Vec<&str> = title.split_whitespace().collect();
-        let dw: Vec<&str> = duties.split_whitespace().collect();
+        let tw: Vec<&str> = crate::text::words(title).collect();
+        let dw: Vec<&str> = crate::text::words(duties).collect();
         self.field(&tw, b'T', true, 0, out);
         self.field(&dw, b'D', duties_chars, tw.len(), out);
         dw

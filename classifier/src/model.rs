@@ -300,7 +300,7 @@ impl Trained {
             .map(|chunk| {
                 let mut m = HashSet::with_hasher(FnvBuild::default());
                 for t in chunk {
-                    m.extend(split_fields(t).1.split_whitespace());
+                    m.extend(crate::text::words(split_fields(t).1));
                 }
                 m
             })

@@ -616,7 +616,7 @@ impl Predictor {
             };
             features.push((f.label.clone(), f.word, contrib));
         }
-        let words_text: Vec<&str> = text.split_whitespace().filter(|w| *w != "|").collect();
+        let words_text: Vec<&str> = crate::text::words(text).collect();
         let mut words: Vec<(String, f64)> =
             words_text.iter().map(|w| (w.to_string(), 0.0)).collect();
         for (_, w, v) in &features {

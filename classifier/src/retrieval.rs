@@ -6,10 +6,13 @@
 //! | index | entries | queried with |
 //! |---|---|---|
 //! | titles | ISCO unit titles, the "examples of occupations classified here", and each distinct title of the training records (with its most frequent code) | the record's title |
-//! | duties | the definitions' lead sentences and task lists | the record's duties |
+//! | duties | the definitions' lead sentences and task lists, and each distinct clause of the training records' duties (with its most frequent code) | each clause of the record's duties |
 //!
 //! A class scores the best cosine of its entries in each index (exact matrix search, chunked
-//! through burn's matmul — fine up to a few hundred thousand entries); the two scores mix with
+//! through burn's matmul — fine up to a few hundred thousand entries); for the duties, the
+//! mean over the record's clauses (its `;`-separated tasks, see [`crate::text::clauses`]) of
+//! each clause's best cosine, since records list tasks the way the index holds them, one by
+//! one. The two scores mix with
 //! `title_weight` (a record without duties uses the title score alone) and become retrieval
 //! probabilities with a softmax at `temperature`. The ensemble is
 //! `p = (1 - weight) * p_base + weight * p_retrieval`, where `p_base` is the ngram model's
@@ -411,6 +414,29 @@ pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> 
     out
 }
 
+/// Per text, the mean of its clauses' class scores (`scores` `[clauses, classes]`, `owner`
+/// the text of each clause); −1 for a text without clauses.
+fn clause_means(scores: &[f32], owner: &[usize], has: &[bool], classes: usize) -> Vec<f32> {
+    let mut out = vec![0f32; has.len() * classes];
+    let mut count = vec![0u32; has.len()];
+    for (k, &i) in owner.iter().enumerate() {
+        count[i] += 1;
+        let o = &mut out[i * classes..(i + 1) * classes];
+        for (o, s) in o.iter_mut().zip(&scores[k * classes..(k + 1) * classes]) {
+            *o += s;
+        }
+    }
+    for (i, o) in out.chunks_mut(classes).enumerate() {
+        if count[i] == 0 {
+            o.fill(-1.0);
+        } else {
+            let n = count[i] as f32;
+            o.iter_mut().for_each(|v| *v /= n);
+        }
+    }
+    out
+}
+
 /// An index entry near a query (see [`Retrieval::similar`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Neighbour {
@@ -482,23 +508,29 @@ impl Scores {
 }
 
 impl Retrieval {
-    /// Scores normalised texts against both indexes.
+    /// Scores normalised texts against both indexes. The duties are queried clause by clause
+    /// (see [`crate::text::clauses`]): a class's duties score is the mean over the clauses of
+    /// its best cosine to each, so a record whose duties list several tasks is matched task by
+    /// task, as the index holds them.
     pub fn scores(&self, texts: &[String], classes: usize) -> Result<Scores, Error> {
         let d = self.encoder.dim();
         let mut titles = Vec::with_capacity(texts.len());
-        let mut duties = Vec::new();
+        let mut clause_texts = Vec::new();
+        let mut owner = Vec::new();
         let mut has_duties = Vec::with_capacity(texts.len());
-        for t in texts {
+        for (i, t) in texts.iter().enumerate() {
             let (ti, du) = split_text(t);
             titles.push(ti.to_string());
-            has_duties.push(!du.is_empty());
-            if !du.is_empty() {
-                duties.push(du.to_string());
+            let before = owner.len();
+            for c in crate::text::clauses(du) {
+                clause_texts.push(c.to_string());
+                owner.push(i);
             }
+            has_duties.push(owner.len() > before);
         }
         let mut cache = self.cache.lock().expect("embedding cache");
         let (tv, _) = cache.embed(&self.encoder, &titles, &|_, _| {})?;
-        let (dv, _) = cache.embed(&self.encoder, &duties, &|_, _| {})?;
+        let (cv, _) = cache.embed(&self.encoder, &clause_texts, &|_, _| {})?;
         // Keep the cache from growing without bound in a long-running service (vectors
         // embedded so far go to the disk cache first, when one is attached).
         if cache.len() > 200_000 {
@@ -507,19 +539,10 @@ impl Retrieval {
         }
         drop(cache);
         let title = class_max(&tv, &self.titles, d, classes);
-        let dsc = class_max(&dv, &self.duties, d, classes);
-        let mut duties_scores = vec![-1f32; texts.len() * classes];
-        let mut k = 0;
-        for (i, &h) in has_duties.iter().enumerate() {
-            if h {
-                duties_scores[i * classes..(i + 1) * classes]
-                    .copy_from_slice(&dsc[k * classes..(k + 1) * classes]);
-                k += 1;
-            }
-        }
+        let csc = class_max(&cv, &self.duties, d, classes);
         Ok(Scores {
             title,
-            duties: duties_scores,
+            duties: clause_means(&csc, &owner, &has_duties, classes),
             has_duties,
             classes,
         })
@@ -793,7 +816,7 @@ pub fn fit_mix(p_base: &[f32], scores: &Scores, y: &[u32]) -> (Mix, f64) {
     let c = scores.classes;
     let mut best: Option<(f64, f64, Mix)> = None;
     for &title_weight in &[0.3f32, 0.4, 0.5, 0.6, 0.7] {
-        for &temperature in &[0.01f32, 0.02, 0.03, 0.05] {
+        for &temperature in &[0.01f32, 0.02, 0.03, 0.05, 0.07, 0.1] {
             let base = Mix {
                 title_weight,
                 temperature,
@@ -840,6 +863,17 @@ mod tests {
     }
 
     #[test]
+    fn clause_scores_are_averaged_per_text() {
+        // Text 0 has two clauses, text 1 none, text 2 one.
+        let scores = [0.2, 0.8, 0.6, 0.4, 0.9, 0.1];
+        let m = clause_means(&scores, &[0, 0, 2], &[true, false, true], 2);
+        let want = [0.4, 0.6, -1.0, -1.0, 0.9, 0.1];
+        for (a, b) in m.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{m:?}");
+        }
+    }
+
+    #[test]
     fn mix_is_fitted_towards_the_better_scorer() {
         // ngram always says class 0; retrieval knows the truth: the fit must weight it.
         let c = 2;
@@ -867,6 +901,63 @@ mod tests {
             &y,
         );
         assert!(no.1 < 1.0);
+    }
+
+    #[test]
+    fn duties_are_scored_clause_by_clause() {
+        let d = tempfile::tempdir().unwrap();
+        let words = ["nurse", "give", "care", "drive", "bus", "cook", "meals"];
+        crate::encoder::write_random_encoder(d.path(), &words, 16, 1, 5).unwrap();
+        let encoder = Encoder::load(d.path(), 0).unwrap();
+        let mut cache = EmbeddingCache::new(16);
+        let entries: Vec<String> = vec!["give care".into(), "drive bus".into(), "nurse".into()];
+        let (v, _) = cache.embed(&encoder, &entries, &|_, _| {}).unwrap();
+        let index = |rows: std::ops::Range<usize>, class: Vec<u32>| Index {
+            texts: entries[rows.clone()].to_vec(),
+            source: vec!["reference".into(); class.len()],
+            vectors: v[rows.start * 16..rows.end * 16].to_vec(),
+            class,
+        };
+        let r = Retrieval {
+            encoder,
+            titles: index(2..3, vec![0]),
+            duties: index(0..2, vec![0, 1]),
+            mix: Mix {
+                title_weight: 0.5,
+                temperature: 0.02,
+                weight: 0.5,
+                transformer_weight: 0.0,
+            },
+            cache: std::sync::Mutex::new(cache),
+            cache_file: "cache-x.bin".into(),
+        };
+        let texts: Vec<String> = [
+            crate::text::record_text("Nurse", "Give care; cook meals"),
+            crate::text::record_text("Nurse", "give care"),
+            crate::text::record_text("Nurse", ""),
+        ]
+        .into();
+        let s = r.scores(&texts, 2).unwrap();
+        assert_eq!(s.has_duties, [true, true, false]);
+        // Each clause's best cosine per class, averaged over the two clauses.
+        let (q, _) = r
+            .cache
+            .lock()
+            .unwrap()
+            .embed(
+                &r.encoder,
+                &["give care".to_string(), "cook meals".to_string()],
+                &|_, _| {},
+            )
+            .unwrap();
+        let per_clause = class_max(&q, &r.duties, 16, 2);
+        for k in 0..2 {
+            let want = (per_clause[k] + per_clause[2 + k]) / 2.0;
+            assert!((s.duties[k] - want).abs() < 1e-5, "{:?}", s.duties);
+        }
+        // One clause: its own best cosine (the entry itself).
+        assert!((s.duties[2] - 1.0).abs() < 1e-5);
+        assert_eq!(s.duties[4..], [-1.0, -1.0]);
     }
 
     #[test]

@@ -27,11 +27,55 @@ pub fn normalize(s: &str) -> String {
     out
 }
 
-/// The model text of a record: `title | duties` (normalised), or just the title when the
-/// duties are empty.
+/// The mark between two clauses of the duties in a model text (`;` in the raw duties, the
+/// way records list their tasks). It is not a word: the ngram features skip it (see
+/// [`words`]), so they are those of the duties without it; the retrieval scorer queries the
+/// duties clause by clause with it (see [`clauses`]).
+pub const CLAUSE_MARK: &str = ";";
+
+/// Normalises the duties clause by clause: the clauses of the raw duties (split at `;`),
+/// each normalised, the non-empty ones joined with ` ; `.
+pub fn normalize_duties(duties: &str) -> String {
+    let mut out = String::with_capacity(duties.len());
+    for clause in duties.split(';') {
+        let c = normalize(clause);
+        if !c.is_empty() {
+            if !out.is_empty() {
+                out.push_str(" ; ");
+            }
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+/// The words of a normalised text or field: its tokens but the field separator `|` and the
+/// clause mark.
+pub fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split_whitespace()
+        .filter(|w| *w != "|" && *w != CLAUSE_MARK)
+}
+
+/// The clauses of normalised duties (see [`normalize_duties`]); one clause when there is no
+/// mark.
+pub fn clauses(duties: &str) -> impl Iterator<Item = &str> {
+    duties
+        .split(CLAUSE_MARK)
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+}
+
+/// The text of normalised duties without the clause marks (what the encoder embeds for the
+/// duties as a whole).
+pub fn without_clause_marks(duties: &str) -> String {
+    words(duties).collect::<Vec<_>>().join(" ")
+}
+
+/// The model text of a record: `title | duties` (normalised; the duties' clauses separated
+/// by ` ; `, see [`CLAUSE_MARK`]), or just the title when the duties are empty.
 pub fn record_text(title: &str, duties: &str) -> String {
     let t = normalize(title);
-    let d = normalize(duties);
+    let d = normalize_duties(duties);
     match (t.is_empty(), d.is_empty()) {
         (_, true) => t,
         (true, false) => format!("| {d}"),
@@ -56,5 +100,38 @@ mod tests {
             "teacher | plan lessons grade work"
         );
         assert_eq!(record_text("Teacher", ""), "teacher");
+    }
+
+    #[test]
+    fn duties_keep_their_clauses_and_words_skip_the_marks() {
+        let t = record_text("Nurse", "Give care; ; monitor patients;;  write notes.;");
+        assert_eq!(t, "nurse | give care ; monitor patients ; write notes");
+        let (_, d) = t.split_once('|').unwrap();
+        assert_eq!(
+            clauses(d).collect::<Vec<_>>(),
+            ["give care", "monitor patients", "write notes"]
+        );
+        assert_eq!(
+            words(&t).collect::<Vec<_>>(),
+            [
+                "nurse", "give", "care", "monitor", "patients", "write", "notes"
+            ]
+        );
+        assert_eq!(
+            without_clause_marks(d),
+            "give care monitor patients write notes"
+        );
+        // The words are those of the text normalised without clauses.
+        let plain = format!(
+            "{} | {}",
+            normalize("Nurse"),
+            normalize("Give care; monitor patients; write notes.")
+        );
+        assert_eq!(
+            words(&t).collect::<Vec<_>>(),
+            words(&plain).collect::<Vec<_>>()
+        );
+        assert_eq!(clauses("one clause").collect::<Vec<_>>(), ["one clause"]);
+        assert_eq!(record_text("", ";"), "");
     }
 }

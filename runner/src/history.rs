@@ -142,18 +142,35 @@ pub struct Lineage {
     pub upstream: Vec<Lineage>,
 }
 
-fn producer(entries: &[CacheEntry], object: &str) -> Option<(CacheEntry, String)> {
-    // Newest first: the same bytes may have been produced several times.
-    entries.iter().rev().find_map(|e| {
-        e.outputs
-            .iter()
-            .find(|(_, o)| o.id == object)
-            .map(|(n, _)| (e.clone(), n.clone()))
-    })
+/// The stage execution that wrote `object`, newest first (the same bytes may have been
+/// produced several times). `from` is the `(stage, output)` an input names: a stage that
+/// passes its input through unchanged writes the same object as its upstream, so the named
+/// producer comes first, and any other only when it has no entry.
+fn producer(
+    entries: &[CacheEntry],
+    object: &str,
+    from: Option<(&str, &str)>,
+) -> Option<(CacheEntry, String)> {
+    let find = |named: bool| {
+        entries.iter().rev().find_map(|e| {
+            e.outputs
+                .iter()
+                .find(|(n, o)| {
+                    o.id == object && (!named || from == Some((e.stage.as_str(), n.as_str())))
+                })
+                .map(|(n, _)| (e.clone(), n.clone()))
+        })
+    };
+    from.and_then(|_| find(true)).or_else(|| find(false))
 }
 
-fn lineage_of(entries: &[CacheEntry], object: &str, depth: usize) -> Option<Lineage> {
-    let (e, output) = producer(entries, object)?;
+fn lineage_of(
+    entries: &[CacheEntry],
+    object: &str,
+    from: Option<(&str, &str)>,
+    depth: usize,
+) -> Option<Lineage> {
+    let (e, output) = producer(entries, object, from)?;
     let fp: Fingerprint = serde_json::from_value(e.fingerprint.clone()).ok()?;
     let mut files = Vec::new();
     let mut upstream = Vec::new();
@@ -161,9 +178,18 @@ fn lineage_of(entries: &[CacheEntry], object: &str, depth: usize) -> Option<Line
         for h in hashes {
             match h {
                 InputHash::File { path, blake3 } => files.push((path.clone(), blake3.clone())),
-                InputHash::Stage { blake3, .. } => {
+                InputHash::Stage {
+                    stage,
+                    output,
+                    blake3,
+                } => {
                     if depth < 32
-                        && let Some(l) = lineage_of(entries, blake3, depth + 1)
+                        && let Some(l) = lineage_of(
+                            entries,
+                            blake3,
+                            Some((stage.as_str(), output.as_str())),
+                            depth + 1,
+                        )
                     {
                         upstream.push(l);
                     }
@@ -193,7 +219,8 @@ pub fn lineage(p: &Pipeline, artifact: &str) -> Result<Lineage> {
     let mut entries = store.cache_entries()?;
     entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     let object = resolve_artifact(p, &store, artifact)?;
-    lineage_of(&entries, &object, 0).ok_or_else(|| Error::UnknownArtifact(artifact.to_string()))
+    lineage_of(&entries, &object, None, 0)
+        .ok_or_else(|| Error::UnknownArtifact(artifact.to_string()))
 }
 
 fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<String> {

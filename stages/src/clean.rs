@@ -1,7 +1,8 @@
 //! `clean`: validate and normalise raw historical records.
 //!
 //! Reads CSV or Parquet with a title, a duties and a code column (names configurable), builds
-//! `text = title | duties` ([`crate::text::record_text`]), and validates the code against the
+//! `text = title | duties` ([`classifier::text::record_text`]; the duties keep their `;`
+//! clauses as ` ; `, which the ngram features skip and retrieval queries one by one), and validates the code against the
 //! ISCO-08 reference when one is given (structurally otherwise). Unusable rows go to the
 //! quarantine CSV with their row, line, column and reason; nothing is dropped silently.
 
@@ -102,7 +103,7 @@ pub fn normalize_code(raw: &str, tax: &Taxonomy) -> (String, bool) {
 }
 
 impl Stage for Clean {
-    runner::stage_metadata!("clean", version "1", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
+    runner::stage_metadata!("clean", version "2", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<CleanParams>(raw)
     }

@@ -196,7 +196,7 @@ fn write_records(rows: &[&Correction], path: &std::path::Path) -> Result<(), Err
 }
 
 impl Stage for Corrections {
-    runner::stage_metadata!("corrections", version "1", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, CorrectionsParams);
+    runner::stage_metadata!("corrections", version "2", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, CorrectionsParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<CorrectionsParams>(raw)?;
         let p: CorrectionsParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;

@@ -108,6 +108,28 @@ fn reference_entries(tax: &Taxonomy) -> (Entries, Entries) {
     (titles, duties)
 }
 
+/// Index entries from the records' (text, code) pairs: each distinct non-empty text once,
+/// with its most frequent code (ties: the smallest), sorted.
+fn majority_entries<'a>(
+    pairs: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<(String, String, &'static str)> {
+    let mut votes: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
+    for (t, c) in pairs.filter(|(t, _)| !t.is_empty()) {
+        *votes.entry(t).or_default().entry(c).or_default() += 1;
+    }
+    let mut out: Vec<(String, String, &'static str)> = Vec::with_capacity(votes.len());
+    for (t, v) in votes {
+        let best = v
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(c, _)| *c)
+            .expect("a vote");
+        out.push((t.to_string(), best.to_string(), "record"));
+    }
+    out.sort();
+    out
+}
+
 fn index_of(
     entries: Vec<(String, String, &'static str)>,
     labels: &[String],
@@ -174,33 +196,24 @@ pub fn build(
         .into_iter()
         .map(|(t, c)| (t, c, "reference"))
         .collect();
-    if p.retrieval_index_records {
-        // Each distinct title once, with its most frequent code (ties: smallest code).
-        let mut votes: HashMap<&str, BTreeMap<&str, usize>> = HashMap::new();
-        for (t, c) in tr.text.iter().zip(&tr.isco_code) {
-            let (title, _) = split_text(t);
-            if !title.is_empty() {
-                *votes.entry(title).or_default().entry(c).or_default() += 1;
-            }
-        }
-        let mut recs: Vec<(String, String, &'static str)> = votes
-            .into_iter()
-            .map(|(t, v)| {
-                let best = v
-                    .iter()
-                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                    .map(|(c, _)| c.to_string())
-                    .expect("a vote");
-                (t.to_string(), best, "record")
-            })
-            .collect();
-        recs.sort();
-        title_entries.extend(recs);
-    }
-    let duty_entries = ref_duties
+    let mut duty_entries: Vec<(String, String, &'static str)> = ref_duties
         .into_iter()
         .map(|(t, c)| (t, c, "reference"))
         .collect();
+    if p.retrieval_index_records {
+        let pairs = || {
+            tr.text
+                .iter()
+                .zip(&tr.isco_code)
+                .map(|(t, c)| (split_text(t), c))
+        };
+        title_entries.extend(majority_entries(
+            pairs().map(|((title, _), c)| (title, c.as_str())),
+        ));
+        duty_entries.extend(majority_entries(pairs().flat_map(|((_, duties), c)| {
+            classifier::text::clauses(duties).map(move |cl| (cl, c.as_str()))
+        })));
+    }
     let (mut titles, title_texts) = index_of(title_entries, labels);
     let (mut duties, duty_texts) = index_of(duty_entries, labels);
 
@@ -340,42 +353,60 @@ pub fn extend_for_finetune(
     };
     remap(&mut r.titles);
     remap(&mut r.duties);
-    let mut seen: std::collections::HashSet<&str> =
-        r.titles.texts.iter().map(String::as_str).collect();
-    let mut new_texts = Vec::new();
-    let mut new_class = Vec::new();
-    for (t, c) in corr.text.iter().zip(&corr.isco_code) {
-        let (title, _) = split_text(t);
-        if title.is_empty() || !seen.insert(title) {
-            continue;
+    // The corrections' titles join the title index and their duties' clauses the duties
+    // index, each text once (an entry already there keeps its code).
+    let new_entries = |ix: &Index, texts: &mut dyn Iterator<Item = (&str, &String)>| {
+        let mut seen: std::collections::HashSet<&str> =
+            ix.texts.iter().map(String::as_str).collect();
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for (t, c) in texts {
+            if !t.is_empty() && seen.insert(t) {
+                let k = labels
+                    .binary_search(c)
+                    .expect("correction codes are labels");
+                out.push((t.to_string(), k as u32));
+            }
         }
-        new_texts.push(title.to_string());
-        new_class.push(
-            labels
-                .binary_search(c)
-                .expect("correction codes are labels") as u32,
-        );
-    }
-    let cached_before = r.cache.lock().expect("cache").len();
-    let (v, embedded) = {
-        let mut cache = r.cache.lock().expect("cache");
-        cache.embed(&r.encoder, &new_texts, &|_, _| {})?
+        out
     };
+    let pairs = || {
+        corr.text
+            .iter()
+            .zip(&corr.isco_code)
+            .map(|(t, c)| (split_text(t), c))
+    };
+    let new_titles = new_entries(&r.titles, &mut pairs().map(|((t, _), c)| (t, c)));
+    let new_clauses = new_entries(
+        &r.duties,
+        &mut pairs().flat_map(|((_, d), c)| classifier::text::clauses(d).map(move |cl| (cl, c))),
+    );
+    let cached_before = r.cache.lock().expect("cache").len();
+    let mut embedded = 0;
+    for (ix, entries) in [(&mut r.titles, &new_titles), (&mut r.duties, &new_clauses)] {
+        let texts: Vec<String> = entries.iter().map(|(t, _)| t.clone()).collect();
+        let (v, n) = r
+            .cache
+            .lock()
+            .expect("cache")
+            .embed(&r.encoder, &texts, &|_, _| {})?;
+        embedded += n;
+        ix.vectors.extend(v);
+        ix.source
+            .extend(entries.iter().map(|_| "correction".to_string()));
+        ix.texts.extend(texts);
+        ix.class.extend(entries.iter().map(|(_, k)| *k));
+    }
     if let Err(e) = r.flush_shared_cache() {
         tracing::warn!("the shared embedding cache was not updated: {e}");
     }
-    r.titles.vectors.extend(v);
-    r.titles
-        .source
-        .extend(new_texts.iter().map(|_| "correction".to_string()));
-    r.titles.texts.extend(new_texts.iter().cloned());
-    r.titles.class.extend(new_class);
     let m = json!({
-        "correction_titles_added": new_texts.len(),
+        "correction_titles_added": new_titles.len(),
+        "correction_clauses_added": new_clauses.len(),
         "transformer_dropped": transformer_dropped,
         "embedded_now": embedded,
         "cached_before": cached_before,
         "title_entries": r.titles.class.len(),
+        "duty_entries": r.duties.class.len(),
         "seconds": started.elapsed().as_secs_f64(),
     });
     Ok((r, m))

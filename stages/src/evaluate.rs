@@ -359,7 +359,7 @@ fn write_report(
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "4", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "5", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }

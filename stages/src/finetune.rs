@@ -116,7 +116,7 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
 }];
 
 impl Stage for FineTune {
-    runner::stage_metadata!("fine-tune", version "4", "continue training the base model on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneParams);
+    runner::stage_metadata!("fine-tune", version "5", "continue training the base model on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<FineTuneParams>(raw)?;
         let p: FineTuneParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;

@@ -198,7 +198,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
 }
 
 impl Stage for Predict {
-    runner::stage_metadata!("predict", version "3", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("predict", version "4", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }

@@ -123,7 +123,7 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    runner::stage_metadata!("promote", version "4", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
+    runner::stage_metadata!("promote", version "5", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<PromoteParams>(raw)
     }

@@ -28,7 +28,7 @@ pub struct TrainParams {
     pub encoder_max_seq_length: usize,
     /// Ensemble: validation rows used to fit the mixing weights and the calibration.
     pub retrieval_fit_rows: usize,
-    /// Ensemble: add the distinct training titles to the retrieval index.
+    /// Ensemble: add the distinct training titles and duty clauses to the retrieval indexes.
     pub retrieval_index_records: bool,
     /// Ensemble: also fine-tune the encoder as a transformer classifier and mix it in (its
     /// weight fitted on validation like the others).
@@ -316,7 +316,7 @@ pub fn labelled_features(
 }
 
 impl Stage for Train {
-    runner::stage_metadata!("train", version "6", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
+    runner::stage_metadata!("train", version "7", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<TrainParams>(raw)?;
         serde_json::from_value::<TrainParams>(v.clone())

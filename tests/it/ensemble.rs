@@ -212,6 +212,17 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     let m = &stage_of(&run, "fine-tune")["metrics"]["retrieval"];
     let added = m["correction_titles_added"].as_u64().unwrap();
     assert!(added > 0, "{m}");
+    // The corrections' duty clauses join the base's duties index.
+    let base_duties = p.json("models/latest/retrieval/index.json")["duties"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    let clauses = m["correction_clauses_added"].as_u64().unwrap();
+    assert_eq!(
+        m["duty_entries"].as_u64().unwrap(),
+        base_duties + clauses,
+        "{m}"
+    );
     assert_eq!(m["embedded_now"].as_u64().unwrap(), 0, "{m}");
     assert_eq!(p.json("models/finetuned/model.json")["kind"], "ensemble");
     let out = p.ok(&[
