@@ -44,6 +44,19 @@ pub struct Evaluation {
     pub by_sub_major: Vec<(String, usize, f64)>,
     /// Confusion counts at the 2-digit level (true, predicted) -> n.
     pub confusion_2digit: BTreeMap<(String, String), usize>,
+    /// The rows coded wrongly at 4 digits, most confident first (ties: row order).
+    pub errors: Vec<RowError>,
+}
+
+/// A row whose best 4-digit code is not its label.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowError {
+    /// Index of the row among the scored rows.
+    pub index: usize,
+    /// Its label.
+    pub label: String,
+    /// The model's best codes with their calibrated probabilities (top 3 at most).
+    pub predicted: Vec<(String, f64)>,
 }
 
 impl Evaluation {
@@ -207,6 +220,23 @@ pub fn evaluate_probabilities(pred: &Predictor, probs: &[f32], truth: &[String])
         "production_rate_95": production_rate(&conf, &correct, 0.95),
         "production_rate_97": production_rate(&conf, &correct, 0.97),
     });
+    let mut errors: Vec<RowError> = decisions
+        .iter()
+        .zip(truth)
+        .enumerate()
+        .filter(|(i, _)| !correct[*i])
+        .map(|(index, (d, t))| RowError {
+            index,
+            label: t.clone(),
+            predicted: d
+                .alternatives
+                .iter()
+                .take(3)
+                .map(|a| (a.isco_code.clone(), a.confidence))
+                .collect(),
+        })
+        .collect();
+    errors.sort_by(|a, b| b.predicted[0].1.total_cmp(&a.predicted[0].1));
     Evaluation {
         metrics,
         coverage_curve: curve,
@@ -216,6 +246,7 @@ pub fn evaluate_probabilities(pred: &Predictor, probs: &[f32], truth: &[String])
         by_major: group_errors(1),
         by_sub_major: group_errors(2),
         confusion_2digit: conf2,
+        errors,
     }
 }
 

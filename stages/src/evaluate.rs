@@ -66,6 +66,8 @@ pub struct Labelled {
     pub texts: Vec<String>,
     /// Their codes.
     pub codes: Vec<String>,
+    /// Each usable row's raw fields: its 0-based data row, job title and duties.
+    pub raw: Vec<(i64, String, String)>,
     /// Rows that could not be used.
     pub unusable: Vec<Unusable>,
 }
@@ -79,6 +81,7 @@ pub fn read_labelled(path: &Path) -> Result<Labelled, Error> {
     )?;
     let mut texts = Vec::new();
     let mut codes = Vec::new();
+    let mut raw = Vec::new();
     let mut bad = Vec::new();
     for r in rows {
         let code = r.values[2].clone().unwrap_or_default().trim().to_string();
@@ -94,15 +97,16 @@ pub fn read_labelled(path: &Path) -> Result<Labelled, Error> {
             ));
             continue;
         }
-        texts.push(record_text(
-            r.values[0].as_deref().unwrap_or(""),
-            r.values[1].as_deref().unwrap_or(""),
-        ));
+        let title = r.values[0].clone().unwrap_or_default();
+        let duties = r.values[1].clone().unwrap_or_default();
+        texts.push(record_text(&title, &duties));
         codes.push(code);
+        raw.push((r.row as i64, title, duties));
     }
     Ok(Labelled {
         texts,
         codes,
+        raw,
         unusable: bad,
     })
 }
@@ -172,13 +176,57 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// `<name>_errors.csv`: every row coded wrongly at 4 digits, most confident first (a
+/// confident error on historical records is often a wrong label), with its raw fields
+/// (`raw`: row, job title, duties of each scored row), label and the model's top 3.
+fn write_errors(
+    dir: &Path,
+    name: &str,
+    pred: &Predictor,
+    e: &Evaluation,
+    raw: &[(i64, &str, &str)],
+) -> Result<(), Error> {
+    let col = |f: &dyn Fn(&classifier::metrics::RowError) -> String| {
+        Column::Str(e.errors.iter().map(f).collect())
+    };
+    let alt = |k: usize| {
+        move |r: &classifier::metrics::RowError| {
+            r.predicted.get(k).map(|p| p.0.clone()).unwrap_or_default()
+        }
+    };
+    Table::new()
+        .with(
+            "row",
+            Column::Int(e.errors.iter().map(|r| raw[r.index].0).collect()),
+        )
+        .with("job_title", col(&|r| raw[r.index].1.to_string()))
+        .with("duties_description", col(&|r| raw[r.index].2.to_string()))
+        .with("isco_code", col(&|r| r.label.clone()))
+        .with("title", col(&|r| pred.title(&r.label).to_string()))
+        .with("predicted_code", col(&alt(0)))
+        .with(
+            "predicted_title",
+            col(&|r| pred.title(&alt(0)(r)).to_string()),
+        )
+        .with(
+            "confidence",
+            Column::Float(e.errors.iter().map(|r| r.predicted[0].1).collect()),
+        )
+        .with("alt_2_code", col(&alt(1)))
+        .with("alt_3_code", col(&alt(2)))
+        .write_csv(&dir.join(format!("{name}_errors.csv")))?;
+    Ok(())
+}
+
 fn write_report(
     dir: &Path,
     name: &str,
     pred: &Predictor,
     e: &Evaluation,
+    raw: &[(i64, &str, &str)],
     html: &mut String,
 ) -> Result<(), Error> {
+    write_errors(dir, name, pred, e, raw)?;
     let classes = Table::new()
         .with(
             "isco_code",
@@ -308,6 +356,12 @@ fn write_report(
         }
     }
     html.push_str("</table>");
+    let _ = write!(
+        html,
+        "<p>{} rows coded wrongly, most confident first: <a href=\"{f}\">{f}</a></p>",
+        e.errors.len(),
+        f = esc(&format!("{name}_errors.csv"))
+    );
     let pngs = crate::plots::write(dir, name, e)?;
     if pngs.is_empty() {
         html.push_str("<p>PNG plots skipped: no TrueType font found (install fonts-dejavu or set ISCO_DAG_FONT).</p>");
@@ -359,7 +413,7 @@ fn write_report(
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "5", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "6", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<InferenceConfig>(raw)
     }
@@ -380,7 +434,16 @@ impl Stage for Evaluate {
         // Scored once; the true-label view below reuses the probabilities.
         let probs = pred.probabilities(&test.text);
         let e = evaluate_probabilities(&pred, &probs, &test.isco_code);
-        write_report(&dir, "test", &pred, &e, &mut html)?;
+        let raw: Vec<(i64, &str, &str)> = (0..test.len())
+            .map(|i| {
+                (
+                    test.row[i],
+                    test.job_title[i].as_str(),
+                    test.duties_description[i].as_str(),
+                )
+            })
+            .collect();
+        write_report(&dir, "test", &pred, &e, &raw, &mut html)?;
         let mut metrics = json!({"test": e.metrics});
         let mut summary = vec![format!(
             "test: accuracy {:.4}, macro-F1 {:.4}, top-3 {:.4}, ECE {:.4}, production rate at 95 % {:.3}",
@@ -399,7 +462,7 @@ impl Stage for Evaluate {
                 .map(|(r, given)| truth.get(r).cloned().unwrap_or_else(|| given.clone()))
                 .collect();
             let e = evaluate_probabilities(&pred, &probs, &codes);
-            write_report(&dir, "test_true_labels", &pred, &e, &mut html)?;
+            write_report(&dir, "test_true_labels", &pred, &e, &raw, &mut html)?;
             summary.push(format!(
                 "test against true labels: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3}, at 97 % {:.3}",
                 e.metrics["accuracy"].as_f64().unwrap_or(0.0),
@@ -417,6 +480,7 @@ impl Stage for Evaluate {
             let Labelled {
                 texts,
                 codes,
+                raw,
                 unusable: bad,
             } = read_labelled(path)?;
             if !bad.is_empty() {
@@ -444,7 +508,11 @@ impl Stage for Evaluate {
                 return Err(Error::Input { path: path.clone(), message: "has no usable labelled rows (needs job_title, duties_description, isco_code)".into() }.into());
             }
             let e = evaluate(&pred, &texts, &codes);
-            write_report(&dir, &name, &pred, &e, &mut html)?;
+            let raw: Vec<(i64, &str, &str)> = raw
+                .iter()
+                .map(|(r, t, d)| (*r, t.as_str(), d.as_str()))
+                .collect();
+            write_report(&dir, &name, &pred, &e, &raw, &mut html)?;
             summary.push(format!(
                 "{name}: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3} ({} rows, {bad})",
                 e.metrics["accuracy"].as_f64().unwrap_or(0.0),

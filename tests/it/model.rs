@@ -42,6 +42,24 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     } else {
         assert!(html.contains("PNG plots skipped"), "{html}");
     }
+    // Every row coded wrongly is listed, most confident first, with its raw fields.
+    let errors = std::fs::read_to_string(p.path("models/latest_report/test_errors.csv")).unwrap();
+    let mut lines = errors.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "row,job_title,duties_description,isco_code,title,predicted_code,predicted_title,confidence,alt_2_code,alt_3_code"
+    );
+    let rows: Vec<Vec<String>> = csv::Reader::from_reader(errors.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    let test_rows = eval["metrics"]["test"]["records"].as_f64().unwrap();
+    assert_eq!(rows.len(), ((1.0 - acc) * test_rows).round() as usize);
+    assert!(rows.iter().all(|r| r[3] != r[5] && !r[1].is_empty()));
+    let conf: Vec<f64> = rows.iter().map(|r| r[7].parse().unwrap()).collect();
+    assert!(conf.windows(2).all(|w| w[0] >= w[1]), "{conf:?}");
+    assert!(html.contains("test_errors.csv"));
+
     let review = std::fs::read_dir(p.path("data/review")).unwrap().count();
     assert_eq!(review, 1);
 
