@@ -9,15 +9,8 @@ cd "$(dirname "$0")/.."
 cargo build --release -q
 BIN=target/release/isco-dag
 $BIN models fetch minilm
-mkdir -p bench/out
-cat > bench/out/cold.toml <<'TOML'
-[pipeline]
-name = "ensemble-150k-cold"
-extends = "../ensemble-150k.toml"
-root = "../.."
-store = "bench/out/store-cold"
-out_dir = "bench/out/cold"
-TOML
+source bench/lib.sh
+cold_pipeline
 cat > bench/out/cold-ngram.toml <<'TOML'
 [pipeline]
 name = "ngram-150k-cold-store"

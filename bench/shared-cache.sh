@@ -17,19 +17,9 @@ root = "../.."
 store = "bench/out/store-sc"
 out_dir = "bench/out/sc"
 TOML
-cat > bench/out/sc-seed7.toml <<'TOML'
-[pipeline]
-name = "ensemble-150k-shared-cache-seed7"
-extends = "sc.toml"
-
-[[stage]]
-id = "train"
-kind = "train"
-replace = true
-inputs = { train = "split.train", validation = "split.validation", reference = "../shared/data/isco08_groups.csv", encoder = "models/pretrained/all-MiniLM-L6-v2/*.*" }
-params_from = ["model", "training"]
-params = { model_kind = "ensemble", duties_char_ngrams = true, seed = 7 }
-TOML
+source bench/lib.sh
+train_variant sc-seed7.toml ensemble-150k-shared-cache-seed7 sc.toml \
+  'model_kind = "ensemble", duties_char_ngrams = true, seed = 7'
 rm -rf bench/out/store-sc bench/out/sc
 times() {
   $BIN runs show last --store bench/out/store-sc --format json | python3 -c "

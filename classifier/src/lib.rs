@@ -11,12 +11,14 @@
 //! | [`augment`] | reference augmentation: training examples from ISCO titles, tasks and example occupations |
 //! | [`calibrate`] | temperature scaling and expected calibration error |
 //! | [`metrics`] | accuracy, macro-F1, top-3, per-level accuracy, ECE, production rate, error analysis |
+//! | [`ann`] | approximate nearest-neighbour search (HNSW) for retrieval indexes beyond a size limit |
 //! | [`retrieval`] | bi-encoder retrieval over the reference and past records, and its ensemble with the ngram model |
 //! | [`transformer`] | the `transformer` kind: a pretrained encoder fine-tuned as a classifier within a CPU budget |
 //! | [`predict`] | model artifacts, inference with grades, hierarchical fallback, top-k, explanations, LRU cache |
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod ann;
 pub mod augment;
 pub mod calibrate;
 pub mod encoder;

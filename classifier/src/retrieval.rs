@@ -9,7 +9,8 @@
 //! | duties | the definitions' lead sentences and task lists, and each distinct clause of the training records' duties (with its most frequent code) | each clause of the record's duties |
 //!
 //! A class scores the best cosine of its entries in each index (exact matrix search, chunked
-//! through burn's matmul — fine up to a few hundred thousand entries); for the duties, the
+//! through burn's matmul; an index with more than `exact_search_limit` entries is searched
+//! through an HNSW graph instead, see [`crate::ann`]); for the duties, the
 //! mean over the record's clauses (its `;`-separated tasks, see [`crate::text::clauses`]) of
 //! each clause's best cosine, since records list tasks the way the index holds them, one by
 //! one. The two scores mix with
@@ -33,6 +34,7 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::ann::{Ann, SearchConfig};
 use crate::encoder::{ENCODER_FILES, Encoder};
 use crate::error::Error;
 
@@ -47,6 +49,67 @@ pub struct Index {
     pub source: Vec<String>,
     /// `[entries, dim]` row-major, L2-normalised.
     pub vectors: Vec<f32>,
+    /// The HNSW graph over `vectors` when the index is searched approximately (see
+    /// [`Retrieval::prepare_search`]).
+    pub ann: Option<std::sync::Arc<Ann>>,
+}
+
+impl Index {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.class.len()
+    }
+
+    /// Whether it has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.class.is_empty()
+    }
+
+    /// The nearest entries of each query `[queries, dim]` as `(entry, cosine)`, best first,
+    /// at most `k` per query (and at most the graph's `candidates` when it has one).
+    fn nearest(&self, queries: &[f32], dim: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
+        if let Some(ann) = &self.ann {
+            let mut out = ann.search(queries);
+            out.iter_mut().for_each(|v| v.truncate(k));
+            return out;
+        }
+        let mut out = Vec::with_capacity(queries.len() / dim.max(1));
+        exact_sims(queries, self, dim, |sims, n| {
+            let part: Vec<Vec<(u32, f32)>> = sims
+                .par_chunks(n)
+                .map(|s| {
+                    crate::predict::top_k(s, k)
+                        .into_iter()
+                        .map(|j| (j as u32, s[j]))
+                        .collect()
+                })
+                .collect();
+            out.extend(part);
+        });
+        out
+    }
+}
+
+/// Exact cosines of queries against every entry, chunk by chunk of queries (one burn matmul
+/// each): `f(sims [m, entries], entries)` per chunk, in query order.
+fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f32], usize)) {
+    let n = index.len();
+    if queries.is_empty() || n == 0 {
+        return;
+    }
+    let device = crate::model::device();
+    let keys = Tensor::<2>::from_data(TensorData::new(index.vectors.clone(), [n, dim]), &device)
+        .transpose();
+    let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
+    for chunk in queries.chunks(rows_per * dim) {
+        let m = chunk.len() / dim;
+        let sims = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, dim]), &device)
+            .matmul(keys.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("float similarities");
+        f(&sims, n);
+    }
 }
 
 /// Fitted mixing parameters.
@@ -76,6 +139,9 @@ struct IndexMeta {
     cache_file: String,
     titles: Vec<(String, u32, String)>,
     duties: Vec<(String, u32, String)>,
+    /// Absent in models from before approximate search: the defaults.
+    #[serde(default)]
+    search: SearchConfig,
 }
 
 /// Cached sentence vectors keyed by a hash of the text (and the encoder).
@@ -378,28 +444,45 @@ pub fn split_text(text: &str) -> (&str, &str) {
     }
 }
 
-/// Best cosine per class `[queries, classes]` (−1 where a class has no entry).
+/// Best cosine per class `[queries, classes]` (−1 where a class has no entry). With an HNSW
+/// graph, the best among the nearest entries it returns; a class with entries but none among
+/// them gets the lowest cosine returned, which bounds its true best from above when the graph
+/// found the true nearest entries (see [`crate::ann`]).
 pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> Vec<f32> {
     let q = queries.len() / dim.max(1);
-    let n = index.class.len();
     let mut out = vec![-1f32; q * classes];
-    if q == 0 || n == 0 {
+    if q == 0 || index.is_empty() {
         return out;
     }
-    let device = crate::model::device();
-    let keys = Tensor::<2>::from_data(TensorData::new(index.vectors.clone(), [n, dim]), &device)
-        .transpose();
-    let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
-    for (ci, chunk) in queries.chunks(rows_per * dim).enumerate() {
-        let m = chunk.len() / dim;
-        let qt = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, dim]), &device);
-        let sims = qt
-            .matmul(keys.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("float similarities");
-        let base = ci * rows_per;
-        out[base * classes..(base + m) * classes]
+    if let Some(ann) = &index.ann {
+        let mut has_entry = vec![false; classes];
+        index
+            .class
+            .iter()
+            .for_each(|&c| has_entry[c as usize] = true);
+        out.par_chunks_mut(classes)
+            .zip(ann.search(queries))
+            .for_each(|(o, hits)| {
+                if let Some(&(_, floor)) = hits.last() {
+                    for (o, &h) in o.iter_mut().zip(&has_entry) {
+                        if h {
+                            *o = floor;
+                        }
+                    }
+                }
+                for (e, v) in hits {
+                    let c = index.class[e as usize] as usize;
+                    if v > o[c] {
+                        o[c] = v;
+                    }
+                }
+            });
+        return out;
+    }
+    let mut done = 0;
+    exact_sims(queries, index, dim, |sims, n| {
+        let m = sims.len() / n;
+        out[done * classes..(done + m) * classes]
             .par_chunks_mut(classes)
             .zip(sims.par_chunks(n))
             .for_each(|(o, s)| {
@@ -410,7 +493,8 @@ pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> 
                     }
                 }
             });
-    }
+        done += m;
+    });
     out
 }
 
@@ -464,6 +548,8 @@ pub struct Retrieval {
     pub cache: std::sync::Mutex<EmbeddingCache>,
     /// File name of the saved cache (it carries the encoder's fingerprint).
     pub cache_file: String,
+    /// When the indexes are searched through an HNSW graph.
+    pub search: SearchConfig,
 }
 
 /// Class scores of both channels for normalised texts: `(title [q, c], duties [q, c], has_duties)`.
@@ -573,9 +659,7 @@ impl Retrieval {
     /// the code they were most often given, and the reference's titles — for reviewers
     /// ("similar past records"). Per text, best first.
     pub fn similar(&self, texts: &[String], k: usize) -> Result<Vec<Vec<Neighbour>>, Error> {
-        let d = self.encoder.dim();
-        let n = self.titles.class.len();
-        if texts.is_empty() || n == 0 || k == 0 {
+        if texts.is_empty() || self.titles.is_empty() || k == 0 {
             return Ok(vec![Vec::new(); texts.len()]);
         }
         let titles: Vec<String> = texts.iter().map(|t| split_text(t).0.to_string()).collect();
@@ -584,38 +668,35 @@ impl Retrieval {
             &titles,
             &|_, _| {},
         )?;
-        let device = crate::model::device();
-        let keys = Tensor::<2>::from_data(
-            TensorData::new(self.titles.vectors.clone(), [n, d]),
-            &device,
-        )
-        .transpose();
-        let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in qv.chunks(rows_per * d) {
-            let m = chunk.len() / d;
-            let sims = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, d]), &device)
-                .matmul(keys.clone())
-                .into_data()
-                .try_to_vec::<f32>()
-                .expect("float similarities");
-            let part: Vec<Vec<Neighbour>> = sims
-                .par_chunks(n)
-                .map(|s| {
-                    crate::predict::top_k(s, k)
-                        .into_iter()
-                        .map(|j| Neighbour {
-                            text: self.titles.texts[j].clone(),
-                            class: self.titles.class[j],
-                            source: self.titles.source[j].clone(),
-                            similarity: s[j],
-                        })
-                        .collect()
-                })
-                .collect();
-            out.extend(part);
+        let ix = &self.titles;
+        Ok(ix
+            .nearest(&qv, self.encoder.dim(), k)
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|(j, similarity)| Neighbour {
+                        text: ix.texts[j as usize].clone(),
+                        class: ix.class[j as usize],
+                        source: ix.source[j as usize].clone(),
+                        similarity,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Builds (or drops) each index's HNSW graph as [`Self::search`] says for its size; call
+    /// after the indexes change. Returns the seconds it took.
+    pub fn prepare_search(&mut self) -> f64 {
+        let started = std::time::Instant::now();
+        let d = self.encoder.dim();
+        let cfg = self.search;
+        for ix in [&mut self.titles, &mut self.duties] {
+            ix.ann = cfg
+                .approximate(ix.len())
+                .then(|| std::sync::Arc::new(Ann::build(&ix.vectors, d, &cfg, 42)));
         }
-        Ok(out)
+        started.elapsed().as_secs_f64()
     }
 
     /// The ensemble's uncalibrated logits (log of the mixed probabilities) of normalised
@@ -669,6 +750,7 @@ impl Retrieval {
             cache_file: self.cache_file.clone(),
             titles: entries(&self.titles),
             duties: entries(&self.duties),
+            search: self.search,
         };
         let p = r.join("index.json");
         std::fs::write(&p, serde_json::to_vec(&meta).expect("index serialises"))
@@ -682,6 +764,11 @@ impl Retrieval {
             .flat_map(|x| x.to_le_bytes())
             .collect();
         std::fs::write(&p, bytes).map_err(|e| io(&p, e))?;
+        for (name, ix) in [("titles", &self.titles), ("duties", &self.duties)] {
+            if let Some(ann) = &ix.ann {
+                ann.save(&r.join(format!("ann-{name}.cbor")))?;
+            }
+        }
         self.cache
             .lock()
             .expect("embedding cache")
@@ -726,7 +813,8 @@ impl Retrieval {
                 message: "does not match index.json; retrain the model".into(),
             });
         }
-        let build = |entries: Vec<(String, u32, String)>, v: &[f32]| {
+        let search = meta.search;
+        let build = |name: &str, entries: Vec<(String, u32, String)>, v: &[f32]| {
             let mut ix = Index {
                 vectors: v.to_vec(),
                 ..Default::default()
@@ -736,10 +824,21 @@ impl Retrieval {
                 ix.class.push(c);
                 ix.source.push(s);
             }
-            ix
+            // The graph saved with the model; one missing (copied by hand?) is rebuilt.
+            if search.approximate(ix.len()) {
+                let p = r.join(format!("ann-{name}.cbor"));
+                let ann = if p.is_file() {
+                    Ann::load(&p, ix.len(), d)?
+                } else {
+                    tracing::warn!("{} is missing; rebuilding the search graph", p.display());
+                    Ann::build(&ix.vectors, d, &search, 42)
+                };
+                ix.ann = Some(std::sync::Arc::new(ann));
+            }
+            Ok::<Index, Error>(ix)
         };
-        let titles = build(meta.titles, &all[..nt * d]);
-        let duties = build(meta.duties, &all[nt * d..]);
+        let titles = build("titles", meta.titles, &all[..nt * d])?;
+        let duties = build("duties", meta.duties, &all[nt * d..])?;
         let cache = EmbeddingCache::load(&r.join(&meta.cache_file), d)
             .unwrap_or_else(|| EmbeddingCache::new(d));
         Ok(Retrieval {
@@ -749,6 +848,7 @@ impl Retrieval {
             duties,
             mix: meta.mix,
             cache: std::sync::Mutex::new(cache),
+            search,
         })
     }
 }
@@ -852,6 +952,7 @@ mod tests {
             class: vec![0, 1, 1],
             source: vec!["reference".into(); 3],
             vectors: vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8],
+            ann: None,
         };
         let q = [0.6f32, 0.8, 1.0, 0.0];
         let s = class_max(&q, &ix, 2, 3);
@@ -917,6 +1018,7 @@ mod tests {
             source: vec!["reference".into(); class.len()],
             vectors: v[rows.start * 16..rows.end * 16].to_vec(),
             class,
+            ann: None,
         };
         let r = Retrieval {
             encoder,
@@ -930,6 +1032,7 @@ mod tests {
             },
             cache: std::sync::Mutex::new(cache),
             cache_file: "cache-x.bin".into(),
+            search: SearchConfig::default(),
         };
         let texts: Vec<String> = [
             crate::text::record_text("Nurse", "Give care; cook meals"),
@@ -1028,5 +1131,110 @@ mod tests {
         assert_eq!(segments, 1);
         let again = DiskCache::open(&shared, 16).unwrap();
         assert_eq!(again.get(&key("nurse")).unwrap(), va[..16].to_vec());
+    }
+
+    #[test]
+    fn approximate_search_scores_like_exact_search_and_is_saved_with_the_model() {
+        let d = tempfile::tempdir().unwrap();
+        let words = [
+            "nurse", "care", "bus", "driver", "cook", "chef", "meals", "teacher", "school",
+            "clerk", "office", "welder", "metal",
+        ];
+        crate::encoder::write_random_encoder(d.path(), &words, 16, 1, 5).unwrap();
+        let encoder = Encoder::load(d.path(), 0).unwrap();
+        let mut cache = EmbeddingCache::new(16);
+        // Two-word entries of four classes (class 4 has none).
+        let mut texts = Vec::new();
+        let mut class = Vec::new();
+        for (i, a) in words.iter().enumerate() {
+            for (j, b) in words.iter().enumerate().skip(i + 1) {
+                texts.push(format!("{a} {b}"));
+                class.push(((i + j) % 4) as u32);
+            }
+        }
+        let (v, _) = cache.embed(&encoder, &texts, &|_, _| {}).unwrap();
+        let n = texts.len();
+        let index = Index {
+            source: vec!["record".into(); n],
+            texts,
+            class,
+            vectors: v,
+            ann: None,
+        };
+        let mut r = Retrieval {
+            encoder,
+            titles: index.clone(),
+            duties: index,
+            mix: Mix {
+                title_weight: 0.5,
+                temperature: 0.05,
+                weight: 0.5,
+                transformer_weight: 0.0,
+            },
+            cache: std::sync::Mutex::new(cache),
+            cache_file: "cache-x.bin".into(),
+            search: SearchConfig::default(),
+        };
+        let queries: Vec<String> = [
+            ("Nurse", "care; meals"),
+            ("bus driver", "school bus"),
+            ("chef", ""),
+            ("welder", "metal; office clerk"),
+        ]
+        .iter()
+        .map(|(t, d)| crate::text::record_text(t, d))
+        .collect();
+        let exact = r.scores(&queries, 5).unwrap();
+        let exact_similar = r.similar(&queries, 3).unwrap();
+        assert!(r.titles.ann.is_none() && r.prepare_search() >= 0.0);
+        assert!(r.titles.ann.is_none(), "under the limit: exact");
+        // Every index approximate; the graph returns all entries, so the scores are exact
+        // too (a class without entries stays at -1).
+        r.search = SearchConfig {
+            exact_limit: 0,
+            ef_construction: 50,
+            candidates: n,
+        };
+        r.prepare_search();
+        assert!(r.titles.ann.is_some() && r.duties.ann.is_some());
+        let check = |r: &Retrieval| {
+            let s = r.scores(&queries, 5).unwrap();
+            for (a, b) in s.title.iter().zip(&exact.title) {
+                assert!((a - b).abs() < 1e-5, "{:?} vs {:?}", s.title, exact.title);
+            }
+            for (a, b) in s.duties.iter().zip(&exact.duties) {
+                assert!((a - b).abs() < 1e-5, "{:?} vs {:?}", s.duties, exact.duties);
+            }
+            assert!(s.title.chunks(5).all(|row| row[4] == -1.0));
+            let sim = r.similar(&queries, 3).unwrap();
+            for (a, b) in sim.iter().zip(&exact_similar) {
+                assert_eq!(a.len(), 3);
+                for (x, y) in a.iter().zip(b) {
+                    assert!((x.similarity - y.similarity).abs() < 1e-5);
+                }
+            }
+        };
+        check(&r);
+        // Saved with the model and read back without rebuilding.
+        let m = tempfile::tempdir().unwrap();
+        r.save(m.path()).unwrap();
+        assert!(m.path().join("retrieval/ann-titles.cbor").is_file());
+        assert!(m.path().join("retrieval/ann-duties.cbor").is_file());
+        let back = Retrieval::load(m.path()).unwrap();
+        assert_eq!(back.search, r.search);
+        assert!(back.titles.ann.is_some());
+        check(&back);
+        // Fewer candidates than entries: classes outside them get the lowest cosine found,
+        // an upper bound of their true best.
+        r.search.candidates = 20;
+        r.prepare_search();
+        let s = r.scores(&queries, 5).unwrap();
+        for (row, ex) in s.title.chunks(5).zip(exact.title.chunks(5)) {
+            let best = ex.iter().cloned().fold(f32::MIN, f32::max);
+            assert!((row.iter().cloned().fold(f32::MIN, f32::max) - best).abs() < 1e-5);
+            for k in 0..4 {
+                assert!(row[k] >= ex[k] - 1e-5, "{row:?} vs {ex:?}");
+            }
+        }
     }
 }

@@ -246,7 +246,9 @@ pub fn build(
         },
         cache: Mutex::new(cache),
         cache_file,
+        search: p.search_config(),
     };
+    let search_graph_seconds = retrieval.prepare_search();
     progress.start(1, "scoring validation with retrieval");
     let t1 = Instant::now();
     let scores = retrieval.scores(&texts, c)?;
@@ -290,6 +292,8 @@ pub fn build(
         "cached_before": cached_before,
         "cached_after": cached_after,
         "index_seconds": index_seconds,
+        "search": search_summary(&retrieval),
+        "search_graph_seconds": search_graph_seconds,
         "fit_rows": y.len(),
         "fit_scoring_seconds": fit_seconds,
         "mix": mix,
@@ -300,6 +304,12 @@ pub fn build(
         "seconds": started.elapsed().as_secs_f64(),
     });
     Ok((retrieval, cal, m))
+}
+
+/// How each index is searched, for the run record: `exact` or `hnsw`.
+fn search_summary(r: &Retrieval) -> Value {
+    let how = |ix: &Index| if ix.ann.is_some() { "hnsw" } else { "exact" };
+    json!({ "titles": how(&r.titles), "duties": how(&r.duties), "config": r.search })
 }
 
 fn accuracy(p: &[f32], y: &[u32], c: usize) -> f64 {
@@ -399,7 +409,11 @@ pub fn extend_for_finetune(
     if let Err(e) = r.flush_shared_cache() {
         tracing::warn!("the shared embedding cache was not updated: {e}");
     }
+    // New entries: the graphs (of indexes over the limit) are built again.
+    let search_graph_seconds = r.prepare_search();
     let m = json!({
+        "search": search_summary(&r),
+        "search_graph_seconds": search_graph_seconds,
         "correction_titles_added": new_titles.len(),
         "correction_clauses_added": new_clauses.len(),
         "transformer_dropped": transformer_dropped,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use classifier::ann::SearchConfig;
 use classifier::augment::reference_examples;
 use classifier::calibrate::{METHODS, fit_calibration};
 use classifier::features::{FeatureConfig, FeatureMatrix};
@@ -33,6 +34,13 @@ pub struct TrainParams {
     /// Ensemble: also fine-tune the encoder as a transformer classifier and mix it in (its
     /// weight fitted on validation like the others).
     pub ensemble_transformer: bool,
+    /// Ensemble: indexes with more entries than this are searched through an HNSW graph
+    /// instead of exactly (0: always).
+    pub exact_search_limit: usize,
+    /// Ensemble: HNSW `efConstruction` (neighbours considered while building the graph).
+    pub ann_ef_construction: usize,
+    /// Ensemble: nearest entries an HNSW search returns per query (HNSW `ef`).
+    pub ann_candidates: usize,
     /// Transformer: top encoder layers fine-tuned (the rest frozen).
     pub transformer_train_layers: usize,
     /// Transformer: examples per forward pass (design: 16).
@@ -108,12 +116,16 @@ impl Default for TrainParams {
         let f = FeatureConfig::default();
         let t = TrainConfig::default();
         let tc = TuneConfig::default();
+        let sc = SearchConfig::default();
         TrainParams {
             model_kind: "ngram".into(),
             encoder_max_seq_length: 128,
             retrieval_fit_rows: 5000,
             retrieval_index_records: true,
             ensemble_transformer: false,
+            exact_search_limit: sc.exact_limit,
+            ann_ef_construction: sc.ef_construction,
+            ann_candidates: sc.candidates,
             transformer_train_layers: tc.train_layers,
             transformer_batch_size: tc.batch_size,
             transformer_grad_accumulation: tc.grad_accumulation,
@@ -180,6 +192,15 @@ impl TrainParams {
         }
     }
 
+    /// When an ensemble's indexes are searched approximately.
+    pub fn search_config(&self) -> SearchConfig {
+        SearchConfig {
+            exact_limit: self.exact_search_limit,
+            ef_construction: self.ann_ef_construction,
+            candidates: self.ann_candidates,
+        }
+    }
+
     /// The transformer's fine-tuning config.
     pub fn tune_config(&self) -> TuneConfig {
         TuneConfig {
@@ -220,6 +241,7 @@ impl TrainParams {
         if self.model_kind == "ensemble" && self.retrieval_fit_rows < 100 {
             return Err("retrieval_fit_rows must be at least 100".into());
         }
+        self.search_config().validate()?;
         if self.buckets == 0 || self.dim == 0 || self.batch_size == 0 || self.epochs == 0 {
             return Err("buckets, dim, batch_size and epochs must be positive".into());
         }

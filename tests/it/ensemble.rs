@@ -1,6 +1,7 @@
 //! `pipelines/ensemble.toml` end to end with a tiny randomly initialised BERT (no download):
 //! the ensemble trains, evaluates, promotes and codes; a re-run executes nothing; new records
-//! re-embed only their new titles; a missing encoder is a clear error. The same encoder
+//! re-embed only their new titles; a missing encoder is a clear error; past
+//! `exact_search_limit` entries the indexes are searched through saved HNSW graphs. The same encoder
 //! fine-tuned as a `transformer` model trains inside its budget and codes.
 
 use crate::support::{Project, outcome_of, stage_of};
@@ -233,6 +234,94 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
         "data/demo/new_jobs.csv",
     ]);
     assert!(out.lines().count() > 100, "{out}");
+}
+
+#[test]
+fn ensemble_beyond_the_exact_search_limit_searches_an_hnsw_graph() {
+    let p = Project::new(1500);
+    random_encoder(&p);
+    p.ok(&["run", "pipelines/ensemble.toml", "--until", "evaluate"]);
+    let run = p.last_run();
+    let search = |run: &serde_json::Value, stage: &str| {
+        stage_of(run, stage)["metrics"]["retrieval"]["search"].clone()
+    };
+    assert_eq!(search(&run, "train")["titles"], "exact");
+    assert!(!p.path("models/latest/retrieval/ann-titles.cbor").exists());
+    let accuracy = || {
+        p.json("models/latest_metrics.json")["test"]["accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let exact = accuracy();
+
+    // A bad value is refused before anything runs, naming the key.
+    p.edit(
+        "config/default.toml",
+        "ann_candidates = 200",
+        "ann_candidates = 0",
+    );
+    let (code, err) = p.fails(&["run", "pipelines/ensemble.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ann_candidates"), "{err}");
+    p.edit(
+        "config/default.toml",
+        "ann_candidates = 0",
+        "ann_candidates = 200",
+    );
+
+    // Every index over the limit: the model is trained again with graphs, saved with it,
+    // and codes as the exact search does (the graph returns the nearest 200 entries).
+    p.edit(
+        "config/default.toml",
+        "exact_search_limit = 200000",
+        "exact_search_limit = 0",
+    );
+    p.ok(&["run", "pipelines/ensemble.toml", "--until", "evaluate"]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "split"), "skipped");
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    let s = search(&run, "train");
+    assert_eq!(s["titles"], "hnsw", "{s}");
+    assert_eq!(s["duties"], "hnsw", "{s}");
+    for f in ["ann-titles.cbor", "ann-duties.cbor"] {
+        assert!(
+            p.path(&format!("models/latest/retrieval/{f}")).is_file(),
+            "{f}"
+        );
+    }
+    let approx = accuracy();
+    assert!(
+        (approx - exact).abs() <= 0.01,
+        "HNSW {approx} vs exact {exact}"
+    );
+    scored_and_codes(&p, "retrieval", 0.5);
+
+    // Fine-tuning adds the corrections' entries and builds the graphs again.
+    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
+    std::fs::copy(
+        p.path("data/demo/corrections_demo.csv"),
+        p.path("data/corrections/demo.csv"),
+    )
+    .unwrap();
+    p.ok(&["run", "pipelines/finetune-ensemble.toml"]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "fine-tune"), "executed");
+    let m = &stage_of(&run, "fine-tune")["metrics"]["retrieval"];
+    assert!(m["correction_titles_added"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["search"]["titles"], "hnsw", "{m}");
+    // The saved graph covers the new entries (loading checks the count).
+    assert!(
+        p.path("models/finetuned/retrieval/ann-titles.cbor")
+            .is_file()
+    );
+    let out = p.ok(&[
+        "predict",
+        "--model",
+        "models/finetuned",
+        "--input",
+        "data/corrections/demo.csv",
+    ]);
+    assert!(out.lines().count() > 10, "{out}");
 }
 
 #[test]
