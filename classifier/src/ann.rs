@@ -277,7 +277,7 @@ impl Ann {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Unit vectors in clusters, as sentence embeddings are.
@@ -296,6 +296,15 @@ mod tests {
             out.extend(v);
         }
         out
+    }
+
+    /// Runs `f` on a one-thread rayon pool (a deterministic graph build).
+    pub(crate) fn one_thread<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .expect("a thread pool")
+            .install(f)
     }
 
     fn exact_top(vs: &[f32], q: &[f32], dim: usize, k: usize) -> Vec<u32> {
@@ -323,14 +332,16 @@ mod tests {
         let cfg = SearchConfig {
             exact_limit: 0,
             ef_construction: 100,
-            candidates: 50,
+            candidates: 200,
         };
-        let ann = Ann::build(&vs, dim, &cfg, 7);
+        // One thread: a parallel build links points in a different order from run to run,
+        // and this test's recall should not vary with it.
+        let ann = one_thread(|| Ann::build(&vs, dim, &cfg, 7));
         let queries = vectors(100, dim, 2);
         let found = ann.search(&queries);
         let mut hits = 0;
         for (q, got) in queries.chunks_exact(dim).zip(&found) {
-            assert_eq!(got.len(), 50);
+            assert_eq!(got.len(), 200);
             // Best first, with the entry's own cosine.
             assert!(got.windows(2).all(|w| w[0].1 >= w[1].1 - 1e-6));
             let (e, s) = got[0];
@@ -342,7 +353,7 @@ mod tests {
                 .count();
         }
         let recall = hits as f64 / 1000.0;
-        assert!(recall > 0.95, "recall@10 {recall}");
+        assert!(recall > 0.98, "recall@10 {recall}");
     }
 
     #[test]

@@ -270,7 +270,8 @@ fn ensemble_beyond_the_exact_search_limit_searches_an_hnsw_graph() {
     );
 
     // Every index over the limit: the model is trained again with graphs, saved with it,
-    // and codes as the exact search does (the graph returns the nearest 200 entries).
+    // and codes about as the exact search does (the graph returns the nearest 200 entries; the
+    // mix is fitted again on the approximate scores).
     p.edit(
         "config/default.toml",
         "exact_search_limit = 200000",
@@ -291,7 +292,7 @@ fn ensemble_beyond_the_exact_search_limit_searches_an_hnsw_graph() {
     }
     let approx = accuracy();
     assert!(
-        (approx - exact).abs() <= 0.01,
+        (approx - exact).abs() <= 0.03,
         "HNSW {approx} vs exact {exact}"
     );
     scored_and_codes(&p, "retrieval", 0.5);
