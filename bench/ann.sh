@@ -10,11 +10,8 @@
 #     index grows past the 150k records' 62k entries (SIZES, default 62506,250000,500000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-BIN=target/release/isco-dag
-$BIN models fetch minilm
 source bench/lib.sh
-cold_pipeline
+ensemble_setup
 train_variant hnsw.toml ensemble-150k-hnsw cold.toml \
   'model_kind = "ensemble", field_weights = [], exact_search_limit = 0' bench/out/hnsw
 [ -f bench/out/cold/evaluate/metrics.json ] ||

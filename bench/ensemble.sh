@@ -6,19 +6,9 @@
 # sentence-transformers (PY=..., see bench/encoder_parity.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-BIN=target/release/isco-dag
-$BIN models fetch minilm
 source bench/lib.sh
-cold_pipeline
-cat > bench/out/cold-ngram.toml <<'TOML'
-[pipeline]
-name = "ngram-150k-cold-store"
-extends = "../full-150k.toml"
-root = "../.."
-store = "bench/out/store-cold"
-out_dir = "bench/out/cold"
-TOML
+ensemble_setup
+store_pipeline cold-ngram.toml ngram-150k-cold-store full-150k.toml store-cold cold
 rm -rf bench/out/store-cold bench/out/cold
 /usr/bin/time -f "cold ensemble run: %e s wall, peak RSS %M KB" $BIN run bench/out/cold.toml
 /usr/bin/time -f "train forced again: %e s wall, peak RSS %M KB" $BIN run bench/out/cold.toml --force train --until evaluate

@@ -1,17 +1,30 @@
 # Helpers the bench scripts source (run from the project root).
 
-# bench/out/cold.toml: the shipped ensemble (bench/ensemble-150k.toml) in its own store,
-# bench/out/store-cold, with outputs under bench/out/cold.
-cold_pipeline() {
+# store_pipeline FILE NAME EXTENDS STORE [OUT]: bench/out/FILE runs bench/EXTENDS with its own
+# store bench/out/STORE and outputs under bench/out/OUT (default: FILE without .toml).
+store_pipeline() {
   mkdir -p bench/out
-  cat > bench/out/cold.toml <<'TOML'
+  cat > "bench/out/$1" <<TOML
 [pipeline]
-name = "ensemble-150k-cold"
-extends = "../ensemble-150k.toml"
+name = "$2"
+extends = "../$3"
 root = "../.."
-store = "bench/out/store-cold"
-out_dir = "bench/out/cold"
+store = "bench/out/$4"
+out_dir = "bench/out/${5:-${1%.toml}}"
 TOML
+}
+
+# bench/out/cold.toml: the shipped ensemble in its own store, bench/out/store-cold.
+cold_pipeline() {
+  store_pipeline cold.toml ensemble-150k-cold ensemble-150k.toml store-cold
+}
+
+# The ensemble scripts' start: release build, all-MiniLM-L6-v2, bench/out/cold.toml; sets BIN.
+ensemble_setup() {
+  cargo build --release -q
+  BIN=target/release/isco-dag
+  $BIN models fetch minilm
+  cold_pipeline
 }
 
 # train_variant FILE NAME EXTENDS PARAMS [OUT_DIR]: a pipeline in bench/out/FILE that extends

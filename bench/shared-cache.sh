@@ -8,16 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/isco-dag}
-mkdir -p bench/out
-cat > bench/out/sc.toml <<'TOML'
-[pipeline]
-name = "ensemble-150k-shared-cache"
-extends = "../ensemble-150k.toml"
-root = "../.."
-store = "bench/out/store-sc"
-out_dir = "bench/out/sc"
-TOML
 source bench/lib.sh
+store_pipeline sc.toml ensemble-150k-shared-cache ensemble-150k.toml store-sc
 train_variant sc-seed7.toml ensemble-150k-shared-cache-seed7 sc.toml \
   'model_kind = "ensemble", duties_char_ngrams = true, seed = 7'
 rm -rf bench/out/store-sc bench/out/sc
