@@ -20,7 +20,10 @@ fn main() {
         eprintln!("usage: ann_scale MODEL_DIR SHARED_CACHE QUERIES_CSV SIZES");
         std::process::exit(2);
     }
-    let r = Retrieval::load(a[1].as_ref()).expect("an ensemble model directory");
+    let mut r = Retrieval::load(a[1].as_ref()).expect("an ensemble model directory");
+    // The vectors, out of the graphs of a model whose indexes have them.
+    r.titles.detach_graph();
+    r.duties.detach_graph();
     if let Err(e) = r.attach_shared_cache(a[2].as_ref()) {
         eprintln!("shared cache not used: {e}");
     }

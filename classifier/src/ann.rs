@@ -18,7 +18,7 @@
 
 use std::path::Path;
 
-use instant_distance::{Builder, Hnsw, Point, Search};
+use instant_distance::{Builder, Hnsw, Point, PointId, Search};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +149,8 @@ pub struct Ann {
     hnsw: Hnsw<Row>,
     /// Entry (row of the index) of each graph point.
     entry: Vec<u32>,
+    /// Graph point of each entry (the inverse of `entry`).
+    point: Vec<u32>,
     dim: usize,
 }
 
@@ -184,11 +186,19 @@ impl Ann {
             .ef_search(cfg.candidates)
             .seed(seed)
             .build_hnsw(points);
-        let mut entry = vec![0u32; pids.len()];
-        for (i, pid) in pids.iter().enumerate() {
-            entry[pid.into_inner() as usize] = i as u32;
+        let point: Vec<u32> = pids.iter().map(|p| p.into_inner()).collect();
+        Ann {
+            hnsw,
+            entry: invert(&point),
+            point,
+            dim,
         }
-        Ann { hnsw, entry, dim }
+    }
+
+    /// The vector of an entry (the graph holds the index's vectors; see
+    /// [`crate::retrieval::Index::vector`]).
+    pub fn vector(&self, entry: usize) -> &[f32] {
+        &self.hnsw[PointId::from(self.point[entry])].0
     }
 
     /// Number of entries.
@@ -268,12 +278,28 @@ impl Ann {
                 saved.dim
             )));
         }
+        let point = invert(&saved.entry);
+        if saved.entry.iter().any(|&e| e as usize >= entries) {
+            return Err(bad("maps its points to entries inconsistently".into()));
+        }
         Ok(Ann {
             hnsw: saved.hnsw,
             entry: saved.entry,
+            point,
             dim,
         })
     }
+}
+
+/// The inverse of a permutation of `0..n`.
+fn invert(perm: &[u32]) -> Vec<u32> {
+    let mut inv = vec![0u32; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        if let Some(slot) = inv.get_mut(p as usize) {
+            *slot = i as u32;
+        }
+    }
+    inv
 }
 
 #[cfg(test)]
@@ -367,6 +393,10 @@ pub(crate) mod tests {
         let back = Ann::load(&p, 500, dim).unwrap();
         let q = vectors(5, dim, 4);
         assert_eq!(ann.search(&q), back.search(&q));
+        // The graph hands back each entry's own vector.
+        for e in [0, 17, 499] {
+            assert_eq!(back.vector(e), &vs[e * dim..(e + 1) * dim]);
+        }
         let err = Ann::load(&p, 499, dim).unwrap_err().to_string();
         assert!(
             err.contains("ann-titles.cbor") && err.contains("retrain"),

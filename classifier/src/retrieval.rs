@@ -47,9 +47,10 @@ pub struct Index {
     pub class: Vec<u32>,
     /// Where each entry came from: `reference` or `record`.
     pub source: Vec<String>,
-    /// `[entries, dim]` row-major, L2-normalised.
+    /// `[entries, dim]` row-major, L2-normalised; empty while an HNSW graph holds them (see
+    /// [`Index::vector`] and [`Index::detach_graph`]), so a large index is kept once.
     pub vectors: Vec<f32>,
-    /// The HNSW graph over `vectors` when the index is searched approximately (see
+    /// The HNSW graph over the vectors when the index is searched approximately (see
     /// [`Retrieval::prepare_search`]).
     pub ann: Option<std::sync::Arc<Ann>>,
 }
@@ -63,6 +64,29 @@ impl Index {
     /// Whether it has no entries.
     pub fn is_empty(&self) -> bool {
         self.class.is_empty()
+    }
+
+    /// The vector of entry `i`, from `vectors` or from the graph holding them.
+    pub fn vector(&self, i: usize) -> &[f32] {
+        match &self.ann {
+            Some(ann) if self.vectors.is_empty() => ann.vector(i),
+            _ => {
+                let d = self.vectors.len() / self.len().max(1);
+                &self.vectors[i * d..(i + 1) * d]
+            }
+        }
+    }
+
+    /// Drops the HNSW graph, moving the vectors it holds back into `vectors`; call before
+    /// changing the entries ([`Retrieval::prepare_search`] builds a new graph).
+    pub fn detach_graph(&mut self) {
+        if let Some(ann) = self.ann.take()
+            && self.vectors.is_empty()
+        {
+            self.vectors = (0..self.len())
+                .flat_map(|i| ann.vector(i).iter().copied())
+                .collect();
+        }
     }
 
     /// The nearest entries of each query `[queries, dim]` as `(entry, cosine)`, best first,
@@ -692,9 +716,12 @@ impl Retrieval {
         let d = self.encoder.dim();
         let cfg = self.search;
         for ix in [&mut self.titles, &mut self.duties] {
-            ix.ann = cfg
-                .approximate(ix.len())
-                .then(|| std::sync::Arc::new(Ann::build(&ix.vectors, d, &cfg, 42)));
+            ix.detach_graph();
+            if cfg.approximate(ix.len()) {
+                ix.ann = Some(std::sync::Arc::new(Ann::build(&ix.vectors, d, &cfg, 42)));
+                // The graph keeps the vectors; one copy is enough.
+                ix.vectors = Vec::new();
+            }
         }
         started.elapsed().as_secs_f64()
     }
@@ -756,11 +783,9 @@ impl Retrieval {
         std::fs::write(&p, serde_json::to_vec(&meta).expect("index serialises"))
             .map_err(|e| io(&p, e))?;
         let p = r.join("index.bin");
-        let bytes: Vec<u8> = self
-            .titles
-            .vectors
-            .iter()
-            .chain(&self.duties.vectors)
+        let bytes: Vec<u8> = [&self.titles, &self.duties]
+            .into_iter()
+            .flat_map(|ix| (0..ix.len()).flat_map(|i| ix.vector(i)))
             .flat_map(|x| x.to_le_bytes())
             .collect();
         std::fs::write(&p, bytes).map_err(|e| io(&p, e))?;
@@ -834,6 +859,7 @@ impl Retrieval {
                     Ann::build(&ix.vectors, d, &search, 42)
                 };
                 ix.ann = Some(std::sync::Arc::new(ann));
+                ix.vectors = Vec::new();
             }
             Ok::<Index, Error>(ix)
         };
@@ -1154,6 +1180,7 @@ mod tests {
         }
         let (v, _) = cache.embed(&encoder, &texts, &|_, _| {}).unwrap();
         let n = texts.len();
+        let index_vectors = v.clone();
         let index = Index {
             source: vec!["record".into(); n],
             texts,
@@ -1197,6 +1224,9 @@ mod tests {
         };
         r.prepare_search();
         assert!(r.titles.ann.is_some() && r.duties.ann.is_some());
+        // The graph holds the vectors, once.
+        assert!(r.titles.vectors.is_empty());
+        assert_eq!(r.titles.vector(5), &index_vectors[5 * 16..6 * 16]);
         let check = |r: &Retrieval| {
             let s = r.scores(&queries, 5).unwrap();
             for (a, b) in s.title.iter().zip(&exact.title) {
@@ -1222,12 +1252,18 @@ mod tests {
         assert!(m.path().join("retrieval/ann-duties.cbor").is_file());
         let back = Retrieval::load(m.path()).unwrap();
         assert_eq!(back.search, r.search);
-        assert!(back.titles.ann.is_some());
+        assert!(back.titles.ann.is_some() && back.titles.vectors.is_empty());
         check(&back);
         // Fewer candidates than entries: classes outside them get the lowest cosine found,
         // an upper bound of their true best (built on one thread, so the graph, and whether
         // it finds the true nearest entries, does not vary from run to run).
         r.search.candidates = 20;
+        crate::ann::tests::one_thread(|| r.prepare_search());
+        r.titles.detach_graph();
+        assert_eq!(
+            r.titles.vectors, index_vectors,
+            "the graph gave its vectors back"
+        );
         crate::ann::tests::one_thread(|| r.prepare_search());
         let s = r.scores(&queries, 5).unwrap();
         for (row, ex) in s.title.chunks(5).zip(exact.title.chunks(5)) {

@@ -393,6 +393,8 @@ pub fn extend_for_finetune(
     let cached_before = r.cache.lock().expect("cache").len();
     let mut embedded = 0;
     for (ix, entries) in [(&mut r.titles, &new_titles), (&mut r.duties, &new_clauses)] {
+        // A graph holds the vectors of a large index; they are extended, then graphed again.
+        ix.detach_graph();
         let texts: Vec<String> = entries.iter().map(|(t, _)| t.clone()).collect();
         let (v, n) = r
             .cache
