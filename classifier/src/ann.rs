@@ -6,6 +6,8 @@
 //! whose records give more than [`SearchConfig::exact_limit`] distinct titles or duty clauses
 //! gets an HNSW graph for that index instead, built when the model is trained or fine-tuned and
 //! saved with it (`retrieval/ann-<index>.cbor`), so loading the model does not rebuild it.
+//! The graph holds the index's vectors; the index keeps no second copy in memory
+//! ([`crate::retrieval::Index::vector`]).
 //!
 //! | search | a query costs | per-class scores |
 //! |---|---|---|
