@@ -35,6 +35,23 @@ pub struct ServeConfig {
     pub api_token: String,
     /// Seconds between checks of the model ref (a promoted model is swapped in live).
     pub reload_seconds: f64,
+    /// Longest job title or duties text, in characters, that one record may have; longer
+    /// ones are refused (422 naming the field) before any work is done.
+    pub max_field_chars: usize,
+    /// Whether API predictions that need review are appended to the review queue
+    /// (`api_review_<date>.csv`). Off by default: anyone who can reach the service could
+    /// otherwise fill the reviewers' queue.
+    pub api_review_queue: bool,
+    /// Largest size of one day's API review queue file in bytes; predictions past it are
+    /// not queued (with a warning in the log).
+    pub api_review_max_bytes: u64,
+    /// Seconds a client has to send a request's headers; slower connections are closed.
+    pub header_timeout_seconds: f64,
+    /// Seconds a client has to send a request's body once its headers arrived.
+    pub body_timeout_seconds: f64,
+    /// Connections served at once; further clients wait in the listen queue until one ends.
+    /// Capped at run time below the process's file-descriptor limit.
+    pub max_connections: usize,
 }
 
 impl Default for ServeConfig {
@@ -51,7 +68,40 @@ impl Default for ServeConfig {
             corrections_dir: PathBuf::from("data/corrections"),
             api_token: String::new(),
             reload_seconds: 2.0,
+            max_field_chars: 20_000,
+            api_review_queue: false,
+            api_review_max_bytes: 64 << 20,
+            header_timeout_seconds: 10.0,
+            body_timeout_seconds: 30.0,
+            max_connections: 512,
         }
+    }
+}
+
+impl ServeConfig {
+    /// Refuses limits that would disable the service's own protections.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, v) in [
+            ("header_timeout_seconds", self.header_timeout_seconds),
+            ("body_timeout_seconds", self.body_timeout_seconds),
+            ("reload_seconds", self.reload_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("`{key}` is {v}; give a positive number of seconds"));
+            }
+        }
+        for (key, v) in [
+            ("max_field_chars", self.max_field_chars),
+            ("max_connections", self.max_connections),
+            ("batch_limit", self.batch_limit),
+            ("json_max_bytes", self.json_max_bytes),
+            ("csv_max_bytes", self.csv_max_bytes),
+        ] {
+            if v == 0 {
+                return Err(format!("`{key}` is 0; give a positive limit"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -90,6 +140,12 @@ impl Settings {
             })?,
             None => InferenceConfig::default(),
         };
+        inference
+            .validate()
+            .map_err(|m| bad(format!("section [inference]: {m}")))?;
+        serve
+            .validate()
+            .map_err(|m| bad(format!("section [serve]: {m}")))?;
         Ok(Settings { serve, inference })
     }
 }

@@ -13,7 +13,7 @@
 //! | `GET /health`, `GET /model` | liveness; the model's version, training run, metrics, promotion time |
 //! | `GET /openapi.json`, `GET /docs` | OpenAPI 3.1 document (utoipa) and Swagger UI (vendored, no CDN) |
 //! | `GET /metrics` | Prometheus text: requests, latency histogram, predictions by grade, fallbacks |
-//! | `GET /review` | the review page; `GET /review/queue`, `GET /review/search`, `POST /review/decision`, `POST /review/skip` behind it |
+//! | `GET /review` | the review page (`/review/app.js`, `/review/app.css`); `GET /review/queue`, `GET /review/search`, `POST /review/decision`, `POST /review/skip` behind it |
 //!
 //! Design points:
 //! - The model is loaded once into an `Arc` shared by all requests ([`model::ModelHolder`]);
@@ -23,10 +23,19 @@
 //!   missing fields, wrong types, oversized bodies, non-UTF-8 CSV, too many rows), or 503
 //!   while no model is promoted. Bodies are parsed by hand from bytes so that even the
 //!   extractor's rejections come out as JSON.
+//! - One client cannot exhaust the service: JSON bodies must be `application/json` (a
+//!   browser sends other types cross-site without a preflight), fields are bounded
+//!   (`max_field_chars`), explanations and queue pages are bounded, the API review queue is
+//!   opt-in and capped, and [`listener`] closes connections slow to send headers or body and
+//!   keeps the number open under the file-descriptor limit, shedding idle ones first.
+//! - The review page's script and style are served apart from its markup, so its
+//!   Content-Security-Policy forbids inline code; no response may be framed.
 //! - Write endpoints (`/review/decision`, `/review/skip`) need the API token
 //!   (`Authorization: Bearer …`, from `[serve] api_token` or `ISCO_DAG_API_TOKEN`); without
 //!   it they answer 401. Decisions are appended to `data/corrections/review_<date>.csv` in
-//!   one `write` under a lock, with coder, timestamp and the model's original prediction.
+//!   one `write` under a lock, with coder, timestamp and the model's original prediction;
+//!   whether the item is still undecided is checked under the same lock, so of concurrent
+//!   decisions on one item one wins and the others get 409.
 #![warn(missing_docs)]
 
 use std::net::SocketAddr;
@@ -35,6 +44,7 @@ use std::time::Duration;
 
 pub mod config;
 mod error;
+mod listener;
 pub mod metrics;
 pub mod model;
 pub mod review;
@@ -83,7 +93,11 @@ impl AppState {
                 settings.inference.clone(),
             ),
             metrics: metrics::Metrics::default(),
-            review: review::Review::new(s.review_dir.clone(), s.corrections_dir.clone()),
+            review: review::Review::new(
+                s.review_dir.clone(),
+                s.corrections_dir.clone(),
+                s.api_review_max_bytes,
+            ),
             token,
             taxonomy,
             settings,
@@ -140,8 +154,17 @@ pub fn serve(settings: Settings, on_ready: impl FnOnce(SocketAddr)) -> Result<()
                 let _ = tokio::task::spawn_blocking(move || refresh(&st)).await;
             }
         });
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown())
+        let s = &state.settings.serve;
+        let limits = listener::Limits {
+            header_timeout: Duration::from_secs_f64(s.header_timeout_seconds),
+            body_timeout: Duration::from_secs_f64(s.body_timeout_seconds),
+            max_connections: s.max_connections,
+        };
+        tracing::info!(
+            max_connections = listener::effective_max_connections(s.max_connections),
+            "accepting connections"
+        );
+        listener::serve(listener, router(state.clone()), limits, shutdown())
             .await
             .map_err(Error::Serve)
     })

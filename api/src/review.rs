@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -114,15 +114,21 @@ pub struct Skip {
     pub item_id: String,
 }
 
+/// Most items one queue page holds: each carries the model's suggestions, highlighted words
+/// and similar records, so a page is bounded in both time and size.
+pub const MAX_QUEUE_PAGE: usize = 100;
+
 /// Query of the queue.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct QueueQuery {
-    /// Most items to return (default 50).
+    /// Most items to return (default 50, at most 100).
     pub limit: Option<usize>,
 }
 
 /// Query of the search.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Words of a title, or the start of a code.
     pub q: String,
@@ -143,8 +149,25 @@ struct Queued {
 pub struct Review {
     review_dir: PathBuf,
     corrections_dir: PathBuf,
+    api_queue_max_bytes: u64,
     write: Mutex<()>,
     skipped: Mutex<HashSet<String>>,
+}
+
+/// Who decided a queue item, and when.
+struct DecidedBy {
+    coder: String,
+    at: String,
+}
+
+/// Why a decision was not recorded.
+enum DecideError {
+    /// No such undecided item.
+    Unknown,
+    /// Someone decided it first.
+    Taken(DecidedBy),
+    /// The corrections file could not be written.
+    Io(std::io::Error),
 }
 
 /// The id of a record: a hash of its title and duties.
@@ -198,10 +221,11 @@ fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 
 impl Review {
     /// Review state over the given folders.
-    pub fn new(review_dir: PathBuf, corrections_dir: PathBuf) -> Review {
+    pub fn new(review_dir: PathBuf, corrections_dir: PathBuf, api_queue_max_bytes: u64) -> Review {
         Review {
             review_dir,
             corrections_dir,
+            api_queue_max_bytes,
             write: Mutex::new(()),
             skipped: Mutex::new(HashSet::new()),
         }
@@ -216,8 +240,18 @@ impl Review {
         version: &str,
     ) -> std::io::Result<()> {
         let _g = self.write.lock().expect("review lock");
+        let path = self.review_dir.join(format!("api_review_{}.csv", today()));
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if size >= self.api_queue_max_bytes {
+            tracing::warn!(
+                file = %path.display(),
+                max_bytes = self.api_queue_max_bytes,
+                "the API review queue is full for today (api_review_max_bytes in [serve]); this prediction is not queued"
+            );
+            return Ok(());
+        }
         append_row(
-            &self.review_dir.join(format!("api_review_{}.csv", today())),
+            &path,
             &QUEUE_COLUMNS,
             &[
                 job_title.to_string(),
@@ -231,25 +265,37 @@ impl Review {
         )
     }
 
-    fn decided(&self) -> HashSet<String> {
-        let mut ids = self.skipped.lock().expect("skip lock").clone();
+    /// Items decided in the corrections folder, with who decided them and when.
+    fn decisions(&self) -> std::collections::HashMap<String, DecidedBy> {
+        let mut out = std::collections::HashMap::new();
         for f in csv_files(&self.corrections_dir, "review_") {
             let Ok(mut r) = csv::Reader::from_path(&f) else {
                 continue;
             };
-            let Some(col) = r
-                .headers()
-                .ok()
-                .and_then(|h| h.iter().position(|c| c == "review_item"))
-            else {
+            let Ok(h) = r.headers().cloned() else {
                 continue;
             };
+            let col = |n: &str| h.iter().position(|c| c == n);
+            let Some(item) = col("review_item") else {
+                continue;
+            };
+            let (coder, at) = (col("coder"), col("timestamp"));
             for rec in r.records().flatten() {
-                if let Some(id) = rec.get(col) {
-                    ids.insert(id.to_string());
+                let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
+                if let Some(id) = rec.get(item) {
+                    out.entry(id.to_string()).or_insert(DecidedBy {
+                        coder: get(coder),
+                        at: get(at),
+                    });
                 }
             }
         }
+        out
+    }
+
+    fn decided(&self) -> HashSet<String> {
+        let mut ids = self.skipped.lock().expect("skip lock").clone();
+        ids.extend(self.decisions().into_keys());
         ids
     }
 
@@ -268,11 +314,14 @@ impl Review {
                 continue;
             };
             let col = |n: &str| h.iter().position(|c| c == n);
+            // A predictions file whose input had its own `isco_code` or `confidence` names
+            // the model's columns `predicted_<name>`.
+            let ours = |n: &str| col(&format!("predicted_{n}")).or_else(|| col(n));
             let (Some(t), d, c, p) = (
                 col("job_title"),
                 col("duties_description"),
-                col("isco_code"),
-                col("confidence"),
+                ours("isco_code"),
+                ours("confidence"),
             ) else {
                 continue;
             };
@@ -303,9 +352,24 @@ impl Review {
         out
     }
 
-    /// Appends a decision to `review_<date>.csv`; returns the file.
-    fn record(&self, q: &Queued, d: &Decision) -> std::io::Result<PathBuf> {
+    /// Records a decision if the item is still undecided. The check and the append happen
+    /// under one lock, so of several coders deciding one item at once exactly one wins.
+    fn decide(&self, d: &Decision) -> Result<PathBuf, DecideError> {
         let _g = self.write.lock().expect("review lock");
+        if let Some(by) = self.decisions().remove(&d.item_id) {
+            return Err(DecideError::Taken(by));
+        }
+        let item = self
+            .pending()
+            .into_iter()
+            .find(|q| q.id == d.item_id)
+            .ok_or(DecideError::Unknown)?;
+        self.record(&item, d).map_err(DecideError::Io)
+    }
+
+    /// Appends a decision to `review_<date>.csv`; returns the file. The caller holds the
+    /// write lock.
+    fn record(&self, q: &Queued, d: &Decision) -> std::io::Result<PathBuf> {
         let path = self.corrections_dir.join(format!("review_{}.csv", today()));
         append_row(
             &path,
@@ -358,20 +422,47 @@ fn authorised(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// The review page.
-pub async fn page() -> Html<&'static str> {
-    Html(include_str!("review.html"))
+/// The review page's policy: its own script, style and API only; never framed.
+const REVIEW_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The review page (markup only: script and style come from `/review/app.js` and
+/// `/review/app.css`, so the Content-Security-Policy can forbid inline code).
+pub async fn page() -> Response {
+    (
+        [(header::CONTENT_SECURITY_POLICY, REVIEW_CSP)],
+        Html(include_str!("review.html")),
+    )
+        .into_response()
+}
+
+/// The review page's script.
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("review.js"),
+    )
+        .into_response()
+}
+
+/// The review page's style sheet.
+pub async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("review.css"),
+    )
+        .into_response()
 }
 
 /// The undecided queue with the current model's suggestions and highlighted words.
 #[utoipa::path(get, path = "/review/queue", params(QueueQuery),
-    responses((status = 200, body = QueueResponse), (status = 503, body = crate::routes::ErrorBody)))]
+    responses((status = 200, body = QueueResponse), (status = 400, body = crate::routes::ErrorBody), (status = 503, body = crate::routes::ErrorBody)))]
 pub async fn queue(
     State(st): St,
-    Query(q): Query<QueueQuery>,
+    q: Result<Query<QueueQuery>, QueryRejection>,
 ) -> Result<Json<QueueResponse>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let m = st.loaded()?;
-    let limit = q.limit.unwrap_or(50).min(1000);
+    let limit = q.limit.unwrap_or(50).min(MAX_QUEUE_PAGE);
     let st2 = st.clone();
     let resp = tokio::task::spawn_blocking(move || {
         let pending = st2.review.pending();
@@ -417,9 +508,18 @@ pub async fn queue(
 
 /// Unit groups whose code starts with, or whose title contains, the query.
 #[utoipa::path(get, path = "/review/search", params(SearchQuery),
-    responses((status = 200, body = Vec<SearchHit>)))]
-pub async fn search(State(st): St, Query(q): Query<SearchQuery>) -> Json<Vec<SearchHit>> {
+    responses((status = 200, body = Vec<SearchHit>), (status = 400, body = crate::routes::ErrorBody)))]
+pub async fn search(
+    State(st): St,
+    q: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Json<Vec<SearchHit>>, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
     let limit = q.limit.unwrap_or(20).min(200);
+    if q.q.chars().count() > 200 {
+        return Err(ApiError::unprocessable(
+            "`q` has more than 200 characters; search with a few words of a title or the start of a code",
+        ));
+    }
     let words: Vec<String> =
         q.q.to_lowercase()
             .split_whitespace()
@@ -454,12 +554,20 @@ pub async fn search(State(st): St, Query(q): Query<SearchQuery>) -> Json<Vec<Sea
         .take(limit)
         .map(|(isco_code, title)| SearchHit { isco_code, title })
         .collect();
-    Json(hits)
+    Ok(Json(hits))
+}
+
+/// A query string that does not parse, as the JSON error every endpoint answers with.
+fn bad_query(r: QueryRejection) -> ApiError {
+    ApiError::bad_request(format!(
+        "the query string is not valid: {}; see /docs",
+        r.body_text()
+    ))
 }
 
 /// Record a decision: the item's text with the chosen code becomes a correction.
 #[utoipa::path(post, path = "/review/decision", request_body = Decision,
-    responses((status = 201), (status = 401, body = crate::routes::ErrorBody), (status = 404, body = crate::routes::ErrorBody), (status = 422, body = crate::routes::ErrorBody)),
+    responses((status = 201), (status = 401, body = crate::routes::ErrorBody), (status = 404, body = crate::routes::ErrorBody), (status = 409, body = crate::routes::ErrorBody), (status = 415, body = crate::routes::ErrorBody), (status = 422, body = crate::routes::ErrorBody)),
     security(("api_token" = [])))]
 pub async fn decision(
     State(st): St,
@@ -467,7 +575,18 @@ pub async fn decision(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     authorised(&st, &headers)?;
-    let d: Decision = parse_json(body, st.settings.serve.json_max_bytes)?;
+    let d: Decision = parse_json(&headers, body, st.settings.serve.json_max_bytes)?;
+    for (name, v, max) in [
+        ("coder", &d.coder, 200),
+        ("note", &d.note, 2000),
+        ("item_id", &d.item_id, 64),
+    ] {
+        if v.chars().count() > max {
+            return Err(ApiError::unprocessable(format!(
+                "`{name}` has more than {max} characters; shorten it"
+            )));
+        }
+    }
     let code = d.isco_code.trim();
     if code.len() != 4 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::unprocessable(format!(
@@ -486,25 +605,25 @@ pub async fn decision(
     }
     let st2 = st.clone();
     let path = tokio::task::spawn_blocking(move || {
-        let item = st2
-            .review
-            .pending()
-            .into_iter()
-            .find(|q| q.id == d.item_id)
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "no undecided queue item `{}`; it may have been decided already — reload the queue",
-                        d.item_id
-                    ),
-                )
-            })?;
-        st2.review.record(&item, &d).map_err(|e| {
-            ApiError::new(
+        st2.review.decide(&d).map_err(|e| match e {
+            DecideError::Unknown => ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no undecided queue item `{}`; it may have been skipped — reload the queue",
+                    d.item_id
+                ),
+            ),
+            DecideError::Taken(by) => ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "queue item `{}` was already decided by coder `{}` at {}; reload the queue",
+                    d.item_id, by.coder, by.at
+                ),
+            ),
+            DecideError::Io(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the decision could not be saved: {e}; try again"),
-            )
+            ),
         })
     })
     .await
@@ -527,7 +646,12 @@ pub async fn skip(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     authorised(&st, &headers)?;
-    let s: Skip = parse_json(body, st.settings.serve.json_max_bytes)?;
+    let s: Skip = parse_json(&headers, body, st.settings.serve.json_max_bytes)?;
+    if s.item_id.len() > 64 {
+        return Err(ApiError::unprocessable(
+            "`item_id` is not a queue item id (16 hex digits); reload the queue",
+        ));
+    }
     st.review
         .skipped
         .lock()

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use artifacts::table::neutralise_formula;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Multipart, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -130,6 +131,8 @@ pub struct ExplanationOut {
     pub words: Vec<WordOut>,
     /// Whether the contributions are exact (linear model) or an approximation.
     pub exact: bool,
+    /// Whether only the most influential words are listed (long texts).
+    pub truncated: bool,
 }
 
 /// A coded record.
@@ -192,11 +195,32 @@ pub struct CsvUpload {
     file: Vec<u8>,
 }
 
-/// Parses a JSON body read as bytes, so that every failure is a JSON 4xx.
+/// Parses a JSON body read as bytes, so that every failure is a JSON 4xx. The body must be
+/// declared `application/json`: a browser sends other types (`text/plain`, forms) from any
+/// web page without asking, so accepting them would let a page the user visits call the API.
 pub(crate) fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     limit: usize,
 ) -> Result<T, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "application/json" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "the body must be JSON sent with `Content-Type: application/json` (got `{content_type}`)"
+            ),
+        ));
+    }
     let body = body.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -204,6 +228,8 @@ pub(crate) fn parse_json<T: DeserializeOwned>(
                 status,
                 format!("the body is larger than {limit} bytes (json_max_bytes in [serve]); send fewer records per request"),
             )
+        } else if r.body_text().contains(crate::listener::BODY_TIMEOUT) {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, r.body_text())
         } else {
             ApiError::new(status, format!("the body could not be read: {}", r.body_text()))
         }
@@ -250,17 +276,54 @@ fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPrediction {
     }
 }
 
+/// Most words an explanation lists: the most influential ones, still in text order.
+pub(crate) const MAX_EXPLAIN_WORDS: usize = 100;
+
 /// The explanation of `code` for `text`, as the API shows it.
 pub(crate) fn explanation(m: &Loaded, text: &str, code: &str) -> Option<ExplanationOut> {
-    m.predictor.explain(text, code).map(|e| ExplanationOut {
-        isco_code: e.isco_code,
-        words: e
+    m.predictor.explain(text, code).map(|e| {
+        let mut words: Vec<(usize, String, f64)> = e
             .words
             .into_iter()
-            .map(|(word, contribution)| WordOut { word, contribution })
-            .collect(),
-        exact: e.exact,
+            .enumerate()
+            .map(|(i, (w, c))| (i, w, c))
+            .collect();
+        let truncated = words.len() > MAX_EXPLAIN_WORDS;
+        if truncated {
+            words.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+            words.truncate(MAX_EXPLAIN_WORDS);
+            words.sort_by_key(|w| w.0);
+        }
+        ExplanationOut {
+            isco_code: e.isco_code,
+            words: words
+                .into_iter()
+                .map(|(_, word, contribution)| WordOut { word, contribution })
+                .collect(),
+            exact: e.exact,
+            truncated,
+        }
     })
+}
+
+/// Refuses a record whose title or duties exceed `[serve] max_field_chars`, naming the field
+/// (`what` says which record, for batches and CSV rows).
+pub(crate) fn check_field_lengths(
+    st: &AppState,
+    what: &str,
+    fields: [(&str, &str); 2],
+) -> Result<(), ApiError> {
+    let max = st.settings.serve.max_field_chars;
+    for (name, value) in fields {
+        // Bytes bound characters from above; count characters only when it matters.
+        if value.len() > max && value.chars().count() > max {
+            return Err(ApiError::unprocessable(format!(
+                "{what}`{name}` has {} characters, more than the {max} allowed (max_field_chars in [serve]); shorten it",
+                value.chars().count()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Most similar records one request may ask for.
@@ -294,6 +357,9 @@ fn record(st: &AppState, preds: &[(&str, &str, &Prediction)], version: &str) {
             .iter()
             .map(|(_, _, p)| (p.grade.as_str(), p.is_fallback, p.needs_review)),
     );
+    if !st.settings.serve.api_review_queue {
+        return;
+    }
     for (title, duties, p) in preds {
         if p.needs_review
             && let Err(e) = st.review.enqueue_api(title, duties, p, version)
@@ -308,9 +374,18 @@ fn record(st: &AppState, preds: &[(&str, &str, &Prediction)], version: &str) {
     responses((status = 200, body = JobPrediction), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn predict_job(
     State(st): St,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<JobPrediction>, ApiError> {
-    let req: JobRequest = parse_json(body, st.settings.serve.json_max_bytes)?;
+    let req: JobRequest = parse_json(&headers, body, st.settings.serve.json_max_bytes)?;
+    check_field_lengths(
+        &st,
+        "",
+        [
+            ("job_title", &req.job_title),
+            ("duties_description", &req.duties_description),
+        ],
+    )?;
     let m = st.loaded()?;
     let text = record_text(&req.job_title, &req.duties_description);
     if text.is_empty() {
@@ -356,9 +431,20 @@ async fn predict_job(
     responses((status = 200, body = BatchResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn predict_batch(
     State(st): St,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BatchResponse>, ApiError> {
-    let recs: Vec<BatchRecord> = parse_json(body, st.settings.serve.json_max_bytes)?;
+    let recs: Vec<BatchRecord> = parse_json(&headers, body, st.settings.serve.json_max_bytes)?;
+    for (i, r) in recs.iter().enumerate() {
+        check_field_lengths(
+            &st,
+            &format!("record {i}: "),
+            [
+                ("job_title", &r.job_title),
+                ("duties_description", &r.duties_description),
+            ],
+        )?;
+    }
     let limit = st.settings.serve.batch_limit;
     if recs.len() > limit {
         return Err(ApiError::new(
@@ -428,6 +514,15 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
+    for (i, h) in header.iter().enumerate() {
+        if let Some(j) = header[..i].iter().position(|o| o == h) {
+            return Err(ApiError::unprocessable(format!(
+                "the CSV has two columns named `{h}` (columns {} and {}); rename or remove one",
+                j + 1,
+                i + 1
+            )));
+        }
+    }
     let col = |name: &str| header.iter().position(|h| h == name);
     let title = col("job_title").ok_or_else(|| {
         ApiError::unprocessable(format!(
@@ -446,6 +541,17 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
                 format!("the CSV has more than {limit} rows (batch_limit in [serve]); split it"),
             ));
         }
+        check_field_lengths(
+            st,
+            &format!("CSV row {i}: "),
+            [
+                ("job_title", r.get(title).unwrap_or("")),
+                (
+                    "duties_description",
+                    duties.and_then(|d| r.get(d)).unwrap_or(""),
+                ),
+            ],
+        )?;
         rows.push(r);
     }
     let texts: Vec<String> = rows
@@ -497,10 +603,16 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
     }
     let mut w = csv::Writer::from_writer(Vec::new());
     let io = |e: csv::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    w.write_record(header.iter().chain(&added)).map_err(io)?;
+    w.write_record(
+        header
+            .iter()
+            .map(|h| neutralise_formula(h).into_owned())
+            .chain(added.iter().cloned()),
+    )
+    .map_err(io)?;
     for ((r, p), t) in rows.iter().zip(&preds).zip(&texts) {
         let mut cells: Vec<String> = (0..header.len())
-            .map(|i| r.get(i).unwrap_or("").to_string())
+            .map(|i| neutralise_formula(r.get(i).unwrap_or("")).into_owned())
             .collect();
         let note = if r.len() != header.len() {
             format!(
@@ -662,6 +774,22 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// Headers every response carries: nothing the service returns may be framed by another
+/// site or sniffed as another content type.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
 async fn track(State(st): St, req: Request, next: Next) -> Response {
     let path = req
         .extensions()
@@ -715,6 +843,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/model", get(model_info))
         .route("/metrics", get(metrics))
         .route("/review", get(review::page))
+        .route("/review/app.js", get(review::script))
+        .route("/review/app.css", get(review::style))
         .route("/review/queue", get(review::queue))
         .route("/review/search", get(review::search))
         .route("/review/decision", post(review::decision).layer(json_limit))
@@ -723,5 +853,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(security_headers))
         .with_state(state)
 }

@@ -16,7 +16,7 @@ pub enum Error {
     },
     /// A JSON record in the store could not be parsed.
     #[error(
-        "the store record `{path}` is not valid JSON ({source}); run `isco-dag verify` and remove or restore the file"
+        "the store record `{path}` is not valid JSON ({source}); `isco-dag verify --repair` moves it aside"
     )]
     BadRecord {
         /// The record's path.

@@ -46,7 +46,7 @@ struct Tree {
     entries: BTreeMap<String, TreeEntry>,
 }
 
-/// What `verify` found.
+/// What `verify` found (and, with `repair`, what it did about it).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct VerifyReport {
     /// Objects re-hashed.
@@ -55,6 +55,22 @@ pub struct VerifyReport {
     pub corrupt: Vec<ObjectId>,
     /// Objects referenced by a record but absent.
     pub missing: Vec<String>,
+    /// Records (runs, stages, run-cache entries, refs) that cannot be read.
+    pub bad_records: Vec<PathBuf>,
+    /// Checkouts whose files differ from the objects they were made from.
+    pub bad_checkouts: Vec<PathBuf>,
+    /// What a repair did, one line per action (empty without `repair`).
+    pub repaired: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether anything is damaged.
+    pub fn damaged(&self) -> bool {
+        !(self.corrupt.is_empty()
+            && self.missing.is_empty()
+            && self.bad_records.is_empty()
+            && self.bad_checkouts.is_empty())
+    }
 }
 
 /// What `gc` removed.
@@ -71,9 +87,14 @@ pub struct GcReport {
 }
 
 /// The artifact store rooted at a directory.
+///
+/// An object is used only after its content was hashed and found to match its name (once per
+/// object and process, see [`Store::object_ok`]); a damaged one is moved to `quarantine/` with
+/// a warning and treated as absent, so the stage that made it runs again and writes it anew.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    verified: std::sync::Arc<std::sync::Mutex<BTreeSet<ObjectId>>>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -121,21 +142,20 @@ pub(crate) fn atomic_write(dest: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-/// Copies `src` to `dest` atomically (temp file beside `dest`, fsync, rename), writable.
+/// Copies `src` to `dest` atomically (temp file beside `dest`, fsync, rename). The copy is a
+/// new file, so its mode comes from the umask like any file the user creates (objects are
+/// read-only; `fs::copy` would carry that over, and making it writable by hand would ignore
+/// the umask).
 fn atomic_copy(src: &Path, dest: &Path) -> Result<()> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).io("create directory", parent)?;
     let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = parent.join(tmp_name(name));
     let result = (|| {
-        fs::copy(src, &tmp).io("copy to", &tmp)?;
-        let mut perm = fs::metadata(&tmp).io("stat", &tmp)?.permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perm.set_readonly(false);
-        fs::set_permissions(&tmp, perm).io("set permissions on", &tmp)?;
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .io("sync", &tmp)?;
+        let mut from = File::open(src).io("read", src)?;
+        let mut to = File::create(&tmp).io("create", &tmp)?;
+        io::copy(&mut from, &mut to).io("copy to", &tmp)?;
+        to.sync_all().io("sync", &tmp)?;
         fs::rename(&tmp, dest).io("rename into place", dest)
     })();
     if result.is_err() {
@@ -183,7 +203,62 @@ impl Store {
             let d = root.join(sub);
             fs::create_dir_all(&d).io("create directory", &d)?;
         }
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            verified: Default::default(),
+        })
+    }
+
+    /// Whether the object exists and its content hashes to its name. Checked once per process
+    /// and object; a damaged object is moved to `quarantine/` (with a warning) so that nothing
+    /// uses it and the next write of the same content puts a good copy in its place.
+    pub fn object_ok(&self, id: &str) -> bool {
+        if id.len() <= 2 {
+            return false;
+        }
+        if self.verified.lock().expect("verified set").contains(id) {
+            return self.object_path(id).is_file();
+        }
+        let p = self.object_path(id);
+        if !p.is_file() {
+            return false;
+        }
+        match hash_file(&p) {
+            Ok((h, _)) if h == id => {
+                self.verified
+                    .lock()
+                    .expect("verified set")
+                    .insert(id.to_string());
+                true
+            }
+            _ => {
+                // A named checkout of the object is a hard link to the damaged content.
+                let _ = fs::remove_dir_all(self.root.join("checkouts").join(id));
+                match self.quarantine(&p, id) {
+                    Ok(q) => tracing::warn!(
+                        object = id,
+                        moved_to = %q.display(),
+                        "a store object's content does not match its hash; it was quarantined and will be recomputed"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(object = id, error = %e, "a store object is damaged and could not be quarantined")
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Moves a damaged file of the store to `quarantine/<name>-<time>` and returns where.
+    fn quarantine(&self, path: &Path, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).io("create directory", &dir)?;
+        let dest = dir.join(format!(
+            "{name}-{}",
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%9fZ")
+        ));
+        fs::rename(path, &dest).io("move to quarantine", path)?;
+        Ok(dest)
     }
 
     /// The store's root directory.
@@ -218,7 +293,7 @@ impl Store {
     pub fn put_file(&self, src: &Path) -> Result<(ObjectId, u64)> {
         let (id, size) = hash_file(src)?;
         let dest = self.object_path(&id);
-        if !dest.is_file() {
+        if !self.object_ok(&id) {
             let parent = dest.parent().expect("object path has a parent");
             fs::create_dir_all(parent).io("create directory", parent)?;
             let tmp = self.root.join("tmp").join(tmp_name("object"));
@@ -236,6 +311,10 @@ impl Store {
                 let _ = fs::remove_file(&tmp);
             }
             result?;
+            self.verified
+                .lock()
+                .expect("verified set")
+                .insert(id.clone());
         }
         Ok((id, size))
     }
@@ -244,11 +323,15 @@ impl Store {
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<ObjectId> {
         let id = blake3::hash(bytes).to_hex().to_string();
         let dest = self.object_path(&id);
-        if !dest.is_file() {
+        if !self.object_ok(&id) {
             atomic_write(&dest, bytes)?;
             let mut perm = fs::metadata(&dest).io("stat", &dest)?.permissions();
             perm.set_readonly(true);
             fs::set_permissions(&dest, perm).io("set permissions on", &dest)?;
+            self.verified
+                .lock()
+                .expect("verified set")
+                .insert(id.clone());
         }
         Ok(id)
     }
@@ -286,26 +369,33 @@ impl Store {
     }
 
     fn read_tree(&self, id: &str) -> Result<Tree> {
+        if !self.object_ok(id) {
+            return Err(self.missing(id));
+        }
         let p = self.object_path(id);
         let bytes = fs::read(&p).io("read", &p)?;
         serde_json::from_slice(&bytes).map_err(|source| Error::BadRecord { path: p, source })
     }
 
-    /// Cheap integrity check used for freshness: the object (and, for a tree, every file it
-    /// lists) exists with the recorded size. `verify` does the full re-hash.
+    /// Integrity check used for freshness and restores: the object (and, for a tree, every
+    /// file it lists) exists and hashes to its name ([`Store::object_ok`]), so a damaged
+    /// output makes its stage run again instead of being used.
     pub fn output_intact(&self, out: &OutputRef) -> bool {
         match out.kind {
-            OutputKind::File => fs::metadata(self.object_path(&out.id))
-                .map(|m| m.len() == out.size)
-                .unwrap_or(false),
+            OutputKind::File => self.object_ok(&out.id),
             OutputKind::Dir => match self.read_tree(&out.id) {
-                Ok(tree) => tree.entries.values().all(|e| {
-                    fs::metadata(self.object_path(&e.id))
-                        .map(|m| m.len() == e.size)
-                        .unwrap_or(false)
-                }),
+                Ok(tree) => tree.entries.values().all(|e| self.object_ok(&e.id)),
                 Err(_) => false,
             },
+        }
+    }
+
+    /// The object's path after checking its content; an error naming it otherwise.
+    fn good_object(&self, id: &str) -> Result<PathBuf> {
+        if self.object_ok(id) {
+            Ok(self.object_path(id))
+        } else {
+            Err(self.missing(id))
         }
     }
 
@@ -321,7 +411,12 @@ impl Store {
         let dir = self.root.join("checkouts").join(&out.id);
         let dest = dir.join(file_name);
         if dest.is_file() {
-            return Ok(dest);
+            // Usually the same inode as the object; if not (the object was rewritten after
+            // damage, or the link was edited), make it again.
+            if hash_file(&dest).is_ok_and(|(h, _)| h == out.id) {
+                return Ok(dest);
+            }
+            fs::remove_file(&dest).io("remove", &dest)?;
         }
         fs::create_dir_all(&dir).io("create directory", &dir)?;
         let tmp = self.root.join("tmp").join(tmp_name("link"));
@@ -336,17 +431,18 @@ impl Store {
     /// directory (materialised once) for a tree.
     pub fn checkout(&self, out: &OutputRef) -> Result<PathBuf> {
         match out.kind {
-            OutputKind::File => {
-                let p = self.object_path(&out.id);
-                if !p.is_file() {
-                    return Err(self.missing(&out.id));
-                }
-                Ok(p)
-            }
+            OutputKind::File => self.good_object(&out.id),
             OutputKind::Dir => {
                 let dir = self.root.join("checkouts").join(&out.id);
                 if dir.join(".complete").is_file() {
-                    return Ok(dir);
+                    if self.checkout_matches(&out.id, &dir) {
+                        return Ok(dir);
+                    }
+                    tracing::warn!(
+                        checkout = %dir.display(),
+                        "a checkout differs from the objects it was made from; it is made again"
+                    );
+                    fs::remove_dir_all(&dir).io("remove", &dir)?;
                 }
                 let tmp = self.root.join("tmp").join(tmp_name("checkout"));
                 self.materialise_tree(&out.id, &tmp)?;
@@ -364,23 +460,40 @@ impl Store {
         let tree = self.read_tree(id)?;
         fs::create_dir_all(dest).io("create directory", dest)?;
         for (rel, e) in &tree.entries {
-            let src = self.object_path(&e.id);
-            if !src.is_file() {
-                return Err(self.missing(&e.id));
-            }
+            let src = self.good_object(&e.id)?;
             atomic_copy(&src, &dest.join(rel))?;
         }
         Ok(())
+    }
+
+    /// Whether a directory holds exactly the files of a tree, each with the right content.
+    /// Checked once per process and checkout (hashing a model of a few hundred MB costs well
+    /// under a second).
+    fn checkout_matches(&self, tree_id: &str, dir: &Path) -> bool {
+        let key = format!("checkout:{tree_id}");
+        if self.verified.lock().expect("verified set").contains(&key) {
+            return true;
+        }
+        let ok = self.read_tree(tree_id).is_ok_and(|tree| {
+            let mut files = Vec::new();
+            walk_files(dir, dir, &mut files).is_ok()
+                && files.iter().filter(|(rel, _)| rel != ".complete").count() == tree.entries.len()
+                && tree
+                    .entries
+                    .iter()
+                    .all(|(rel, e)| hash_file(&dir.join(rel)).is_ok_and(|(h, _)| h == e.id))
+        });
+        if ok {
+            self.verified.lock().expect("verified set").insert(key);
+        }
+        ok
     }
 
     /// Copies an output to a workspace path (a writable copy, never a link into the store).
     pub fn materialise(&self, out: &OutputRef, dest: &Path) -> Result<()> {
         match out.kind {
             OutputKind::File => {
-                let src = self.object_path(&out.id);
-                if !src.is_file() {
-                    return Err(self.missing(&out.id));
-                }
+                let src = self.good_object(&out.id)?;
                 atomic_copy(&src, dest)
             }
             OutputKind::Dir => {
@@ -455,7 +568,7 @@ impl Store {
         atomic_write(path, &bytes)
     }
 
-    fn list_json<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
+    fn json_files(&self, sub: &str) -> Result<Vec<PathBuf>> {
         let dir = self.root.join(sub);
         let mut names: Vec<PathBuf> = fs::read_dir(&dir)
             .io("list", &dir)?
@@ -463,15 +576,41 @@ impl Store {
             .filter(|p| p.extension().is_some_and(|x| x == "json"))
             .collect();
         names.sort();
-        names
-            .iter()
-            .filter_map(|p| self.read_json(p).transpose())
-            .collect()
+        Ok(names)
+    }
+
+    /// Every readable record of a folder. One that cannot be parsed is left out with a
+    /// warning (one damaged record must not hide the others); `verify` lists it and
+    /// `verify --repair` moves it to `quarantine/`.
+    fn list_json<T: DeserializeOwned>(&self, sub: &str) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for p in self.json_files(sub)? {
+            match self.read_json(&p) {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => {}
+                Err(e @ Error::BadRecord { .. }) => {
+                    tracing::warn!(error = %e, "skipping an unreadable store record");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// The last successful execution of a stage.
+    /// An unreadable record counts as none (with a warning): the stage runs again.
     pub fn stage_record(&self, stage: &str) -> Result<Option<StageRecord>> {
-        self.read_json(&self.root.join("stages").join(format!("{stage}.json")))
+        self.read_json_or_warn(&self.root.join("stages").join(format!("{stage}.json")))
+    }
+
+    fn read_json_or_warn<T: DeserializeOwned>(&self, path: &Path) -> Result<Option<T>> {
+        match self.read_json(path) {
+            Err(e @ Error::BadRecord { .. }) => {
+                tracing::warn!(error = %e, "ignoring an unreadable store record");
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     /// Records a successful execution (call only after the outputs are stored).
@@ -498,7 +637,7 @@ impl Store {
 
     /// Looks a key up in the run-cache.
     pub fn cache_entry(&self, key: &str) -> Result<Option<CacheEntry>> {
-        self.read_json(&self.root.join("cache").join(format!("{key}.json")))
+        self.read_json_or_warn(&self.root.join("cache").join(format!("{key}.json")))
     }
 
     /// Adds a run-cache entry.
@@ -601,35 +740,132 @@ impl Store {
         }
     }
 
-    /// Re-hashes every object and checks that every record points at existing objects.
-    pub fn verify(&self) -> Result<VerifyReport> {
+    /// Re-hashes every object, parses every record (runs, stage records, run-cache entries,
+    /// refs), checks that every record points at existing objects and that every checkout
+    /// still matches its objects. With `repair`, damaged objects and unreadable records go
+    /// to `quarantine/`, damaged checkouts are removed (they are made again when next used),
+    /// and stage records and run-cache entries that point at damaged or missing objects are
+    /// dropped, so the next `run` recomputes those stages.
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         for id in self.all_objects()? {
             report.checked += 1;
-            match hash_file(&self.object_path(&id)) {
+            let p = self.object_path(&id);
+            match hash_file(&p) {
                 Ok((h, _)) if h == id => {}
-                _ => report.corrupt.push(id),
+                _ => {
+                    if repair {
+                        let q = self.quarantine(&p, &id)?;
+                        report
+                            .repaired
+                            .push(format!("moved damaged object {id} to {}", q.display()));
+                    }
+                    report.corrupt.push(id)
+                }
             }
         }
-        let mut check = |what: String, out: &OutputRef| {
+        for sub in ["runs", "stages", "cache", "refs"] {
+            for p in self.json_files(sub)? {
+                let ok = fs::read(&p)
+                    .ok()
+                    .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+                let typed_ok = ok
+                    && match sub {
+                        "runs" => self.read_json::<RunRecord>(&p).is_ok(),
+                        "stages" => self.read_json::<StageRecord>(&p).is_ok(),
+                        "cache" => self.read_json::<CacheEntry>(&p).is_ok(),
+                        _ => self.read_json::<RefRecord>(&p).is_ok(),
+                    };
+                if !typed_ok {
+                    if repair {
+                        let name = format!(
+                            "{sub}-{}",
+                            p.file_name().unwrap_or_default().to_string_lossy()
+                        );
+                        let q = self.quarantine(&p, &name)?;
+                        report.repaired.push(format!(
+                            "moved unreadable record {} to {}",
+                            p.display(),
+                            q.display()
+                        ));
+                    }
+                    report.bad_records.push(p);
+                }
+            }
+        }
+        let broken = |what: String, out: &OutputRef, report: &mut VerifyReport| -> bool {
             let mut ids = BTreeSet::new();
             self.expand(out, &mut ids);
-            if out.kind == OutputKind::Dir && !self.has(&out.id) {
-                report.missing.push(format!("{what}: tree {}", out.id));
-            }
+            let mut bad = false;
             for id in ids {
                 if !self.has(&id) {
                     report.missing.push(format!("{what}: object {id}"));
+                    bad = true;
                 }
             }
+            bad
         };
         for rec in self.stage_records()? {
+            let mut bad = false;
             for (name, out) in &rec.outputs {
-                check(format!("stage {} output {name}", rec.stage), out);
+                bad |= broken(
+                    format!("stage {} output {name}", rec.stage),
+                    out,
+                    &mut report,
+                );
+            }
+            if bad && repair {
+                self.invalidate_stage(&rec.stage)?;
+                report.repaired.push(format!(
+                    "dropped the record of stage {} (it runs again next time)",
+                    rec.stage
+                ));
+            }
+        }
+        for e in self.cache_entries()? {
+            let missing = e.outputs.values().any(|o| {
+                let mut ids = BTreeSet::new();
+                self.expand(o, &mut ids);
+                ids.iter().any(|id| !self.has(id))
+            });
+            if missing && repair {
+                let p = self.root.join("cache").join(format!("{}.json", e.key));
+                fs::remove_file(&p).io("remove", &p)?;
+                report.repaired.push(format!(
+                    "dropped run-cache entry {} of stage {}",
+                    e.key, e.stage
+                ));
             }
         }
         for r in self.refs()? {
-            check(format!("ref {}", r.name), &r.target);
+            broken(format!("ref {}", r.name), &r.target, &mut report);
+        }
+        let checkouts = self.root.join("checkouts");
+        for e in fs::read_dir(&checkouts).io("list", &checkouts)? {
+            let dir = e.io("list", &checkouts)?.path();
+            let id = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let ok = if dir.join(".complete").is_file() {
+                self.checkout_matches(&id, &dir)
+            } else {
+                // A named checkout of a file object: every file in it is that object.
+                let mut files = Vec::new();
+                walk_files(&dir, &dir, &mut files).is_ok()
+                    && files
+                        .iter()
+                        .all(|(_, p)| hash_file(p).is_ok_and(|(h, _)| h == id))
+            };
+            if !ok {
+                if repair {
+                    fs::remove_dir_all(&dir).io("remove", &dir)?;
+                    report
+                        .repaired
+                        .push(format!("removed damaged checkout {}", dir.display()));
+                }
+                report.bad_checkouts.push(dir);
+            }
         }
         Ok(report)
     }
@@ -744,8 +980,9 @@ mod tests {
         perm.set_readonly(false);
         fs::set_permissions(&victim, perm).unwrap();
         fs::write(&victim, b"weightz").unwrap();
-        let report = store.verify().unwrap();
+        let report = store.verify(false).unwrap();
         assert_eq!(report.corrupt.len(), 1);
+        assert!(report.damaged());
     }
 
     #[test]

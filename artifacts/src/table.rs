@@ -297,13 +297,32 @@ impl Table {
         let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
         write_csv_row(&mut line, header.iter().copied());
         for i in 0..self.num_rows() {
-            let cells: Vec<String> = self.columns.iter().map(|(_, c)| c.cell(i)).collect();
+            let cells: Vec<String> = self
+                .columns
+                .iter()
+                .map(|(_, c)| match c {
+                    Column::Str(v) => neutralise_formula(&v[i]).into_owned(),
+                    other => other.cell(i),
+                })
+                .collect();
             write_csv_row(&mut line, cells.iter().map(String::as_str));
         }
         use std::io::Write;
         w.write_all(line.as_bytes()).io("write", path)?;
         w.flush().io("write", path)?;
         Ok(())
+    }
+}
+
+/// A text cell as it may go into a CSV file that people open in a spreadsheet: a cell that
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula
+/// (`=HYPERLINK(…)` in a job title), so it gets a leading `'`, as OWASP's CSV-injection
+/// advice says. Numbers are written by their own columns and are never touched.
+pub fn neutralise_formula(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
     }
 }
 
@@ -327,6 +346,30 @@ pub fn write_csv_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_text_cells_cannot_start_a_formula() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Table::new()
+            .with(
+                "job_title",
+                Column::Str(vec![
+                    "=HYPERLINK(\"http://x\",\"y\")".into(),
+                    "+1".into(),
+                    "@cmd".into(),
+                    "-cook".into(),
+                    "cook - chef".into(),
+                ]),
+            )
+            .with("p", Column::Float(vec![-0.5, 0.0, 0.0, 0.0, 0.0]));
+        let csv = dir.path().join("t.csv");
+        t.write_csv(&csv).unwrap();
+        let s = std::fs::read_to_string(csv).unwrap();
+        assert_eq!(
+            s,
+            "job_title,p\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-0.500000\n'+1,0.000000\n'@cmd,0.000000\n'-cook,0.000000\ncook - chef,0.000000\n"
+        );
+    }
 
     #[test]
     fn parquet_round_trip_keeps_types() {

@@ -93,7 +93,54 @@ impl Default for InferenceConfig {
     }
 }
 
+/// Most alternatives or similar records one prediction may carry.
+pub const MAX_ALTERNATIVES: usize = 50;
+
 impl InferenceConfig {
+    /// Checks the values, so a bad threshold is refused where it is configured instead of
+    /// failing (or silently misgrading) while coding. The message starts with the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let prob = |key: &str, v: f64| {
+            if v.is_finite() && (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "`{key}` is {v}, but it is a probability: give a number from 0 to 1"
+                ))
+            }
+        };
+        prob("confidence_threshold", self.confidence_threshold)?;
+        prob("review_threshold", self.review_threshold)?;
+        for g in self.grades {
+            prob("grades", g)?;
+        }
+        if self.grades.windows(2).any(|w| w[0] < w[1]) {
+            return Err(format!(
+                "`grades` {:?} must go down: the thresholds of very_high, high, medium and low, in that order",
+                self.grades
+            ));
+        }
+        if !(1..=4).contains(&self.min_level) {
+            return Err(format!(
+                "`min_level` is {}, but ISCO-08 codes have 1 to 4 digits: give 1, 2, 3 or 4",
+                self.min_level
+            ));
+        }
+        if !(1..=MAX_ALTERNATIVES).contains(&self.top_k) {
+            return Err(format!(
+                "`top_k` is {}; give 1 to {MAX_ALTERNATIVES} alternatives",
+                self.top_k
+            ));
+        }
+        if self.similar > MAX_ALTERNATIVES {
+            return Err(format!(
+                "`similar` is {}; give at most {MAX_ALTERNATIVES} (0 turns it off)",
+                self.similar
+            ));
+        }
+        Ok(())
+    }
+
     /// Grade of a confidence.
     pub fn grade(&self, p: f64) -> &'static str {
         let g = self.grades;
@@ -714,6 +761,22 @@ mod tests {
             summary: serde_json::Value::Null,
         };
         Predictor::from_parts(meta, net, InferenceConfig::default())
+    }
+
+    #[test]
+    fn inference_config_refuses_values_that_mean_nothing() {
+        let ok = InferenceConfig::default();
+        assert!(ok.validate().is_ok());
+        let bad = |f: &dyn Fn(&mut InferenceConfig)| {
+            let mut c = InferenceConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert!(bad(&|c| c.confidence_threshold = f64::NAN).starts_with("`confidence_threshold`"));
+        assert!(bad(&|c| c.review_threshold = 2.0).starts_with("`review_threshold`"));
+        assert!(bad(&|c| c.min_level = 7).starts_with("`min_level`"));
+        assert!(bad(&|c| c.grades = [0.5, 0.7, 0.8, 0.9]).starts_with("`grades`"));
+        assert!(bad(&|c| c.top_k = 0).starts_with("`top_k`"));
     }
 
     #[test]

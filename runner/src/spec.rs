@@ -52,6 +52,7 @@ struct RawHeader {
     store: Option<String>,
     out_dir: Option<String>,
     frozen: Option<Spanned<Vec<String>>>,
+    allow_outside_root: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,21 +217,55 @@ fn parse<T: for<'de> Deserialize<'de>>(src: &Source) -> Result<T> {
     })
 }
 
-/// Lexically normalises a path (resolves `.` and `..` without touching the file system).
-fn normalize(p: &Path) -> PathBuf {
+/// Lexically normalises a path (resolves `.` and `..` without touching the file system). A
+/// `..` cancels the name before it; one that has no name to cancel stays (`../../x` keeps
+/// both), and `..` right after the root is the root.
+pub(crate) fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
                 }
-            }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
             Component::CurDir => {}
             other => out.push(other),
         }
     }
     out
+}
+
+/// The absolute, symlink-free form of a path that may not exist yet: the longest existing
+/// ancestor canonicalised, the rest appended lexically. Two spellings of one file compare
+/// equal, which is what the output checks need.
+fn absolute(p: &Path) -> PathBuf {
+    let p = if p.is_absolute() {
+        normalize(p)
+    } else {
+        let cwd = std::env::current_dir().unwrap_or_default();
+        normalize(&cwd.join(p))
+    };
+    let mut existing = p.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            for r in rest.iter().rev() {
+                out.push(r);
+            }
+            return normalize(&out);
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return p,
+        }
+    }
 }
 
 fn rel_string(p: &Path) -> String {
@@ -244,6 +279,8 @@ struct Merged {
     header_src: Source,
     config: Option<(Source, PathBuf)>,
     stages: Vec<(RawStage, Source)>,
+    /// Every pipeline file of the `extends` chain (outputs must never overwrite them).
+    files: Vec<PathBuf>,
 }
 
 fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
@@ -288,8 +325,10 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
             header_src: src.clone(),
             config: None,
             stages: Vec::new(),
+            files: Vec::new(),
         }
     };
+    merged.files.push(path.to_path_buf());
     // Child header fields override the base's.
     let h = &mut merged.header;
     if header.name.is_some() {
@@ -306,6 +345,9 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
     }
     if header.out_dir.is_some() {
         h.out_dir = header.out_dir;
+    }
+    if header.allow_outside_root.is_some() {
+        h.allow_outside_root = header.allow_outside_root;
     }
     if let Some(f) = header.frozen {
         merged.frozen.push((f, src.clone()));
@@ -346,6 +388,17 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
     Ok(merged)
 }
 
+/// The param a validation message is about: the first `backticked` word, or failing that the
+/// first word, that is one of the stage's params.
+fn named_key(message: &str, accepted: &[String]) -> Option<String> {
+    let backticked = message.split('`').skip(1).step_by(2);
+    let words = message.split(|c: char| !(c.is_alphanumeric() || c == '_'));
+    backticked
+        .chain(words)
+        .find(|w| accepted.iter().any(|a| a == w))
+        .map(str::to_string)
+}
+
 /// Line of `key` inside `[section]` of a TOML text (best effort, for messages).
 fn config_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
     let mut in_section = false;
@@ -366,6 +419,13 @@ fn config_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
 /// Loads and validates a pipeline file.
 pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
     let merged = load_raw(path, &mut Vec::new())?;
+    if merged.stages.is_empty() {
+        return Err(Error::Spec {
+            path: path.to_path_buf(),
+            line: None,
+            message: "the pipeline has no stages; add `[[stage]]` tables (see `isco-dag kinds`), or `extends` a pipeline that has them".into(),
+        });
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     let root = normalize(&dir.join(merged.header.root.as_deref().unwrap_or("..")));
     let root = if root.as_os_str().is_empty() {
@@ -465,6 +525,7 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
 
         // Params: config sections first, then inline.
         let mut raw = toml::Table::new();
+        let mut from_section: BTreeMap<String, String> = BTreeMap::new();
         if let Some(from) = &st.params_from {
             for sec in from.get_ref() {
                 let Some((cfg_src, cfg)) = &config else {
@@ -492,6 +553,7 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
                 for (k, v) in section {
                     if accepted.iter().any(|a| a == k) {
                         raw.insert(k.clone(), v.clone());
+                        from_section.insert(k.clone(), sec.clone());
                     }
                 }
             }
@@ -499,9 +561,28 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
         if let Some(p) = &st.params {
             for (k, v) in p.get_ref() {
                 raw.insert(k.clone(), v.clone());
+                from_section.remove(k);
             }
         }
         let params = stage.resolve_params(&raw).map_err(|m| {
+            // Point at the line that set the offending key: the config file's, when the
+            // value came from a section there.
+            let key = named_key(&m, &accepted);
+            if let Some((sec, (cfg_src, _))) = key
+                .as_ref()
+                .and_then(|k| from_section.get(k))
+                .zip(config.as_ref())
+            {
+                let key = key.as_deref().unwrap_or_default();
+                return Error::Spec {
+                    path: cfg_src.path.clone(),
+                    line: config_key_line(&cfg_src.text, sec, key),
+                    message: format!(
+                        "[{sec}] `{key}`, read by stage `{id}` (kind {}): {m}",
+                        stage.kind()
+                    ),
+                };
+            }
             let offset = st
                 .params
                 .as_ref()
@@ -546,7 +627,7 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
             let mut refs = Vec::new();
             for item in items {
                 refs.push(resolve_input(
-                    &item, &id, name, &ids, &kinds, &root, src, at,
+                    &item, &id, decl, &ids, &kinds, &root, src, at,
                 )?);
             }
             let files: usize = refs
@@ -719,6 +800,41 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
         }
     }
 
+    if let Some((cfg_src, cfg)) = &config {
+        for (sec, _) in cfg {
+            if !section_readers.contains_key(sec) && !registry.knows_section(sec) {
+                let known: BTreeSet<String> = registry
+                    .sections()
+                    .map(str::to_string)
+                    .chain(section_readers.keys().cloned())
+                    .collect();
+                let known = known.into_iter().collect::<Vec<_>>().join(", ");
+                return Err(Error::Spec {
+                    path: cfg_src.path.clone(),
+                    line: cfg_src
+                        .text
+                        .lines()
+                        .position(|l| l.trim() == format!("[{sec}]"))
+                        .map(|i| i + 1),
+                    message: format!(
+                        "unknown section [{sec}]: no stage reads it; known sections: {known}; fix its name or remove it"
+                    ),
+                });
+            }
+        }
+    }
+
+    let config_file = merged.config.as_ref().map(|(_, p)| p.clone());
+    check_output_paths(
+        &stages,
+        &root,
+        &store_dir,
+        &merged.files,
+        config_file.as_deref(),
+        merged.header.allow_outside_root.unwrap_or(false),
+        path,
+    )?;
+
     let rel_path = path
         .canonicalize()
         .ok()
@@ -737,17 +853,125 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
     })
 }
 
+/// Refuses, before anything runs, every output that would destroy something the project
+/// needs: a file some stage reads, a pipeline or config file, a directory holding any of
+/// those, the store, a path inside another output, or anything outside the project root
+/// (unless the pipeline sets `allow_outside_root = true`). The store itself must also lie
+/// inside the root under the same rule.
+fn check_output_paths(
+    stages: &[StageSpec],
+    root: &Path,
+    store_dir: &Path,
+    pipeline_files: &[PathBuf],
+    config_file: Option<&Path>,
+    allow_outside_root: bool,
+    pipeline_path: &Path,
+) -> Result<()> {
+    let abs_root = absolute(root);
+    let abs_store = absolute(store_dir);
+    let outside_hint =
+        "; keep it inside the project or set `allow_outside_root = true` under [pipeline]";
+    if !allow_outside_root && !abs_store.starts_with(&abs_root) {
+        return Err(Error::Spec {
+            path: pipeline_path.to_path_buf(),
+            line: None,
+            message: format!(
+                "the store `{}` lies outside the project root `{}`{outside_hint}",
+                store_dir.display(),
+                root.display()
+            ),
+        });
+    }
+    // What must survive every run, each with a phrase for the message.
+    let mut protected: Vec<(PathBuf, String)> = Vec::new();
+    for f in pipeline_files {
+        protected.push((absolute(f), format!("the pipeline file `{}`", f.display())));
+    }
+    if let Some(c) = config_file {
+        protected.push((absolute(c), format!("the config file `{}`", c.display())));
+    }
+    for st in stages {
+        for (name, refs) in &st.inputs {
+            for r in refs {
+                let files: Vec<&String> = match r {
+                    InputRef::File(f) => vec![f],
+                    InputRef::Glob { files, .. } => files.iter().collect(),
+                    InputRef::Stage { .. } => vec![],
+                };
+                for f in files {
+                    protected.push((
+                        absolute(&root.join(f)),
+                        format!("`{f}`, input `{name}` of stage `{}`", st.id),
+                    ));
+                }
+            }
+        }
+    }
+    let outputs: Vec<(&StageSpec, &String, PathBuf)> = stages
+        .iter()
+        .flat_map(|st| {
+            st.outputs
+                .iter()
+                .map(move |(name, o)| (st, name, absolute(&root.join(&o.workspace))))
+        })
+        .collect();
+    for (st, name, abs) in &outputs {
+        let at = |message: String| Error::Spec {
+            path: st.defined_in.clone(),
+            line: Some(st.line),
+            message: format!(
+                "stage `{}` output `{name}` would be written to `{}`, {message}",
+                st.id, st.outputs[*name].workspace
+            ),
+        };
+        if !allow_outside_root && !abs.starts_with(&abs_root) {
+            return Err(at(format!(
+                "outside the project root `{}`{outside_hint}",
+                root.display()
+            )));
+        }
+        for (p, what) in &protected {
+            if abs == p {
+                return Err(at(format!(
+                    "which would overwrite {what}; give the output another path in `outputs`"
+                )));
+            }
+            if p.starts_with(abs) {
+                return Err(at(format!(
+                    "a directory that holds {what}; writing the output would replace it, so give the output another path in `outputs`"
+                )));
+            }
+        }
+        if abs.starts_with(&abs_store) || abs_store.starts_with(abs) {
+            return Err(at(format!(
+                "which overlaps the artifact store `{}`; give the output another path in `outputs`",
+                store_dir.display()
+            )));
+        }
+        for (other, other_name, other_abs) in &outputs {
+            if other_abs != abs && other_abs.starts_with(abs) {
+                return Err(at(format!(
+                    "a directory that holds output `{other_name}` of stage `{}`; give one of them another path in `outputs`",
+                    other.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn resolve_input(
     item: &str,
     id: &str,
-    name: &str,
+    decl: &crate::stage::InputDecl,
     ids: &BTreeSet<String>,
     kinds: &BTreeMap<String, Arc<dyn Stage>>,
     root: &Path,
     src: &Source,
     at: usize,
 ) -> Result<InputRef> {
+    let name = decl.name;
     if !item.contains('/')
         && let Some((sid, out)) = item.split_once('.')
         && ids.contains(sid)
@@ -791,10 +1015,27 @@ fn resolve_input(
             }
         }
         files.sort();
+        if files.is_empty() && !decl.many {
+            return Err(src.err(
+                at,
+                format!(
+                    "input `{name}` of stage `{id}` is the glob `{item}`, which matches no file under the project root `{}`; this input needs one file",
+                    root.display()
+                ),
+            ));
+        }
         return Ok(InputRef::Glob {
             pattern: rel,
             files,
         });
+    }
+    if root.join(&rel).is_dir() && !decl.many {
+        return Err(src.err(
+            at,
+            format!(
+                "input `{name}` of stage `{id}` is `{item}`, a directory; this input reads one file, so name the file"
+            ),
+        ));
     }
     if !root.join(&rel).exists() {
         return Err(src.err(

@@ -207,9 +207,29 @@ pub fn typed_params<P>(raw: &toml::Table) -> Result<serde_json::Value, String>
 where
     P: DeserializeOwned + Serialize,
 {
-    let p: P = toml::Value::Table(raw.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    // Params are kept as canonical JSON, which has no NaN or infinity; refuse them here,
+    // named, rather than let them turn into `null` and fail without a key.
+    fn finite(v: &toml::Value) -> bool {
+        match v {
+            toml::Value::Float(f) => f.is_finite(),
+            toml::Value::Array(a) => a.iter().all(finite),
+            toml::Value::Table(t) => t.values().all(finite),
+            _ => true,
+        }
+    }
+    if let Some((k, v)) = raw.iter().find(|(_, v)| !finite(v)) {
+        return Err(format!("`{k}` is {v}; give a finite number"));
+    }
+    // The path to the failing key makes a type error name it (`dim`: invalid type …).
+    let p: P = serde_path_to_error::deserialize(toml::Value::Table(raw.clone())).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().message().to_string();
+        if path.is_empty() || path == "." {
+            message
+        } else {
+            format!("`{path}`: {message}")
+        }
+    })?;
     serde_json::to_value(p).map_err(|e| e.to_string())
 }
 
@@ -226,6 +246,7 @@ pub fn param_names_of<P: Serialize + Default>() -> Vec<String> {
 #[derive(Default, Clone)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn Stage>>,
+    sections: std::collections::BTreeSet<&'static str>,
 }
 
 impl Registry {
@@ -252,5 +273,22 @@ impl Registry {
     /// All kinds.
     pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Stage>> {
         self.kinds.values()
+    }
+
+    /// Declares a config section as known even when a pipeline's stages do not read it
+    /// (another pipeline's stages, or a command such as `serve`, do), so that a misspelt
+    /// section name is an error instead of being ignored.
+    pub fn know_section(&mut self, name: &'static str) {
+        self.sections.insert(name);
+    }
+
+    /// Whether a config section was declared with [`Registry::know_section`].
+    pub fn knows_section(&self, name: &str) -> bool {
+        self.sections.contains(name)
+    }
+
+    /// The declared config sections.
+    pub fn sections(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sections.iter().copied()
     }
 }

@@ -17,8 +17,23 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// A command line that cannot be carried out as given (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// Exit code: 2 for configuration/usage errors, 1 for everything else.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return 2;
+    }
     match e.downcast_ref::<runner::Error>() {
         Some(
             runner::Error::Spec { .. }

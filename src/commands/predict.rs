@@ -37,13 +37,16 @@ pub fn inference_config(path: &std::path::Path) -> anyhow::Result<InferenceConfi
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    match table.get("inference") {
+    let cfg: InferenceConfig = match table.get("inference") {
         Some(v) => v
             .clone()
             .try_into()
-            .with_context(|| format!("{}: section [inference]", path.display())),
-        None => Ok(InferenceConfig::default()),
-    }
+            .with_context(|| format!("{}: section [inference]", path.display()))?,
+        None => InferenceConfig::default(),
+    };
+    cfg.validate()
+        .map_err(|m| super::UsageError(format!("{}: section [inference]: {m}", path.display())))?;
+    Ok(cfg)
 }
 
 /// Resolves `--model` to a model directory.
@@ -57,7 +60,31 @@ pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<PathBuf
     Ok(store.checkout(&r.target)?)
 }
 
+/// Whether two paths name the same file (both must exist to be compared by identity; a
+/// path that does not exist yet cannot be the input).
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
 pub fn exec(a: Args) -> anyhow::Result<()> {
+    if let Some(out) = &a.output {
+        let explain_base = |ext: &str| out.with_extension(ext);
+        let clobbered = same_file(&a.input, out)
+            || (a.explain
+                && (same_file(&a.input, &explain_base("explain.csv"))
+                    || same_file(&a.input, &explain_base("explain.html"))));
+        if clobbered {
+            return Err(super::UsageError(format!(
+                "--output `{}` would overwrite the input `{}`; write the coded records to another file",
+                out.display(),
+                a.input.display()
+            ))
+            .into());
+        }
+    }
     let cfg = inference_config(&a.config)?;
     let dir = model_dir(&a.model, &a.store)?;
     let pred = Predictor::load(&dir, cfg)?;

@@ -415,7 +415,11 @@ fn write_report(
 impl Stage for Evaluate {
     runner::stage_metadata!("evaluate", version "6", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        runner::stage::typed_params::<InferenceConfig>(raw)
+        let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
+        serde_json::from_value::<InferenceConfig>(v.clone())
+            .map_err(|e| e.to_string())?
+            .validate()?;
+        Ok(v)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {

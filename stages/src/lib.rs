@@ -52,7 +52,47 @@ pub fn registry() -> runner::Registry {
     r.register(Arc::new(evaluate::Evaluate));
     r.register(Arc::new(predict::Predict));
     r.register(Arc::new(promote::Promote));
+    // The sections of the project's config file: the stage kinds read the first eight through
+    // `params_from`, `isco-dag serve` reads [serve] (and [inference]).
+    for section in [
+        "data",
+        "model",
+        "training",
+        "inference",
+        "promote",
+        "outliers",
+        "corrections",
+        "finetune",
+        "serve",
+    ] {
+        r.know_section(section);
+    }
     r
+}
+
+/// Largest embedding table (buckets × dim floats) and widest layer the n-gram models may ask
+/// for. The default model uses 16.8 M floats (64 MB); 1 Gi floats (4 GiB, more with the
+/// optimiser's state) is far beyond anything that helps and still fits these machines, while
+/// a typo such as `dim = 100000000000` would otherwise abort the process while allocating.
+const MAX_TABLE_FLOATS: usize = 1 << 30;
+const MAX_WIDTH: usize = 8192;
+
+/// Refuses model sizes that cannot be allocated, naming the key.
+pub(crate) fn check_model_size(buckets: usize, dim: usize, hidden: usize) -> Result<(), String> {
+    if dim > MAX_WIDTH {
+        return Err(format!("`dim` is {dim}; give at most {MAX_WIDTH}"));
+    }
+    if hidden > MAX_WIDTH {
+        return Err(format!(
+            "`hidden` is {hidden}; give at most {MAX_WIDTH} (0: linear head)"
+        ));
+    }
+    match buckets.checked_mul(dim) {
+        Some(n) if n <= MAX_TABLE_FLOATS => Ok(()),
+        _ => Err(format!(
+            "`buckets` × `dim` = {buckets} × {dim} floats is more than the {MAX_TABLE_FLOATS} an embedding table may hold; lower `buckets` or `dim`"
+        )),
+    }
 }
 
 /// Writes a JSON value to a file (pretty), for stage reports.

@@ -11,7 +11,7 @@ use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport
 use serde_json::json;
 
 use crate::error::Error;
-use crate::records::read_rows;
+use crate::records::read_rows_keeping_all;
 
 /// The `predict` stage kind.
 pub struct Predict;
@@ -65,9 +65,14 @@ pub struct Coded {
     pub unusable: usize,
 }
 
-/// Codes a CSV/Parquet file of records (`job_title`, optional `duties_description`).
+/// Codes a CSV/Parquet file of records (`job_title`, optional `duties_description`). Every
+/// other column of the input (IDs, the coder's own code…) is kept, in its place after the
+/// duties; a prediction column whose name the input already uses is written as
+/// `predicted_<name>`, so no input value is ever overwritten.
 pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
-    let rows = read_rows(input, &["job_title", "duties_description"], &[true, false])?;
+    let (rest, rows) =
+        read_rows_keeping_all(input, &["job_title", "duties_description"], &[true, false])?;
+    let mut kept: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); rest.len()];
     use rayon::prelude::*;
     let texts: Vec<String> = rows
         .par_iter()
@@ -115,6 +120,9 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         let mut values = r.values.into_iter();
         job_title.push(values.next().flatten().unwrap_or_default());
         duties.push(values.next().flatten().unwrap_or_default());
+        for (col, v) in kept.iter_mut().zip(values) {
+            col.push(v.unwrap_or_default());
+        }
         level.push(p.level as i64);
         title.push(p.title);
         confidence.push(p.confidence);
@@ -171,6 +179,22 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         }
         t = t.with("similar_records", Column::Str(col));
     }
+    // The input's own columns go after the duties; ours give way where names collide.
+    let mut columns: Vec<(String, Column)> = Vec::with_capacity(t.columns.len() + rest.len());
+    let give_way = |(name, col): (String, Column)| {
+        if rest.contains(&name) {
+            (format!("predicted_{name}"), col)
+        } else {
+            (name, col)
+        }
+    };
+    let mut ours = t.columns.into_iter();
+    columns.extend(ours.by_ref().take(3).map(give_way));
+    for (name, col) in rest.iter().zip(kept) {
+        columns.push((name.clone(), Column::Str(col)));
+    }
+    columns.extend(ours.map(give_way));
+    let t = Table { columns };
     let keep = review_rows;
     let review = Table {
         columns: t
@@ -200,7 +224,11 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
 impl Stage for Predict {
     runner::stage_metadata!("predict", version "4", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        runner::stage::typed_params::<InferenceConfig>(raw)
+        let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
+        serde_json::from_value::<InferenceConfig>(v.clone())
+            .map_err(|e| e.to_string())?
+            .validate()?;
+        Ok(v)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {

@@ -33,14 +33,45 @@ fn is_parquet(path: &Path) -> bool {
 /// optional ones give `None`). Rows that cannot be decoded (wrong field count, invalid
 /// UTF-8) are returned with a `problem`, never dropped.
 pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<RawRow>, Error> {
+    read_rows_inner(path, wanted, required, false).map(|(_, rows)| rows)
+}
+
+/// Like [`read_rows`], but every other column of the file is read too: the returned names
+/// are those columns in file order, and each row's `values` holds the `wanted` columns
+/// followed by them, so a caller can hand every input column back (IDs and all).
+pub fn read_rows_keeping_all(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+) -> Result<(Vec<String>, Vec<RawRow>), Error> {
+    read_rows_inner(path, wanted, required, true)
+}
+
+fn read_rows_inner(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+    keep_rest: bool,
+) -> Result<(Vec<String>, Vec<RawRow>), Error> {
     let input_err = |message: String| Error::Input {
         path: path.to_path_buf(),
         message,
     };
-    let check_header = |header: &[String]| -> Result<Vec<Option<usize>>, Error> {
+    let check_header = |header: &[String]| -> Result<(Vec<String>, Vec<Option<usize>>), Error> {
         let mut idx = Vec::new();
         for (i, w) in wanted.iter().enumerate() {
-            let pos = header.iter().position(|h| h.trim() == *w);
+            let mut same = header
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| h.trim() == *w)
+                .map(|(i, _)| i + 1);
+            let pos = same.next().map(|c| c - 1);
+            if let (Some(first), Some(second)) = (pos, same.next()) {
+                return Err(input_err(format!(
+                    "has two columns named `{w}` (columns {} and {second}); rename or remove one so it is clear which to read",
+                    first + 1
+                )));
+            }
             if pos.is_none() && required[i] {
                 return Err(input_err(format!(
                     "has no column `{w}` (columns: {}); rename the column or set the column name in the stage params",
@@ -49,32 +80,50 @@ pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<
             }
             idx.push(pos);
         }
-        Ok(idx)
+        let mut rest = Vec::new();
+        if keep_rest {
+            for (i, h) in header.iter().enumerate() {
+                if !idx.contains(&Some(i)) {
+                    if header[..i].iter().any(|o| o.trim() == h.trim()) {
+                        return Err(input_err(format!(
+                            "has two columns named `{}`; rename or remove one",
+                            h.trim()
+                        )));
+                    }
+                    rest.push(h.trim().to_string());
+                    idx.push(Some(i));
+                }
+            }
+        }
+        Ok((rest, idx))
     };
     if is_parquet(path) {
         let t = Table::read_parquet(path)?;
         let header: Vec<String> = t.columns.iter().map(|(n, _)| n.clone()).collect();
-        let idx = check_header(&header)?;
+        let (rest, idx) = check_header(&header)?;
         let n = t.num_rows();
-        return Ok((0..n)
-            .map(|r| {
-                let values: Vec<Option<String>> = idx
-                    .iter()
-                    .map(|ix| ix.map(|c| t.columns[c].1.cell(r)))
-                    .collect();
-                RawRow {
-                    row: r,
-                    line: r as u64 + 2,
-                    raw: values
+        return Ok((
+            rest,
+            (0..n)
+                .map(|r| {
+                    let values: Vec<Option<String>> = idx
                         .iter()
-                        .map(|v| v.clone().unwrap_or_default())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    values,
-                    problem: None,
-                }
-            })
-            .collect());
+                        .map(|ix| ix.map(|c| t.columns[c].1.cell(r)))
+                        .collect();
+                    RawRow {
+                        row: r,
+                        line: r as u64 + 2,
+                        raw: values
+                            .iter()
+                            .map(|v| v.clone().unwrap_or_default())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        values,
+                        problem: None,
+                    }
+                })
+                .collect(),
+        ));
     }
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
@@ -92,7 +141,7 @@ pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<
                 .to_string()
         })
         .collect();
-    let idx = check_header(&header)?;
+    let (rest, idx) = check_header(&header)?;
     let mut rows = Vec::new();
     let mut rec = csv::ByteRecord::new();
     let mut row = 0usize;
@@ -107,6 +156,18 @@ pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<
                     .collect::<Vec<_>>()
                     .join(",");
                 let mut problem = None;
+                // A quote left open swallows the following lines into one field until the
+                // next quote: the record then spans several lines and has the wrong number
+                // of fields. Reading on would lose those rows inside one unusable record.
+                let next_line = rdr.position().line();
+                if rec.len() != header.len() && next_line > line + 1 {
+                    return Err(input_err(format!(
+                        "row {row}: a quoted field opened on line {line} runs on to line {}, swallowing the rows in between ({} fields where the header has {}); close the quote on line {line} (a quote inside a field is written twice: \"\")",
+                        next_line - 1,
+                        rec.len(),
+                        header.len()
+                    )));
+                }
                 if rec.len() != header.len() {
                     problem = Some((
                         String::new(),
@@ -128,7 +189,10 @@ pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<
                                 Err(_) => {
                                     if problem.is_none() {
                                         problem = Some((
-                                            wanted[i].to_string(),
+                                            wanted.get(i).map_or_else(
+                                                || header[*c].clone(),
+                                                |w| w.to_string(),
+                                            ),
                                             "is not valid UTF-8; re-save the file as UTF-8".into(),
                                         ));
                                     }
@@ -157,7 +221,7 @@ pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<
             }
         }
     }
-    Ok(rows)
+    Ok((rest, rows))
 }
 
 /// Reads a `row,<value>` CSV (e.g. a truth file) into a map from the 0-based data row of the
@@ -284,6 +348,36 @@ mod tests {
             e.contains("r.csv") && e.contains("no column `title`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn duplicate_columns_and_swallowing_quotes_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        std::fs::write(&p, "job_title,isco_code,isco_code\nchef,5120,9999\n").unwrap();
+        let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("r.csv") && e.contains("two columns named `isco_code` (columns 2 and 3)"),
+            "{e}"
+        );
+        // Row 1 opens a quote that is never closed: rows 2-4 would vanish into it.
+        let mut text = String::from("job_title,isco_code\nchef,5120\n");
+        text.push_str("\"cook,5120\n");
+        for i in 0..3 {
+            text.push_str(&format!("waiter {i},5131\n"));
+        }
+        std::fs::write(&p, text).unwrap();
+        let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("opened on line 3"), "{e}");
+        // A legitimate multi-line field is kept.
+        std::fs::write(&p, "job_title,isco_code\n\"chef\nhead\",5120\ncook,5120\n").unwrap();
+        let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.problem.is_none()));
     }
 
     #[test]

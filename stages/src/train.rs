@@ -245,6 +245,7 @@ impl TrainParams {
         if self.buckets == 0 || self.dim == 0 || self.batch_size == 0 || self.epochs == 0 {
             return Err("buckets, dim, batch_size and epochs must be positive".into());
         }
+        crate::check_model_size(self.buckets, self.dim, self.hidden)?;
         if !METHODS.contains(&self.calibration.as_str()) {
             return Err(format!(
                 "calibration `{}` is not known; use `isotonic`, `ece` or `nll`",

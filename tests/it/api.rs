@@ -285,6 +285,11 @@ pub fn reviewing_project() -> Project {
         "review_threshold = 0.5",
         "review_threshold = 0.99999",
     );
+    p.edit(
+        "config/default.toml",
+        "api_review_queue = false",
+        "api_review_queue = true",
+    );
     p
 }
 
@@ -343,14 +348,34 @@ fn review_decisions_need_the_token_and_become_corrections() {
     );
     assert_eq!(wrong.status, 401);
     let auth = format!("Bearer {TOKEN}");
-    let h = [("Authorization", auth.as_str())];
+    let h = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    // JSON only: a browser posts text/plain from any page without asking.
+    let r = request(
+        a,
+        "POST",
+        "/review/decision",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "text/plain"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
     let bad = format!(r#"{{"item_id":"{id}","isco_code":"9999","coder":"ana"}}"#);
     let r = request(a, "POST", "/review/decision", &h, bad.as_bytes());
     assert_eq!(r.status, 422, "{}", r.text());
     let r = request(a, "POST", "/review/decision", &h, body.as_bytes());
     assert_eq!(r.status, 201, "{}", r.text());
     let again = request(a, "POST", "/review/decision", &h, body.as_bytes());
-    assert_eq!(again.status, 404);
+    assert_eq!(again.status, 409, "{}", again.text());
+    assert!(
+        error_of(&again).contains("by coder `ana`"),
+        "{}",
+        again.text()
+    );
 
     let text = review_file(&p);
     assert!(text.starts_with("job_title,duties_description,corrected_isco_code,coder,timestamp,note,predicted_isco_code,predicted_confidence,review_item\n"), "{text}");
@@ -429,4 +454,222 @@ fn serve_configuration_errors_name_the_file_and_key() {
         err.contains("default.toml") && err.contains("relaod"),
         "{err}"
     );
+}
+
+#[test]
+fn one_request_cannot_exhaust_the_service() {
+    let p = reviewing_project();
+    p.edit(
+        "config/default.toml",
+        "max_field_chars = 20000",
+        "max_field_chars = 300",
+    );
+    p.edit(
+        "config/default.toml",
+        "max_connections = 512",
+        "max_connections = 8",
+    );
+    p.edit(
+        "config/default.toml",
+        "header_timeout_seconds = 10.0",
+        "header_timeout_seconds = 1.0",
+    );
+    let s = start(&p, &[]);
+    let a = s.addr.as_str();
+
+    // Oversized fields are refused, naming the field, before any work.
+    let long = "cook ".repeat(100);
+    let r = post_json(
+        a,
+        "/predict/job",
+        &format!(r#"{{"job_title":"chef","duties_description":"{long}","explain":true}}"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        error_of(&r).contains("`duties_description` has 500 characters")
+            && error_of(&r).contains("max_field_chars"),
+        "{}",
+        r.text()
+    );
+    let r = post_json(
+        a,
+        "/predict/batch",
+        &format!(r#"[{{"job_title":"chef"}},{{"job_title":"{long}"}}]"#),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        error_of(&r).contains("record 1: `job_title`"),
+        "{}",
+        r.text()
+    );
+    // Explanations list at most 100 words, the most influential ones in text order.
+    let words: Vec<String> = (0..120).map(|i| format!("w{i}")).collect();
+    let r = post_json(
+        a,
+        "/predict/job",
+        &format!(
+            r#"{{"job_title":"chef","duties_description":"{}","explain":true}}"#,
+            words[..55].join(" ")
+        ),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let e = &r.json()["explanation"];
+    assert!(e["words"].as_array().unwrap().len() <= 100, "{e}");
+    // Only JSON is accepted: a web page can send text/plain cross-site without asking.
+    let r = request(
+        a,
+        "POST",
+        "/predict/job",
+        &[("Content-Type", "text/plain")],
+        br#"{"job_title":"chef"}"#,
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
+    error_of(&r);
+    // A bad query string is the same JSON error as everywhere else.
+    let r = get(a, "/review/queue?limit=many");
+    assert_eq!(r.status, 400, "{}", r.text());
+    error_of(&r);
+
+    // The review page may not be framed and runs only its own script.
+    let r = get(a, "/review");
+    let csp = r.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    assert!(!r.text().contains("<script>"), "inline script in the page");
+    let js = get(a, "/review/app.js");
+    assert_eq!(js.status, 200);
+    assert!(!js.text().contains("localStorage.setItem(\"isco-token"));
+
+    // Five coders decide one item at once: exactly one decision is recorded.
+    let v = post_json(
+        a,
+        "/predict/job",
+        r#"{"job_title":"zorblax wrangler","duties_description":"qwerty"}"#,
+    )
+    .json();
+    assert_eq!(v["needs_review"], true, "{v}");
+    let q = get(a, "/review/queue?limit=5000").json();
+    assert!(q["items"].as_array().unwrap().len() <= 100);
+    let id = q["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["job_title"] == "zorblax wrangler")
+        .unwrap_or_else(|| panic!("{q}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let coders: Vec<_> = (0..5)
+        .map(|c| {
+            let (addr, id) = (a.to_string(), id.clone());
+            std::thread::spawn(move || {
+                let auth = format!("Bearer {TOKEN}");
+                let body = format!(r#"{{"item_id":"{id}","isco_code":"5120","coder":"c{c}"}}"#);
+                request(
+                    &addr,
+                    "POST",
+                    "/review/decision",
+                    &[
+                        ("Authorization", auth.as_str()),
+                        ("Content-Type", "application/json"),
+                    ],
+                    body.as_bytes(),
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<_> = coders.into_iter().map(|t| t.join().unwrap()).collect();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&s| s == 409).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .filter(|r| r.status == 409)
+            .all(|r| error_of(r).contains("already decided by coder `c"))
+    );
+    assert_eq!(review_file(&p).lines().count(), 2);
+
+    // Clients that never finish their headers: more of them than connections allowed.
+    let stalled: Vec<std::net::TcpStream> = (0..30)
+        .filter_map(|_| {
+            let mut c = std::net::TcpStream::connect(a).ok()?;
+            std::io::Write::write_all(&mut c, b"GET /health HTTP/1.1\r\nHost: x\r\n").ok()?;
+            Some(c)
+        })
+        .collect();
+    assert_eq!(stalled.len(), 30);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // /health still answers: a stalled connection gives way to it.
+    let r = get(a, "/health");
+    assert_eq!(r.status, 200, "{}", r.text());
+    // And the header deadline closes what is left of them.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let closed = stalled.iter().filter(|c| closed_by_server(c)).count();
+    assert_eq!(closed, 30);
+}
+
+#[test]
+fn the_api_review_queue_is_off_unless_asked_for() {
+    let p = Project::new(600);
+    p.ok(&["run", "pipelines/full.toml"]);
+    p.edit(
+        "config/default.toml",
+        "review_threshold = 0.5",
+        "review_threshold = 0.99999",
+    );
+    let s = start(&p, &[]);
+    let v = post_json(
+        &s.addr,
+        "/predict/job",
+        r#"{"job_title":"zorblax wrangler","duties_description":"qwerty"}"#,
+    )
+    .json();
+    assert_eq!(v["needs_review"], true, "{v}");
+    let api_files = std::fs::read_dir(p.path("data/review"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("api_review_")
+        })
+        .count();
+    assert_eq!(api_files, 0);
+}
+
+/// Whether the server has closed the connection (reads end, after any answer it sent);
+/// false if it is still open 2 s later.
+fn closed_by_server(c: &std::net::TcpStream) -> bool {
+    let mut c = c.try_clone().unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match std::io::Read::read(&mut c, &mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
 }

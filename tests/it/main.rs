@@ -9,5 +9,6 @@ mod errors;
 mod freshness;
 mod http;
 mod model;
+mod safety;
 mod store;
 mod support;
