@@ -17,7 +17,13 @@ use clap::{Parser, Subcommand};
 #[command(name = "isco-dag", version, about, propagate_version = true)]
 struct Cli {
     /// Log format for tracing output (`RUST_LOG` sets the level).
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "ISCO_DAG_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -55,6 +61,11 @@ enum Command {
     Demo(commands::demo::Args),
     /// List the stage kinds with their inputs, outputs and params.
     Kinds,
+    /// Print a shell completion script (`isco-dag completions bash > /etc/bash_completion.d/isco-dag`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -86,6 +97,11 @@ fn main() {
         Command::Demo(a) => commands::demo::exec(a),
         Command::Models(a) => commands::models::exec(a),
         Command::Kinds => commands::kinds::exec(),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "isco-dag", &mut std::io::stdout());
+            Ok(())
+        }
     };
     if let Err(e) = result {
         console::error(&format!("error: {e:#}"));

@@ -52,6 +52,9 @@ pub struct ServeConfig {
     /// Connections served at once; further clients wait in the listen queue until one ends.
     /// Capped at run time below the process's file-descriptor limit.
     pub max_connections: usize,
+    /// Web origins (`https://coding.example.org`) whose pages may call the API from a
+    /// browser (CORS). Empty: none, the browser's same-origin rule applies.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -74,6 +77,7 @@ impl Default for ServeConfig {
             header_timeout_seconds: 10.0,
             body_timeout_seconds: 30.0,
             max_connections: 512,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -99,6 +103,18 @@ impl ServeConfig {
         ] {
             if v == 0 {
                 return Err(format!("`{key}` is 0; give a positive limit"));
+            }
+        }
+        for o in &self.cors_origins {
+            let ok = o.split_once("://").is_some_and(|(scheme, host)| {
+                matches!(scheme, "http" | "https")
+                    && !host.is_empty()
+                    && !host.contains(['/', ' ', '*'])
+            }) && axum::http::HeaderValue::from_str(o).is_ok();
+            if !ok {
+                return Err(format!(
+                    "`cors_origins` entry `{o}` is not an origin; write scheme, host and port only, like `https://coding.example.org`"
+                ));
             }
         }
         Ok(())

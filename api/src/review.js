@@ -67,7 +67,7 @@ function card(item) {
   const similar = el("div", { class: "similar" });
   if (item.similar && item.similar.length) similar.append(el("span", { class: "meta" }, "Similar past records: "));
   for (const s of item.similar || []) {
-    const label = `${s.text} → ${s.isco_code}` + (s.source === "reference" ? " (ISCO)" : "");
+    const label = `${s.text} → ${s.isco_code} ${s.title}` + (s.source === "reference" ? " (ISCO)" : "");
     const b = el("button", { class: "pick similar-record", "data-code": s.isco_code, title: `${s.title} · similarity ${s.similarity.toFixed(2)}` }, label);
     b.addEventListener("click", () => choose(s.isco_code, b));
     similar.append(b);
@@ -109,7 +109,7 @@ function card(item) {
   const c = el("section", { class: "item", "data-item": item.id },
     el("h2", {}, item.job_title || "(no title)"),
     el("p", { class: "duties" }, item.duties_description || "(no duties)"),
-    el("p", { class: "meta" }, `Model said ${item.predicted_isco_code || "?"} at ${pct(item.predicted_confidence)} · ${item.source}`),
+    el("p", { class: "meta" }, `Model said ${item.predicted_isco_code || "?"} ${item.predicted_title} at ${pct(item.predicted_confidence)} · ${item.source}`),
     highlight(item.highlights),
     suggestions,
     similar,

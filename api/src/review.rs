@@ -62,6 +62,8 @@ pub struct QueueItem {
     pub source: String,
     /// The model's original code.
     pub predicted_isco_code: String,
+    /// Its title (the reference's, else the current model's; empty if neither knows it).
+    pub predicted_title: String,
     /// The model's original confidence.
     pub predicted_confidence: f64,
     /// The current model's top codes.
@@ -486,8 +488,10 @@ pub async fn queue(
                         Vec::new()
                     }
                 };
+                let predicted_title = title_of(&st2, &m, &p.code);
                 QueueItem {
                     id: p.id,
+                    predicted_title,
                     job_title: p.job_title,
                     duties_description: p.duties,
                     source: p.source,
@@ -555,6 +559,17 @@ pub async fn search(
         .map(|(isco_code, title)| SearchHit { isco_code, title })
         .collect();
     Ok(Json(hits))
+}
+
+/// The title of a code at any level: the reference's when the service has one, else the
+/// model's.
+fn title_of(st: &AppState, m: &crate::model::Loaded, code: &str) -> String {
+    let reference = st.taxonomy.as_ref().map(|t| t.title(code)).unwrap_or("");
+    if reference.is_empty() {
+        m.predictor.title(code).to_string()
+    } else {
+        reference.to_string()
+    }
 }
 
 /// A query string that does not parse, as the JSON error every endpoint answers with.

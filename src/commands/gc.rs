@@ -9,7 +9,7 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     keep_runs: usize,
     /// Store directory (default: artifacts/store).
-    #[arg(long)]
+    #[arg(long, env = "ISCO_DAG_STORE")]
     store: Option<PathBuf>,
 }
 

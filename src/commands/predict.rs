@@ -18,13 +18,13 @@ pub struct Args {
     #[arg(long)]
     explain: bool,
     /// Model: a ref name in the store (default `best`) or a model directory.
-    #[arg(long, default_value = "best")]
+    #[arg(long, default_value = "best", env = "ISCO_DAG_MODEL")]
     model: String,
     /// Store directory.
-    #[arg(long, default_value = "artifacts/store")]
+    #[arg(long, default_value = "artifacts/store", env = "ISCO_DAG_STORE")]
     store: PathBuf,
     /// Config file whose [inference] section sets thresholds.
-    #[arg(long, default_value = "config/default.toml")]
+    #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]
     config: PathBuf,
 }
 
@@ -49,15 +49,21 @@ pub fn inference_config(path: &std::path::Path) -> anyhow::Result<InferenceConfi
     Ok(cfg)
 }
 
-/// Resolves `--model` to a model directory.
-pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<PathBuf> {
+/// Resolves `--model` to a model directory, with a line saying which model that is.
+pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<(PathBuf, String)> {
     let p = PathBuf::from(model);
     if p.join("model.json").is_file() {
-        return Ok(p);
+        return Ok((p, format!("model: the directory {model}")));
     }
     let store = artifacts::Store::open(store)?;
     let r = store.require_ref(model)?;
-    Ok(store.checkout(&r.target)?)
+    let about = format!(
+        "model: `{model}` in {} = {} (set {})",
+        store.root().display(),
+        &r.target.id[..12.min(r.target.id.len())],
+        r.updated_at
+    );
+    Ok((store.checkout(&r.target)?, about))
 }
 
 /// Whether two paths name the same file (both must exist to be compared by identity; a
@@ -86,7 +92,8 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         }
     }
     let cfg = inference_config(&a.config)?;
-    let dir = model_dir(&a.model, &a.store)?;
+    let (dir, about) = model_dir(&a.model, &a.store)?;
+    console::error(&about);
     let pred = Predictor::load(&dir, cfg)?;
     // An ensemble reuses (and adds to) the store's shared sentence vectors.
     let shared = pred.retrieval().filter(|_| a.store.is_dir()).and_then(|r| {

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long, value_name = "STAGE")]
     only: Option<String>,
     /// Stages run at once (default: number of cores).
-    #[arg(long, short = 'j', default_value_t = 0)]
+    #[arg(long, short = 'j', default_value_t = 0, env = "ISCO_DAG_JOBS")]
     jobs: usize,
     /// Fail at once if another run holds the store lock, instead of waiting.
     #[arg(long)]

@@ -9,7 +9,7 @@ pub struct Args {
     #[command(subcommand)]
     cmd: Cmd,
     /// Store directory (default: artifacts/store).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "ISCO_DAG_STORE")]
     store: Option<PathBuf>,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value = "text")]

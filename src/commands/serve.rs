@@ -5,14 +5,14 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct Args {
     /// Address to listen on (default: `[serve] addr`, else 127.0.0.1:8000; port 0 picks one).
-    #[arg(long)]
+    #[arg(long, env = "ISCO_DAG_ADDR")]
     addr: Option<String>,
     /// Config file with the [serve] and [inference] sections (default: config/default.toml
     /// if it exists, else built-in defaults).
-    #[arg(long)]
+    #[arg(long, env = "ISCO_DAG_CONFIG")]
     config: Option<PathBuf>,
     /// Store directory (default: `[serve] store`, else artifacts/store).
-    #[arg(long)]
+    #[arg(long, env = "ISCO_DAG_STORE")]
     store: Option<PathBuf>,
 }
 

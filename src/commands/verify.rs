@@ -6,7 +6,7 @@ use crate::console;
 #[derive(clap::Args)]
 pub struct Args {
     /// Store directory (default: artifacts/store).
-    #[arg(long)]
+    #[arg(long, env = "ISCO_DAG_STORE")]
     store: Option<PathBuf>,
     /// Repair what can be repaired: damaged objects and unreadable records go to the store's
     /// `quarantine/`, damaged checkouts are removed, and stages whose outputs are damaged lose

@@ -85,11 +85,18 @@ const INPUTS: &[InputDecl] = &[
     },
 ];
 
-const OUTPUTS: &[OutputDecl] = &[OutputDecl {
-    name: "decision",
-    file: "decision.json",
-    dir: false,
-}];
+const OUTPUTS: &[OutputDecl] = &[
+    OutputDecl {
+        name: "best",
+        file: "best_model",
+        dir: true,
+    },
+    OutputDecl {
+        name: "decision",
+        file: "decision.json",
+        dir: false,
+    },
+];
 
 /// Why the candidate is refused on the frozen test split, if it regresses there by more
 /// than `max_test_regression` (None: accepted).
@@ -123,7 +130,7 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    runner::stage_metadata!("promote", version "5", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
+    runner::stage_metadata!("promote", version "6", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<PromoteParams>(raw)
     }
@@ -229,7 +236,7 @@ impl Stage for Promote {
         if promote_it {
             ctx.store.set_ref(RefRecord {
                 name: p.ref_name.clone(),
-                target: model,
+                target: model.clone(),
                 key: String::new(),
                 updated_at: chrono::Utc::now().to_rfc3339(),
                 details: decision.clone(),
@@ -237,6 +244,16 @@ impl Stage for Promote {
             })?;
         }
         crate::write_json(&ctx.output("decision.json"), &decision)?;
+        // The model the ref points at now, so the workspace shows the promoted model beside
+        // the last trained one (the same store objects: no extra space in the store).
+        let best = if promote_it {
+            model
+        } else {
+            current
+                .expect("a model that is not promoted has a current best")
+                .target
+        };
+        ctx.store.materialise(&best, &ctx.output("best_model"))?;
         Ok(StageReport {
             summary: vec![format!(
                 "{} ({reason})",

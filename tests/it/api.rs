@@ -256,6 +256,7 @@ fn every_endpoint_and_every_error_is_json() {
     ] {
         assert!(spec["paths"].get(path).is_some(), "{path} not documented");
     }
+    openapi_spec_is_valid(&p, &get(a, "/openapi.json").body);
     let docs = get(a, "/docs/");
     assert_eq!(docs.status, 200);
     assert!(docs.text().contains("swagger"), "{}", docs.text());
@@ -621,7 +622,7 @@ fn one_request_cannot_exhaust_the_service() {
 }
 
 #[test]
-fn the_api_review_queue_is_off_unless_asked_for() {
+fn the_api_review_queue_and_cors_are_off_unless_asked_for() {
     let p = Project::new(600);
     p.ok(&["run", "pipelines/full.toml"]);
     p.edit(
@@ -629,7 +630,53 @@ fn the_api_review_queue_is_off_unless_asked_for() {
         "review_threshold = 0.5",
         "review_threshold = 0.99999",
     );
+    p.edit(
+        "config/default.toml",
+        "cors_origins = []",
+        r#"cors_origins = ["http://coders.example"]"#,
+    );
     let s = start(&p, &[]);
+    let a = s.addr.as_str();
+    let pre = request(
+        a,
+        "OPTIONS",
+        "/predict/job",
+        &[
+            ("Origin", "http://coders.example"),
+            ("Access-Control-Request-Method", "POST"),
+            ("Access-Control-Request-Headers", "content-type"),
+        ],
+        b"",
+    );
+    assert_eq!(pre.status, 204, "{}", pre.text());
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        Some("http://coders.example")
+    );
+    assert!(
+        pre.header("access-control-allow-headers")
+            .unwrap_or_default()
+            .contains("content-type")
+    );
+    let r = request(
+        a,
+        "GET",
+        "/health",
+        &[("Origin", "http://coders.example")],
+        b"",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("http://coders.example")
+    );
+    let r = request(
+        a,
+        "GET",
+        "/health",
+        &[("Origin", "http://evil.example")],
+        b"",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
     let v = post_json(
         &s.addr,
         "/predict/job",
@@ -670,6 +717,35 @@ fn closed_by_server(c: &std::net::TcpStream) -> bool {
                 return false;
             }
             Err(_) => return true,
+        }
+    }
+}
+
+/// Runs `openapi-spec-validator` (the Python registry's package; `.ci/run` installs it and
+/// sets ISCO_DAG_REQUIRE_OPENAPI_VALIDATOR, which makes its absence a failure) on the spec.
+fn openapi_spec_is_valid(p: &Project, spec: &[u8]) {
+    let file = p.path("openapi.json");
+    std::fs::write(&file, spec).unwrap();
+    match std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .ok()
+        .filter(|o| !String::from_utf8_lossy(&o.stderr).contains("No module named"))
+        .ok_or("the Python module openapi_spec_validator is not installed")
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "openapi-spec-validator: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => {
+            assert!(
+                std::env::var_os("ISCO_DAG_REQUIRE_OPENAPI_VALIDATOR").is_none(),
+                "openapi-spec-validator is required but cannot run: {e}"
+            );
+            eprintln!("skipping the OpenAPI validation: openapi-spec-validator not found ({e})");
         }
     }
 }

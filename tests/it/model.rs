@@ -111,10 +111,24 @@ fn promote_refuses_a_worse_model_unless_forced() {
                 .as_f64()
                 .unwrap()
     );
+    // The workspace shows the promoted model beside the last trained one, and `predict`
+    // says which it uses.
+    let model = |dir: &str| std::fs::read(p.path(&format!("models/{dir}/model.json"))).unwrap();
+    assert_ne!(model("best"), model("latest"));
+    p.write("jobs.csv", "job_title\nchef\n");
+    let out = p.run(&["predict", "--input", "jobs.csv", "--output", "o.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let best: serde_json::Value = p.json("artifacts/store/refs/best.json");
+    let id = best["target"]["id"].as_str().unwrap();
+    assert!(
+        err.contains("model: `best`") && err.contains(&id[..12]),
+        "{err}"
+    );
     p.ok(&["run", P, "--force", "promote"]);
     let d: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(d["promoted"], true);
     assert_eq!(d["forced"], true);
+    assert_eq!(model("best"), model("latest"));
 }
 
 #[test]
