@@ -69,8 +69,14 @@ enum Command {
 }
 
 fn init_tracing(format: LogFormat) {
+    // A JSON log is for machines, which want every run and stage event; a terminal wants
+    // only warnings next to the command's own lines. RUST_LOG overrides both.
+    let default = match format {
+        LogFormat::Text => "warn",
+        LogFormat::Json => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

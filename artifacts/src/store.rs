@@ -658,9 +658,53 @@ impl Store {
         )
     }
 
-    /// All run records, oldest first.
+    /// All run records, oldest first. A record still `running` while nobody holds the store
+    /// lock belongs to a process that died without a word (`kill -9`, power loss): it is
+    /// reported as `abandoned`.
     pub fn runs(&self) -> Result<Vec<RunRecord>> {
-        self.list_json("runs")
+        let mut runs: Vec<RunRecord> = self.list_json("runs")?;
+        if runs.iter().any(|r| r.status == "running") && self.lock_is_free() {
+            for r in runs.iter_mut().filter(|r| r.status == "running") {
+                r.status = "abandoned".into();
+            }
+        }
+        Ok(runs)
+    }
+
+    /// Whether no process holds the store lock (checked with a shared lock that is let go
+    /// at once, so it never disturbs a holder).
+    pub fn lock_is_free(&self) -> bool {
+        match File::open(self.root.join("lock")) {
+            Ok(f) => match f.try_lock_shared() {
+                Ok(()) => {
+                    let _ = f.unlock();
+                    true
+                }
+                Err(_) => false,
+            },
+            Err(_) => true,
+        }
+    }
+
+    /// Records that the run `id` was interrupted (Ctrl-C, SIGTERM): its status becomes
+    /// `interrupted`, with the stages it finished. Returns the updated record.
+    pub fn mark_interrupted(&self, id: &str) -> Result<RunRecord> {
+        let path = self.root.join("runs").join(format!("{id}.json"));
+        let mut rec: RunRecord = self
+            .read_json(&path)?
+            .ok_or_else(|| Error::UnknownRun(id.to_string()))?;
+        rec.status = "interrupted".into();
+        rec.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.write_run(&rec)?;
+        // The process ends without dropping its lock guard; clear the holder line it would
+        // have cleared, so the next run does not report a crash.
+        if let Ok(f) = fs::OpenOptions::new()
+            .write(true)
+            .open(self.root.join("lock"))
+        {
+            let _ = f.set_len(0);
+        }
+        Ok(rec)
     }
 
     /// A run by id, unique id prefix, `last`, or `last~N`.

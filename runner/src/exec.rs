@@ -57,6 +57,11 @@ pub enum Event {
         /// Who held it.
         holder: String,
     },
+    /// The run is recorded under this id (not sent for dry runs).
+    RunStarted {
+        /// Run id.
+        id: String,
+    },
     /// A stage is about to execute.
     Started {
         /// Stage id.
@@ -64,6 +69,8 @@ pub enum Event {
         /// Why.
         reasons: Vec<DirtyReason>,
     },
+    /// Something went wrong that does not stop the run.
+    Warning(String),
     /// A stage finished (executed, skipped, restored, failed, blocked, would run).
     Finished {
         /// The stage's line of the run record.
@@ -601,17 +608,16 @@ impl Shared<'_> {
     ) -> std::result::Result<(Outputs, Vec<String>), String> {
         let store = self.store;
         // What the stage produced last time, for stages that work incrementally (they may
-        // reuse parts of it, e.g. cached embeddings); the record itself is invalidated now so
-        // a failed run never leaves it pointing at outputs of other inputs.
+        // reuse parts of it, e.g. cached embeddings). The record stays until this execution
+        // succeeds and replaces it: it carries its own key, so it can never make the stage
+        // look fresh for other inputs, and an interrupted run leaves the last good result
+        // (with the true reason it is stale) instead of "never run".
         let previous = store
             .stage_record(&spec.id)
             .ok()
             .flatten()
             .map(|r| r.outputs)
             .unwrap_or_default();
-        store
-            .invalidate_stage(&spec.id)
-            .map_err(|e| e.to_string())?;
         let mut inputs: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
         let mut arts: BTreeMap<String, Vec<OutputRef>> = BTreeMap::new();
         for (name, refs) in &spec.inputs {
@@ -783,6 +789,9 @@ pub fn run_pipeline(
     };
     if !opts.dry_run {
         store.write_run(&record)?;
+        on_event(Event::RunStarted {
+            id: record.id.clone(),
+        });
     }
     // Outputs of stages outside the selection come from their last successful runs.
     let mut outputs: BTreeMap<String, Outputs> = BTreeMap::new();
@@ -908,6 +917,21 @@ pub fn run_pipeline(
                 summary: done.summary,
             });
             runs.insert(id, done.run);
+            // The record on disk lists every stage finished so far, so a run that is
+            // interrupted or killed still says what it did.
+            if !opts.dry_run {
+                let mut partial = record.clone();
+                partial.stages = dag
+                    .order()
+                    .iter()
+                    .filter_map(|id| runs.get(id).cloned())
+                    .collect();
+                if let Err(e) = store.write_run(&partial) {
+                    on_event(Event::Warning(format!(
+                        "the run record could not be updated: {e}"
+                    )));
+                }
+            }
         }
     });
     // Dry run: stages downstream of would-run stages were never dispatched.

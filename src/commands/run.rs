@@ -1,5 +1,5 @@
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use artifacts::StageOutcome;
 use runner::exec::Force;
@@ -48,6 +48,89 @@ fn line(run: &artifacts::StageRun) -> String {
     format!("{:<9} {:<18} {what}", run.outcome.as_str(), run.id)
 }
 
+/// One structured event per finished stage, so that `--log-format json` alone tells what a
+/// run did: the outcome (`executed`, `skipped`, `restored`, `failed`, …) with its reasons,
+/// duration, key and metrics.
+fn log_finished(run: &artifacts::StageRun, summary: &[String]) {
+    let reasons = serde_json::to_string(&run.reasons).unwrap_or_default();
+    let metrics = run.metrics.to_string();
+    let summary = summary.join("; ");
+    match run.outcome {
+        StageOutcome::Failed => tracing::error!(
+            event = "stage_finished",
+            stage = %run.id,
+            outcome = run.outcome.as_str(),
+            duration_s = run.duration_s,
+            error = run.error.as_deref().unwrap_or(""),
+            "stage failed"
+        ),
+        _ => tracing::info!(
+            event = "stage_finished",
+            stage = %run.id,
+            kind = %run.kind,
+            outcome = run.outcome.as_str(),
+            duration_s = run.duration_s,
+            key = %run.key,
+            reasons = %reasons,
+            metrics = %metrics,
+            summary = %summary,
+            "stage finished"
+        ),
+    }
+}
+
+/// On Ctrl-C or SIGTERM: clear the progress bars, record the run as `interrupted` with the
+/// stages it finished (their results are kept and stay fresh), say so in one line, and exit
+/// with 130 as a shell expects. The stage that was running is simply not recorded.
+fn on_interrupt(
+    store_dir: PathBuf,
+    run_id: Arc<Mutex<Option<String>>>,
+    progress: Option<indicatif::MultiProgress>,
+) {
+    let handler = move || {
+        if let Some(mp) = &progress {
+            let _ = mp.clear();
+        }
+        let id = run_id.lock().ok().and_then(|g| g.clone());
+        let kept = id.and_then(|id| {
+            let store = artifacts::Store::open(&store_dir).ok()?;
+            store.mark_interrupted(&id).ok()
+        });
+        match kept {
+            Some(rec) => {
+                let done: Vec<&str> = rec
+                    .stages
+                    .iter()
+                    .filter(|s| {
+                        matches!(
+                            s.outcome,
+                            StageOutcome::Executed | StageOutcome::Skipped | StageOutcome::Restored
+                        )
+                    })
+                    .map(|s| s.id.as_str())
+                    .collect();
+                console::error(&format!(
+                    "interrupted: run {} recorded as interrupted; kept the {} finished stage(s){}; `isco-dag run` goes on from there",
+                    rec.id,
+                    done.len(),
+                    if done.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", done.join(", "))
+                    }
+                ));
+            }
+            None => console::error("interrupted before the run was recorded; nothing was kept"),
+        }
+        std::process::exit(130);
+    };
+    if let Err(e) = ctrlc::set_handler(handler) {
+        console::error(&format!(
+            "warning: Ctrl-C will not be recorded cleanly ({e})"
+        ));
+    }
+}
+
 pub fn exec(a: Args) -> anyhow::Result<()> {
     let p = super::load_pipeline(&a.pipeline)?;
     let opts = RunOptions {
@@ -67,14 +150,36 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     };
     let verbose = a.verbose;
     let counts = Mutex::new([0usize; 6]);
+    let run_id: Arc<Mutex<Option<String>>> = Arc::default();
+    if !a.dry_run {
+        on_interrupt(p.store_dir.clone(), run_id.clone(), opts.progress.clone());
+    }
     let on_event = |e: Event| match e {
+        Event::RunStarted { id } => {
+            tracing::info!(event = "run_started", run_id = %id, pipeline = %p.rel_path, "run started");
+            *run_id.lock().expect("run id") = Some(id);
+        }
+        Event::Warning(w) => {
+            tracing::warn!(event = "warning", "{w}");
+            console::error(&format!("warning: {w}"))
+        }
         Event::WaitingForLock { holder } => {
+            tracing::info!(event = "waiting_for_lock", holder = %holder, "waiting for the store lock");
             console::error(&format!("waiting for the store lock held by {holder} …"))
         }
-        Event::LockRecovered { holder } => console::error(&format!(
-            "recovered the store lock left by a process that died ({holder})"
-        )),
+        Event::LockRecovered { holder } => {
+            tracing::warn!(event = "lock_recovered", holder = %holder, "recovered the store lock of a process that died");
+            console::error(&format!(
+                "recovered the store lock left by a process that died ({holder})"
+            ))
+        }
         Event::Started { id, reasons } => {
+            tracing::info!(
+                event = "stage_started",
+                stage = %id,
+                reasons = %serde_json::to_string(&reasons).unwrap_or_default(),
+                "stage started"
+            );
             if verbose {
                 for r in reasons {
                     console::out(&format!("[DIRTY] {id}: {r}"));
@@ -83,6 +188,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             console::out(&format!("running   {id}"));
         }
         Event::Finished { run, summary } => {
+            log_finished(&run, &summary);
             counts.lock().expect("counts")[run.outcome as usize] += 1;
             if verbose && run.outcome == StageOutcome::WouldRun {
                 for r in &run.reasons {
@@ -107,6 +213,18 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let result = runner::run_pipeline(&p, &opts, &on_event);
     let c = counts.into_inner().expect("counts");
+    match &result {
+        Ok(rec) => tracing::info!(
+            event = "run_finished",
+            run_id = %rec.id,
+            status = %rec.status,
+            duration_s = started.elapsed().as_secs_f64(),
+            "run finished"
+        ),
+        Err(e) => {
+            tracing::error!(event = "run_finished", status = "failed", error = %e, "run failed")
+        }
+    }
     console::out(&format!(
         "{}: {} executed, {} skipped, {} restored, {} failed, {} blocked{} in {:.2}s",
         p.name,

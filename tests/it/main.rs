@@ -8,6 +8,7 @@ mod ensemble;
 mod errors;
 mod freshness;
 mod http;
+mod interfaces;
 mod model;
 mod safety;
 mod store;

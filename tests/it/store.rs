@@ -29,8 +29,8 @@ fn kill_during_a_stage_then_rerun_and_verify() {
     child.wait().unwrap();
     let run = p.last_run();
     assert_eq!(
-        run["status"], "running",
-        "the killed run stays marked as running"
+        run["status"], "abandoned",
+        "a run left `running` by a killed process shows as abandoned once the lock is free"
     );
     let st = p.ok(&["status", P]);
     assert!(st.contains("[DIRTY] clean: never run"), "{st}");
