@@ -117,6 +117,9 @@ pub struct RunRecord {
     pub status: String,
     /// Per-stage outcomes in topological order.
     pub stages: Vec<StageRun>,
+    /// Params set on the command line for this run only (`-S section.key=value`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<String>,
 }
 
 /// A named ref (`refs/<name>.json`), e.g. `best`.

@@ -314,6 +314,16 @@ impl Table {
     }
 }
 
+impl Table {
+    /// Writes the table as CSV at `csv` and as Parquet beside it (same name, `.parquet`):
+    /// spreadsheet users open the CSV, while pandas, polars and duckdb read the Parquet with
+    /// its types, so codes such as `0110` stay text instead of turning into the number 110.
+    pub fn write_csv_and_parquet(&self, csv: &Path) -> Result<()> {
+        self.write_csv(csv)?;
+        self.write_parquet(&csv.with_extension("parquet"))
+    }
+}
+
 /// A text cell as it may go into a CSV file that people open in a spreadsheet: a cell that
 /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula
 /// (`=HYPERLINK(…)` in a job title), so it gets a leading `'`, as OWASP's CSV-injection

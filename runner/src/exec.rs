@@ -786,6 +786,7 @@ pub fn run_pipeline(
         finished_at: String::new(),
         status: if opts.dry_run { "dry_run" } else { "running" }.into(),
         stages: vec![],
+        overrides: p.overrides.clone(),
     };
     if !opts.dry_run {
         store.write_run(&record)?;

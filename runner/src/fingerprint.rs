@@ -24,8 +24,9 @@
 //! are reported as `upstream X is stale` and their key is computed after it has run.
 //!
 //! A stage is fresh iff its key equals the key of its last *successful* execution and that
-//! execution's outputs are intact in the store. The key is written only after success; the
-//! record is removed before a stage re-runs, so a killed run leaves it stale.
+//! execution's outputs are intact in the store. The key is written only after success; a
+//! stage that is re-running keeps its previous record (with its own, older key) until it
+//! succeeds, so a killed or interrupted run leaves the stage stale for the real reason.
 //!
 //! A stage that re-runs sees its previous outputs (`StageContext::previous`) to work
 //! incrementally — the ensemble's `train` reuses the embeddings its last model cached by text.
@@ -317,8 +318,28 @@ fn short(h: &str) -> String {
 }
 
 fn val(v: &serde_json::Value) -> String {
+    param_text(v)
+}
+
+/// A param value as it was written: strings bare, and numbers that came from a 32-bit float
+/// (most learning rates) in their shortest form — `0.1`, not the `0.10000000149011612` that
+/// the widened value would print.
+pub fn param_text(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or_default();
+            let narrow = x as f32;
+            if f64::from(narrow) == x {
+                format!("{narrow:?}")
+            } else {
+                format!("{x:?}")
+            }
+        }
+        serde_json::Value::Array(a) => format!(
+            "[{}]",
+            a.iter().map(param_text).collect::<Vec<_>>().join(", ")
+        ),
         other => other.to_string(),
     }
 }
@@ -396,6 +417,16 @@ mod tests {
         let mut b = fp();
         b.params.insert("test_fraction".into(), json!(0.2));
         assert_ne!(a.key(), b.key());
+    }
+
+    #[test]
+    fn params_print_as_written() {
+        assert_eq!(param_text(&json!(0.1f32)), "0.1");
+        assert_eq!(param_text(&json!(0.1f64)), "0.1");
+        assert_eq!(param_text(&json!(1e-4f32)), "0.0001");
+        assert_eq!(param_text(&json!(3)), "3");
+        assert_eq!(param_text(&json!([2.0f32, 1.5f32])), "[2.0, 1.5]");
+        assert_eq!(param_text(&json!("isotonic")), "isotonic");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use artifacts::{CacheEntry, RunRecord, Store};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::fingerprint::{Fingerprint, InputHash};
+use crate::fingerprint::{DirtyReason, Fingerprint, InputHash};
 use crate::spec::Pipeline;
 
 /// One metric compared between two runs.
@@ -36,6 +36,9 @@ pub struct StageDiff {
     pub b_outcome: Option<String>,
     /// Whether the key differs.
     pub key_changed: bool,
+    /// What changed between the two keys (params with old and new values, inputs,
+    /// versions), when both fingerprints are in the run-cache.
+    pub changes: Vec<DirtyReason>,
 }
 
 /// `runs diff a b`.
@@ -72,19 +75,33 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
     }
 }
 
-/// Compares two runs stage by stage and metric by metric.
-pub fn diff_runs(a: &RunRecord, b: &RunRecord) -> RunDiff {
+/// Compares two runs stage by stage and metric by metric; a stage whose key changed lists
+/// what changed, from the two fingerprints in the run-cache.
+pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
+    let fingerprint = |key: &str| -> Option<Fingerprint> {
+        let e = store.cache_entry(key).ok().flatten()?;
+        serde_json::from_value(e.fingerprint).ok()
+    };
     let ids: BTreeSet<&String> = a.stages.iter().chain(&b.stages).map(|s| &s.id).collect();
     let mut stages = Vec::new();
     let mut metrics = Vec::new();
     for id in ids {
         let sa = a.stages.iter().find(|s| &s.id == id);
         let sb = b.stages.iter().find(|s| &s.id == id);
+        let key_changed = sa.map(|s| &s.key) != sb.map(|s| &s.key);
+        let changes = match (sa, sb) {
+            (Some(sa), Some(sb)) if key_changed => fingerprint(&sa.key)
+                .zip(fingerprint(&sb.key))
+                .map(|(fa, fb)| fb.diff(&fa))
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         stages.push(StageDiff {
             stage: id.clone(),
             a_outcome: sa.map(|s| s.outcome.as_str().to_string()),
             b_outcome: sb.map(|s| s.outcome.as_str().to_string()),
-            key_changed: sa.map(|s| &s.key) != sb.map(|s| &s.key),
+            key_changed,
+            changes,
         });
         let mut ma = Vec::new();
         let mut mb = Vec::new();

@@ -190,6 +190,47 @@ pub struct Pipeline {
     /// frozen stages): `finetune.toml` freezes the historical-records stages so new
     /// corrections never re-train them; `--force STAGE` still runs one.
     pub frozen: BTreeSet<String>,
+    /// Params set on the command line for this run (`-S section.key=value`), as written.
+    pub overrides: Vec<String>,
+}
+
+/// A param set on the command line for one run, without editing a file (`isco-dag run -S
+/// training.epochs=10`, like `dvc exp run -S`). `target` is a config section (every stage
+/// reading it sees the value) or a stage id (that stage's inline params); the value is read
+/// as TOML (`10`, `0.1`, `true`, `[1, 2]`, `"text"`), and a bare word as a string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// Config section or stage id.
+    pub target: String,
+    /// Param name.
+    pub key: String,
+    /// Value.
+    pub value: toml::Value,
+    /// As written.
+    pub text: String,
+}
+
+impl std::str::FromStr for Override {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("`{s}` is not SECTION.KEY=VALUE (for example training.epochs=10)");
+        let (path, raw) = s.split_once('=').ok_or_else(bad)?;
+        let (target, key) = path.trim().rsplit_once('.').ok_or_else(bad)?;
+        if target.is_empty() || key.is_empty() {
+            return Err(bad());
+        }
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        Ok(Override {
+            target: target.to_string(),
+            key: key.to_string(),
+            value,
+            text: s.to_string(),
+        })
+    }
 }
 
 impl Pipeline {
@@ -418,6 +459,11 @@ fn config_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
 
 /// Loads and validates a pipeline file.
 pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
+    load_with(path, registry, &[])
+}
+
+/// Loads and validates a pipeline file with params set on the command line.
+pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Result<Pipeline> {
     let merged = load_raw(path, &mut Vec::new())?;
     if merged.stages.is_empty() {
         return Err(Error::Spec {
@@ -446,7 +492,7 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
     });
 
     // Config sections.
-    let config: Option<(Source, toml::Table)> = match &merged.config {
+    let mut config: Option<(Source, toml::Table)> = match &merged.config {
         Some((decl_src, cfg_path)) => {
             if !cfg_path.is_file() {
                 return Err(Error::Spec {
@@ -485,6 +531,34 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
         .iter()
         .map(|(s, _)| s.id.get_ref().clone())
         .collect();
+    // Command-line params: into their config section, or kept for their stage.
+    let mut stage_overrides: BTreeMap<&str, Vec<&Override>> = BTreeMap::new();
+    for o in overrides {
+        let section = config
+            .as_mut()
+            .and_then(|(_, cfg)| cfg.get_mut(&o.target))
+            .and_then(|v| v.as_table_mut());
+        if let Some(section) = section {
+            section.insert(o.key.clone(), o.value.clone());
+        } else if ids.contains(&o.target) {
+            stage_overrides.entry(&o.target).or_default().push(o);
+        } else {
+            return Err(Error::Spec {
+                path: path.to_path_buf(),
+                line: None,
+                message: format!(
+                    "-S {}: `{}` is neither a section of the config file nor a stage of this pipeline; sections: {}; stages: {}",
+                    o.text,
+                    o.target,
+                    config
+                        .as_ref()
+                        .map(|(_, c)| c.keys().cloned().collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default(),
+                    ids.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
     // Kinds first, so stage references can check output names.
     let mut kinds: BTreeMap<String, Arc<dyn Stage>> = BTreeMap::new();
     for (st, src) in &merged.stages {
@@ -564,10 +638,41 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
                 from_section.remove(k);
             }
         }
+        for o in stage_overrides.get(id.as_str()).into_iter().flatten() {
+            if !accepted.contains(&o.key) {
+                return Err(Error::Spec {
+                    path: path.to_path_buf(),
+                    line: None,
+                    message: format!(
+                        "-S {}: stage `{id}` (kind {}) has no param `{}`; its params: {}",
+                        o.text,
+                        stage.kind(),
+                        o.key,
+                        accepted.join(", ")
+                    ),
+                });
+            }
+            raw.insert(o.key.clone(), o.value.clone());
+            from_section.remove(&o.key);
+        }
         let params = stage.resolve_params(&raw).map_err(|m| {
+            let key = named_key(&m, &accepted);
+            if let Some(o) = overrides.iter().find(|o| {
+                Some(&o.key) == key.as_ref()
+                    && (o.target == id || from_section.get(&o.key) == Some(&o.target))
+            }) {
+                return Error::Spec {
+                    path: path.to_path_buf(),
+                    line: None,
+                    message: format!(
+                        "-S {}, read by stage `{id}` (kind {}): {m}",
+                        o.text,
+                        stage.kind()
+                    ),
+                };
+            }
             // Point at the line that set the offending key: the config file's, when the
             // value came from a section there.
-            let key = named_key(&m, &accepted);
             if let Some((sec, (cfg_src, _))) = key
                 .as_ref()
                 .and_then(|k| from_section.get(k))
@@ -850,6 +955,7 @@ pub fn load(path: &Path, registry: &Registry) -> Result<Pipeline> {
         store_dir,
         stages,
         frozen,
+        overrides: overrides.iter().map(|o| o.text.clone()).collect(),
     })
 }
 

@@ -16,8 +16,19 @@ pub struct Args {
     format: Format2,
 }
 
-fn print(l: &runner::history::Lineage, depth: usize) {
+/// Prints the tree, each artifact once: one read by several stages is printed in full the
+/// first time and referred to after.
+fn print(l: &runner::history::Lineage, depth: usize, seen: &mut std::collections::HashSet<String>) {
     let pad = "  ".repeat(depth);
+    if !seen.insert(l.object.clone()) {
+        console::out(&format!(
+            "{pad}{}.{} (blake3 {}), shown above",
+            l.stage,
+            l.output,
+            &l.object[..12]
+        ));
+        return;
+    }
     console::out(&format!(
         "{pad}{}.{} (blake3 {}) <- stage {} [{} v{}] key {} in run {}",
         l.stage,
@@ -32,14 +43,17 @@ fn print(l: &runner::history::Lineage, depth: usize) {
     if let serde_json::Value::Object(m) = &l.params
         && !m.is_empty()
     {
-        let ps: Vec<String> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let ps: Vec<String> = m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", runner::fingerprint::param_text(v)))
+            .collect();
         console::out(&format!("{pad}  params: {}", ps.join(", ")));
     }
     for (f, h) in &l.files {
         console::out(&format!("{pad}  file {f} (blake3 {})", &h[..12]));
     }
     for u in &l.upstream {
-        print(u, depth + 1);
+        print(u, depth + 1, seen);
     }
 }
 
@@ -49,7 +63,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     if matches!(a.format, Format2::Json) {
         console::json(&l);
     } else {
-        print(&l, 0);
+        print(&l, 0, &mut Default::default());
     }
     Ok(())
 }

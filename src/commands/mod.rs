@@ -55,8 +55,16 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
 
 /// Loads and validates a pipeline with every stage kind registered.
 pub fn load_pipeline(path: &Path) -> anyhow::Result<runner::Pipeline> {
+    load_pipeline_with(path, &[])
+}
+
+/// Loads a pipeline with params set on the command line (`-S section.key=value`).
+pub fn load_pipeline_with(
+    path: &Path,
+    overrides: &[runner::spec::Override],
+) -> anyhow::Result<runner::Pipeline> {
     let registry = stages::registry();
-    Ok(runner::spec::load(path, &registry)?)
+    Ok(runner::spec::load_with(path, &registry, overrides)?)
 }
 
 /// The store: `--store` if given, else the pipeline's, else `artifacts/store`.

@@ -33,6 +33,11 @@ pub struct Args {
     /// Print why each stage runs, and what the stages report.
     #[arg(short, long)]
     verbose: bool,
+    /// Set a param for this run only, without editing a file: SECTION.KEY=VALUE for a
+    /// config section (`-S training.epochs=10`) or STAGE.KEY=VALUE for one stage; repeatable.
+    /// The run record keeps them.
+    #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<runner::spec::Override>,
 }
 
 fn line(run: &artifacts::StageRun) -> String {
@@ -132,7 +137,7 @@ fn on_interrupt(
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    let p = super::load_pipeline(&a.pipeline)?;
+    let p = super::load_pipeline_with(&a.pipeline, &a.set)?;
     let opts = RunOptions {
         dry_run: a.dry_run,
         force: a.force.map(|f| {

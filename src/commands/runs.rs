@@ -99,7 +99,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             }
         }
         Cmd::Diff { a: ra, b: rb } => {
-            let d = runner::history::diff_runs(&store.run(&ra)?, &store.run(&rb)?);
+            let d = runner::history::diff_runs(&store, &store.run(&ra)?, &store.run(&rb)?);
             if json {
                 console::json(&d);
             } else {
@@ -116,6 +116,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                             "same key"
                         }
                     ));
+                    for c in &s.changes {
+                        console::out(&format!("      {c}"));
+                    }
                 }
                 for m in d.metrics.iter().filter(|m| m.delta != Some(0.0)) {
                     console::out(&format!(

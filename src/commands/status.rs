@@ -10,10 +10,13 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: super::dag::Format2,
+    /// What would be stale with these params set (as `run -S`).
+    #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<runner::spec::Override>,
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    let p = super::load_pipeline(&a.pipeline)?;
+    let p = super::load_pipeline_with(&a.pipeline, &a.set)?;
     let st = runner::status(&p)?;
     if matches!(a.format, super::dag::Format2::Json) {
         console::json(&st);

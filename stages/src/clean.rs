@@ -72,6 +72,11 @@ const OUTPUTS: &[OutputDecl] = &[
         dir: false,
     },
     OutputDecl {
+        name: "quarantine_parquet",
+        file: "quarantine.parquet",
+        dir: false,
+    },
+    OutputDecl {
         name: "report",
         file: "report.json",
         dir: false,
@@ -103,7 +108,7 @@ pub fn normalize_code(raw: &str, tax: &Taxonomy) -> (String, bool) {
 }
 
 impl Stage for Clean {
-    runner::stage_metadata!("clean", version "2", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
+    runner::stage_metadata!("clean", version "3", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         runner::stage::typed_params::<CleanParams>(raw)
     }
@@ -219,7 +224,7 @@ impl Stage for Clean {
             .with(&p.title_column, Column::Str(q_vals[0].clone()))
             .with(&p.duties_column, Column::Str(q_vals[1].clone()))
             .with(&p.code_column, Column::Str(q_vals[2].clone()))
-            .write_csv(&ctx.output("quarantine.csv"))?;
+            .write_csv_and_parquet(&ctx.output("quarantine.csv"))?;
         let metrics = json!({
             "rows_in": rows.len(),
             "kept": out.len(),

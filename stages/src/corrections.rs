@@ -105,8 +105,18 @@ const OUTPUTS: &[OutputDecl] = &[
         dir: false,
     },
     OutputDecl {
+        name: "quarantine_parquet",
+        file: "quarantine.parquet",
+        dir: false,
+    },
+    OutputDecl {
         name: "conflicts",
         file: "conflicts.csv",
+        dir: false,
+    },
+    OutputDecl {
+        name: "conflicts_parquet",
+        file: "conflicts.parquet",
         dir: false,
     },
     OutputDecl {
@@ -196,7 +206,7 @@ fn write_records(rows: &[&Correction], path: &std::path::Path) -> Result<(), Err
 }
 
 impl Stage for Corrections {
-    runner::stage_metadata!("corrections", version "2", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, CorrectionsParams);
+    runner::stage_metadata!("corrections", version "3", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, CorrectionsParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<CorrectionsParams>(raw)?;
         let p: CorrectionsParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
@@ -397,13 +407,13 @@ impl Stage for Corrections {
             .with("column", Column::Str(quarantine[3].clone()))
             .with("reason", Column::Str(quarantine[4].clone()))
             .with("raw", Column::Str(quarantine[5].clone()))
-            .write_csv(&ctx.output("quarantine.csv"))?;
+            .write_csv_and_parquet(&ctx.output("quarantine.csv"))?;
         Table::new()
             .with("text", Column::Str(conflicts[0].clone()))
             .with("winning_code", Column::Str(conflicts[1].clone()))
             .with("overruled_codes", Column::Str(conflicts[2].clone()))
             .with("sources", Column::Str(conflicts[3].clone()))
-            .write_csv(&ctx.output("conflicts.csv"))?;
+            .write_csv_and_parquet(&ctx.output("conflicts.csv"))?;
 
         // Apply to the historical records.
         let mut records = match ctx.input_opt("records") {

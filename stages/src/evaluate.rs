@@ -214,7 +214,7 @@ fn write_errors(
         )
         .with("alt_2_code", col(&alt(1)))
         .with("alt_3_code", col(&alt(2)))
-        .write_csv(&dir.join(format!("{name}_errors.csv")))?;
+        .write_csv_and_parquet(&dir.join(format!("{name}_errors.csv")))?;
     Ok(())
 }
 
@@ -252,7 +252,7 @@ fn write_report(
             "f1",
             Column::Float(e.classes.iter().map(|c| c.f1).collect()),
         );
-    classes.write_csv(&dir.join(format!("{name}_per_class.csv")))?;
+    classes.write_csv_and_parquet(&dir.join(format!("{name}_per_class.csv")))?;
     let confused = Table::new()
         .with(
             "true_code",
@@ -284,7 +284,7 @@ fn write_report(
             "count",
             Column::Int(e.confused.iter().map(|c| c.2 as i64).collect()),
         );
-    confused.write_csv(&dir.join(format!("{name}_confused_pairs.csv")))?;
+    confused.write_csv_and_parquet(&dir.join(format!("{name}_confused_pairs.csv")))?;
     let groups: Vec<&(String, usize, f64)> = e.by_major.iter().chain(&e.by_sub_major).collect();
     Table::new()
         .with(
@@ -312,7 +312,7 @@ fn write_report(
             "error_rate",
             Column::Float(groups.iter().map(|g| g.2).collect()),
         )
-        .write_csv(&dir.join(format!("{name}_error_by_group.csv")))?;
+        .write_csv_and_parquet(&dir.join(format!("{name}_error_by_group.csv")))?;
     Table::new()
         .with(
             "coverage",
@@ -322,7 +322,7 @@ fn write_report(
             "accuracy",
             Column::Float(e.coverage_curve.iter().map(|c| c.1).collect()),
         )
-        .write_csv(&dir.join(format!("{name}_coverage_curve.csv")))?;
+        .write_csv_and_parquet(&dir.join(format!("{name}_coverage_curve.csv")))?;
     Table::new()
         .with(
             "confidence",
@@ -336,7 +336,7 @@ fn write_report(
             "count",
             Column::Int(e.reliability.iter().map(|c| c.2 as i64).collect()),
         )
-        .write_csv(&dir.join(format!("{name}_reliability.csv")))?;
+        .write_csv_and_parquet(&dir.join(format!("{name}_reliability.csv")))?;
 
     let _ = write!(
         html,
@@ -413,7 +413,7 @@ fn write_report(
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "6", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "7", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
@@ -495,7 +495,7 @@ impl Stage for Evaluate {
                         "reason",
                         Column::Str(bad.iter().map(|b| b.2.clone()).collect()),
                     )
-                    .write_csv(&dir.join(format!("{name}_unusable.csv")))?;
+                    .write_csv_and_parquet(&dir.join(format!("{name}_unusable.csv")))?;
             }
             let no_rows = texts.is_empty() && bad.is_empty();
             let bad = if bad.is_empty() {

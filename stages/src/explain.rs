@@ -75,7 +75,7 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
         .with("logit", Column::Float(logit))
         .with("bias", Column::Float(bias))
         .with("top_tokens", Column::Str(tokens))
-        .write_csv(&csv)?;
+        .write_csv_and_parquet(&csv)?;
     let h = base.with_extension("explain.html");
     std::fs::write(&h, html).map_err(|source| Error::Write { path: h, source })
 }

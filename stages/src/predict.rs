@@ -47,6 +47,11 @@ const OUTPUTS: &[OutputDecl] = &[
         file: "to_review.csv",
         dir: false,
     },
+    OutputDecl {
+        name: "review_parquet",
+        file: "to_review.parquet",
+        dir: false,
+    },
 ];
 
 /// Coded records: the predictions table and the review-queue table.
@@ -222,7 +227,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
 }
 
 impl Stage for Predict {
-    runner::stage_metadata!("predict", version "4", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("predict", version "5", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
@@ -239,7 +244,8 @@ impl Stage for Predict {
         c.predictions
             .write_parquet(&ctx.output("predictions.parquet"))?;
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;
-        c.review.write_csv(&ctx.output("to_review.csv"))?;
+        c.review
+            .write_csv_and_parquet(&ctx.output("to_review.csv"))?;
         let mut metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable});
         if let Some(n) = crate::ensemble::flush_shared_cache(&pred) {
             metrics["embeddings_computed"] = json!(n);

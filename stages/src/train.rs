@@ -222,6 +222,30 @@ impl TrainParams {
         }
     }
 
+    /// Whether this model kind reads the param `key`. Every kind trains the n-gram network
+    /// (a transformer calibrates against it, an ensemble mixes it in); only an ensemble reads
+    /// the retrieval keys, and only a transformer (or an ensemble with one) the
+    /// `transformer_*` keys.
+    pub fn reads(&self, key: &str) -> bool {
+        const ENSEMBLE: [&str; 7] = [
+            "encoder_max_seq_length",
+            "retrieval_fit_rows",
+            "retrieval_index_records",
+            "ensemble_transformer",
+            "exact_search_limit",
+            "ann_ef_construction",
+            "ann_candidates",
+        ];
+        let ensemble = self.model_kind == "ensemble";
+        if ENSEMBLE.contains(&key) {
+            return ensemble;
+        }
+        if key.starts_with("transformer_") {
+            return self.model_kind == "transformer" || (ensemble && self.ensemble_transformer);
+        }
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         if !KINDS.contains(&self.model_kind.as_str()) {
             return Err(format!(
@@ -341,10 +365,14 @@ pub fn labelled_features(
 impl Stage for Train {
     runner::stage_metadata!("train", version "7", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, TrainParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let v = runner::stage::typed_params::<TrainParams>(raw)?;
-        serde_json::from_value::<TrainParams>(v.clone())
-            .map_err(|e| e.to_string())?
-            .check()?;
+        let mut v = runner::stage::typed_params::<TrainParams>(raw)?;
+        let p = serde_json::from_value::<TrainParams>(v.clone()).map_err(|e| e.to_string())?;
+        p.check()?;
+        // The key holds only what this model kind reads: a transformer setting must not
+        // re-train an ngram model. (The run reads the rest back as defaults it never uses.)
+        if let serde_json::Value::Object(m) = &mut v {
+            m.retain(|k, _| p.reads(k));
+        }
         Ok(v)
     }
 

@@ -121,3 +121,132 @@ fn the_json_log_alone_tells_what_a_run_did() {
         }
     }
 }
+
+/// Every CSV table under `dir` (recursively).
+fn csv_tables(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            csv_tables(&p, out);
+        } else if p.extension().is_some_and(|x| x == "csv") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_table_keeps_its_codes_as_text() {
+    let p = Project::new(600);
+    p.ok(&["run", P]);
+    p.ok(&[
+        "predict",
+        "--input",
+        "data/demo/new_jobs.csv",
+        "--output",
+        "coded.csv",
+        "--explain",
+    ]);
+    let mut tables = Vec::new();
+    for dir in ["data/processed", "data/review", "models"] {
+        csv_tables(&p.path(dir), &mut tables);
+    }
+    tables.push(p.path("coded.explain.csv"));
+    assert!(tables.len() >= 15, "{tables:?}");
+    let mut codes_seen = 0;
+    let mut leading_zero = 0;
+    for csv in &tables {
+        let parquet = csv.with_extension("parquet");
+        let t = artifacts::table::Table::read_parquet(&parquet)
+            .unwrap_or_else(|e| panic!("{} has no Parquet twin: {e}", csv.display()));
+        let mut r = csv::Reader::from_path(csv).unwrap();
+        let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        assert_eq!(t.num_rows(), rows.len(), "{}", csv.display());
+        for (name, col) in &t.columns {
+            let is_code = name.ends_with("code") || name == "group";
+            if !is_code {
+                continue;
+            }
+            let artifacts::table::Column::Str(values) = col else {
+                panic!(
+                    "{}: column {name} is not text in Parquet",
+                    parquet.display()
+                );
+            };
+            let i = header.iter().position(|h| h == name).unwrap();
+            // A quarantine file holds the raw values that were refused, codes or not.
+            let raw = csv.to_string_lossy().contains("quarantine");
+            for (v, row) in values.iter().zip(&rows) {
+                assert!(
+                    raw || v.is_empty() || (v.len() <= 4 && v.bytes().all(|b| b.is_ascii_digit())),
+                    "{}: {name} = {v:?}",
+                    parquet.display()
+                );
+                assert_eq!(v, &row[i], "{}: {name}", csv.display());
+                codes_seen += 1;
+                leading_zero += v.starts_with('0') as usize;
+            }
+        }
+    }
+    assert!(codes_seen > 1000, "{codes_seen}");
+    assert!(
+        leading_zero > 0,
+        "the demo has codes starting with 0 (armed forces)"
+    );
+}
+
+#[test]
+fn experiments_set_params_for_one_run_and_diff_names_them() {
+    let p = Project::new(300);
+    p.ok(&["run", P]);
+    // A param the ngram model does not read leaves its key alone.
+    let st = p.ok(&["status", P, "-S", "model.transformer_lr=0.5"]);
+    assert!(st.contains("[FRESH] train"), "{st}");
+    p.ok(&[
+        "run",
+        P,
+        "-S",
+        "training.epochs=3",
+        "-S",
+        "training.lr_embedding=0.1",
+    ]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    assert_eq!(
+        run["overrides"],
+        serde_json::json!(["training.epochs=3", "training.lr_embedding=0.1"])
+    );
+    // The files were not edited: without -S the first model's key is back (restored).
+    let cfg = std::fs::read_to_string(p.path("config/default.toml")).unwrap();
+    assert!(cfg.contains("epochs = 8"));
+    let diff = p.ok(&["runs", "diff", "last~1", "last"]);
+    assert!(diff.contains("param epochs changed 8 -> 3"), "{diff}");
+    assert!(
+        diff.contains("param lr_embedding changed 0.2 -> 0.1"),
+        "{diff}"
+    );
+    let lineage = p.ok(&["lineage", "models/latest"]);
+    assert!(lineage.contains("lr_embedding=0.1,"), "{lineage}");
+    assert!(!lineage.contains("0.10000000149011612"), "{lineage}");
+    // Each artifact once: split.train and split.validation come from one split execution,
+    // but a shared upstream (clean's records via corrections) is printed once.
+    let full: Vec<&str> = lineage
+        .lines()
+        .filter(|l| l.contains("<- stage clean"))
+        .collect();
+    assert!(full.len() <= 1, "{lineage}");
+    p.ok(&["run", P]);
+    assert_eq!(outcome_of(&p.last_run(), "train"), "restored");
+    // Bad -S values are configuration errors that say which -S.
+    let (code, err) = p.fails(&["run", P, "-S", "training.epochs=many"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("-S training.epochs=many") && err.contains("`epochs`"),
+        "{err}"
+    );
+    let (code, err) = p.fails(&["run", P, "-S", "nosuch.epochs=3"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("neither a section"), "{err}");
+    let (code, _) = p.fails(&["run", P, "-S", "epochs"]);
+    assert_eq!(code, 2);
+}
