@@ -164,6 +164,26 @@ fn atomic_copy(src: &Path, dest: &Path) -> Result<()> {
     result
 }
 
+/// Puts `src` (a store object) at `dest` atomically as a hard link, so a checkout or a
+/// workspace copy costs no space; where the file system cannot link (another device, no
+/// hard links) it falls back to [`atomic_copy`]. A link shares the object's read-only mode:
+/// editing it in place would edit the object, which the next hash check would catch and
+/// quarantine.
+fn atomic_link_or_copy(src: &Path, dest: &Path) -> Result<()> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).io("create directory", parent)?;
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = parent.join(tmp_name(name));
+    if fs::hard_link(src, &tmp).is_ok() {
+        if let Err(e) = fs::rename(&tmp, dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e).io("rename into place", dest);
+        }
+        return Ok(());
+    }
+    atomic_copy(src, dest)
+}
+
 fn walk_files(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .io("list", dir)?
@@ -461,7 +481,7 @@ impl Store {
         fs::create_dir_all(dest).io("create directory", dest)?;
         for (rel, e) in &tree.entries {
             let src = self.good_object(&e.id)?;
-            atomic_copy(&src, &dest.join(rel))?;
+            atomic_link_or_copy(&src, &dest.join(rel))?;
         }
         Ok(())
     }
@@ -489,12 +509,13 @@ impl Store {
         ok
     }
 
-    /// Copies an output to a workspace path (a writable copy, never a link into the store).
+    /// Puts an output at a workspace path: hard links to the store's objects where the file
+    /// system allows (read-only, no extra space), copies otherwise.
     pub fn materialise(&self, out: &OutputRef, dest: &Path) -> Result<()> {
         match out.kind {
             OutputKind::File => {
                 let src = self.good_object(&out.id)?;
-                atomic_copy(&src, dest)
+                atomic_link_or_copy(&src, dest)
             }
             OutputKind::Dir => {
                 let parent = dest.parent().unwrap_or(Path::new("."));

@@ -163,11 +163,25 @@ impl Stage for Promote {
         let cand = metrics[&set].clone();
         let cand_test = metrics["test"].clone();
         let current = ctx.store.get_ref(&p.ref_name)?;
+        // A best model whose objects are damaged or gone (quarantined by a hash check) can
+        // be neither served nor re-scored: the candidate replaces it.
+        let lost = current
+            .as_ref()
+            .is_some_and(|r| !ctx.store.output_intact(&r.target));
         let (promote, cur_metrics, reason) = match &current {
             None => (
                 true,
                 serde_json::Value::Null,
                 format!("no `{}` model yet", p.ref_name),
+            ),
+            Some(r) if lost => (
+                true,
+                serde_json::Value::Null,
+                format!(
+                    "the current `{}` model {} is damaged or missing in the store",
+                    p.ref_name,
+                    &r.target.id[..12.min(r.target.id.len())]
+                ),
             ),
             Some(r) if r.target == model => (
                 false,
