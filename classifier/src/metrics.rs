@@ -42,6 +42,8 @@ pub struct Evaluation {
     pub by_major: Vec<(String, usize, f64)>,
     /// Error rate by sub-major group.
     pub by_sub_major: Vec<(String, usize, f64)>,
+    /// Error rate by minor group (3 digits).
+    pub by_minor: Vec<(String, usize, f64)>,
     /// Confusion counts at the 2-digit level (true, predicted) -> n.
     pub confusion_2digit: BTreeMap<(String, String), usize>,
     /// The rows coded wrongly at 4 digits, most confident first (ties: row order).
@@ -245,6 +247,7 @@ pub fn evaluate_probabilities(pred: &Predictor, probs: &[f32], truth: &[String])
         confused,
         by_major: group_errors(1),
         by_sub_major: group_errors(2),
+        by_minor: group_errors(3),
         confusion_2digit: conf2,
         errors,
     }

@@ -77,6 +77,10 @@ pub struct InferenceConfig {
     /// to reviewers in the review queue and `to_review.csv`; models with a retrieval index
     /// (`ensemble`) only. 0 turns it off.
     pub similar: usize,
+    /// Whether a record the model could code only at a coarser level (no unit group reached
+    /// `confidence_threshold`) goes to the review queue too, whatever its confidence: the
+    /// office wants four digits, and a coder can often give them.
+    pub review_fallbacks: bool,
 }
 
 impl Default for InferenceConfig {
@@ -89,6 +93,7 @@ impl Default for InferenceConfig {
             top_k: 3,
             cache_size: 10_000,
             similar: 3,
+            review_fallbacks: true,
         }
     }
 }
@@ -629,7 +634,8 @@ impl Predictor {
         Prediction {
             title: self.title(&code).to_string(),
             is_fallback: level < best.len(),
-            needs_review: conf < cfg.review_threshold,
+            needs_review: conf < cfg.review_threshold
+                || (cfg.review_fallbacks && level < best.len()),
             grade: cfg.grade(conf).to_string(),
             isco_code: code,
             level,
@@ -911,5 +917,9 @@ mod tests {
         );
         assert_eq!(d.grade, "high");
         assert_eq!(d.alternatives.len(), 3);
+        // A coarser code at high confidence still goes to review, unless told otherwise.
+        assert!(d.needs_review);
+        p.config.review_fallbacks = false;
+        assert!(!p.decide(&probs(0.82, 0.1, 0.08)).needs_review);
     }
 }

@@ -20,7 +20,8 @@ pub struct Args {
 /// first time and referred to after.
 fn print(l: &runner::history::Lineage, depth: usize, seen: &mut std::collections::HashSet<String>) {
     let pad = "  ".repeat(depth);
-    if !seen.insert(l.object.clone()) {
+    // The same bytes can be two artifacts (a stage passing its input through unchanged).
+    if !seen.insert(format!("{}.{}:{}", l.stage, l.output, l.object)) {
         console::out(&format!(
             "{pad}{}.{} (blake3 {}), shown above",
             l.stage,

@@ -886,6 +886,21 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
         }
     }
 
+    // New jobs also hold a few of the occupations the records never show, as real new
+    // records do: the model is unsure of them, so the review page has something to show.
+    for o in NEW_OCCS {
+        for _ in 0..2 {
+            let job = o.jobs[3 + rng.below(2)];
+            let title = noisy_title(&mut rng, job);
+            let _ = writeln!(
+                new_jobs,
+                "{},{}",
+                csv_field(&title),
+                csv_field(&duties(&mut rng, o))
+            );
+        }
+    }
+
     let files = DemoFiles {
         records: dir.join("raw/historical_records.csv"),
         reference: dir.join("reference/isco08_demo.csv"),

@@ -111,63 +111,37 @@ pub fn read_labelled(path: &Path) -> Result<Labelled, Error> {
     })
 }
 
-fn svg_curve(points: &[(f64, f64)], x_label: &str, y_label: &str, diagonal: bool) -> String {
-    let (w, h, m) = (360.0, 260.0, 40.0);
-    let mut s = format!(
-        r#"<svg width="{w}" height="{h}" xmlns="http://www.w3.org/2000/svg" style="background:#fff;border:1px solid #ccc">"#
-    );
-    let px = |x: f64| m + x * (w - 2.0 * m);
-    let py = |y: f64| h - m - y * (h - 2.0 * m);
-    let _ = write!(
-        s,
-        r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-        px(0.0),
-        py(0.0),
-        px(1.0),
-        py(0.0),
-        px(0.0),
-        py(0.0),
-        px(0.0),
-        py(1.0)
-    );
-    if diagonal {
-        let _ = write!(
-            s,
-            r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="silver" stroke-dasharray="4"/>"#,
-            px(0.0),
-            py(0.0),
-            px(1.0),
-            py(1.0)
-        );
+/// One line that says what a metric in the report means.
+fn metric_definition(name: &str) -> &'static str {
+    match name {
+        "records" => "rows scored",
+        "accuracy" => "share of rows whose top 4-digit code is the given one",
+        "macro_f1" => {
+            "F1 (harmonic mean of precision and recall) of each unit group, averaged with equal weight per group"
+        }
+        "weighted_f1" => "F1 of each unit group, averaged weighted by its rows",
+        "top3_accuracy" => "share of rows whose given code is among the three most probable",
+        "accuracy_1digit" => "share of rows whose top code is in the right major group (1st digit)",
+        "accuracy_2digit" => {
+            "share of rows whose top code is in the right sub-major group (2 digits)"
+        }
+        "accuracy_3digit" => "share of rows whose top code is in the right minor group (3 digits)",
+        "fallback_rate" => {
+            "share of rows coded only at a coarser level because no unit group reached confidence_threshold"
+        }
+        "decision_accuracy" => {
+            "share of rows whose decision (4-digit code, or the coarser group after fallback) contains the given code"
+        }
+        "review_rate" => "share of rows sent to the review queue",
+        "ece" => {
+            "expected calibration error: mean gap between confidence and accuracy over 15 confidence bins, weighted by rows (0 is perfect)"
+        }
+        "production_rate_95" => {
+            "largest share of rows, most confident first, that can be coded automatically at 95 % accuracy"
+        }
+        "production_rate_97" => "likewise at 97 % accuracy",
+        _ => "",
     }
-    let pts: Vec<String> = points
-        .iter()
-        .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
-        .collect();
-    let _ = write!(
-        s,
-        r##"<polyline fill="none" stroke="#1f6feb" stroke-width="2" points="{}"/>"##,
-        pts.join(" ")
-    );
-    for t in [0.0, 0.5, 1.0] {
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{t}</text><text x="{}" y="{}" font-size="10" text-anchor="end">{t}</text>"#,
-            px(t),
-            py(0.0) + 14.0,
-            px(0.0) - 4.0,
-            py(t) + 3.0
-        );
-    }
-    let _ = write!(
-        s,
-        r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{x_label}</text><text x="12" y="{}" font-size="11" transform="rotate(-90 12 {})" text-anchor="middle">{y_label}</text></svg>"#,
-        w / 2.0,
-        h - 6.0,
-        h / 2.0,
-        h / 2.0
-    );
-    s
 }
 
 fn esc(s: &str) -> String {
@@ -285,7 +259,12 @@ fn write_report(
             Column::Int(e.confused.iter().map(|c| c.2 as i64).collect()),
         );
     confused.write_csv_and_parquet(&dir.join(format!("{name}_confused_pairs.csv")))?;
-    let groups: Vec<&(String, usize, f64)> = e.by_major.iter().chain(&e.by_sub_major).collect();
+    let groups: Vec<&(String, usize, f64)> = e
+        .by_major
+        .iter()
+        .chain(&e.by_sub_major)
+        .chain(&e.by_minor)
+        .collect();
     Table::new()
         .with(
             "group",
@@ -340,18 +319,19 @@ fn write_report(
 
     let _ = write!(
         html,
-        "<h2>{}</h2><table><tr><th>metric</th><th>value</th></tr>",
+        "<h2>{}</h2><table><tr><th>metric</th><th>value</th><th>what it is</th></tr>",
         esc(name)
     );
     if let serde_json::Value::Object(m) = &e.metrics {
         for (k, v) in m {
             let _ = write!(
                 html,
-                "<tr><td>{k}</td><td>{}</td></tr>",
+                "<tr><td>{k}</td><td>{}</td><td class=def>{}</td></tr>",
                 match v.as_f64() {
                     Some(f) if !v.is_u64() => format!("{f:.4}"),
                     _ => v.to_string(),
-                }
+                },
+                esc(metric_definition(k))
             );
         }
     }
@@ -362,25 +342,14 @@ fn write_report(
         e.errors.len(),
         f = esc(&format!("{name}_errors.csv"))
     );
-    let pngs = crate::plots::write(dir, name, e)?;
-    if pngs.is_empty() {
-        html.push_str("<p>PNG plots skipped: no TrueType font found (install fonts-dejavu or set ISCO_DAG_FONT).</p>");
-    } else {
-        html.push_str("<div class=row>");
-        for f in &pngs {
-            let _ = write!(html, "<img src=\"{f}\" alt=\"{f}\" width=480>");
-        }
-        html.push_str("</div>");
+    let charts = crate::plots::write(dir, name, e)?;
+    if charts.is_empty() {
+        html.push_str("<p>Charts skipped: no TrueType font found to lay out their text (install fonts-dejavu or set ISCO_DAG_FONT); the tables below and the CSV files hold the same numbers.</p>");
     }
-    html.push_str("<div class=row>");
-    html.push_str(&svg_curve(
-        &e.coverage_curve,
-        "share coded automatically",
-        "accuracy",
-        false,
-    ));
-    let rel = e.reliability_points();
-    html.push_str(&svg_curve(&rel, "confidence", "accuracy", true));
+    html.push_str("<div class=charts>");
+    for f in &charts {
+        let _ = write!(html, "<img src=\"{f}\" alt=\"{f}\">");
+    }
     html.push_str("</div><h3>Most confused pairs</h3><table><tr><th>true</th><th>predicted</th><th>n</th></tr>");
     for (t, p, n) in &e.confused {
         let _ = write!(
@@ -398,7 +367,26 @@ fn write_report(
             esc(pred.title(g))
         );
     }
-    html.push_str("</table><h3>Confusions at the 2-digit level</h3><table><tr><th>true</th><th>predicted</th><th>n</th></tr>");
+    html.push_str("</table>");
+    for (level, groups) in [(2, &e.by_sub_major), (3, &e.by_minor)] {
+        let mut worst: Vec<&(String, usize, f64)> = groups.iter().filter(|g| g.1 >= 5).collect();
+        worst.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        let _ = write!(
+            html,
+            "<h3>Highest error rates at {level} digits</h3><p>groups with at least 5 rows, worst 15 of {}; every group is in <a href=\"{f}\">{f}</a></p><table><tr><th>group</th><th>records</th><th>error rate</th></tr>",
+            worst.len(),
+            f = esc(&format!("{name}_error_by_group.csv"))
+        );
+        for (g, n, r) in worst.into_iter().take(15) {
+            let _ = write!(
+                html,
+                "<tr><td>{g} {}</td><td>{n}</td><td>{r:.3}</td></tr>",
+                esc(pred.title(g))
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("<h3>Confusions at the 2-digit level</h3><table><tr><th>true</th><th>predicted</th><th>n</th></tr>");
     let mut c2: Vec<_> = e
         .confusion_2digit
         .iter()
@@ -413,7 +401,7 @@ fn write_report(
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "7", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "8", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
@@ -433,7 +421,7 @@ impl Stage for Evaluate {
             source,
         })?;
         let mut html = String::from(
-            "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left}.row{display:flex;gap:2em}</style><h1>Evaluation</h1>",
+            "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>",
         );
         // Scored once; the true-label view below reuses the probabilities.
         let probs = pred.probabilities(&test.text);

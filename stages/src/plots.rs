@@ -1,9 +1,11 @@
-//! PNG plots for the evaluation report (plotters, bitmap backend): the reliability diagram,
-//! the coverage-accuracy curve and the confusion heatmap at the 2-digit (sub-major) level.
+//! The evaluation report's charts, drawn once each with plotters as SVG files that scale to
+//! the page's width: the reliability diagram (each bin's record count shown, its dot sized by
+//! it), the coverage-accuracy curve and the confusion heatmap at the 2-digit (sub-major)
+//! level.
 //!
-//! Text needs a TrueType font: the first of `ISCO_DAG_FONT` and the usual DejaVu / Liberation
-//! paths that exists is registered once. Without one the plots are skipped and the report
-//! says so (its inline SVG charts and CSV tables do not need fonts).
+//! Laying out text needs a TrueType font: the first of `ISCO_DAG_FONT` and the usual DejaVu /
+//! Liberation paths that exists is registered once. Without one the charts are skipped and
+//! the report says so (its tables and CSV files do not need fonts).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -51,11 +53,12 @@ fn curve(
     title: &str,
     x_desc: &str,
     points: &[(f64, f64)],
-    diagonal: bool,
+    counts: Option<&[usize]>,
 ) -> Result<(), Error> {
     let err = draw_err(path);
-    let root = BitMapBackend::new(path, (640, 480)).into_drawing_area();
+    let root = SVGBackend::new(path, (640, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let diagonal = counts.is_some();
     let y_min = if diagonal {
         0.0
     } else {
@@ -68,11 +71,12 @@ fn curve(
             .max(0.0)
     };
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
+        .caption(title, ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(55)
-        .build_cartesian_2d(0f64..1f64, y_min..1f64)
+        // Room above 1.0 for the reliability diagram's count labels.
+        .build_cartesian_2d(0f64..1f64, y_min..if diagonal { 1.08 } else { 1.0 })
         .map_err(|e| err(e.to_string()))?;
     chart
         .configure_mesh()
@@ -92,9 +96,22 @@ fn curve(
             BLUE.stroke_width(2),
         ))
         .map_err(|e| err(e.to_string()))?;
-    if diagonal {
+    if let Some(counts) = counts {
+        // A bin of 3 records must not look like one of 3,000: the dot's area grows with the
+        // count and the count is written beside it.
+        let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
         chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
+            .draw_series(points.iter().zip(counts).map(|(&p, &n)| {
+                let r = 3.0 + 9.0 * (n as f64 / max).sqrt();
+                EmptyElement::at(p)
+                    + Circle::new((0, 0), r as i32, BLUE.mix(0.5).filled())
+                    + Text::new(
+                        format!("n={n}"),
+                        // Left of the dot near the right edge, so the label stays inside.
+                        (if p.0 > 0.8 { -52 } else { 6 }, -18),
+                        ("sans-serif", 11).into_font().color(&BLACK.mix(0.7)),
+                    )
+            }))
             .map_err(|e| err(e.to_string()))?;
     }
     root.present().map_err(|e| err(e.to_string()))
@@ -116,7 +133,7 @@ fn heatmap(path: &Path, e: &Evaluation) -> Result<(), Error> {
         rows[index(t)] += c;
     }
     let side = (n * 16 + 140).clamp(420, 1000) as u32;
-    let root = BitMapBackend::new(path, (side, side)).into_drawing_area();
+    let root = SVGBackend::new(path, (side, side)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let label = |v: &f64| {
         let i = v.floor() as usize;
@@ -165,31 +182,33 @@ fn heatmap(path: &Path, e: &Evaluation) -> Result<(), Error> {
     root.present().map_err(|e| err(e.to_string()))
 }
 
-/// Writes `<name>_reliability.png`, `<name>_coverage.png` and `<name>_confusion_2digit.png`
+/// Writes `<name>_reliability.svg`, `<name>_coverage.svg` and `<name>_confusion_2digit.svg`
 /// into `dir`; returns the file names written (none without a font).
 pub fn write(dir: &Path, name: &str, e: &Evaluation) -> Result<Vec<String>, Error> {
     if !font() {
         return Ok(vec![]);
     }
-    let rel = e.reliability_points();
+    let bins: Vec<&(f64, f64, usize)> = e.reliability.iter().filter(|r| r.2 > 0).collect();
+    let points: Vec<(f64, f64)> = bins.iter().map(|r| (r.0, r.1)).collect();
+    let counts: Vec<usize> = bins.iter().map(|r| r.2).collect();
     let files = [
-        format!("{name}_reliability.png"),
-        format!("{name}_coverage.png"),
-        format!("{name}_confusion_2digit.png"),
+        format!("{name}_reliability.svg"),
+        format!("{name}_coverage.svg"),
+        format!("{name}_confusion_2digit.svg"),
     ];
     curve(
         &dir.join(&files[0]),
         "Reliability (calibrated confidence)",
         "confidence",
-        &rel,
-        true,
+        &points,
+        Some(&counts),
     )?;
     curve(
         &dir.join(&files[1]),
         "Coverage and accuracy, most confident first",
         "share coded automatically",
         &e.coverage_curve,
-        false,
+        None,
     )?;
     heatmap(&dir.join(&files[2]), e)?;
     Ok(files.to_vec())

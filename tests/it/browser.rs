@@ -161,6 +161,34 @@ impl Driver {
         );
     }
 
+    /// Runs a script in the page and returns its value.
+    fn execute(&self, script: &str) -> Value {
+        call(
+            &self.addr,
+            "POST",
+            &self.path("/execute/sync"),
+            json!({"script": script, "args": []}),
+        )
+    }
+
+    /// Sets the window's outer size.
+    fn window(&self, width: u32, height: u32) {
+        call(
+            &self.addr,
+            "POST",
+            &self.path("/window/rect"),
+            json!({"width": width, "height": height}),
+        );
+    }
+
+    /// A PNG screenshot of the viewport, base64 as WebDriver sends it.
+    fn screenshot(&self) -> String {
+        call(&self.addr, "GET", &self.path("/screenshot"), Value::Null)
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
     fn text(&self, css: &str) -> String {
         let e = self.find(css);
         call(
@@ -207,4 +235,55 @@ fn a_coder_reviews_a_job_in_the_browser() {
         rows[1].starts_with("head chef,planning menus,5120,ana,"),
         "{text}"
     );
+}
+
+#[test]
+fn the_evaluation_report_reads_at_laptop_width() {
+    let p = crate::support::Project::new(600);
+    p.ok(&["run", "pipelines/full.toml"]);
+    let Some(d) = Driver::start() else { return };
+    d.window(1280, 800);
+    let report = p.path("models/latest_report/report.html");
+    d.goto(&format!("file://{}", report.display()));
+    d.find("img[src$='_reliability.svg']");
+    // Every chart loaded, once, and fits the page: nothing is clipped or needs a sideways
+    // scroll at laptop width.
+    let v = d.execute(
+        "const imgs = [...document.images];
+         return {
+           loaded: imgs.every(i => i.complete && i.naturalWidth > 0),
+           srcs: imgs.map(i => i.getAttribute('src')),
+           widest: Math.max(...imgs.map(i => i.getBoundingClientRect().right)),
+           view: document.documentElement.clientWidth,
+           scroll: document.documentElement.scrollWidth,
+         };",
+    );
+    assert_eq!(v["loaded"], true, "{v}");
+    let srcs: Vec<&str> = v["srcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let mut unique = srcs.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), srcs.len(), "a chart appears twice: {srcs:?}");
+    assert!(
+        srcs.iter()
+            .any(|s| s.ends_with("test_confusion_2digit.svg"))
+    );
+    assert!(
+        v["scroll"].as_f64().unwrap() <= v["view"].as_f64().unwrap(),
+        "the report scrolls sideways at 1280 px: {v}"
+    );
+    assert!(
+        v["widest"].as_f64().unwrap() <= v["view"].as_f64().unwrap(),
+        "a chart is clipped: {v}"
+    );
+    let shot = d.screenshot();
+    assert!(shot.len() > 10_000, "no screenshot");
+    if let Ok(dir) = std::env::var("ISCO_DAG_SCREENSHOTS") {
+        std::fs::write(format!("{dir}/report.png.b64"), shot).unwrap();
+    }
 }

@@ -28,20 +28,39 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     .any(|f| std::path::Path::new(f).exists());
     if font || std::env::var("ISCO_DAG_REQUIRE_BROWSER").is_ok() {
         for f in [
-            "test_reliability.png",
-            "test_coverage.png",
-            "test_confusion_2digit.png",
+            "test_reliability.svg",
+            "test_coverage.svg",
+            "test_confusion_2digit.svg",
         ] {
-            let png = std::fs::read(p.path(&format!("models/latest_report/{f}"))).unwrap();
-            assert!(png.starts_with(b"\x89PNG") && png.len() > 2000, "{f}");
-            assert!(
-                html.contains(&format!("<img src=\"{f}\"")),
-                "{f} not in the report"
-            );
+            let svg =
+                std::fs::read_to_string(p.path(&format!("models/latest_report/{f}"))).unwrap();
+            assert!(svg.contains("<svg") && svg.len() > 2000, "{f}");
+            // Each chart once.
+            assert_eq!(html.matches(&format!("<img src=\"{f}\"")).count(), 1, "{f}");
         }
+        assert!(
+            !html.contains("<svg"),
+            "charts are files, not drawn a second time inline"
+        );
+        // The reliability diagram says how many records each bin holds.
+        let rel =
+            std::fs::read_to_string(p.path("models/latest_report/test_reliability.svg")).unwrap();
+        assert!(
+            rel.contains("n="),
+            "no bin counts in the reliability diagram"
+        );
     } else {
-        assert!(html.contains("PNG plots skipped"), "{html}");
+        assert!(html.contains("Charts skipped"), "{html}");
     }
+    // Every metric has a definition; error rates are also given at 3 digits.
+    assert!(html.contains("share of rows whose given code is among the three most probable"));
+    assert!(html.contains("Highest error rates at 3 digits"));
+    let groups =
+        std::fs::read_to_string(p.path("models/latest_report/test_error_by_group.csv")).unwrap();
+    assert!(
+        groups.lines().any(|l| l.split(',').nth(1) == Some("3")),
+        "{groups}"
+    );
     // Every row coded wrongly is listed, most confident first, with its raw fields.
     let errors = std::fs::read_to_string(p.path("models/latest_report/test_errors.csv")).unwrap();
     let mut lines = errors.lines();
@@ -60,8 +79,13 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert!(conf.windows(2).all(|w| w[0] >= w[1]), "{conf:?}");
     assert!(html.contains("test_errors.csv"));
 
-    let review = std::fs::read_dir(p.path("data/review")).unwrap().count();
-    assert_eq!(review, 1);
+    let mut review: Vec<String> = std::fs::read_dir(p.path("data/review"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    review.sort();
+    assert_eq!(review.len(), 2, "{review:?}");
+    assert!(review[0].ends_with(".csv") && review[1].ends_with(".parquet"));
 
     p.ok(&[
         "predict",
@@ -72,7 +96,7 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         "--explain",
     ]);
     let coded = std::fs::read_to_string(p.path("coded.csv")).unwrap();
-    assert_eq!(coded.lines().count(), 201);
+    assert_eq!(coded.lines().count(), 209);
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
 
