@@ -751,10 +751,10 @@ async fn model_info(State(st): St) -> Result<Json<serde_json::Value>, ApiError> 
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(st): St) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         st.metrics.render(),
     )
         .into_response()

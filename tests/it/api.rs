@@ -266,9 +266,12 @@ fn every_endpoint_and_every_error_is_json() {
         "{m}"
     );
     assert!(
-        m.contains("isco_request_duration_seconds_bucket{endpoint=\"/predict/csv\",le=\"+Inf\"}"),
+        m.lines().any(|l| l.starts_with("isco_request_duration_seconds_bucket{")
+            && l.contains("endpoint=\"/predict/csv\"")
+            && l.contains("le=\"+Inf\"")),
         "{m}"
     );
+    assert!(m.trim_end().ends_with("# EOF"), "{m}");
     assert!(
         m.contains("isco_predictions_total{grade=\"very_high\"}"),
         "{m}"
