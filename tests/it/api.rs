@@ -266,9 +266,10 @@ fn every_endpoint_and_every_error_is_json() {
         "{m}"
     );
     assert!(
-        m.lines().any(|l| l.starts_with("isco_request_duration_seconds_bucket{")
-            && l.contains("endpoint=\"/predict/csv\"")
-            && l.contains("le=\"+Inf\"")),
+        m.lines()
+            .any(|l| l.starts_with("isco_request_duration_seconds_bucket{")
+                && l.contains("endpoint=\"/predict/csv\"")
+                && l.contains("le=\"+Inf\"")),
         "{m}"
     );
     assert!(m.trim_end().ends_with("# EOF"), "{m}");

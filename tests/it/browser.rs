@@ -1,6 +1,7 @@
-//! The review page in headless Chromium, driven over WebDriver (Debian's `chromium` and
-//! `chromium-driver`; `.ci/run` installs them): load `/review`, search a code, pick it,
-//! submit, and check that the corrections file gained the row.
+//! The review page and the evaluation report in headless Chromium, driven over WebDriver with
+//! fantoccini (Debian's `chromium` and `chromium-driver`; `.ci/run` installs them): load
+//! `/review`, search a code, pick it, submit, and check that the corrections file gained the
+//! row; load the report at laptop width and check that every chart shows once, unclipped.
 //!
 //! Without chromedriver the test says so and passes, unless `ISCO_DAG_REQUIRE_BROWSER=1`
 //! (set by `.ci/run`), where a missing browser is a failure.
@@ -9,50 +10,31 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 use crate::api::{TOKEN, review_file, reviewing_project, start};
-use crate::http::{post_json, request};
+use crate::http::post_json;
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
+/// A headless Chromium session through chromedriver, driven with `fantoccini` on a tokio
+/// runtime of its own; the methods wait for what they need and fail the test with the
+/// WebDriver error.
 struct Driver {
     child: Child,
-    addr: String,
-    session: String,
+    rt: tokio::runtime::Runtime,
+    client: Option<Client>,
     _profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = request(
-            &self.addr,
-            "DELETE",
-            &format!("/session/{}", self.session),
-            &[],
-            b"",
-        );
+        if let Some(c) = self.client.take() {
+            let _ = self.rt.block_on(c.close());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn call(addr: &str, method: &str, path: &str, body: Value) -> Value {
-    let r = if body.is_null() {
-        request(addr, method, path, &[], b"")
-    } else {
-        let b = body.to_string();
-        request(
-            addr,
-            method,
-            path,
-            &[("Content-Type", "application/json")],
-            b.as_bytes(),
-        )
-    };
-    let v = r.json();
-    assert!(r.status < 300, "WebDriver {method} {path}: {v}");
-    v["value"].clone()
 }
 
 impl Driver {
@@ -89,7 +71,7 @@ impl Driver {
             std::thread::sleep(Duration::from_millis(100));
         }
         let profile = tempfile::tempdir().unwrap();
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -97,109 +79,91 @@ impl Driver {
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
                          "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.path().display())]
             }
-        }}});
-        let v = call(&addr, "POST", "/session", caps);
+        });
+        let Value::Object(caps) = caps else {
+            unreachable!()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt
+            .block_on(
+                ClientBuilder::new(HttpConnector::new())
+                    .capabilities(caps)
+                    .connect(&format!("http://{addr}")),
+            )
+            .unwrap_or_else(|e| panic!("no WebDriver session: {e}"));
         Some(Driver {
             child,
-            addr,
-            session: v["sessionId"].as_str().unwrap().to_string(),
+            rt,
+            client: Some(client),
             _profile: profile,
         })
     }
 
-    fn path(&self, p: &str) -> String {
-        format!("/session/{}{p}", self.session)
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("session open")
     }
 
     fn goto(&self, url: &str) {
-        call(&self.addr, "POST", &self.path("/url"), json!({"url": url}));
+        self.rt
+            .block_on(self.client().goto(url))
+            .unwrap_or_else(|e| panic!("goto {url}: {e}"));
     }
 
-    /// Waits up to 10 s for a CSS selector; returns the element id.
-    fn find(&self, css: &str) -> String {
-        let t = Instant::now();
-        loop {
-            let b = json!({"using": "css selector", "value": css}).to_string();
-            let r = request(
-                &self.addr,
-                "POST",
-                &self.path("/elements"),
-                &[("Content-Type", "application/json")],
-                b.as_bytes(),
-            );
-            if let Some(e) = r.json()["value"]
-                .as_array()
-                .and_then(|a| a.first().cloned())
-            {
-                return e[ELEMENT].as_str().unwrap().to_string();
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "no element `{css}` on the page"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    /// Waits up to 10 s for a CSS selector.
+    fn find(&self, css: &str) -> fantoccini::elements::Element {
+        self.rt
+            .block_on(
+                self.client()
+                    .wait()
+                    .at_most(Duration::from_secs(10))
+                    .for_element(Locator::Css(css)),
+            )
+            .unwrap_or_else(|e| panic!("no element `{css}` on the page: {e}"))
     }
 
     fn click(&self, css: &str) {
         let e = self.find(css);
-        call(
-            &self.addr,
-            "POST",
-            &self.path(&format!("/element/{e}/click")),
-            json!({}),
-        );
+        self.rt
+            .block_on(e.click())
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     fn type_into(&self, css: &str, text: &str) {
         let e = self.find(css);
-        call(
-            &self.addr,
-            "POST",
-            &self.path(&format!("/element/{e}/value")),
-            json!({"text": text}),
-        );
+        self.rt
+            .block_on(e.send_keys(text))
+            .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
     /// Runs a script in the page and returns its value.
     fn execute(&self, script: &str) -> Value {
-        call(
-            &self.addr,
-            "POST",
-            &self.path("/execute/sync"),
-            json!({"script": script, "args": []}),
-        )
+        self.rt
+            .block_on(self.client().execute(script, vec![]))
+            .unwrap_or_else(|e| panic!("script failed: {e}"))
     }
 
     /// Sets the window's outer size.
     fn window(&self, width: u32, height: u32) {
-        call(
-            &self.addr,
-            "POST",
-            &self.path("/window/rect"),
-            json!({"width": width, "height": height}),
-        );
+        self.rt
+            .block_on(self.client().set_window_size(width, height))
+            .unwrap_or_else(|e| panic!("window size: {e}"));
     }
 
-    /// A PNG screenshot of the viewport, base64 as WebDriver sends it.
-    fn screenshot(&self) -> String {
-        call(&self.addr, "GET", &self.path("/screenshot"), Value::Null)
-            .as_str()
-            .unwrap_or("")
-            .to_string()
+    /// A PNG screenshot of the viewport.
+    fn screenshot(&self) -> Vec<u8> {
+        self.rt
+            .block_on(self.client().screenshot())
+            .unwrap_or_else(|e| panic!("screenshot: {e}"))
     }
 
     fn text(&self, css: &str) -> String {
         let e = self.find(css);
-        call(
-            &self.addr,
-            "GET",
-            &self.path(&format!("/element/{e}/text")),
-            Value::Null,
-        )
-        .as_str()
-        .unwrap_or("")
-        .to_string()
+        self.rt
+            .block_on(e.text())
+            .unwrap_or_else(|e| panic!("text of {css}: {e}"))
     }
 }
 
@@ -282,8 +246,11 @@ fn the_evaluation_report_reads_at_laptop_width() {
         "a chart is clipped: {v}"
     );
     let shot = d.screenshot();
-    assert!(shot.len() > 10_000, "no screenshot");
+    assert!(
+        shot.starts_with(b"\x89PNG") && shot.len() > 10_000,
+        "no screenshot"
+    );
     if let Ok(dir) = std::env::var("ISCO_DAG_SCREENSHOTS") {
-        std::fs::write(format!("{dir}/report.png.b64"), shot).unwrap();
+        std::fs::write(format!("{dir}/report.png"), shot).unwrap();
     }
 }
