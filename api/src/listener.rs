@@ -158,6 +158,9 @@ pub async fn serve(
                 Some(i) => {
                     let shed = open.remove(i).expect("index from position");
                     let _ = shed.close.send(());
+                    // Let its task close the socket before the next accept needs the
+                    // descriptor.
+                    tokio::task::yield_now().await;
                 }
                 None => {
                     tracing::warn!(

@@ -13,6 +13,9 @@
 //!   refs/<name>.json       named refs such as `best` (the promoted model)
 //!   lock                   the store lock (`flock`); released by the OS when its holder dies
 //!   tmp/                   staging area for atomic writes (cleared by `gc`)
+//!   verified.json          stamps (size, times, inode) of objects last hashed intact, so
+//!                          unchanged objects are not hashed again by every command
+//!   quarantine/            damaged objects and records, moved aside by a hash check
 //!   shared/<name>/         caches of values keyed by their own content that stages share
 //!                          across runs (sentence vectors by text hash); not in any key, not
 //!                          touched by `gc`, safe to delete
@@ -31,6 +34,7 @@
 mod error;
 mod lock;
 mod records;
+mod statcache;
 mod store;
 pub mod table;
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::StoreLock;
 use crate::records::{CacheEntry, RefRecord, RunRecord, StageRecord};
+use crate::statcache::{Stamp, StatCache};
 
 /// A blake3 hex digest naming an object.
 pub type ObjectId = String;
@@ -95,6 +96,7 @@ pub struct GcReport {
 pub struct Store {
     root: PathBuf,
     verified: std::sync::Arc<std::sync::Mutex<BTreeSet<ObjectId>>>,
+    stamps: std::sync::Arc<StatCache>,
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -224,6 +226,7 @@ impl Store {
             fs::create_dir_all(&d).io("create directory", &d)?;
         }
         Ok(Store {
+            stamps: std::sync::Arc::new(StatCache::new(root.join("verified.json"))),
             root,
             verified: Default::default(),
         })
@@ -240,8 +243,15 @@ impl Store {
             return self.object_path(id).is_file();
         }
         let p = self.object_path(id);
-        if !p.is_file() {
+        let Some(stamp) = Stamp::of(&p) else {
             return false;
+        };
+        if self.stamps.trusts(id, stamp) {
+            self.verified
+                .lock()
+                .expect("verified set")
+                .insert(id.to_string());
+            return true;
         }
         match hash_file(&p) {
             Ok((h, _)) if h == id => {
@@ -249,9 +259,11 @@ impl Store {
                     .lock()
                     .expect("verified set")
                     .insert(id.to_string());
+                self.stamps.record(id, stamp);
                 true
             }
             _ => {
+                self.stamps.forget(id);
                 // A named checkout of the object is a hard link to the damaged content.
                 let _ = fs::remove_dir_all(self.root.join("checkouts").join(id));
                 match self.quarantine(&p, id) {
@@ -335,6 +347,9 @@ impl Store {
                 .lock()
                 .expect("verified set")
                 .insert(id.clone());
+            if let Some(stamp) = Stamp::of(&dest) {
+                self.stamps.record(&id, stamp);
+            }
         }
         Ok((id, size))
     }
@@ -352,6 +367,9 @@ impl Store {
                 .lock()
                 .expect("verified set")
                 .insert(id.clone());
+            if let Some(stamp) = Stamp::of(&dest) {
+                self.stamps.record(&id, stamp);
+            }
         }
         Ok(id)
     }
@@ -820,6 +838,7 @@ impl Store {
                 Ok((h, _)) if h == id => {}
                 _ => {
                     if repair {
+                        self.stamps.forget(&id);
                         let q = self.quarantine(&p, &id)?;
                         report
                             .repaired

@@ -1,5 +1,12 @@
-//! A small, seedable, dependency-free PRNG (SplitMix64) for shuffles and splits, so results
-//! are reproducible across platforms and crate upgrades.
+//! A small, seedable PRNG (SplitMix64) for shuffles and splits, so results are reproducible
+//! across platforms and crate upgrades.
+//!
+//! Written here rather than taken from `rand_xoshiro` because every stream it draws is part of
+//! a saved result: the demo data the project ships, the frozen test split every evaluation and
+//! every store's run-cache refer to, and the training order behind the published benchmark
+//! numbers. A different generator would redraw all of them (on the 150k benchmark a change of
+//! training seed alone moves test accuracy by about 0.1 point), so the stream is pinned by its
+//! unit test. `rand_xoshiro` seeds its generators with this very SplitMix64.
 
 /// SplitMix64 generator.
 #[derive(Debug, Clone)]
@@ -50,6 +57,21 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stream_is_pinned() {
+        // Saved results depend on these exact values; see the module doc.
+        let mut r = Rng::new(42);
+        let first: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
+        assert_eq!(
+            first,
+            [
+                2_949_826_092_126_892_291,
+                5_139_283_748_462_763_858,
+                6_349_198_060_258_255_764
+            ]
+        );
+    }
 
     #[test]
     fn deterministic_and_roughly_uniform() {
