@@ -113,11 +113,11 @@ impl StatCache {
 impl Drop for StatCache {
     fn drop(&mut self) {
         let s = self.state.get_mut().expect("stat cache");
-        if s.dirty {
-            if let Ok(bytes) = serde_json::to_vec(&s.entries) {
-                // Losing this file (or a write racing another process's) only costs hashing.
-                let _ = crate::store::atomic_write(&self.path, &bytes);
-            }
+        // Losing this file (or a write racing another process's) only costs hashing.
+        if s.dirty
+            && let Ok(bytes) = serde_json::to_vec(&s.entries)
+        {
+            let _ = crate::store::atomic_write(&self.path, &bytes);
         }
     }
 }
