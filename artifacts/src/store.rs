@@ -281,6 +281,17 @@ impl Store {
         }
     }
 
+    /// Records that the object at `path` (just written) holds `id`'s content.
+    fn mark_good(&self, id: &str, path: &Path) {
+        self.verified
+            .lock()
+            .expect("verified set")
+            .insert(id.to_string());
+        if let Some(stamp) = Stamp::of(path) {
+            self.stamps.record(id, stamp);
+        }
+    }
+
     /// Moves a damaged file of the store to `quarantine/<name>-<time>` and returns where.
     fn quarantine(&self, path: &Path, name: &str) -> Result<PathBuf> {
         let dir = self.root.join("quarantine");
@@ -343,13 +354,7 @@ impl Store {
                 let _ = fs::remove_file(&tmp);
             }
             result?;
-            self.verified
-                .lock()
-                .expect("verified set")
-                .insert(id.clone());
-            if let Some(stamp) = Stamp::of(&dest) {
-                self.stamps.record(&id, stamp);
-            }
+            self.mark_good(&id, &dest);
         }
         Ok((id, size))
     }
@@ -363,13 +368,7 @@ impl Store {
             let mut perm = fs::metadata(&dest).io("stat", &dest)?.permissions();
             perm.set_readonly(true);
             fs::set_permissions(&dest, perm).io("set permissions on", &dest)?;
-            self.verified
-                .lock()
-                .expect("verified set")
-                .insert(id.clone());
-            if let Some(stamp) = Stamp::of(&dest) {
-                self.stamps.record(&id, stamp);
-            }
+            self.mark_good(&id, &dest);
         }
         Ok(id)
     }

@@ -282,7 +282,7 @@ fn every_endpoint_and_every_error_is_json() {
 
 /// A project with a promoted model whose every prediction needs review (the small test
 /// model is confident about anything, so the threshold is raised).
-pub fn reviewing_project() -> Project {
+fn doubtful_project() -> Project {
     let p = Project::new(600);
     p.ok(&["run", "pipelines/full.toml"]);
     p.edit(
@@ -290,6 +290,12 @@ pub fn reviewing_project() -> Project {
         "review_threshold = 0.5",
         "review_threshold = 0.99999",
     );
+    p
+}
+
+/// [`doubtful_project`] whose service queues API predictions for review.
+pub fn reviewing_project() -> Project {
+    let p = doubtful_project();
     p.edit(
         "config/default.toml",
         "api_review_queue = false",
@@ -627,13 +633,7 @@ fn one_request_cannot_exhaust_the_service() {
 
 #[test]
 fn the_api_review_queue_and_cors_are_off_unless_asked_for() {
-    let p = Project::new(600);
-    p.ok(&["run", "pipelines/full.toml"]);
-    p.edit(
-        "config/default.toml",
-        "review_threshold = 0.5",
-        "review_threshold = 0.99999",
-    );
+    let p = doubtful_project();
     p.edit(
         "config/default.toml",
         "cors_origins = []",
