@@ -533,6 +533,9 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
         .collect();
     // Command-line params: into their config section, or kept for their stage.
     let mut stage_overrides: BTreeMap<&str, Vec<&Override>> = BTreeMap::new();
+    // Section overrides that some stage actually took (a later section or an inline param
+    // can set the same key for every stage that reads the section).
+    let mut section_overrides_used: BTreeSet<&str> = BTreeSet::new();
     for o in overrides {
         let section = config
             .as_mut()
@@ -654,6 +657,11 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             }
             raw.insert(o.key.clone(), o.value.clone());
             from_section.remove(&o.key);
+        }
+        for o in overrides {
+            if from_section.get(&o.key) == Some(&o.target) {
+                section_overrides_used.insert(o.text.as_str());
+            }
         }
         let params = stage.resolve_params(&raw).map_err(|m| {
             let key = named_key(&m, &accepted);
@@ -832,6 +840,42 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             defined_in: src.path.clone(),
             line: src.line(st.id.span().start),
         });
+    }
+
+    // A section override that no stage took would be silently ignored.
+    for o in overrides {
+        let into_section = config
+            .as_ref()
+            .is_some_and(|(_, cfg)| cfg.get(&o.target).is_some_and(|v| v.is_table()));
+        if into_section && !section_overrides_used.contains(o.text.as_str()) {
+            let readers: Vec<&String> = section_readers
+                .get(&o.target)
+                .into_iter()
+                .flatten()
+                .collect();
+            return Err(Error::Spec {
+                path: path.to_path_buf(),
+                line: None,
+                message: if readers.is_empty() {
+                    format!(
+                        "-S {}: no stage of this pipeline reads [{}]; nothing would change",
+                        o.text, o.target
+                    )
+                } else {
+                    format!(
+                        "-S {}: every stage reading [{}] ({}) takes `{}` from a later section or its inline params, so this would change nothing; set it there",
+                        o.text,
+                        o.target,
+                        readers
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        o.key
+                    )
+                },
+            });
+        }
     }
 
     // Frozen stages must exist.

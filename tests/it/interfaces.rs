@@ -249,4 +249,8 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
     assert!(err.contains("neither a section"), "{err}");
     let (code, _) = p.fails(&["run", P, "-S", "epochs"]);
     assert_eq!(code, 2);
+    // [training] sets lr_embedding after [model] for train: a -S into [model] would do nothing.
+    let (code, err) = p.fails(&["run", P, "-S", "model.lr_embedding=0.1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("later section"), "{err}");
 }
