@@ -168,9 +168,10 @@ mod tests {
             t.contains("isco_requests_total{endpoint=\"/predict/job\",status=\"200\"} 2"),
             "{t}"
         );
-        assert!(t.contains("le=\"0.001\"} 1"), "{t}");
-        assert!(t.contains("le=\"0.005\"} 2"), "{t}");
-        assert!(t.contains("le=\"+Inf\"} 3"), "{t}");
+        let bucket = |le: &str| format!("{{le=\"{le}\",endpoint=\"/predict/job\"}}");
+        assert!(t.contains(&format!("{} 1", bucket("0.001"))), "{t}");
+        assert!(t.contains(&format!("{} 2", bucket("0.005"))), "{t}");
+        assert!(t.contains(&format!("{} 3", bucket("+Inf"))), "{t}");
         assert!(t.trim_end().ends_with("# EOF"), "{t}");
     }
 }
