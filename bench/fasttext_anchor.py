@@ -1,4 +1,4 @@
-"""fastText anchor for BENCHMARKS.md (issue #3), run in the same benchmark session.
+"""fastText anchor for BENCHMARKS.md, run beside the ngram model on the same machine.
 
 Python `fasttext` (pip package `fasttext-wheel`) with the issue's settings: wordNgrams=2,
 minn=3, maxn=5, dim=100, epoch=15, 2 threads, trained on a random 85 % of records_150k

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Service benchmarks quoted in BENCHMARKS.md (issue #6): `isco-dag serve` with the model
+# Service benchmarks quoted in BENCHMARKS.md: `isco-dag serve` with the model
 # bench/run.sh promoted on ../shared/data/records_150k.csv (run that first), loaded from a
 # second process on loopback by api/examples/loadgen.rs (open loop, latency from the
 # scheduled send time). Run from the project root: bash bench/serve.sh

@@ -1,4 +1,4 @@
-"""How far label noise caps top-3 accuracy against the given labels (issue #3).
+"""How far label noise caps top-3 accuracy against the given labels.
 
 Joins `isco-dag predict` output for the test split with records_150k.csv and its truth file
 (../shared/data, not part of the project) on the exact text, keeping test rows whose text

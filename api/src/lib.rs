@@ -42,13 +42,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod coding;
 pub mod config;
+mod csv;
 mod error;
+mod extract;
 mod listener;
 pub mod metrics;
 pub mod model;
 pub mod review;
+mod router;
 mod routes;
+mod types;
 
 pub use config::{ServeConfig, Settings};
 pub use error::{ApiError, Error};
@@ -107,7 +112,7 @@ impl AppState {
 
 /// The router with every route, for tests and for [`serve`].
 pub fn router(state: Arc<AppState>) -> axum::Router {
-    routes::router(state)
+    router::router(state)
 }
 
 fn refresh(state: &AppState) {

@@ -9,10 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use classifier::predict::Prediction;
 use classifier::text::record_text;
@@ -20,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
+use crate::coding::{explanation, similar_records};
 use crate::error::ApiError;
-use crate::routes::{
-    AlternativeOut, SimilarOut, WordOut, explanation, parse_json, similar_records,
-};
+use crate::extract::JsonBody;
+use crate::types::{AlternativeOut, SimilarOut, WordOut};
 
 /// Columns of the corrections the page writes (the `corrections` stage reads them).
 const DECISION_COLUMNS: [&str; 9] = [
@@ -260,7 +259,7 @@ impl Review {
                 duties.to_string(),
                 p.isco_code.clone(),
                 format!("{:.4}", p.confidence),
-                p.grade.clone(),
+                p.grade.to_string(),
                 version.to_string(),
                 chrono::Utc::now().to_rfc3339(),
             ],
@@ -394,36 +393,6 @@ impl Review {
 
 type St = State<Arc<AppState>>;
 
-fn authorised(st: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = &st.token else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "no API token is configured on the server; set ISCO_DAG_API_TOKEN or [serve] api_token and restart",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("x-api-token").and_then(|v| v.to_str().ok()))
-        .unwrap_or("");
-    // Compare without an early exit on the first differing byte.
-    let same = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |a, (x, y)| a | (x ^ y))
-            == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong API token; send `Authorization: Bearer <token>`",
-        ))
-    }
-}
-
 /// The review page's policy: its own script, style and API only; never framed.
 const REVIEW_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
@@ -457,7 +426,7 @@ pub async fn style() -> Response {
 
 /// The undecided queue with the current model's suggestions and highlighted words.
 #[utoipa::path(get, path = "/review/queue", params(QueueQuery),
-    responses((status = 200, body = QueueResponse), (status = 400, body = crate::routes::ErrorBody), (status = 503, body = crate::routes::ErrorBody)))]
+    responses((status = 200, body = QueueResponse), (status = 400, body = crate::types::ErrorBody), (status = 503, body = crate::types::ErrorBody)))]
 pub async fn queue(
     State(st): St,
     q: Result<Query<QueueQuery>, QueryRejection>,
@@ -512,7 +481,7 @@ pub async fn queue(
 
 /// Unit groups whose code starts with, or whose title contains, the query.
 #[utoipa::path(get, path = "/review/search", params(SearchQuery),
-    responses((status = 200, body = Vec<SearchHit>), (status = 400, body = crate::routes::ErrorBody)))]
+    responses((status = 200, body = Vec<SearchHit>), (status = 400, body = crate::types::ErrorBody)))]
 pub async fn search(
     State(st): St,
     q: Result<Query<SearchQuery>, QueryRejection>,
@@ -582,15 +551,12 @@ fn bad_query(r: QueryRejection) -> ApiError {
 
 /// Record a decision: the item's text with the chosen code becomes a correction.
 #[utoipa::path(post, path = "/review/decision", request_body = Decision,
-    responses((status = 201), (status = 401, body = crate::routes::ErrorBody), (status = 404, body = crate::routes::ErrorBody), (status = 409, body = crate::routes::ErrorBody), (status = 415, body = crate::routes::ErrorBody), (status = 422, body = crate::routes::ErrorBody)),
+    responses((status = 201), (status = 401, body = crate::types::ErrorBody), (status = 404, body = crate::types::ErrorBody), (status = 409, body = crate::types::ErrorBody), (status = 415, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody)),
     security(("api_token" = [])))]
 pub async fn decision(
     State(st): St,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(d): JsonBody<Decision>,
 ) -> Result<Response, ApiError> {
-    authorised(&st, &headers)?;
-    let d: Decision = parse_json(&headers, body, st.settings.serve.json_max_bytes)?;
     for (name, v, max) in [
         ("coder", &d.coder, 200),
         ("note", &d.note, 2000),
@@ -653,15 +619,9 @@ pub async fn decision(
 
 /// Skip an item for the rest of this server's run.
 #[utoipa::path(post, path = "/review/skip", request_body = Skip,
-    responses((status = 204), (status = 401, body = crate::routes::ErrorBody)),
+    responses((status = 204), (status = 401, body = crate::types::ErrorBody)),
     security(("api_token" = [])))]
-pub async fn skip(
-    State(st): St,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
-    authorised(&st, &headers)?;
-    let s: Skip = parse_json(&headers, body, st.settings.serve.json_max_bytes)?;
+pub async fn skip(State(st): St, JsonBody(s): JsonBody<Skip>) -> Result<StatusCode, ApiError> {
     if s.item_id.len() > 64 {
         return Err(ApiError::unprocessable(
             "`item_id` is not a queue item id (16 hex digits); reload the queue",

@@ -31,8 +31,11 @@
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+mod atomic;
 mod error;
 mod lock;
+mod object;
+mod reason;
 mod records;
 mod statcache;
 mod store;
@@ -40,5 +43,6 @@ pub mod table;
 
 pub use error::{Error, Result};
 pub use lock::StoreLock;
+pub use reason::{DirtyReason, param_text};
 pub use records::{CacheEntry, RefRecord, RunRecord, StageOutcome, StageRecord, StageRun};
 pub use store::{GcReport, ObjectId, OutputKind, OutputRef, Store, VerifyReport, hash_file};

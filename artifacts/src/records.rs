@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::OutputRef;
+use crate::object::OutputRef;
 
 /// The last successful execution of a stage (`stages/<id>.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,9 +93,10 @@ pub struct StageRun {
     /// Metrics the stage reported (or the cached metrics when skipped/restored).
     #[serde(default)]
     pub metrics: serde_json::Value,
-    /// Why it ran (human-readable reasons), empty when skipped.
+    /// Why it ran (or, for a frozen stage kept as it was, what would otherwise re-run it);
+    /// empty when it was fresh.
     #[serde(default)]
-    pub reasons: Vec<String>,
+    pub reasons: Vec<crate::reason::DirtyReason>,
     /// The error chain when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

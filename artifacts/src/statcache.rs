@@ -117,7 +117,7 @@ impl Drop for StatCache {
         if s.dirty
             && let Ok(bytes) = serde_json::to_vec(&s.entries)
         {
-            let _ = crate::store::atomic_write(&self.path, &bytes);
+            let _ = crate::atomic::atomic_write(&self.path, &bytes);
         }
     }
 }

@@ -1,40 +1,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::{atomic_write, tmp_name};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::StoreLock;
+pub use crate::object::{ObjectId, OutputKind, OutputRef, hash_file};
 use crate::records::{CacheEntry, RefRecord, RunRecord, StageRecord};
 use crate::statcache::{Stamp, StatCache};
-
-/// A blake3 hex digest naming an object.
-pub type ObjectId = String;
-
-/// Whether an output is one file or a directory of files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputKind {
-    /// A single file; the object is the file's content.
-    File,
-    /// A directory; the object is a tree manifest listing its files' objects.
-    Dir,
-}
-
-/// A stage output kept in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputRef {
-    /// Object id (for a directory: the tree manifest's id).
-    pub id: ObjectId,
-    /// File or directory.
-    pub kind: OutputKind,
-    /// Total size in bytes.
-    pub size: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TreeEntry {
@@ -97,51 +74,6 @@ pub struct Store {
     root: PathBuf,
     verified: std::sync::Arc<std::sync::Mutex<BTreeSet<ObjectId>>>,
     stamps: std::sync::Arc<StatCache>,
-}
-
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-fn tmp_name(hint: &str) -> String {
-    format!(
-        ".{hint}.tmp-{}-{}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Hashes a file's content with blake3 (memory-mapped-free streaming, 1 MiB buffer).
-pub fn hash_file(path: &Path) -> Result<(ObjectId, u64)> {
-    let mut file = File::open(path).io("read", path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).io("read", path)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    Ok((hasher.finalize().to_hex().to_string(), size))
-}
-
-/// Writes `bytes` to `dest` atomically: temp file beside it, fsync, rename.
-pub(crate) fn atomic_write(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = dest.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).io("create directory", parent)?;
-    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = parent.join(tmp_name(name));
-    let result = (|| {
-        let mut f = File::create(&tmp).io("create", &tmp)?;
-        f.write_all(bytes).io("write", &tmp)?;
-        f.sync_all().io("sync", &tmp)?;
-        fs::rename(&tmp, dest).io("rename into place", dest)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// Copies `src` to `dest` atomically (temp file beside `dest`, fsync, rename). The copy is a

@@ -139,7 +139,7 @@ fn grow(base: &Index, size: usize, d: usize, rng: &mut classifier::Rng) -> Index
         ix.vectors.extend(w);
         ix.texts.push(base.texts[j].clone());
         ix.class.push(base.class[j]);
-        ix.source.push("variant".into());
+        ix.source.push(classifier::retrieval::EntrySource::Record);
     }
     ix.ann = None;
     ix

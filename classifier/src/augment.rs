@@ -1,4 +1,4 @@
-//! Reference augmentation (design §3.6): extra training examples from the ISCO-08 reference.
+//! Reference augmentation: extra training examples from the ISCO-08 reference.
 //!
 //! For each unit group, from its title, definition, task list and "examples of the
 //! occupations classified here":

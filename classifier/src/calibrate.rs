@@ -238,8 +238,18 @@ pub fn reliability(confidence: &[f64], correct: &[bool], bins: usize) -> Vec<(f6
         .collect()
 }
 
-/// The calibration methods [`fit_calibration`] knows.
-pub const METHODS: [&str; 3] = ["isotonic", "ece", "nll"];
+/// How [`fit_calibration`] fits the confidence on validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationMethod {
+    /// NLL temperature, then a top-label isotonic map.
+    #[default]
+    Isotonic,
+    /// The temperature minimising the expected calibration error.
+    Ece,
+    /// Classic temperature scaling (negative log-likelihood).
+    Nll,
+}
 
 /// A fitted calibration and the validation ECE before and after it.
 #[derive(Debug, Clone)]
@@ -257,8 +267,13 @@ pub struct Calibration {
 /// Fits the calibration on validation logits: `nll` (classic temperature scaling), `ece`
 /// (the temperature minimising calibration error) or `isotonic` (NLL temperature, then a
 /// top-label isotonic map). Shared by `train` and `fine-tune`.
-pub fn fit_calibration(logits: &[f32], y: &[u32], classes: usize, method: &str) -> Calibration {
-    let temperature = if method == "ece" {
+pub fn fit_calibration(
+    logits: &[f32],
+    y: &[u32],
+    classes: usize,
+    method: CalibrationMethod,
+) -> Calibration {
+    let temperature = if method == CalibrationMethod::Ece {
         fit_temperature_ece(logits, y, classes)
     } else {
         fit_temperature(logits, y, classes)
@@ -279,7 +294,7 @@ pub fn fit_calibration(logits: &[f32], y: &[u32], classes: usize, method: &str) 
             })
             .unzip()
     };
-    let isotonic = if method == "isotonic" {
+    let isotonic = if method == CalibrationMethod::Isotonic {
         let (conf, ok) = top1(temperature, None);
         Isotonic::fit(&conf, &ok)
     } else {

@@ -25,4 +25,35 @@ pub enum Error {
     /// Training or inference cannot proceed.
     #[error("{0}")]
     Model(String),
+    /// A kind that embeds text was given no encoder.
+    #[error(
+        "model_kind = \"{kind}\" needs the `encoder` input to list a pretrained encoder's files (config.json, model.safetensors, tokenizer.json), e.g. `encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\"`; run `isco-dag models fetch minilm` to download one"
+    )]
+    MissingEncoder {
+        /// The kind.
+        kind: crate::kind::ModelKind,
+    },
+    /// Validation has no example of a trained code.
+    #[error(
+        "model_kind = \"{kind}\" needs labelled validation records (for {needed_for}); the validation split has none with a trained code"
+    )]
+    NoLabelledValidation {
+        /// The kind.
+        kind: crate::kind::ModelKind,
+        /// What they are for.
+        needed_for: &'static str,
+    },
+    /// The base model cannot be fine-tuned.
+    #[error(
+        "fine-tune continues `ngram` and `ensemble` models; the base model is a `{kind}` model. Re-run `train` instead: the `corrections` stage writes records with the corrected codes (apply_to_records), which a transformer pipeline can train on"
+    )]
+    CannotFineTune {
+        /// The base model's kind.
+        kind: crate::kind::ModelKind,
+    },
+    /// There is nothing to fine-tune on.
+    #[error(
+        "there are no corrections to fine-tune on; drop corrections CSV files (job_title, duties_description, corrected_isco_code) into the folder the `corrections` stage reads, e.g. data/corrections/"
+    )]
+    NoCorrections,
 }

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | [`rng`] | seedable SplitMix64 for reproducible shuffles and splits |
 //! | [`taxonomy`] | ISCO-08 codes, titles and parent links at 1/2/3/4 digits, read from the ILO, ESCO or isco-dag reference CSV layouts (or codes only, without a file) |
+//! | [`kind`] | the model kinds (`ngram`, `ensemble`, `transformer`) |
 //! | [`features`] | fastText-style hashed word, bigram and character n-gram features |
 //! | [`text`] | the text normalisation every stage and the predictor share |
 //! | [`encoder`] | pretrained BERT/RoBERTa sentence encoders (safetensors + tokenizers) as burn modules |
@@ -13,24 +14,31 @@
 //! | [`metrics`] | accuracy, macro-F1, top-3, per-level accuracy, ECE, production rate, error analysis |
 //! | [`ann`] | approximate nearest-neighbour search (HNSW) for retrieval indexes beyond a size limit |
 //! | [`retrieval`] | bi-encoder retrieval over the reference and past records, and its ensemble with the ngram model |
+//! | [`training`] | the training API: `fit` a model of any kind from a spec, `fine_tune` it on corrections |
 //! | [`transformer`] | the `transformer` kind: a pretrained encoder fine-tuned as a classifier within a CPU budget |
-//! | [`predict`] | model artifacts, inference with grades, hierarchical fallback, top-k, explanations, LRU cache |
+//! | [`artifact`] | model kinds, `model.json`, the typed parts of each kind, saving and loading |
+//! | [`predict`] | inference with grades, hierarchical fallback, top-k, explanations, LRU cache |
+//! | [`rank`] | top-k selection shared by inference and search |
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod ann;
+pub mod artifact;
 pub mod augment;
 pub mod calibrate;
 pub mod encoder;
 mod error;
 pub mod features;
+pub mod kind;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod rank;
 pub mod retrieval;
 pub mod rng;
 pub mod taxonomy;
 pub mod text;
+pub mod training;
 pub mod transformer;
 
 pub use error::Error;

@@ -1,4 +1,4 @@
-//! Evaluation metrics and error analysis (design §3.5, overview's production-rate targets).
+//! Evaluation metrics and error analysis.
 
 use std::collections::BTreeMap;
 

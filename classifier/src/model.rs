@@ -28,6 +28,31 @@ use crate::error::Error;
 use crate::features::{FeatureConfig, FeatureMatrix, group_counts, split_fields};
 use crate::rng::Rng;
 
+/// Largest embedding table (buckets × dim floats) and widest layer the n-gram models may ask
+/// for. The default model uses 16.8 M floats (64 MB); 1 Gi floats (4 GiB, more with the
+/// optimiser's state) is far beyond anything that helps and still fits these machines, while
+/// a typo such as `dim = 100000000000` would otherwise abort the process while allocating.
+const MAX_TABLE_FLOATS: usize = 1 << 30;
+const MAX_WIDTH: usize = 8192;
+
+/// Refuses model sizes that cannot be allocated, naming the key.
+pub fn check_model_size(buckets: usize, dim: usize, hidden: usize) -> Result<(), String> {
+    if dim > MAX_WIDTH {
+        return Err(format!("`dim` is {dim}; give at most {MAX_WIDTH}"));
+    }
+    if hidden > MAX_WIDTH {
+        return Err(format!(
+            "`hidden` is {hidden}; give at most {MAX_WIDTH} (0: linear head)"
+        ));
+    }
+    match buckets.checked_mul(dim) {
+        Some(n) if n <= MAX_TABLE_FLOATS => Ok(()),
+        _ => Err(format!(
+            "`buckets` × `dim` = {buckets} × {dim} floats is more than the {MAX_TABLE_FLOATS} an embedding table may hold; lower `buckets` or `dim`"
+        )),
+    }
+}
+
 /// Network and training hyper-parameters (saved with the model).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

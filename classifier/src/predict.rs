@@ -1,61 +1,18 @@
-//! A trained model on disk and in use: the artifact format, inference with calibrated
-//! confidence, grades, hierarchical fallback, top-k alternatives, explanations and an LRU
-//! cache for repeated texts.
-//!
-//! A model artifact is a directory:
-//!
-//! | file | content |
-//! |---|---|
-//! | `model.bpk` | the burn record (burnpack) of [`NgramNet`]: embedding table and head |
-//! | `model.json` | [`ModelMeta`]: label map, featuriser and network config, temperature, titles, training summary |
-//!
-//! Loading reads `model.json` first, builds a module of exactly those shapes, and loads the
-//! record strictly (a missing or mis-shaped tensor is an error naming the file).
+//! A model in use: inference with calibrated confidence, grades, hierarchical fallback,
+//! top-k alternatives, explanations and an LRU cache for repeated texts. The model's parts
+//! and its files are [`crate::artifact`]'s.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use burn::module::Module;
-use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
+use crate::artifact::{Model, ModelMeta};
 use crate::calibrate::softmax_rows;
 use crate::error::Error;
-use crate::features::FeatureConfig;
-use crate::model::{NgramNet, TrainConfig, Trained};
-use crate::taxonomy::Taxonomy;
-
-/// `model.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelMeta {
-    /// Format version of the artifact.
-    pub format: u32,
-    /// Model kind: `ngram`, `ensemble` (+ `retrieval/`) or `transformer` (+ `transformer/`).
-    pub kind: String,
-    /// Class index -> 4-digit code.
-    pub labels: Vec<String>,
-    /// Featuriser.
-    pub features: FeatureConfig,
-    /// Network and training config.
-    pub train: TrainConfig,
-    /// Calibration temperature.
-    pub temperature: f64,
-    /// Top-label isotonic map applied after the temperature (absent: temperature only).
-    #[serde(default)]
-    pub isotonic: Option<crate::calibrate::Isotonic>,
-    /// Fine-tuning settings of a `transformer` model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub transformer: Option<crate::transformer::TuneConfig>,
-    /// Titles of the label codes and all their parent groups.
-    pub titles: BTreeMap<String, String>,
-    /// Free-form training summary (rows, epochs, timings, validation scores, ECE).
-    pub summary: serde_json::Value,
-}
-
-/// Current artifact format.
-pub const FORMAT: u32 = 1;
+use crate::model::Trained;
+use crate::rank::top_k;
 
 /// Inference settings (config section `[inference]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -147,19 +104,63 @@ impl InferenceConfig {
     }
 
     /// Grade of a confidence.
-    pub fn grade(&self, p: f64) -> &'static str {
+    pub fn grade(&self, p: f64) -> Grade {
         let g = self.grades;
         if p >= g[0] {
-            "very_high"
+            Grade::VeryHigh
         } else if p >= g[1] {
-            "high"
+            Grade::High
         } else if p >= g[2] {
-            "medium"
+            Grade::Medium
         } else if p >= g[3] {
-            "low"
+            Grade::Low
         } else {
-            "very_low"
+            Grade::VeryLow
         }
+    }
+}
+
+/// How sure the model is of a code, by the configured thresholds (`[inference] grades`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grade {
+    /// At or above the first threshold.
+    VeryHigh,
+    /// At or above the second.
+    High,
+    /// At or above the third.
+    Medium,
+    /// At or above the fourth.
+    Low,
+    /// Below every threshold.
+    VeryLow,
+}
+
+impl Grade {
+    /// Every grade, most confident first.
+    pub const ALL: [Grade; 5] = [
+        Grade::VeryHigh,
+        Grade::High,
+        Grade::Medium,
+        Grade::Low,
+        Grade::VeryLow,
+    ];
+
+    /// The name used in tables, the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grade::VeryHigh => "very_high",
+            Grade::High => "high",
+            Grade::Medium => "medium",
+            Grade::Low => "low",
+            Grade::VeryLow => "very_low",
+        }
+    }
+}
+
+impl std::fmt::Display for Grade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -186,7 +187,7 @@ pub struct Prediction {
     /// Probability of the returned code (summed over its unit groups after fallback).
     pub confidence: f64,
     /// Confidence grade.
-    pub grade: String,
+    pub grade: Grade,
     /// Whether a coarser code was returned.
     pub is_fallback: bool,
     /// Whether a human should look at it.
@@ -204,8 +205,8 @@ pub struct Similar {
     pub isco_code: String,
     /// That code's title.
     pub title: String,
-    /// `record` (past record) or `reference` (ISCO reference title or example).
-    pub source: String,
+    /// Where the entry came from.
+    pub source: crate::retrieval::EntrySource,
     /// Cosine similarity of the titles.
     pub similarity: f64,
 }
@@ -228,29 +229,11 @@ pub struct Explanation {
     pub exact: bool,
 }
 
-/// Indices of the `k` largest values, largest first (ties: lower index first), by one linear
-/// scan (k is small).
-pub(crate) fn top_k(s: &[f32], k: usize) -> Vec<usize> {
-    let k = k.min(s.len());
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut idx: Vec<usize> = Vec::with_capacity(k + 1);
-    for (j, &v) in s.iter().enumerate() {
-        if idx.len() < k || v > s[idx[k - 1]] {
-            let pos = idx.partition_point(|&i| s[i] >= v);
-            idx.insert(pos, j);
-            idx.truncate(k);
-        }
-    }
-    idx
-}
-
 /// A loaded model ready to code records.
 pub struct Predictor {
     /// Metadata.
     pub meta: ModelMeta,
-    net: Trained,
+    model: Model,
     /// Output weights `[in, classes]` row-major, for explanations.
     out_w: Vec<f32>,
     out_b: Vec<f32>,
@@ -261,130 +244,28 @@ pub struct Predictor {
     label_index: HashMap<String, usize>,
     /// Per level (index = digits, 1..=3): group codes and each label's group index.
     groups: Vec<(Vec<String>, Vec<usize>)>,
-    /// The retrieval half of an `ensemble` model.
-    retrieval: Option<crate::retrieval::Retrieval>,
-    /// The fine-tuned encoder of a `transformer` model.
-    transformer: Option<crate::transformer::FineTuned>,
-}
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// Collects titles for labels and their parents.
-pub fn titles_for(labels: &[String], tax: &Taxonomy) -> BTreeMap<String, String> {
-    let mut t = BTreeMap::new();
-    for l in labels {
-        for d in 1..=l.len() {
-            let c = &l[..d];
-            if let Some(g) = tax.group(c) {
-                t.insert(c.to_string(), g.title.clone());
-            }
-        }
-    }
-    t
-}
-
-/// Writes a model artifact directory.
-pub fn save(dir: &Path, net: &Trained, meta: &ModelMeta) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    let bpk = dir.join("model.bpk");
-    net.to_module()
-        .into_record()
-        .save(&bpk)
-        .map_err(|e| Error::File {
-            path: bpk.clone(),
-            message: format!("could not write the burn record: {e}"),
-        })?;
-    let json = dir.join("model.json");
-    std::fs::write(
-        &json,
-        serde_json::to_vec_pretty(meta).expect("meta serialises"),
-    )
-    .map_err(io_err("write", &json))?;
-    Ok(())
 }
 
 impl Predictor {
     /// Loads an artifact directory.
     pub fn load(dir: &Path, config: InferenceConfig) -> Result<Predictor, Error> {
-        let json = dir.join("model.json");
-        let bytes = std::fs::read(&json).map_err(io_err("read", &json))?;
-        let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
-            path: json.clone(),
-            message: format!("is not a model description ({e}); was it written by `train`?"),
-        })?;
-        if meta.format != FORMAT {
-            return Err(Error::File {
-                path: json,
-                message: format!(
-                    "has artifact format {} but this isco-dag reads format {FORMAT}; retrain the model",
-                    meta.format
-                ),
-            });
-        }
-        let bpk = dir.join("model.bpk");
-        let record = ModuleRecord::load(&bpk).map_err(|e| Error::File {
-            path: bpk.clone(),
-            message: format!("could not read the burn record: {e}"),
-        })?;
-        let module: NgramNet =
-            Trained::empty_module(meta.features.buckets, &meta.train, meta.labels.len())
-                .try_load_record(record)
-                .map_err(|e| Error::File {
-                    path: bpk.clone(),
-                    message: format!("does not match model.json: {e}"),
-                })?;
-        let retrieval = if meta.kind == "ensemble" {
-            Some(crate::retrieval::Retrieval::load(dir)?)
-        } else {
-            None
-        };
-        let transformer = match (&meta.kind[..], &meta.transformer) {
-            ("transformer" | "ensemble", Some(t)) => Some(crate::transformer::FineTuned::load(
-                dir,
-                meta.labels.len(),
-                t.max_seq_length,
-            )?),
-            ("transformer", None) => {
-                return Err(Error::File {
-                    path: json,
-                    message:
-                        "is a transformer model without its fine-tuning settings; retrain the model"
-                            .into(),
-                });
-            }
-            _ => None,
-        };
-        let mut p = Self::from_parts(meta, Trained::from_module(module), config);
-        p.retrieval = retrieval;
-        p.transformer = transformer;
-        Ok(p)
+        let (meta, model) = Model::load(dir)?;
+        Ok(Self::from_parts(meta, model, config))
     }
 
-    /// Adds the retrieval half (an `ensemble` model).
-    pub fn with_retrieval(mut self, r: crate::retrieval::Retrieval) -> Predictor {
-        self.retrieval = Some(r);
-        self
+    /// The model's parts.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// The retrieval half, for ensembles.
     pub fn retrieval(&self) -> Option<&crate::retrieval::Retrieval> {
-        self.retrieval.as_ref()
+        self.model.retrieval()
     }
 
-    /// Adds the fine-tuned encoder (a `transformer` model).
-    pub fn with_transformer(mut self, t: crate::transformer::FineTuned) -> Predictor {
-        self.transformer = Some(t);
-        self
-    }
-
-    /// A predictor from an in-memory network.
-    pub fn from_parts(meta: ModelMeta, net: Trained, config: InferenceConfig) -> Predictor {
+    /// A predictor from a model in memory.
+    pub fn from_parts(meta: ModelMeta, model: Model, config: InferenceConfig) -> Predictor {
+        let net = model.net();
         let out_w = net
             .head
             .out
@@ -427,21 +308,19 @@ impl Predictor {
         Predictor {
             groups,
             meta,
-            net,
+            model,
             out_w,
             out_b,
             config,
             cache: Mutex::new(HashMap::new()),
             tick: std::sync::atomic::AtomicU64::new(0),
             label_index,
-            retrieval: None,
-            transformer: None,
         }
     }
 
     /// The network (for fine-tuning).
     pub fn net(&self) -> &Trained {
-        &self.net
+        self.model.net()
     }
 
     /// Class index of a code, if it is a label.
@@ -461,7 +340,7 @@ impl Predictor {
 
     /// Logits of the ngram network alone `[texts, classes]`.
     pub fn ngram_logits(&self, texts: &[String]) -> Vec<f32> {
-        self.net.text_logits(&self.meta.features, texts)
+        self.model.net().text_logits(&self.meta.features, texts)
     }
 
     /// Raw (uncalibrated) logits `[texts, classes]` of normalised texts: the ngram network's,
@@ -469,32 +348,38 @@ impl Predictor {
     /// (ngram, or ngram mixed with a transformer, then retrieval; see [`crate::retrieval`]).
     pub fn logits(&self, texts: &[String]) -> Vec<f32> {
         let c = self.classes();
-        let transformer = self
-            .transformer
-            .as_ref()
-            .and_then(|t| match t.logits(texts) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::error!("the transformer failed, coding without it: {e}");
-                    None
-                }
-            });
-        let Some(r) = &self.retrieval else {
-            return transformer.unwrap_or_else(|| self.ngram_logits(texts));
-        };
-        let mut p = softmax_rows(&self.ngram_logits(texts), c, 1.0);
-        if let Some(t) = transformer {
-            p = crate::retrieval::mix_probabilities(
-                &p,
-                &softmax_rows(&t, c, 1.0),
-                r.mix.transformer_weight,
-            );
-        }
-        match r.ensemble_logits(&p, texts, c) {
-            Ok(e) => e,
+        let transformer_logits = |t: &crate::transformer::FineTuned| match t.logits(texts) {
+            Ok(l) => Some(l),
             Err(e) => {
-                tracing::error!("retrieval failed, coding without it: {e}");
-                p.iter().map(|v| v.max(1e-12).ln()).collect()
+                tracing::error!("the transformer failed, coding without it: {e}");
+                None
+            }
+        };
+        match &self.model {
+            Model::Ngram { .. } => self.ngram_logits(texts),
+            Model::Transformer { transformer, .. } => {
+                transformer_logits(transformer).unwrap_or_else(|| self.ngram_logits(texts))
+            }
+            Model::Ensemble {
+                retrieval,
+                transformer,
+                ..
+            } => {
+                let mut p = softmax_rows(&self.ngram_logits(texts), c, 1.0);
+                if let Some(t) = transformer.as_ref().and_then(transformer_logits) {
+                    p = crate::retrieval::mix_probabilities(
+                        &p,
+                        &softmax_rows(&t, c, 1.0),
+                        retrieval.mix.transformer_weight,
+                    );
+                }
+                match retrieval.ensemble_logits(&p, texts, c) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::error!("retrieval failed, coding without it: {e}");
+                        p.iter().map(|v| v.max(1e-12).ln()).collect()
+                    }
+                }
             }
         }
     }
@@ -572,7 +457,7 @@ impl Predictor {
     /// with their codes; `None` when the model has no retrieval index (only `ensemble` models
     /// have one).
     pub fn similar(&self, texts: &[String], k: usize) -> Option<Result<Vec<Vec<Similar>>, Error>> {
-        let r = self.retrieval.as_ref()?;
+        let r = self.model.retrieval()?;
         Some(r.similar(texts, k).map(|rows| {
             rows.into_iter()
                 .map(|row| {
@@ -636,7 +521,7 @@ impl Predictor {
             is_fallback: level < best.len(),
             needs_review: conf < cfg.review_threshold
                 || (cfg.review_fallbacks && level < best.len()),
-            grade: cfg.grade(conf).to_string(),
+            grade: cfg.grade(conf),
             isco_code: code,
             level,
             confidence: conf,
@@ -649,15 +534,16 @@ impl Predictor {
     pub fn explain(&self, text: &str, code: &str) -> Option<Explanation> {
         let c = self.class_of(code)?;
         let classes = self.classes();
-        let dim = self.net.dim;
+        let net = self.model.net();
+        let dim = net.dim;
         let named = self.meta.features.named_features(text);
-        let exact = self.net.head.hidden.is_none();
+        let exact = net.head.hidden.is_none();
         // For an ensemble this explains its ngram half.
         let logit = self.ngram_logits(&[text.to_string()])[c] as f64;
         let bias = self.out_b[c] as f64;
         let mut features = Vec::with_capacity(named.len());
         for f in &named {
-            let row = &self.net.table[f.id as usize * dim..(f.id as usize + 1) * dim];
+            let row = &net.table[f.id as usize * dim..(f.id as usize + 1) * dim];
             let contrib: f64 = if exact {
                 row.iter()
                     .enumerate()
@@ -691,7 +577,9 @@ impl Predictor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::FeatureMatrix;
+    use crate::artifact::FORMAT;
+    use crate::features::{FeatureConfig, FeatureMatrix};
+    use crate::model::TrainConfig;
     use crate::model::{TrainData, train};
 
     fn tiny() -> Predictor {
@@ -749,7 +637,7 @@ mod tests {
         .unwrap();
         let meta = ModelMeta {
             format: FORMAT,
-            kind: "ngram".into(),
+            kind: crate::artifact::ModelKind::Ngram,
             titles: [
                 ("2221", "Nursing professionals"),
                 ("222", "Nursing and midwifery professionals"),
@@ -764,9 +652,10 @@ mod tests {
             temperature: 1.0,
             isotonic: None,
             transformer: None,
+            fit_sample: None,
             summary: serde_json::Value::Null,
         };
-        Predictor::from_parts(meta, net, InferenceConfig::default())
+        Predictor::from_parts(meta, Model::Ngram { net }, InferenceConfig::default())
     }
 
     #[test]
@@ -795,7 +684,7 @@ mod tests {
         assert_eq!(out[0].alternatives[0].isco_code, "2221");
         assert_eq!(out[1].alternatives[0].isco_code, "7512");
         let dir = tempfile::tempdir().unwrap();
-        save(dir.path(), p.net(), &p.meta).unwrap();
+        p.model().save(dir.path(), &p.meta).unwrap();
         let q = Predictor::load(dir.path(), InferenceConfig::default()).unwrap();
         assert_eq!(p.logits(&["cook".into()]), q.logits(&["cook".into()]));
         // A mismatched record is refused with the file named.
@@ -901,7 +790,7 @@ mod tests {
         );
         assert!((d.confidence - 0.45).abs() < 1e-6);
         assert!(d.needs_review);
-        assert_eq!(d.grade, "very_low");
+        assert_eq!(d.grade, Grade::VeryLow);
         // Lower threshold: the 4-digit code stands, graded by the configured cut-offs.
         p.config.confidence_threshold = 0.6;
         let d = p.decide(&probs(0.75, 0.15, 0.10));
@@ -915,7 +804,7 @@ mod tests {
             (d.isco_code.as_str(), d.level, d.title.as_str()),
             ("22", 2, "")
         );
-        assert_eq!(d.grade, "high");
+        assert_eq!(d.grade, Grade::High);
         assert_eq!(d.alternatives.len(), 3);
         // A coarser code at high confidence still goes to review, unless told otherwise.
         assert!(d.needs_review);

@@ -54,6 +54,32 @@ pub enum Error {
     /// The artifact store failed.
     #[error(transparent)]
     Store(#[from] artifacts::Error),
+    /// A stage's upstream outputs are not known when it is about to run.
+    #[error("stage `{stage}` cannot run: the outputs of {} are not available; run the whole pipeline", upstream.join(", "))]
+    UpstreamUnavailable {
+        /// The stage.
+        stage: String,
+        /// The upstream stages without outputs.
+        upstream: Vec<String>,
+    },
+    /// A stage returned an error (the message holds its whole chain of causes).
+    #[error("{0}")]
+    StageFailed(String),
+    /// A stage panicked.
+    #[error("the stage panicked: {0}; this is a bug, please report it")]
+    StagePanicked(String),
+    /// A stage finished without writing a declared output.
+    #[error(
+        "stage kind `{kind}` did not write its output `{output}` ({file}); this is a bug in the stage"
+    )]
+    OutputNotWritten {
+        /// The stage kind.
+        kind: String,
+        /// The output's name.
+        output: String,
+        /// The file it should have written.
+        file: String,
+    },
     /// One or more stages failed.
     #[error("{failed} stage(s) failed: {}; see the errors above and `isco-dag runs show last`", stages.join(", "))]
     StagesFailed {

@@ -136,15 +136,22 @@ fn expand_file(root: &Path, rel: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Computes the fingerprint of a stage, given the outputs of its upstream stages. Returns the
-/// upstream-stale reasons instead when an upstream output is not known yet.
+/// A stage's fingerprint, or why it cannot be computed yet.
+enum Inputs {
+    /// Every input is known.
+    Known(Fingerprint),
+    /// Upstream stages are stale, so their outputs (and this stage's key) are not known yet.
+    UpstreamStale(Vec<DirtyReason>),
+}
+
+/// Computes the fingerprint of a stage, given the outputs of its upstream stages.
 fn fingerprint(
     spec: &StageSpec,
     p: &Pipeline,
     store: &Store,
     upstream: &BTreeMap<String, Outputs>,
     memo: &HashMemo,
-) -> Result<std::result::Result<Fingerprint, Vec<DirtyReason>>> {
+) -> Result<Inputs> {
     let mut inputs = BTreeMap::new();
     let mut stale = BTreeSet::new();
     for (name, refs) in &spec.inputs {
@@ -201,10 +208,12 @@ fn fingerprint(
         }
     }
     if !stale.is_empty() {
-        return Ok(Err(stale
-            .into_iter()
-            .map(|stage| DirtyReason::UpstreamStale { stage })
-            .collect()));
+        return Ok(Inputs::UpstreamStale(
+            stale
+                .into_iter()
+                .map(|stage| DirtyReason::UpstreamStale { stage })
+                .collect(),
+        ));
     }
     let params = match &spec.params {
         serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -218,7 +227,7 @@ fn fingerprint(
             line: Some(spec.line),
             message: format!("stage `{}`: {e}", spec.id),
         })?;
-    Ok(Ok(Fingerprint {
+    Ok(Inputs::Known(Fingerprint {
         cache_version: CACHE_VERSION,
         kind: spec.kind.clone(),
         version: spec.stage.version().to_string(),
@@ -353,6 +362,69 @@ fn new_run_id() -> String {
     format!("{}-{}", t.format("%Y%m%dT%H%M%S%3fZ"), &nonce[..6])
 }
 
+/// What a stage needs, decided once from its inputs and the store: `status` reports it and a
+/// run acts on it.
+enum Freshness {
+    /// Upstream stages are stale; the key is not known until they have run.
+    UpstreamStale(Vec<DirtyReason>),
+    /// A frozen stage keeps its last results; `why` lists what would otherwise re-run it
+    /// (empty: it is fresh anyway).
+    Frozen {
+        /// Its last successful execution.
+        record: StageRecord,
+        /// What changed.
+        why: Vec<DirtyReason>,
+    },
+    /// Its last execution has this key and intact outputs.
+    Fresh(StageRecord),
+    /// It must run, unless the run-cache holds its key (then it is restored).
+    Stale {
+        /// Why.
+        reasons: Vec<DirtyReason>,
+        /// The run-cache entry of its key, with intact outputs.
+        cached: Option<CacheEntry>,
+    },
+}
+
+/// Decides a stage's freshness. `forced` stages are stale whatever the store holds.
+fn freshness(
+    store: &Store,
+    spec: &StageSpec,
+    inputs: &Inputs,
+    frozen: bool,
+    forced: bool,
+) -> Result<Freshness> {
+    let fp = match inputs {
+        Inputs::Known(fp) => fp,
+        Inputs::UpstreamStale(reasons) => {
+            if frozen && let Some(record) = frozen_result_unkeyed(store, spec)? {
+                return Ok(Freshness::Frozen {
+                    record,
+                    why: reasons.clone(),
+                });
+            }
+            return Ok(Freshness::UpstreamStale(reasons.clone()));
+        }
+    };
+    let key = fp.key();
+    if forced {
+        return Ok(Freshness::Stale {
+            reasons: vec![DirtyReason::Forced],
+            cached: None,
+        });
+    }
+    if frozen && let Some((record, why)) = frozen_result(store, spec, fp, &key)? {
+        return Ok(Freshness::Frozen { record, why });
+    }
+    Ok(match check_fresh(store, spec, fp, &key)? {
+        Fresh::Yes(record) => Freshness::Fresh(record),
+        Fresh::No(reasons) => Freshness::Stale {
+            reasons,
+            cached: cached(store, spec, &key)?,
+        },
+    })
+}
+
 /// Reports every stage's freshness without running anything.
 pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
     let dag = Dag::build(p)?;
@@ -362,67 +434,40 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
     let mut out = Vec::new();
     for id in dag.order() {
         let spec = p.stage(id).expect("stage in dag");
-        let fp = fingerprint(spec, p, &store, &known, &memo)?;
-        if p.frozen.contains(id) {
-            let kept = match &fp {
-                Ok(fp) => frozen_result(&store, spec, fp, &fp.key())?,
-                Err(reasons) => frozen_result_unkeyed(&store, spec)?.map(|r| (r, reasons.clone())),
-            };
-            if let Some((rec, why)) = kept {
-                known.insert(id.clone(), rec.outputs);
-                out.push(StageStatus {
-                    id: id.clone(),
-                    kind: spec.kind.clone(),
-                    state: if why.is_empty() { "fresh" } else { "frozen" },
-                    reasons: why,
-                    restorable: false,
-                    key: Some(rec.key),
-                });
-                continue;
-            }
-        }
-        let st = match fp {
-            Err(reasons) => StageStatus {
-                id: id.clone(),
-                kind: spec.kind.clone(),
-                state: "stale",
-                reasons,
-                restorable: false,
-                key: None,
-            },
-            Ok(fp) => {
-                let key = fp.key();
-                match check_fresh(&store, spec, &fp, &key)? {
-                    Fresh::Yes(rec) => {
-                        known.insert(id.clone(), rec.outputs);
-                        StageStatus {
-                            id: id.clone(),
-                            kind: spec.kind.clone(),
-                            state: "fresh",
-                            reasons: vec![],
-                            restorable: false,
-                            key: Some(key),
-                        }
-                    }
-                    Fresh::No(reasons) => {
-                        let entry = cached(&store, spec, &key)?;
-                        let restorable = entry.is_some();
-                        if let Some(e) = entry {
-                            known.insert(id.clone(), e.outputs);
-                        }
-                        StageStatus {
-                            id: id.clone(),
-                            kind: spec.kind.clone(),
-                            state: "stale",
-                            reasons,
-                            restorable,
-                            key: Some(key),
-                        }
-                    }
-                }
-            }
+        let inputs = fingerprint(spec, p, &store, &known, &memo)?;
+        let key = match &inputs {
+            Inputs::Known(fp) => Some(fp.key()),
+            Inputs::UpstreamStale(_) => None,
         };
-        out.push(st);
+        let status = |state, reasons, restorable, key| StageStatus {
+            id: id.clone(),
+            kind: spec.kind.clone(),
+            state,
+            reasons,
+            restorable,
+            key,
+        };
+        out.push(
+            match freshness(&store, spec, &inputs, p.frozen.contains(id), false)? {
+                Freshness::UpstreamStale(reasons) => status("stale", reasons, false, None),
+                Freshness::Frozen { record, why } => {
+                    known.insert(id.clone(), record.outputs);
+                    let state = if why.is_empty() { "fresh" } else { "frozen" };
+                    status(state, why, false, Some(record.key))
+                }
+                Freshness::Fresh(record) => {
+                    known.insert(id.clone(), record.outputs);
+                    status("fresh", vec![], false, key)
+                }
+                Freshness::Stale { reasons, cached } => {
+                    let restorable = cached.is_some();
+                    if let Some(e) = cached {
+                        known.insert(id.clone(), e.outputs);
+                    }
+                    status("stale", reasons, restorable, key)
+                }
+            },
+        );
     }
     Ok(out)
 }
@@ -487,87 +532,97 @@ impl Shared<'_> {
             reasons: vec![],
             error: None,
         };
-        let result = (|| -> std::result::Result<(Outputs, Vec<String>), String> {
-            let fp = fingerprint(spec, self.p, self.store, upstream, &self.memo)
-                .map_err(|e| format!("{e}"))?
-                .map_err(|r| format!("upstream outputs unavailable: {:?}", r))?;
+        let result = (|| -> Result<(Outputs, Vec<String>)> {
+            let inputs = fingerprint(spec, self.p, self.store, upstream, &self.memo)?;
+            let fp = match &inputs {
+                Inputs::Known(fp) => fp,
+                Inputs::UpstreamStale(reasons) => {
+                    return Err(Error::UpstreamUnavailable {
+                        stage: spec.id.clone(),
+                        upstream: reasons
+                            .iter()
+                            .filter_map(|r| match r {
+                                DirtyReason::UpstreamStale { stage } => Some(stage.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                    });
+                }
+            };
             let key = fp.key();
             run.key = key.clone();
             let forced = self.forced(&spec.id);
-            if !forced
-                && self.p.frozen.contains(&spec.id)
-                && let Some((rec, why)) =
-                    frozen_result(self.store, spec, &fp, &key).map_err(|e| e.to_string())?
-            {
-                materialise(self.p, self.store, spec, &rec.outputs).map_err(|e| e.to_string())?;
-                run.outcome = StageOutcome::Skipped;
-                run.reasons = why
-                    .iter()
-                    .map(|r| format!("frozen; otherwise: {r}"))
-                    .collect();
-                let note = if why.is_empty() {
-                    vec![]
-                } else {
-                    vec![format!(
-                        "frozen: kept the results of run {} although {}",
-                        rec.run_id,
-                        why.iter()
-                            .map(|r| r.to_string())
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )]
-                };
-                return Ok((rec.outputs, note));
-            }
-            let reasons = if forced {
-                vec![DirtyReason::Forced]
-            } else {
-                match check_fresh(self.store, spec, &fp, &key).map_err(|e| e.to_string())? {
-                    Fresh::Yes(rec) => {
-                        materialise(self.p, self.store, spec, &rec.outputs)
-                            .map_err(|e| e.to_string())?;
-                        run.outcome = StageOutcome::Skipped;
-                        run.metrics = self
-                            .store
-                            .cache_entry(&key)
-                            .ok()
-                            .flatten()
-                            .map(|e| e.metrics)
-                            .unwrap_or_default();
-                        return Ok((rec.outputs, vec![]));
-                    }
-                    Fresh::No(r) => r,
+            let frozen = self.p.frozen.contains(&spec.id);
+            let reasons = match freshness(self.store, spec, &inputs, frozen, forced)? {
+                Freshness::UpstreamStale(_) => unreachable!("the fingerprint is known"),
+                Freshness::Frozen { record, why } => {
+                    materialise(self.p, self.store, spec, &record.outputs)?;
+                    run.outcome = StageOutcome::Skipped;
+                    let note = if why.is_empty() {
+                        vec![]
+                    } else {
+                        vec![format!(
+                            "frozen: kept the results of run {} although {}",
+                            record.run_id,
+                            why.iter()
+                                .map(|r| r.to_string())
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        )]
+                    };
+                    run.reasons = why
+                        .into_iter()
+                        .map(|r| DirtyReason::Frozen {
+                            otherwise: Box::new(r),
+                        })
+                        .collect();
+                    return Ok((record.outputs, note));
                 }
-            };
-            run.reasons = reasons.iter().map(|r| r.to_string()).collect();
-            if !forced
-                && let Some(entry) = cached(self.store, spec, &key).map_err(|e| e.to_string())?
-            {
-                if self.opts.dry_run {
+                Freshness::Fresh(record) => {
+                    materialise(self.p, self.store, spec, &record.outputs)?;
+                    run.outcome = StageOutcome::Skipped;
+                    run.metrics = self
+                        .store
+                        .cache_entry(&key)
+                        .ok()
+                        .flatten()
+                        .map(|e| e.metrics)
+                        .unwrap_or_default();
+                    return Ok((record.outputs, vec![]));
+                }
+                Freshness::Stale {
+                    reasons,
+                    cached: Some(entry),
+                } => {
+                    run.reasons = reasons;
                     run.outcome = StageOutcome::Restored;
-                    return Ok((
-                        entry.outputs,
-                        vec!["would restore from the run-cache".into()],
-                    ));
-                }
-                materialise(self.p, self.store, spec, &entry.outputs).map_err(|e| e.to_string())?;
-                self.store
-                    .write_stage_record(&StageRecord {
+                    if self.opts.dry_run {
+                        return Ok((
+                            entry.outputs,
+                            vec!["would restore from the run-cache".into()],
+                        ));
+                    }
+                    materialise(self.p, self.store, spec, &entry.outputs)?;
+                    self.store.write_stage_record(&StageRecord {
                         stage: spec.id.clone(),
                         key: key.clone(),
-                        fingerprint: serde_json::to_value(&fp).expect("fp"),
+                        fingerprint: serde_json::to_value(fp).expect("fp"),
                         outputs: entry.outputs.clone(),
                         run_id: self.run_id.clone(),
                         finished_at: now(),
-                    })
-                    .map_err(|e| e.to_string())?;
-                run.outcome = StageOutcome::Restored;
-                run.metrics = entry.metrics;
-                return Ok((
-                    entry.outputs,
-                    vec![format!("restored from run {}", entry.run_id)],
-                ));
-            }
+                    })?;
+                    run.metrics = entry.metrics;
+                    return Ok((
+                        entry.outputs,
+                        vec![format!("restored from run {}", entry.run_id)],
+                    ));
+                }
+                Freshness::Stale {
+                    reasons,
+                    cached: None,
+                } => reasons,
+            };
+            run.reasons = reasons.clone();
             if self.opts.dry_run {
                 run.outcome = StageOutcome::WouldRun;
                 return Ok((Outputs::new(), vec![]));
@@ -576,7 +631,7 @@ impl Shared<'_> {
                 id: spec.id.clone(),
                 reasons,
             });
-            self.execute(spec, &fp, &key, upstream, forced, &mut run)
+            self.execute(spec, fp, &key, upstream, forced, &mut run)
         })();
         run.duration_s = started.elapsed().as_secs_f64();
         match result {
@@ -587,7 +642,7 @@ impl Shared<'_> {
             },
             Err(e) => {
                 run.outcome = StageOutcome::Failed;
-                run.error = Some(e);
+                run.error = Some(e.to_string());
                 Done {
                     run,
                     outputs: None,
@@ -605,7 +660,7 @@ impl Shared<'_> {
         upstream: &BTreeMap<String, Outputs>,
         forced: bool,
         run: &mut StageRun,
-    ) -> std::result::Result<(Outputs, Vec<String>), String> {
+    ) -> Result<(Outputs, Vec<String>)> {
         let store = self.store;
         // What the stage produced last time, for stages that work incrementally (they may
         // reuse parts of it, e.g. cached embeddings). The record stays until this execution
@@ -635,14 +690,14 @@ impl Shared<'_> {
                             .stage(stage)
                             .and_then(|s| s.stage.outputs().iter().find(|d| d.name == output))
                             .map_or(output.as_str(), |d| d.file);
-                        paths.push(store.checkout_named(o, file).map_err(|e| e.to_string())?);
+                        paths.push(store.checkout_named(o, file)?);
                         arts.entry(name.clone()).or_default().push(o.clone());
                     }
                 }
             }
             inputs.insert(name.clone(), paths);
         }
-        let staging = store.staging_dir(&spec.id).map_err(|e| e.to_string())?;
+        let staging = store.staging_dir(&spec.id)?;
         let progress = self.progress(&spec.id);
         let started = Instant::now();
         let ctx = StageContext {
@@ -673,7 +728,7 @@ impl Shared<'_> {
                     msg.push_str(&format!(": {s}"));
                     src = s.source();
                 }
-                return Err(msg);
+                return Err(Error::StageFailed(msg));
             }
             Err(panic) => {
                 let _ = std::fs::remove_dir_all(&staging);
@@ -682,9 +737,7 @@ impl Shared<'_> {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "unknown panic".into());
-                return Err(format!(
-                    "the stage panicked: {msg}; this is a bug, please report it"
-                ));
+                return Err(Error::StagePanicked(msg));
             }
         };
         let duration = started.elapsed().as_secs_f64();
@@ -693,42 +746,36 @@ impl Shared<'_> {
             let path = staging.join(&o.file);
             if !path.exists() {
                 let _ = std::fs::remove_dir_all(&staging);
-                return Err(format!(
-                    "stage kind `{}` did not write its output `{name}` ({}); this is a bug in the stage",
-                    spec.kind, o.file
-                ));
+                return Err(Error::OutputNotWritten {
+                    kind: spec.kind.clone(),
+                    output: name.clone(),
+                    file: o.file.clone(),
+                });
             }
-            outputs.insert(
-                name.clone(),
-                store.put_output(&path).map_err(|e| e.to_string())?,
-            );
+            outputs.insert(name.clone(), store.put_output(&path)?);
         }
         let _ = std::fs::remove_dir_all(&staging);
         let fp_json = serde_json::to_value(fp).expect("fingerprint serialises");
-        store
-            .write_cache_entry(&CacheEntry {
-                key: key.to_string(),
-                stage: spec.id.clone(),
-                kind: spec.kind.clone(),
-                fingerprint: fp_json.clone(),
-                outputs: outputs.clone(),
-                metrics: report.metrics.clone(),
-                run_id: self.run_id.clone(),
-                created_at: now(),
-                duration_s: duration,
-            })
-            .map_err(|e| e.to_string())?;
-        materialise(self.p, store, spec, &outputs).map_err(|e| e.to_string())?;
-        store
-            .write_stage_record(&StageRecord {
-                stage: spec.id.clone(),
-                key: key.to_string(),
-                fingerprint: fp_json,
-                outputs: outputs.clone(),
-                run_id: self.run_id.clone(),
-                finished_at: now(),
-            })
-            .map_err(|e| e.to_string())?;
+        store.write_cache_entry(&CacheEntry {
+            key: key.to_string(),
+            stage: spec.id.clone(),
+            kind: spec.kind.clone(),
+            fingerprint: fp_json.clone(),
+            outputs: outputs.clone(),
+            metrics: report.metrics.clone(),
+            run_id: self.run_id.clone(),
+            created_at: now(),
+            duration_s: duration,
+        })?;
+        materialise(self.p, store, spec, &outputs)?;
+        store.write_stage_record(&StageRecord {
+            stage: spec.id.clone(),
+            key: key.to_string(),
+            fingerprint: fp_json,
+            outputs: outputs.clone(),
+            run_id: self.run_id.clone(),
+            finished_at: now(),
+        })?;
         run.outcome = StageOutcome::Executed;
         run.metrics = report.metrics;
         Ok((outputs, report.summary))
@@ -864,14 +911,9 @@ pub fn run_pipeline(
                         duration_s: 0.0,
                         key: String::new(),
                         metrics: serde_json::Value::Null,
-                        reasons: vec![format!(
-                            "upstream {} failed or was blocked",
-                            failed
-                                .iter()
-                                .map(|s| s.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )],
+                        reasons: vec![DirtyReason::UpstreamFailed {
+                            stages: failed.iter().map(|s| s.to_string()).collect(),
+                        }],
                         error: None,
                     };
                     on_event(Event::Finished {
@@ -939,11 +981,11 @@ pub fn run_pipeline(
     for id in dag.order() {
         if state.get(id) == Some(&St::Pending) {
             let spec = p.stage(id).expect("stage");
-            let reasons: Vec<String> = dag
+            let reasons: Vec<DirtyReason> = dag
                 .upstream(id)
                 .into_iter()
                 .filter(|u| !outputs.contains_key(u))
-                .map(|stage| DirtyReason::UpstreamStale { stage }.to_string())
+                .map(|stage| DirtyReason::UpstreamStale { stage })
                 .collect();
             let run = StageRun {
                 id: id.clone(),

@@ -41,12 +41,19 @@ pub struct Args {
 }
 
 fn line(run: &artifacts::StageRun) -> String {
+    let reasons = || {
+        run.reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
     let what = match run.outcome {
         StageOutcome::Skipped if run.reasons.is_empty() => "fresh".to_string(),
         StageOutcome::Skipped => "frozen (stale, kept its last results)".to_string(),
         StageOutcome::Restored => "restored from the run-cache".to_string(),
-        StageOutcome::WouldRun => format!("would run: {}", run.reasons.join("; ")),
-        StageOutcome::Blocked => run.reasons.join("; "),
+        StageOutcome::WouldRun => format!("would run: {}", reasons()),
+        StageOutcome::Blocked => reasons(),
         StageOutcome::Failed => run.error.clone().unwrap_or_default(),
         StageOutcome::Executed => format!("{:.2}s", run.duration_s),
     };

@@ -154,7 +154,7 @@ impl Stage for ClusterOutliers {
         if p.buckets == 0 || p.dim == 0 {
             return Err("`buckets` and `dim` must be positive".into());
         }
-        crate::check_model_size(p.buckets, p.dim, 0)?;
+        classifier::model::check_model_size(p.buckets, p.dim, 0)?;
         Ok(v)
     }
 

@@ -413,7 +413,7 @@ impl Stage for Evaluate {
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
         let cfg: InferenceConfig = ctx.params()?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
-        crate::ensemble::attach_shared_cache(ctx, &pred);
+        crate::embeddings::attach_shared_cache(ctx, &pred);
         let test = Records::read(ctx.input("test")?)?;
         let dir = ctx.output("report");
         std::fs::create_dir_all(&dir).map_err(|source| Error::Write {
@@ -521,7 +521,7 @@ impl Stage for Evaluate {
         crate::write_json(&dir.join("metrics.json"), &metrics)?;
         crate::write_json(&ctx.output("metrics.json"), &metrics)?;
         // Run record only: the files must not depend on what the shared cache held.
-        if let Some(n) = crate::ensemble::flush_shared_cache(&pred) {
+        if let Some(n) = crate::embeddings::flush_shared_cache(&pred) {
             metrics["embeddings_computed"] = json!(n);
         }
         Ok(StageReport { metrics, summary })

@@ -25,7 +25,7 @@ pub mod clean;
 pub mod cluster_outliers;
 pub mod corrections;
 pub mod demo;
-pub mod ensemble;
+pub mod embeddings;
 mod error;
 pub mod evaluate;
 pub mod explain;
@@ -36,7 +36,6 @@ pub mod promote;
 pub mod records;
 pub mod split;
 pub mod train;
-pub mod transformer;
 
 pub use error::Error;
 
@@ -68,31 +67,6 @@ pub fn registry() -> runner::Registry {
         r.know_section(section);
     }
     r
-}
-
-/// Largest embedding table (buckets × dim floats) and widest layer the n-gram models may ask
-/// for. The default model uses 16.8 M floats (64 MB); 1 Gi floats (4 GiB, more with the
-/// optimiser's state) is far beyond anything that helps and still fits these machines, while
-/// a typo such as `dim = 100000000000` would otherwise abort the process while allocating.
-const MAX_TABLE_FLOATS: usize = 1 << 30;
-const MAX_WIDTH: usize = 8192;
-
-/// Refuses model sizes that cannot be allocated, naming the key.
-pub(crate) fn check_model_size(buckets: usize, dim: usize, hidden: usize) -> Result<(), String> {
-    if dim > MAX_WIDTH {
-        return Err(format!("`dim` is {dim}; give at most {MAX_WIDTH}"));
-    }
-    if hidden > MAX_WIDTH {
-        return Err(format!(
-            "`hidden` is {hidden}; give at most {MAX_WIDTH} (0: linear head)"
-        ));
-    }
-    match buckets.checked_mul(dim) {
-        Some(n) if n <= MAX_TABLE_FLOATS => Ok(()),
-        _ => Err(format!(
-            "`buckets` × `dim` = {buckets} × {dim} floats is more than the {MAX_TABLE_FLOATS} an embedding table may hold; lower `buckets` or `dim`"
-        )),
-    }
 }
 
 /// Writes a JSON value to a file (pretty), for stage reports.

@@ -131,7 +131,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         level.push(p.level as i64);
         title.push(p.title);
         confidence.push(p.confidence);
-        grade.push(p.grade);
+        grade.push(p.grade.to_string());
         fallback.push(p.is_fallback);
         let mut alts = p.alternatives.into_iter();
         for i in 0..k {
@@ -239,7 +239,7 @@ impl Stage for Predict {
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
         let cfg: InferenceConfig = ctx.params()?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
-        crate::ensemble::attach_shared_cache(ctx, &pred);
+        crate::embeddings::attach_shared_cache(ctx, &pred);
         let c = code_file(&pred, ctx.input("records")?)?;
         c.predictions
             .write_parquet(&ctx.output("predictions.parquet"))?;
@@ -247,7 +247,7 @@ impl Stage for Predict {
         c.review
             .write_csv_and_parquet(&ctx.output("to_review.csv"))?;
         let mut metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable});
-        if let Some(n) = crate::ensemble::flush_shared_cache(&pred) {
+        if let Some(n) = crate::embeddings::flush_shared_cache(&pred) {
             metrics["embeddings_computed"] = json!(n);
         }
         Ok(StageReport {

@@ -195,7 +195,7 @@ impl Stage for Promote {
             Some(r) => {
                 let dir = ctx.store.checkout(&r.target)?;
                 let cur = Predictor::load(&dir, InferenceConfig::default())?;
-                crate::ensemble::attach_shared_cache(ctx, &cur);
+                crate::embeddings::attach_shared_cache(ctx, &cur);
                 let test = Records::read(ctx.input("test")?)?;
                 let cur_test = evaluate(&cur, &test.text, &test.isco_code).metrics;
                 let cm = if set == "test" {
@@ -211,7 +211,7 @@ impl Stage for Promote {
                     let l = read_labelled(path)?;
                     evaluate(&cur, &l.texts, &l.codes).metrics
                 };
-                crate::ensemble::flush_shared_cache(&cur);
+                crate::embeddings::flush_shared_cache(&cur);
                 let b = better(&cand, &cm, &p);
                 let regression = test_regression(&cand_test, &cur_test, &p);
                 let mut reason = format!(

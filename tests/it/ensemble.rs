@@ -403,3 +403,58 @@ outputs = { model = "models/latest" }
     let (_, err) = p.fails(&["run", "pipelines/finetune-tiny.toml"]);
     assert!(err.contains("Re-run `train` instead"), "{err}");
 }
+
+/// A fine-tuned ensemble remembers the validation sample its mix was fitted on, so fine-tuning
+/// it again refits the calibration on that same sample (whose queries its cache holds)
+/// instead of a default-sized one.
+#[test]
+fn fine_tuning_an_ensemble_twice_keeps_its_fit_sample() {
+    let p = Project::new(1500);
+    random_encoder(&p);
+    p.edit(
+        "config/default.toml",
+        "retrieval_fit_rows = 5000",
+        "retrieval_fit_rows = 120",
+    );
+    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
+    std::fs::copy(
+        p.path("data/demo/corrections_demo.csv"),
+        p.path("data/corrections/demo.csv"),
+    )
+    .unwrap();
+    p.write(
+        "pipelines/finetune-twice.toml",
+        r#"[pipeline]
+name = "finetune-twice"
+extends = "finetune-ensemble.toml"
+
+[[stage]]
+id = "fine-tune-again"
+kind = "fine-tune"
+inputs = { model = "fine-tune.model", corrections = "corrections.train", validation = "split.validation", reference = "data/reference/isco08_demo.csv" }
+params_from = ["finetune"]
+outputs = { model = "models/finetuned_twice" }
+"#,
+    );
+    p.ok(&["run", "pipelines/finetune-twice.toml"]);
+    let run = p.last_run();
+    let fit_rows = stage_of(&run, "train")["metrics"]["retrieval"]["fit_rows"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(fit_rows, 120, "the sample is drawn at the configured size");
+    for (stage, model) in [
+        ("fine-tune", "models/finetuned"),
+        ("fine-tune-again", "models/finetuned_twice"),
+    ] {
+        assert_eq!(outcome_of(&run, stage), "executed", "{stage}");
+        let m = &stage_of(&run, stage)["metrics"];
+        assert_eq!(m["calibration_rows"], fit_rows, "{stage}: {m}");
+        let meta = p.json(&format!("{model}/model.json"));
+        assert_eq!(meta["kind"], "ensemble");
+        assert_eq!(meta["fit_sample"]["rows"], fit_rows, "{model}: {meta}");
+        assert!(
+            m["retrieval"]["title_entries"].as_u64().unwrap() > 100,
+            "{m}"
+        );
+    }
+}

@@ -41,6 +41,12 @@ fn changed_input_reruns_exactly_its_downstream() {
         "{text}"
     );
     let out = p.ok(&["run", P, "-v"]);
+    // The run record gives the same reason objects as `status`.
+    assert_eq!(
+        stage_of(&p.last_run(), "clean")["reasons"],
+        st[0]["reasons"],
+        "{st}"
+    );
     assert!(
         out.contains("[DIRTY] corrections: upstream clean changed"),
         "{out}"
@@ -135,7 +141,7 @@ fn force_until_and_only_select_stages() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "skipped");
     assert_eq!(outcome_of(&run, "split"), "executed");
-    assert_eq!(stage_of(&run, "split")["reasons"][0], "forced");
+    assert_eq!(stage_of(&run, "split")["reasons"][0]["reason"], "forced");
     p.ok(&["run", P, "--force"]);
     assert!(all(&p.last_run(), "executed"));
 }

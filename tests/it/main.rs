@@ -1,6 +1,7 @@
 //! Integration tests: each runs the real `isco-dag` binary in a temporary project.
 
 mod api;
+mod architecture;
 mod browser;
 mod corrections;
 mod encoder;

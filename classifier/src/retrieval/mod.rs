@@ -1,5 +1,5 @@
 //! The `retrieval` (bi-encoder) scorer and the `ensemble` that mixes it with the ngram model
-//! (design `5-bi-cross-encoder.md`, first stage).
+//! (the first stage of a bi-encoder / cross-encoder coder).
 //!
 //! A pretrained sentence encoder embeds two indexes:
 //!
@@ -26,131 +26,30 @@
 //! Vectors are cached by a hash of their text ([`EmbeddingCache`]), saved with the model and
 //! reused by the next training run or fine-tune with the same encoder, so only new texts are
 //! embedded.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`index`] | an index's entries and vectors, exact and HNSW search, per-class scores |
+//! | [`cache`] | the in-memory and the shared on-disk embedding caches |
+//! | [`mix`] | the channels' probabilities, the mixing weights and their fit |
 
-use std::collections::HashMap;
+mod cache;
+mod index;
+mod mix;
+
 use std::path::Path;
 
-use burn::tensor::{Tensor, TensorData};
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::ann::{Ann, SearchConfig};
 use crate::encoder::{ENCODER_FILES, Encoder};
 use crate::error::Error;
 
-/// One index: unit vectors with their class.
-#[derive(Debug, Clone, Default)]
-pub struct Index {
-    /// Entry texts (normalised).
-    pub texts: Vec<String>,
-    /// Class index of each entry (into the model's labels).
-    pub class: Vec<u32>,
-    /// Where each entry came from: `reference` or `record`.
-    pub source: Vec<String>,
-    /// `[entries, dim]` row-major, L2-normalised; empty while an HNSW graph holds them (see
-    /// [`Index::vector`] and [`Index::detach_graph`]), so a large index is kept once.
-    pub vectors: Vec<f32>,
-    /// The HNSW graph over the vectors when the index is searched approximately (see
-    /// [`Retrieval::prepare_search`]).
-    pub ann: Option<std::sync::Arc<Ann>>,
-}
-
-impl Index {
-    /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.class.len()
-    }
-
-    /// Whether it has no entries.
-    pub fn is_empty(&self) -> bool {
-        self.class.is_empty()
-    }
-
-    /// The vector of entry `i`, from `vectors` or from the graph holding them.
-    pub fn vector(&self, i: usize) -> &[f32] {
-        match &self.ann {
-            Some(ann) if self.vectors.is_empty() => ann.vector(i),
-            _ => {
-                let d = self.vectors.len() / self.len().max(1);
-                &self.vectors[i * d..(i + 1) * d]
-            }
-        }
-    }
-
-    /// Drops the HNSW graph, moving the vectors it holds back into `vectors`; call before
-    /// changing the entries ([`Retrieval::prepare_search`] builds a new graph).
-    pub fn detach_graph(&mut self) {
-        if let Some(ann) = self.ann.take()
-            && self.vectors.is_empty()
-        {
-            self.vectors = (0..self.len())
-                .flat_map(|i| ann.vector(i).iter().copied())
-                .collect();
-        }
-    }
-
-    /// The nearest entries of each query `[queries, dim]` as `(entry, cosine)`, best first,
-    /// at most `k` per query (and at most the graph's `candidates` when it has one).
-    fn nearest(&self, queries: &[f32], dim: usize, k: usize) -> Vec<Vec<(u32, f32)>> {
-        if let Some(ann) = &self.ann {
-            let mut out = ann.search(queries);
-            out.iter_mut().for_each(|v| v.truncate(k));
-            return out;
-        }
-        let mut out = Vec::with_capacity(queries.len() / dim.max(1));
-        exact_sims(queries, self, dim, |sims, n| {
-            let part: Vec<Vec<(u32, f32)>> = sims
-                .par_chunks(n)
-                .map(|s| {
-                    crate::predict::top_k(s, k)
-                        .into_iter()
-                        .map(|j| (j as u32, s[j]))
-                        .collect()
-                })
-                .collect();
-            out.extend(part);
-        });
-        out
-    }
-}
-
-/// Exact cosines of queries against every entry, chunk by chunk of queries (one burn matmul
-/// each): `f(sims [m, entries], entries)` per chunk, in query order.
-fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f32], usize)) {
-    let n = index.len();
-    if queries.is_empty() || n == 0 {
-        return;
-    }
-    let device = crate::model::device();
-    let keys = Tensor::<2>::from_data(TensorData::new(index.vectors.clone(), [n, dim]), &device)
-        .transpose();
-    let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
-    for chunk in queries.chunks(rows_per * dim) {
-        let m = chunk.len() / dim;
-        let sims = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, dim]), &device)
-            .matmul(keys.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("float similarities");
-        f(&sims, n);
-    }
-}
-
-/// Fitted mixing parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mix {
-    /// Weight of the title score against the duties score.
-    pub title_weight: f32,
-    /// Softmax temperature of the retrieval scores.
-    pub temperature: f32,
-    /// Weight of retrieval in the ensemble (0: ngram only).
-    pub weight: f32,
-    /// Weight of a fine-tuned transformer against the ngram model in the base the retrieval
-    /// is mixed into (0: none).
-    #[serde(default)]
-    pub transformer_weight: f32,
-}
+use cache::io;
+pub use cache::{DiskCache, EmbeddingCache, MAX_SEGMENTS};
+use index::clause_means;
+pub use index::{EntrySource, Index, class_max, split_text};
+pub use mix::{Mix, Scores, fit_mix, fit_weight, mix_log, mix_probabilities};
 
 /// `retrieval/index.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,388 +60,11 @@ struct IndexMeta {
     encoder_fingerprint: String,
     mix: Mix,
     cache_file: String,
-    titles: Vec<(String, u32, String)>,
-    duties: Vec<(String, u32, String)>,
+    titles: Vec<(String, u32, EntrySource)>,
+    duties: Vec<(String, u32, EntrySource)>,
     /// Absent in models from before approximate search: the defaults.
     #[serde(default)]
     search: SearchConfig,
-}
-
-/// Cached sentence vectors keyed by a hash of the text (and the encoder).
-#[derive(Debug, Clone, Default)]
-pub struct EmbeddingCache {
-    /// Width of the vectors.
-    pub dim: usize,
-    map: HashMap<[u8; 16], Vec<f32>>,
-    /// A shared on-disk cache consulted before embedding (see [`DiskCache`]).
-    disk: Option<std::sync::Arc<DiskCache>>,
-    /// Keys embedded here since the last [`flush`](Self::flush), for the disk cache.
-    added: Vec<[u8; 16]>,
-}
-
-fn key(text: &str) -> [u8; 16] {
-    let h = blake3::hash(text.as_bytes());
-    h.as_bytes()[..16].try_into().expect("16 bytes")
-}
-
-impl EmbeddingCache {
-    /// An empty cache.
-    pub fn new(dim: usize) -> Self {
-        EmbeddingCache {
-            dim,
-            ..Default::default()
-        }
-    }
-
-    /// Consults (and, on [`flush`](Self::flush), feeds) a shared on-disk cache.
-    pub fn attach(&mut self, disk: std::sync::Arc<DiskCache>) {
-        if disk.dim == self.dim {
-            self.disk = Some(disk);
-        }
-    }
-
-    /// Writes the vectors embedded since the last flush to the attached disk cache, so other
-    /// stages (and later runs) with the same encoder find them. Returns how many.
-    pub fn flush(&mut self) -> Result<usize, Error> {
-        let Some(disk) = &self.disk else {
-            return Ok(0);
-        };
-        let added = std::mem::take(&mut self.added);
-        let rows: Vec<(&[u8; 16], &[f32])> = added
-            .iter()
-            .filter_map(|k| self.map.get(k).map(|v| (k, v.as_slice())))
-            .collect();
-        disk.write(&rows)?;
-        Ok(rows.len())
-    }
-
-    /// Number of cached vectors.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    /// Vectors `[texts, dim]` for texts, embedding (once per distinct text) only those not
-    /// cached. Returns the vectors and how many texts were embedded.
-    pub fn embed(
-        &mut self,
-        enc: &Encoder,
-        texts: &[String],
-        progress: &dyn Fn(usize, usize),
-    ) -> Result<(Vec<f32>, usize), Error> {
-        let mut missing: Vec<&str> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for t in texts {
-            let k = key(t);
-            if !self.map.contains_key(&k) && seen.insert(k) {
-                match self.disk.as_ref().and_then(|d| d.get(&k)) {
-                    Some(v) => {
-                        self.map.insert(k, v);
-                    }
-                    None => missing.push(t),
-                }
-            }
-        }
-        let n = missing.len();
-        if n > 0 {
-            let v = enc.embed(&missing, 64, true, &|done| progress(done, n))?;
-            for (t, row) in missing.iter().zip(v.chunks(self.dim)) {
-                let k = key(t);
-                self.map.insert(k, row.to_vec());
-                if self.disk.is_some() {
-                    self.added.push(k);
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(texts.len() * self.dim);
-        for t in texts {
-            out.extend_from_slice(&self.map[&key(t)]);
-        }
-        Ok((out, n))
-    }
-
-    /// Writes the cache (`[16-byte key][dim f32]` records).
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let mut keys: Vec<&[u8; 16]> = self.map.keys().collect();
-        keys.sort();
-        let mut bytes = Vec::with_capacity(8 + keys.len() * (16 + 4 * self.dim));
-        bytes.extend_from_slice(&(self.dim as u64).to_le_bytes());
-        for k in keys {
-            bytes.extend_from_slice(k);
-            for x in &self.map[k] {
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        std::fs::write(path, bytes).map_err(|e| io(path, e))
-    }
-
-    /// Reads a cache written by [`save`](Self::save); `None` if absent or of another width.
-    pub fn load(path: &Path, dim: usize) -> Option<EmbeddingCache> {
-        let bytes = std::fs::read(path).ok()?;
-        let d = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-        if d != dim {
-            return None;
-        }
-        let rec = 16 + 4 * dim;
-        let mut map = HashMap::new();
-        for r in bytes[8..].chunks_exact(rec) {
-            let k: [u8; 16] = r[..16].try_into().ok()?;
-            let v = r[16..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            map.insert(k, v);
-        }
-        Some(EmbeddingCache {
-            dim,
-            map,
-            ..Default::default()
-        })
-    }
-
-    /// Merges another cache into this one.
-    pub fn extend(&mut self, other: EmbeddingCache) {
-        if other.dim == self.dim {
-            self.map.extend(other.map);
-        }
-    }
-}
-
-/// Sentence vectors shared on disk by every stage that uses the same encoder (one directory
-/// per encoder fingerprint, e.g. `<store>/shared/embeddings/<fingerprint>/`): `evaluate`,
-/// `promote` and `predict` of an ensemble embed a test or input row once, not once per stage
-/// and model. Entries are keyed by a hash of the text, so results are the same with or without
-/// the cache, and no stage key depends on it; deleting the directory only costs time.
-///
-/// The directory holds immutable segments (`<hash>.seg`: dim, count, the keys, then the
-/// vectors), written atomically; opening reads only the keys, and vectors are read on demand.
-/// Past [`MAX_SEGMENTS`] the segments are merged into one (open readers keep their file
-/// handles, so a merge under them is safe).
-#[derive(Debug)]
-pub struct DiskCache {
-    dir: std::path::PathBuf,
-    dim: usize,
-    files: Vec<std::fs::File>,
-    /// key -> (segment, byte offset of its vector).
-    index: HashMap<[u8; 16], (usize, u64)>,
-}
-
-/// Segments kept before they are merged.
-pub const MAX_SEGMENTS: usize = 16;
-
-impl DiskCache {
-    /// Opens (creating) a cache directory for vectors of width `dim`. Unreadable or foreign
-    /// segments are skipped.
-    pub fn open(dir: &Path, dim: usize) -> Result<DiskCache, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let mut cache = DiskCache {
-            dir: dir.to_path_buf(),
-            dim,
-            files: Vec::new(),
-            index: HashMap::new(),
-        };
-        let mut paths: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        paths.sort();
-        for p in &paths {
-            cache.add_segment(p);
-        }
-        if paths.len() > MAX_SEGMENTS {
-            cache.compact(&paths)?;
-        }
-        Ok(cache)
-    }
-
-    /// Number of vectors on disk.
-    pub fn len(&self) -> usize {
-        self.index.len()
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
-    }
-
-    fn add_segment(&mut self, path: &Path) -> Option<()> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).ok()?;
-        let mut head = [0u8; 16];
-        f.read_exact(&mut head).ok()?;
-        let dim = u64::from_le_bytes(head[..8].try_into().ok()?) as usize;
-        let n = u64::from_le_bytes(head[8..].try_into().ok()?) as usize;
-        if dim != self.dim {
-            return None;
-        }
-        let mut keys = vec![0u8; n * 16];
-        f.read_exact(&mut keys).ok()?;
-        let seg = self.files.len();
-        let base = 16 + 16 * n as u64;
-        for (i, k) in keys.chunks_exact(16).enumerate() {
-            let k: [u8; 16] = k.try_into().ok()?;
-            self.index.insert(k, (seg, base + (i * dim * 4) as u64));
-        }
-        self.files.push(f);
-        Some(())
-    }
-
-    /// The vector of a key, if on disk.
-    pub fn get(&self, k: &[u8; 16]) -> Option<Vec<f32>> {
-        use std::os::unix::fs::FileExt;
-        let &(seg, off) = self.index.get(k)?;
-        let mut buf = vec![0u8; self.dim * 4];
-        self.files[seg].read_exact_at(&mut buf, off).ok()?;
-        Some(
-            buf.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect(),
-        )
-    }
-
-    /// Writes one segment with these vectors (atomically: a temporary file, then a rename)
-    /// and returns its path (`None` when there is nothing to write).
-    pub fn write(&self, rows: &[(&[u8; 16], &[f32])]) -> Result<Option<std::path::PathBuf>, Error> {
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let mut bytes = Vec::with_capacity(16 + rows.len() * (16 + 4 * self.dim));
-        bytes.extend_from_slice(&(self.dim as u64).to_le_bytes());
-        bytes.extend_from_slice(&(rows.len() as u64).to_le_bytes());
-        for (k, _) in rows {
-            bytes.extend_from_slice(&k[..]);
-        }
-        for (_, v) in rows {
-            for x in *v {
-                bytes.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        let name = blake3::hash(&bytes).to_hex();
-        let path = self.dir.join(format!("{}.seg", &name[..32]));
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", &name[..32], std::process::id()));
-        std::fs::write(&tmp, &bytes).map_err(|e| io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-        Ok(Some(path))
-    }
-
-    /// Merges every segment into one and removes the old ones.
-    fn compact(&self, paths: &[std::path::PathBuf]) -> Result<(), Error> {
-        let mut keys: Vec<&[u8; 16]> = self.index.keys().collect();
-        keys.sort();
-        let vectors: Vec<Vec<f32>> = keys.iter().filter_map(|k| self.get(k)).collect();
-        if vectors.len() != keys.len() {
-            return Ok(()); // a segment could not be read back; leave things as they are
-        }
-        let rows: Vec<(&[u8; 16], &[f32])> = keys
-            .into_iter()
-            .zip(&vectors)
-            .map(|(k, v)| (k, v.as_slice()))
-            .collect();
-        let merged = self.write(&rows)?;
-        for p in paths.iter().filter(|p| Some(*p) != merged.as_ref()) {
-            let _ = std::fs::remove_file(p);
-        }
-        Ok(())
-    }
-}
-
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::File {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
-/// Splits a normalised model text (`title | duties`) into its title and duties.
-pub fn split_text(text: &str) -> (&str, &str) {
-    match text.split_once('|') {
-        Some((t, d)) => (t.trim(), d.trim()),
-        None => (text.trim(), ""),
-    }
-}
-
-/// Best cosine per class `[queries, classes]` (−1 where a class has no entry). With an HNSW
-/// graph, the best among the nearest entries it returns; a class with entries but none among
-/// them gets the lowest cosine returned, which bounds its true best from above when the graph
-/// found the true nearest entries (see [`crate::ann`]).
-pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> Vec<f32> {
-    let q = queries.len() / dim.max(1);
-    let mut out = vec![-1f32; q * classes];
-    if q == 0 || index.is_empty() {
-        return out;
-    }
-    if let Some(ann) = &index.ann {
-        let mut has_entry = vec![false; classes];
-        index
-            .class
-            .iter()
-            .for_each(|&c| has_entry[c as usize] = true);
-        out.par_chunks_mut(classes)
-            .zip(ann.search(queries))
-            .for_each(|(o, hits)| {
-                if let Some(&(_, floor)) = hits.last() {
-                    for (o, &h) in o.iter_mut().zip(&has_entry) {
-                        if h {
-                            *o = floor;
-                        }
-                    }
-                }
-                for (e, v) in hits {
-                    let c = index.class[e as usize] as usize;
-                    if v > o[c] {
-                        o[c] = v;
-                    }
-                }
-            });
-        return out;
-    }
-    let mut done = 0;
-    exact_sims(queries, index, dim, |sims, n| {
-        let m = sims.len() / n;
-        out[done * classes..(done + m) * classes]
-            .par_chunks_mut(classes)
-            .zip(sims.par_chunks(n))
-            .for_each(|(o, s)| {
-                for (j, &v) in s.iter().enumerate() {
-                    let c = index.class[j] as usize;
-                    if v > o[c] {
-                        o[c] = v;
-                    }
-                }
-            });
-        done += m;
-    });
-    out
-}
-
-/// Per text, the mean of its clauses' class scores (`scores` `[clauses, classes]`, `owner`
-/// the text of each clause); −1 for a text without clauses.
-fn clause_means(scores: &[f32], owner: &[usize], has: &[bool], classes: usize) -> Vec<f32> {
-    let mut out = vec![0f32; has.len() * classes];
-    let mut count = vec![0u32; has.len()];
-    for (k, &i) in owner.iter().enumerate() {
-        count[i] += 1;
-        let o = &mut out[i * classes..(i + 1) * classes];
-        for (o, s) in o.iter_mut().zip(&scores[k * classes..(k + 1) * classes]) {
-            *o += s;
-        }
-    }
-    for (i, o) in out.chunks_mut(classes).enumerate() {
-        if count[i] == 0 {
-            o.fill(-1.0);
-        } else {
-            let n = count[i] as f32;
-            o.iter_mut().for_each(|v| *v /= n);
-        }
-    }
-    out
 }
 
 /// An index entry near a query (see [`Retrieval::similar`]).
@@ -553,7 +75,7 @@ pub struct Neighbour {
     /// Its class (index into the model's labels).
     pub class: u32,
     /// `record` (a past record's title) or `reference` (the ISCO reference).
-    pub source: String,
+    pub source: EntrySource,
     /// Cosine similarity to the query.
     pub similarity: f32,
 }
@@ -574,47 +96,6 @@ pub struct Retrieval {
     pub cache_file: String,
     /// When the indexes are searched through an HNSW graph.
     pub search: SearchConfig,
-}
-
-/// Class scores of both channels for normalised texts: `(title [q, c], duties [q, c], has_duties)`.
-pub struct Scores {
-    /// Best title cosine per class.
-    pub title: Vec<f32>,
-    /// Best duties cosine per class.
-    pub duties: Vec<f32>,
-    /// Whether each text has duties.
-    pub has_duties: Vec<bool>,
-    /// Classes.
-    pub classes: usize,
-}
-
-impl Scores {
-    /// Retrieval probabilities `[q, c]` under a mix.
-    pub fn probabilities(&self, mix: &Mix) -> Vec<f32> {
-        let c = self.classes;
-        let mut out = vec![0f32; self.title.len()];
-        out.par_chunks_mut(c).enumerate().for_each(|(i, o)| {
-            let a = if self.has_duties[i] {
-                mix.title_weight
-            } else {
-                1.0
-            };
-            let t = &self.title[i * c..(i + 1) * c];
-            let d = &self.duties[i * c..(i + 1) * c];
-            let mut m = f32::NEG_INFINITY;
-            for k in 0..c {
-                o[k] = (a * t[k] + (1.0 - a) * d[k]) / mix.temperature;
-                m = m.max(o[k]);
-            }
-            let mut s = 0f32;
-            for v in o.iter_mut() {
-                *v = (*v - m).exp();
-                s += *v;
-            }
-            o.iter_mut().for_each(|v| *v /= s);
-        });
-        out
-    }
 }
 
 impl Retrieval {
@@ -701,7 +182,7 @@ impl Retrieval {
                     .map(|(j, similarity)| Neighbour {
                         text: ix.texts[j as usize].clone(),
                         class: ix.class[j as usize],
-                        source: ix.source[j as usize].clone(),
+                        source: ix.source[j as usize],
                         similarity,
                     })
                     .collect()
@@ -761,12 +242,12 @@ impl Retrieval {
                 }
             }
         }
-        let entries = |ix: &Index| -> Vec<(String, u32, String)> {
+        let entries = |ix: &Index| -> Vec<(String, u32, EntrySource)> {
             ix.texts
                 .iter()
                 .zip(&ix.class)
                 .zip(&ix.source)
-                .map(|((t, c), s)| (t.clone(), *c, s.clone()))
+                .map(|((t, c), s)| (t.clone(), *c, *s))
                 .collect()
         };
         let meta = IndexMeta {
@@ -839,7 +320,7 @@ impl Retrieval {
             });
         }
         let search = meta.search;
-        let build = |name: &str, entries: Vec<(String, u32, String)>, v: &[f32]| {
+        let build = |name: &str, entries: Vec<(String, u32, EntrySource)>, v: &[f32]| {
             let mut ix = Index {
                 vectors: v.to_vec(),
                 ..Default::default()
@@ -879,96 +360,9 @@ impl Retrieval {
     }
 }
 
-/// `(1 - weight) * a + weight * b`, element-wise.
-pub fn mix_probabilities(a: &[f32], b: &[f32], weight: f32) -> Vec<f32> {
-    a.par_iter()
-        .zip(b.par_iter())
-        .map(|(x, y)| (1.0 - weight) * x + weight * y)
-        .collect()
-}
-
-/// Accuracy and mean log-likelihood of `(1 - weight) * a + weight * b` on labelled rows.
-fn score_mix(a: &[f32], b: &[f32], weight: f32, y: &[u32], c: usize) -> (f64, f64) {
-    let n = y.len();
-    let (correct, ll) = (0..n)
-        .into_par_iter()
-        .map(|i| {
-            let row = |k: usize| (1.0 - weight) * a[i * c + k] + weight * b[i * c + k];
-            let mut arg = 0;
-            let mut m = f32::NEG_INFINITY;
-            for k in 0..c {
-                let v = row(k);
-                if v > m {
-                    m = v;
-                    arg = k;
-                }
-            }
-            let yi = y[i] as usize;
-            ((arg == yi) as usize, (row(yi).max(1e-12) as f64).ln())
-        })
-        .reduce(|| (0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-    (correct as f64 / n.max(1) as f64, ll / n.max(1) as f64)
-}
-
-/// The weight in `0..=1` (steps of 0.05) that mixes `b` into `a` best on labelled rows
-/// (accuracy, ties: log-likelihood). Returns the weight and its accuracy.
-pub fn fit_weight(a: &[f32], b: &[f32], y: &[u32], classes: usize) -> (f32, f64) {
-    let mut best = (0f32, f64::NEG_INFINITY, f64::NEG_INFINITY);
-    for wi in 0..=20 {
-        let w = wi as f32 * 0.05;
-        let (acc, ll) = score_mix(a, b, w, y, classes);
-        if acc > best.1 || (acc == best.1 && ll > best.2) {
-            best = (w, acc, ll);
-        }
-    }
-    (best.0, best.1)
-}
-
-/// Mixes ngram probabilities with retrieval probabilities and returns the log (the ensemble's
-/// "logits", calibrated downstream).
-pub fn mix_log(p_ngram: &[f32], p_ret: &[f32], weight: f32) -> Vec<f32> {
-    p_ngram
-        .par_iter()
-        .zip(p_ret.par_iter())
-        .map(|(a, b)| ((1.0 - weight) * a + weight * b).max(1e-12).ln())
-        .collect()
-}
-
-/// Fits `title_weight`, `temperature` and `weight` on labelled validation scores by grid
-/// search on accuracy (ties: higher mean log-likelihood), with the retrieval mixed into the
-/// base probabilities `p_base`. Returns the mix (`transformer_weight` 0; the caller sets it)
-/// and its accuracy.
-pub fn fit_mix(p_base: &[f32], scores: &Scores, y: &[u32]) -> (Mix, f64) {
-    let c = scores.classes;
-    let mut best: Option<(f64, f64, Mix)> = None;
-    for &title_weight in &[0.3f32, 0.4, 0.5, 0.6, 0.7] {
-        for &temperature in &[0.01f32, 0.02, 0.03, 0.05, 0.07, 0.1] {
-            let base = Mix {
-                title_weight,
-                temperature,
-                weight: 0.0,
-                transformer_weight: 0.0,
-            };
-            let pr = scores.probabilities(&base);
-            for wi in 0..=16 {
-                let weight = wi as f32 * 0.05;
-                let (acc, ll) = score_mix(p_base, &pr, weight, y, c);
-                let mix = Mix { weight, ..base };
-                if best
-                    .as_ref()
-                    .is_none_or(|(ba, bl, _)| acc > *ba || (acc == *ba && ll > *bl))
-                {
-                    best = Some((acc, ll, mix));
-                }
-            }
-        }
-    }
-    let (acc, _, mix) = best.expect("grid is not empty");
-    (mix, acc)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::cache::key;
     use super::*;
 
     #[test]
@@ -976,7 +370,7 @@ mod tests {
         let ix = Index {
             texts: vec!["a".into(), "b".into(), "c".into()],
             class: vec![0, 1, 1],
-            source: vec!["reference".into(); 3],
+            source: vec![EntrySource::Reference; 3],
             vectors: vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8],
             ann: None,
         };
@@ -1041,7 +435,7 @@ mod tests {
         let (v, _) = cache.embed(&encoder, &entries, &|_, _| {}).unwrap();
         let index = |rows: std::ops::Range<usize>, class: Vec<u32>| Index {
             texts: entries[rows.clone()].to_vec(),
-            source: vec!["reference".into(); class.len()],
+            source: vec![EntrySource::Reference; class.len()],
             vectors: v[rows.start * 16..rows.end * 16].to_vec(),
             class,
             ann: None,
@@ -1182,7 +576,7 @@ mod tests {
         let n = texts.len();
         let index_vectors = v.clone();
         let index = Index {
-            source: vec!["record".into(); n],
+            source: vec![EntrySource::Record; n],
             texts,
             class,
             vectors: v,

@@ -1,0 +1,189 @@
+//! The API's request and response bodies (their OpenAPI schemas come from these types).
+
+use classifier::predict::Prediction;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// One record to code.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// Job title as written by the respondent.
+    #[schema(example = "senior software engineer")]
+    pub job_title: String,
+    /// Main duties (optional but it helps).
+    #[serde(default)]
+    #[schema(example = "designing and writing computer programs")]
+    pub duties_description: String,
+    /// Add the words that drove the decision (`explanation`).
+    #[serde(default)]
+    pub explain: bool,
+    /// Add this many similar past records (`similar`, at most 50); needs a model with a
+    /// retrieval index (`ensemble`).
+    #[serde(default)]
+    pub similar: usize,
+    /// Caller's id for the record, echoed back.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// One record of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRecord {
+    /// Job title.
+    pub job_title: String,
+    /// Duties (optional).
+    #[serde(default)]
+    pub duties_description: String,
+    /// Caller's id, echoed back.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+/// An alternative code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlternativeOut {
+    /// 4-digit ISCO-08 code.
+    pub isco_code: String,
+    /// Its title.
+    pub title: String,
+    /// Calibrated probability.
+    pub confidence: f64,
+}
+
+impl From<classifier::predict::Alternative> for AlternativeOut {
+    fn from(a: classifier::predict::Alternative) -> Self {
+        AlternativeOut {
+            isco_code: a.isco_code,
+            title: a.title,
+            confidence: a.confidence,
+        }
+    }
+}
+
+/// A past record (or ISCO reference title) whose title is near the query's.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimilarOut {
+    /// Its normalised title.
+    pub text: String,
+    /// The code it was given (for a past record, the code its title was most often given).
+    pub isco_code: String,
+    /// Title of that code.
+    pub title: String,
+    /// `record` (a past record) or `reference` (the ISCO reference).
+    pub source: String,
+    /// Cosine similarity of the two titles.
+    pub similarity: f64,
+}
+
+impl From<classifier::predict::Similar> for SimilarOut {
+    fn from(s: classifier::predict::Similar) -> Self {
+        SimilarOut {
+            text: s.text,
+            isco_code: s.isco_code,
+            title: s.title,
+            source: s.source.to_string(),
+            similarity: s.similarity,
+        }
+    }
+}
+
+/// A word's contribution to the chosen code's score.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WordOut {
+    /// Word of the normalised text.
+    pub word: String,
+    /// Summed contribution of the n-grams containing it (positive: for the code).
+    pub contribution: f64,
+}
+
+/// Why the model chose a code.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExplanationOut {
+    /// The code explained (the top 4-digit code).
+    pub isco_code: String,
+    /// Per-word contributions, in text order.
+    pub words: Vec<WordOut>,
+    /// Whether the contributions are exact (linear model) or an approximation.
+    pub exact: bool,
+    /// Whether only the most influential words are listed (long texts).
+    pub truncated: bool,
+}
+
+/// A coded record.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobPrediction {
+    /// The caller's id, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// ISCO-08 code at `level` digits (4, or coarser after fallback).
+    #[schema(example = "2512")]
+    pub isco_code: String,
+    /// Digits of the code.
+    pub level: usize,
+    /// Title of the code.
+    pub title: String,
+    /// Calibrated probability that the code is right.
+    pub confidence: f64,
+    /// very_high, high, medium, low or very_low.
+    pub grade: String,
+    /// Whether the code is coarser than 4 digits because no unit group was confident enough.
+    pub is_fallback: bool,
+    /// Whether a coder should look at it.
+    pub needs_review: bool,
+    /// Top-k 4-digit codes.
+    pub alternatives: Vec<AlternativeOut>,
+    /// Store object id of the model that coded it.
+    pub model_version: String,
+    /// Word contributions, when `explain` was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<ExplanationOut>,
+    /// Similar past records, best first, when `similar` was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similar: Option<Vec<SimilarOut>>,
+}
+
+/// The answer to a batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResponse {
+    /// Store object id of the model.
+    pub model_version: String,
+    /// One prediction per record, in order.
+    pub predictions: Vec<JobPrediction>,
+}
+
+/// An error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong and what to do.
+    pub error: String,
+    /// HTTP status.
+    pub status: u16,
+}
+
+/// The CSV upload form.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct CsvUpload {
+    /// CSV with `job_title` and optionally `duties_description` (other columns are kept).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+pub(crate) fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPrediction {
+    JobPrediction {
+        id,
+        isco_code: p.isco_code,
+        level: p.level,
+        title: p.title,
+        confidence: p.confidence,
+        grade: p.grade.to_string(),
+        is_fallback: p.is_fallback,
+        needs_review: p.needs_review,
+        alternatives: p.alternatives.into_iter().map(Into::into).collect(),
+        model_version: version.to_string(),
+        explanation: None,
+        similar: None,
+    }
+}

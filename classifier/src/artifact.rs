@@ -1,0 +1,295 @@
+//! A trained model on disk: its kind, its description (`model.json`) and its parts.
+//!
+//! A model artifact is a directory:
+//!
+//! | file | content | kinds |
+//! |---|---|---|
+//! | `model.bpk` | the burn record (burnpack) of the ngram network: embedding table and head | all |
+//! | `model.json` | [`ModelMeta`]: kind, label map, featuriser and network config, calibration, titles, training summary | all |
+//! | `retrieval/` | encoder, title and duties indexes, mixing weights, embedding cache | `ensemble` |
+//! | `transformer/` | the fine-tuned encoder and its classification head | `transformer`, `ensemble` with a transformer |
+//!
+//! [`Model`] holds exactly the parts of its kind, so a kind without its parts (or with parts
+//! that mean nothing for it) cannot be built; loading reads `model.json` first, builds a
+//! network of exactly those shapes, and loads each record strictly (a missing or mis-shaped
+//! tensor is an error naming the file).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::features::FeatureConfig;
+pub use crate::kind::ModelKind;
+use crate::model::{NgramNet, TrainConfig, Trained};
+use crate::retrieval::Retrieval;
+use crate::taxonomy::Taxonomy;
+use crate::transformer::{FineTuned, TuneConfig};
+
+/// The validation sample an ensemble's mix and calibration were fitted on: a fine-tune
+/// draws the same sample, so its queries are in the base model's embedding cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitSample {
+    /// Labelled validation rows drawn.
+    pub rows: usize,
+    /// Seed of the draw.
+    pub seed: u64,
+}
+
+/// `model.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMeta {
+    /// Format version of the artifact.
+    pub format: u32,
+    /// Model kind.
+    pub kind: ModelKind,
+    /// Class index -> 4-digit code.
+    pub labels: Vec<String>,
+    /// Featuriser.
+    pub features: FeatureConfig,
+    /// Network and training config.
+    pub train: TrainConfig,
+    /// Calibration temperature.
+    pub temperature: f64,
+    /// Top-label isotonic map applied after the temperature (absent: temperature only).
+    #[serde(default)]
+    pub isotonic: Option<crate::calibrate::Isotonic>,
+    /// Fine-tuning settings of a model with a transformer part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<TuneConfig>,
+    /// The validation sample an ensemble's mix and calibration were fitted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_sample: Option<FitSample>,
+    /// Titles of the label codes and all their parent groups.
+    pub titles: BTreeMap<String, String>,
+    /// Provenance and training summary (run, stage, time, the metrics `train` reported).
+    pub summary: serde_json::Value,
+}
+
+impl ModelMeta {
+    /// The sample an ensemble was fitted on. Models written before the sample was recorded
+    /// keep its size in their training summary (or their base model's, for a fine-tune).
+    pub fn fit_sample(&self) -> Option<FitSample> {
+        if self.fit_sample.is_some() {
+            return self.fit_sample;
+        }
+        let mut s = &self.summary;
+        loop {
+            if let Some(rows) = s["metrics"]["retrieval"]["fit_rows"].as_u64() {
+                return Some(FitSample {
+                    rows: rows as usize,
+                    seed: self.train.seed,
+                });
+            }
+            match s.get("fine_tuned_from") {
+                Some(base) => s = base,
+                None => return None,
+            }
+        }
+    }
+}
+
+/// Current artifact format.
+pub const FORMAT: u32 = 1;
+
+/// A model's parts, by kind: each variant holds exactly what its kind needs.
+pub enum Model {
+    /// `ngram`.
+    Ngram {
+        /// The n-gram network.
+        net: Trained,
+    },
+    /// `transformer`: the fine-tuned encoder decides; the n-gram network explains.
+    Transformer {
+        /// The n-gram network.
+        net: Trained,
+        /// The fine-tuned encoder.
+        transformer: FineTuned,
+    },
+    /// `ensemble`: the n-gram network (optionally mixed with a transformer) and retrieval.
+    Ensemble {
+        /// The n-gram network.
+        net: Trained,
+        /// The retrieval half (boxed: it is much larger than the other kinds' parts).
+        retrieval: Box<Retrieval>,
+        /// A fine-tuned encoder mixed into the base probabilities.
+        transformer: Option<FineTuned>,
+    },
+}
+
+impl Model {
+    /// Its kind.
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Model::Ngram { .. } => ModelKind::Ngram,
+            Model::Transformer { .. } => ModelKind::Transformer,
+            Model::Ensemble { .. } => ModelKind::Ensemble,
+        }
+    }
+
+    /// The n-gram network every kind has.
+    pub fn net(&self) -> &Trained {
+        match self {
+            Model::Ngram { net } | Model::Transformer { net, .. } | Model::Ensemble { net, .. } => {
+                net
+            }
+        }
+    }
+
+    /// The retrieval half (`ensemble`).
+    pub fn retrieval(&self) -> Option<&Retrieval> {
+        match self {
+            Model::Ensemble { retrieval, .. } => Some(retrieval.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The fine-tuned encoder, if the model has one.
+    pub fn transformer(&self) -> Option<&FineTuned> {
+        match self {
+            Model::Transformer { transformer, .. } => Some(transformer),
+            Model::Ensemble { transformer, .. } => transformer.as_ref(),
+            Model::Ngram { .. } => None,
+        }
+    }
+
+    /// Writes the artifact directory: `model.json`, `model.bpk` and the kind's parts.
+    pub fn save(&self, dir: &Path, meta: &ModelMeta) -> Result<(), Error> {
+        if meta.kind != self.kind() {
+            return Err(Error::Model(format!(
+                "the model is a `{}` model but its description says `{}`; this is a bug in the code that built it",
+                self.kind(),
+                meta.kind
+            )));
+        }
+        save_net(dir, self.net(), meta)?;
+        if let Some(r) = self.retrieval() {
+            r.save(dir)?;
+        }
+        if let Some(t) = self.transformer() {
+            t.save(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Reads an artifact directory: its description and its parts.
+    pub fn load(dir: &Path) -> Result<(ModelMeta, Model), Error> {
+        let json = dir.join("model.json");
+        let bytes = std::fs::read(&json).map_err(io_err("read", &json))?;
+        let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
+            path: json.clone(),
+            message: format!("is not a model description ({e}); was it written by `train`?"),
+        })?;
+        if meta.format != FORMAT {
+            return Err(Error::File {
+                path: json,
+                message: format!(
+                    "has artifact format {} but this isco-dag reads format {FORMAT}; retrain the model",
+                    meta.format
+                ),
+            });
+        }
+        let bpk = dir.join("model.bpk");
+        let record = ModuleRecord::load(&bpk).map_err(|e| Error::File {
+            path: bpk.clone(),
+            message: format!("could not read the burn record: {e}"),
+        })?;
+        let module: NgramNet =
+            Trained::empty_module(meta.features.buckets, &meta.train, meta.labels.len())
+                .try_load_record(record)
+                .map_err(|e| Error::File {
+                    path: bpk.clone(),
+                    message: format!("does not match model.json: {e}"),
+                })?;
+        let net = Trained::from_module(module);
+        let transformer = match &meta.transformer {
+            Some(t) if meta.kind != ModelKind::Ngram => {
+                Some(FineTuned::load(dir, meta.labels.len(), t.max_seq_length)?)
+            }
+            _ => None,
+        };
+        let model = match (meta.kind, transformer) {
+            (ModelKind::Ngram, _) => Model::Ngram { net },
+            (ModelKind::Transformer, Some(transformer)) => Model::Transformer { net, transformer },
+            (ModelKind::Transformer, None) => {
+                return Err(Error::File {
+                    path: json,
+                    message:
+                        "is a transformer model without its fine-tuning settings; retrain the model"
+                            .into(),
+                });
+            }
+            (ModelKind::Ensemble, transformer) => Model::Ensemble {
+                net,
+                retrieval: Box::new(Retrieval::load(dir)?),
+                transformer,
+            },
+        };
+        Ok((meta, model))
+    }
+}
+
+pub(crate) fn io_err<'a>(
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Collects titles for labels and their parents.
+pub fn titles_for(labels: &[String], tax: &Taxonomy) -> BTreeMap<String, String> {
+    let mut t = BTreeMap::new();
+    for l in labels {
+        for d in 1..=l.len() {
+            let c = &l[..d];
+            if let Some(g) = tax.group(c) {
+                t.insert(c.to_string(), g.title.clone());
+            }
+        }
+    }
+    t
+}
+
+/// Writes `model.bpk` and `model.json`.
+fn save_net(dir: &Path, net: &Trained, meta: &ModelMeta) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    let bpk = dir.join("model.bpk");
+    net.to_module()
+        .into_record()
+        .save(&bpk)
+        .map_err(|e| Error::File {
+            path: bpk.clone(),
+            message: format!("could not write the burn record: {e}"),
+        })?;
+    let json = dir.join("model.json");
+    std::fs::write(
+        &json,
+        serde_json::to_vec_pretty(meta).expect("meta serialises"),
+    )
+    .map_err(io_err("write", &json))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_named_as_in_the_configuration() {
+        for k in ModelKind::ALL {
+            let s = serde_json::to_value(k).unwrap();
+            assert_eq!(s, k.as_str());
+            assert_eq!(serde_json::from_value::<ModelKind>(s).unwrap(), k);
+        }
+        assert!(serde_json::from_value::<ModelKind>("fasttext".into()).is_err());
+    }
+}

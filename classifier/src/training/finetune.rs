@@ -1,0 +1,287 @@
+//! Continuing a model on reviewers' corrections.
+//!
+//! Starts from the base model, trains on the corrections (repeated `corrections_repeats`
+//! times per epoch) plus a seeded replay sample of the original training records, so the
+//! model learns the corrections without forgetting the historical records, for a few epochs
+//! at lower learning rates (at least `min_steps` optimiser steps, so a handful of
+//! corrections still counts). Codes the base model has never seen get new output rows,
+//! imprinted from their corrections' mean representation (weight imprinting) so they compete
+//! from the first step. An ensemble keeps its retrieval half, with the corrections added to
+//! its indexes. The calibration is refitted on validation — for an ensemble on the same
+//! validation sample the base model was fitted on, whose queries its cache holds.
+//!
+//! The result depends only on the base model, the corrections, the replay records and the
+//! spec.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::data::{Examples, Progress, encode, fit_sample, labelled_features};
+use super::ensemble::{ExtensionSummary, extend};
+use super::{FineTuneSpec, Fitted};
+use crate::Taxonomy;
+use crate::artifact::{FitSample, Model, ModelMeta, titles_for};
+use crate::calibrate::{fit_calibration, softmax_rows};
+use crate::error::Error;
+use crate::features::FeatureMatrix;
+use crate::model::{TrainConfig, TrainData, train};
+use crate::rng::Rng;
+
+/// What [`fine_tune`] did, for the run record and the stage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FineTuneSummary {
+    /// Corrections learned.
+    pub corrections: usize,
+    /// Times each was seen per epoch.
+    #[serde(skip)]
+    pub corrections_repeats: u32,
+    /// Replayed training records.
+    pub replay_records: usize,
+    /// Classes of the result.
+    pub classes: usize,
+    /// Classes the base model did not have.
+    pub new_classes: usize,
+    /// Their codes.
+    #[serde(skip)]
+    pub new_codes: Vec<String>,
+    /// Epochs run.
+    pub epochs_run: usize,
+    /// Seconds of training.
+    pub train_seconds: f64,
+    /// The calibration temperature.
+    pub temperature: f64,
+    /// Validation rows the calibration was refitted on (without validation records: none).
+    pub calibration_rows: Option<usize>,
+    /// Validation ECE before calibration (without validation records: none).
+    pub validation_ece_before: Option<f64>,
+    /// Validation ECE after it.
+    pub validation_ece_after: Option<f64>,
+    /// The extension of an ensemble's indexes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<ExtensionSummary>,
+}
+
+impl FineTuneSummary {
+    /// One line for the stage report.
+    pub fn line(&self) -> String {
+        format!(
+            "{} corrections x{} + {} replayed records, {} epochs in {:.1}s; {} classes ({} new: {})",
+            self.corrections,
+            self.corrections_repeats,
+            self.replay_records,
+            self.epochs_run,
+            self.train_seconds,
+            self.classes,
+            self.new_classes,
+            self.new_codes
+                .iter()
+                .take(8)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    }
+}
+
+/// Continues `base` on `corrections` (plus a sample of `replay`), refitting the calibration
+/// on `validation` when given (the base model's otherwise).
+#[allow(clippy::too_many_arguments)]
+pub fn fine_tune(
+    spec: &FineTuneSpec,
+    base_meta: &ModelMeta,
+    base: Model,
+    corrections: Examples<'_>,
+    replay: Examples<'_>,
+    validation: Option<Examples<'_>>,
+    tax: &Taxonomy,
+    shared_cache: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<Fitted<FineTuneSummary>, Error> {
+    if matches!(base, Model::Transformer { .. }) {
+        return Err(Error::CannotFineTune { kind: base.kind() });
+    }
+    if corrections.is_empty() {
+        return Err(Error::NoCorrections);
+    }
+    let mut rng = Rng::new(spec.seed);
+    let mut pick: Vec<usize> = (0..replay.len()).collect();
+    rng.shuffle(&mut pick);
+    pick.truncate(spec.replay_size);
+    pick.sort_unstable();
+
+    let old_labels = &base_meta.labels;
+    let labels: Vec<String> = old_labels
+        .iter()
+        .chain(corrections.isco_code)
+        .chain(pick.iter().map(|&i| &replay.isco_code[i]))
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let new_codes: Vec<String> = labels
+        .iter()
+        .filter(|l| old_labels.binary_search(l).is_err())
+        .cloned()
+        .collect();
+
+    let mut texts: Vec<String> = corrections.text.to_vec();
+    let mut codes: Vec<String> = corrections.isco_code.to_vec();
+    let mut repeats = vec![spec.corrections_repeats; corrections.len()];
+    for &i in &pick {
+        texts.push(replay.text[i].clone());
+        codes.push(replay.isco_code[i].clone());
+        repeats.push(1);
+    }
+    let y: Vec<u32> = encode(&labels, &codes)
+        .into_iter()
+        .map(|c| c.expect("every code is in the label set"))
+        .collect();
+    let fc = base_meta.features.clone();
+    let examples: usize = repeats.iter().map(|&r| r as usize).sum();
+    let steps_per_epoch = examples.div_ceil(spec.batch_size).max(1);
+    let epochs = spec.epochs.max(spec.min_steps.div_ceil(steps_per_epoch));
+    let tc = TrainConfig {
+        epochs,
+        batch_size: spec.batch_size,
+        lr_embedding: spec.lr_embedding,
+        lr_head: spec.lr_head,
+        label_smoothing: spec.label_smoothing,
+        early_stopping_patience: epochs,
+        seed: spec.seed,
+        ..base_meta.train.clone()
+    };
+    progress.start(epochs as u64, "featurising");
+    let x = FeatureMatrix::build(&fc, &texts);
+    // New codes: an output row each, imprinted from their corrections.
+    let rows_by_class: Vec<(usize, Vec<usize>)> = new_codes
+        .iter()
+        .map(|code| {
+            let c = labels.binary_search(code).expect("label");
+            let rows = (0..corrections.len())
+                .filter(|&i| &corrections.isco_code[i] == code)
+                .collect();
+            (c, rows)
+        })
+        .collect();
+    let init = base
+        .net()
+        .with_labels(old_labels, &labels)
+        .imprint(&x, &rows_by_class);
+    let net = train(
+        &TrainData {
+            x: &x,
+            y: &y,
+            repeats: Some(&repeats),
+            val: None,
+        },
+        &fc,
+        &tc,
+        labels.len(),
+        Some(&init),
+        &|e, _, _| {
+            progress.inc(1);
+            progress.message(&format!("epoch {e}"));
+        },
+    )?;
+
+    // An ensemble keeps its retrieval half, with the corrections added.
+    let fit_sample_of_base = base_meta.fit_sample();
+    let retrieval = match base {
+        Model::Ensemble { retrieval, .. } => Some(extend(
+            *retrieval,
+            shared_cache,
+            old_labels,
+            &labels,
+            corrections,
+        )?),
+        Model::Ngram { .. } | Model::Transformer { .. } => None,
+    };
+    let (temperature, isotonic, ece, calibration_rows) = match validation {
+        Some(va) => {
+            let (logits, y) = match &retrieval {
+                // The ensemble on the validation sample the base model was fitted on (those
+                // queries are in its embedding cache).
+                Some((r, _)) => {
+                    let sample = fit_sample_of_base.unwrap_or(FitSample {
+                        rows: super::EnsembleConfig::default().fit_rows,
+                        seed: base_meta.train.seed,
+                    });
+                    let (texts, y) = fit_sample(va, &labels, sample.seed, sample.rows);
+                    let x = FeatureMatrix::build(&fc, &texts);
+                    let all: Vec<usize> = (0..x.rows()).collect();
+                    let p = softmax_rows(&net.logits(&x, &all), labels.len(), 1.0);
+                    (r.ensemble_logits(&p, &texts, labels.len())?, y)
+                }
+                None => {
+                    let (vx, vy) = labelled_features(&fc, &labels, va);
+                    let rows: Vec<usize> = (0..vx.rows()).collect();
+                    (net.logits(&vx, &rows), vy)
+                }
+            };
+            let cal = fit_calibration(&logits, &y, labels.len(), spec.calibration);
+            (
+                cal.temperature,
+                cal.isotonic,
+                Some((cal.ece_before, cal.ece_after)),
+                Some(y.len()),
+            )
+        }
+        None => (
+            base_meta.temperature,
+            base_meta.isotonic.clone(),
+            None,
+            None,
+        ),
+    };
+    let mut titles = base_meta.titles.clone();
+    titles.extend(titles_for(&labels, tax));
+    let (model, retrieval_summary) = match retrieval {
+        Some((retrieval, s)) => (
+            Model::Ensemble {
+                net,
+                retrieval: Box::new(retrieval),
+                transformer: None,
+            },
+            Some(s),
+        ),
+        None => (Model::Ngram { net }, None),
+    };
+    let summary = FineTuneSummary {
+        corrections: corrections.len(),
+        corrections_repeats: spec.corrections_repeats,
+        replay_records: pick.len(),
+        classes: labels.len(),
+        new_classes: new_codes.len(),
+        new_codes,
+        epochs_run: model.net().epochs_run,
+        train_seconds: model.net().train_seconds,
+        temperature,
+        calibration_rows,
+        validation_ece_before: ece.map(|e| e.0),
+        validation_ece_after: ece.map(|e| e.1),
+        retrieval: retrieval_summary,
+    };
+    let meta = ModelMeta {
+        kind: model.kind(),
+        labels,
+        train: tc,
+        temperature,
+        isotonic,
+        titles,
+        transformer: None,
+        // The sample a later fine-tune of this model must draw again.
+        fit_sample: fit_sample_of_base.filter(|_| model.retrieval().is_some()),
+        summary: serde_json::json!({
+            "fine_tuned_from": base_meta.summary,
+            "metrics": summary,
+        }),
+        ..base_meta.clone()
+    };
+    Ok(Fitted {
+        meta,
+        model,
+        summary,
+    })
+}

@@ -1,0 +1,258 @@
+//! Training: [`fit`] builds a model of any kind from records, [`fine_tune`] continues one on
+//! reviewers' corrections. Both return a [`Fitted`] model — its description, its typed parts
+//! and a typed summary — that the caller saves where it wants.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`spec`] | [`FitSpec`] (nesting each part's config) and [`FineTuneSpec`], and the flat configuration layout |
+//! | [`data`] | labelled examples, the files training reads, progress |
+//! | [`ensemble`] | the retrieval half: indexes, embedding, the mix and its calibration; its extension by corrections |
+//! | [`transformer`] | the fine-tuned encoder and its calibration |
+//! | [`finetune`] | continuing a model on corrections |
+//!
+//! Every kind trains the n-gram network first (fastText-style, early-stopped on validation
+//! macro-F1, with reference augmentation), then the kind's other parts; the calibration of
+//! the last part that decides is the model's.
+
+pub mod data;
+pub mod ensemble;
+pub mod finetune;
+pub mod spec;
+pub mod transformer;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+pub use data::{Examples, Files, Progress, Silent, encode, fit_sample, labelled_features};
+pub use finetune::{FineTuneSummary, fine_tune};
+pub use spec::{EnsembleConfig, FineTuneSpec, FitSpec};
+
+use crate::Taxonomy;
+use crate::artifact::{FORMAT, FitSample, Model, ModelKind, ModelMeta, titles_for};
+use crate::augment::reference_examples;
+use crate::calibrate::fit_calibration;
+use crate::error::Error;
+use crate::features::FeatureMatrix;
+use crate::model::{TrainData, train};
+
+/// What [`fit`] did, for the run record and the stage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct FitSummary {
+    /// Training records.
+    pub train_records: usize,
+    /// Reference examples added.
+    pub augmentation_examples: usize,
+    /// Classes (codes) learned.
+    pub classes: usize,
+    /// Epochs the n-gram network ran.
+    pub epochs_run: usize,
+    /// Its best epoch (kept).
+    pub best_epoch: usize,
+    /// Its validation macro-F1 there.
+    pub validation_macro_f1: f64,
+    /// Seconds it trained.
+    pub train_seconds: f64,
+    /// The model's calibration temperature.
+    pub temperature: f64,
+    /// Validation ECE of the raw softmax.
+    pub validation_ece_before: f64,
+    /// Validation ECE after calibration.
+    pub validation_ece_after: f64,
+    /// The retrieval half, for an ensemble.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieval: Option<ensemble::EnsembleSummary>,
+    /// The fine-tuned encoder, when the model has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<transformer::TransformerSummary>,
+}
+
+impl FitSummary {
+    /// Lines for the stage report.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s; temperature {:.2}, validation ECE {:.4} -> {:.4}",
+            self.train_records,
+            self.augmentation_examples,
+            self.classes,
+            self.best_epoch,
+            self.epochs_run,
+            self.validation_macro_f1,
+            self.train_seconds,
+            self.temperature,
+            self.validation_ece_before,
+            self.validation_ece_after
+        )];
+        out.extend(self.retrieval.as_ref().map(|r| r.line()));
+        out.extend(self.transformer.as_ref().map(|t| t.line()));
+        out
+    }
+}
+
+/// A trained model with its description and what training did.
+pub struct Fitted<S> {
+    /// `model.json` (its `summary` holds the training summary under `metrics`; add
+    /// provenance before saving).
+    pub meta: ModelMeta,
+    /// The parts.
+    pub model: Model,
+    /// What training did.
+    pub summary: S,
+}
+
+impl<S> Fitted<S> {
+    /// Writes the artifact directory.
+    pub fn save(&self, dir: &std::path::Path) -> Result<(), Error> {
+        self.model.save(dir, &self.meta)
+    }
+}
+
+/// Trains a model of `spec.kind` on `train`, early-stopped and calibrated on `validation`.
+pub fn fit(
+    spec: &FitSpec,
+    train_set: Examples<'_>,
+    validation: Examples<'_>,
+    tax: &Taxonomy,
+    files: &Files<'_>,
+    progress: &dyn Progress,
+) -> Result<Fitted<FitSummary>, Error> {
+    let fc = &spec.features;
+    let tc = &spec.train;
+    let mut texts = train_set.text.to_vec();
+    let mut codes = train_set.isco_code.to_vec();
+    let mut repeats = vec![1u32; texts.len()];
+    let mut augmented = 0;
+    if spec.reference_augmentation && tax.has_reference() {
+        for (t, c) in reference_examples(tax, tc.seed) {
+            texts.push(t);
+            codes.push(c);
+            repeats.push(spec.augmentation_repeats.max(1));
+            augmented += 1;
+        }
+    }
+    let labels: Vec<String> = codes
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let y: Vec<u32> = encode(&labels, &codes)
+        .into_iter()
+        .map(|c| c.expect("label"))
+        .collect();
+    progress.start(tc.epochs as u64, "featurising");
+    let x = FeatureMatrix::build(fc, &texts);
+    let (vx, vy) = labelled_features(fc, &labels, validation);
+    let net = train(
+        &TrainData {
+            x: &x,
+            y: &y,
+            repeats: Some(&repeats),
+            val: Some((&vx, &vy)),
+        },
+        fc,
+        tc,
+        labels.len(),
+        None,
+        &|e, _, s| {
+            progress.inc(1);
+            progress.message(&format!("epoch {e}: validation macro-F1 {s:.4}"));
+        },
+    )?;
+
+    // Calibration on validation, replaced by the calibration of the part that decides.
+    let rows: Vec<usize> = (0..vx.rows()).collect();
+    let c = labels.len();
+    let mut cal = fit_calibration(&net.logits(&vx, &rows), &vy, c, spec.calibration);
+    let fine_tuned = if spec.has_transformer() {
+        let dir = files
+            .encoder
+            .ok_or(Error::MissingEncoder { kind: spec.kind })?;
+        let (ft, cal_t, s) = transformer::build(
+            dir,
+            spec,
+            &labels,
+            &texts,
+            &y,
+            train_set.len(),
+            validation,
+            progress,
+        )?;
+        cal = cal_t;
+        Some((ft, s))
+    } else {
+        None
+    };
+    let (fine_tuned, transformer_summary) = match fine_tuned {
+        Some((ft, s)) => (Some(ft), Some(s)),
+        None => (None, None),
+    };
+    let (model, retrieval_summary) = match spec.kind {
+        ModelKind::Ngram => (Model::Ngram { net }, None),
+        ModelKind::Transformer => (
+            Model::Transformer {
+                net,
+                transformer: fine_tuned.expect("a transformer model fine-tunes its encoder"),
+            },
+            None,
+        ),
+        ModelKind::Ensemble => {
+            let (retrieval, cal_e, s) = ensemble::build(
+                spec,
+                files,
+                &labels,
+                tax,
+                train_set,
+                validation,
+                &net,
+                fine_tuned.as_ref(),
+                progress,
+            )?;
+            cal = cal_e;
+            (
+                Model::Ensemble {
+                    net,
+                    retrieval: Box::new(retrieval),
+                    transformer: fine_tuned,
+                },
+                Some(s),
+            )
+        }
+    };
+    let net = model.net();
+    let summary = FitSummary {
+        train_records: train_set.len(),
+        augmentation_examples: augmented,
+        classes: c,
+        epochs_run: net.epochs_run,
+        best_epoch: net.best_epoch,
+        validation_macro_f1: net.best_val_macro_f1,
+        train_seconds: net.train_seconds,
+        temperature: cal.temperature,
+        validation_ece_before: cal.ece_before,
+        validation_ece_after: cal.ece_after,
+        retrieval: retrieval_summary,
+        transformer: transformer_summary,
+    };
+    let meta = ModelMeta {
+        format: FORMAT,
+        kind: spec.kind,
+        titles: titles_for(&labels, tax),
+        labels,
+        features: fc.clone(),
+        train: tc.clone(),
+        temperature: cal.temperature,
+        isotonic: cal.isotonic,
+        transformer: spec.has_transformer().then(|| spec.tune_config()),
+        fit_sample: summary.retrieval.as_ref().map(|r| FitSample {
+            rows: r.fit_rows,
+            seed: tc.seed,
+        }),
+        summary: serde_json::json!({ "metrics": summary }),
+    };
+    Ok(Fitted {
+        meta,
+        model,
+        summary,
+    })
+}

@@ -1,0 +1,68 @@
+//! What the model stages share: the encoder directory behind an `encoder` input, the store's
+//! shared embedding cache, progress bars for the classifier's training, and the provenance
+//! written into a model's description.
+
+use std::path::{Path, PathBuf};
+
+use classifier::artifact::ModelMeta;
+use classifier::predict::Predictor;
+use runner::StageContext;
+
+/// The encoder directory behind a stage's `encoder` input files, if it lists one.
+pub fn encoder_dir(ctx: &StageContext<'_>) -> Option<PathBuf> {
+    let files = ctx.inputs.get("encoder")?;
+    files
+        .iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "model.safetensors"))
+        .and_then(|f| f.parent().map(Path::to_path_buf))
+}
+
+/// Where stages share sentence vectors: `<store>/shared/embeddings/<encoder fingerprint>/`
+/// (see [`classifier::retrieval::DiskCache`]; safe to delete).
+pub fn shared_cache_root(ctx: &StageContext<'_>) -> PathBuf {
+    ctx.store.shared_dir("embeddings")
+}
+
+/// Attaches the shared embedding cache to an ensemble model (other kinds have no encoder
+/// vectors to share). A cache that cannot be opened only costs time, so it is a warning.
+pub fn attach_shared_cache(ctx: &StageContext<'_>, pred: &Predictor) {
+    if let Some(r) = pred.retrieval()
+        && let Err(e) = r.attach_shared_cache(&shared_cache_root(ctx))
+    {
+        tracing::warn!("the shared embedding cache is not used: {e}");
+    }
+}
+
+/// Writes the vectors an ensemble model embedded to the shared cache and returns how many it
+/// had to compute (`None` for other kinds).
+pub fn flush_shared_cache(pred: &Predictor) -> Option<usize> {
+    let r = pred.retrieval()?;
+    Some(r.flush_shared_cache().unwrap_or_else(|e| {
+        tracing::warn!("could not write to the shared embedding cache: {e}");
+        0
+    }))
+}
+
+/// The stage's progress bar, for the classifier's training.
+pub struct Bar<'a>(pub &'a runner::Progress);
+
+impl classifier::training::Progress for Bar<'_> {
+    fn start(&self, len: u64, message: &str) {
+        self.0.start(len, message);
+    }
+    fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn message(&self, message: &str) {
+        self.0.message(message);
+    }
+}
+
+/// Records which run and stage trained the model, and when, beside its training summary.
+pub fn provenance(ctx: &StageContext<'_>, meta: &mut ModelMeta) {
+    if let serde_json::Value::Object(m) = &mut meta.summary {
+        m.insert("run_id".into(), ctx.run_id.into());
+        m.insert("stage".into(), ctx.id.into());
+        m.insert("trained_at".into(), chrono::Utc::now().to_rfc3339().into());
+    }
+}
