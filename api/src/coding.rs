@@ -44,7 +44,7 @@ pub(crate) fn explanation(m: &Loaded, text: &str, code: &str) -> Option<Explanat
             words.sort_by_key(|w| w.0);
         }
         ExplanationOut {
-            isco_code: e.isco_code,
+            isco_code: e.isco_code.into(),
             words: words
                 .into_iter()
                 .map(|(_, word, contribution)| WordOut { word, contribution })

@@ -158,7 +158,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
             String::new()
         };
         if note.is_empty() {
-            cells.push(p.isco_code.clone());
+            cells.push(p.isco_code.to_string());
             cells.push(p.level.to_string());
             cells.push(p.title.clone());
             cells.push(format!("{:.4}", p.confidence));
@@ -167,7 +167,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
             cells.push(p.needs_review.to_string());
             for i in 0..k {
                 let a = p.alternatives.get(i);
-                cells.push(a.map(|a| a.isco_code.clone()).unwrap_or_default());
+                cells.push(a.map(|a| a.isco_code.to_string()).unwrap_or_default());
                 cells.push(
                     a.map(|a| format!("{:.4}", a.confidence))
                         .unwrap_or_default(),
@@ -256,7 +256,7 @@ pub(crate) async fn predict_csv(
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (
                 header::HeaderName::from_static("x-model-version"),
-                m.version.clone(),
+                m.version.to_string(),
             ),
         ],
         out,

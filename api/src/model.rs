@@ -13,7 +13,7 @@ pub struct Loaded {
     /// The predictor.
     pub predictor: Predictor,
     /// Version: the store object id of the model artifact.
-    pub version: String,
+    pub version: artifacts::ObjectId,
     /// Ref details: promoted_at, training run, metrics.
     pub info: Value,
 }
@@ -44,7 +44,7 @@ impl ModelHolder {
 
     /// Checks the ref and loads its target if it changed. Returns the new version when a
     /// model was (re)loaded. Blocking: call from a blocking thread.
-    pub fn refresh(&self) -> Result<Option<String>, String> {
+    pub fn refresh(&self) -> Result<Option<artifacts::ObjectId>, String> {
         let store = Store::open(&self.store_dir).map_err(|e| e.to_string())?;
         let Some(r) = store.get_ref(&self.ref_name).map_err(|e| e.to_string())? else {
             return Ok(None);

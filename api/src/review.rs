@@ -257,7 +257,7 @@ impl Review {
             &[
                 job_title.to_string(),
                 duties.to_string(),
-                p.isco_code.clone(),
+                p.isco_code.to_string(),
                 format!("{:.4}", p.confidence),
                 p.grade.to_string(),
                 version.to_string(),

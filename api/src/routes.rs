@@ -137,7 +137,7 @@ pub(crate) async fn predict_batch(
         .map(|(p, r)| to_out(p, &m.version, r.id))
         .collect();
     Ok(Json(BatchResponse {
-        model_version: m.version.clone(),
+        model_version: m.version.to_string(),
         predictions,
     }))
 }
@@ -156,7 +156,7 @@ pub(crate) async fn health(State(st): St) -> Result<Json<serde_json::Value>, Api
 pub(crate) async fn model_info(State(st): St) -> Result<Json<serde_json::Value>, ApiError> {
     let m = st.loaded()?;
     let mut v = m.info.clone();
-    v["version"] = serde_json::Value::String(m.version.clone());
+    v["version"] = serde_json::Value::String(m.version.to_string());
     Ok(Json(v))
 }
 

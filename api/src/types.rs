@@ -55,7 +55,7 @@ pub struct AlternativeOut {
 impl From<classifier::predict::Alternative> for AlternativeOut {
     fn from(a: classifier::predict::Alternative) -> Self {
         AlternativeOut {
-            isco_code: a.isco_code,
+            isco_code: a.isco_code.into(),
             title: a.title,
             confidence: a.confidence,
         }
@@ -81,7 +81,7 @@ impl From<classifier::predict::Similar> for SimilarOut {
     fn from(s: classifier::predict::Similar) -> Self {
         SimilarOut {
             text: s.text,
-            isco_code: s.isco_code,
+            isco_code: s.isco_code.into(),
             title: s.title,
             source: s.source.to_string(),
             similarity: s.similarity,
@@ -174,7 +174,7 @@ pub struct CsvUpload {
 pub(crate) fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPrediction {
     JobPrediction {
         id,
-        isco_code: p.isco_code,
+        isco_code: p.isco_code.into(),
         level: p.level,
         title: p.title,
         confidence: p.confidence,

@@ -44,5 +44,9 @@ pub mod table;
 pub use error::{Error, Result};
 pub use lock::StoreLock;
 pub use reason::{DirtyReason, param_text};
-pub use records::{CacheEntry, RefRecord, RunRecord, StageOutcome, StageRecord, StageRun};
-pub use store::{GcReport, ObjectId, OutputKind, OutputRef, Store, VerifyReport, hash_file};
+pub use records::{
+    CacheEntry, RefRecord, RunRecord, RunStatus, StageOutcome, StageRecord, StageRun,
+};
+pub use store::{
+    GcReport, ObjectId, OutputKind, OutputRef, StageId, StageKey, Store, VerifyReport, hash_file,
+};

@@ -9,8 +9,103 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IoContext, Result};
 
-/// A blake3 hex digest naming an object.
-pub type ObjectId = String;
+/// Defines a newtype over a `String` id: compared, hashed, ordered, shown and serialised as
+/// the string, borrowed as `&str` (maps keyed by it are looked up with a `&str`).
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl AsRef<std::path::Path> for $name {
+            fn as_ref(&self) -> &std::path::Path {
+                std::path::Path::new(&self.0)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_string())
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl PartialEq<String> for $name {
+            fn eq(&self, other: &String) -> bool {
+                &self.0 == other
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A blake3 hex digest naming an object in the store.
+    ObjectId
+);
+string_id!(
+    /// A stage's key: the blake3 hash of its fingerprint (kind, version, params, input hashes).
+    StageKey
+);
+string_id!(
+    /// A stage's id in a pipeline (`train`, `evaluate-finetune`).
+    StageId
+);
 
 /// Whether an output is one file or a directory of files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,5 +142,5 @@ pub fn hash_file(path: &Path) -> Result<(ObjectId, u64)> {
         size += n as u64;
         hasher.update(&buf[..n]);
     }
-    Ok((hasher.finalize().to_hex().to_string(), size))
+    Ok((ObjectId(hasher.finalize().to_hex().to_string()), size))
 }

@@ -8,9 +8,9 @@ use crate::object::OutputRef;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRecord {
     /// Stage id.
-    pub stage: String,
+    pub stage: crate::object::StageId,
     /// The stage's key (blake3 of its fingerprint).
-    pub key: String,
+    pub key: crate::object::StageKey,
     /// The fingerprint the key was computed from, kept to explain a later difference.
     pub fingerprint: serde_json::Value,
     /// Named outputs in the store.
@@ -25,9 +25,9 @@ pub struct StageRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// The stage key.
-    pub key: String,
+    pub key: crate::object::StageKey,
     /// Stage id that produced it.
-    pub stage: String,
+    pub stage: crate::object::StageId,
     /// Stage kind.
     pub kind: String,
     /// The full fingerprint (inputs with hashes, params, version): the lineage of the outputs.
@@ -81,7 +81,7 @@ impl StageOutcome {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageRun {
     /// Stage id.
-    pub id: String,
+    pub id: crate::object::StageId,
     /// Stage kind.
     pub kind: String,
     /// What happened.
@@ -89,7 +89,7 @@ pub struct StageRun {
     /// Wall time in seconds (0 for skipped).
     pub duration_s: f64,
     /// The stage key (empty when it could not be computed).
-    pub key: String,
+    pub key: crate::object::StageKey,
     /// Metrics the stage reported (or the cached metrics when skipped/restored).
     #[serde(default)]
     pub metrics: serde_json::Value,
@@ -100,6 +100,44 @@ pub struct StageRun {
     /// The error chain when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going (or its process died: see [`RunStatus::Abandoned`]).
+    Running,
+    /// Every stage succeeded or was fresh.
+    Succeeded,
+    /// A stage failed.
+    Failed,
+    /// `--dry-run`: nothing was changed.
+    DryRun,
+    /// Stopped by Ctrl-C or SIGTERM; the stages it finished stay fresh.
+    Interrupted,
+    /// Left `running` by a process that died without a word (`kill -9`, power loss).
+    Abandoned,
+}
+
+impl RunStatus {
+    /// The name used in records and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::DryRun => "dry_run",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A run record (`runs/<id>.json`).
@@ -114,8 +152,8 @@ pub struct RunRecord {
     /// End time (RFC 3339).
     #[serde(default)]
     pub finished_at: String,
-    /// `succeeded`, `failed` or `dry_run`.
-    pub status: String,
+    /// How the run ended (or that it is still going).
+    pub status: RunStatus,
     /// Per-stage outcomes in topological order.
     pub stages: Vec<StageRun>,
     /// Params set on the command line for this run only (`-S section.key=value`).
@@ -131,7 +169,7 @@ pub struct RefRecord {
     /// The artifact it points to.
     pub target: OutputRef,
     /// Key of the stage execution that produced the artifact.
-    pub key: String,
+    pub key: crate::object::StageKey,
     /// When it was set.
     pub updated_at: String,
     /// Free-form details (e.g. the promotion decision and both metric sets).

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::atomic::{atomic_write, tmp_name};
 use crate::error::{Error, IoContext, Result};
 use crate::lock::StoreLock;
-pub use crate::object::{ObjectId, OutputKind, OutputRef, hash_file};
-use crate::records::{CacheEntry, RefRecord, RunRecord, StageRecord};
+pub use crate::object::{ObjectId, OutputKind, OutputRef, StageId, StageKey, hash_file};
+use crate::records::{CacheEntry, RefRecord, RunRecord, RunStatus, StageRecord};
 use crate::statcache::{Stamp, StatCache};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -182,7 +182,7 @@ impl Store {
             self.verified
                 .lock()
                 .expect("verified set")
-                .insert(id.to_string());
+                .insert(id.to_string().into());
             return true;
         }
         match hash_file(&p) {
@@ -190,7 +190,7 @@ impl Store {
                 self.verified
                     .lock()
                     .expect("verified set")
-                    .insert(id.to_string());
+                    .insert(id.to_string().into());
                 self.stamps.record(id, stamp);
                 true
             }
@@ -218,7 +218,7 @@ impl Store {
         self.verified
             .lock()
             .expect("verified set")
-            .insert(id.to_string());
+            .insert(id.to_string().into());
         if let Some(stamp) = Stamp::of(path) {
             self.stamps.record(id, stamp);
         }
@@ -302,7 +302,7 @@ impl Store {
             fs::set_permissions(&dest, perm).io("set permissions on", &dest)?;
             self.mark_good(&id, &dest);
         }
-        Ok(id)
+        Ok(id.into())
     }
 
     /// Stores a file or a directory (as a tree of file objects).
@@ -440,7 +440,12 @@ impl Store {
     /// under a second).
     fn checkout_matches(&self, tree_id: &str, dir: &Path) -> bool {
         let key = format!("checkout:{tree_id}");
-        if self.verified.lock().expect("verified set").contains(&key) {
+        if self
+            .verified
+            .lock()
+            .expect("verified set")
+            .contains(key.as_str())
+        {
             return true;
         }
         let ok = self.read_tree(tree_id).is_ok_and(|tree| {
@@ -453,7 +458,10 @@ impl Store {
                     .all(|(rel, e)| hash_file(&dir.join(rel)).is_ok_and(|(h, _)| h == e.id))
         });
         if ok {
-            self.verified.lock().expect("verified set").insert(key);
+            self.verified
+                .lock()
+                .expect("verified set")
+                .insert(key.into());
         }
         ok
     }
@@ -633,9 +641,9 @@ impl Store {
     /// reported as `abandoned`.
     pub fn runs(&self) -> Result<Vec<RunRecord>> {
         let mut runs: Vec<RunRecord> = self.list_json("runs")?;
-        if runs.iter().any(|r| r.status == "running") && self.lock_is_free() {
-            for r in runs.iter_mut().filter(|r| r.status == "running") {
-                r.status = "abandoned".into();
+        if runs.iter().any(|r| r.status == RunStatus::Running) && self.lock_is_free() {
+            for r in runs.iter_mut().filter(|r| r.status == RunStatus::Running) {
+                r.status = RunStatus::Abandoned;
             }
         }
         Ok(runs)
@@ -663,7 +671,7 @@ impl Store {
         let mut rec: RunRecord = self
             .read_json(&path)?
             .ok_or_else(|| Error::UnknownRun(id.to_string()))?;
-        rec.status = "interrupted".into();
+        rec.status = RunStatus::Interrupted;
         rec.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         self.write_run(&rec)?;
         // The process ends without dropping its lock guard; clear the holder line it would
@@ -738,7 +746,7 @@ impl Store {
             let prefix = shard.file_name().unwrap().to_string_lossy().to_string();
             for f in fs::read_dir(&shard).io("list", &shard)? {
                 let f = f.io("list", &shard)?;
-                ids.push(format!("{prefix}{}", f.file_name().to_string_lossy()));
+                ids.push(format!("{prefix}{}", f.file_name().to_string_lossy()).into());
             }
         }
         ids.sort();
@@ -896,7 +904,7 @@ impl Store {
             fs::remove_file(&p).io("remove", &p)?;
             report.runs_removed += 1;
         }
-        let mut live_keys: BTreeSet<String> = runs[cut..]
+        let mut live_keys: BTreeSet<StageKey> = runs[cut..]
             .iter()
             .flat_map(|r| r.stages.iter().map(|s| s.key.clone()))
             .collect();
@@ -942,7 +950,7 @@ impl Store {
             for e in fs::read_dir(&dir).io("list", &dir)? {
                 let p = e.io("list", &dir)?.path();
                 let name = p.file_name().unwrap().to_string_lossy().to_string();
-                if sub == "tmp" || !live.contains(&name) {
+                if sub == "tmp" || !live.contains(name.as_str()) {
                     let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
                 }
             }
@@ -1005,7 +1013,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let target = |id: &str| OutputRef {
-            id: id.repeat(64 / id.len()),
+            id: id.repeat(64 / id.len()).into(),
             kind: OutputKind::File,
             size: 1,
         };

@@ -43,4 +43,4 @@ pub mod transformer;
 
 pub use error::Error;
 pub use rng::Rng;
-pub use taxonomy::Taxonomy;
+pub use taxonomy::{IscoCode, Taxonomy};

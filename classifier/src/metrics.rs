@@ -58,7 +58,7 @@ pub struct RowError {
     /// Its label.
     pub label: String,
     /// The model's best codes with their calibrated probabilities (top 3 at most).
-    pub predicted: Vec<(String, f64)>,
+    pub predicted: Vec<(crate::taxonomy::IscoCode, f64)>,
 }
 
 impl Evaluation {
@@ -135,7 +135,7 @@ pub fn evaluate_probabilities(pred: &Predictor, probs: &[f32], truth: &[String])
     let decision_correct = decisions
         .iter()
         .zip(truth)
-        .filter(|(d, t)| t.starts_with(&d.isco_code))
+        .filter(|(d, t)| t.starts_with(d.isco_code.as_str()))
         .count() as f64
         / n;
 

@@ -168,7 +168,7 @@ impl std::fmt::Display for Grade {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alternative {
     /// 4-digit code.
-    pub isco_code: String,
+    pub isco_code: crate::taxonomy::IscoCode,
     /// Its title.
     pub title: String,
     /// Calibrated probability.
@@ -179,7 +179,7 @@ pub struct Alternative {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     /// The code returned (4 digits, or fewer after fallback).
-    pub isco_code: String,
+    pub isco_code: crate::taxonomy::IscoCode,
     /// Its level (number of digits).
     pub level: usize,
     /// Its title.
@@ -202,7 +202,7 @@ pub struct Similar {
     /// Its normalised title.
     pub text: String,
     /// The code it was given (a past record's most frequent code).
-    pub isco_code: String,
+    pub isco_code: crate::taxonomy::IscoCode,
     /// That code's title.
     pub title: String,
     /// Where the entry came from.
@@ -216,7 +216,7 @@ pub struct Similar {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Explanation {
     /// The explained code.
-    pub isco_code: String,
+    pub isco_code: crate::taxonomy::IscoCode,
     /// Its logit (before temperature).
     pub logit: f64,
     /// The output bias of that class.
@@ -467,7 +467,7 @@ impl Predictor {
                             Similar {
                                 text: n.text,
                                 title: self.title(&code).to_string(),
-                                isco_code: code,
+                                isco_code: code.into(),
                                 source: n.source,
                                 similarity: n.similarity as f64,
                             }
@@ -485,7 +485,7 @@ impl Predictor {
         let alternatives: Vec<Alternative> = idx
             .iter()
             .map(|&i| Alternative {
-                isco_code: self.meta.labels[i].clone(),
+                isco_code: self.meta.labels[i].clone().into(),
                 title: self.title(&self.meta.labels[i]).to_string(),
                 confidence: p[i] as f64,
             })
@@ -522,7 +522,7 @@ impl Predictor {
             needs_review: conf < cfg.review_threshold
                 || (cfg.review_fallbacks && level < best.len()),
             grade: cfg.grade(conf),
-            isco_code: code,
+            isco_code: code.into(),
             level,
             confidence: conf,
             alternatives,
@@ -564,7 +564,7 @@ impl Predictor {
             }
         }
         Some(Explanation {
-            isco_code: code.to_string(),
+            isco_code: code.into(),
             logit,
             bias,
             features,

@@ -6,6 +6,91 @@ use std::path::Path;
 
 use crate::error::Error;
 
+/// An ISCO-08 code as text: 4 digits for a unit group, fewer for the major, sub-major and
+/// minor groups above it (leading zeros kept: `0110`). Shown, compared and serialised as the
+/// text; borrowed as `&str`.
+#[derive(
+    Debug,
+    Clone,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct IscoCode(String);
+
+impl IscoCode {
+    /// The code as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Its level: the number of digits (1 to 4).
+    pub fn level(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl std::ops::Deref for IscoCode {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for IscoCode {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for IscoCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for IscoCode {
+    fn from(s: String) -> Self {
+        IscoCode(s)
+    }
+}
+
+impl From<&str> for IscoCode {
+    fn from(s: &str) -> Self {
+        IscoCode(s.to_string())
+    }
+}
+
+impl From<IscoCode> for String {
+    fn from(c: IscoCode) -> String {
+        c.0
+    }
+}
+
+impl PartialEq<str> for IscoCode {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for IscoCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for IscoCode {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
 /// One group of the classification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {

@@ -7,12 +7,15 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use artifacts::{CacheEntry, OutputRef, RunRecord, StageOutcome, StageRecord, StageRun, Store};
+use artifacts::{
+    CacheEntry, ObjectId, OutputRef, RunRecord, RunStatus, StageOutcome, StageRecord, StageRun,
+    Store,
+};
 use serde::Serialize;
 
 use crate::dag::Dag;
 use crate::error::{Error, Result};
-use crate::fingerprint::{CACHE_VERSION, DirtyReason, Fingerprint, InputHash};
+use crate::fingerprint::{CACHE_VERSION, DirtyReason, Fingerprint, InputHash, StageKey};
 use crate::spec::{InputRef, Pipeline, StageSpec};
 use crate::stage::{Progress, StageContext};
 
@@ -97,17 +100,17 @@ pub struct StageStatus {
     /// Whether a stale stage's key is in the run-cache (it will be restored, not executed).
     pub restorable: bool,
     /// Key, when it could be computed.
-    pub key: Option<String>,
+    pub key: Option<StageKey>,
 }
 
 type Outputs = BTreeMap<String, OutputRef>;
 
 /// Memoised content hashes within one command.
 #[derive(Default)]
-struct HashMemo(Mutex<HashMap<PathBuf, String>>);
+struct HashMemo(Mutex<HashMap<PathBuf, ObjectId>>);
 
 impl HashMemo {
-    fn hash(&self, path: &Path) -> Result<String> {
+    fn hash(&self, path: &Path) -> Result<ObjectId> {
         if let Some(h) = self.0.lock().expect("memo").get(path) {
             return Ok(h.clone());
         }
@@ -523,11 +526,11 @@ impl Shared<'_> {
     ) -> Done {
         let started = Instant::now();
         let mut run = StageRun {
-            id: spec.id.clone(),
+            id: spec.id.clone().into(),
             kind: spec.kind.clone(),
             outcome: StageOutcome::Failed,
             duration_s: 0.0,
-            key: String::new(),
+            key: StageKey::default(),
             metrics: serde_json::Value::Null,
             reasons: vec![],
             error: None,
@@ -604,7 +607,7 @@ impl Shared<'_> {
                     }
                     materialise(self.p, self.store, spec, &entry.outputs)?;
                     self.store.write_stage_record(&StageRecord {
-                        stage: spec.id.clone(),
+                        stage: spec.id.clone().into(),
                         key: key.clone(),
                         fingerprint: serde_json::to_value(fp).expect("fp"),
                         outputs: entry.outputs.clone(),
@@ -656,7 +659,7 @@ impl Shared<'_> {
         &self,
         spec: &StageSpec,
         fp: &Fingerprint,
-        key: &str,
+        key: &StageKey,
         upstream: &BTreeMap<String, Outputs>,
         forced: bool,
         run: &mut StageRun,
@@ -757,8 +760,8 @@ impl Shared<'_> {
         let _ = std::fs::remove_dir_all(&staging);
         let fp_json = serde_json::to_value(fp).expect("fingerprint serialises");
         store.write_cache_entry(&CacheEntry {
-            key: key.to_string(),
-            stage: spec.id.clone(),
+            key: key.clone(),
+            stage: spec.id.clone().into(),
             kind: spec.kind.clone(),
             fingerprint: fp_json.clone(),
             outputs: outputs.clone(),
@@ -769,8 +772,8 @@ impl Shared<'_> {
         })?;
         materialise(self.p, store, spec, &outputs)?;
         store.write_stage_record(&StageRecord {
-            stage: spec.id.clone(),
-            key: key.to_string(),
+            stage: spec.id.clone().into(),
+            key: key.clone(),
             fingerprint: fp_json,
             outputs: outputs.clone(),
             run_id: self.run_id.clone(),
@@ -831,7 +834,11 @@ pub fn run_pipeline(
         pipeline: p.rel_path.clone(),
         started_at: now(),
         finished_at: String::new(),
-        status: if opts.dry_run { "dry_run" } else { "running" }.into(),
+        status: if opts.dry_run {
+            RunStatus::DryRun
+        } else {
+            RunStatus::Running
+        },
         stages: vec![],
         overrides: p.overrides.clone(),
     };
@@ -905,11 +912,11 @@ pub fn run_pipeline(
                         .filter(|u| matches!(state.get(*u), Some(St::Bad)))
                         .collect();
                     let run = StageRun {
-                        id: id.clone(),
+                        id: id.clone().into(),
                         kind: p.stage(id).expect("stage").kind.clone(),
                         outcome: StageOutcome::Blocked,
                         duration_s: 0.0,
-                        key: String::new(),
+                        key: StageKey::default(),
                         metrics: serde_json::Value::Null,
                         reasons: vec![DirtyReason::UpstreamFailed {
                             stages: failed.iter().map(|s| s.to_string()).collect(),
@@ -952,14 +959,14 @@ pub fn run_pipeline(
             let id = done.run.id.clone();
             let ok = done.run.outcome != StageOutcome::Failed;
             if let Some(o) = done.outputs {
-                outputs.insert(id.clone(), o);
+                outputs.insert(id.to_string(), o);
             }
-            state.insert(id.clone(), if ok { St::Ok } else { St::Bad });
+            state.insert(id.to_string(), if ok { St::Ok } else { St::Bad });
             on_event(Event::Finished {
                 run: done.run.clone(),
                 summary: done.summary,
             });
-            runs.insert(id, done.run);
+            runs.insert(id.to_string(), done.run);
             // The record on disk lists every stage finished so far, so a run that is
             // interrupted or killed still says what it did.
             if !opts.dry_run {
@@ -988,11 +995,11 @@ pub fn run_pipeline(
                 .map(|stage| DirtyReason::UpstreamStale { stage })
                 .collect();
             let run = StageRun {
-                id: id.clone(),
+                id: id.clone().into(),
                 kind: spec.kind.clone(),
                 outcome: StageOutcome::WouldRun,
                 duration_s: 0.0,
-                key: String::new(),
+                key: StageKey::default(),
                 metrics: serde_json::Value::Null,
                 reasons,
                 error: None,
@@ -1013,16 +1020,15 @@ pub fn run_pipeline(
         .stages
         .iter()
         .filter(|s| s.outcome == StageOutcome::Failed)
-        .map(|s| s.id.clone())
+        .map(|s| s.id.to_string())
         .collect();
     record.finished_at = now();
     if !opts.dry_run {
         record.status = if failed.is_empty() {
-            "succeeded"
+            RunStatus::Succeeded
         } else {
-            "failed"
-        }
-        .into();
+            RunStatus::Failed
+        };
         store.write_run(&record)?;
     }
     if !failed.is_empty() {

@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use artifacts::{DirtyReason, param_text};
+pub use artifacts::{DirtyReason, ObjectId, StageKey, param_text};
 
 /// Bump to invalidate every cached stage result.
 ///
@@ -61,7 +61,7 @@ pub enum InputHash {
         /// Path relative to the project root.
         path: String,
         /// blake3 of the content.
-        blake3: String,
+        blake3: ObjectId,
     },
     /// An upstream stage's output.
     Stage {
@@ -70,7 +70,7 @@ pub enum InputHash {
         /// Output name.
         output: String,
         /// blake3 of the output object.
-        blake3: String,
+        blake3: ObjectId,
     },
 }
 
@@ -109,9 +109,9 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// The key: blake3 of the canonical JSON.
-    pub fn key(&self) -> String {
+    pub fn key(&self) -> StageKey {
         let bytes = serde_json::to_vec(self).expect("fingerprints serialise");
-        blake3::hash(&bytes).to_hex().to_string()
+        blake3::hash(&bytes).to_hex().to_string().into()
     }
 
     /// Explains how `self` (new) differs from `old`, one reason per difference.

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use artifacts::{CacheEntry, RunRecord, Store};
+use artifacts::{CacheEntry, ObjectId, RunRecord, StageId, StageKey, Store};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -14,7 +14,7 @@ use crate::spec::Pipeline;
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricDiff {
     /// Stage id.
-    pub stage: String,
+    pub stage: StageId,
     /// Metric path (`a.b` for nested objects).
     pub metric: String,
     /// Value in run A.
@@ -29,7 +29,7 @@ pub struct MetricDiff {
 #[derive(Debug, Clone, Serialize)]
 pub struct StageDiff {
     /// Stage id.
-    pub stage: String,
+    pub stage: StageId,
     /// Outcome in A.
     pub a_outcome: Option<String>,
     /// Outcome in B.
@@ -82,7 +82,7 @@ pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
         let e = store.cache_entry(key).ok().flatten()?;
         serde_json::from_value(e.fingerprint).ok()
     };
-    let ids: BTreeSet<&String> = a.stages.iter().chain(&b.stages).map(|s| &s.id).collect();
+    let ids: BTreeSet<&StageId> = a.stages.iter().chain(&b.stages).map(|s| &s.id).collect();
     let mut stages = Vec::new();
     let mut metrics = Vec::new();
     for id in ids {
@@ -138,7 +138,7 @@ pub struct Lineage {
     /// The artifact's object id.
     pub object: String,
     /// Which output of which stage execution it is.
-    pub stage: String,
+    pub stage: StageId,
     /// Output name.
     pub output: String,
     /// Stage kind and implementation version.
@@ -146,7 +146,7 @@ pub struct Lineage {
     /// Implementation version.
     pub version: String,
     /// Stage key.
-    pub key: String,
+    pub key: StageKey,
     /// Run that produced it.
     pub run_id: String,
     /// When.
@@ -154,7 +154,7 @@ pub struct Lineage {
     /// Params.
     pub params: serde_json::Value,
     /// Workspace input files with their hashes.
-    pub files: Vec<(String, String)>,
+    pub files: Vec<(String, ObjectId)>,
     /// Upstream artifacts, recursively.
     pub upstream: Vec<Lineage>,
 }
@@ -240,7 +240,7 @@ pub fn lineage(p: &Pipeline, artifact: &str) -> Result<Lineage> {
         .ok_or_else(|| Error::UnknownArtifact(artifact.to_string()))
 }
 
-fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<String> {
+fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<ObjectId> {
     if let Some((sid, out)) = artifact.split_once('.')
         && !artifact.contains('/')
         && let Some(rec) = store.stage_record(sid)?
@@ -270,7 +270,7 @@ fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<Strin
     }
     if artifact.len() >= 6 && artifact.chars().all(|c| c.is_ascii_hexdigit()) {
         let entries = store.cache_entries()?;
-        let ids: BTreeSet<String> = entries
+        let ids: BTreeSet<ObjectId> = entries
             .iter()
             .flat_map(|e| e.outputs.values().map(|o| o.id.clone()))
             .filter(|id| id.starts_with(artifact))

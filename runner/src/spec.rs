@@ -491,121 +491,130 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             .unwrap_or_default()
     });
 
-    // Config sections.
-    let mut config: Option<(Source, toml::Table)> = match &merged.config {
-        Some((decl_src, cfg_path)) => {
-            if !cfg_path.is_file() {
-                return Err(Error::Spec {
-                    path: decl_src.path.clone(),
-                    line: None,
-                    message: format!(
-                        "`config` names `{}`, which does not exist; give a path relative to the pipeline file",
-                        cfg_path.display()
-                    ),
-                });
-            }
-            let src = read(cfg_path)?;
-            let table: toml::Table = parse(&src)?;
-            for (k, v) in &table {
-                if !v.is_table() {
-                    return Err(Error::Spec {
-                        path: src.path.clone(),
-                        line: src
-                            .text
-                            .lines()
-                            .position(|l| l.trim_start().starts_with(k.as_str()))
-                            .map(|i| i + 1),
-                        message: format!(
-                            "top-level key `{k}` must be a section like [data] or [training]; move it into one"
-                        ),
-                    });
-                }
-            }
-            Some((src, table))
-        }
-        None => None,
-    };
-
+    let mut config = read_config(&merged)?;
     let ids: BTreeSet<String> = merged
         .stages
         .iter()
         .map(|(s, _)| s.id.get_ref().clone())
         .collect();
-    // Command-line params: into their config section, or kept for their stage.
-    let mut stage_overrides: BTreeMap<&str, Vec<&Override>> = BTreeMap::new();
-    // Section overrides that some stage actually took (a later section or an inline param
-    // can set the same key for every stage that reads the section).
-    let mut section_overrides_used: BTreeSet<&str> = BTreeSet::new();
-    for o in overrides {
-        let section = config
-            .as_mut()
-            .and_then(|(_, cfg)| cfg.get_mut(&o.target))
-            .and_then(|v| v.as_table_mut());
-        if let Some(section) = section {
-            section.insert(o.key.clone(), o.value.clone());
-        } else if ids.contains(&o.target) {
-            stage_overrides.entry(&o.target).or_default().push(o);
-        } else {
-            return Err(Error::Spec {
-                path: path.to_path_buf(),
-                line: None,
-                message: format!(
-                    "-S {}: `{}` is neither a section of the config file nor a stage of this pipeline; sections: {}; stages: {}",
-                    o.text,
-                    o.target,
-                    config
-                        .as_ref()
-                        .map(|(_, c)| c.keys().cloned().collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default(),
-                    ids.iter().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            });
-        }
-    }
-    // Kinds first, so stage references can check output names.
-    let mut kinds: BTreeMap<String, Arc<dyn Stage>> = BTreeMap::new();
-    for (st, src) in &merged.stages {
-        let id = st.id.get_ref();
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(src.err(
-                st.id.span().start,
-                format!(
-                    "stage id `{id}` must be non-empty and use only letters, digits, `-` and `_`"
-                ),
-            ));
-        }
-        let kind = st.kind.get_ref();
-        let Some(stage) = registry.get(kind) else {
-            return Err(src.err(
-                st.kind.span().start,
-                format!(
-                    "unknown stage kind `{kind}` for stage `{id}`; known kinds: {}",
-                    registry.names().join(", ")
-                ),
-            ));
-        };
-        kinds.insert(id.clone(), stage.clone());
-    }
+    let stage_overrides = route_overrides(path, &mut config, &ids, overrides)?;
+    let kinds = stage_kinds(&merged, registry)?;
+    let cx = Loading {
+        path,
+        root,
+        out_dir,
+        config,
+        ids,
+        kinds,
+        overrides,
+    };
 
-    // Which stages read which config section (for validating the config file).
+    // Which stages read which config section (for validating the config file), which
+    // section overrides some stage took, and which stage writes each workspace path.
     let mut section_readers: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut stages = Vec::new();
+    let mut section_overrides_used: BTreeSet<&str> = BTreeSet::new();
     let mut workspace_owner: BTreeMap<String, String> = BTreeMap::new();
+    let mut stages = Vec::new();
     for (st, src) in &merged.stages {
         let id = st.id.get_ref().clone();
-        let stage = kinds[&id].clone();
-        let accepted = stage.param_names();
+        let stage = cx.kinds[&id].clone();
+        let params = cx.stage_params(
+            st,
+            src,
+            &id,
+            &stage,
+            stage_overrides.get(&id),
+            &mut section_readers,
+            &mut section_overrides_used,
+        )?;
+        let inputs = cx.stage_inputs(st, src, &id, &stage)?;
+        let outputs = cx.stage_outputs(st, src, &id, &stage, &mut workspace_owner)?;
+        let after = cx.stage_after(st, src, &id)?;
+        stages.push(StageSpec {
+            id: id.clone(),
+            kind: stage.kind().to_string(),
+            stage,
+            description: st.description.clone(),
+            params,
+            inputs,
+            outputs,
+            after,
+            defined_in: src.path.clone(),
+            line: src.line(st.id.span().start),
+        });
+    }
 
-        // Params: config sections first, then inline.
+    check_section_overrides_taken(&cx, &section_overrides_used, &section_readers)?;
+    let frozen = frozen_stages(&merged, &cx.ids)?;
+    check_globs_miss_outputs(&stages, &workspace_owner)?;
+    check_config_file(&cx, registry, &section_readers)?;
+    let config_file = merged.config.as_ref().map(|(_, p)| p.clone());
+    check_output_paths(
+        &stages,
+        &cx.root,
+        &store_dir,
+        &merged.files,
+        config_file.as_deref(),
+        merged.header.allow_outside_root.unwrap_or(false),
+        path,
+    )?;
+
+    let rel_path = path
+        .canonicalize()
+        .ok()
+        .zip(cx.root.canonicalize().ok())
+        .and_then(|(p, r)| p.strip_prefix(&r).ok().map(rel_string))
+        .unwrap_or_else(|| rel_string(path));
+    Ok(Pipeline {
+        path: path.to_path_buf(),
+        rel_path,
+        name,
+        description: merged.header.description,
+        root: cx.root,
+        store_dir,
+        stages,
+        frozen,
+        overrides: overrides.iter().map(|o| o.text.clone()).collect(),
+    })
+}
+
+/// What resolving each stage needs to know about the pipeline being loaded.
+struct Loading<'a> {
+    /// The pipeline file.
+    path: &'a Path,
+    /// The project root.
+    root: PathBuf,
+    /// Where outputs without a path of their own go.
+    out_dir: String,
+    /// The config file and its sections (command-line section params applied).
+    config: Option<(Source, toml::Table)>,
+    /// Every stage id.
+    ids: BTreeSet<String>,
+    /// Each stage's implementation.
+    kinds: BTreeMap<String, Arc<dyn Stage>>,
+    /// Params set on the command line.
+    overrides: &'a [Override],
+}
+
+impl<'a> Loading<'a> {
+    /// A stage's params: its config sections first, then its inline params, then `-S`.
+    #[allow(clippy::too_many_arguments)]
+    fn stage_params(
+        &self,
+        st: &RawStage,
+        src: &Source,
+        id: &str,
+        stage: &Arc<dyn Stage>,
+        stage_overrides: Option<&Vec<&'a Override>>,
+        section_readers: &mut BTreeMap<String, Vec<String>>,
+        section_overrides_used: &mut BTreeSet<&'a str>,
+    ) -> Result<serde_json::Value> {
+        let accepted = stage.param_names();
         let mut raw = toml::Table::new();
         let mut from_section: BTreeMap<String, String> = BTreeMap::new();
         if let Some(from) = &st.params_from {
             for sec in from.get_ref() {
-                let Some((cfg_src, cfg)) = &config else {
+                let Some((cfg_src, cfg)) = &self.config else {
                     return Err(src.err(
                         from.span().start,
                         format!(
@@ -626,7 +635,7 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
                 section_readers
                     .entry(sec.clone())
                     .or_default()
-                    .push(id.clone());
+                    .push(id.to_string());
                 for (k, v) in section {
                     if accepted.iter().any(|a| a == k) {
                         raw.insert(k.clone(), v.clone());
@@ -641,10 +650,10 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
                 from_section.remove(k);
             }
         }
-        for o in stage_overrides.get(id.as_str()).into_iter().flatten() {
+        for o in stage_overrides.into_iter().flatten() {
             if !accepted.contains(&o.key) {
                 return Err(Error::Spec {
-                    path: path.to_path_buf(),
+                    path: self.path.to_path_buf(),
                     line: None,
                     message: format!(
                         "-S {}: stage `{id}` (kind {}) has no param `{}`; its params: {}",
@@ -658,19 +667,19 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             raw.insert(o.key.clone(), o.value.clone());
             from_section.remove(&o.key);
         }
-        for o in overrides {
+        for o in self.overrides {
             if from_section.get(&o.key) == Some(&o.target) {
                 section_overrides_used.insert(o.text.as_str());
             }
         }
-        let params = stage.resolve_params(&raw).map_err(|m| {
+        stage.resolve_params(&raw).map_err(|m| {
             let key = named_key(&m, &accepted);
-            if let Some(o) = overrides.iter().find(|o| {
+            if let Some(o) = self.overrides.iter().find(|o| {
                 Some(&o.key) == key.as_ref()
                     && (o.target == id || from_section.get(&o.key) == Some(&o.target))
             }) {
                 return Error::Spec {
-                    path: path.to_path_buf(),
+                    path: self.path.to_path_buf(),
                     line: None,
                     message: format!(
                         "-S {}, read by stage `{id}` (kind {}): {m}",
@@ -684,7 +693,7 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             if let Some((sec, (cfg_src, _))) = key
                 .as_ref()
                 .and_then(|k| from_section.get(k))
-                .zip(config.as_ref())
+                .zip(self.config.as_ref())
             {
                 let key = key.as_deref().unwrap_or_default();
                 return Error::Spec {
@@ -702,9 +711,18 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
                 .map(|p| p.span().start)
                 .unwrap_or(st.id.span().start);
             src.err(offset, format!("stage `{id}` (kind {}): {m}", stage.kind()))
-        })?;
+        })
+    }
 
-        // Inputs.
+    /// A stage's inputs: each named as its kind declares, resolved to files, globs or
+    /// other stages' outputs; the required ones present.
+    fn stage_inputs(
+        &self,
+        st: &RawStage,
+        src: &Source,
+        id: &str,
+        stage: &Arc<dyn Stage>,
+    ) -> Result<BTreeMap<String, Vec<InputRef>>> {
         let mut inputs = BTreeMap::new();
         for (name, value) in &st.inputs {
             let at = value.span().start;
@@ -740,7 +758,14 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             let mut refs = Vec::new();
             for item in items {
                 refs.push(resolve_input(
-                    &item, &id, decl, &ids, &kinds, &root, src, at,
+                    &item,
+                    id,
+                    decl,
+                    &self.ids,
+                    &self.kinds,
+                    &self.root,
+                    src,
+                    at,
                 )?);
             }
             let files: usize = refs
@@ -773,8 +798,19 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
                 ));
             }
         }
+        Ok(inputs)
+    }
 
-        // Outputs.
+    /// A stage's outputs: only those its kind declares, each at a workspace path no other
+    /// stage writes (`workspace_owner` collects who writes where).
+    fn stage_outputs(
+        &self,
+        st: &RawStage,
+        src: &Source,
+        id: &str,
+        stage: &Arc<dyn Stage>,
+        workspace_owner: &mut BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, OutputSpec>> {
         let mut outputs = BTreeMap::new();
         for (name, path) in &st.outputs {
             if !stage.outputs().iter().any(|d| d.name == name) {
@@ -796,9 +832,9 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
         for decl in stage.outputs() {
             let workspace = match st.outputs.get(decl.name) {
                 Some(p) => rel_string(&normalize(Path::new(p.get_ref()))),
-                None => format!("{out_dir}/{id}/{}", decl.file),
+                None => format!("{}/{id}/{}", self.out_dir, decl.file),
             };
-            if let Some(other) = workspace_owner.insert(workspace.clone(), id.clone()) {
+            if let Some(other) = workspace_owner.insert(workspace.clone(), id.to_string()) {
                 return Err(src.err(
                     st.id.span().start,
                     format!(
@@ -816,10 +852,14 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
                 },
             );
         }
+        Ok(outputs)
+    }
 
+    /// The stages a stage runs `after` (ordering only); each must exist.
+    fn stage_after(&self, st: &RawStage, src: &Source, id: &str) -> Result<Vec<String>> {
         let mut after = Vec::new();
         for a in &st.after {
-            if !ids.contains(a.get_ref()) {
+            if !self.ids.contains(a.get_ref()) {
                 return Err(src.err(
                     a.span().start,
                     format!("stage `{id}` runs `after` unknown stage `{}`", a.get_ref()),
@@ -827,34 +867,137 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             }
             after.push(a.get_ref().clone());
         }
-
-        stages.push(StageSpec {
-            id: id.clone(),
-            kind: stage.kind().to_string(),
-            stage,
-            description: st.description.clone(),
-            params,
-            inputs,
-            outputs,
-            after,
-            defined_in: src.path.clone(),
-            line: src.line(st.id.span().start),
-        });
+        Ok(after)
     }
+}
 
-    // A section override that no stage took would be silently ignored.
+/// The config file the pipeline names, as sections (every top-level key must be one).
+fn read_config(merged: &Merged) -> Result<Option<(Source, toml::Table)>> {
+    Ok(match &merged.config {
+        Some((decl_src, cfg_path)) => {
+            if !cfg_path.is_file() {
+                return Err(Error::Spec {
+                    path: decl_src.path.clone(),
+                    line: None,
+                    message: format!(
+                        "`config` names `{}`, which does not exist; give a path relative to the pipeline file",
+                        cfg_path.display()
+                    ),
+                });
+            }
+            let src = read(cfg_path)?;
+            let table: toml::Table = parse(&src)?;
+            for (k, v) in &table {
+                if !v.is_table() {
+                    return Err(Error::Spec {
+                        path: src.path.clone(),
+                        line: src
+                            .text
+                            .lines()
+                            .position(|l| l.trim_start().starts_with(k.as_str()))
+                            .map(|i| i + 1),
+                        message: format!(
+                            "top-level key `{k}` must be a section like [data] or [training]; move it into one"
+                        ),
+                    });
+                }
+            }
+            Some((src, table))
+        }
+        None => None,
+    })
+}
+
+/// Puts each command-line param into its config section, or keeps it for its stage (an
+/// `-S stage.key=value`); a target that is neither is an error.
+fn route_overrides<'o>(
+    path: &Path,
+    config: &mut Option<(Source, toml::Table)>,
+    ids: &BTreeSet<String>,
+    overrides: &'o [Override],
+) -> Result<BTreeMap<String, Vec<&'o Override>>> {
+    // Command-line params: into their config section, or kept for their stage.
+    let mut stage_overrides: BTreeMap<String, Vec<&Override>> = BTreeMap::new();
     for o in overrides {
-        let into_section = config
+        let section = config
+            .as_mut()
+            .and_then(|(_, cfg)| cfg.get_mut(&o.target))
+            .and_then(|v| v.as_table_mut());
+        if let Some(section) = section {
+            section.insert(o.key.clone(), o.value.clone());
+        } else if ids.contains(&o.target) {
+            stage_overrides.entry(o.target.clone()).or_default().push(o);
+        } else {
+            return Err(Error::Spec {
+                path: path.to_path_buf(),
+                line: None,
+                message: format!(
+                    "-S {}: `{}` is neither a section of the config file nor a stage of this pipeline; sections: {}; stages: {}",
+                    o.text,
+                    o.target,
+                    config
+                        .as_ref()
+                        .map(|(_, c)| c.keys().cloned().collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default(),
+                    ids.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    Ok(stage_overrides)
+}
+
+/// Each stage's implementation, by id; ids must be plain names and kinds registered.
+fn stage_kinds(merged: &Merged, registry: &Registry) -> Result<BTreeMap<String, Arc<dyn Stage>>> {
+    let mut kinds: BTreeMap<String, Arc<dyn Stage>> = BTreeMap::new();
+    for (st, src) in &merged.stages {
+        let id = st.id.get_ref();
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(src.err(
+                st.id.span().start,
+                format!(
+                    "stage id `{id}` must be non-empty and use only letters, digits, `-` and `_`"
+                ),
+            ));
+        }
+        let kind = st.kind.get_ref();
+        let Some(stage) = registry.get(kind) else {
+            return Err(src.err(
+                st.kind.span().start,
+                format!(
+                    "unknown stage kind `{kind}` for stage `{id}`; known kinds: {}",
+                    registry.names().join(", ")
+                ),
+            ));
+        };
+        kinds.insert(id.clone(), stage.clone());
+    }
+    Ok(kinds)
+}
+
+/// A section override that no stage took would be silently ignored: it is an error.
+fn check_section_overrides_taken(
+    cx: &Loading<'_>,
+    used: &BTreeSet<&str>,
+    section_readers: &BTreeMap<String, Vec<String>>,
+) -> Result<()> {
+    for o in cx.overrides {
+        let into_section = cx
+            .config
             .as_ref()
             .is_some_and(|(_, cfg)| cfg.get(&o.target).is_some_and(|v| v.is_table()));
-        if into_section && !section_overrides_used.contains(o.text.as_str()) {
+        if into_section && !used.contains(o.text.as_str()) {
             let readers: Vec<&String> = section_readers
                 .get(&o.target)
                 .into_iter()
                 .flatten()
                 .collect();
             return Err(Error::Spec {
-                path: path.to_path_buf(),
+                path: cx.path.to_path_buf(),
                 line: None,
                 message: if readers.is_empty() {
                     format!(
@@ -877,8 +1020,11 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             });
         }
     }
+    Ok(())
+}
 
-    // Frozen stages must exist.
+/// The stages the chain's `frozen` lists name; each must exist.
+fn frozen_stages(merged: &Merged, ids: &BTreeSet<String>) -> Result<BTreeSet<String>> {
     let mut frozen = BTreeSet::new();
     for (list, src) in &merged.frozen {
         for f in list.get_ref() {
@@ -894,9 +1040,15 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             frozen.insert(f.clone());
         }
     }
+    Ok(frozen)
+}
 
-    // A glob input must not match a stage's workspace output (it would read it next run).
-    for st in &stages {
+/// A glob input must not match a stage's workspace output (it would read it next run).
+fn check_globs_miss_outputs(
+    stages: &[StageSpec],
+    workspace_owner: &BTreeMap<String, String>,
+) -> Result<()> {
+    for st in stages {
         for refs in st.inputs.values() {
             for r in refs {
                 let InputRef::Glob { pattern, .. } = r else {
@@ -905,7 +1057,7 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
                 let Ok(pat) = glob::Pattern::new(pattern) else {
                     continue;
                 };
-                for (path, writer) in &workspace_owner {
+                for (path, writer) in workspace_owner {
                     if pat.matches(path) {
                         return Err(Error::Spec {
                             path: st.defined_in.clone(),
@@ -920,11 +1072,19 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             }
         }
     }
+    Ok(())
+}
 
-    // Every key of a config section read by some stage must be a param of some stage kind,
-    // so a misspelt key is an error rather than silently ignored.
-    if let Some((cfg_src, cfg)) = &config {
-        for (sec, readers) in &section_readers {
+/// Every key of a config section read by some stage must be a param of some stage kind,
+/// and every section must be read by a stage or known to the registry, so a misspelt key or
+/// section is an error rather than silently ignored.
+fn check_config_file(
+    cx: &Loading<'_>,
+    registry: &Registry,
+    section_readers: &BTreeMap<String, Vec<String>>,
+) -> Result<()> {
+    if let Some((cfg_src, cfg)) = &cx.config {
+        for (sec, readers) in section_readers {
             let section = cfg[sec].as_table().expect("checked above");
             for key in section.keys() {
                 let known = registry
@@ -933,7 +1093,7 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
                 if !known {
                     let mut expected: BTreeSet<String> = BTreeSet::new();
                     for r in readers {
-                        expected.extend(kinds[r].param_names());
+                        expected.extend(cx.kinds[r].param_names());
                     }
                     return Err(Error::Spec {
                         path: cfg_src.path.clone(),
@@ -949,7 +1109,7 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
         }
     }
 
-    if let Some((cfg_src, cfg)) = &config {
+    if let Some((cfg_src, cfg)) = &cx.config {
         for (sec, _) in cfg {
             if !section_readers.contains_key(sec) && !registry.knows_section(sec) {
                 let known: BTreeSet<String> = registry
@@ -972,35 +1132,7 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             }
         }
     }
-
-    let config_file = merged.config.as_ref().map(|(_, p)| p.clone());
-    check_output_paths(
-        &stages,
-        &root,
-        &store_dir,
-        &merged.files,
-        config_file.as_deref(),
-        merged.header.allow_outside_root.unwrap_or(false),
-        path,
-    )?;
-
-    let rel_path = path
-        .canonicalize()
-        .ok()
-        .zip(root.canonicalize().ok())
-        .and_then(|(p, r)| p.strip_prefix(&r).ok().map(rel_string))
-        .unwrap_or_else(|| rel_string(path));
-    Ok(Pipeline {
-        path: path.to_path_buf(),
-        rel_path,
-        name,
-        description: merged.header.description,
-        root,
-        store_dir,
-        stages,
-        frozen,
-        overrides: overrides.iter().map(|o| o.text.clone()).collect(),
-    })
+    Ok(())
 }
 
 /// Refuses, before anything runs, every output that would destroy something the project

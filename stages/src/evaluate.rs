@@ -165,7 +165,10 @@ fn write_errors(
     };
     let alt = |k: usize| {
         move |r: &classifier::metrics::RowError| {
-            r.predicted.get(k).map(|p| p.0.clone()).unwrap_or_default()
+            r.predicted
+                .get(k)
+                .map(|p| p.0.to_string())
+                .unwrap_or_default()
         }
     };
     Table::new()

@@ -40,7 +40,7 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
             .map(|(l, _, v)| format!("{l}:{v:+.3}"))
             .collect();
         row.push(i as i64);
-        code.push(e.isco_code.clone());
+        code.push(e.isco_code.to_string());
         logit.push(e.logit);
         bias.push(e.bias);
         tokens.push(top.join("; "));

@@ -118,7 +118,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         code.push(if problem.is_some() {
             String::new()
         } else {
-            p.isco_code
+            p.isco_code.into()
         });
         note.push(problem.unwrap_or_default());
         row_no.push(r.row as i64);
@@ -137,7 +137,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         for i in 0..k {
             let a = alts.next();
             alt_conf[i].push(a.as_ref().map(|a| a.confidence).unwrap_or(0.0));
-            alt_code[i].push(a.map(|a| a.isco_code).unwrap_or_default());
+            alt_code[i].push(a.map(|a| String::from(a.isco_code)).unwrap_or_default());
         }
     }
     let mut t = Table::new()

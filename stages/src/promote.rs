@@ -251,7 +251,7 @@ impl Stage for Promote {
             ctx.store.set_ref(RefRecord {
                 name: p.ref_name.clone(),
                 target: model.clone(),
-                key: String::new(),
+                key: Default::default(),
                 updated_at: chrono::Utc::now().to_rfc3339(),
                 details: decision.clone(),
                 history: vec![],
