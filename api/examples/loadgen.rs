@@ -7,6 +7,10 @@
 //! and the server's resident memory over the run when `--pid` is given.
 //!
 //! `cargo run --release -p api --example loadgen -- --addr 127.0.0.1:8000 --path /predict/job --body job.json --rate 500 --duration 30`
+//!
+//! `--bodies FILE` (one JSON body per line) sends request `i` with line `i` modulo their
+//! number instead of one fixed body, so every request can carry a text the server has not
+//! seen.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,6 +21,7 @@ struct Args {
     addr: String,
     path: String,
     body: Vec<u8>,
+    bodies: Option<Vec<Vec<u8>>>,
     rate: f64,
     duration: f64,
     connections: usize,
@@ -29,6 +34,7 @@ fn parse() -> Args {
         addr: "127.0.0.1:8000".into(),
         path: "/predict/job".into(),
         body: br#"{"job_title":"software developer","duties_description":"writing code"}"#.to_vec(),
+        bodies: None,
         rate: 500.0,
         duration: 30.0,
         connections: 16,
@@ -43,6 +49,16 @@ fn parse() -> Args {
             "--addr" => a.addr = v,
             "--path" => a.path = v,
             "--body" => a.body = std::fs::read(&v).unwrap_or_else(|e| panic!("--body {v}: {e}")),
+            "--bodies" => {
+                let text =
+                    std::fs::read_to_string(&v).unwrap_or_else(|e| panic!("--bodies {v}: {e}"));
+                a.bodies = Some(
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(|l| l.as_bytes().to_vec())
+                        .collect(),
+                );
+            }
             "--rate" => a.rate = v.parse().expect("--rate is a number"),
             "--duration" => a.duration = v.parse().expect("--duration is a number"),
             "--connections" => a.connections = v.parse().expect("--connections is a number"),
@@ -117,13 +133,14 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 fn main() {
     let a = parse();
     let total = a.count.unwrap_or((a.rate * a.duration) as usize);
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        a.path,
-        a.addr,
-        a.body.len()
-    )
-    .into_bytes();
+    let bodies: Arc<Vec<Vec<u8>>> =
+        Arc::new(a.bodies.clone().unwrap_or_else(|| vec![a.body.clone()]));
+    let head_of = |path: &str, addr: &str, len: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .into_bytes()
+    };
     let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let start = Instant::now() + Duration::from_millis(200);
     let interval = Duration::from_secs_f64(1.0 / a.rate);
@@ -143,10 +160,10 @@ fn main() {
     });
     let workers: Vec<_> = (0..a.connections)
         .map(|w| {
-            let (addr, head, body, results) = (
+            let (addr, path, bodies, results) = (
                 a.addr.clone(),
-                head.clone(),
-                a.body.clone(),
+                a.path.clone(),
+                bodies.clone(),
                 results.clone(),
             );
             let conns = a.connections;
@@ -160,7 +177,9 @@ fn main() {
                     if due > now {
                         std::thread::sleep(due - now);
                     }
-                    let status = send(&mut conn, &addr, &head, &body).unwrap_or_else(|_| {
+                    let body = &bodies[i % bodies.len()];
+                    let head = head_of(&path, &addr, body.len());
+                    let status = send(&mut conn, &addr, &head, body).unwrap_or_else(|_| {
                         conn = None;
                         0
                     });

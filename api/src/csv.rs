@@ -119,6 +119,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         "grade",
         "is_fallback",
         "needs_review",
+        "decided_by",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -165,6 +166,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
             cells.push(p.grade.to_string());
             cells.push(p.is_fallback.to_string());
             cells.push(p.needs_review.to_string());
+            cells.push(p.decided_by.to_string());
             for i in 0..k {
                 let a = p.alternatives.get(i);
                 cells.push(a.map(|a| a.isco_code.to_string()).unwrap_or_default());
@@ -177,7 +179,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
             // Unusable: no prediction, flagged for review, the reason in `note`.
             cells.extend(std::iter::repeat_n(String::new(), 6));
             cells.push("true".into());
-            cells.extend(std::iter::repeat_n(String::new(), 2 * k));
+            cells.extend(std::iter::repeat_n(String::new(), 1 + 2 * k));
         }
         cells.push(note);
         w.write_record(&cells).map_err(io)?;

@@ -132,6 +132,9 @@ pub struct JobPrediction {
     pub is_fallback: bool,
     /// Whether a coder should look at it.
     pub needs_review: bool,
+    /// Which part of the model decided: `ngram` (an ngram model, or the first step of an
+    /// ensemble's cascade), `ensemble` or `transformer`.
+    pub decided_by: String,
     /// Top-k 4-digit codes.
     pub alternatives: Vec<AlternativeOut>,
     /// Store object id of the model that coded it.
@@ -181,6 +184,7 @@ pub(crate) fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPre
         grade: p.grade.to_string(),
         is_fallback: p.is_fallback,
         needs_review: p.needs_review,
+        decided_by: p.decided_by.to_string(),
         alternatives: p.alternatives.into_iter().map(Into::into).collect(),
         model_version: version.to_string(),
         explanation: None,

@@ -40,6 +40,54 @@ pub struct FitSample {
     pub seed: u64,
 }
 
+/// A calibration as the model keeps it: a softmax temperature, then a top-label isotonic
+/// map when there is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Calibrated {
+    /// Softmax temperature.
+    pub temperature: f64,
+    /// Top-label isotonic map applied after it.
+    #[serde(default)]
+    pub isotonic: Option<crate::calibrate::Isotonic>,
+}
+
+/// How an ensemble codes most rows with its cheap part. The n-gram network codes every row;
+/// a row whose calibrated n-gram confidence reaches `threshold` keeps that answer, and only
+/// the others are embedded and scored by the whole ensemble. The threshold is the lowest
+/// that costs at most `max_loss` of accuracy against the whole ensemble on the validation
+/// sample the mix was fitted on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cascade {
+    /// The n-gram network's own calibration, fitted on validation.
+    pub ngram: Calibrated,
+    /// Rows whose calibrated n-gram confidence is at least this stop at the first step.
+    pub threshold: f64,
+    /// The ensemble's calibration on the rows it decides (those the first step passes on).
+    pub deferred: Calibrated,
+    /// What the fit measured on the validation sample.
+    pub fit: CascadeFit,
+}
+
+/// The cascade's fit on the validation sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CascadeFit {
+    /// Validation rows.
+    pub rows: usize,
+    /// Accuracy the cascade may give up against the whole ensemble.
+    pub max_loss: f64,
+    /// Share of the rows the first step decided.
+    pub first_step_share: f64,
+    /// Accuracy of the cascade.
+    pub accuracy: f64,
+    /// Accuracy of the whole ensemble on every row.
+    pub accuracy_full: f64,
+    /// Rows the deferred calibration was fitted on (0: the ensemble's own calibration).
+    pub deferred_rows: usize,
+}
+
 /// `model.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +113,9 @@ pub struct ModelMeta {
     /// The validation sample an ensemble's mix and calibration were fitted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_sample: Option<FitSample>,
+    /// The cascade of an ensemble (absent: every row goes through the whole model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<Cascade>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
     /// Provenance and training summary (run, stage, time, the metrics `train` reported).

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{Model, ModelMeta};
+use crate::artifact::{Calibrated, Cascade, Model, ModelMeta};
 use crate::calibrate::softmax_rows;
 use crate::error::Error;
 use crate::model::Trained;
@@ -38,6 +38,10 @@ pub struct InferenceConfig {
     /// `confidence_threshold`) goes to the review queue too, whatever its confidence: the
     /// office wants four digits, and a coder can often give them.
     pub review_fallbacks: bool,
+    /// Whether an ensemble with a cascade codes the rows its n-gram network is sure of
+    /// without embedding them (see [`crate::artifact::Cascade`]); `false` runs every part on
+    /// every row.
+    pub cascade: bool,
 }
 
 impl Default for InferenceConfig {
@@ -51,6 +55,7 @@ impl Default for InferenceConfig {
             cache_size: 10_000,
             similar: 3,
             review_fallbacks: true,
+            cascade: true,
         }
     }
 }
@@ -164,6 +169,46 @@ impl std::fmt::Display for Grade {
     }
 }
 
+/// The part of a model that decided a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// The n-gram network (an `ngram` model, or the first step of an ensemble's cascade).
+    Ngram,
+    /// The whole ensemble: n-gram network, retrieval (and a transformer when it has one).
+    Ensemble,
+    /// A fine-tuned transformer.
+    Transformer,
+}
+
+impl Step {
+    /// Every step, in cascade order.
+    pub const ALL: [Step; 3] = [Step::Ngram, Step::Ensemble, Step::Transformer];
+
+    /// The name used in tables, the API and run records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Ngram => "ngram",
+            Step::Ensemble => "ensemble",
+            Step::Transformer => "transformer",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Calibrated probabilities of rows and the step that decided each.
+pub struct Scored {
+    /// `[rows, classes]`.
+    pub probabilities: Vec<f32>,
+    /// Per row.
+    pub steps: Vec<Step>,
+}
+
 /// One alternative code.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alternative {
@@ -192,6 +237,8 @@ pub struct Prediction {
     pub is_fallback: bool,
     /// Whether a human should look at it.
     pub needs_review: bool,
+    /// Which part of the model decided it.
+    pub decided_by: Step,
     /// Top-k unit groups.
     pub alternatives: Vec<Alternative>,
 }
@@ -227,6 +274,17 @@ pub struct Explanation {
     pub words: Vec<(String, f64)>,
     /// Whether the contributions are exact (linear head).
     pub exact: bool,
+}
+
+/// Calibrated probabilities `[rows, classes]` of logits: softmax at the temperature, then
+/// the isotonic map.
+pub fn calibrated(logits: &[f32], classes: usize, cal: &Calibrated) -> Vec<f32> {
+    let mut p = softmax_rows(logits, classes, cal.temperature);
+    if let Some(iso) = &cal.isotonic {
+        use rayon::prelude::*;
+        p.par_chunks_mut(classes).for_each(|r| iso.apply_row(r));
+    }
+    p
 }
 
 /// A loaded model ready to code records.
@@ -384,15 +442,64 @@ impl Predictor {
         }
     }
 
+    /// The step that decides every row when no cascade is used.
+    fn whole_model_step(&self) -> Step {
+        match self.model {
+            Model::Ngram { .. } => Step::Ngram,
+            Model::Transformer { .. } => Step::Transformer,
+            Model::Ensemble { .. } => Step::Ensemble,
+        }
+    }
+
+    /// The cascade this predictor uses: an ensemble's, unless `[inference] cascade = false`.
+    pub fn cascade(&self) -> Option<&Cascade> {
+        match self.model {
+            Model::Ensemble { .. } if self.config.cascade => self.meta.cascade.as_ref(),
+            _ => None,
+        }
+    }
+
     /// Calibrated probabilities `[texts, classes]`.
     pub fn probabilities(&self, texts: &[String]) -> Vec<f32> {
-        let mut p = softmax_rows(&self.logits(texts), self.classes(), self.meta.temperature);
-        if let Some(iso) = &self.meta.isotonic {
-            use rayon::prelude::*;
-            p.par_chunks_mut(self.classes())
-                .for_each(|r| iso.apply_row(r));
+        self.score(texts).probabilities
+    }
+
+    /// Calibrated probabilities `[texts, classes]` with the step that decided each row: with
+    /// a cascade, the n-gram network's own calibrated probabilities for the rows it is sure
+    /// of, the whole ensemble's (calibrated on such rows) for the others.
+    pub fn score(&self, texts: &[String]) -> Scored {
+        let c = self.classes();
+        let Some(cascade) = self.cascade() else {
+            let whole = Calibrated {
+                temperature: self.meta.temperature,
+                isotonic: self.meta.isotonic.clone(),
+            };
+            return Scored {
+                probabilities: calibrated(&self.logits(texts), c, &whole),
+                steps: vec![self.whole_model_step(); texts.len()],
+            };
+        };
+        let mut p = calibrated(&self.ngram_logits(texts), c, &cascade.ngram);
+        let threshold = cascade.threshold as f32;
+        let mut steps = vec![Step::Ngram; texts.len()];
+        let deferred: Vec<usize> = p
+            .chunks(c)
+            .enumerate()
+            .filter(|(_, row)| row.iter().cloned().fold(0f32, f32::max) < threshold)
+            .map(|(i, _)| i)
+            .collect();
+        if !deferred.is_empty() {
+            let sub: Vec<String> = deferred.iter().map(|&i| texts[i].clone()).collect();
+            let q = calibrated(&self.logits(&sub), c, &cascade.deferred);
+            for (k, &i) in deferred.iter().enumerate() {
+                p[i * c..(i + 1) * c].copy_from_slice(&q[k * c..(k + 1) * c]);
+                steps[i] = Step::Ensemble;
+            }
         }
-        p
+        Scored {
+            probabilities: p,
+            steps,
+        }
     }
 
     /// Codes normalised texts (`title | duties`, see [`crate::text::record_text`]).
@@ -400,6 +507,22 @@ impl Predictor {
         use rayon::prelude::*;
         let c = self.classes();
         let mut out = Vec::with_capacity(texts.len());
+        if self.cascade().is_some() {
+            for chunk in texts.chunks(16_384) {
+                let scored = self.score(chunk);
+                let preds: Vec<Prediction> = scored
+                    .probabilities
+                    .par_chunks(c)
+                    .zip(scored.steps.par_iter())
+                    .map(|(p, &step)| Prediction {
+                        decided_by: step,
+                        ..self.decide(p)
+                    })
+                    .collect();
+                out.extend(preds);
+            }
+            return out;
+        }
         let inv_t = (1.0 / self.meta.temperature) as f32;
         for chunk in texts.chunks(16_384) {
             // Softmax, calibration and decision row by row on a small buffer, so the
@@ -526,6 +649,7 @@ impl Predictor {
             level,
             confidence: conf,
             alternatives,
+            decided_by: self.whole_model_step(),
         }
     }
 
@@ -653,6 +777,7 @@ mod tests {
             isotonic: None,
             transformer: None,
             fit_sample: None,
+            cascade: None,
             summary: serde_json::Value::Null,
         };
         Predictor::from_parts(meta, Model::Ngram { net }, InferenceConfig::default())

@@ -26,6 +26,10 @@ pub struct Args {
     /// Config file whose [inference] section sets thresholds.
     #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]
     config: PathBuf,
+    /// Run every part of an ensemble on every row (as `[inference] cascade = false`), instead
+    /// of leaving the rows its n-gram network is sure of to that network.
+    #[arg(long)]
+    no_cascade: bool,
 }
 
 /// Reads `[inference]` from the config file, strictly, if the file exists.
@@ -91,7 +95,10 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             .into());
         }
     }
-    let cfg = inference_config(&a.config)?;
+    let mut cfg = inference_config(&a.config)?;
+    if a.no_cascade {
+        cfg.cascade = false;
+    }
     let (dir, about) = model_dir(&a.model, &a.store)?;
     console::error(&about);
     let pred = Predictor::load(&dir, cfg)?;
@@ -128,10 +135,11 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         stages::explain::write_explanations(&pred, &coded.predictions, &base)?;
     }
     console::error(&format!(
-        "coded {} rows in {:.2}s ({:.0} rows/s): {} at a coarser level, {} need review, {} unusable",
+        "coded {} rows in {:.2}s ({:.0} rows/s; {}): {} at a coarser level, {} need review, {} unusable",
         coded.rows,
         elapsed,
         coded.rows as f64 / elapsed.max(1e-9),
+        stages::predict::steps_text(&coded.steps),
         coded.fallbacks,
         coded.to_review,
         coded.unusable

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use artifacts::table::{Column, Table};
-use classifier::metrics::{Evaluation, evaluate, evaluate_probabilities};
+use classifier::metrics::{Evaluation, evaluate_probabilities};
 use classifier::predict::{InferenceConfig, Predictor};
 use classifier::text::record_text;
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
@@ -403,6 +403,15 @@ fn write_report(
     Ok(())
 }
 
+/// How many rows each step of the model decided, as `{"ngram": n, "ensemble": m}`.
+fn step_counts(steps: &[classifier::predict::Step]) -> serde_json::Value {
+    let mut counts = std::collections::BTreeMap::new();
+    for s in steps {
+        *counts.entry(s.as_str()).or_insert(0usize) += 1;
+    }
+    json!(counts)
+}
+
 impl Stage for Evaluate {
     runner::stage_metadata!("evaluate", version "8", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
@@ -427,8 +436,10 @@ impl Stage for Evaluate {
             "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>",
         );
         // Scored once; the true-label view below reuses the probabilities.
-        let probs = pred.probabilities(&test.text);
-        let e = evaluate_probabilities(&pred, &probs, &test.isco_code);
+        let scored = pred.score(&test.text);
+        let probs = scored.probabilities;
+        let mut e = evaluate_probabilities(&pred, &probs, &test.isco_code);
+        e.metrics["decided_by"] = step_counts(&scored.steps);
         let raw: Vec<(i64, &str, &str)> = (0..test.len())
             .map(|i| {
                 (
@@ -502,7 +513,9 @@ impl Stage for Evaluate {
             if texts.is_empty() {
                 return Err(Error::Input { path: path.clone(), message: "has no usable labelled rows (needs job_title, duties_description, isco_code)".into() }.into());
             }
-            let e = evaluate(&pred, &texts, &codes);
+            let scored = pred.score(&texts);
+            let mut e = evaluate_probabilities(&pred, &scored.probabilities, &codes);
+            e.metrics["decided_by"] = step_counts(&scored.steps);
             let raw: Vec<(i64, &str, &str)> = raw
                 .iter()
                 .map(|(r, t, d)| (*r, t.as_str(), d.as_str()))

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use artifacts::table::{Column, Table};
-use classifier::predict::{InferenceConfig, Predictor};
+use classifier::predict::{InferenceConfig, Predictor, Step};
 use classifier::text::record_text;
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde_json::json;
@@ -68,6 +68,8 @@ pub struct Coded {
     pub fallbacks: usize,
     /// Rows that could not be read.
     pub unusable: usize,
+    /// Rows each step of the model decided (`ngram`, `ensemble`, …).
+    pub steps: std::collections::BTreeMap<Step, usize>,
 }
 
 /// Codes a CSV/Parquet file of records (`job_title`, optional `duties_description`). Every
@@ -104,6 +106,8 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
     let mut confidence = Vec::with_capacity(n);
     let mut grade = Vec::with_capacity(n);
     let mut fallback = Vec::with_capacity(n);
+    let mut decided_by = Vec::with_capacity(n);
+    let mut steps = std::collections::BTreeMap::new();
     let mut alt_code = vec![Vec::with_capacity(n); k];
     let mut alt_conf = vec![Vec::with_capacity(n); k];
     let mut unusable = 0;
@@ -133,6 +137,8 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         confidence.push(p.confidence);
         grade.push(p.grade.to_string());
         fallback.push(p.is_fallback);
+        decided_by.push(p.decided_by.to_string());
+        *steps.entry(p.decided_by).or_insert(0) += 1;
         let mut alts = p.alternatives.into_iter();
         for i in 0..k {
             let a = alts.next();
@@ -150,7 +156,8 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         .with("confidence", Column::Float(confidence))
         .with("grade", Column::Str(grade))
         .with("is_fallback", Column::Bool(fallback))
-        .with("needs_review", Column::Bool(needs.clone()));
+        .with("needs_review", Column::Bool(needs.clone()))
+        .with("decided_by", Column::Str(decided_by));
     for (i, (c, p)) in alt_code.into_iter().zip(alt_conf).enumerate() {
         t = t
             .with(&format!("alt_{}_code", i + 1), Column::Str(c))
@@ -217,6 +224,7 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
             .collect(),
     };
     Ok(Coded {
+        steps,
         rows: n,
         to_review: keep.len(),
         fallbacks,
@@ -224,6 +232,15 @@ pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
         predictions: t,
         review,
     })
+}
+
+/// `12,000 by ngram, 3,000 by ensemble`: how many rows each step decided.
+pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
+    steps
+        .iter()
+        .map(|(s, n)| format!("{n} by {s}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Stage for Predict {
@@ -246,14 +263,18 @@ impl Stage for Predict {
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;
         c.review
             .write_csv_and_parquet(&ctx.output("to_review.csv"))?;
-        let mut metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable});
+        let mut metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable, "decided_by": c.steps});
         if let Some(n) = crate::embeddings::flush_shared_cache(&pred) {
             metrics["embeddings_computed"] = json!(n);
         }
         Ok(StageReport {
             summary: vec![format!(
-                "{} rows coded, {} coded at a coarser level, {} queued for review ({} unusable)",
-                c.rows, c.fallbacks, c.to_review, c.unusable
+                "{} rows coded ({}), {} coded at a coarser level, {} queued for review ({} unusable)",
+                c.rows,
+                steps_text(&c.steps),
+                c.fallbacks,
+                c.to_review,
+                c.unusable
             )],
             metrics,
         })

@@ -51,6 +51,108 @@ fn scored_and_codes(p: &Project, part: &str, min_accuracy: f64) {
     assert!(out.lines().count() > 100, "{out}");
 }
 
+/// The `decided_by` column of a coded CSV, one value per row.
+fn decided_by(path: &std::path::Path) -> Vec<String> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let col = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "decided_by")
+        .expect("a decided_by column");
+    r.records()
+        .map(|row| row.unwrap()[col].to_string())
+        .collect()
+}
+
+/// The ensemble's cascade: fitted with the model, counted in the run record, and routing rows
+/// by the n-gram network's calibrated confidence — none past the first step when the
+/// threshold is 0, all of them when it is above 1 or the cascade is turned off.
+fn the_cascade_routes_rows(p: &Project) {
+    let run = p.last_run();
+    let fit = &stage_of(&run, "train")["metrics"]["cascade"];
+    let share = fit["first_step_share"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share), "{fit}");
+    assert!(
+        fit["accuracy_full"].as_f64().unwrap() - fit["accuracy"].as_f64().unwrap()
+            <= fit["max_loss"].as_f64().unwrap() + 1e-9,
+        "{fit}"
+    );
+    let meta = p.json("models/latest/model.json");
+    assert!(meta["cascade"]["threshold"].as_f64().is_some(), "{meta}");
+    let counted = &stage_of(&run, "predict")["metrics"]["decided_by"];
+    let rows = stage_of(&run, "predict")["metrics"]["rows"]
+        .as_u64()
+        .unwrap();
+    let sum: u64 = counted
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(sum, rows, "{counted}");
+    let steps = decided_by(&p.path("data/processed/predictions.csv"));
+    assert_eq!(steps.len() as u64, rows);
+    assert!(
+        steps.iter().all(|s| s == "ngram" || s == "ensemble"),
+        "{steps:?}"
+    );
+
+    let code = |model: &str, extra: &[&str], out: &str| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            model,
+            "--input",
+            "data/demo/new_jobs.csv",
+            "--output",
+            out,
+        ];
+        args.extend(extra);
+        let log = p.ok(&args);
+        (decided_by(&p.path(out)), log)
+    };
+    // `isco-dag predict` reads `[inference] cascade` from the config like the stages.
+    p.edit("config/default.toml", "cascade = false", "cascade = true");
+    let (all, _) = code("models/latest", &["--no-cascade"], "full.csv");
+    assert!(all.iter().all(|s| s == "ensemble"), "{all:?}");
+    // A copy of the model with the threshold moved.
+    let copy = |threshold: f64, dir: &str| {
+        let status = std::process::Command::new("cp")
+            .args(["-r", "models/latest", dir])
+            .current_dir(p.path(""))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let json = p.path(&format!("{dir}/model.json"));
+        let mut perms = std::fs::metadata(&json).unwrap().permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perms.set_readonly(false);
+        std::fs::set_permissions(&json, perms).unwrap();
+        let mut meta = p.json(&format!("{dir}/model.json"));
+        meta["cascade"]["threshold"] = serde_json::json!(threshold);
+        std::fs::write(&json, serde_json::to_vec(&meta).unwrap()).unwrap();
+    };
+    copy(0.0, "models/cascade_all_ngram");
+    let (first, _) = code("models/cascade_all_ngram", &[], "first.csv");
+    assert!(first.iter().all(|s| s == "ngram"), "{first:?}");
+    copy(1.5, "models/cascade_none");
+    let (second, _) = code("models/cascade_none", &[], "second.csv");
+    assert!(second.iter().all(|s| s == "ensemble"), "{second:?}");
+
+    // The service says which step decided.
+    let s = crate::api::start(p, &[]);
+    let r = crate::http::post_json(
+        &s.addr,
+        "/predict/job",
+        r#"{"job_title":"Airship ward nurse"}"#,
+    );
+    let step = r.json()["decided_by"].as_str().unwrap().to_string();
+    assert!(step == "ngram" || step == "ensemble", "{}", r.text());
+    drop(s);
+    p.edit("config/default.toml", "cascade = true", "cascade = false");
+}
+
 /// The review queue file and the API carry similar past records with their codes.
 fn reviewers_see_similar_records(p: &Project) {
     // Every prediction goes to review (the small model is confident about anything).
@@ -133,6 +235,9 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     assert!(err.contains("models fetch minilm"), "{err}");
 
     random_encoder(&p);
+    // Every part on every row, so every test row is embedded (the cascade's routing is
+    // checked on its own below).
+    p.edit("config/default.toml", "cascade = true", "cascade = false");
     p.ok(&["run", "pipelines/ensemble.toml"]);
     let run = p.last_run();
     for s in ["train", "evaluate", "promote", "predict"] {
@@ -155,6 +260,7 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     assert!(computed(&run) > 0, "the test rows were embedded");
     // Evaluate scored the ensemble; predictions carry codes.
     scored_and_codes(&p, "retrieval", 0.5);
+    the_cascade_routes_rows(&p);
 
     // Nothing changed: nothing runs.
     p.ok(&["run", "pipelines/ensemble.toml"]);

@@ -97,7 +97,7 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     ]);
     let coded = std::fs::read_to_string(p.path("coded.csv")).unwrap();
     assert_eq!(coded.lines().count(), 209);
-    assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,alt_1_code"));
+    assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
 
     // Unusable rows are kept and flagged, not dropped.

@@ -89,7 +89,7 @@ impl EmbeddingCache {
         }
         let n = missing.len();
         if n > 0 {
-            let v = enc.embed(&missing, 64, true, &|done| progress(done, n))?;
+            let v = enc.embed(&missing, 32, true, &|done| progress(done, n))?;
             for (t, row) in missing.iter().zip(v.chunks(self.dim)) {
                 let k = key(t);
                 self.map.insert(k, row.to_vec());

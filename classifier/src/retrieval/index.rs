@@ -51,6 +51,53 @@ pub struct Index {
     /// The HNSW graph over the vectors when the index is searched approximately (see
     /// [`Retrieval::prepare_search`]).
     pub ann: Option<std::sync::Arc<Ann>>,
+    /// The vectors as the `[dim, entries]` matrix exact search multiplies by, built on first
+    /// use and kept while the vectors stay the same.
+    pub keys: KeyMatrix,
+}
+
+/// The key matrix of an exact search, kept between searches: building it copies and
+/// transposes every vector of the index, which for one query costs far more than the search
+/// itself. It is rebuilt when the vectors it was built from change (another allocation or
+/// length); a clone of the index starts without one.
+#[derive(Default)]
+pub struct KeyMatrix(std::sync::Mutex<Option<(usize, usize, Tensor<2>)>>);
+
+impl Clone for KeyMatrix {
+    fn clone(&self) -> Self {
+        KeyMatrix::default()
+    }
+}
+
+impl std::fmt::Debug for KeyMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyMatrix")
+    }
+}
+
+impl KeyMatrix {
+    /// The `[dim, entries]` matrix of `vectors` (`[entries, dim]`).
+    fn get(&self, vectors: &[f32], entries: usize, dim: usize) -> Tensor<2> {
+        let id = (vectors.as_ptr() as usize, vectors.len());
+        let mut slot = self.0.lock().expect("key matrix");
+        if let Some((ptr, len, t)) = slot.as_ref()
+            && (*ptr, *len) == id
+        {
+            return t.clone();
+        }
+        let mut transposed = vec![0f32; vectors.len()];
+        for (e, row) in vectors.chunks(dim).enumerate() {
+            for (d, &x) in row.iter().enumerate() {
+                transposed[d * entries + e] = x;
+            }
+        }
+        let t = Tensor::<2>::from_data(
+            TensorData::new(transposed, [dim, entries]),
+            &crate::model::device(),
+        );
+        *slot = Some((id.0, id.1, t.clone()));
+        t
+    }
 }
 
 impl Index {
@@ -119,9 +166,30 @@ fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f3
     if queries.is_empty() || n == 0 {
         return;
     }
+    if queries.len() / dim <= FEW_QUERIES {
+        // A handful of queries (the service codes one record at a time): one pass over the
+        // entries, a dot product each. A matrix product would first pack the whole key
+        // matrix, which costs more than the search itself at this size.
+        // Each entry is read once for all the queries: the scan is bound by memory.
+        let qs: Vec<&[f32]> = queries.chunks(dim).collect();
+        let m = qs.len();
+        let by_entry: Vec<f32> = index
+            .vectors
+            .par_chunks(dim)
+            .with_min_len(1024)
+            .flat_map_iter(|e| qs.iter().map(move |q| dot(e, q)))
+            .collect();
+        let mut sims = vec![0f32; m * n];
+        for (e, row) in by_entry.chunks(m).enumerate() {
+            for (q, &v) in row.iter().enumerate() {
+                sims[q * n + e] = v;
+            }
+        }
+        f(&sims, n);
+        return;
+    }
     let device = crate::model::device();
-    let keys = Tensor::<2>::from_data(TensorData::new(index.vectors.clone(), [n, dim]), &device)
-        .transpose();
+    let keys = index.keys.get(&index.vectors, n, dim);
     let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
     for chunk in queries.chunks(rows_per * dim) {
         let m = chunk.len() / dim;
@@ -132,6 +200,27 @@ fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f3
             .expect("float similarities");
         f(&sims, n);
     }
+}
+
+/// Queries searched by dot products rather than a matrix product.
+const FEW_QUERIES: usize = 4;
+
+/// Dot product of two equal-length vectors, in 16 lanes so the compiler vectorises it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..16 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// Splits a normalised model text (`title | duties`) into its title and duties.

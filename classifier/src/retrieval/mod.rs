@@ -373,6 +373,7 @@ mod tests {
             source: vec![EntrySource::Reference; 3],
             vectors: vec![1.0, 0.0, 0.0, 1.0, 0.6, 0.8],
             ann: None,
+            keys: Default::default(),
         };
         let q = [0.6f32, 0.8, 1.0, 0.0];
         let s = class_max(&q, &ix, 2, 3);
@@ -439,6 +440,7 @@ mod tests {
             vectors: v[rows.start * 16..rows.end * 16].to_vec(),
             class,
             ann: None,
+            keys: Default::default(),
         };
         let r = Retrieval {
             encoder,
@@ -581,6 +583,7 @@ mod tests {
             class,
             vectors: v,
             ann: None,
+            keys: Default::default(),
         };
         let mut r = Retrieval {
             encoder,

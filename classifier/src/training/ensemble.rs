@@ -10,10 +10,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::cascade::fit_cascade;
 use super::data::{Examples, Files, Progress, fit_sample};
 use super::spec::FitSpec;
 use crate::Taxonomy;
 use crate::ann::SearchConfig;
+use crate::artifact::{Calibrated, Cascade};
 use crate::augment::{parse_definition, singular};
 use crate::calibrate::{Calibration, fit_calibration, softmax_rows};
 use crate::encoder::Encoder;
@@ -241,8 +243,9 @@ pub(super) fn build(
     va: Examples<'_>,
     net: &Trained,
     transformer: Option<&FineTuned>,
+    ngram_calibration: &Calibrated,
     progress: &dyn Progress,
-) -> Result<(Retrieval, Calibration, EnsembleSummary), Error> {
+) -> Result<(Retrieval, Calibration, Cascade, EnsembleSummary), Error> {
     let started = Instant::now();
     let dir = files
         .encoder
@@ -315,7 +318,8 @@ pub(super) fn build(
     let fit_seconds = t1.elapsed().as_secs_f64();
     let x = crate::features::FeatureMatrix::build(&spec.features, &texts);
     let rows: Vec<usize> = (0..x.rows()).collect();
-    let p_ngram = softmax_rows(&net.logits(&x, &rows), c, 1.0);
+    let ngram_logits = net.logits(&x, &rows);
+    let p_ngram = softmax_rows(&ngram_logits, c, 1.0);
     let ngram_acc = accuracy(&p_ngram, &y, c);
     // With a transformer: its weight against the ngram model first, then the retrieval mix.
     let (p_base, transformer_weight, transformer_acc) = match transformer {
@@ -335,6 +339,19 @@ pub(super) fn build(
     retrieval.mix = mix;
     let logits = mix_log(&p_base, &scores.probabilities(&mix), mix.weight);
     let cal = fit_calibration(&logits, &y, c, spec.calibration);
+    let cascade = fit_cascade(
+        &ngram_logits,
+        ngram_calibration.clone(),
+        &logits,
+        Calibrated {
+            temperature: cal.temperature,
+            isotonic: cal.isotonic.clone(),
+        },
+        &y,
+        c,
+        spec.ensemble.cascade_max_loss,
+        spec.calibration,
+    );
     let cached_after = retrieval.cache.lock().expect("cache").len();
     let shared_cache_written = retrieval.flush_shared_cache().unwrap_or_else(|e| {
         tracing::warn!("could not write to the shared embedding cache: {e}");
@@ -362,7 +379,7 @@ pub(super) fn build(
         fit_accuracy_ensemble: ens_acc,
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok((retrieval, cal, summary))
+    Ok((retrieval, cal, cascade, summary))
 }
 
 /// The retrieval half of a fine-tuned ensemble: the base model's indexes over the new label

@@ -18,11 +18,12 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::cascade::fit_cascade;
 use super::data::{Examples, Progress, encode, fit_sample, labelled_features};
 use super::ensemble::{ExtensionSummary, extend};
 use super::{FineTuneSpec, Fitted};
 use crate::Taxonomy;
-use crate::artifact::{FitSample, Model, ModelMeta, titles_for};
+use crate::artifact::{Calibrated, CascadeFit, FitSample, Model, ModelMeta, titles_for};
 use crate::calibrate::{fit_calibration, softmax_rows};
 use crate::error::Error;
 use crate::features::FeatureMatrix;
@@ -58,6 +59,9 @@ pub struct FineTuneSummary {
     pub validation_ece_before: Option<f64>,
     /// Validation ECE after it.
     pub validation_ece_after: Option<f64>,
+    /// The refitted cascade of an ensemble.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeFit>,
     /// The extension of an ensemble's indexes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<ExtensionSummary>,
@@ -198,9 +202,15 @@ pub fn fine_tune(
         )?),
         Model::Ngram { .. } | Model::Transformer { .. } => None,
     };
-    let (temperature, isotonic, ece, calibration_rows) = match validation {
+    let (temperature, isotonic, ece, calibration_rows, cascade) = match validation {
         Some(va) => {
-            let (logits, y) = match &retrieval {
+            // The n-gram network's own calibration on every labelled validation row: the
+            // model's calibration for an `ngram` model, an ensemble cascade's first step.
+            let (vx, vy) = labelled_features(&fc, &labels, va);
+            let rows: Vec<usize> = (0..vx.rows()).collect();
+            let ngram_logits = net.logits(&vx, &rows);
+            let ngram_cal = fit_calibration(&ngram_logits, &vy, labels.len(), spec.calibration);
+            match &retrieval {
                 // The ensemble on the validation sample the base model was fitted on (those
                 // queries are in its embedding cache).
                 Some((r, _)) => {
@@ -211,26 +221,54 @@ pub fn fine_tune(
                     let (texts, y) = fit_sample(va, &labels, sample.seed, sample.rows);
                     let x = FeatureMatrix::build(&fc, &texts);
                     let all: Vec<usize> = (0..x.rows()).collect();
-                    let p = softmax_rows(&net.logits(&x, &all), labels.len(), 1.0);
-                    (r.ensemble_logits(&p, &texts, labels.len())?, y)
+                    let sample_ngram = net.logits(&x, &all);
+                    let p = softmax_rows(&sample_ngram, labels.len(), 1.0);
+                    let logits = r.ensemble_logits(&p, &texts, labels.len())?;
+                    let cal = fit_calibration(&logits, &y, labels.len(), spec.calibration);
+                    let max_loss = base_meta
+                        .cascade
+                        .as_ref()
+                        .map(|c| c.fit.max_loss)
+                        .unwrap_or(super::EnsembleConfig::default().cascade_max_loss);
+                    let cascade = fit_cascade(
+                        &sample_ngram,
+                        Calibrated {
+                            temperature: ngram_cal.temperature,
+                            isotonic: ngram_cal.isotonic,
+                        },
+                        &logits,
+                        Calibrated {
+                            temperature: cal.temperature,
+                            isotonic: cal.isotonic.clone(),
+                        },
+                        &y,
+                        labels.len(),
+                        max_loss,
+                        spec.calibration,
+                    );
+                    (
+                        cal.temperature,
+                        cal.isotonic,
+                        Some((cal.ece_before, cal.ece_after)),
+                        Some(y.len()),
+                        Some(cascade),
+                    )
                 }
-                None => {
-                    let (vx, vy) = labelled_features(&fc, &labels, va);
-                    let rows: Vec<usize> = (0..vx.rows()).collect();
-                    (net.logits(&vx, &rows), vy)
-                }
-            };
-            let cal = fit_calibration(&logits, &y, labels.len(), spec.calibration);
-            (
-                cal.temperature,
-                cal.isotonic,
-                Some((cal.ece_before, cal.ece_after)),
-                Some(y.len()),
-            )
+                None => (
+                    ngram_cal.temperature,
+                    ngram_cal.isotonic,
+                    Some((ngram_cal.ece_before, ngram_cal.ece_after)),
+                    Some(vy.len()),
+                    None,
+                ),
+            }
         }
+        // Without validation rows the base model's calibration stays; an ensemble's cascade
+        // cannot (its first step's network changed), so every row goes through the whole model.
         None => (
             base_meta.temperature,
             base_meta.isotonic.clone(),
+            None,
             None,
             None,
         ),
@@ -262,6 +300,7 @@ pub fn fine_tune(
         validation_ece_before: ece.map(|e| e.0),
         validation_ece_after: ece.map(|e| e.1),
         retrieval: retrieval_summary,
+        cascade: cascade.as_ref().map(|c| c.fit.clone()),
     };
     let meta = ModelMeta {
         kind: model.kind(),
@@ -273,6 +312,7 @@ pub fn fine_tune(
         transformer: None,
         // The sample a later fine-tune of this model must draw again.
         fit_sample: fit_sample_of_base.filter(|_| model.retrieval().is_some()),
+        cascade: cascade.clone(),
         summary: serde_json::json!({
             "fine_tuned_from": base_meta.summary,
             "metrics": summary,

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`spec`] | [`FitSpec`] (nesting each part's config) and [`FineTuneSpec`], and the flat configuration layout |
 //! | [`data`] | labelled examples, the files training reads, progress |
+//! | [`cascade`] | an ensemble's cascade: the n-gram confidence threshold and the calibration of the rows under it |
 //! | [`ensemble`] | the retrieval half: indexes, embedding, the mix and its calibration; its extension by corrections |
 //! | [`transformer`] | the fine-tuned encoder and its calibration |
 //! | [`finetune`] | continuing a model on corrections |
@@ -14,6 +15,7 @@
 //! macro-F1, with reference augmentation), then the kind's other parts; the calibration of
 //! the last part that decides is the model's.
 
+pub mod cascade;
 pub mod data;
 pub mod ensemble;
 pub mod finetune;
@@ -29,7 +31,9 @@ pub use finetune::{FineTuneSummary, fine_tune};
 pub use spec::{EnsembleConfig, FineTuneSpec, FitSpec};
 
 use crate::Taxonomy;
-use crate::artifact::{FORMAT, FitSample, Model, ModelKind, ModelMeta, titles_for};
+use crate::artifact::{
+    Calibrated, CascadeFit, FORMAT, FitSample, Model, ModelKind, ModelMeta, titles_for,
+};
 use crate::augment::reference_examples;
 use crate::calibrate::fit_calibration;
 use crate::error::Error;
@@ -65,6 +69,9 @@ pub struct FitSummary {
     /// The fine-tuned encoder, when the model has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transformer: Option<transformer::TransformerSummary>,
+    /// The cascade of an ensemble, as fitted on validation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cascade: Option<CascadeFit>,
 }
 
 impl FitSummary {
@@ -85,8 +92,21 @@ impl FitSummary {
         )];
         out.extend(self.retrieval.as_ref().map(|r| r.line()));
         out.extend(self.transformer.as_ref().map(|t| t.line()));
+        out.extend(self.cascade.as_ref().map(cascade_line));
         out
     }
+}
+
+/// The stage report's line about a cascade.
+pub fn cascade_line(c: &CascadeFit) -> String {
+    format!(
+        "cascade: the n-gram network alone decides {:.1} % of {} validation rows, accuracy {:.4} against {:.4} for the whole ensemble on every row (allowed loss {})",
+        100.0 * c.first_step_share,
+        c.rows,
+        c.accuracy,
+        c.accuracy_full,
+        c.max_loss
+    )
 }
 
 /// A trained model with its description and what training did.
@@ -164,6 +184,10 @@ pub fn fit(
     let rows: Vec<usize> = (0..vx.rows()).collect();
     let c = labels.len();
     let mut cal = fit_calibration(&net.logits(&vx, &rows), &vy, c, spec.calibration);
+    let ngram_calibration = Calibrated {
+        temperature: cal.temperature,
+        isotonic: cal.isotonic.clone(),
+    };
     let fine_tuned = if spec.has_transformer() {
         let dir = files
             .encoder
@@ -187,17 +211,18 @@ pub fn fit(
         Some((ft, s)) => (Some(ft), Some(s)),
         None => (None, None),
     };
-    let (model, retrieval_summary) = match spec.kind {
-        ModelKind::Ngram => (Model::Ngram { net }, None),
+    let (model, retrieval_summary, cascade) = match spec.kind {
+        ModelKind::Ngram => (Model::Ngram { net }, None, None),
         ModelKind::Transformer => (
             Model::Transformer {
                 net,
                 transformer: fine_tuned.expect("a transformer model fine-tunes its encoder"),
             },
             None,
+            None,
         ),
         ModelKind::Ensemble => {
-            let (retrieval, cal_e, s) = ensemble::build(
+            let (retrieval, cal_e, cascade, s) = ensemble::build(
                 spec,
                 files,
                 &labels,
@@ -206,6 +231,7 @@ pub fn fit(
                 validation,
                 &net,
                 fine_tuned.as_ref(),
+                &ngram_calibration,
                 progress,
             )?;
             cal = cal_e;
@@ -216,6 +242,7 @@ pub fn fit(
                     transformer: fine_tuned,
                 },
                 Some(s),
+                Some(cascade),
             )
         }
     };
@@ -233,6 +260,7 @@ pub fn fit(
         validation_ece_after: cal.ece_after,
         retrieval: retrieval_summary,
         transformer: transformer_summary,
+        cascade: cascade.as_ref().map(|c| c.fit.clone()),
     };
     let meta = ModelMeta {
         format: FORMAT,
@@ -248,6 +276,7 @@ pub fn fit(
             rows: r.fit_rows,
             seed: tc.seed,
         }),
+        cascade,
         summary: serde_json::json!({ "metrics": summary }),
     };
     Ok(Fitted {

@@ -36,6 +36,9 @@ pub struct EnsembleConfig {
     /// When the indexes are searched through an HNSW graph (`exact_search_limit`,
     /// `ann_ef_construction`, `ann_candidates`).
     pub search: SearchConfig,
+    /// Accuracy the cascade may give up against running the whole ensemble on every row,
+    /// on the validation sample (`cascade_max_loss`; 0.002 is a fifth of a point).
+    pub cascade_max_loss: f64,
 }
 
 impl Default for EnsembleConfig {
@@ -46,6 +49,7 @@ impl Default for EnsembleConfig {
             index_records: true,
             transformer: false,
             search: SearchConfig::default(),
+            cascade_max_loss: 0.002,
         }
     }
 }
@@ -95,11 +99,12 @@ impl Default for FitSpec {
 }
 
 /// Configuration keys of the ensemble's settings and the field each sets.
-const ENSEMBLE_KEYS: [(&str, &str); 4] = [
+const ENSEMBLE_KEYS: [(&str, &str); 5] = [
     ("encoder_max_seq_length", "max_seq_length"),
     ("retrieval_fit_rows", "fit_rows"),
     ("retrieval_index_records", "index_records"),
     ("ensemble_transformer", "transformer"),
+    ("cascade_max_loss", "cascade_max_loss"),
 ];
 /// Configuration keys of the approximate search and the field each sets.
 const SEARCH_KEYS: [(&str, &str); 3] = [
@@ -297,6 +302,12 @@ impl FitSpec {
         if self.kind == ModelKind::Ensemble && self.ensemble.fit_rows < 100 {
             return Err("retrieval_fit_rows must be at least 100".into());
         }
+        let loss = self.ensemble.cascade_max_loss;
+        if !(0.0..=1.0).contains(&loss) {
+            return Err(format!(
+                "cascade_max_loss is {loss}, but it is a share of accuracy: give a number from 0 (every row the first step is unsure of goes on) to 1"
+            ));
+        }
         self.ensemble.search.validate()?;
         if self.features.buckets == 0
             || self.train.dim == 0
@@ -451,8 +462,14 @@ mod tests {
     fn a_kind_reads_only_its_parts_keys() {
         let mut s = FitSpec::default();
         assert!(s.reads("dim") && !s.reads("ann_candidates") && !s.reads("transformer_lr"));
+        assert!(
+            !s.reads("cascade_max_loss"),
+            "an ngram model has no cascade"
+        );
         s.kind = ModelKind::Ensemble;
-        assert!(s.reads("ann_candidates") && !s.reads("transformer_lr"));
+        assert!(
+            s.reads("ann_candidates") && s.reads("cascade_max_loss") && !s.reads("transformer_lr")
+        );
         s.ensemble.transformer = true;
         assert!(s.reads("transformer_lr"));
         s.kind = ModelKind::Transformer;
