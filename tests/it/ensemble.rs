@@ -6,6 +6,16 @@
 
 use crate::support::{Project, outcome_of, stage_of};
 
+/// Puts the demo's corrections where the `corrections` stage reads them.
+fn drop_demo_corrections(p: &Project) {
+    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
+    std::fs::copy(
+        p.path("data/demo/corrections_demo.csv"),
+        p.path("data/corrections/demo.csv"),
+    )
+    .unwrap();
+}
+
 /// Writes a random encoder whose vocabulary covers the demo's title words.
 fn random_encoder(p: &Project) {
     let text = std::fs::read_to_string(p.path("data/raw/historical_records.csv")).unwrap();
@@ -295,12 +305,7 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     // Fine-tuning an ensemble keeps its retrieval half and adds the corrections' titles,
     // embedding only those — and none here: coding the same rows first (as the review queue
     // does) left their vectors in the store's shared cache.
-    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
-    std::fs::copy(
-        p.path("data/demo/corrections_demo.csv"),
-        p.path("data/corrections/demo.csv"),
-    )
-    .unwrap();
+    drop_demo_corrections(&p);
     p.ok(&[
         "predict",
         "--input",
@@ -404,12 +409,7 @@ fn ensemble_beyond_the_exact_search_limit_searches_an_hnsw_graph() {
     scored_and_codes(&p, "retrieval", 0.5);
 
     // Fine-tuning adds the corrections' entries and builds the graphs again.
-    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
-    std::fs::copy(
-        p.path("data/demo/corrections_demo.csv"),
-        p.path("data/corrections/demo.csv"),
-    )
-    .unwrap();
+    drop_demo_corrections(&p);
     p.ok(&["run", "pipelines/finetune-ensemble.toml"]);
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "fine-tune"), "executed");
@@ -491,12 +491,7 @@ outputs = { model = "models/latest" }
     assert!(r["planned_steps"].as_u64().unwrap() < 50 * 60, "{r}");
 
     // fine-tune continues ngram and ensemble models; on a transformer it says what to do.
-    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
-    std::fs::copy(
-        p.path("data/demo/corrections_demo.csv"),
-        p.path("data/corrections/demo.csv"),
-    )
-    .unwrap();
+    drop_demo_corrections(&p);
     p.write(
         "pipelines/finetune-tiny.toml",
         &std::fs::read_to_string(p.path("pipelines/tiny.toml"))
@@ -522,12 +517,7 @@ fn fine_tuning_an_ensemble_twice_keeps_its_fit_sample() {
         "retrieval_fit_rows = 5000",
         "retrieval_fit_rows = 120",
     );
-    std::fs::create_dir_all(p.path("data/corrections")).unwrap();
-    std::fs::copy(
-        p.path("data/demo/corrections_demo.csv"),
-        p.path("data/corrections/demo.csv"),
-    )
-    .unwrap();
+    drop_demo_corrections(&p);
     p.write(
         "pipelines/finetune-twice.toml",
         r#"[pipeline]

@@ -177,7 +177,7 @@ fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f3
             .vectors
             .par_chunks(dim)
             .with_min_len(1024)
-            .flat_map_iter(|e| qs.iter().map(move |q| dot(e, q)))
+            .flat_map_iter(|e| qs.iter().map(move |q| crate::ann::dot(e, q)))
             .collect();
         let mut sims = vec![0f32; m * n];
         for (e, row) in by_entry.chunks(m).enumerate() {
@@ -204,24 +204,6 @@ fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f3
 
 /// Queries searched by dot products rather than a matrix product.
 const FEW_QUERIES: usize = 4;
-
-/// Dot product of two equal-length vectors, in 16 lanes so the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..16 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
 
 /// Splits a normalised model text (`title | duties`) into its title and duties.
 pub fn split_text(text: &str) -> (&str, &str) {
