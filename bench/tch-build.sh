@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds and smoke-tests `--features tch` (burn-tch on libtorch, CPU) without a libtorch
 # download site: libtorch 2.9.0 (the version torch-sys 0.22 is generated for) is taken from
-# the PyPI `torch` wheel, its CUDA libraries removed, and the two CUDA runtime libraries that
-# libtorch_cpu.so still links (cudart, cupti) come from their PyPI wheels. Then the demo
+# the Python registry's `torch` wheel, its CUDA libraries removed, and the two CUDA runtime libraries that
+# libtorch_cpu.so still links (cudart, cupti) come from their wheels on the Python registry. Then the demo
 # `pipelines/full.toml` runs with the libtorch binary in a fresh clone. Needs pip and ~2.5 GB.
 set -euo pipefail
 cd "$(dirname "$0")/.."

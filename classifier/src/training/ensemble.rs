@@ -165,10 +165,27 @@ fn previous_cache(dir: Option<&Path>, file: &str, dim: usize) -> EmbeddingCache 
 }
 
 /// (normalised text, code, source) entries of an index.
-type Entries = Vec<(String, String, EntrySource)>;
+pub(super) type Entries = Vec<(String, String, EntrySource)>;
+
+/// The records' entries of both indexes: each distinct title and each distinct duty clause
+/// with its majority code.
+pub(super) fn titles_and_clauses(tr: Examples<'_>) -> (Entries, Entries) {
+    let pairs = || {
+        tr.text
+            .iter()
+            .zip(tr.isco_code)
+            .map(|(t, c)| (split_text(t), c))
+    };
+    let titles = majority_entries(pairs().map(|((title, _), c)| (title, c.as_str())));
+    let clauses =
+        majority_entries(pairs().flat_map(|((_, duties), c)| {
+            crate::text::clauses(duties).map(move |cl| (cl, c.as_str()))
+        }));
+    (titles, clauses)
+}
 
 /// Reference entries of both indexes: titles and duties.
-fn reference_entries(tax: &Taxonomy) -> (Entries, Entries) {
+pub(super) fn reference_entries(tax: &Taxonomy) -> (Entries, Entries) {
     let mut titles = Vec::new();
     let mut duties = Vec::new();
     for g in tax.units() {
@@ -265,18 +282,9 @@ pub(super) fn build(
 
     let (mut title_entries, mut duty_entries) = reference_entries(tax);
     if spec.ensemble.index_records {
-        let pairs = || {
-            tr.text
-                .iter()
-                .zip(tr.isco_code)
-                .map(|(t, c)| (split_text(t), c))
-        };
-        title_entries.extend(majority_entries(
-            pairs().map(|((title, _), c)| (title, c.as_str())),
-        ));
-        duty_entries.extend(majority_entries(pairs().flat_map(|((_, duties), c)| {
-            crate::text::clauses(duties).map(move |cl| (cl, c.as_str()))
-        })));
+        let (t, d) = titles_and_clauses(tr);
+        title_entries.extend(t);
+        duty_entries.extend(d);
     }
     let (mut titles, title_texts) = index_of(title_entries, labels);
     let (mut duties, duty_texts) = index_of(duty_entries, labels);

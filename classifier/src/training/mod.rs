@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`spec`] | [`FitSpec`] (nesting each part's config) and [`FineTuneSpec`], and the flat configuration layout |
 //! | [`data`] | labelled examples, the files training reads, progress |
+//! | [`bi_encoder`] | the retrieval's sentence encoder trained on the office's pairs (MultipleNegativesRanking with hard negatives) |
 //! | [`cascade`] | an ensemble's cascade: the n-gram confidence threshold and the calibration of the rows under it |
 //! | [`ensemble`] | the retrieval half: indexes, embedding, the mix and its calibration; its extension by corrections |
 //! | [`transformer`] | the fine-tuned encoder and its calibration |
@@ -15,6 +16,7 @@
 //! macro-F1, with reference augmentation), then the kind's other parts; the calibration of
 //! the last part that decides is the model's.
 
+pub mod bi_encoder;
 pub mod cascade;
 pub mod data;
 pub mod ensemble;
@@ -26,6 +28,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+pub use bi_encoder::{EncoderTrainReport, EncoderTrainSpec, TrainedEncoder, train_encoder};
 pub use data::{Examples, Files, Progress, Silent, encode, fit_sample, labelled_features};
 pub use finetune::{FineTuneSummary, fine_tune};
 pub use spec::{EnsembleConfig, FineTuneSpec, FitSpec};
