@@ -652,7 +652,7 @@ impl Encoder {
         self.model
             .save_into(&mut store)
             .map_err(|e| file_err(&st, format!("could not be written: {e}")))?;
-        Ok(())
+        carry_unused_tensors(&self.dir.join("model.safetensors"), &st)
     }
 
     /// A fingerprint of the encoder's files (config, weights, tokenizer) and settings, so
@@ -667,6 +667,36 @@ impl Encoder {
         h.update(format!("{:?}/{}", self.pooling, self.max_seq_length).as_bytes());
         Ok(h.finalize().to_hex()[..16].to_string())
     }
+}
+
+/// Adds to the saved weights `to` the tensors of the source weights `from` that the burn
+/// model does not hold (BERT's pooler, the position-id buffer), unchanged, so a saved encoder
+/// has every tensor its base had and loads in Hugging Face `transformers` without freshly
+/// initialised parts. The burn store writes only the module's own parameters, hence the
+/// second pass with the `safetensors` crate.
+fn carry_unused_tensors(from: &Path, to: &Path) -> Result<(), Error> {
+    let Ok(base) = std::fs::read(from) else {
+        return Ok(());
+    };
+    let base = safetensors::SafeTensors::deserialize(&base)
+        .map_err(|e| file_err(from, format!("is not a safetensors file: {e}")))?;
+    let saved = std::fs::read(to).map_err(|e| file_err(to, e.to_string()))?;
+    let saved_st = safetensors::SafeTensors::deserialize(&saved)
+        .map_err(|e| file_err(to, format!("could not be read back: {e}")))?;
+    let have: std::collections::HashSet<String> =
+        saved_st.names().into_iter().map(str::to_string).collect();
+    let missing: Vec<(String, safetensors::tensor::TensorView<'_>)> = base
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| !have.contains(name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<(String, safetensors::tensor::TensorView<'_>)> =
+        saved_st.tensors().into_iter().chain(missing).collect();
+    safetensors::tensor::serialize_to_file(all, None, to)
+        .map_err(|e| file_err(to, format!("could not be written: {e}")))
 }
 
 fn read_pooling(dir: &Path) -> Result<Pooling, Error> {

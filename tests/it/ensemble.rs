@@ -592,6 +592,17 @@ outputs = { model = "models/finetuned_twice" }
     }
 }
 
+/// Runs `pipelines/ensemble-trained.toml` up to `evaluate`; its run record.
+fn run_trained(p: &Project) -> serde_json::Value {
+    p.ok(&[
+        "run",
+        "pipelines/ensemble-trained.toml",
+        "--until",
+        "evaluate",
+    ]);
+    p.last_run()
+}
+
 /// `pipelines/ensemble-trained.toml`: `train-encoder` trains the retrieval's encoder and the
 /// ensemble is built on it. Its key: an `[encoder_training]` setting re-trains the encoder and
 /// re-runs what reads it; a `[model]` setting re-runs `train` and leaves the encoder as it
@@ -608,13 +619,7 @@ fn a_trained_encoder_is_keyed_by_its_settings_and_kept_through_fine_tuning() {
         "epochs = 1\nmax_pairs",
         "epochs = 3\nmax_pairs",
     );
-    p.ok(&[
-        "run",
-        "pipelines/ensemble-trained.toml",
-        "--until",
-        "evaluate",
-    ]);
-    let run = p.last_run();
+    let run = run_trained(&p);
     for s in ["train-encoder", "train", "evaluate"] {
         assert_eq!(outcome_of(&run, s), "executed", "{s}");
     }
@@ -622,13 +627,7 @@ fn a_trained_encoder_is_keyed_by_its_settings_and_kept_through_fine_tuning() {
     let first = std::fs::read(p.path("models/encoder/model.safetensors")).unwrap();
 
     p.edit("config/default.toml", "scale = 20.0", "scale = 10.0");
-    p.ok(&[
-        "run",
-        "pipelines/ensemble-trained.toml",
-        "--until",
-        "evaluate",
-    ]);
-    let run = p.last_run();
+    let run = run_trained(&p);
     for s in ["train-encoder", "train", "evaluate"] {
         assert_eq!(outcome_of(&run, s), "executed", "{s}");
     }
@@ -645,13 +644,7 @@ fn a_trained_encoder_is_keyed_by_its_settings_and_kept_through_fine_tuning() {
         "retrieval_fit_rows = 5000",
         "retrieval_fit_rows = 100",
     );
-    p.ok(&[
-        "run",
-        "pipelines/ensemble-trained.toml",
-        "--until",
-        "evaluate",
-    ]);
-    let run = p.last_run();
+    let run = run_trained(&p);
     assert_eq!(outcome_of(&run, "train-encoder"), "skipped");
     assert_eq!(outcome_of(&run, "train"), "executed");
     // The trained encoder's vectors are all in the shared cache already.

@@ -610,71 +610,65 @@ struct Top {
     layers: Vec<EncoderLayer>,
 }
 
-/// Normalised sentence vectors of token rows through the frozen part (no graph) and `top`
-/// (on `device`, with a graph when it is an autodiff device).
-fn vectors(
-    encoder: &Encoder,
+/// One way through the encoder: the frozen part (no graph) on `plain`, then `top` on
+/// `device` (with a graph when it is an autodiff device and `differentiable`).
+struct Pass<'a> {
+    encoder: &'a Encoder,
     frozen: usize,
-    top: &Top,
-    rows: &[&[u32]],
-    plain: &Device,
-    device: &Device,
+    top: &'a Top,
+    plain: &'a Device,
+    device: &'a Device,
     differentiable: bool,
-) -> Tensor<2> {
-    // Each text is encoded on its own (mean pooling over its own tokens), so texts can be
-    // grouped freely: sorted by length and run in chunks, a batch of short titles and long
-    // definitions pads each text to the length of its neighbours, not to the longest text of
-    // the batch. That is most of the cost of a step, which is matrix products over padded
-    // tokens.
-    let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by_key(|&i| rows[i].len());
-    let parts: Vec<Tensor<2>> = order
-        .chunks(LENGTH_CHUNK)
-        .map(|c| {
-            let sub: Vec<&[u32]> = c.iter().map(|&i| rows[i]).collect();
-            padded_vectors(encoder, frozen, top, &sub, plain, device, differentiable)
-        })
-        .collect();
-    let sorted = Tensor::cat(parts, 0);
-    let mut back = vec![0i64; rows.len()];
-    for (pos, &i) in order.iter().enumerate() {
-        back[i] = pos as i64;
-    }
-    let back = Tensor::<1, Int>::from_data(TensorData::new(back, [rows.len()]), device);
-    sorted.select(0, back)
 }
 
-/// Texts per forward pass when [`vectors`] runs a length-sorted batch in chunks.
+/// Texts per forward pass when [`Pass::vectors`] runs a length-sorted batch in chunks.
 const LENGTH_CHUNK: usize = 32;
 
-/// [`vectors`] of one padded batch.
-fn padded_vectors(
-    encoder: &Encoder,
-    frozen: usize,
-    top: &Top,
-    rows: &[&[u32]],
-    plain: &Device,
-    device: &Device,
-    differentiable: bool,
-) -> Tensor<2> {
-    let inp = encoder.batch(rows, plain);
-    let mut h = encoder.model().embed(inp.ids, inp.positions);
-    h = encoder.model().layers(h, inp.pad.clone(), 0..frozen);
-    let (mut x, pad, keep) = if differentiable {
-        (
-            Tensor::<3>::from_data(h.into_data(), device),
-            Tensor::from_data(inp.pad.into_data(), device),
-            Tensor::<2>::from_data(inp.keep.into_data(), device),
-        )
-    } else {
-        (h, inp.pad, inp.keep)
-    };
-    for layer in &top.layers {
-        x = layer.forward(x, pad.clone(), differentiable);
+impl Pass<'_> {
+    /// Normalised sentence vectors of token rows, in their order.
+    fn vectors(&self, rows: &[&[u32]]) -> Tensor<2> {
+        // Each text is encoded on its own (mean pooling over its own tokens), so texts can be
+        // grouped freely: sorted by length and run in chunks, a batch of short titles and long
+        // definitions pads each text to the length of its neighbours, not to the longest text
+        // of the batch. That is most of the cost of a step, which is matrix products over
+        // padded tokens.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&i| rows[i].len());
+        let parts: Vec<Tensor<2>> = order
+            .chunks(LENGTH_CHUNK)
+            .map(|c| self.padded(&c.iter().map(|&i| rows[i]).collect::<Vec<_>>()))
+            .collect();
+        let sorted = Tensor::cat(parts, 0);
+        let mut back = vec![0i64; rows.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            back[i] = pos as i64;
+        }
+        let back = Tensor::<1, Int>::from_data(TensorData::new(back, [rows.len()]), self.device);
+        sorted.select(0, back)
     }
-    let v = encoder.pool(x, keep);
-    let norm = v.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-    v / norm
+
+    /// [`Pass::vectors`] of one batch padded to its longest row.
+    fn padded(&self, rows: &[&[u32]]) -> Tensor<2> {
+        let model = self.encoder.model();
+        let inp = self.encoder.batch(rows, self.plain);
+        let h = model.embed(inp.ids, inp.positions);
+        let h = model.layers(h, inp.pad.clone(), 0..self.frozen);
+        let (mut x, pad, keep) = if self.differentiable {
+            (
+                Tensor::<3>::from_data(h.into_data(), self.device),
+                Tensor::from_data(inp.pad.into_data(), self.device),
+                Tensor::<2>::from_data(inp.keep.into_data(), self.device),
+            )
+        } else {
+            (h, inp.pad, inp.keep)
+        };
+        for layer in &self.top.layers {
+            x = layer.forward(x, pad.clone(), self.differentiable);
+        }
+        let v = self.encoder.pool(x, keep);
+        let norm = v.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+        v / norm
+    }
 }
 
 /// Cross-entropy of anchors against [positives; negatives] with the diagonal as the target.
@@ -697,6 +691,14 @@ fn in_batch_accuracy(
 ) -> f64 {
     let order: Vec<usize> = (0..v.pairs.len()).collect();
     let dev = encoder.device().clone();
+    let pass = Pass {
+        encoder,
+        frozen,
+        top,
+        plain: &dev,
+        device: &dev,
+        differentiable: false,
+    };
     let mut right = 0usize;
     let mut n = 0usize;
     for b in code_free_batches(v, &order, batch) {
@@ -709,7 +711,7 @@ fn in_batch_accuracy(
             .map(|&i| ids[v.pairs[i].positive as usize].as_slice())
             .collect();
         let m = a.len();
-        let all = vectors(encoder, frozen, top, &[a, p].concat(), &dev, &dev, false);
+        let all = pass.vectors(&[a, p].concat());
         let av = all.clone().slice(0..m);
         let pv = all.slice(m..2 * m);
         let s = mnr_scores(av, pv, None, 1.0);
@@ -876,7 +878,15 @@ pub fn train_encoder(
                 b.iter()
                     .filter_map(|&i| pairs.pairs[i].negative.map(|n| ids[n as usize].as_slice())),
             );
-            let all = vectors(&encoder, frozen, &top, &texts, &plain, &ad, true);
+            let all = Pass {
+                encoder: &encoder,
+                frozen,
+                top: &top,
+                plain: &plain,
+                device: &ad,
+                differentiable: true,
+            }
+            .vectors(&texts);
             let m = b.len();
             let a = all.clone().slice(0..m);
             let p = all.clone().slice(m..2 * m);
@@ -1130,8 +1140,16 @@ mod tests {
             layers: enc.model().encoder.layers[1..].to_vec(),
         };
         let dev = enc.device().clone();
-        let chunked = vectors(&enc, 1, &top, &rows, &dev, &dev, false).into_data();
-        let whole = padded_vectors(&enc, 1, &top, &rows, &dev, &dev, false).into_data();
+        let pass = Pass {
+            encoder: &enc,
+            frozen: 1,
+            top: &top,
+            plain: &dev,
+            device: &dev,
+            differentiable: false,
+        };
+        let chunked = pass.vectors(&rows).into_data();
+        let whole = pass.padded(&rows).into_data();
         chunked.assert_approx_eq::<f32>(&whole, burn::tensor::Tolerance::absolute(1e-5));
     }
 
@@ -1176,6 +1194,23 @@ mod tests {
             "cooks",
         ];
         crate::encoder::write_random_encoder(&base, &words, 32, 2, 7).unwrap();
+        // A tensor the burn model does not hold (BERT's pooler): saved encoders keep it.
+        let weights = base.join("model.safetensors");
+        let bytes = std::fs::read(&weights).unwrap();
+        let pooler = [0.5f32; 4]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect::<Vec<u8>>();
+        {
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let mut all = st.tensors();
+            all.push((
+                "pooler.dense.bias".into(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &pooler)
+                    .unwrap(),
+            ));
+            safetensors::tensor::serialize_to_file(all, None, &weights).unwrap();
+        }
         let (t, c) = records();
         let spec = EncoderTrainSpec {
             batch_size: 3,
@@ -1215,6 +1250,10 @@ mod tests {
             st.iter()
                 .any(|n| n == "encoder.layer.0.attention.self.query.weight"),
             "Hugging Face names: {st:?}"
+        );
+        assert!(
+            st.iter().any(|n| n == "pooler.dense.bias"),
+            "the base's other tensors are kept: {st:?}"
         );
         let again = Encoder::load(&out, spec.max_seq_length).unwrap();
         let texts = ["family doctor", "chef", "joiner fit doors"];
