@@ -640,9 +640,34 @@ impl Encoder {
             }
         }
         // A `Normalize` module listed in modules.json needs its (empty) directory.
-        if self.dir.join("2_Normalize").is_dir() {
+        let normalize = self.dir.join("2_Normalize").is_dir();
+        if normalize {
             std::fs::create_dir_all(dir.join("2_Normalize"))
                 .map_err(|e| file_err(dir, e.to_string()))?;
+        }
+        // Without modules.json sentence-transformers guesses the modules (mean pooling); with
+        // it, it reads the pooling this encoder was saved with.
+        let modules = dir.join("modules.json");
+        if !modules.is_file() {
+            let mut list = vec![
+                serde_json::json!({"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}),
+                serde_json::json!({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}),
+            ];
+            if normalize {
+                list.push(serde_json::json!({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}));
+            }
+            let text = serde_json::to_vec_pretty(&list).expect("a JSON list serialises");
+            std::fs::write(&modules, text).map_err(|e| file_err(&modules, e.to_string()))?;
+        }
+        let pooling = dir.join("1_Pooling").join("config.json");
+        if !pooling.is_file() {
+            let text = serde_json::to_vec_pretty(&serde_json::json!({
+                "word_embedding_dimension": self.dim(),
+                "pooling_mode_cls_token": self.pooling == Pooling::Cls,
+                "pooling_mode_mean_tokens": self.pooling == Pooling::Mean,
+            }))
+            .expect("a JSON object serialises");
+            std::fs::write(&pooling, text).map_err(|e| file_err(&pooling, e.to_string()))?;
         }
         let st = dir.join("model.safetensors");
         let mut store = SafetensorsStore::from_file(&st).with_to_adapter(BurnToPyTorchAdapter);

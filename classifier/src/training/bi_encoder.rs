@@ -35,8 +35,9 @@
 //! definition would more than double the matrix products, which are most of a step.
 //!
 //! The result is an encoder directory in the standard layout (`config.json`,
-//! `model.safetensors` with Hugging Face tensor names, `tokenizer.json`, the
-//! sentence-transformers files of the base), loadable by [`Encoder::load`] and by
+//! `model.safetensors` with Hugging Face tensor names and every tensor the base file has,
+//! `tokenizer.json`, the sentence-transformers files of the base, and `modules.json` and the
+//! pooling config where the base has none), loadable by [`Encoder::load`] and by
 //! sentence-transformers alike.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -1255,6 +1256,14 @@ mod tests {
             st.iter().any(|n| n == "pooler.dense.bias"),
             "the base's other tensors are kept: {st:?}"
         );
+        // sentence-transformers' module list, with the pooling it was saved with.
+        let modules: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("modules.json")).unwrap()).unwrap();
+        assert_eq!(modules[1]["path"], "1_Pooling", "{modules}");
+        let pooling: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("1_Pooling/config.json")).unwrap())
+                .unwrap();
+        assert_eq!(pooling["pooling_mode_mean_tokens"], true, "{pooling}");
         let again = Encoder::load(&out, spec.max_seq_length).unwrap();
         let texts = ["family doctor", "chef", "joiner fit doors"];
         let a = trained.encoder.embed(&texts, 8, true, &|_| {}).unwrap();
