@@ -264,20 +264,17 @@ pub fn build_pairs(spec: &EncoderTrainSpec, tr: Examples<'_>, tax: &Taxonomy) ->
     let mut table = Table::default();
     let mut titles: Pools = BTreeMap::new();
     let mut clauses: Pools = BTreeMap::new();
-    for (t, c, _) in ref_titles.iter().chain(&rec_titles) {
-        let k = code_of(c);
-        let before = table.texts.len();
-        let i = table.id(t, k, false);
-        if table.texts.len() > before {
-            titles.entry(k).or_default().push(i);
-        }
-    }
-    for (t, c, _) in ref_clauses.iter().chain(&rec_clauses) {
-        let k = code_of(c);
-        let before = table.texts.len();
-        let i = table.id(t, k, true);
-        if table.texts.len() > before {
-            clauses.entry(k).or_default().push(i);
+    for (entries, pool, is_clause) in [
+        (ref_titles.iter().chain(&rec_titles), &mut titles, false),
+        (ref_clauses.iter().chain(&rec_clauses), &mut clauses, true),
+    ] {
+        for (t, c, _) in entries {
+            let k = code_of(c);
+            let before = table.texts.len();
+            let i = table.id(t, k, is_clause);
+            if table.texts.len() > before {
+                pool.entry(k).or_default().push(i);
+            }
         }
     }
     let mut groups: HashMap<u32, u32> = HashMap::new();
