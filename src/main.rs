@@ -55,6 +55,10 @@ enum Command {
     Gc(commands::gc::Args),
     /// Re-hash every object in the store and report corruption.
     Verify(commands::verify::Args),
+    /// Upload the store's run-cache entries, objects, runs and refs to the remote.
+    Push(commands::remote::PushArgs),
+    /// Download the remote's run-cache entries, objects, runs and refs into the store.
+    Pull(commands::remote::PullArgs),
     /// Get and check pretrained encoders (for the retrieval and ensemble models).
     Models(commands::models::Args),
     /// Write the synthetic demo data set.
@@ -97,6 +101,8 @@ fn main() {
         Command::Runs(a) => commands::runs::exec(a),
         Command::Lineage(a) => commands::lineage::exec(a),
         Command::Predict(a) => commands::predict::exec(a),
+        Command::Push(a) => commands::remote::push(a),
+        Command::Pull(a) => commands::remote::pull(a),
         Command::Serve(a) => commands::serve::exec(a),
         Command::Gc(a) => commands::gc::exec(a),
         Command::Verify(a) => commands::verify::exec(a),

@@ -62,6 +62,58 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The `[remote]` settings are not usable.
+    #[error("the [remote] settings are not usable: {0}")]
+    RemoteConfig(String),
+    /// A request to the remote failed.
+    #[error(
+        "could not {action} `{url}` on the remote: {message}; check the [remote] url and endpoint, that the server is reachable, and the AWS credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+    )]
+    Remote {
+        /// What was being done ("upload", "download", "list", …).
+        action: &'static str,
+        /// The remote object (`s3://bucket/prefix/…`).
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A remote object's content does not hash to its name.
+    #[error(
+        "the remote object `{url}` is damaged: its content hashes to {got}, not to its name; nothing was taken from it. Delete it on the remote, then `isco-dag push` from a store that holds it intact (or re-run the stage that makes it)"
+    )]
+    RemoteCorrupt {
+        /// The remote object.
+        url: String,
+        /// What its content hashes to.
+        got: String,
+    },
+    /// A remote record (run-cache entry, run, ref) cannot be parsed.
+    #[error(
+        "the remote record `{url}` is not valid ({message}); delete it on the remote and push again from a store that has it"
+    )]
+    RemoteBadRecord {
+        /// The remote record.
+        url: String,
+        /// The parse error.
+        message: String,
+    },
+    /// A ref was moved on the remote by another store since this one last synced, and moved
+    /// here too.
+    #[error(
+        "the ref `{name}` moved on the remote to {remote} (set {remote_at}) while this store moved it to {local} (set {local_at}); neither was overwritten. Keep the remote's with `isco-dag pull --theirs`, or replace it with this store's with `isco-dag push --ours`"
+    )]
+    RefConflict {
+        /// Ref name.
+        name: String,
+        /// This store's target object.
+        local: String,
+        /// When this store set it.
+        local_at: String,
+        /// The remote's target object.
+        remote: String,
+        /// When the remote's was set.
+        remote_at: String,
+    },
 }
 
 /// Result alias for this crate.

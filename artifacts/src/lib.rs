@@ -37,6 +37,7 @@ mod lock;
 mod object;
 mod reason;
 mod records;
+pub mod remote;
 mod statcache;
 mod store;
 pub mod table;
@@ -47,6 +48,7 @@ pub use reason::{DirtyReason, param_text};
 pub use records::{
     CacheEntry, RefRecord, RunRecord, RunStatus, StageOutcome, StageRecord, StageRun,
 };
+pub use remote::{Direction, RefSync, Remote, RemoteSettings, Transfer};
 pub use store::{
     GcReport, ObjectId, OutputKind, OutputRef, StageId, StageKey, Store, VerifyReport, hash_file,
 };

@@ -291,6 +291,54 @@ impl Store {
         Ok((id, size))
     }
 
+    /// A fresh temp file path in the store's `tmp/` (same file system as `objects/`, so a
+    /// finished file can be renamed into place).
+    pub fn temp_path(&self, hint: &str) -> PathBuf {
+        self.root.join("tmp").join(tmp_name(hint))
+    }
+
+    /// Moves a file whose content the caller has just hashed to `id` into `objects/`
+    /// (read-only, synced, renamed into place), as [`Store::put_file`] would, without
+    /// hashing it again. Used for objects downloaded from a remote and checked on the way.
+    pub fn adopt_hashed(&self, tmp: &Path, id: &str) -> Result<()> {
+        let dest = self.object_path(id);
+        if self.object_ok(id) {
+            let _ = fs::remove_file(tmp);
+            return Ok(());
+        }
+        let parent = dest.parent().expect("object path has a parent");
+        fs::create_dir_all(parent).io("create directory", parent)?;
+        let result = (|| {
+            File::open(tmp).and_then(|f| f.sync_all()).io("sync", tmp)?;
+            let mut perm = fs::metadata(tmp).io("stat", tmp)?.permissions();
+            perm.set_readonly(true);
+            fs::set_permissions(tmp, perm).io("set permissions on", tmp)?;
+            fs::rename(tmp, &dest).io("rename into place", &dest)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        result?;
+        self.mark_good(id, &dest);
+        Ok(())
+    }
+
+    /// Every object an output consists of, with its size: the object itself and, for a
+    /// directory, each file object its tree lists (the tree must be in the store).
+    pub fn output_objects(&self, out: &OutputRef) -> Result<Vec<(ObjectId, u64)>> {
+        match out.kind {
+            OutputKind::File => Ok(vec![(out.id.clone(), out.size)]),
+            OutputKind::Dir => {
+                let tree = self.read_tree(&out.id)?;
+                let p = self.object_path(&out.id);
+                let tree_size = fs::metadata(&p).io("stat", &p)?.len();
+                let mut ids = vec![(out.id.clone(), tree_size)];
+                ids.extend(tree.entries.into_values().map(|e| (e.id, e.size)));
+                Ok(ids)
+            }
+        }
+    }
+
     /// Stores bytes as an object.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<ObjectId> {
         let id = blake3::hash(bytes).to_hex().to_string();

@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub no_wait: bool,
     /// Progress bars (one per running stage), if the caller shows them.
     pub progress: Option<indicatif::MultiProgress>,
+    /// The shared store (`run --remote`): a stale stage's key is looked up there before the
+    /// stage is computed (and restored from it when found), what the run computes is
+    /// uploaded, refs are taken from it before the run and published after it.
+    pub remote: Option<std::sync::Arc<artifacts::Remote>>,
 }
 
 /// What the scheduler tells its caller while it works.
@@ -74,6 +78,8 @@ pub enum Event {
     },
     /// Something went wrong that does not stop the run.
     Warning(String),
+    /// What the run moved to or from the remote (refs taken or published, uploads).
+    Remote(String),
     /// A stage finished (executed, skipped, restored, failed, blocked, would run).
     Finished {
         /// The stage's line of the run record.
@@ -625,6 +631,41 @@ impl Shared<'_> {
                     cached: None,
                 } => reasons,
             };
+            if let Some(remote) = &self.opts.remote
+                && !forced
+            {
+                if self.opts.dry_run {
+                    // The entry alone (no objects) names the outputs, so the stages after
+                    // this one get their keys and are looked up in turn.
+                    if let Some(entry) = remote.peek_entry(&key)? {
+                        run.reasons = reasons;
+                        run.outcome = StageOutcome::Restored;
+                        return Ok((entry.outputs, vec!["would restore from the remote".into()]));
+                    }
+                } else if let Some((entry, moved)) = remote.fetch_entry(self.store, &key)? {
+                    run.reasons = reasons;
+                    run.outcome = StageOutcome::Restored;
+                    materialise(self.p, self.store, spec, &entry.outputs)?;
+                    self.store.write_stage_record(&StageRecord {
+                        stage: spec.id.clone().into(),
+                        key: key.clone(),
+                        fingerprint: serde_json::to_value(fp).expect("fp"),
+                        outputs: entry.outputs.clone(),
+                        run_id: self.run_id.clone(),
+                        finished_at: now(),
+                    })?;
+                    run.metrics = entry.metrics;
+                    return Ok((
+                        entry.outputs,
+                        vec![format!(
+                            "restored from the remote (run {}; {} objects, {:.1} MB)",
+                            entry.run_id,
+                            moved.objects,
+                            moved.bytes as f64 / 1e6
+                        )],
+                    ));
+                }
+            }
             run.reasons = reasons.clone();
             if self.opts.dry_run {
                 run.outcome = StageOutcome::WouldRun;
@@ -637,6 +678,34 @@ impl Shared<'_> {
             self.execute(spec, fp, &key, upstream, forced, &mut run)
         })();
         run.duration_s = started.elapsed().as_secs_f64();
+        // What this store holds for the key (computed, restored from its own run-cache, or
+        // fresh) goes to the remote unless the remote already has it.
+        if let (Some(remote), Ok(_)) = (&self.opts.remote, &result)
+            && !self.opts.dry_run
+            && !run.key.is_empty()
+            && matches!(
+                run.outcome,
+                StageOutcome::Executed | StageOutcome::Restored | StageOutcome::Skipped
+            )
+            && run
+                .reasons
+                .iter()
+                .all(|r| !matches!(r, DirtyReason::Frozen { .. }))
+        {
+            match remote.ensure_entry(self.store, &run.key) {
+                Ok(t) if t.entries > 0 => on_event(Event::Remote(format!(
+                    "{}: uploaded {} objects ({:.1} MB) and its run-cache entry",
+                    spec.id,
+                    t.objects,
+                    t.bytes as f64 / 1e6
+                ))),
+                Ok(_) => {}
+                Err(e) => on_event(Event::Warning(format!(
+                    "{}: its results could not be uploaded to the remote ({e}); `isco-dag push` uploads them later",
+                    spec.id
+                ))),
+            }
+        }
         match result {
             Ok((outputs, summary)) => Done {
                 outputs: (run.outcome != StageOutcome::WouldRun).then_some(outputs),
@@ -842,6 +911,24 @@ pub fn run_pipeline(
         stages: vec![],
         overrides: p.overrides.clone(),
     };
+    if !opts.dry_run
+        && let Some(remote) = &opts.remote
+    {
+        // Take the refs the remote moved (a promotion on another machine), so this run's
+        // promote compares against them.
+        match remote.sync_refs(&store, artifacts::Direction::Pull { theirs: false }) {
+            Ok(refs) => {
+                for r in refs {
+                    if let artifacts::RefSync::Pulled { name, target } = r {
+                        on_event(Event::Remote(format!(
+                            "ref `{name}` taken from the remote ({target})"
+                        )));
+                    }
+                }
+            }
+            Err(e) => on_event(Event::Warning(e.to_string())),
+        }
+    }
     if !opts.dry_run {
         store.write_run(&record)?;
         on_event(Event::RunStarted {
@@ -1030,6 +1117,25 @@ pub fn run_pipeline(
             RunStatus::Failed
         };
         store.write_run(&record)?;
+        if let Some(remote) = &opts.remote {
+            if let Err(e) = remote.push_run(&record) {
+                on_event(Event::Warning(format!(
+                    "the run record could not be uploaded to the remote: {e}"
+                )));
+            }
+            match remote.sync_refs(&store, artifacts::Direction::Push { ours: false }) {
+                Ok(refs) => {
+                    for r in refs {
+                        if let artifacts::RefSync::Pushed { name, target } = r {
+                            on_event(Event::Remote(format!(
+                                "ref `{name}` published to the remote ({target})"
+                            )));
+                        }
+                    }
+                }
+                Err(e) => on_event(Event::Warning(e.to_string())),
+            }
+        }
     }
     if !failed.is_empty() {
         return Err(Error::StagesFailed {

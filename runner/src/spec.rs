@@ -37,6 +37,8 @@ use crate::stage::{Registry, Stage};
 #[serde(deny_unknown_fields)]
 struct RawFile {
     pipeline: Option<RawHeader>,
+    /// The shared store this pipeline's runs use with `--remote` (overrides the config's).
+    remote: Option<artifacts::RemoteSettings>,
     #[serde(default, rename = "stage")]
     stages: Vec<RawStage>,
 }
@@ -192,6 +194,9 @@ pub struct Pipeline {
     pub frozen: BTreeSet<String>,
     /// Params set on the command line for this run (`-S section.key=value`), as written.
     pub overrides: Vec<String>,
+    /// The shared store (`[remote]` of the pipeline file, else of its config file) that
+    /// `run --remote`, `push` and `pull` use.
+    pub remote: Option<artifacts::RemoteSettings>,
 }
 
 /// A param set on the command line for one run, without editing a file (`isco-dag run -S
@@ -319,6 +324,7 @@ struct Merged {
     header: RawHeader,
     header_src: Source,
     config: Option<(Source, PathBuf)>,
+    remote: Option<artifacts::RemoteSettings>,
     stages: Vec<(RawStage, Source)>,
     /// Every pipeline file of the `extends` chain (outputs must never overwrite them).
     files: Vec<PathBuf>,
@@ -365,10 +371,14 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
             header: RawHeader::default(),
             header_src: src.clone(),
             config: None,
+            remote: None,
             stages: Vec::new(),
             files: Vec::new(),
         }
     };
+    if raw.remote.is_some() {
+        merged.remote = raw.remote;
+    }
     merged.files.push(path.to_path_buf());
     // Child header fields override the base's.
     let h = &mut merged.header;
@@ -492,6 +502,24 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
     });
 
     let mut config = read_config(&merged)?;
+    let config_remote = match &mut config {
+        Some((cfg_src, table)) => match table.remove("remote") {
+            Some(v) => Some(v.try_into::<artifacts::RemoteSettings>().map_err(|e| {
+                Error::Spec {
+                    path: cfg_src.path.clone(),
+                    line: cfg_src
+                        .text
+                        .lines()
+                        .position(|l| l.trim() == "[remote]")
+                        .map(|i| i + 1),
+                    message: format!("[remote]: {}", e.message()),
+                }
+            })?),
+            None => None,
+        },
+        None => None,
+    };
+    let remote = merged.remote.clone().or(config_remote);
     let ids: BTreeSet<String> = merged
         .stages
         .iter()
@@ -575,6 +603,7 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
         stages,
         frozen,
         overrides: overrides.iter().map(|o| o.text.clone()).collect(),
+        remote,
     })
 }
 

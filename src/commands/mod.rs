@@ -7,6 +7,7 @@ pub mod kinds;
 pub mod lineage;
 pub mod models;
 pub mod predict;
+pub mod remote;
 pub mod run;
 pub mod runs;
 pub mod serve;
@@ -78,4 +79,45 @@ pub fn open_store(
         (None, None) => PathBuf::from("artifacts/store"),
     };
     artifacts::Store::open(&dir).with_context(|| format!("opening the store at {}", dir.display()))
+}
+
+/// The remote store: `url` (when not empty) with the `[remote]` settings' other keys, else
+/// the `[remote]` settings as written in `source`.
+pub fn open_remote(
+    settings: Option<&artifacts::RemoteSettings>,
+    url: &str,
+    source: &str,
+) -> anyhow::Result<artifacts::Remote> {
+    let settings = match (settings, url.is_empty()) {
+        (Some(s), true) => s.clone(),
+        (Some(s), false) => artifacts::RemoteSettings {
+            url: url.to_string(),
+            ..s.clone()
+        },
+        (None, false) => artifacts::RemoteSettings::from_url(url),
+        (None, true) => {
+            return Err(UsageError(format!(
+                "no remote is set: {source} has no [remote] section; add one (url = \"s3://bucket/prefix\", endpoint = …) or give --remote s3://bucket/prefix"
+            ))
+            .into());
+        }
+    };
+    artifacts::Remote::open(&settings).map_err(|e| UsageError(e.to_string()).into())
+}
+
+/// The `[remote]` section of a config file, if it has one.
+pub fn remote_from_config(path: &Path) -> anyhow::Result<Option<artifacts::RemoteSettings>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| UsageError(format!("{}: {}", path.display(), e.to_string().trim_end())))?;
+    match table.remove("remote") {
+        None => Ok(None),
+        Some(v) => Ok(Some(v.try_into().map_err(|e: toml::de::Error| {
+            UsageError(format!("{}: [remote]: {}", path.display(), e.message()))
+        })?)),
+    }
 }

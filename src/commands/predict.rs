@@ -7,10 +7,13 @@ use crate::console;
 
 /// `isco-dag predict`.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    sub: Option<Sub>,
     /// Records to code: CSV or Parquet with job_title (and optionally duties_description).
-    #[arg(long)]
-    input: PathBuf,
+    #[arg(long, required = true)]
+    input: Option<PathBuf>,
     /// Where to write the coded records (CSV, or Parquet by extension); default: stdout CSV.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -30,6 +33,35 @@ pub struct Args {
     /// of leaving the rows its n-gram network is sure of to that network.
     #[arg(long)]
     no_cascade: bool,
+    /// Code only this share of the rows: those whose position (from 0) is INDEX modulo
+    /// COUNT. Run COUNT processes (INDEX 0 … COUNT-1, e.g. a SLURM array or a Kubernetes
+    /// Indexed Job), then `isco-dag predict merge` joins their outputs into exactly the file
+    /// one process writes.
+    #[arg(
+        long,
+        value_name = "INDEX/COUNT",
+        requires = "output",
+        conflicts_with = "explain"
+    )]
+    shard: Option<stages::shard::Shard>,
+    /// Take the model's ref from the remote store first (a fresh machine needs nothing
+    /// else): the config's `[remote]`, or `--remote s3://bucket/prefix` (or ISCO_DAG_REMOTE).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL", env = "ISCO_DAG_REMOTE")]
+    remote: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Join the outputs of `predict --shard i/n` (all n of them) into the file one process
+    /// would have written, rows in input order.
+    Merge {
+        /// The merged file (CSV, or Parquet by extension, like the shards).
+        #[arg(long)]
+        output: PathBuf,
+        /// The shards' outputs, in any order.
+        #[arg(required = true)]
+        parts: Vec<PathBuf>,
+    },
 }
 
 /// Reads `[inference]` from the config file, strictly, if the file exists.
@@ -80,17 +112,29 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
+    if let Some(Sub::Merge { output, parts }) = &a.sub {
+        let started = std::time::Instant::now();
+        let rows = stages::shard::merge(parts, output)?;
+        console::error(&format!(
+            "merged {} shards: {rows} rows into {} in {:.2}s",
+            parts.len(),
+            output.display(),
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok(());
+    }
+    let input = a.input.clone().expect("clap requires --input");
     if let Some(out) = &a.output {
         let explain_base = |ext: &str| out.with_extension(ext);
-        let clobbered = same_file(&a.input, out)
+        let clobbered = same_file(&input, out)
             || (a.explain
-                && (same_file(&a.input, &explain_base("explain.csv"))
-                    || same_file(&a.input, &explain_base("explain.html"))));
+                && (same_file(&input, &explain_base("explain.csv"))
+                    || same_file(&input, &explain_base("explain.html"))));
         if clobbered {
             return Err(super::UsageError(format!(
                 "--output `{}` would overwrite the input `{}`; write the coded records to another file",
                 out.display(),
-                a.input.display()
+                input.display()
             ))
             .into());
         }
@@ -98,6 +142,15 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     let mut cfg = inference_config(&a.config)?;
     if a.no_cascade {
         cfg.cascade = false;
+    }
+    if let Some(url) = &a.remote {
+        let settings = super::remote_from_config(&a.config)?;
+        let remote = super::open_remote(settings.as_ref(), url, &a.config.display().to_string())?;
+        let store = artifacts::Store::open(&a.store)?;
+        let _lock = store.lock(true, &|holder| {
+            console::error(&format!("waiting for the store lock held by {holder} …"))
+        })?;
+        remote.sync_refs(&store, artifacts::Direction::Pull { theirs: true })?;
     }
     let (dir, about) = model_dir(&a.model, &a.store)?;
     console::error(&about);
@@ -110,7 +163,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         r.attach_shared_cache(&root).ok()
     });
     let started = std::time::Instant::now();
-    let coded = stages::predict::code_file(&pred, &a.input)?;
+    let coded = stages::predict::code_file(&pred, &input, a.shard)?;
     let elapsed = started.elapsed().as_secs_f64();
     if let (Some(_), Some(r)) = (shared, pred.retrieval()) {
         r.flush_shared_cache()?;
@@ -126,6 +179,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             console::out(std::fs::read_to_string(&tmp)?.trim_end());
             let _ = std::fs::remove_file(tmp);
         }
+    }
+    if let (Some(shard), Some(out)) = (a.shard, &a.output) {
+        stages::shard::write_note(out, shard, &input, coded.rows)?;
     }
     if a.explain {
         let base = a

@@ -38,6 +38,13 @@ pub struct Args {
     /// The run record keeps them.
     #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<runner::spec::Override>,
+    /// Share work through the remote store: a stale stage whose key the remote holds is
+    /// restored from it instead of computed, what this run computes is uploaded, and refs
+    /// (`best`) are taken before and published after the run. The remote is the pipeline's
+    /// (or its config's) `[remote]`; `--remote s3://bucket/prefix` (or ISCO_DAG_REMOTE)
+    /// names another.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL", env = "ISCO_DAG_REMOTE")]
+    remote: Option<String>,
 }
 
 fn line(run: &artifacts::StageRun) -> String {
@@ -159,6 +166,14 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         jobs: a.jobs,
         no_wait: a.no_wait,
         progress: console::progress(),
+        remote: match &a.remote {
+            Some(url) => Some(Arc::new(super::open_remote(
+                p.remote.as_ref(),
+                url,
+                &p.path.display().to_string(),
+            )?)),
+            None => None,
+        },
     };
     let verbose = a.verbose;
     let counts = Mutex::new([0usize; 6]);
@@ -174,6 +189,10 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         Event::Warning(w) => {
             tracing::warn!(event = "warning", "{w}");
             console::error(&format!("warning: {w}"))
+        }
+        Event::Remote(m) => {
+            tracing::info!(event = "remote", "{m}");
+            console::out(&format!("remote    {m}"))
         }
         Event::WaitingForLock { holder } => {
             tracing::info!(event = "waiting_for_lock", holder = %holder, "waiting for the store lock");
@@ -215,7 +234,8 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                 ));
             }
             console::out(&line(&run));
-            if verbose || run.outcome == StageOutcome::Executed {
+            // A restore says where from (this store's run-cache or the remote).
+            if verbose || matches!(run.outcome, StageOutcome::Executed | StageOutcome::Restored) {
                 for s in summary {
                     console::out(&format!("          {s}"));
                 }

@@ -32,4 +32,7 @@ pub enum Error {
     /// Nothing usable is left to work with.
     #[error("{0}")]
     Empty(String),
+    /// A command was given inputs that do not go together (shards of different runs, …).
+    #[error("{0}")]
+    Usage(String),
 }

@@ -35,6 +35,7 @@ mod plots;
 pub mod predict;
 pub mod promote;
 pub mod records;
+pub mod shard;
 pub mod split;
 pub mod train;
 pub mod train_encoder;

@@ -76,9 +76,21 @@ pub struct Coded {
 /// other column of the input (IDs, the coder's own code…) is kept, in its place after the
 /// duties; a prediction column whose name the input already uses is written as
 /// `predicted_<name>`, so no input value is ever overwritten.
-pub fn code_file(pred: &Predictor, input: &Path) -> Result<Coded, Error> {
-    let (rest, rows) =
+/// With `shard`, only that shard's share of the rows is coded (see [`crate::shard`]).
+pub fn code_file(
+    pred: &Predictor,
+    input: &Path,
+    shard: Option<crate::shard::Shard>,
+) -> Result<Coded, Error> {
+    let (rest, mut rows) =
         read_rows_keeping_all(input, &["job_title", "duties_description"], &[true, false])?;
+    if let Some(s) = shard {
+        let mut position = 0;
+        rows.retain(|_| {
+            position += 1;
+            s.takes(position - 1)
+        });
+    }
     let mut kept: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); rest.len()];
     use rayon::prelude::*;
     let texts: Vec<String> = rows
@@ -257,7 +269,7 @@ impl Stage for Predict {
         let cfg: InferenceConfig = ctx.params()?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
         crate::embeddings::attach_shared_cache(ctx, &pred);
-        let c = code_file(&pred, ctx.input("records")?)?;
+        let c = code_file(&pred, ctx.input("records")?, None)?;
         c.predictions
             .write_parquet(&ctx.output("predictions.parquet"))?;
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;

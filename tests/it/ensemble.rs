@@ -187,6 +187,30 @@ fn the_cascade_routes_rows(p: &Project) {
     let (second, _) = code("models/cascade_none", &[], "second.csv");
     assert!(second.iter().all(|s| s == "ensemble"), "{second:?}");
 
+    // Shards of an ensemble's coding (every row embedded, each shard's encoder batches
+    // holding other rows) merge into exactly the single process's output.
+    let (one, _) = code("models/cascade_none", &[], "one.csv");
+    assert!(one.iter().all(|s| s == "ensemble"), "{one:?}");
+    for i in 0..2 {
+        code(
+            "models/cascade_none",
+            &["--shard", &format!("{i}/2")],
+            &format!("half-{i}.csv"),
+        );
+    }
+    p.ok(&[
+        "predict",
+        "merge",
+        "--output",
+        "merged.csv",
+        "half-1.csv",
+        "half-0.csv",
+    ]);
+    assert_eq!(
+        std::fs::read(p.path("one.csv")).unwrap(),
+        std::fs::read(p.path("merged.csv")).unwrap()
+    );
+
     // The service says which step decided.
     let s = crate::api::start(p, &[]);
     let r = crate::http::post_json(

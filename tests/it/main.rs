@@ -11,6 +11,7 @@ mod freshness;
 mod http;
 mod interfaces;
 mod model;
+mod remote;
 mod safety;
 mod store;
 mod support;
