@@ -29,27 +29,27 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
 export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT
 unset ISCO_DAG_REMOTE
 curl -sf -X PUT "$AWS_ENDPOINT_URL/bench" > /dev/null
-T="/usr/bin/time -f %e s wall, peak RSS %M KB"
+t() { /usr/bin/time -f "%e s wall, peak RSS %M KB" "$@"; }
 
 echo "== 1. push and pull of the 150k ensemble store ($(du -sh --apparent-size "$STORE/objects" | cut -f1) of objects)"
-$T $BIN push --store "$STORE" --remote s3://bench/150k
+t $BIN push --store "$STORE" --remote s3://bench/150k
 rm -rf bench/out/store-pulled
-$T $BIN pull --store bench/out/store-pulled --remote s3://bench/150k
+t $BIN pull --store bench/out/store-pulled --remote s3://bench/150k
 $BIN verify --store bench/out/store-pulled | tail -1
 
 echo "== 2. a second machine: fresh clone, empty store, the same remote"
 rm -rf bench/out/machine-a bench/out/machine-b
 git clone -q . bench/out/machine-a
 git clone -q . bench/out/machine-b
-(cd bench/out/machine-a && $T $BIN run pipelines/full.toml --remote s3://bench/full | tail -2)
-(cd bench/out/machine-b && $T $BIN run pipelines/full.toml --remote s3://bench/full | tail -2)
+(cd bench/out/machine-a && t $BIN run pipelines/full.toml --remote s3://bench/full | tail -2)
+(cd bench/out/machine-b && t $BIN run pipelines/full.toml --remote s3://bench/full | tail -2)
 cmp bench/out/machine-a/data/processed/predictions.csv bench/out/machine-b/data/processed/predictions.csv &&
   echo "second machine: predictions identical"
 
 echo "== 3. the ensemble on $DATA: one process against 4 shards at once"
 rm -rf bench/out/shards && mkdir -p bench/out/shards
 # --store points nowhere: neither side reads or fills a shared embedding cache.
-$T $BIN predict --model "$MODEL" --store bench/out/shards/none --input "$DATA" \
+t $BIN predict --model "$MODEL" --store bench/out/shards/none --input "$DATA" \
   --output bench/out/shards/one.csv
 start=$(date +%s.%N)
 for i in 0 1 2 3; do
