@@ -52,11 +52,13 @@ rm -rf bench/out/shards && mkdir -p bench/out/shards
 t $BIN predict --model "$MODEL" --store bench/out/shards/none --input "$DATA" \
   --output bench/out/shards/one.csv
 start=$(date +%s.%N)
+pids=()
 for i in 0 1 2 3; do
   $BIN predict --model "$MODEL" --store bench/out/shards/none --input "$DATA" \
     --shard "$i/4" --output "bench/out/shards/part-$i.csv" 2> "bench/out/shards/part-$i.log" &
+  pids+=($!)
 done
-wait
+wait "${pids[@]}"
 $BIN predict merge --output bench/out/shards/merged.csv bench/out/shards/part-*.csv
 end=$(date +%s.%N)
 tail -qn1 bench/out/shards/part-*.log

@@ -525,12 +525,13 @@ impl Remote {
         Ok(size)
     }
 
-    /// Uploads the objects the remote lacks (`known`: ids it is known to hold).
+    /// Uploads the objects the remote lacks (`known`: ids it is known to hold, to which the
+    /// uploaded ones are added).
     async fn upload_objects(
         &self,
         store: &Store,
         ids: Vec<ObjectId>,
-        known: &HashSet<String>,
+        known: &mut HashSet<String>,
     ) -> Result<Transfer> {
         let mut todo = Vec::new();
         for id in ids {
@@ -543,6 +544,7 @@ impl Remote {
             .buffer_unordered(self.transfers)
             .try_collect()
             .await?;
+        known.extend(todo.iter().map(|id| id.to_string()));
         Ok(Transfer {
             objects: sizes.len(),
             bytes: sizes.iter().sum(),
@@ -586,7 +588,7 @@ impl Remote {
         &self,
         store: &Store,
         entry: &CacheEntry,
-        known: &HashSet<String>,
+        known: &mut HashSet<String>,
     ) -> Result<Transfer> {
         let outs: Vec<&OutputRef> = entry.outputs.values().collect();
         let ids = Self::entry_objects(store, &outs)?;
@@ -651,7 +653,7 @@ impl Remote {
                     known.insert(id.to_string());
                 }
             }
-            self.publish_entry_async(store, &entry, &known).await
+            self.publish_entry_async(store, &entry, &mut known).await
         })
     }
 
@@ -672,7 +674,7 @@ impl Remote {
     pub fn push(&self, store: &Store, ours: bool) -> Result<(Transfer, Result<Vec<RefSync>>)> {
         let mut t = Transfer::default();
         self.rt.block_on(async {
-            let known = self.remote_objects().await?;
+            let mut known = self.remote_objects().await?;
             let remote_entries: HashSet<String> = self.list("cache").await?.into_iter().collect();
             for entry in store.cache_entries()? {
                 if remote_entries.contains(&format!("{}.json", entry.key))
@@ -680,7 +682,7 @@ impl Remote {
                 {
                     continue;
                 }
-                t.add(&self.publish_entry_async(store, &entry, &known).await?);
+                t.add(&self.publish_entry_async(store, &entry, &mut known).await?);
             }
             let remote_runs: HashSet<String> = self.list("runs").await?.into_iter().collect();
             for run in store.runs()? {
@@ -831,9 +833,9 @@ impl Remote {
                                 return Err(conflict(r));
                             }
                         }
-                        let known = self.remote_objects().await?;
+                        let mut known = self.remote_objects().await?;
                         let ids = Self::entry_objects(store, &[&l.target])?;
-                        self.upload_objects(store, ids, &known).await?;
+                        self.upload_objects(store, ids, &mut known).await?;
                         let mode = match &remote {
                             None => PutMode::Create,
                             Some((_, v)) => PutMode::Update(v.clone()),

@@ -387,8 +387,13 @@ const SENTENCE_TRANSFORMERS_FILES: [&str; 5] = [
 
 impl Encoder {
     /// Loads an encoder directory (see the module doc). `max_seq_length` 0 takes the
-    /// sentence-transformers setting if present, else 128.
+    /// sentence-transformers setting if present, else 128. The encoder runs on the CPU.
     pub fn load(dir: &Path, max_seq_length: usize) -> Result<Encoder, Error> {
+        Self::load_on(dir, max_seq_length, &device())
+    }
+
+    /// [`Encoder::load`] onto a chosen device (see [`crate::device`]).
+    pub fn load_on(dir: &Path, max_seq_length: usize, device: &Device) -> Result<Encoder, Error> {
         for f in ENCODER_FILES {
             if !dir.join(f).is_file() {
                 return Err(file_err(
@@ -444,7 +449,7 @@ impl Encoder {
                 ..Default::default()
             }))
             .map_err(|e| file_err(&tok_path, format!("rejects truncation: {e}")))?;
-        let device = device();
+        let device = device.clone();
         let mut model = BertModel::init(&config, &device);
         let st = dir.join("model.safetensors");
         let mut store = SafetensorsStore::from_file(&st).with_from_adapter(PyTorchToBurnAdapter);

@@ -26,6 +26,7 @@ pub mod ann;
 pub mod artifact;
 pub mod augment;
 pub mod calibrate;
+pub mod device;
 pub mod encoder;
 mod error;
 pub mod features;

@@ -155,3 +155,26 @@ fn bad_field_weights_are_refused_before_anything_runs() {
     let runs = std::fs::read_dir(p.path("artifacts/store/runs")).map_or(0, |d| d.count());
     assert_eq!(runs, 0, "nothing ran");
 }
+
+#[test]
+fn a_device_this_build_does_not_have_is_a_configuration_error_naming_the_key() {
+    let p = Project::new(300);
+    let (code, err) = p.fails(&[
+        "run",
+        "pipelines/ensemble.toml",
+        "-S",
+        "model.device=cuda:0",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("device") && err.contains("--features tch"), "{err}");
+    let (code, err) = p.fails(&[
+        "run",
+        "pipelines/ensemble-trained.toml",
+        "-S",
+        "encoder_training.device=tpu",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("device") && err.contains("cuda:N"), "{err}");
+    // An ngram model does not read the key: it does not care.
+    p.ok(&["run", "pipelines/full.toml", "-S", "model.device=cuda:0", "--dry-run"]);
+}

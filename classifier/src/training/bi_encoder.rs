@@ -100,6 +100,8 @@ pub struct EncoderTrainSpec {
     pub evaluations: usize,
     /// Seed of the pairs, the batches and the hard negatives' draw.
     pub seed: u64,
+    /// Where the encoder trains (see [`crate::device`]).
+    pub device: crate::device::DeviceChoice,
 }
 
 impl Default for EncoderTrainSpec {
@@ -121,6 +123,7 @@ impl Default for EncoderTrainSpec {
             eval_pairs: 2_000,
             evaluations: 5,
             seed: 42,
+            device: crate::device::DeviceChoice::Auto,
         }
     }
 }
@@ -165,6 +168,7 @@ impl EncoderTrainSpec {
         if self.max_seconds < 0.0 {
             return Err("`max_seconds` must be 0 (no budget) or positive".into());
         }
+        self.device.device().map_err(|e| format!("`device`: {e}"))?;
         Ok(())
     }
 }
@@ -769,7 +773,11 @@ pub fn train_encoder(
     let started = Instant::now();
     spec.validate()
         .map_err(|e| Error::Model(format!("[encoder_training] {e}")))?;
-    let mut encoder = Encoder::load(base, spec.max_seq_length)?;
+    let device = spec
+        .device
+        .device()
+        .map_err(|e| Error::Model(format!("[encoder_training] device: {e}")))?;
+    let mut encoder = Encoder::load_on(base, spec.max_seq_length, &device)?;
     progress.start(1, "building the encoder's training pairs");
     let mut pairs = build_pairs(spec, train, tax);
     if pairs.pairs.len() < 2 {

@@ -267,7 +267,8 @@ pub(super) fn build(
     let dir = files
         .encoder
         .ok_or(Error::MissingEncoder { kind: spec.kind })?;
-    let encoder = Encoder::load(dir, spec.ensemble.max_seq_length)?;
+    let device = spec.device.device().map_err(Error::Model)?;
+    let encoder = Encoder::load_on(dir, spec.ensemble.max_seq_length, &device)?;
     let fp = encoder.fingerprint()?;
     let d = encoder.dim();
     let cache_file = format!("cache-{fp}.bin");

@@ -75,6 +75,8 @@ pub struct FitSpec {
     /// The fine-tuned encoder (kind `transformer`, or an ensemble with one); its seed is
     /// the network's `seed`.
     pub transformer: TuneConfig,
+    /// Where the encoder embeds and trains (`device`; kinds with an encoder).
+    pub device: crate::device::DeviceChoice,
 }
 
 impl Default for FitSpec {
@@ -94,6 +96,7 @@ impl Default for FitSpec {
             calibration: CalibrationMethod::Isotonic,
             ensemble: EnsembleConfig::default(),
             transformer: TuneConfig::default(),
+            device: crate::device::DeviceChoice::Auto,
         }
     }
 }
@@ -115,7 +118,8 @@ const SEARCH_KEYS: [(&str, &str); 3] = [
 /// The prefix of the transformer's keys.
 const TRANSFORMER: &str = "transformer_";
 /// Keys of the spec itself.
-const OWN_KEYS: [&str; 4] = [
+const OWN_KEYS: [&str; 5] = [
+    "device",
     "model_kind",
     "calibration",
     "reference_augmentation",
@@ -140,6 +144,7 @@ impl FitSpec {
         let mut out = Map::new();
         out.insert("model_kind".into(), to_value(&self.kind));
         out.insert("calibration".into(), to_value(&self.calibration));
+        out.insert("device".into(), to_value(&self.device));
         out.insert(
             "reference_augmentation".into(),
             self.reference_augmentation.into(),
@@ -233,6 +238,7 @@ impl FitSpec {
         Ok(FitSpec {
             kind: typed("model_kind", own("model_kind"))?,
             calibration: typed("calibration", own("calibration"))?,
+            device: typed("device", own("device"))?,
             reference_augmentation: typed("reference_augmentation", own("reference_augmentation"))?,
             augmentation_repeats: typed("augmentation_repeats", own("augmentation_repeats"))?,
             features: typed_part(Value::Object(features), &|f| f.to_string())?,
@@ -266,6 +272,9 @@ impl FitSpec {
         }
         if key.starts_with(TRANSFORMER) {
             return self.has_transformer();
+        }
+        if key == "device" {
+            return ensemble || self.has_transformer();
         }
         true
     }
@@ -309,6 +318,9 @@ impl FitSpec {
             ));
         }
         self.ensemble.search.validate()?;
+        if self.kind != ModelKind::Ngram {
+            self.device.device().map_err(|e| format!("device: {e}"))?;
+        }
         if self.features.buckets == 0
             || self.train.dim == 0
             || self.train.batch_size == 0

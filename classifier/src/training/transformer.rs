@@ -69,7 +69,8 @@ pub(super) fn build(
     progress: &dyn Progress,
 ) -> Result<(FineTuned, Calibration, TransformerSummary), Error> {
     let mut cfg = spec.tune_config();
-    let encoder = Encoder::load(dir, cfg.max_seq_length)?;
+    let device = spec.device.device().map_err(Error::Model)?;
+    let encoder = Encoder::load_on(dir, cfg.max_seq_length, &device)?;
     let reference = texts.len() - records;
     let mut rows = if cfg.max_examples == 0 {
         (0..records).collect()
