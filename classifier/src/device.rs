@@ -121,7 +121,11 @@ impl DeviceChoice {
         let cpu_only = || {
             format!(
                 "`{self}` needs the GPU build (`cargo build --release --features tch`, with a libtorch that has {}); this build runs on the CPU: write \"auto\" or \"cpu\"",
-                if self == DeviceChoice::Mps { "MPS" } else { "CUDA" }
+                if self == DeviceChoice::Mps {
+                    "MPS"
+                } else {
+                    "CUDA"
+                }
             )
         };
         match self {
@@ -140,9 +144,9 @@ impl DeviceChoice {
                 }
             )),
             DeviceChoice::Mps if there.mps => Ok(Placement::Mps),
-            DeviceChoice::Mps => Err(
-                "libtorch sees no MPS device on this machine; write \"auto\" or \"cpu\"".into(),
-            ),
+            DeviceChoice::Mps => {
+                Err("libtorch sees no MPS device on this machine; write \"auto\" or \"cpu\"".into())
+            }
         }
     }
 
@@ -219,10 +223,15 @@ mod tests {
             mps: false,
         };
         let e = DeviceChoice::Cuda(2).place(two).unwrap_err();
-        assert!(e.contains("no CUDA device 2") && e.contains("cuda:1"), "{e}");
+        assert!(
+            e.contains("no CUDA device 2") && e.contains("cuda:1"),
+            "{e}"
+        );
         let e = DeviceChoice::Mps.place(two).unwrap_err();
         assert!(e.contains("no MPS"), "{e}");
-        let e = DeviceChoice::Cuda(0).place(Accelerators::default()).unwrap_err();
+        let e = DeviceChoice::Cuda(0)
+            .place(Accelerators::default())
+            .unwrap_err();
         assert!(e.contains("--features tch"), "{e}");
         // This machine: the CPU is always there.
         assert!(DeviceChoice::Cpu.device().is_ok());

@@ -166,7 +166,10 @@ fn a_device_this_build_does_not_have_is_a_configuration_error_naming_the_key() {
         "model.device=cuda:0",
     ]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("device") && err.contains("--features tch"), "{err}");
+    assert!(
+        err.contains("device") && err.contains("--features tch"),
+        "{err}"
+    );
     let (code, err) = p.fails(&[
         "run",
         "pipelines/ensemble-trained.toml",
@@ -176,5 +179,11 @@ fn a_device_this_build_does_not_have_is_a_configuration_error_naming_the_key() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("device") && err.contains("cuda:N"), "{err}");
     // An ngram model does not read the key: it does not care.
-    p.ok(&["run", "pipelines/full.toml", "-S", "model.device=cuda:0", "--dry-run"]);
+    p.ok(&[
+        "run",
+        "pipelines/full.toml",
+        "-S",
+        "model.device=cuda:0",
+        "--dry-run",
+    ]);
 }
