@@ -228,8 +228,13 @@ impl Model {
         Ok(())
     }
 
-    /// Reads an artifact directory: its description and its parts.
+    /// Reads an artifact directory: its description and its parts (encoders on the CPU).
     pub fn load(dir: &Path) -> Result<(ModelMeta, Model), Error> {
+        Self::load_on(dir, &crate::model::device())
+    }
+
+    /// [`Model::load`] with the encoders on `device` (see [`crate::device`]).
+    pub fn load_on(dir: &Path, device: &burn::tensor::Device) -> Result<(ModelMeta, Model), Error> {
         let json = dir.join("model.json");
         let bytes = std::fs::read(&json).map_err(io_err("read", &json))?;
         let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
@@ -259,9 +264,12 @@ impl Model {
                 })?;
         let net = Trained::from_module(module);
         let transformer = match &meta.transformer {
-            Some(t) if meta.kind != ModelKind::Ngram => {
-                Some(FineTuned::load(dir, meta.labels.len(), t.max_seq_length)?)
-            }
+            Some(t) if meta.kind != ModelKind::Ngram => Some(FineTuned::load_on(
+                dir,
+                meta.labels.len(),
+                t.max_seq_length,
+                device,
+            )?),
             _ => None,
         };
         let model = match (meta.kind, transformer) {
@@ -277,7 +285,7 @@ impl Model {
             }
             (ModelKind::Ensemble, transformer) => Model::Ensemble {
                 net,
-                retrieval: Box::new(Retrieval::load(dir)?),
+                retrieval: Box::new(Retrieval::load_on(dir, device)?),
                 transformer,
             },
         };

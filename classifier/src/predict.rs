@@ -42,6 +42,9 @@ pub struct InferenceConfig {
     /// without embedding them (see [`crate::artifact::Cascade`]); `false` runs every part on
     /// every row.
     pub cascade: bool,
+    /// Where the model's encoders embed (see [`crate::device`]); the n-gram network runs on
+    /// the CPU.
+    pub device: crate::device::DeviceChoice,
 }
 
 impl Default for InferenceConfig {
@@ -56,6 +59,7 @@ impl Default for InferenceConfig {
             similar: 3,
             review_fallbacks: true,
             cascade: true,
+            device: crate::device::DeviceChoice::Auto,
         }
     }
 }
@@ -105,6 +109,7 @@ impl InferenceConfig {
                 self.similar
             ));
         }
+        self.device.device().map_err(|e| format!("`device`: {e}"))?;
         Ok(())
     }
 
@@ -307,7 +312,8 @@ pub struct Predictor {
 impl Predictor {
     /// Loads an artifact directory.
     pub fn load(dir: &Path, config: InferenceConfig) -> Result<Predictor, Error> {
-        let (meta, model) = Model::load(dir)?;
+        let device = config.device.device().map_err(Error::Model)?;
+        let (meta, model) = Model::load_on(dir, &device)?;
         Ok(Self::from_parts(meta, model, config))
     }
 

@@ -529,10 +529,20 @@ impl FineTuned {
         dir.join("transformer").join("head.bpk").is_file()
     }
 
-    /// Reads `dir/transformer/` for a head over `classes` labels.
+    /// Reads `dir/transformer/` for a head over `classes` labels (on the CPU).
     pub fn load(dir: &Path, classes: usize, max_seq_length: usize) -> Result<FineTuned, Error> {
+        Self::load_on(dir, classes, max_seq_length, &crate::model::device())
+    }
+
+    /// [`FineTuned::load`] with the encoder and head on `device`.
+    pub fn load_on(
+        dir: &Path,
+        classes: usize,
+        max_seq_length: usize,
+        device: &burn::tensor::Device,
+    ) -> Result<FineTuned, Error> {
         let t = dir.join("transformer");
-        let encoder = Encoder::load(&t.join("encoder"), max_seq_length)?;
+        let encoder = Encoder::load_on(&t.join("encoder"), max_seq_length, device)?;
         let p = t.join("head.bpk");
         let record = ModuleRecord::load(&p).map_err(|e| Error::File {
             path: p.clone(),

@@ -178,7 +178,24 @@ fn a_device_this_build_does_not_have_is_a_configuration_error_naming_the_key() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("device") && err.contains("cuda:N"), "{err}");
-    // An ngram model does not read the key: it does not care.
+    // Coding reads [inference] device, whatever the model.
+    let (code, err) = p.fails(&["run", "pipelines/full.toml", "-S", "inference.device=mps"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("device") && err.contains("--features tch"),
+        "{err}"
+    );
+    p.write("gpu.toml", "[inference]\ndevice = \"cuda:1\"\n");
+    let (code, err) = p.fails(&[
+        "predict",
+        "--input",
+        "data/demo/new_jobs.csv",
+        "--config",
+        "gpu.toml",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("gpu.toml") && err.contains("device"), "{err}");
+    // An ngram model does not read the [model] key: it does not care.
     p.ok(&[
         "run",
         "pipelines/full.toml",

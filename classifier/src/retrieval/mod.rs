@@ -286,8 +286,13 @@ impl Retrieval {
         dir.join("retrieval").join("index.json").is_file()
     }
 
-    /// Reads `dir/retrieval/`.
+    /// Reads `dir/retrieval/` (the encoder on the CPU).
     pub fn load(dir: &Path) -> Result<Retrieval, Error> {
+        Self::load_on(dir, &crate::model::device())
+    }
+
+    /// [`Retrieval::load`] with the encoder on `device`.
+    pub fn load_on(dir: &Path, device: &burn::tensor::Device) -> Result<Retrieval, Error> {
         let r = dir.join("retrieval");
         let p = r.join("index.json");
         let meta: IndexMeta = serde_json::from_slice(&std::fs::read(&p).map_err(|e| io(&p, e))?)
@@ -295,7 +300,7 @@ impl Retrieval {
                 path: p.clone(),
                 message: format!("is not a retrieval index ({e}); retrain the model"),
             })?;
-        let encoder = Encoder::load(&r.join("encoder"), meta.max_seq_length)?;
+        let encoder = Encoder::load_on(&r.join("encoder"), meta.max_seq_length, device)?;
         let d = meta.dim;
         if encoder.dim() != d {
             return Err(Error::File {
