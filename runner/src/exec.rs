@@ -611,20 +611,8 @@ impl Shared<'_> {
                             vec!["would restore from the run-cache".into()],
                         ));
                     }
-                    materialise(self.p, self.store, spec, &entry.outputs)?;
-                    self.store.write_stage_record(&StageRecord {
-                        stage: spec.id.clone().into(),
-                        key: key.clone(),
-                        fingerprint: serde_json::to_value(fp).expect("fp"),
-                        outputs: entry.outputs.clone(),
-                        run_id: self.run_id.clone(),
-                        finished_at: now(),
-                    })?;
-                    run.metrics = entry.metrics;
-                    return Ok((
-                        entry.outputs,
-                        vec![format!("restored from run {}", entry.run_id)],
-                    ));
+                    let note = format!("restored from run {}", entry.run_id);
+                    return self.restore(spec, fp, &key, entry, &mut run, note);
                 }
                 Freshness::Stale {
                     reasons,
@@ -645,25 +633,13 @@ impl Shared<'_> {
                 } else if let Some((entry, moved)) = remote.fetch_entry(self.store, &key)? {
                     run.reasons = reasons;
                     run.outcome = StageOutcome::Restored;
-                    materialise(self.p, self.store, spec, &entry.outputs)?;
-                    self.store.write_stage_record(&StageRecord {
-                        stage: spec.id.clone().into(),
-                        key: key.clone(),
-                        fingerprint: serde_json::to_value(fp).expect("fp"),
-                        outputs: entry.outputs.clone(),
-                        run_id: self.run_id.clone(),
-                        finished_at: now(),
-                    })?;
-                    run.metrics = entry.metrics;
-                    return Ok((
-                        entry.outputs,
-                        vec![format!(
-                            "restored from the remote (run {}; {} objects, {:.1} MB)",
-                            entry.run_id,
-                            moved.objects,
-                            moved.bytes as f64 / 1e6
-                        )],
-                    ));
+                    let note = format!(
+                        "restored from the remote (run {}; {} objects, {:.1} MB)",
+                        entry.run_id,
+                        moved.objects,
+                        moved.bytes as f64 / 1e6
+                    );
+                    return self.restore(spec, fp, &key, entry, &mut run, note);
                 }
             }
             run.reasons = reasons.clone();
@@ -722,6 +698,30 @@ impl Shared<'_> {
                 }
             }
         }
+    }
+
+    /// Puts a run-cache entry's outputs in place as the stage's result: the workspace
+    /// copies, the stage record, the entry's metrics.
+    fn restore(
+        &self,
+        spec: &StageSpec,
+        fp: &Fingerprint,
+        key: &StageKey,
+        entry: CacheEntry,
+        run: &mut StageRun,
+        note: String,
+    ) -> Result<(Outputs, Vec<String>)> {
+        materialise(self.p, self.store, spec, &entry.outputs)?;
+        self.store.write_stage_record(&StageRecord {
+            stage: spec.id.clone().into(),
+            key: key.clone(),
+            fingerprint: serde_json::to_value(fp).expect("fp"),
+            outputs: entry.outputs.clone(),
+            run_id: self.run_id.clone(),
+            finished_at: now(),
+        })?;
+        run.metrics = entry.metrics;
+        Ok((entry.outputs, vec![note]))
     }
 
     fn execute(

@@ -272,26 +272,12 @@ fn merge_csv(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
             ));
         }
     }
-    let mut order: Vec<(i64, usize, usize)> = Vec::new();
-    for (k, part) in read.iter().enumerate() {
-        order.extend(
-            part.records
-                .iter()
-                .enumerate()
-                .map(|(j, (row, _))| (*row, k, j)),
-        );
-    }
-    order.sort_unstable();
-    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(input_err(
-            &parts[w[1].1],
-            format!(
-                "row {} is also in `{}`; merge shards of one `--shard i/n` run",
-                w[0].0,
-                parts[w[0].1].display()
-            ),
-        ));
-    }
+    let order = row_order(
+        parts,
+        read.iter()
+            .map(|part| part.records.iter().map(|(row, _)| *row).collect())
+            .collect(),
+    )?;
     let mut out = read[0].header.clone();
     for &(_, k, j) in &order {
         out.extend_from_slice(&read[k].bytes[read[k].records[j].1.clone()]);
@@ -317,66 +303,6 @@ fn merge_parquet(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
             ));
         }
     }
-    let mut order: Vec<(i64, usize, usize)> = Vec::new();
-    for (k, (t, p)) in tables.iter().zip(parts).enumerate() {
-        let rows = t.int_col("row", p)?;
-        order.extend(rows.iter().enumerate().map(|(j, r)| (*r, k, j)));
-    }
-    order.sort_unstable();
-    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(input_err(
-            &parts[w[1].1],
-            format!(
-                "row {} is also in `{}`; merge shards of one `--shard i/n` run",
-                w[0].0,
-                parts[w[0].1].display()
-            ),
-        ));
-    }
-    let columns = (0..tables[0].columns.len())
-        .map(|c| {
-            let name = tables[0].columns[c].0.clone();
-            let col = match &tables[0].columns[c].1 {
-                Column::Str(_) => Column::Str(
-                    order
-                        .iter()
-                        .map(|&(_, k, j)| match &tables[k].columns[c].1 {
-                            Column::Str(v) => v[j].clone(),
-                            _ => unreachable!("same schema"),
-                        })
-                        .collect(),
-                ),
-                Column::Int(_) => Column::Int(
-                    order
-                        .iter()
-                        .map(|&(_, k, j)| match &tables[k].columns[c].1 {
-                            Column::Int(v) => v[j],
-                            _ => unreachable!("same schema"),
-                        })
-                        .collect(),
-                ),
-                Column::Float(_) => Column::Float(
-                    order
-                        .iter()
-                        .map(|&(_, k, j)| match &tables[k].columns[c].1 {
-                            Column::Float(v) => v[j],
-                            _ => unreachable!("same schema"),
-                        })
-                        .collect(),
-                ),
-                Column::Bool(_) => Column::Bool(
-                    order
-                        .iter()
-                        .map(|&(_, k, j)| match &tables[k].columns[c].1 {
-                            Column::Bool(v) => v[j],
-                            _ => unreachable!("same schema"),
-                        })
-                        .collect(),
-                ),
-            };
-            (name, col)
-        })
-        .collect();
     for (p, t) in parts.iter().zip(&tables) {
         for (c, (name, col)) in t.columns.iter().enumerate() {
             if std::mem::discriminant(col) != std::mem::discriminant(&tables[0].columns[c].1) {
@@ -390,6 +316,36 @@ fn merge_parquet(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
             }
         }
     }
+    let rows = tables
+        .iter()
+        .zip(parts)
+        .map(|(t, p)| Ok(t.int_col("row", p)?.to_vec()))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let order = row_order(parts, rows)?;
+    let columns = (0..tables[0].columns.len())
+        .map(|c| {
+            let cells = |k: usize| &tables[k].columns[c].1;
+            let col = match cells(0) {
+                Column::Str(_) => Column::Str(gather(&order, |k, j| match cells(k) {
+                    Column::Str(v) => v[j].clone(),
+                    _ => unreachable!("types checked above"),
+                })),
+                Column::Int(_) => Column::Int(gather(&order, |k, j| match cells(k) {
+                    Column::Int(v) => v[j],
+                    _ => unreachable!("types checked above"),
+                })),
+                Column::Float(_) => Column::Float(gather(&order, |k, j| match cells(k) {
+                    Column::Float(v) => v[j],
+                    _ => unreachable!("types checked above"),
+                })),
+                Column::Bool(_) => Column::Bool(gather(&order, |k, j| match cells(k) {
+                    Column::Bool(v) => v[j],
+                    _ => unreachable!("types checked above"),
+                })),
+            };
+            (tables[0].columns[c].0.clone(), col)
+        })
+        .collect();
     let t = Table { columns };
     let tmp = output.with_extension("parquet.merging");
     t.write_parquet(&tmp)?;
@@ -398,6 +354,32 @@ fn merge_parquet(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
         source,
     })?;
     Ok(order.len())
+}
+
+/// `(row, part, index in part)` of every row of the parts, in row order; a row in two parts
+/// is an error naming both.
+fn row_order(parts: &[PathBuf], rows: Vec<Vec<i64>>) -> Result<Vec<(i64, usize, usize)>, Error> {
+    let mut order: Vec<(i64, usize, usize)> = Vec::new();
+    for (k, rows) in rows.iter().enumerate() {
+        order.extend(rows.iter().enumerate().map(|(j, r)| (*r, k, j)));
+    }
+    order.sort_unstable();
+    if let Some(w) = order.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(input_err(
+            &parts[w[1].1],
+            format!(
+                "row {} is also in `{}`; merge shards of one `--shard i/n` run",
+                w[0].0,
+                parts[w[0].1].display()
+            ),
+        ));
+    }
+    Ok(order)
+}
+
+/// One column's cells in `order`, `cell(part, index)` reading each.
+fn gather<T>(order: &[(i64, usize, usize)], cell: impl Fn(usize, usize) -> T) -> Vec<T> {
+    order.iter().map(|&(_, k, j)| cell(k, j)).collect()
 }
 
 /// Writes `bytes` to `path` through a temp file and a rename, so a reader never sees half.
