@@ -171,14 +171,7 @@ fn run(p: &Project, s3: &S3, args: &[&str]) -> Output {
 }
 
 fn ok(p: &Project, s3: &S3, args: &[&str]) -> String {
-    let out = run(p, s3, args);
-    assert!(
-        out.status.success(),
-        "isco-dag {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::support::succeeded(run(p, s3, args), args)
 }
 
 fn fails(p: &Project, s3: &S3, args: &[&str]) -> String {

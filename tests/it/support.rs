@@ -58,14 +58,7 @@ impl Project {
 
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "isco-dag {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(self.run(args), args)
     }
 
     /// Runs and asserts failure; returns (exit code, stderr).
@@ -148,4 +141,15 @@ pub fn outcome_of(run: &Value, id: &str) -> String {
 #[allow(dead_code)]
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// Asserts that a command succeeded (showing its output otherwise); returns its stdout.
+pub fn succeeded(out: Output, args: &[&str]) -> String {
+    assert!(
+        out.status.success(),
+        "isco-dag {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
