@@ -162,6 +162,35 @@ pub enum RefSync {
     },
 }
 
+impl RefSync {
+    /// Whether the ref moved on either side.
+    pub fn moved(&self) -> bool {
+        matches!(self, RefSync::Pushed { .. } | RefSync::Pulled { .. })
+    }
+}
+
+impl std::fmt::Display for RefSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RefSync::Same { name } => write!(f, "ref `{name}`: the same on both sides"),
+            RefSync::Pushed { name, target } => {
+                write!(f, "ref `{name}` published to the remote ({target})")
+            }
+            RefSync::Pulled { name, target } => {
+                write!(f, "ref `{name}` taken from the remote ({target})")
+            }
+            RefSync::Behind { name } => write!(
+                f,
+                "ref `{name}`: the remote moved it; `isco-dag pull` takes it"
+            ),
+            RefSync::Ahead { name } => write!(
+                f,
+                "ref `{name}`: this store moved it; `isco-dag push` publishes it"
+            ),
+        }
+    }
+}
+
 /// What this store last saw of a remote ref.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SeenRef {

@@ -859,6 +859,23 @@ fn progress_finish(mp: &indicatif::MultiProgress, _p: &Progress) {
     mp.clear().ok();
 }
 
+/// Brings the refs in line with the remote one way; a moved ref is reported, a conflict is a
+/// warning (the run's results stay; `push`/`pull` settle it).
+fn sync_refs(
+    remote: &artifacts::Remote,
+    store: &Store,
+    dir: artifacts::Direction,
+    on_event: &(dyn Fn(Event) + Sync),
+) {
+    match remote.sync_refs(store, dir) {
+        Ok(refs) => refs
+            .iter()
+            .filter(|r| r.moved())
+            .for_each(|r| on_event(Event::Remote(r.to_string()))),
+        Err(e) => on_event(Event::Warning(e.to_string())),
+    }
+}
+
 /// Runs a pipeline: every selected stage that is stale executes (or is restored), in
 /// parallel where the graph allows; the run is recorded in the store.
 pub fn run_pipeline(
@@ -916,18 +933,12 @@ pub fn run_pipeline(
     {
         // Take the refs the remote moved (a promotion on another machine), so this run's
         // promote compares against them.
-        match remote.sync_refs(&store, artifacts::Direction::Pull { theirs: false }) {
-            Ok(refs) => {
-                for r in refs {
-                    if let artifacts::RefSync::Pulled { name, target } = r {
-                        on_event(Event::Remote(format!(
-                            "ref `{name}` taken from the remote ({target})"
-                        )));
-                    }
-                }
-            }
-            Err(e) => on_event(Event::Warning(e.to_string())),
-        }
+        sync_refs(
+            remote,
+            &store,
+            artifacts::Direction::Pull { theirs: false },
+            on_event,
+        );
     }
     if !opts.dry_run {
         store.write_run(&record)?;
@@ -1123,18 +1134,12 @@ pub fn run_pipeline(
                     "the run record could not be uploaded to the remote: {e}"
                 )));
             }
-            match remote.sync_refs(&store, artifacts::Direction::Push { ours: false }) {
-                Ok(refs) => {
-                    for r in refs {
-                        if let artifacts::RefSync::Pushed { name, target } = r {
-                            on_event(Event::Remote(format!(
-                                "ref `{name}` published to the remote ({target})"
-                            )));
-                        }
-                    }
-                }
-                Err(e) => on_event(Event::Warning(e.to_string())),
-            }
+            sync_refs(
+                remote,
+                &store,
+                artifacts::Direction::Push { ours: false },
+                on_event,
+            );
         }
     }
     if !failed.is_empty() {

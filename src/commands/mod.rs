@@ -117,7 +117,15 @@ pub fn remote_from_config(path: &Path) -> anyhow::Result<Option<artifacts::Remot
     match table.remove("remote") {
         None => Ok(None),
         Some(v) => Ok(Some(v.try_into().map_err(|e: toml::de::Error| {
-            UsageError(format!("{}: [remote]: {}", path.display(), e.message()))
+            let line = text
+                .lines()
+                .position(|l| l.trim() == "[remote]")
+                .map_or(String::new(), |i| format!(", line {}", i + 1));
+            UsageError(format!(
+                "{}{line}: [remote]: {}",
+                path.display(),
+                e.message()
+            ))
         })?)),
     }
 }

@@ -73,20 +73,8 @@ fn report(
         t.runs
     ));
     for r in refs? {
-        match r {
-            RefSync::Pushed { name, target } => {
-                console::out(&format!("ref {name}: published ({target})"))
-            }
-            RefSync::Pulled { name, target } => {
-                console::out(&format!("ref {name}: taken from the remote ({target})"))
-            }
-            RefSync::Behind { name } => console::out(&format!(
-                "ref {name}: the remote moved it; `isco-dag pull` takes it"
-            )),
-            RefSync::Ahead { name } => console::out(&format!(
-                "ref {name}: this store moved it; `isco-dag push` publishes it"
-            )),
-            RefSync::Same { .. } => {}
+        if !matches!(r, RefSync::Same { .. }) {
+            console::out(&r.to_string());
         }
     }
     Ok(())
