@@ -111,6 +111,7 @@ function card(item) {
     el("p", { class: "duties" }, item.duties_description || "(no duties)"),
     el("p", { class: "meta" }, `Model said ${item.predicted_isco_code || "?"} ${item.predicted_title} at ${pct(item.predicted_confidence)} · ${item.source}`),
     highlight(item.highlights),
+    el("p", { class: "meta" }, `Suggestions decided by: ${item.suggested_by}`),
     suggestions,
     similar,
     el("div", {}, search, results),

@@ -133,7 +133,8 @@ pub struct JobPrediction {
     /// Whether a coder should look at it.
     pub needs_review: bool,
     /// Which part of the model decided: `ngram` (an ngram model, or the first step of an
-    /// ensemble's cascade), `ensemble` or `transformer`.
+    /// ensemble's cascade), `ensemble`, `reranker` (the cross-encoder re-read the row) or
+    /// `transformer`.
     pub decided_by: String,
     /// Top-k 4-digit codes.
     pub alternatives: Vec<AlternativeOut>,

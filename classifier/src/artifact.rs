@@ -8,6 +8,7 @@
 //! | `model.json` | [`ModelMeta`]: kind, label map, featuriser and network config, calibration, titles, training summary | all |
 //! | `retrieval/` | encoder, title and duties indexes, mixing weights, embedding cache | `ensemble` |
 //! | `transformer/` | the fine-tuned encoder and its classification head | `transformer`, `ensemble` with a transformer |
+//! | `reranker/` | a cross-encoder that re-reads the best codes of the rows the model is unsure of ([`crate::reranker`]; written by `train-reranker`) | any, when `model.json` has `reranker` |
 //!
 //! [`Model`] holds exactly the parts of its kind, so a kind without its parts (or with parts
 //! that mean nothing for it) cannot be built; loading reads `model.json` first, builds a
@@ -116,6 +117,9 @@ pub struct ModelMeta {
     /// The cascade of an ensemble (absent: every row goes through the whole model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cascade: Option<Cascade>,
+    /// Where a cross-encoder re-ranker (`reranker/`) joins the model (absent: it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reranker: Option<crate::reranker::RerankerFit>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
     /// Provenance and training summary (run, stage, time, the metrics `train` reported).

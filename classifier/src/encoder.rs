@@ -266,6 +266,17 @@ impl BertModel {
     /// The embedding block: normalised sum of token, position and segment embeddings.
     pub fn embed(&self, ids: Tensor<2, Int>, positions: Tensor<2, Int>) -> Tensor<3> {
         let types = ids.zeros_like();
+        self.embed_typed(ids, positions, types)
+    }
+
+    /// [`BertModel::embed`] with segment ids `[batch, seq]` (0 for a pair's first text, 1 for
+    /// its second, as a cross-encoder reads them).
+    pub fn embed_typed(
+        &self,
+        ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+        types: Tensor<2, Int>,
+    ) -> Tensor<3> {
         let e = self.embeddings.word_embeddings.forward(ids)
             + self.embeddings.position_embeddings.forward(positions)
             + self.embeddings.token_type_embeddings.forward(types);
@@ -296,6 +307,15 @@ pub struct Batch {
     pub pad: Tensor<2, Bool>,
     /// 1 at real tokens, 0 at padding `[batch, seq]`.
     pub keep: Tensor<2>,
+}
+
+/// A text pair's tokens (see [`Encoder::tokenize_pairs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairTokens {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// Segment id of each token.
+    pub types: Vec<u32>,
 }
 
 /// How token states become one sentence vector.
@@ -377,12 +397,11 @@ pub const SAVE_KEY_MAP: [(&str, &str); 7] = [
 ];
 
 /// Files of a sentence-transformers directory besides [`ENCODER_FILES`], copied when saving.
-const SENTENCE_TRANSFORMERS_FILES: [&str; 5] = [
+const SENTENCE_TRANSFORMERS_FILES: [&str; 4] = [
     "1_Pooling/config.json",
     "sentence_bert_config.json",
     "modules.json",
     "config_sentence_transformers.json",
-    "vocab.txt",
 ];
 
 impl Encoder {
@@ -507,6 +526,25 @@ impl Encoder {
         Ok(enc.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
+    /// Token ids and segment ids of text pairs, encoded together (`[CLS] a [SEP] b [SEP]`,
+    /// segments 0 then 1) and truncated to `max_seq_length` by taking tokens from the longer
+    /// text first, as Hugging Face tokenizers do for a cross-encoder.
+    pub fn tokenize_pairs(&self, pairs: &[(&str, &str)]) -> Result<Vec<PairTokens>, Error> {
+        let inputs: Vec<tokenizers::EncodeInput<'_>> =
+            pairs.iter().map(|&(a, b)| (a, b).into()).collect();
+        let enc = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| Error::Model(format!("the tokenizer failed on a text pair: {e}")))?;
+        Ok(enc
+            .into_iter()
+            .map(|e| PairTokens {
+                ids: e.get_ids().to_vec(),
+                types: e.get_type_ids().to_vec(),
+            })
+            .collect())
+    }
+
     /// Sentence vectors `[texts, dim]` (row-major), L2-normalised when `normalise`. Texts are
     /// sorted by token length and batched with texts of their own length only, so no batch
     /// is padded; the output is in input order.
@@ -608,6 +646,19 @@ impl Encoder {
         }
     }
 
+    /// Segment ids `[batch, seq]` of token rows padded as [`Encoder::batch`] pads them
+    /// (padding takes segment 0).
+    pub fn segments(&self, types: &[&[u32]], device: &Device) -> Tensor<2, Int> {
+        let b = types.len();
+        let len = types.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
+        let mut out = Vec::with_capacity(b * len);
+        for r in types {
+            out.extend(r.iter().map(|&t| t as i64));
+            out.extend(std::iter::repeat_n(0i64, len - r.len()));
+        }
+        Tensor::<2, Int>::from_data(TensorData::new(out, [b, len]), device)
+    }
+
     /// Pools hidden states `[batch, seq, hidden]` into sentence vectors `[batch, hidden]`
     /// (mean over the non-padding tokens, or the first token).
     pub fn pool(&self, h: Tensor<3>, keep: Tensor<2>) -> Tensor<2> {
@@ -642,11 +693,9 @@ impl Encoder {
     /// Hugging Face names), the configuration, tokenizer and sentence-transformers files
     /// copied from the directory it came from.
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        self.save_transformer(dir)?;
         std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| file_err(dir, e.to_string()))?;
-        for f in ["config.json", "tokenizer.json"]
-            .iter()
-            .chain(&SENTENCE_TRANSFORMERS_FILES)
-        {
+        for f in &SENTENCE_TRANSFORMERS_FILES {
             let from = self.dir.join(f);
             if from.is_file() {
                 let to = dir.join(f);
@@ -682,6 +731,21 @@ impl Encoder {
             }))
             .expect("a JSON object serialises");
             std::fs::write(&pooling, text).map_err(|e| file_err(&pooling, e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// The Hugging Face part of [`Encoder::save`]: `config.json`, `tokenizer.json` (and
+    /// `vocab.txt`) copied, the weights written as `model.safetensors` with every tensor of
+    /// the base file the module does not hold carried over.
+    pub fn save_transformer(&self, dir: &Path) -> Result<(), Error> {
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
+        for f in ["config.json", "tokenizer.json", "vocab.txt"] {
+            let from = self.dir.join(f);
+            if from.is_file() {
+                let to = dir.join(f);
+                std::fs::copy(&from, &to).map_err(|e| file_err(&to, e.to_string()))?;
+            }
         }
         let st = dir.join("model.safetensors");
         let mut store = SafetensorsStore::from_file(&st).with_to_adapter(BurnToPyTorchAdapter);

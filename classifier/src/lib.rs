@@ -16,6 +16,7 @@
 //! | [`retrieval`] | bi-encoder retrieval over the reference and past records, and its ensemble with the ngram model |
 //! | [`training`] | the training API: `fit` a model of any kind from a spec, `fine_tune` it on corrections |
 //! | [`transformer`] | the `transformer` kind: a pretrained encoder fine-tuned as a classifier within a CPU budget |
+//! | [`reranker`] | the cross-encoder that re-reads a record with its best candidate codes' texts, and how its scores join the model |
 //! | [`artifact`] | model kinds, `model.json`, the typed parts of each kind, saving and loading |
 //! | [`predict`] | inference with grades, hierarchical fallback, top-k, explanations, LRU cache |
 //! | [`rank`] | top-k selection shared by inference and search |
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod rank;
+pub mod reranker;
 pub mod retrieval;
 pub mod rng;
 pub mod taxonomy;

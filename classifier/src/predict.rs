@@ -42,6 +42,9 @@ pub struct InferenceConfig {
     /// without embedding them (see [`crate::artifact::Cascade`]); `false` runs every part on
     /// every row.
     pub cascade: bool,
+    /// Whether a model with a re-ranker re-reads the candidates of the rows under its
+    /// threshold (see [`crate::reranker`]); `false` codes without it.
+    pub rerank: bool,
     /// Where the model's encoders embed (see [`crate::device`]); the n-gram network runs on
     /// the CPU.
     pub device: crate::device::DeviceChoice,
@@ -59,6 +62,7 @@ impl Default for InferenceConfig {
             similar: 3,
             review_fallbacks: true,
             cascade: true,
+            rerank: true,
             device: crate::device::DeviceChoice::Auto,
         }
     }
@@ -184,11 +188,18 @@ pub enum Step {
     Ensemble,
     /// A fine-tuned transformer.
     Transformer,
+    /// The cross-encoder re-ranker, on rows the model before it was unsure of.
+    Reranker,
 }
 
 impl Step {
     /// Every step, in cascade order.
-    pub const ALL: [Step; 3] = [Step::Ngram, Step::Ensemble, Step::Transformer];
+    pub const ALL: [Step; 4] = [
+        Step::Ngram,
+        Step::Ensemble,
+        Step::Transformer,
+        Step::Reranker,
+    ];
 
     /// The name used in tables, the API and run records.
     pub fn as_str(self) -> &'static str {
@@ -196,6 +207,7 @@ impl Step {
             Step::Ngram => "ngram",
             Step::Ensemble => "ensemble",
             Step::Transformer => "transformer",
+            Step::Reranker => "reranker",
         }
     }
 }
@@ -307,6 +319,8 @@ pub struct Predictor {
     label_index: HashMap<String, usize>,
     /// Per level (index = digits, 1..=3): group codes and each label's group index.
     groups: Vec<(Vec<String>, Vec<usize>)>,
+    /// The cross-encoder re-ranker, when the model has one (`reranker/`).
+    reranker: Option<crate::reranker::CrossEncoder>,
 }
 
 impl Predictor {
@@ -314,7 +328,47 @@ impl Predictor {
     pub fn load(dir: &Path, config: InferenceConfig) -> Result<Predictor, Error> {
         let device = config.device.device().map_err(Error::Model)?;
         let (meta, model) = Model::load_on(dir, &device)?;
-        Ok(Self::from_parts(meta, model, config))
+        let reranker = match &meta.reranker {
+            Some(fit) => {
+                let d = dir.join("reranker");
+                if !d.is_dir() {
+                    return Err(Error::File {
+                        path: d,
+                        message: "is missing: model.json describes a re-ranker; copy the whole model directory, or re-run `train-reranker`".into(),
+                    });
+                }
+                Some(crate::reranker::CrossEncoder::load_on(
+                    &d,
+                    fit.max_seq_length,
+                    &device,
+                )?)
+            }
+            None => None,
+        };
+        let mut p = Self::from_parts(meta, model, config);
+        p.reranker = reranker;
+        Ok(p)
+    }
+
+    /// The re-ranker this predictor uses: the model's, unless `[inference] rerank = false`
+    /// or its fit found it never pays (threshold 0).
+    pub fn reranker(
+        &self,
+    ) -> Option<(
+        &crate::reranker::CrossEncoder,
+        &crate::reranker::RerankerFit,
+    )> {
+        match (&self.reranker, &self.meta.reranker) {
+            (Some(r), Some(fit)) if self.config.rerank && fit.threshold > 0.0 => Some((r, fit)),
+            _ => None,
+        }
+    }
+
+    /// Codes without the model's re-ranker from now on (training a new one starts from the
+    /// model as it codes without it).
+    pub fn drop_reranker(&mut self) {
+        self.reranker = None;
+        self.meta.reranker = None;
     }
 
     /// The model's parts.
@@ -379,6 +433,7 @@ impl Predictor {
             cache: Mutex::new(HashMap::new()),
             tick: std::sync::atomic::AtomicU64::new(0),
             label_index,
+            reranker: None,
         }
     }
 
@@ -474,6 +529,37 @@ impl Predictor {
     /// a cascade, the n-gram network's own calibrated probabilities for the rows it is sure
     /// of, the whole ensemble's (calibrated on such rows) for the others.
     pub fn score(&self, texts: &[String]) -> Scored {
+        let mut scored = self.score_without_reranker(texts);
+        if let Some((cross, fit)) = self.reranker() {
+            let c = self.classes();
+            let rows: Vec<usize> = scored
+                .probabilities
+                .chunks(c)
+                .enumerate()
+                .filter(|(_, r)| (r.iter().cloned().fold(0f32, f32::max) as f64) < fit.threshold)
+                .map(|(i, _)| i)
+                .collect();
+            if !rows.is_empty() {
+                match crate::reranker::rerank_rows(
+                    cross,
+                    &mut scored.probabilities,
+                    c,
+                    &self.meta.labels,
+                    texts,
+                    &rows,
+                    fit.candidates,
+                    fit.weight as f32,
+                ) {
+                    Ok(()) => rows.iter().for_each(|&i| scored.steps[i] = Step::Reranker),
+                    Err(e) => tracing::error!("the re-ranker failed, coding without it: {e}"),
+                }
+            }
+        }
+        scored
+    }
+
+    /// [`Predictor::score`] before the re-ranker.
+    fn score_without_reranker(&self, texts: &[String]) -> Scored {
         let c = self.classes();
         let Some(cascade) = self.cascade() else {
             let whole = Calibrated {
@@ -513,7 +599,7 @@ impl Predictor {
         use rayon::prelude::*;
         let c = self.classes();
         let mut out = Vec::with_capacity(texts.len());
-        if self.cascade().is_some() {
+        if self.cascade().is_some() || self.reranker().is_some() {
             for chunk in texts.chunks(16_384) {
                 let scored = self.score(chunk);
                 let preds: Vec<Prediction> = scored
@@ -782,6 +868,7 @@ mod tests {
             temperature: 1.0,
             isotonic: None,
             transformer: None,
+            reranker: None,
             fit_sample: None,
             cascade: None,
             summary: serde_json::Value::Null,

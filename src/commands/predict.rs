@@ -33,6 +33,10 @@ pub struct Args {
     /// of leaving the rows its n-gram network is sure of to that network.
     #[arg(long)]
     no_cascade: bool,
+    /// Never re-read doubtful rows with the model's cross-encoder re-ranker (as `[inference]
+    /// rerank = false`), even under its fitted threshold.
+    #[arg(long)]
+    no_rerank: bool,
     /// Code only this share of the rows: those whose position (from 0) is INDEX modulo
     /// COUNT. Run COUNT processes (INDEX 0 … COUNT-1, e.g. a SLURM array or a Kubernetes
     /// Indexed Job), then `isco-dag predict merge` joins their outputs into exactly the file
@@ -142,6 +146,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     let mut cfg = inference_config(&a.config)?;
     if a.no_cascade {
         cfg.cascade = false;
+    }
+    if a.no_rerank {
+        cfg.rerank = false;
     }
     if let Some(url) = &a.remote {
         let settings = super::remote_from_config(&a.config)?;

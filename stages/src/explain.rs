@@ -19,13 +19,15 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
     let titles = strs(predictions, "job_title")?;
     let duties = strs(predictions, "duties_description")?;
     let codes = strs(predictions, "alt_1_code")?;
+    let steps = strs(predictions, "decided_by")?;
     let mut row = Vec::new();
     let mut code = Vec::new();
     let mut logit = Vec::new();
     let mut bias = Vec::new();
     let mut tokens = Vec::new();
+    let mut decided_by = Vec::new();
     let mut html = String::from(
-        "<!doctype html><meta charset=utf-8><title>isco-dag explanations</title><style>body{font-family:sans-serif;margin:2em}div.r{margin:.6em 0}span.w{padding:1px 2px;border-radius:3px}</style><h1>Why each code</h1><p>Green words pushed the record towards the code shown, red words away from it (exact contributions to the code's logit).</p>",
+        "<!doctype html><meta charset=utf-8><title>isco-dag explanations</title><style>body{font-family:sans-serif;margin:2em}div.r{margin:.6em 0}span.w{padding:1px 2px;border-radius:3px}</style><h1>Why each code</h1><p>Green words pushed the record towards the code shown, red words away from it (exact contributions to the code's logit in the n-gram network; the part of the model that decided the row is named beside the code).</p>",
     );
     for i in 0..titles.len() {
         let text = record_text(&titles[i], &duties[i]);
@@ -44,13 +46,15 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
         logit.push(e.logit);
         bias.push(e.bias);
         tokens.push(top.join("; "));
+        decided_by.push(steps[i].clone());
         if i < 500 {
             let max = e.words.iter().map(|w| w.1.abs()).fold(1e-9, f64::max);
             let _ = write!(
                 html,
-                "<div class=r><b>{} {}</b>: ",
+                "<div class=r><b>{} {}</b> <small>(decided by {})</small>: ",
                 e.isco_code,
-                pred.title(&e.isco_code).replace('<', "&lt;")
+                pred.title(&e.isco_code).replace('<', "&lt;"),
+                steps[i].replace('<', "&lt;")
             );
             for (w, v) in &e.words {
                 let a = (v.abs() / max * 0.8).min(0.8);
@@ -75,6 +79,7 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
         .with("logit", Column::Float(logit))
         .with("bias", Column::Float(bias))
         .with("top_tokens", Column::Str(tokens))
+        .with("decided_by", Column::Str(decided_by))
         .write_csv_and_parquet(&csv)?;
     let h = base.with_extension("explain.html");
     std::fs::write(&h, html).map_err(|source| Error::Write { path: h, source })

@@ -101,8 +101,13 @@ impl Stage for FineTune {
             &Bar(ctx.progress),
         )?;
         provenance(ctx, &mut fitted.meta);
-        fitted.save(&ctx.output("model"))?;
+        let out = ctx.output("model");
+        fitted.save(&out)?;
+        // A re-ranker goes with the model, reading the new codes' texts too.
+        let reranker =
+            classifier::training::reranker::carry_reranker(base_dir, &out, &fitted.meta, &tax)?;
         let mut metrics = serde_json::to_value(&fitted.summary)?;
+        metrics["reranker_carried"] = reranker.into();
         metrics["base_model"] = serde_json::to_value(
             ctx.artifacts
                 .get("model")

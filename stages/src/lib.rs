@@ -10,6 +10,7 @@
 //! | `split` | cleaned records | stratified train / validation / test tables, report |
 //! | `train` | train + validation splits, optional reference, optional encoder | model artifact (burn record + `model.json`; `retrieval/` for an ensemble, `transformer/` for a fine-tuned encoder) |
 //! | `train-encoder` | train + validation splits, optional reference, a pretrained encoder | an encoder directory trained on the office's title and duty pairs (standard layout, `training.json`) |
+//! | `train-reranker` | a trained model, train + validation splits, optional reference, a pretrained encoder | the model with a cross-encoder re-ranker (`reranker/`) and where it joins the model |
 //! | `fine-tune` | base model, corrections, replay and validation splits | model artifact with new output rows for unseen codes |
 //! | `evaluate` | model, test split, extra labelled files | `metrics.json`, report directory (CSVs, HTML) |
 //! | `predict` | model, records to code | predictions (Parquet, CSV), review queue CSV |
@@ -39,6 +40,7 @@ pub mod shard;
 pub mod split;
 pub mod train;
 pub mod train_encoder;
+pub mod train_reranker;
 
 pub use error::Error;
 
@@ -51,17 +53,19 @@ pub fn registry() -> runner::Registry {
     r.register(Arc::new(split::Split));
     r.register(Arc::new(train::Train));
     r.register(Arc::new(train_encoder::TrainEncoder));
+    r.register(Arc::new(train_reranker::TrainReranker));
     r.register(Arc::new(finetune::FineTune));
     r.register(Arc::new(evaluate::Evaluate));
     r.register(Arc::new(predict::Predict));
     r.register(Arc::new(promote::Promote));
-    // The sections of the project's config file: the stage kinds read the first nine through
+    // The sections of the project's config file: the stage kinds read the first ten through
     // `params_from`, `isco-dag serve` reads [serve] (and [inference]).
     for section in [
         "data",
         "model",
         "training",
         "encoder_training",
+        "reranker_training",
         "inference",
         "promote",
         "outliers",

@@ -20,7 +20,7 @@ fn drop_demo_corrections(p: &Project) {
 }
 
 /// Writes a random encoder whose vocabulary covers the demo's title words.
-fn random_encoder(p: &Project) {
+pub(crate) fn random_encoder(p: &Project) {
     let text = std::fs::read_to_string(p.path("data/raw/historical_records.csv")).unwrap();
     let mut words: Vec<String> = text
         .lines()
@@ -65,7 +65,7 @@ fn scored_and_codes(p: &Project, part: &str, min_accuracy: f64) {
 }
 
 /// The `decided_by` column of a coded CSV, one value per row.
-fn decided_by(path: &std::path::Path) -> Vec<String> {
+pub(crate) fn decided_by(path: &std::path::Path) -> Vec<String> {
     let mut r = csv::Reader::from_path(path).unwrap();
     let col = r
         .headers()

@@ -12,6 +12,7 @@ mod http;
 mod interfaces;
 mod model;
 mod remote;
+mod reranker;
 mod safety;
 mod store;
 mod support;

@@ -11,6 +11,7 @@
 //! | [`ensemble`] | the retrieval half: indexes, embedding, the mix and its calibration; its extension by corrections |
 //! | [`transformer`] | the fine-tuned encoder and its calibration |
 //! | [`finetune`] | continuing a model on corrections |
+//! | [`reranker`] | the cross-encoder re-ranker trained on the model's own confusions, and where it joins the model |
 //!
 //! Every kind trains the n-gram network first (fastText-style, early-stopped on validation
 //! macro-F1, with reference augmentation), then the kind's other parts; the calibration of
@@ -21,6 +22,7 @@ pub mod cascade;
 pub mod data;
 pub mod ensemble;
 pub mod finetune;
+pub mod reranker;
 pub mod spec;
 pub mod transformer;
 
@@ -31,6 +33,7 @@ use serde::Serialize;
 pub use bi_encoder::{EncoderTrainReport, EncoderTrainSpec, TrainedEncoder, train_encoder};
 pub use data::{Examples, Files, Progress, Silent, encode, fit_sample, labelled_features};
 pub use finetune::{FineTuneSummary, fine_tune};
+pub use reranker::{RerankerTrainReport, RerankerTrainSpec, TrainedReranker, train_reranker};
 pub use spec::{EnsembleConfig, FineTuneSpec, FitSpec};
 
 use crate::Taxonomy;
@@ -280,6 +283,7 @@ pub fn fit(
             seed: tc.seed,
         }),
         cascade,
+        reranker: None,
         summary: serde_json::json!({ "metrics": summary }),
     };
     Ok(Fitted {
