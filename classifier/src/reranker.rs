@@ -150,12 +150,15 @@ fn file_err(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
+/// A tensor's values and shape.
+type Values = (Vec<f32>, Vec<usize>);
+
 /// A float32 tensor of a safetensors file, if present.
 fn tensor_f32(
     st: &safetensors::SafeTensors<'_>,
     names: &[&str],
     path: &Path,
-) -> Result<Option<(Vec<f32>, Vec<usize>)>, Error> {
+) -> Result<Option<Values>, Error> {
     for n in names {
         if let Ok(t) = st.tensor(n) {
             if t.dtype() != safetensors::Dtype::F32 {
@@ -437,6 +440,7 @@ pub fn candidates_of(p: &[f32], k: usize) -> Vec<usize> {
 
 /// Re-ranks the rows of `p` (`[rows, classes]`) listed in `rows`: each row's `candidates`
 /// most probable labels are scored against `texts[row]` and mixed in with `weight`.
+#[allow(clippy::too_many_arguments)] // each is one of the fit's knobs, passed by the fit and the predictor alike
 pub fn rerank_rows(
     cross: &CrossEncoder,
     p: &mut [f32],

@@ -785,7 +785,9 @@ fn fit_threshold(
         / pool.len().max(1) as f64;
     // Per pooled row: (right before, right after, nll before, nll after) for each weight.
     const WEIGHTS: [f32; 7] = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0];
-    let mut per_row: Vec<(bool, f64, Vec<(bool, f64)>)> = Vec::with_capacity(pool.len());
+    // (right, negative log-likelihood) of a row's true code.
+    type Outcome = (bool, f64);
+    let mut per_row: Vec<(bool, f64, Vec<Outcome>)> = Vec::with_capacity(pool.len());
     let mut at = 0;
     for (&i, cs) in pool.iter().zip(&cands) {
         let row = &p[i * c..(i + 1) * c];
