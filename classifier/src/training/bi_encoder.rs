@@ -849,14 +849,7 @@ pub fn train_encoder(
     let mut planned = epoch_steps;
     let mut planned_fixed = spec.max_seconds <= 0.0;
     let mut eval_every = (planned / spec.evaluations).max(1);
-    let lr_at = |step: usize, planned: usize| -> f64 {
-        let warm = ((planned as f64 * spec.warmup).round() as usize).max(1);
-        if step < warm {
-            spec.lr * (step + 1) as f64 / warm as f64
-        } else {
-            spec.lr * (planned.saturating_sub(step) as f64 / (planned - warm).max(1) as f64)
-        }
-    };
+    let lr_at = |step: usize, planned: usize| linear_schedule(spec.lr, spec.warmup, step, planned);
     let timing_steps = 10;
     let mut step = 0usize;
     let mut pairs_seen = 0usize;
@@ -1007,6 +1000,17 @@ pub fn train_encoder(
         checkpoints,
     };
     Ok(TrainedEncoder { encoder, report })
+}
+
+/// The learning rate at `step` of `planned`: linear warm-up over the `warmup` share of the
+/// steps to `lr`, then linear decay to 0 (the schedule both encoders' trainings use).
+pub(crate) fn linear_schedule(lr: f64, warmup: f64, step: usize, planned: usize) -> f64 {
+    let warm = ((planned as f64 * warmup).round() as usize).max(1);
+    if step < warm {
+        lr * (step + 1) as f64 / warm as f64
+    } else {
+        lr * (planned.saturating_sub(step) as f64 / (planned - warm).max(1) as f64)
+    }
 }
 
 #[cfg(test)]

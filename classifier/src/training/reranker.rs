@@ -35,7 +35,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::bi_encoder::Stopped;
+use super::bi_encoder::{Stopped, linear_schedule};
 use super::data::{Examples, Progress, fit_sample};
 use super::ensemble::reference_entries;
 use crate::Taxonomy;
@@ -596,14 +596,7 @@ pub fn train_reranker(
     let mut planned = epoch_steps;
     let mut planned_fixed = spec.max_seconds <= 0.0;
     let mut eval_every = (planned / spec.evaluations).max(1);
-    let lr_at = |step: usize, planned: usize| -> f64 {
-        let warm = ((planned as f64 * spec.warmup).round() as usize).max(1);
-        if step < warm {
-            spec.lr * (step + 1) as f64 / warm as f64
-        } else {
-            spec.lr * (planned.saturating_sub(step) as f64 / (planned - warm).max(1) as f64)
-        }
-    };
+    let lr_at = |step: usize, planned: usize| linear_schedule(spec.lr, spec.warmup, step, planned);
     let timing_steps = 5;
     let (mut step, mut seen_q, mut train_seconds) = (0usize, 0usize, 0.0f64);
     let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
