@@ -118,6 +118,12 @@ fn atomic_link_or_copy(src: &Path, dest: &Path) -> Result<()> {
     atomic_copy(src, dest)
 }
 
+/// The file that marks a checkout complete. It is the store's bookkeeping, not content: a
+/// stage that copies a checkout it reads into its output copies the marker too, and the
+/// output must hash (and verify) as though it were not there.
+const CHECKOUT_MARKER: &str = ".complete";
+
+/// The files under `dir`, relative to `base`, sorted; a checkout marker at the top is left out.
 fn walk_files(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<()> {
     let mut entries: Vec<_> = fs::read_dir(dir)
         .io("list", dir)?
@@ -129,7 +135,7 @@ fn walk_files(dir: &Path, base: &Path, out: &mut Vec<(String, PathBuf)>) -> Resu
         let ft = e.file_type().io("stat", &p)?;
         if ft.is_dir() {
             walk_files(&p, base, out)?;
-        } else if ft.is_file() {
+        } else if ft.is_file() && !(dir == base && e.file_name() == CHECKOUT_MARKER) {
             let rel = p
                 .strip_prefix(base)
                 .expect("walked path is under its base")
@@ -451,7 +457,7 @@ impl Store {
             OutputKind::File => self.good_object(&out.id),
             OutputKind::Dir => {
                 let dir = self.root.join("checkouts").join(&out.id);
-                if dir.join(".complete").is_file() {
+                if dir.join(CHECKOUT_MARKER).is_file() {
                     if self.checkout_matches(&out.id, &dir) {
                         return Ok(dir);
                     }
@@ -463,7 +469,7 @@ impl Store {
                 }
                 let tmp = self.root.join("tmp").join(tmp_name("checkout"));
                 self.materialise_tree(&out.id, &tmp)?;
-                atomic_write(&tmp.join(".complete"), b"")?;
+                atomic_write(&tmp.join(CHECKOUT_MARKER), b"")?;
                 if fs::rename(&tmp, &dir).is_err() {
                     // Another process finished the same checkout first.
                     let _ = fs::remove_dir_all(&tmp);
@@ -499,7 +505,7 @@ impl Store {
         let ok = self.read_tree(tree_id).is_ok_and(|tree| {
             let mut files = Vec::new();
             walk_files(dir, dir, &mut files).is_ok()
-                && files.iter().filter(|(rel, _)| rel != ".complete").count() == tree.entries.len()
+                && files.len() == tree.entries.len()
                 && tree
                     .entries
                     .iter()
@@ -918,7 +924,7 @@ impl Store {
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
-            let ok = if dir.join(".complete").is_file() {
+            let ok = if dir.join(CHECKOUT_MARKER).is_file() {
                 self.checkout_matches(&id, &dir)
             } else {
                 // A named checkout of a file object: every file in it is that object.
@@ -1023,6 +1029,30 @@ mod tests {
         assert_eq!(size, 5);
         assert_eq!(a, blake3::hash(b"hello").to_hex().to_string());
         assert!(store.has(&a));
+    }
+
+    #[test]
+    fn a_copied_checkout_stores_as_its_content_and_checks_out_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let d = dir.path().join("model");
+        fs::create_dir_all(d.join("sub")).unwrap();
+        fs::write(d.join("a.bin"), b"weights").unwrap();
+        fs::write(d.join("sub/b.json"), b"{}").unwrap();
+        let out = store.put_output(&d).unwrap();
+        // A stage copies the checkout it read, marker and all, into its own output.
+        let co = store.checkout(&out).unwrap();
+        assert!(co.join(CHECKOUT_MARKER).is_file());
+        let copy = dir.path().join("copy");
+        fs::create_dir_all(copy.join("sub")).unwrap();
+        for rel in ["a.bin", "sub/b.json", CHECKOUT_MARKER] {
+            fs::copy(co.join(rel), copy.join(rel)).unwrap();
+        }
+        let again = store.put_output(&copy).unwrap();
+        assert_eq!(again.id, out.id);
+        let co = store.checkout(&again).unwrap();
+        assert!(store.checkout_matches(&again.id, &co));
+        assert!(!store.verify(false).unwrap().damaged());
     }
 
     #[test]

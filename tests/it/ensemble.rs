@@ -10,7 +10,7 @@
 use crate::support::{Project, outcome_of, stage_of};
 
 /// Puts the demo's corrections where the `corrections` stage reads them.
-fn drop_demo_corrections(p: &Project) {
+pub(crate) fn drop_demo_corrections(p: &Project) {
     std::fs::create_dir_all(p.path("data/corrections")).unwrap();
     std::fs::copy(
         p.path("data/demo/corrections_demo.csv"),

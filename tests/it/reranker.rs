@@ -4,7 +4,7 @@
 //! not; `--no-rerank` turns it off; a re-ranker setting re-runs the re-ranker and what reads
 //! its model only; a bad setting names its key.
 
-use crate::ensemble::{decided_by, random_encoder};
+use crate::ensemble::{decided_by, drop_demo_corrections, random_encoder};
 use crate::support::{Project, outcome_of, stage_of};
 
 /// Runs `pipelines/ensemble-reranked.toml` up to `evaluate`; its run record.
@@ -114,6 +114,26 @@ fn a_reranker_is_trained_codes_the_doubtful_rows_and_is_keyed_by_its_settings() 
         stage_of(&run, "train-reranker")["metrics"]["spec"]["negatives"],
         2
     );
+
+    // Corrections fine-tune the re-ranked model: neither encoder nor re-ranker is trained
+    // again, the re-ranker goes with the fine-tuned model and still codes its doubtful rows.
+    drop_demo_corrections(&p);
+    p.ok(&["run", "pipelines/finetune-ensemble-reranked.toml"]);
+    let run = p.last_run();
+    for s in ["train-encoder", "train", "train-reranker"] {
+        assert_eq!(outcome_of(&run, s), "skipped", "{s}");
+    }
+    assert_eq!(outcome_of(&run, "fine-tune"), "executed");
+    assert_eq!(
+        stage_of(&run, "fine-tune")["metrics"]["reranker_carried"],
+        true
+    );
+    assert_eq!(
+        std::fs::read(p.path("models/finetuned/reranker/model.safetensors")).unwrap(),
+        std::fs::read(p.path("models/reranked/reranker/model.safetensors")).unwrap()
+    );
+    let tuned = steps_of(&p, "models/finetuned", &[]);
+    assert!(tuned.iter().any(|s| s == "reranker"), "{tuned:?}");
 
     p.edit("config/default.toml", "negatives = 2 ", "negatives = 5 ");
     let (_, err) = p.fails(&["run", "pipelines/ensemble-reranked.toml"]);
