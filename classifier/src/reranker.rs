@@ -311,12 +311,16 @@ impl CrossEncoder {
             owned.push((format!("{name}.weight"), le(&w), vec![out, inp]));
             owned.push((format!("{name}.bias"), le(&b), vec![out]));
         }
+        // A re-ranker loaded from this layout carries its old `bert.` tensors along beside
+        // the freshly written bare ones; the fresh ones stand.
+        let names: std::collections::HashSet<&str> = st.names().into_iter().collect();
         let mut all: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
             .tensors()
             .into_iter()
             .filter(|(n, _)| {
                 let bare = n.strip_prefix("bert.").unwrap_or(n);
-                !bare.starts_with("pooler.") && !n.starts_with("classifier.")
+                let stale = n.starts_with("bert.") && names.contains(bare);
+                !stale && !bare.starts_with("pooler.") && !n.starts_with("classifier.")
             })
             .map(|(n, v)| {
                 let name = if n.starts_with("bert.") {
@@ -545,5 +549,17 @@ mod tests {
         // A pair's score does not depend on the pairs scored with it.
         let one = again.scores(&pairs[1..2]).unwrap();
         assert_eq!(one[0], a[1]);
+        // A loaded re-ranker saves again (as a further training does) to the same tensors.
+        let twice = dir.path().join("twice");
+        again.save(&twice).unwrap();
+        let bytes2 = std::fs::read(twice.join("model.safetensors")).unwrap();
+        let st2 = safetensors::SafeTensors::deserialize(&bytes2).unwrap();
+        let mut names2: Vec<String> = st2.names().into_iter().map(str::to_string).collect();
+        let mut names = names;
+        names.sort();
+        names2.sort();
+        assert_eq!(names2, names);
+        let third = CrossEncoder::load_on(&twice, 24, cross.encoder().device()).unwrap();
+        assert_eq!(third.scores(&pairs).unwrap(), a);
     }
 }

@@ -58,7 +58,7 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
 }];
 
 impl Stage for FineTune {
-    runner::stage_metadata!("fine-tune", version "5", "continue training the base model on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneSpec);
+    runner::stage_metadata!("fine-tune", version "6", "continue training the base model (and its re-ranker) on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneSpec);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<FineTuneSpec>(raw)?;
         let spec: FineTuneSpec = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
@@ -103,20 +103,36 @@ impl Stage for FineTune {
         provenance(ctx, &mut fitted.meta);
         let out = ctx.output("model");
         fitted.save(&out)?;
-        // A re-ranker goes with the model, reading the new codes' texts too.
-        let reranker =
+        // A re-ranker goes with the model, reading the new codes' texts too, and learns the
+        // corrections' codes for `reranker_seconds`.
+        let carried =
             classifier::training::reranker::carry_reranker(base_dir, &out, &fitted.meta, &tax)?;
+        let mut summary = vec![fitted.summary.line()];
         let mut metrics = serde_json::to_value(&fitted.summary)?;
-        metrics["reranker_carried"] = reranker.into();
+        metrics["reranker_carried"] = carried.into();
+        if carried {
+            let tuned = classifier::training::reranker::tune_reranker(
+                &out,
+                spec.reranker_seconds,
+                Examples::new(&corr.text, &corr.isco_code),
+                Examples::new(&replay.text, &replay.isco_code),
+                validation
+                    .as_ref()
+                    .map(|va| Examples::new(&va.text, &va.isco_code)),
+                &Bar(ctx.progress),
+            )?;
+            if let Some(t) = tuned {
+                t.save(&out, &out)?;
+                summary.push(format!("re-ranker: {}", t.report.line(&t.fit)));
+                metrics["reranker"] = serde_json::json!({"fit": t.fit, "training": t.report});
+            }
+        }
         metrics["base_model"] = serde_json::to_value(
             ctx.artifacts
                 .get("model")
                 .and_then(|v| v.first())
                 .map(|o| o.id.clone()),
         )?;
-        Ok(StageReport {
-            summary: vec![fitted.summary.line()],
-            metrics,
-        })
+        Ok(StageReport { summary, metrics })
     }
 }

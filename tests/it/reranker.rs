@@ -116,22 +116,54 @@ fn a_reranker_is_trained_codes_the_doubtful_rows_and_is_keyed_by_its_settings() 
     );
 
     // Corrections fine-tune the re-ranked model: neither encoder nor re-ranker is trained
-    // again, the re-ranker goes with the fine-tuned model and still codes its doubtful rows.
+    // again from the start. With `reranker_seconds = 0` the re-ranker goes with the
+    // fine-tuned model as it is ...
     drop_demo_corrections(&p);
-    p.ok(&["run", "pipelines/finetune-ensemble-reranked.toml"]);
-    let run = p.last_run();
-    for s in ["train-encoder", "train", "train-reranker"] {
-        assert_eq!(outcome_of(&run, s), "skipped", "{s}");
+    let finetune = |extra: &[&str]| {
+        let mut args = vec!["run", "pipelines/finetune-ensemble-reranked.toml"];
+        args.extend_from_slice(extra);
+        p.ok(&args);
+        let run = p.last_run();
+        for s in ["train-encoder", "train", "train-reranker"] {
+            assert_eq!(outcome_of(&run, s), "skipped", "{s}");
+        }
+        assert_eq!(outcome_of(&run, "fine-tune"), "executed");
+        let m = stage_of(&run, "fine-tune")["metrics"].clone();
+        assert_eq!(m["reranker_carried"], true, "{m}");
+        m
+    };
+    let weights =
+        |dir: &str| std::fs::read(p.path(&format!("{dir}/reranker/model.safetensors"))).unwrap();
+    let m = finetune(&["-S", "finetune.reranker_seconds=0"]);
+    assert!(m.get("reranker").is_none(), "{m}");
+    assert_eq!(weights("models/finetuned"), weights("models/reranked"));
+    // ... otherwise it learns the corrections (and keeps the threshold set by hand).
+    let m = finetune(&[]);
+    assert!(
+        m["reranker"]["training"]["steps"].as_u64().unwrap() > 0,
+        "{m}"
+    );
+    assert!(
+        m["reranker"]["training"]["queries"].as_u64().unwrap() > 100,
+        "{m}"
+    );
+    assert_eq!(m["reranker"]["fit"]["threshold"], 0.95, "{m}");
+    // The checkpoint that ranks validation best is kept: the one it started from, or new weights.
+    let training = &m["reranker"]["training"];
+    assert!(
+        !training["checkpoints"].as_array().unwrap().is_empty(),
+        "{m}"
+    );
+    assert_eq!(
+        training["best_step"] == 0,
+        weights("models/finetuned") == weights("models/reranked"),
+        "{m}"
+    );
+    let texts = p.json("models/finetuned/reranker/code_texts.json");
+    let meta = p.json("models/finetuned/model.json");
+    for code in meta["labels"].as_array().unwrap() {
+        assert!(texts.get(code.as_str().unwrap()).is_some(), "{code}");
     }
-    assert_eq!(outcome_of(&run, "fine-tune"), "executed");
-    assert_eq!(
-        stage_of(&run, "fine-tune")["metrics"]["reranker_carried"],
-        true
-    );
-    assert_eq!(
-        std::fs::read(p.path("models/finetuned/reranker/model.safetensors")).unwrap(),
-        std::fs::read(p.path("models/reranked/reranker/model.safetensors")).unwrap()
-    );
     let tuned = steps_of(&p, "models/finetuned", &[]);
     assert!(tuned.iter().any(|s| s == "reranker"), "{tuned:?}");
 

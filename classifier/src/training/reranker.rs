@@ -369,11 +369,31 @@ fn copy_tree(from: &Path, to: &Path, skip: &str) -> Result<(), Error> {
 
 impl TrainedReranker {
     /// Writes `out`: the model of `model_dir` with the re-ranker in `reranker/` (and its
-    /// `training.json`) and the fit in `model.json`.
+    /// `training.json`) and the fit in `model.json`. `out` may be `model_dir` itself.
     pub fn save(&self, model_dir: &Path, out: &Path) -> Result<(), Error> {
-        copy_tree(model_dir, out, "reranker")?;
+        if model_dir != out {
+            copy_tree(model_dir, out, "reranker")?;
+        }
         let dir = out.join("reranker");
-        self.cross.save(&dir)?;
+        // Written beside and swapped in: a re-ranker trained further in place was loaded
+        // from the directory it replaces.
+        let fresh = out.join("reranker.new");
+        let io = |action: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(io("remove", &fresh))?;
+        }
+        self.cross.save(&fresh)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
+        }
+        std::fs::rename(&fresh, &dir).map_err(io("rename", &fresh))?;
         let json = out.join("model.json");
         let bytes = std::fs::read(&json).map_err(|source| Error::Io {
             action: "read",
@@ -437,6 +457,73 @@ pub fn carry_reranker(
         source,
     })?;
     Ok(true)
+}
+
+/// Trains the re-ranker of the fine-tuned model in `model_dir` (carried there by
+/// [`carry_reranker`]) further, for `seconds`, on the corrections as queries (each as its
+/// text and as its title alone) with as many replayed records again, so that it learns the
+/// codes the corrections bring and keeps the others. Hard negatives are the fine-tuned
+/// model's own confusions; the other settings (a threshold set by hand among them) are
+/// those it was trained with. With validation records the threshold and weight are fitted
+/// again, otherwise kept. `None`
+/// when the model has no re-ranker or `seconds` is 0; the model is written in place.
+pub fn tune_reranker(
+    model_dir: &Path,
+    seconds: f64,
+    corrections: Examples<'_>,
+    replay: Examples<'_>,
+    validation: Option<Examples<'_>>,
+    progress: &dyn Progress,
+) -> Result<Option<TrainedReranker>, Error> {
+    let started = Instant::now();
+    let dir = model_dir.join("reranker");
+    if seconds <= 0.0 || !dir.is_dir() {
+        return Ok(None);
+    }
+    let mut predictor = Predictor::load(model_dir, InferenceConfig::default())?;
+    let Some(kept) = predictor.meta.reranker.clone() else {
+        return Ok(None);
+    };
+    predictor.drop_reranker();
+    // The settings it was trained with; a re-ranker saved without them trains with the defaults.
+    let mut spec = std::fs::read(dir.join("training.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<RerankerTrainReport>(&b).ok())
+        .map(|r| r.spec)
+        .unwrap_or_default();
+    spec.max_seconds = seconds;
+    let device = spec
+        .device
+        .device()
+        .map_err(|e| Error::Model(format!("[reranker_training] device: {e}")))?;
+    let cross = CrossEncoder::load_on(&dir, kept.max_seq_length, &device)?;
+    let labels = predictor.meta.labels.clone();
+    let mut rng = Rng::keyed(spec.seed, "reranker corrections");
+    let mut texts = record_queries(corrections, &labels, 0.0, &mut rng);
+    let titles = record_queries(corrections, &labels, 1.0, &mut rng);
+    let mut seen: HashSet<String> = texts.iter().map(|(t, _)| t.clone()).collect();
+    texts.extend(titles.into_iter().filter(|(t, _)| seen.insert(t.clone())));
+    let mut replayed = record_queries(replay, &labels, spec.title_share, &mut rng);
+    replayed.retain(|(t, _)| !seen.contains(t));
+    rng.shuffle(&mut replayed);
+    replayed.truncate(texts.len());
+    texts.extend(replayed);
+    rng.shuffle(&mut texts);
+    let (vtexts, fit_on) = match validation {
+        Some(v) => {
+            let mut vrng = Rng::keyed(spec.seed, "reranker validation");
+            let mut vt = record_queries(v, &labels, spec.title_share, &mut vrng);
+            vt.retain(|(t, _)| !seen.contains(t));
+            vrng.shuffle(&mut vt);
+            vt.truncate(spec.eval_queries);
+            (vt, FitOn::Validation(v))
+        }
+        None => (Vec::new(), FitOn::Kept(kept)),
+    };
+    fit_cross(
+        &predictor, cross, &texts, &vtexts, fit_on, &spec, started, progress,
+    )
+    .map(Some)
 }
 
 /// Queries of labelled examples: their text or (a `title_share` of them) their title.
@@ -535,7 +622,7 @@ pub fn train_reranker(
     predictor.drop_reranker();
     let labels = predictor.meta.labels.clone();
     let encoder = Encoder::load_on(base, spec.max_seq_length, &device)?;
-    let mut cross = CrossEncoder::from_encoder(encoder, code_texts(&labels, &predictor.meta, tax))?;
+    let cross = CrossEncoder::from_encoder(encoder, code_texts(&labels, &predictor.meta, tax))?;
 
     // Queries: records' texts and titles, the reference's titles.
     let mut rng = Rng::keyed(spec.seed, "reranker queries");
@@ -557,15 +644,50 @@ pub fn train_reranker(
     vrng.shuffle(&mut vtexts);
     vtexts.truncate(spec.eval_queries);
 
+    fit_cross(
+        &predictor,
+        cross,
+        &texts,
+        &vtexts,
+        FitOn::Validation(validation),
+        spec,
+        started,
+        progress,
+    )
+}
+
+/// Where a trained cross-encoder's threshold and weight come from.
+enum FitOn<'a> {
+    /// Fitted on these validation examples (see the module doc).
+    Validation(Examples<'a>),
+    /// Kept as they were (a further training without validation records).
+    Kept(RerankerFit),
+}
+
+/// Trains `cross` for `predictor` (coding without a re-ranker) on the training queries
+/// `texts`, keeping the checkpoint that ranks `vtexts` best, then fits where it joins the
+/// model. `started` is when the budget began.
+#[allow(clippy::too_many_arguments)]
+fn fit_cross(
+    predictor: &Predictor,
+    mut cross: CrossEncoder,
+    texts: &[(String, usize)],
+    vtexts: &[(String, usize)],
+    fit_on: FitOn<'_>,
+    spec: &RerankerTrainSpec,
+    started: Instant,
+    progress: &dyn Progress,
+) -> Result<TrainedReranker, Error> {
+    let labels = predictor.meta.labels.clone();
     let t_mine = Instant::now();
-    let mut queries = mine(&predictor, &texts, spec.candidates - 1, progress);
+    let mut queries = mine(predictor, texts, spec.candidates - 1, progress);
     queries.retain(|q| q.others.len() >= spec.negatives);
     if queries.len() < 2 {
         return Err(Error::Model(
             "there are too few training queries for the re-ranker: it needs records of at least two codes; add records or a reference file".into(),
         ));
     }
-    let val = mine(&predictor, &vtexts, spec.candidates - 1, progress);
+    let val = mine(predictor, vtexts, spec.candidates - 1, progress);
     let mining_seconds = t_mine.elapsed().as_secs_f64();
     let vtokens: Vec<Vec<PairTokens>> = val
         .iter()
@@ -699,9 +821,14 @@ pub fn train_reranker(
             rows: 5_000,
             seed: predictor.meta.train.seed,
         });
-    progress.start(1, "fitting where the re-ranker joins the model");
-    let (vt, vy) = fit_sample(validation, &labels, sample.seed, sample.rows);
-    let fit = fit_threshold(&predictor, &cross, &vt, &vy, spec)?;
+    let fit = match fit_on {
+        FitOn::Validation(validation) => {
+            progress.start(1, "fitting where the re-ranker joins the model");
+            let (vt, vy) = fit_sample(validation, &labels, sample.seed, sample.rows);
+            fit_threshold(predictor, &cross, &vt, &vy, spec)?
+        }
+        FitOn::Kept(fit) => fit,
+    };
     let fit_seconds = t_fit.elapsed().as_secs_f64();
     let report = RerankerTrainReport {
         spec: spec.clone(),

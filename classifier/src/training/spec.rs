@@ -398,6 +398,9 @@ pub struct FineTuneSpec {
     pub seed: u64,
     /// Calibration refitted on validation.
     pub calibration: CalibrationMethod,
+    /// Seconds the re-ranker of a model that has one trains further on the corrections
+    /// (0: it is carried unchanged).
+    pub reranker_seconds: f64,
 }
 
 impl Default for FineTuneSpec {
@@ -413,6 +416,7 @@ impl Default for FineTuneSpec {
             min_steps: 200,
             seed: 42,
             calibration: CalibrationMethod::Isotonic,
+            reranker_seconds: 120.0,
         }
     }
 }
@@ -422,6 +426,11 @@ impl FineTuneSpec {
     pub fn validate(&self) -> Result<(), String> {
         if self.epochs == 0 || self.batch_size == 0 || self.corrections_repeats == 0 {
             return Err("epochs, batch_size and corrections_repeats must be positive".into());
+        }
+        if !self.reranker_seconds.is_finite() || self.reranker_seconds < 0.0 {
+            return Err(
+                "reranker_seconds must be 0 (carry the re-ranker unchanged) or more".into(),
+            );
         }
         Ok(())
     }
