@@ -35,6 +35,22 @@ fn steps_of(p: &Project, model: &str, extra: &[&str]) -> Vec<String> {
     decided_by(&out)
 }
 
+/// The rows of a coded CSV, each a map of column to value.
+fn rows_of(path: &std::path::Path) -> Vec<std::collections::BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|row| {
+            let row = row.unwrap();
+            headers
+                .iter()
+                .zip(row.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
 #[test]
 fn a_reranker_is_trained_codes_the_doubtful_rows_and_is_keyed_by_its_settings() {
     let p = Project::new(900);
@@ -94,9 +110,21 @@ fn a_reranker_is_trained_codes_the_doubtful_rows_and_is_keyed_by_its_settings() 
             "{s}"
         );
     }
+    let with = rows_of(&p.path("coded.csv"));
     let off = steps_of(&p, "models/reranked", &["--no-rerank"]);
     assert_eq!(off.len(), steps.len());
     assert!(off.iter().all(|s| s != "reranker"), "{off:?}");
+    // It changes only the rows under its threshold: the others are coded to the byte alike.
+    let without = rows_of(&p.path("coded.csv"));
+    assert_eq!(with.len(), without.len());
+    for (a, b) in with.iter().zip(&without) {
+        if a["decided_by"] == "reranker" {
+            let conf: f64 = b["confidence"].parse().unwrap();
+            assert!(conf < 0.95, "{b:?}");
+        } else {
+            assert_eq!(a, b);
+        }
+    }
     // Without the re-ranker, the same model codes as the model it was trained for.
     let base = steps_of(&p, "models/latest", &[]);
     assert_eq!(off, base);
