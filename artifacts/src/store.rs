@@ -1031,8 +1031,8 @@ mod tests {
         assert!(store.has(&a));
     }
 
-    #[test]
-    fn a_copied_checkout_stores_as_its_content_and_checks_out_intact() {
+    /// A store in a temp dir holding a small model directory (`a.bin`, `sub/b.json`).
+    fn stored_model_dir() -> (tempfile::TempDir, Store, OutputRef) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("s")).unwrap();
         let d = dir.path().join("model");
@@ -1040,6 +1040,12 @@ mod tests {
         fs::write(d.join("a.bin"), b"weights").unwrap();
         fs::write(d.join("sub/b.json"), b"{}").unwrap();
         let out = store.put_output(&d).unwrap();
+        (dir, store, out)
+    }
+
+    #[test]
+    fn a_copied_checkout_stores_as_its_content_and_checks_out_intact() {
+        let (dir, store, out) = stored_model_dir();
         // A stage copies the checkout it read, marker and all, into its own output.
         let co = store.checkout(&out).unwrap();
         assert!(co.join(CHECKOUT_MARKER).is_file());
@@ -1057,13 +1063,7 @@ mod tests {
 
     #[test]
     fn directory_outputs_round_trip_and_verify_detects_corruption() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path().join("s")).unwrap();
-        let d = dir.path().join("model");
-        fs::create_dir_all(d.join("sub")).unwrap();
-        fs::write(d.join("a.bin"), b"weights").unwrap();
-        fs::write(d.join("sub/b.json"), b"{}").unwrap();
-        let out = store.put_output(&d).unwrap();
+        let (dir, store, out) = stored_model_dir();
         assert_eq!(out.kind, OutputKind::Dir);
         assert!(store.output_intact(&out));
         let co = store.checkout(&out).unwrap();
