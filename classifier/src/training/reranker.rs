@@ -24,6 +24,11 @@
 //! accuracy of re-ranking the rows under the threshold (ties: the lower log-loss, then the
 //! lower threshold). When no setting beats the model alone, the threshold is 0 and the
 //! re-ranker never runs.
+//!
+//! **Fine-tune.** A fine-tuned model carries its base's re-ranker with the new codes' texts
+//! ([`carry_reranker`]); [`tune_reranker`] then trains it further, from where it was, on the
+//! corrections and as many replayed records, and fits it again, so a correction's code can be
+//! re-read without training the cross-encoder from the start.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -465,8 +470,8 @@ pub fn carry_reranker(
 /// codes the corrections bring and keeps the others. Hard negatives are the fine-tuned
 /// model's own confusions; the other settings (a threshold set by hand among them) are
 /// those it was trained with. With validation records the threshold and weight are fitted
-/// again, otherwise kept. `None`
-/// when the model has no re-ranker or `seconds` is 0; the model is written in place.
+/// again, otherwise kept. `None` when the model has no re-ranker or `seconds` is 0; the
+/// caller writes the result over the model's own re-ranker.
 pub fn tune_reranker(
     model_dir: &Path,
     seconds: f64,
