@@ -504,11 +504,15 @@ impl Store {
         }
         let ok = self.read_tree(tree_id).is_ok_and(|tree| {
             let mut files = Vec::new();
+            // A tree that lists a marker as content: the checkout's own marker stands in.
+            let content = tree
+                .entries
+                .iter()
+                .filter(|(rel, _)| *rel != CHECKOUT_MARKER);
             walk_files(dir, dir, &mut files).is_ok()
-                && files.len() == tree.entries.len()
-                && tree
-                    .entries
-                    .iter()
+                && files.len() == content.clone().count()
+                && content
+                    .clone()
                     .all(|(rel, e)| hash_file(&dir.join(rel)).is_ok_and(|(h, _)| h == e.id))
         });
         if ok {
