@@ -25,7 +25,7 @@ with open('bench/out/serve-cascade/bodies.jsonl', 'w') as f:
         duties = '; '.join(c.strip() + ' as required' for c in r['duties_description'].split(';') if c.strip())
         f.write(json.dumps({'job_title': rnd.choice(words) + ' ' + r['job_title'], 'duties_description': duties}) + '\n')
 PY
-for mode in cascade full; do
+for mode in ${MODES:-cascade full}; do
   flag=true; [ $mode = full ] && flag=false
   sed -e 's#^review_dir = .*#review_dir = "bench/out/serve-cascade/review"#' -e 's/^cache_size = .*/cache_size = 0/' \
       -e "s/^cascade = .*/cascade = $flag/" config/default.toml > bench/out/serve-cascade/$mode.toml

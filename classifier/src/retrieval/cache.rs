@@ -74,7 +74,20 @@ impl EmbeddingCache {
         texts: &[String],
         progress: &dyn Fn(usize, usize),
     ) -> Result<(Vec<f32>, usize), Error> {
-        let mut missing: Vec<&str> = Vec::new();
+        let missing = self.missing(texts);
+        let n = missing.len();
+        if n > 0 {
+            let refs: Vec<&str> = missing.iter().map(String::as_str).collect();
+            let v = enc.embed(&refs, 32, true, &|done| progress(done, n))?;
+            self.insert(&missing, &v);
+        }
+        Ok((self.gather(texts), n))
+    }
+
+    /// The distinct texts with no vector here or in the attached disk cache (vectors found
+    /// on disk are taken into memory).
+    pub fn missing(&mut self, texts: &[String]) -> Vec<String> {
+        let mut missing = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for t in texts {
             let k = key(t);
@@ -83,26 +96,30 @@ impl EmbeddingCache {
                     Some(v) => {
                         self.map.insert(k, v);
                     }
-                    None => missing.push(t),
+                    None => missing.push(t.clone()),
                 }
             }
         }
-        let n = missing.len();
-        if n > 0 {
-            let v = enc.embed(&missing, 32, true, &|done| progress(done, n))?;
-            for (t, row) in missing.iter().zip(v.chunks(self.dim)) {
-                let k = key(t);
-                self.map.insert(k, row.to_vec());
-                if self.disk.is_some() {
-                    self.added.push(k);
-                }
+        missing
+    }
+
+    /// Adds the vectors `[texts, dim]` of texts (embedded by this cache's encoder).
+    pub fn insert(&mut self, texts: &[String], vectors: &[f32]) {
+        for (t, row) in texts.iter().zip(vectors.chunks(self.dim)) {
+            let k = key(t);
+            if self.map.insert(k, row.to_vec()).is_none() && self.disk.is_some() {
+                self.added.push(k);
             }
         }
+    }
+
+    /// The vectors of texts that are all cached.
+    fn gather(&self, texts: &[String]) -> Vec<f32> {
         let mut out = Vec::with_capacity(texts.len() * self.dim);
         for t in texts {
             out.extend_from_slice(&self.map[&key(t)]);
         }
-        Ok((out, n))
+        out
     }
 
     /// Writes the cache (`[16-byte key][dim f32]` records).

@@ -119,9 +119,14 @@ impl Retrieval {
             }
             has_duties.push(owner.len() > before);
         }
+        // Titles and clauses in one call: the encoder packs them into as few passes as it
+        // can, and one record's title and clauses make one pass.
+        let n_titles = titles.len();
+        let mut all = titles;
+        all.append(&mut clause_texts);
+        let mut tv = self.embed_shared(&all)?;
+        let cv = tv.split_off(n_titles * d);
         let mut cache = self.cache.lock().expect("embedding cache");
-        let (tv, _) = cache.embed(&self.encoder, &titles, &|_, _| {})?;
-        let (cv, _) = cache.embed(&self.encoder, &clause_texts, &|_, _| {})?;
         // Keep the cache from growing without bound in a long-running service (vectors
         // embedded so far go to the disk cache first, when one is attached).
         if cache.len() > 200_000 {
@@ -137,6 +142,23 @@ impl Retrieval {
             has_duties,
             classes,
         })
+    }
+
+    /// Vectors of texts through the cache, embedding the missing ones with the cache
+    /// unlocked, so that requests served at once embed side by side rather than one after
+    /// another.
+    fn embed_shared(&self, texts: &[String]) -> Result<Vec<f32>, Error> {
+        let missing = self.cache.lock().expect("embedding cache").missing(texts);
+        let fresh = if missing.is_empty() {
+            Vec::new()
+        } else {
+            let refs: Vec<&str> = missing.iter().map(String::as_str).collect();
+            self.encoder.embed(&refs, 32, true, &|_| {})?
+        };
+        let mut cache = self.cache.lock().expect("embedding cache");
+        cache.insert(&missing, &fresh);
+        // Embeds again only what another request cleared from the cache meanwhile.
+        Ok(cache.embed(&self.encoder, texts, &|_, _| {})?.0)
     }
 
     /// Attaches the shared disk cache for this model's encoder under `root` (one directory
@@ -168,11 +190,7 @@ impl Retrieval {
             return Ok(vec![Vec::new(); texts.len()]);
         }
         let titles: Vec<String> = texts.iter().map(|t| split_text(t).0.to_string()).collect();
-        let (qv, _) = self.cache.lock().expect("embedding cache").embed(
-            &self.encoder,
-            &titles,
-            &|_, _| {},
-        )?;
+        let qv = self.embed_shared(&titles)?;
         let ix = &self.titles;
         Ok(ix
             .nearest(&qv, self.encoder.dim(), k)
