@@ -194,28 +194,42 @@ impl EncoderLayer {
     }
 
     /// The layer at inference on texts packed one after another into `x` `[1, tokens,
-    /// hidden]` (`spans`: each text's first token and length, in order, covering every
-    /// token). The projections, the feed-forward block and the norms run on all tokens at
-    /// once; each text attends to its own tokens only ([`packed_attention`]). A token's result
-    /// depends on its own text alone, never on the texts packed with it, and one pass reads
-    /// the weights once for all of them.
-    pub fn forward_packed(&self, x: Tensor<3>, spans: &[(usize, usize)]) -> Tensor<3> {
-        let dims = x.dims();
-        let device = x.device();
-        let rows = |y: Tensor<3>| {
-            y.into_data()
-                .try_into_vec::<f32>()
-                .expect("float activations")
+    /// hidden]`, in runs of texts of one length (`runs`: first token, texts, tokens per
+    /// text). The projections, the feed-forward block and the norms run on all tokens at
+    /// once — one read of the weights for every text; attention runs per run, each text on
+    /// its own tokens, exactly as burn's attention computes an unpadded batch of that length.
+    /// A token's result depends on its own text alone, never on the texts packed with it.
+    pub fn forward_packed(&self, x: Tensor<3>, runs: &[(usize, usize, usize)]) -> Tensor<3> {
+        let [_, _, d] = x.dims();
+        let heads = self.mha.n_heads;
+        let dk = d / heads;
+        let q = self.mha.query.forward(x.clone());
+        let k = self.mha.key.forward(x.clone());
+        let v = self.mha.value.forward(x.clone());
+        let mut parts: Vec<Tensor<3>> = runs
+            .iter()
+            .map(|&(start, texts, len)| {
+                let split = |m: &Tensor<3>| {
+                    m.clone()
+                        .slice([0..1, start..start + texts * len, 0..d])
+                        .reshape([texts, len, heads, dk])
+                        .swap_dims(1, 2)
+                };
+                let scores = split(&q)
+                    .matmul(split(&k).transpose())
+                    .div_scalar((dk as f32).sqrt());
+                burn::tensor::activation::softmax(scores, 3)
+                    .matmul(split(&v))
+                    .swap_dims(1, 2)
+                    .reshape([1, texts * len, d])
+            })
+            .collect();
+        let context = if parts.len() == 1 {
+            parts.pop().expect("one run")
+        } else {
+            Tensor::cat(parts, 1)
         };
-        let q = rows(self.mha.query.forward(x.clone()));
-        let k = rows(self.mha.key.forward(x.clone()));
-        let v = rows(self.mha.value.forward(x.clone()));
-        let context = packed_attention(&q, &k, &v, spans, self.mha.n_heads, dims[2]);
-        let att = self.mha.output.forward(Tensor::<3>::from_data(
-            TensorData::new(context, dims),
-            &device,
-        ));
-        let x = self.norm_1.forward(x + att);
+        let x = self.norm_1.forward(x + self.mha.output.forward(context));
         self.feed_forward(x, false)
     }
 
@@ -237,59 +251,6 @@ impl EncoderLayer {
         let y = self.pwff.linear_outer.forward(h);
         self.norm_2.forward(x + y)
     }
-}
-
-/// Multi-head self-attention of texts packed one after another: `q`, `k`, `v` are the
-/// projections `[tokens, hidden]`, `spans` each text's first token and length (in order,
-/// covering every token). Per text and head, `softmax(q kᵀ / √d) v` over the text's own
-/// tokens, so no padding and no mask are needed. Written out rather than with tensor ops:
-/// a text's attention is a few hundred small dot products, and as tensor ops each text and
-/// layer would cost a dozen operations' overhead.
-pub fn packed_attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    spans: &[(usize, usize)],
-    heads: usize,
-    hidden: usize,
-) -> Vec<f32> {
-    let dk = hidden / heads.max(1);
-    let scale = 1.0 / (dk as f32).sqrt();
-    let mut out = vec![0f32; q.len()];
-    let mut rest = &mut out[..];
-    let mut parts = Vec::with_capacity(spans.len());
-    for &(start, len) in spans {
-        let (part, tail) = rest.split_at_mut(len * hidden);
-        parts.push((start, len, part));
-        rest = tail;
-    }
-    parts.into_par_iter().for_each(|(start, len, out)| {
-        let at = |t: usize, h: usize| (start + t) * hidden + h * dk;
-        let mut p = vec![0f32; len];
-        for h in 0..heads {
-            for i in 0..len {
-                let qi = &q[at(i, h)..at(i, h) + dk];
-                let mut max = f32::NEG_INFINITY;
-                for (j, pj) in p.iter_mut().enumerate() {
-                    *pj = crate::ann::dot(qi, &k[at(j, h)..at(j, h) + dk]) * scale;
-                    max = max.max(*pj);
-                }
-                let mut sum = 0f32;
-                for pj in p.iter_mut() {
-                    *pj = (*pj - max).exp();
-                    sum += *pj;
-                }
-                let o = &mut out[i * hidden + h * dk..i * hidden + (h + 1) * dk];
-                for (j, pj) in p.iter().enumerate() {
-                    let w = pj / sum;
-                    for (o, x) in o.iter_mut().zip(&v[at(j, h)..at(j, h) + dk]) {
-                        *o += w * x;
-                    }
-                }
-            }
-        }
-    });
-    out
 }
 
 impl BertModel {
@@ -630,17 +591,16 @@ impl Encoder {
     }
 
     /// Sentence vectors `[texts, dim]` (row-major), L2-normalised when `normalise`; the output
-    /// is in input order. A text's vector depends on the text alone, never on the texts
-    /// embedded with it, so coding a file in shards, or one job in the service, gives exactly
-    /// the vectors of coding everything at once.
+    /// is in input order. Up to `batch_size` texts, in order of token length, are packed one
+    /// after another into one pass ([`EncoderLayer::forward_packed`]): no padding, and one read
+    /// of the weights for all of them — at a few tokens a text, reading the weights is most of
+    /// a pass, so a job's title and duty clauses cost one pass rather than one each.
     ///
-    /// On the CPU, up to `batch_size` texts (in order of token length) are packed one after
-    /// another into one pass ([`EncoderLayer::forward_packed`]): no padding, and one read of
-    /// the weights for all of them — at a few tokens per text, reading the weights is most of
-    /// a pass, so a job's title and duty clauses cost about one pass rather than one each.
-    /// On an accelerator, texts are batched with texts of their own length only (no padding
-    /// either: a padded row's sums run over more terms, which moves its vector in the last
-    /// bits).
+    /// A text's vector depends on the text alone, never on the texts embedded with it, so
+    /// coding a file in shards, or one job in the service, gives exactly the vectors of coding
+    /// everything at once: a packed text gets the bits of an unpadded batch of its length,
+    /// and the number of rows in a batch does not change a row's result. (A padded row's
+    /// sums would run over more terms, which moves its vector in the last bits.)
     pub fn embed(
         &self,
         texts: &[&str],
@@ -654,18 +614,20 @@ impl Encoder {
         let d = self.dim();
         let mut out = vec![0f32; texts.len() * d];
         let mut done = 0;
-        let packed = self.device == device();
-        let width = rayon::current_num_threads().max(1);
-        let mut batches: Vec<&[usize]> = Vec::new();
-        if packed {
-            // A few texts make one pass even with a core idle: split over both, each pass
-            // would read all the weights again, and under load that costs more than it saves.
-            batches.extend(order.chunks(batch_size.max(1)));
-        } else {
-            for run in order.chunk_by(|&a, &b| ids[a].len() == ids[b].len()) {
-                batches.extend(run.chunks(batch_size.max(1)));
-            }
+        // Full batches of one length make a pass each (one attention product per layer); the
+        // rest — the few texts of most lengths, or a job's title and clauses — are packed
+        // together. A few texts make one pass even with a core idle: split over both, each
+        // pass would read all the weights again, and under load that costs more than it saves.
+        let size = batch_size.max(1);
+        let mut batches: Vec<Vec<usize>> = Vec::new();
+        let mut rest: Vec<usize> = Vec::new();
+        for run in order.chunk_by(|&a, &b| ids[a].len() == ids[b].len()) {
+            let full = run.len() / size * size;
+            batches.extend(run[..full].chunks(size).map(<[usize]>::to_vec));
+            rest.extend_from_slice(&run[full..]);
         }
+        batches.extend(rest.chunks(size).map(<[usize]>::to_vec));
+        let width = rayon::current_num_threads().max(1);
         // Batches run side by side, one per core: a forward pass over short sequences keeps
         // one core busy at most, so a second batch at once nearly doubles the throughput.
         for group in batches.chunks(width) {
@@ -674,11 +636,7 @@ impl Encoder {
                 .par_iter()
                 .map(|chunk| {
                     let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-                    if packed {
-                        self.embed_packed(&rows, normalise)
-                    } else {
-                        self.embed_ids(&rows, normalise)
-                    }
+                    self.embed_packed(&rows, normalise)
                 })
                 .collect();
             for (chunk, v) in group.iter().zip(vectors) {
@@ -692,49 +650,60 @@ impl Encoder {
         Ok(out)
     }
 
-    /// Sentence vectors of already tokenised rows, packed into one pass on the CPU (see
-    /// [`Encoder::embed`]).
+    /// Sentence vectors of already tokenised rows, packed into one pass (see
+    /// [`Encoder::embed`]). Each text's vector is bit for bit the one an unpadded batch of
+    /// texts of its length gives.
     pub fn embed_packed(&self, rows: &[&[u32]], normalise: bool) -> Vec<f32> {
         let offset = if self.config.roberta_positions() {
             self.config.pad_token_id as i64 + 1
         } else {
             0
         };
-        let mut spans = Vec::with_capacity(rows.len());
-        let (mut ids, mut pos) = (Vec::new(), Vec::new());
         let pad = [self.config.pad_token_id as u32];
-        for r in rows {
-            // A tokenised text always has its special tokens; an empty row still gets a slot
-            // (the pad token) so every text has a vector.
-            let r: &[u32] = if r.is_empty() { &pad } else { r };
-            spans.push((ids.len(), r.len()));
-            ids.extend(r.iter().map(|&t| t as i64));
-            pos.extend((0..r.len() as i64).map(|t| offset + t));
+        // A tokenised text always has its special tokens; an empty row still gets a slot (the
+        // pad token) so every text has a vector.
+        let rows: Vec<&[u32]> = rows
+            .iter()
+            .map(|r| if r.is_empty() { &pad[..] } else { *r })
+            .collect();
+        let mut runs = Vec::new();
+        let mut start = 0;
+        for run in rows.chunk_by(|a, b| a.len() == b.len()) {
+            runs.push((start, run.len(), run[0].len()));
+            start += run.len() * run[0].len();
         }
+        let ids: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| r.iter().map(|&t| t as i64))
+            .collect();
+        let pos: Vec<i64> = rows
+            .iter()
+            .flat_map(|r| (0..r.len() as i64).map(|t| offset + t))
+            .collect();
         let t = ids.len();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &self.device);
         let pos = Tensor::<2, Int>::from_data(TensorData::new(pos, [1, t]), &self.device);
         let mut x = self.model.embed(ids, pos);
         for layer in &self.model.encoder.layers {
-            x = layer.forward_packed(x, &spans);
+            x = layer.forward_packed(x, &runs);
         }
-        let h = x
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("float hidden states");
         let d = self.dim();
-        let mut v = vec![0f32; rows.len() * d];
-        for (row, &(start, len)) in v.chunks_mut(d).zip(&spans) {
-            match self.pooling {
-                Pooling::Cls => row.copy_from_slice(&h[start * d..(start + 1) * d]),
-                Pooling::Mean => {
-                    for tok in h[start * d..(start + len) * d].chunks(d) {
-                        row.iter_mut().zip(tok).for_each(|(r, x)| *r += x);
-                    }
-                    row.iter_mut().for_each(|r| *r /= len as f32);
-                }
-            }
-            if normalise {
+        let mut v = Vec::with_capacity(rows.len() * d);
+        for &(start, texts, len) in &runs {
+            let h = x
+                .clone()
+                .slice([0..1, start..start + texts * len, 0..d])
+                .reshape([texts, len, d]);
+            let keep = Tensor::<2>::ones([texts, len], &self.device);
+            v.extend(
+                self.pool(h, keep)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("float embeddings"),
+            );
+        }
+        if normalise {
+            for row in v.chunks_mut(d) {
                 let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                 row.iter_mut().for_each(|x| *x /= n);
             }
@@ -916,16 +885,10 @@ impl Encoder {
             let mut file = std::fs::File::open(&p).map_err(|e| file_err(&p, e.to_string()))?;
             std::io::copy(&mut file, &mut h).map_err(|e| file_err(&p, e.to_string()))?;
         }
-        // How the vectors are computed (see `embed`): packed passes on the CPU, batches of one
-        // token length elsewhere. The two differ in the last bits, and vectors cached by one
-        // are not mixed with the other's (nor with those of padded batches, cached by older
-        // versions).
-        let path = if self.device == device() {
-            "packed"
-        } else {
-            "unpadded"
-        };
-        h.update(format!("{:?}/{}/{path}", self.pooling, self.max_seq_length).as_bytes());
+        // "unpadded": vectors from unpadded batches (or packed passes, which give the same
+        // bits), whose last bits differ from those of vectors that older versions cached
+        // from padded ones.
+        h.update(format!("{:?}/{}/unpadded", self.pooling, self.max_seq_length).as_bytes());
         Ok(h.finalize().to_hex()[..16].to_string())
     }
 }
@@ -1153,7 +1116,7 @@ mod tests {
     }
 
     #[test]
-    fn packed_texts_embed_as_the_padded_tensor_path_does() {
+    fn packed_texts_embed_as_unpadded_batches_do() {
         let d = tempfile::tempdir().unwrap();
         fixture(d.path());
         let enc = Encoder::load(d.path(), 0).unwrap();
@@ -1161,24 +1124,30 @@ mod tests {
             "bus driver",
             "software engineer software engineer bus",
             "driver",
+            "engineer bus",
             "a much longer text about software and a bus driver",
         ];
         let ids = enc.tokenize(&texts).unwrap();
         let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        // One padded batch through burn's attention with its mask, against the packed pass.
-        let padded = enc.embed_ids(&rows, true);
         let packed = enc.embed_packed(&rows, true);
+        for (i, r) in rows.iter().enumerate() {
+            // Each text alone through burn's attention (its own batch, no padding): the
+            // same bits as in the pack.
+            assert_eq!(enc.embed_ids(&[r], true), &packed[i * 32..(i + 1) * 32]);
+        }
+        // A padded batch differs in the last bits only.
+        let padded = enc.embed_ids(&rows, true);
         let worst = padded
             .iter()
             .zip(&packed)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         assert!(worst < 1e-5, "packed and padded differ by {worst}");
-        // The order of the texts in a pack changes nothing.
+        // Nor does the order of the texts in a pack change anything.
         let reversed: Vec<&[u32]> = rows.iter().rev().copied().collect();
         let back = enc.embed_packed(&reversed, true);
         for (i, row) in packed.chunks(32).enumerate() {
-            assert_eq!(row, &back[(3 - i) * 32..(4 - i) * 32]);
+            assert_eq!(row, &back[(4 - i) * 32..(5 - i) * 32]);
         }
     }
 
