@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 DATA=../shared/data
 [ -f bench/out/store-cascade/refs/best.json ] || { echo "run bash bench/cascade.sh first" >&2; exit 1; }
 cargo build --release --quiet --bin isco-dag --example loadgen -p isco-dag -p api
-BIN=./target/release/isco-dag
+BIN=${BIN:-./target/release/isco-dag}
 LOAD=./target/release/examples/loadgen
 mkdir -p bench/out/serve-cascade
 python3 - <<PY
