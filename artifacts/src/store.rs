@@ -457,19 +457,32 @@ impl Store {
             OutputKind::File => self.good_object(&out.id),
             OutputKind::Dir => {
                 let dir = self.root.join("checkouts").join(&out.id);
-                if dir.join(CHECKOUT_MARKER).is_file() {
-                    if self.checkout_matches(&out.id, &dir) {
-                        return Ok(dir);
-                    }
-                    tracing::warn!(
-                        checkout = %dir.display(),
-                        "a checkout differs from the objects it was made from; it is made again"
-                    );
-                    fs::remove_dir_all(&dir).io("remove", &dir)?;
+                let complete = dir.join(CHECKOUT_MARKER).is_file();
+                if complete && self.checkout_matches(&out.id, &dir) {
+                    return Ok(dir);
                 }
                 let tmp = self.root.join("tmp").join(tmp_name("checkout"));
                 self.materialise_tree(&out.id, &tmp)?;
                 atomic_write(&tmp.join(CHECKOUT_MARKER), b"")?;
+                if complete {
+                    // Complete, but not what its tree says: damaged.
+                    tracing::warn!(
+                        checkout = %dir.display(),
+                        "a checkout differs from the objects it was made from; it is made again"
+                    );
+                    // The new one is made beside it and swapped in, rather than the old one
+                    // removed first: a stage reading the old checkout keeps the files it has
+                    // open, and the path names a complete checkout but for the instant
+                    // between two renames.
+                    let aside = self.root.join("tmp").join(tmp_name("damaged"));
+                    fs::rename(&dir, &aside).io("move aside", &dir)?;
+                    let swapped = fs::rename(&tmp, &dir);
+                    let _ = fs::remove_dir_all(&aside);
+                    if swapped.is_err() {
+                        let _ = fs::remove_dir_all(&tmp);
+                    }
+                    return Ok(dir);
+                }
                 if fs::rename(&tmp, &dir).is_err() {
                     // Another process finished the same checkout first.
                     let _ = fs::remove_dir_all(&tmp);
@@ -1063,6 +1076,28 @@ mod tests {
         let co = store.checkout(&again).unwrap();
         assert!(store.checkout_matches(&again.id, &co));
         assert!(!store.verify(false).unwrap().damaged());
+    }
+
+    #[test]
+    fn a_damaged_checkout_is_swapped_for_a_new_one_under_its_readers() {
+        let (_dir, store, out) = stored_model_dir();
+        let co = store.checkout(&out).unwrap();
+        let mut reading = fs::File::open(co.join("sub/b.json")).unwrap();
+        // A file that is not in the tree: another process (its own verified set) sees a
+        // damaged checkout and makes it again.
+        fs::write(co.join("stray.txt"), b"?").unwrap();
+        let other = Store::open(&store.root).unwrap();
+        let again = other.checkout(&out).unwrap();
+        assert_eq!(again, co);
+        assert!(!again.join("stray.txt").exists());
+        assert!(other.checkout_matches(&out.id, &again));
+        assert_eq!(fs::read(again.join("a.bin")).unwrap(), b"weights");
+        // The reader's open file still reads.
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut reading, &mut text).unwrap();
+        assert_eq!(text, "{}");
+        // Nothing is left aside.
+        assert_eq!(fs::read_dir(store.root.join("tmp")).unwrap().count(), 0);
     }
 
     #[test]
