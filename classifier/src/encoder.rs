@@ -1137,11 +1137,7 @@ mod tests {
         }
         // A padded batch differs in the last bits only.
         let padded = enc.embed_ids(&rows, true);
-        let worst = padded
-            .iter()
-            .zip(&packed)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = crate::max_abs_diff(&padded, &packed);
         assert!(worst < 1e-5, "packed and padded differ by {worst}");
         // Nor does the order of the texts in a pack change anything.
         let reversed: Vec<&[u32]> = rows.iter().rev().copied().collect();

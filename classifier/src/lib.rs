@@ -47,3 +47,13 @@ pub mod transformer;
 pub use error::Error;
 pub use rng::Rng;
 pub use taxonomy::{IscoCode, Taxonomy};
+
+/// The largest absolute difference between two vectors, element by element (for tests that
+/// compare two computations of the same numbers).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}

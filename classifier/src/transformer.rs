@@ -637,11 +637,7 @@ mod tests {
         assert!(FineTuned::present(&out));
         let back = FineTuned::load(&out, 3, 16).unwrap();
         let l2 = back.logits(&texts[..6]).unwrap();
-        let diff = l
-            .iter()
-            .zip(&l2)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = crate::max_abs_diff(&l, &l2);
         assert!(diff < 1e-4, "saved model differs by {diff}");
     }
 }
