@@ -1,7 +1,10 @@
 """PyTorch side of bench/encoder-speed.sh: sentence-transformers on CPU, same rows, batch 32.
 
     python encoder_speed.py ENCODER_DIR CSV ROWS MAX_LEN title|record
+
+PRECISION=bf16 runs the model under torch.autocast("cpu", bfloat16), PyTorch's mixed precision.
 """
+import contextlib
 import csv
 import os
 import sys
@@ -22,8 +25,15 @@ with open(path, newline="") as f:
         texts.append(row["job_title"] if field == "title" else row["job_title"] + ". " + row["duties_description"])
 m = SentenceTransformer(enc_dir, device="cpu")
 m.max_seq_length = max_len
-m.encode(texts[:32], batch_size=32)
-t = time.time()
-v = m.encode(texts, batch_size=32, convert_to_numpy=True)
-s = time.time() - t
-print(f"pytorch {torch.__version__} ({torch.get_num_threads()} threads): {len(texts)} rows ({field}) in {s:.2f}s = {len(texts) / s:.1f} rows/s, checksum {float(v.sum()):.4f}")
+precision = os.environ.get("PRECISION", "fp32")
+mixed = (
+    torch.autocast("cpu", dtype=torch.bfloat16)
+    if precision == "bf16"
+    else contextlib.nullcontext()
+)
+with mixed:
+    m.encode(texts[:32], batch_size=32)
+    t = time.time()
+    v = m.encode(texts, batch_size=32, convert_to_numpy=True)
+    s = time.time() - t
+print(f"pytorch {torch.__version__} {precision} ({torch.get_num_threads()} threads): {len(texts)} rows ({field}) in {s:.2f}s = {len(texts) / s:.1f} rows/s, checksum {float(v.sum()):.4f}")

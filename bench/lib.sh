@@ -48,3 +48,22 @@ params_from = ["model", "training"]
 params = { $4 }
 TOML
 }
+
+# libtorch_env: libtorch 2.9.0 (the version torch-sys 0.22 is generated for) for
+# `--features tch`, without a libtorch download site: taken from the Python registry's `torch`
+# wheel once into $WORK (default /tmp/isco-tch; ~2.5 GB), its CUDA libraries removed, with the
+# two CUDA runtime libraries libtorch_cpu.so still links (cudart, cupti) from their wheels on the
+# Python registry. Sets W, LIBTORCH, LIBTORCH_CXX11_ABI and LD_LIBRARY_PATH.
+libtorch_env() {
+  W=${WORK:-/tmp/isco-tch}
+  if [ ! -f "$W/torch29/torch/lib/libtorch_cpu.so" ]; then
+    mkdir -p "$W"
+    pip download torch==2.9.0 nvidia-cuda-runtime-cu12==12.8.90 nvidia-cuda-cupti-cu12==12.8.90 --no-deps -d "$W/whl"
+    rm -rf "$W/torch29" "$W/nv" && mkdir -p "$W/torch29" "$W/nv"
+    unzip -q "$W"/whl/torch-2.9.0-*.whl 'torch/include/*' 'torch/lib/*' 'torch/share/*' -d "$W/torch29"
+    rm -f "$W"/torch29/torch/lib/lib{c10_cuda,caffe2_nvrtc,torch_cuda,torch_cuda_linalg,torch_nvshmem}.so
+    for w in "$W"/whl/nvidia_*.whl; do unzip -q -o "$w" -d "$W/nv"; done
+  fi
+  export LIBTORCH="$W/torch29/torch" LIBTORCH_CXX11_ABI=1
+  export LD_LIBRARY_PATH="$LIBTORCH/lib:$W/nv/nvidia/cuda_cupti/lib:$W/nv/nvidia/cuda_runtime/lib"
+}

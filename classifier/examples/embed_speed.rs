@@ -2,6 +2,8 @@
 //!
 //! `cargo run --release -p classifier --example embed_speed -- ENCODER_DIR CSV ROWS MAX_LEN FIELD`
 //! FIELD is `title` (job_title) or `record` (job_title + ". " + duties_description).
+//! `PRECISION=bf16` (or `fp16`) runs the products in mixed precision (libtorch builds:
+//! `--features tch`); `BATCH` sets the batch size (32).
 
 use std::time::Instant;
 
@@ -26,7 +28,13 @@ fn main() {
         })
         .collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let enc = classifier::encoder::Encoder::load(a[1].as_ref(), max_len).expect("encoder loads");
+    let mut enc =
+        classifier::encoder::Encoder::load(a[1].as_ref(), max_len).expect("encoder loads");
+    let precision: classifier::device::Precision = std::env::var("PRECISION")
+        .unwrap_or_else(|_| "fp32".into())
+        .parse()
+        .unwrap_or_else(|e| panic!("PRECISION: {e}"));
+    enc.set_precision(precision);
     // Warm-up on a few rows, then the timed pass.
     enc.embed(&refs[..32.min(refs.len())], 32, false, &|_| {})
         .expect("embeds");
@@ -44,11 +52,36 @@ fn main() {
         .map(Vec::len)
         .sum();
     println!(
-        "burn flex: {} rows ({}) in {s:.2}s = {:.1} rows/s, mean {:.1} tokens, checksum {:.4}",
+        "burn {} {precision}: {} rows ({}) in {s:.2}s = {:.1} rows/s, mean {:.1} tokens, checksum {:.4}",
+        if cfg!(feature = "tch") {
+            "libtorch"
+        } else {
+            "flex"
+        },
         refs.len(),
         a[5],
         refs.len() as f64 / s,
         tokens as f64 / refs.len() as f64,
         v.iter().map(|x| *x as f64).sum::<f64>()
     );
+    if !precision.is_fp32() {
+        // How far the mixed-precision vectors are from the fp32 ones (cosine per row).
+        enc.set_precision(classifier::device::Precision::Fp32);
+        let full = enc.embed(&refs, batch, false, &|_| {}).expect("embeds");
+        let d = enc.dim();
+        let cos: Vec<f64> = v
+            .chunks(d)
+            .zip(full.chunks(d))
+            .map(|(a, b)| {
+                let dot: f64 = a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum();
+                let n = |u: &[f32]| u.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
+                dot / (n(a) * n(b))
+            })
+            .collect();
+        println!(
+            "  cosine to fp32: mean {:.5}, min {:.5}",
+            cos.iter().sum::<f64>() / cos.len() as f64,
+            cos.iter().copied().fold(f64::INFINITY, f64::min)
+        );
+    }
 }

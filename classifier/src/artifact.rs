@@ -187,6 +187,25 @@ impl Model {
         }
     }
 
+    /// Sets the float type of the encoders' products for coding (see [`crate::device`]).
+    pub fn set_precision(&mut self, precision: crate::device::Precision) -> Result<(), Error> {
+        match self {
+            Model::Ngram { .. } => {}
+            Model::Transformer { transformer, .. } => transformer.encoder.set_precision(precision),
+            Model::Ensemble {
+                retrieval,
+                transformer,
+                ..
+            } => {
+                retrieval.set_precision(precision)?;
+                if let Some(t) = transformer {
+                    t.encoder.set_precision(precision);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The n-gram network every kind has.
     pub fn net(&self) -> &Trained {
         match self {

@@ -7,12 +7,24 @@
 //! MPS, else the CPU. Asking for a device this build or machine does not have is a
 //! configuration error, raised when the settings are read, before anything runs.
 //!
+//! `precision = "fp32" | "bf16" | "fp16"` (next to `device`) sets the float type of the
+//! encoders' matrix products. `fp32` (the default) computes everything in single precision
+//! and adds nothing to a stage's key. `bf16` and `fp16` are mixed precision as
+//! libtorch's autocast does it: the projections, the feed-forward products and attention's
+//! two products read and multiply 16-bit numbers, while the embeddings, residual sums, layer
+//! norms, softmax, GELU and pooling stay in fp32, and in training the weights the optimiser
+//! updates stay fp32 (they are cast for each product, and their gradients cast back).
+//! 16-bit products need libtorch: burn's CPU backend has none that is faster than fp32, so
+//! on the default build anything but `fp32` is a configuration error. `bf16` runs on CUDA
+//! GPUs, Apple's MPS and on CPUs with AVX-512 BF16 or AMX (where libtorch's oneDNN kernels
+//! use them); `fp16` on a GPU only — libtorch has no fast fp16 products on the CPU.
+//!
 //! The choice is made in two steps so that it can be tested on any machine: [`DeviceChoice::place`]
 //! decides from what [`Accelerators`] reports (pure logic), and [`Placement::device`] turns the
 //! decision into a burn device of this build's backend.
 use std::str::FromStr;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use serde::{Deserialize, Serialize};
 
 /// The `device` setting as written.
@@ -72,6 +84,99 @@ impl std::fmt::Display for DeviceChoice {
             DeviceChoice::Mps => f.write_str("mps"),
         }
     }
+}
+
+/// The `precision` setting: the float type of the encoders' matrix products (see the module
+/// doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Precision {
+    /// Everything in single precision.
+    #[default]
+    Fp32,
+    /// Products in bfloat16 (fp32's range, 8 bits of mantissa), the rest in fp32.
+    Bf16,
+    /// Products in IEEE half precision, the rest in fp32.
+    Fp16,
+}
+
+impl Precision {
+    /// The 16-bit type of the products, `None` for fp32.
+    pub fn half(self) -> Option<FloatDType> {
+        match self {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(FloatDType::BF16),
+            Precision::Fp16 => Some(FloatDType::F16),
+        }
+    }
+
+    /// Whether this is the default (single precision everywhere).
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    /// Whether the products can run at this precision where the encoder is placed; an error
+    /// says why not and what to write instead.
+    pub fn check(self, placed: Placement, there: Accelerators) -> Result<(), String> {
+        match self {
+            Precision::Fp32 => Ok(()),
+            _ if !there.gpu_build => Err(format!(
+                "`{self}` needs libtorch (`cargo build --release --features tch`): this build's CPU backend has no 16-bit matrix products faster than fp32; write \"fp32\""
+            )),
+            Precision::Fp16 if placed == Placement::Cpu => Err(
+                "`fp16` runs on a GPU: libtorch has no fast fp16 products on the CPU; write \"bf16\" (fast on CPUs with AVX-512 BF16 or AMX) or \"fp32\"".into(),
+            ),
+            Precision::Bf16 | Precision::Fp16 => Ok(()),
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "fp16" | "f16" | "float16" | "half" => Ok(Precision::Fp16),
+            other => Err(format!(
+                "`{other}` is not a precision; write \"fp32\", \"bf16\" or \"fp16\""
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for Precision {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Precision> for String {
+    fn from(p: Precision) -> String {
+        p.to_string()
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Fp16 => "fp16",
+        })
+    }
+}
+
+/// The burn device of `device` and the checked `precision` for it, or an error naming the
+/// setting at fault.
+pub fn place(device: DeviceChoice, precision: Precision) -> Result<(Device, Precision), String> {
+    let there = Accelerators::detect();
+    let placed = device.place(there).map_err(|e| format!("device: {e}"))?;
+    precision
+        .check(placed, there)
+        .map_err(|e| format!("precision: {e}"))?;
+    Ok((placed.device(), precision))
 }
 
 /// What this build and machine offer besides the CPU.
@@ -234,7 +339,59 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("--features tch"), "{e}");
         // This machine: the CPU is always there.
+        assert!(place(DeviceChoice::Cpu, Precision::Fp32).is_ok());
         assert!(DeviceChoice::Cpu.device().is_ok());
         assert!(DeviceChoice::Auto.device().is_ok());
+    }
+
+    #[test]
+    fn precision_reads_and_writes_back() {
+        for s in ["fp32", "bf16", "fp16"] {
+            let p: Precision = s.parse().unwrap();
+            assert_eq!(p.to_string(), s);
+        }
+        assert_eq!("BFloat16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert_eq!(Precision::default(), Precision::Fp32);
+        assert_eq!(Precision::Fp32.half(), None);
+        assert_eq!(Precision::Fp16.half(), Some(FloatDType::F16));
+        let e = "int8".parse::<Precision>().unwrap_err();
+        assert!(e.contains("bf16"), "{e}");
+    }
+
+    #[test]
+    fn sixteen_bit_products_need_libtorch_and_fp16_a_gpu() {
+        let cpu_build = Accelerators::default();
+        let libtorch_cpu = Accelerators {
+            gpu_build: true,
+            cuda_devices: 0,
+            mps: false,
+        };
+        let gpu = Accelerators {
+            gpu_build: true,
+            cuda_devices: 1,
+            mps: false,
+        };
+        for there in [cpu_build, libtorch_cpu, gpu] {
+            assert_eq!(Precision::Fp32.check(Placement::Cpu, there), Ok(()));
+        }
+        let e = Precision::Bf16
+            .check(Placement::Cpu, cpu_build)
+            .unwrap_err();
+        assert!(e.contains("--features tch") && e.contains("fp32"), "{e}");
+        assert_eq!(Precision::Bf16.check(Placement::Cpu, libtorch_cpu), Ok(()));
+        let e = Precision::Fp16
+            .check(Placement::Cpu, libtorch_cpu)
+            .unwrap_err();
+        assert!(e.contains("GPU") && e.contains("bf16"), "{e}");
+        assert_eq!(Precision::Fp16.check(Placement::Cuda(0), gpu), Ok(()));
+        assert_eq!(Precision::Bf16.check(Placement::Mps, gpu), Ok(()));
+        // On this build and machine: fp32 always places; a 16-bit precision on the CPU only
+        // with libtorch.
+        let e = place(DeviceChoice::Cpu, Precision::Fp16).unwrap_err();
+        assert!(e.starts_with("precision:"), "{e}");
+        assert_eq!(
+            place(DeviceChoice::Cpu, Precision::Bf16).is_ok(),
+            Accelerators::detect().gpu_build
+        );
     }
 }

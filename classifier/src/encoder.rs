@@ -32,11 +32,12 @@ use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use crate::device::Precision;
 use crate::error::Error;
 use crate::model::device;
 
@@ -180,17 +181,84 @@ fn exp_neg(y: f32) -> f32 {
     p * f32::from_bits(((k as i32 + 127) as u32) << 23)
 }
 
+/// `linear(x)` with `x` and the result in the 16-bit type `half`: the weight is cast for the
+/// product (a no-op when it already is 16-bit; in training the cast is in the graph, so the
+/// gradient reaches the fp32 weight the optimiser updates).
+fn linear_half(linear: &Linear, x: Tensor<3>, half: FloatDType) -> Tensor<3> {
+    // burn's linear op, as `Linear::forward` uses: one product over all rows (and one for the
+    // weight's gradient), not a product per batch entry against a broadcast weight.
+    burn::tensor::module::linear(
+        x,
+        linear.weight.val().cast(half),
+        linear.bias.as_ref().map(|b| b.val().cast(half)),
+    )
+}
+
+/// Scaled dot-product attention of `q`, `k`, `v` `[texts, heads, len, dk]` in the 16-bit type
+/// `half`: the scores are taken to fp32 for the mask and the softmax, the weights back to
+/// 16 bits for the product with `v`.
+fn attention_half(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    pad: Option<Tensor<2, Bool>>,
+    half: FloatDType,
+) -> Tensor<4> {
+    let [texts, _, _, dk] = q.dims();
+    let mut scores = q
+        .matmul(k.transpose())
+        .div_scalar((dk as f32).sqrt())
+        .cast(FloatDType::F32);
+    if let Some(pad) = pad {
+        let [_, len] = pad.dims();
+        // The value burn's attention gives padding, so fp32 and mixed precision mask alike.
+        scores = scores.mask_fill(pad.reshape([texts, 1, 1, len]), -1.0e4);
+    }
+    burn::tensor::activation::softmax(scores, 3)
+        .cast(half)
+        .matmul(v)
+}
+
 impl EncoderLayer {
-    /// The layer on hidden states `[batch, seq, hidden]` with padding mask (`true` = padding).
-    /// `differentiable` computes the GELU with burn's tracked op (for training) instead of the
-    /// faster in-place arithmetic, which reads the values out of the graph.
-    pub fn forward(&self, x: Tensor<3>, pad: Tensor<2, Bool>, differentiable: bool) -> Tensor<3> {
-        let att = self
-            .mha
-            .forward(MhaInput::self_attn(x.clone()).mask_pad(pad))
-            .context;
+    /// The layer on hidden states `[batch, seq, hidden]` with padding mask (`true` = padding),
+    /// its products at `precision` (see [`crate::device`]). `differentiable` computes the GELU
+    /// with burn's tracked op (for training) instead of the faster in-place arithmetic, which
+    /// reads the values out of the graph.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        pad: Tensor<2, Bool>,
+        differentiable: bool,
+        precision: Precision,
+    ) -> Tensor<3> {
+        let Some(half) = precision.half() else {
+            let att = self
+                .mha
+                .forward(MhaInput::self_attn(x.clone()).mask_pad(pad))
+                .context;
+            let x = self.norm_1.forward(x + att);
+            return self.feed_forward(x, differentiable, precision);
+        };
+        let [b, len, d] = x.dims();
+        let heads = self.mha.n_heads;
+        let xh = x.clone().cast(half);
+        let split = |l: &Linear| {
+            linear_half(l, xh.clone(), half)
+                .reshape([b, len, heads, d / heads])
+                .swap_dims(1, 2)
+        };
+        let context = attention_half(
+            split(&self.mha.query),
+            split(&self.mha.key),
+            split(&self.mha.value),
+            Some(pad),
+            half,
+        )
+        .swap_dims(1, 2)
+        .reshape([b, len, d]);
+        let att = linear_half(&self.mha.output, context, half).cast(FloatDType::F32);
         let x = self.norm_1.forward(x + att);
-        self.feed_forward(x, differentiable)
+        self.feed_forward(x, differentiable, precision)
     }
 
     /// The layer at inference on texts packed one after another into `x` `[1, tokens,
@@ -199,13 +267,25 @@ impl EncoderLayer {
     /// once — one read of the weights for every text; attention runs per run, each text on
     /// its own tokens, exactly as burn's attention computes an unpadded batch of that length.
     /// A token's result depends on its own text alone, never on the texts packed with it.
-    pub fn forward_packed(&self, x: Tensor<3>, runs: &[(usize, usize, usize)]) -> Tensor<3> {
+    ///
+    /// At a 16-bit `precision` the products run as in [`EncoderLayer::forward`].
+    pub fn forward_packed(
+        &self,
+        x: Tensor<3>,
+        runs: &[(usize, usize, usize)],
+        precision: Precision,
+    ) -> Tensor<3> {
         let [_, _, d] = x.dims();
         let heads = self.mha.n_heads;
         let dk = d / heads;
-        let q = self.mha.query.forward(x.clone());
-        let k = self.mha.key.forward(x.clone());
-        let v = self.mha.value.forward(x.clone());
+        let half = precision.half();
+        let project = |l: &Linear| match half {
+            None => l.forward(x.clone()),
+            Some(h) => linear_half(l, x.clone().cast(h), h),
+        };
+        let q = project(&self.mha.query);
+        let k = project(&self.mha.key);
+        let v = project(&self.mha.value);
         let mut parts: Vec<Tensor<3>> = runs
             .iter()
             .map(|&(start, texts, len)| {
@@ -215,13 +295,16 @@ impl EncoderLayer {
                         .reshape([texts, len, heads, dk])
                         .swap_dims(1, 2)
                 };
-                let scores = split(&q)
-                    .matmul(split(&k).transpose())
-                    .div_scalar((dk as f32).sqrt());
-                burn::tensor::activation::softmax(scores, 3)
-                    .matmul(split(&v))
-                    .swap_dims(1, 2)
-                    .reshape([1, texts * len, d])
+                let context = match half {
+                    None => {
+                        let scores = split(&q)
+                            .matmul(split(&k).transpose())
+                            .div_scalar((dk as f32).sqrt());
+                        burn::tensor::activation::softmax(scores, 3).matmul(split(&v))
+                    }
+                    Some(h) => attention_half(split(&q), split(&k), split(&v), None, h),
+                };
+                context.swap_dims(1, 2).reshape([1, texts * len, d])
             })
             .collect();
         let context = if parts.len() == 1 {
@@ -229,13 +312,23 @@ impl EncoderLayer {
         } else {
             Tensor::cat(parts, 1)
         };
-        let x = self.norm_1.forward(x + self.mha.output.forward(context));
-        self.feed_forward(x, false)
+        let att = match half {
+            None => self.mha.output.forward(context),
+            Some(h) => linear_half(&self.mha.output, context, h).cast(FloatDType::F32),
+        };
+        let x = self.norm_1.forward(x + att);
+        self.feed_forward(x, false, precision)
     }
 
-    /// `norm_2(x + ffn(x))`.
-    fn feed_forward(&self, x: Tensor<3>, differentiable: bool) -> Tensor<3> {
-        let h = self.pwff.linear_inner.forward(x.clone());
+    /// `norm_2(x + ffn(x))`, the two products at `precision`, the GELU in fp32.
+    fn feed_forward(&self, x: Tensor<3>, differentiable: bool, precision: Precision) -> Tensor<3> {
+        let half = precision.half();
+        let h = match half {
+            None => self.pwff.linear_inner.forward(x.clone()),
+            Some(t) => {
+                linear_half(&self.pwff.linear_inner, x.clone().cast(t), t).cast(FloatDType::F32)
+            }
+        };
         let h = if differentiable {
             burn::tensor::activation::gelu(h)
         } else {
@@ -248,7 +341,10 @@ impl EncoderLayer {
             gelu_in_place(&mut v);
             Tensor::<3>::from_data(TensorData::new(v, dims), &device)
         };
-        let y = self.pwff.linear_outer.forward(h);
+        let y = match half {
+            None => self.pwff.linear_outer.forward(h),
+            Some(t) => linear_half(&self.pwff.linear_outer, h.cast(t), t).cast(FloatDType::F32),
+        };
         self.norm_2.forward(x + y)
     }
 }
@@ -297,15 +393,16 @@ impl BertModel {
     }
 
     /// Hidden states `[batch, seq, hidden]` of token ids `[batch, seq]` with padding mask
-    /// (`true` = padding) and positions.
+    /// (`true` = padding) and positions, the products at `precision`.
     pub fn forward(
         &self,
         ids: Tensor<2, Int>,
         positions: Tensor<2, Int>,
         pad: Tensor<2, Bool>,
+        precision: Precision,
     ) -> Tensor<3> {
         let x = self.embed(ids, positions);
-        self.layers(x, pad, 0..self.encoder.layers.len())
+        self.layers(x, pad, 0..self.encoder.layers.len(), precision)
     }
 
     /// The embedding block: normalised sum of token, position and segment embeddings.
@@ -328,15 +425,16 @@ impl BertModel {
         self.embeddings.layer_norm.forward(e)
     }
 
-    /// Runs the layers in `range` (inference path).
+    /// Runs the layers in `range` (inference path), the products at `precision`.
     pub fn layers(
         &self,
         mut x: Tensor<3>,
         pad: Tensor<2, Bool>,
         range: std::ops::Range<usize>,
+        precision: Precision,
     ) -> Tensor<3> {
         for layer in &self.encoder.layers[range] {
-            x = layer.forward(x, pad.clone(), false);
+            x = layer.forward(x, pad.clone(), false, precision);
         }
         x
     }
@@ -389,6 +487,29 @@ pub struct Encoder {
     tokenizer: Tokenizer,
     model: BertModel,
     device: Device,
+    precision: Precision,
+    /// At a 16-bit precision, the network with its linear weights already cast, so that
+    /// embedding does not cast them for every pass. Training uses `model` and casts the fp32
+    /// weights it updates at each product instead.
+    half: Option<BertModel>,
+}
+
+/// `model` with the weights of its linear layers cast to `half` (norms, embeddings and
+/// biases stay fp32).
+fn cast_linears(model: &BertModel, half: FloatDType) -> BertModel {
+    let cast = |l: &mut Linear| {
+        l.weight = l.weight.clone().map(|w| w.cast(half));
+    };
+    let mut m = model.clone();
+    for layer in &mut m.encoder.layers {
+        cast(&mut layer.mha.query);
+        cast(&mut layer.mha.key);
+        cast(&mut layer.mha.value);
+        cast(&mut layer.mha.output);
+        cast(&mut layer.pwff.linear_inner);
+        cast(&mut layer.pwff.linear_outer);
+    }
+    m
 }
 
 fn file_err(path: &Path, message: impl Into<String>) -> Error {
@@ -554,6 +675,8 @@ impl Encoder {
             tokenizer,
             model,
             device,
+            precision: Precision::Fp32,
+            half: None,
         })
     }
 
@@ -683,9 +806,10 @@ impl Encoder {
         let t = ids.len();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, t]), &self.device);
         let pos = Tensor::<2, Int>::from_data(TensorData::new(pos, [1, t]), &self.device);
-        let mut x = self.model.embed(ids, pos);
-        for layer in &self.model.encoder.layers {
-            x = layer.forward_packed(x, &runs);
+        let model = self.half.as_ref().unwrap_or(&self.model);
+        let mut x = model.embed(ids, pos);
+        for layer in &model.encoder.layers {
+            x = layer.forward_packed(x, &runs, self.precision);
         }
         let d = self.dim();
         let mut v = Vec::with_capacity(rows.len() * d);
@@ -714,7 +838,12 @@ impl Encoder {
     /// Sentence vectors of already tokenised rows (one padded batch, burn's tensor ops).
     pub fn embed_ids(&self, rows: &[&[u32]], normalise: bool) -> Vec<f32> {
         let batch = self.batch(rows, &self.device);
-        let h = self.model.forward(batch.ids, batch.positions, batch.pad);
+        let h = self.half.as_ref().unwrap_or(&self.model).forward(
+            batch.ids,
+            batch.positions,
+            batch.pad,
+            self.precision,
+        );
         let d = self.dim();
         let mut v = self
             .pool(h, batch.keep)
@@ -791,6 +920,18 @@ impl Encoder {
         }
     }
 
+    /// The float type of the products (fp32 unless [`Encoder::set_precision`] set another).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the float type of the products for embedding and training (see
+    /// [`crate::device`]); the weights themselves stay as loaded, in fp32.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
+        self.half = precision.half().map(|t| cast_linears(&self.model, t));
+    }
+
     /// The network.
     pub fn model(&self) -> &BertModel {
         &self.model
@@ -799,6 +940,7 @@ impl Encoder {
     /// Replaces the network (e.g. by a fine-tuned copy of the same shape).
     pub fn set_model(&mut self, model: BertModel) {
         self.model = model;
+        self.set_precision(self.precision);
     }
 
     /// The device the network lives on.
@@ -889,6 +1031,11 @@ impl Encoder {
         // bits), whose last bits differ from those of vectors that older versions cached
         // from padded ones.
         h.update(format!("{:?}/{}/unpadded", self.pooling, self.max_seq_length).as_bytes());
+        // 16-bit products give other vectors; fp32 adds nothing, so its vectors keep being
+        // found under the plain fingerprint.
+        if !self.precision.is_fp32() {
+            h.update(format!("/{}", self.precision).as_bytes());
+        }
         Ok(h.finalize().to_hex()[..16].to_string())
     }
 }
@@ -1145,6 +1292,101 @@ mod tests {
         for (i, row) in packed.chunks(32).enumerate() {
             assert_eq!(row, &back[(4 - i) * 32..(5 - i) * 32]);
         }
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (n(a) * n(b))
+    }
+
+    #[test]
+    fn mixed_precision_embeds_close_to_fp32_under_its_own_fingerprint() {
+        let d = tempfile::tempdir().unwrap();
+        fixture(d.path());
+        let mut enc = Encoder::load(d.path(), 0).unwrap();
+        let texts = [
+            "bus driver",
+            "software engineer software engineer bus",
+            "a much longer text about software and a bus driver",
+        ];
+        let ids = enc.tokenize(&texts).unwrap();
+        let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let full = enc.embed_packed(&rows, true);
+        let fp32 = enc.fingerprint().unwrap();
+        for precision in [Precision::Bf16, Precision::Fp16] {
+            enc.set_precision(precision);
+            assert_ne!(enc.fingerprint().unwrap(), fp32, "{precision}");
+            let packed = enc.embed_packed(&rows, true);
+            let padded = enc.embed_ids(&rows, true);
+            // The products really ran in 16 bits: the vectors moved, but only a little.
+            assert!(crate::max_abs_diff(&full, &packed) > 0.0, "{precision}");
+            for (i, (a, b)) in full.chunks(32).zip(packed.chunks(32)).enumerate() {
+                let c = cosine(a, b);
+                assert!(c > 0.995, "{precision}: text {i} at cosine {c} from fp32");
+            }
+            // Weights cast once for embedding give the bits of casting the fp32 ones at each
+            // product, as training does.
+            let batch = enc.batch(&rows, enc.device());
+            let h = enc
+                .model()
+                .forward(batch.ids, batch.positions, batch.pad, precision);
+            let each_product = enc
+                .pool(h, batch.keep)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            assert_eq!(each_product, enc.embed_ids(&rows, false), "{precision}");
+            // The padded path (with its mask) and the packed one agree at this precision.
+            for (a, b) in padded.chunks(32).zip(packed.chunks(32)) {
+                assert!(cosine(a, b) > 0.999, "{precision}");
+            }
+        }
+        enc.set_precision(Precision::Fp32);
+        assert_eq!(enc.fingerprint().unwrap(), fp32);
+        assert_eq!(enc.embed_packed(&rows, true), full);
+    }
+
+    #[test]
+    fn mixed_precision_training_updates_fp32_weights() {
+        let d = tempfile::tempdir().unwrap();
+        fixture(d.path());
+        let enc = Encoder::load(d.path(), 0).unwrap();
+        let ad = enc.device().clone().autodiff();
+        let layer = enc.model().encoder.layers[0].clone().fork(&ad).train();
+        let x = Tensor::<3>::random(
+            [2, 5, 32],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &ad,
+        );
+        let pad = Tensor::<2, Bool>::from_data(
+            TensorData::new(
+                vec![false; 7]
+                    .into_iter()
+                    .chain([true; 3])
+                    .collect::<Vec<_>>(),
+                [2, 5],
+            ),
+            &ad,
+        );
+        let grad = |precision: Precision| {
+            let y = layer.forward(x.clone(), pad.clone(), true, precision);
+            let loss = (y * x.clone()).sum();
+            let grads = loss.backward();
+            let w = &layer.pwff.linear_inner.weight;
+            let g = w.val().grad(&grads).expect("the weight gets a gradient");
+            assert_eq!(g.dtype(), burn::tensor::DType::F32, "{precision}");
+            g.into_data().try_into_vec::<f32>().unwrap()
+        };
+        let full = grad(Precision::Fp32);
+        let half = grad(Precision::Bf16);
+        assert!(half.iter().all(|g| g.is_finite()));
+        let c = cosine(&full, &half);
+        assert!(
+            c > 0.99,
+            "the bf16 gradient is at cosine {c} from the fp32 one"
+        );
+        assert!(crate::max_abs_diff(&full, &half) > 0.0);
     }
 
     #[test]

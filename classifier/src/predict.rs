@@ -48,6 +48,8 @@ pub struct InferenceConfig {
     /// Where the model's encoders embed (see [`crate::device`]); the n-gram network runs on
     /// the CPU.
     pub device: crate::device::DeviceChoice,
+    /// The float type of the encoders' products there (see [`crate::device`]).
+    pub precision: crate::device::Precision,
 }
 
 impl Default for InferenceConfig {
@@ -64,6 +66,7 @@ impl Default for InferenceConfig {
             cascade: true,
             rerank: true,
             device: crate::device::DeviceChoice::Auto,
+            precision: crate::device::Precision::Fp32,
         }
     }
 }
@@ -113,7 +116,7 @@ impl InferenceConfig {
                 self.similar
             ));
         }
-        self.device.device().map_err(|e| format!("`device`: {e}"))?;
+        crate::device::place(self.device, self.precision)?;
         Ok(())
     }
 
@@ -326,8 +329,10 @@ pub struct Predictor {
 impl Predictor {
     /// Loads an artifact directory.
     pub fn load(dir: &Path, config: InferenceConfig) -> Result<Predictor, Error> {
-        let device = config.device.device().map_err(Error::Model)?;
-        let (meta, model) = Model::load_on(dir, &device)?;
+        let (device, precision) =
+            crate::device::place(config.device, config.precision).map_err(Error::Model)?;
+        let (meta, mut model) = Model::load_on(dir, &device)?;
+        model.set_precision(precision)?;
         let reranker = match &meta.reranker {
             Some(fit) => {
                 let d = dir.join("reranker");
@@ -337,11 +342,10 @@ impl Predictor {
                         message: "is missing: model.json describes a re-ranker; copy the whole model directory, or re-run `train-reranker`".into(),
                     });
                 }
-                Some(crate::reranker::CrossEncoder::load_on(
-                    &d,
-                    fit.max_seq_length,
-                    &device,
-                )?)
+                let mut cross =
+                    crate::reranker::CrossEncoder::load_on(&d, fit.max_seq_length, &device)?;
+                cross.encoder_mut().set_precision(precision);
+                Some(cross)
             }
             None => None,
         };

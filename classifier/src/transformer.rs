@@ -296,13 +296,15 @@ pub fn fine_tune(
             // Frozen part: forward only, no graph.
             let inp = encoder.batch(&rows, &plain);
             let mut h = encoder.model().embed(inp.ids, inp.positions);
-            h = encoder.model().layers(h, inp.pad.clone(), 0..frozen);
+            h = encoder
+                .model()
+                .layers(h, inp.pad.clone(), 0..frozen, encoder.precision());
             let dims = h.dims();
             let mut x = Tensor::<3>::from_data(h.into_data(), &ad);
             let pad = Tensor::from_data(inp.pad.into_data(), &ad);
             let keep = Tensor::<2>::from_data(inp.keep.into_data(), &ad);
             for layer in &top.layers {
-                x = layer.forward(x, pad.clone(), true);
+                x = layer.forward(x, pad.clone(), true, encoder.precision());
             }
             debug_assert_eq!(x.dims(), dims);
             let pooled = encoder.pool(x, keep);
@@ -462,9 +464,11 @@ fn logits_with(
         let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
         let inp = encoder.batch(&rows, dev);
         let mut h = encoder.model().embed(inp.ids, inp.positions);
-        h = encoder.model().layers(h, inp.pad.clone(), 0..frozen);
+        h = encoder
+            .model()
+            .layers(h, inp.pad.clone(), 0..frozen, encoder.precision());
         for layer in &top.layers {
-            h = layer.forward(h, inp.pad.clone(), false);
+            h = layer.forward(h, inp.pad.clone(), false, encoder.precision());
         }
         let l = top
             .head

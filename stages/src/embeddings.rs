@@ -23,6 +23,20 @@ pub fn encoder_dir(ctx: &StageContext<'_>) -> Option<PathBuf> {
     })
 }
 
+/// A stage's resolved params without `precision` when it is fp32, the computation a stage's
+/// key already stands for without it: written out or left out, fp32 gives the same key, so it
+/// re-runs nothing and finds the results stored under that key.
+pub fn without_default_precision(mut params: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(m) = &mut params
+        && m.get("precision")
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| p.parse::<classifier::device::Precision>() == Ok(Default::default()))
+    {
+        m.remove("precision");
+    }
+    params
+}
+
 /// Where stages share sentence vectors: `<store>/shared/embeddings/<encoder fingerprint>/`
 /// (see [`classifier::retrieval::DiskCache`]; safe to delete).
 pub fn shared_cache_root(ctx: &StageContext<'_>) -> PathBuf {

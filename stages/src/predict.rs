@@ -262,7 +262,7 @@ impl Stage for Predict {
         serde_json::from_value::<InferenceConfig>(v.clone())
             .map_err(|e| e.to_string())?
             .validate()?;
-        Ok(v)
+        Ok(crate::embeddings::without_default_precision(v))
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {

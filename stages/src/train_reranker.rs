@@ -63,7 +63,7 @@ impl Stage for TrainReranker {
         let spec =
             serde_json::from_value::<RerankerTrainSpec>(v.clone()).map_err(|e| e.to_string())?;
         spec.validate()?;
-        Ok(v)
+        Ok(crate::embeddings::without_default_precision(v))
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {

@@ -157,6 +157,33 @@ fn bad_field_weights_are_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_precision_this_build_cannot_run_is_a_configuration_error_naming_the_key() {
+    let p = Project::new(300);
+    for (set, says) in [
+        ("model.precision=bf16", "--features tch"),
+        ("encoder_training.precision=fp16", "--features tch"),
+        ("encoder_training.precision=int8", "not a precision"),
+    ] {
+        let (code, err) = p.fails(&["run", "pipelines/ensemble-trained.toml", "-S", set]);
+        assert_eq!(code, 2, "{set}: {err}");
+        assert!(
+            err.contains("precision") && err.contains(says),
+            "{set}: {err}"
+        );
+    }
+    let (code, err) = p.fails(&[
+        "run",
+        "pipelines/full.toml",
+        "-S",
+        "inference.precision=bf16",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("precision") && err.contains("fp32"), "{err}");
+    let runs = std::fs::read_dir(p.path("artifacts/store/runs")).map_or(0, |d| d.count());
+    assert_eq!(runs, 0, "nothing ran");
+}
+
+#[test]
 fn a_device_this_build_does_not_have_is_a_configuration_error_naming_the_key() {
     let p = Project::new(300);
     let (code, err) = p.fails(&[

@@ -72,6 +72,29 @@ fn a_reranker_is_trained_codes_the_doubtful_rows_and_is_keyed_by_its_settings() 
     for s in ["train-encoder", "train", "train-reranker", "evaluate"] {
         assert_eq!(outcome_of(&run, s), "executed", "{s}");
     }
+    // Every encoder setting's precision written out at its default, fp32, changes no key.
+    let st: serde_json::Value = serde_json::from_str(&p.ok(&[
+        "status",
+        "pipelines/ensemble-reranked.toml",
+        "--format",
+        "json",
+        "-S",
+        "model.precision=fp32",
+        "-S",
+        "encoder_training.precision=fp32",
+        "-S",
+        "reranker_training.precision=fp32",
+        "-S",
+        "inference.precision=fp32",
+    ]))
+    .unwrap();
+    for s in st.as_array().unwrap() {
+        if ["train-encoder", "train", "train-reranker", "evaluate"]
+            .contains(&s["id"].as_str().unwrap())
+        {
+            assert_eq!(s["state"], "fresh", "{s}");
+        }
+    }
     let m = &stage_of(&run, "train-reranker")["metrics"];
     assert!(m["queries"].as_u64().unwrap() > 100, "{m}");
     assert!(m["steps"].as_u64().unwrap() > 0, "{m}");

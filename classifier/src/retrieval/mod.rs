@@ -42,6 +42,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::ann::{Ann, SearchConfig};
+use crate::device::Precision;
 use crate::encoder::{ENCODER_FILES, Encoder};
 use crate::error::Error;
 
@@ -65,6 +66,9 @@ struct IndexMeta {
     /// Absent in models from before approximate search: the defaults.
     #[serde(default)]
     search: SearchConfig,
+    /// The precision the index and the cache were embedded at (absent: fp32).
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    precision: Precision,
 }
 
 /// An index entry near a query (see [`Retrieval::similar`]).
@@ -277,6 +281,7 @@ impl Retrieval {
             titles: entries(&self.titles),
             duties: entries(&self.duties),
             search: self.search,
+            precision: self.encoder.precision(),
         };
         let p = r.join("index.json");
         std::fs::write(&p, serde_json::to_vec(&meta).expect("index serialises"))
@@ -371,7 +376,7 @@ impl Retrieval {
         let duties = build("duties", meta.duties, &all[nt * d..])?;
         let cache = EmbeddingCache::load(&r.join(&meta.cache_file), d)
             .unwrap_or_else(|| EmbeddingCache::new(d));
-        Ok(Retrieval {
+        let mut retrieval = Retrieval {
             cache_file: meta.cache_file,
             encoder,
             titles,
@@ -379,7 +384,30 @@ impl Retrieval {
             mix: meta.mix,
             cache: std::sync::Mutex::new(cache),
             search,
-        })
+        };
+        // The encoder loads in fp32; vectors cached at another precision are not its own.
+        if !meta.precision.is_fp32() {
+            retrieval.renew_cache()?;
+        }
+        Ok(retrieval)
+    }
+
+    /// Sets the float type the queries are embedded at (see [`crate::device`]). The index
+    /// keeps the vectors it was built with; the cache follows the encoder, so a text's vector
+    /// is always the one this precision gives, never one cached at another.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), Error> {
+        if precision != self.encoder.precision() {
+            self.encoder.set_precision(precision);
+            self.renew_cache()?;
+        }
+        Ok(())
+    }
+
+    /// An empty cache named after the encoder as it now embeds.
+    fn renew_cache(&mut self) -> Result<(), Error> {
+        self.cache_file = format!("cache-{}.bin", self.encoder.fingerprint()?);
+        *self.cache.get_mut().expect("embedding cache") = EmbeddingCache::new(self.encoder.dim());
+        Ok(())
     }
 }
 

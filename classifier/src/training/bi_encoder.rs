@@ -102,6 +102,8 @@ pub struct EncoderTrainSpec {
     pub seed: u64,
     /// Where the encoder trains (see [`crate::device`]).
     pub device: crate::device::DeviceChoice,
+    /// The float type of its products there (see [`crate::device`]).
+    pub precision: crate::device::Precision,
 }
 
 impl Default for EncoderTrainSpec {
@@ -124,6 +126,7 @@ impl Default for EncoderTrainSpec {
             evaluations: 5,
             seed: 42,
             device: crate::device::DeviceChoice::Auto,
+            precision: crate::device::Precision::Fp32,
         }
     }
 }
@@ -168,7 +171,7 @@ impl EncoderTrainSpec {
         if self.max_seconds < 0.0 {
             return Err("`max_seconds` must be 0 (no budget) or positive".into());
         }
-        self.device.device().map_err(|e| format!("`device`: {e}"))?;
+        crate::device::place(self.device, self.precision)?;
         Ok(())
     }
 }
@@ -654,7 +657,8 @@ impl Pass<'_> {
         let model = self.encoder.model();
         let inp = self.encoder.batch(rows, self.plain);
         let h = model.embed(inp.ids, inp.positions);
-        let h = model.layers(h, inp.pad.clone(), 0..self.frozen);
+        let precision = self.encoder.precision();
+        let h = model.layers(h, inp.pad.clone(), 0..self.frozen, precision);
         let (mut x, pad, keep) = if self.differentiable {
             (
                 Tensor::<3>::from_data(h.into_data(), self.device),
@@ -665,7 +669,7 @@ impl Pass<'_> {
             (h, inp.pad, inp.keep)
         };
         for layer in &self.top.layers {
-            x = layer.forward(x, pad.clone(), self.differentiable);
+            x = layer.forward(x, pad.clone(), self.differentiable, precision);
         }
         let v = self.encoder.pool(x, keep);
         let norm = v.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
@@ -773,11 +777,10 @@ pub fn train_encoder(
     let started = Instant::now();
     spec.validate()
         .map_err(|e| Error::Model(format!("[encoder_training] {e}")))?;
-    let device = spec
-        .device
-        .device()
-        .map_err(|e| Error::Model(format!("[encoder_training] device: {e}")))?;
+    let (device, precision) = crate::device::place(spec.device, spec.precision)
+        .map_err(|e| Error::Model(format!("[encoder_training] {e}")))?;
     let mut encoder = Encoder::load_on(base, spec.max_seq_length, &device)?;
+    encoder.set_precision(precision);
     progress.start(1, "building the encoder's training pairs");
     let mut pairs = build_pairs(spec, train, tax);
     if pairs.pairs.len() < 2 {

@@ -267,8 +267,10 @@ pub(super) fn build(
     let dir = files
         .encoder
         .ok_or(Error::MissingEncoder { kind: spec.kind })?;
-    let device = spec.device.device().map_err(Error::Model)?;
-    let encoder = Encoder::load_on(dir, spec.ensemble.max_seq_length, &device)?;
+    let (device, precision) =
+        crate::device::place(spec.device, spec.precision).map_err(Error::Model)?;
+    let mut encoder = Encoder::load_on(dir, spec.ensemble.max_seq_length, &device)?;
+    encoder.set_precision(precision);
     let fp = encoder.fingerprint()?;
     let d = encoder.dim();
     let cache_file = format!("cache-{fp}.bin");

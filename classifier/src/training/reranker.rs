@@ -97,6 +97,8 @@ pub struct RerankerTrainSpec {
     pub seed: u64,
     /// Where it trains (see [`crate::device`]).
     pub device: crate::device::DeviceChoice,
+    /// The float type of its products there (see [`crate::device`]).
+    pub precision: crate::device::Precision,
 }
 
 impl Default for RerankerTrainSpec {
@@ -120,6 +122,7 @@ impl Default for RerankerTrainSpec {
             threshold: None,
             seed: 42,
             device: crate::device::DeviceChoice::Auto,
+            precision: crate::device::Precision::Fp32,
         }
     }
 }
@@ -172,7 +175,7 @@ impl RerankerTrainSpec {
         if self.max_seconds < 0.0 {
             return Err("`max_seconds` must be 0 (no budget) or positive".into());
         }
-        self.device.device().map_err(|e| format!("`device`: {e}"))?;
+        crate::device::place(self.device, self.precision)?;
         Ok(())
     }
 }
@@ -228,7 +231,7 @@ fn forward(
     let inp = enc.batch(&ids, plain);
     let seg = enc.segments(&types, plain);
     let h = model.embed_typed(inp.ids, inp.positions, seg);
-    let h = model.layers(h, inp.pad.clone(), 0..frozen);
+    let h = model.layers(h, inp.pad.clone(), 0..frozen, enc.precision());
     let (mut x, pad) = if differentiable {
         (
             Tensor::<3>::from_data(h.into_data(), device),
@@ -238,7 +241,7 @@ fn forward(
         (h, inp.pad)
     };
     for layer in &tuned.layers {
-        x = layer.forward(x, pad.clone(), differentiable);
+        x = layer.forward(x, pad.clone(), differentiable, enc.precision());
     }
     tuned.head.forward(x)
 }
@@ -497,11 +500,10 @@ pub fn tune_reranker(
         .map(|r| r.spec)
         .unwrap_or_default();
     spec.max_seconds = seconds;
-    let device = spec
-        .device
-        .device()
-        .map_err(|e| Error::Model(format!("[reranker_training] device: {e}")))?;
-    let cross = CrossEncoder::load_on(&dir, kept.max_seq_length, &device)?;
+    let (device, precision) = crate::device::place(spec.device, spec.precision)
+        .map_err(|e| Error::Model(format!("[reranker_training] {e}")))?;
+    let mut cross = CrossEncoder::load_on(&dir, kept.max_seq_length, &device)?;
+    cross.encoder_mut().set_precision(precision);
     let labels = predictor.meta.labels.clone();
     let mut rng = Rng::keyed(spec.seed, "reranker corrections");
     let mut texts = record_queries(corrections, &labels, 0.0, &mut rng);
@@ -614,10 +616,8 @@ pub fn train_reranker(
     let started = Instant::now();
     spec.validate()
         .map_err(|e| Error::Model(format!("[reranker_training] {e}")))?;
-    let device = spec
-        .device
-        .device()
-        .map_err(|e| Error::Model(format!("[reranker_training] device: {e}")))?;
+    let (device, precision) = crate::device::place(spec.device, spec.precision)
+        .map_err(|e| Error::Model(format!("[reranker_training] {e}")))?;
     let config = InferenceConfig {
         device: spec.device,
         ..InferenceConfig::default()
@@ -626,7 +626,8 @@ pub fn train_reranker(
     // The model as it codes without a re-ranker (a model that has one is re-trained).
     predictor.drop_reranker();
     let labels = predictor.meta.labels.clone();
-    let encoder = Encoder::load_on(base, spec.max_seq_length, &device)?;
+    let mut encoder = Encoder::load_on(base, spec.max_seq_length, &device)?;
+    encoder.set_precision(precision);
     let cross = CrossEncoder::from_encoder(encoder, code_texts(&labels, &predictor.meta, tax))?;
 
     // Queries: records' texts and titles, the reference's titles.

@@ -77,6 +77,8 @@ pub struct FitSpec {
     pub transformer: TuneConfig,
     /// Where the encoder embeds and trains (`device`; kinds with an encoder).
     pub device: crate::device::DeviceChoice,
+    /// The float type of the encoder's products there (`precision`; kinds with an encoder).
+    pub precision: crate::device::Precision,
 }
 
 impl Default for FitSpec {
@@ -97,6 +99,7 @@ impl Default for FitSpec {
             ensemble: EnsembleConfig::default(),
             transformer: TuneConfig::default(),
             device: crate::device::DeviceChoice::Auto,
+            precision: crate::device::Precision::Fp32,
         }
     }
 }
@@ -118,8 +121,9 @@ const SEARCH_KEYS: [(&str, &str); 3] = [
 /// The prefix of the transformer's keys.
 const TRANSFORMER: &str = "transformer_";
 /// Keys of the spec itself.
-const OWN_KEYS: [&str; 5] = [
+const OWN_KEYS: [&str; 6] = [
     "device",
+    "precision",
     "model_kind",
     "calibration",
     "reference_augmentation",
@@ -145,6 +149,7 @@ impl FitSpec {
         out.insert("model_kind".into(), to_value(&self.kind));
         out.insert("calibration".into(), to_value(&self.calibration));
         out.insert("device".into(), to_value(&self.device));
+        out.insert("precision".into(), to_value(&self.precision));
         out.insert(
             "reference_augmentation".into(),
             self.reference_augmentation.into(),
@@ -239,6 +244,7 @@ impl FitSpec {
             kind: typed("model_kind", own("model_kind"))?,
             calibration: typed("calibration", own("calibration"))?,
             device: typed("device", own("device"))?,
+            precision: typed("precision", own("precision"))?,
             reference_augmentation: typed("reference_augmentation", own("reference_augmentation"))?,
             augmentation_repeats: typed("augmentation_repeats", own("augmentation_repeats"))?,
             features: typed_part(Value::Object(features), &|f| f.to_string())?,
@@ -275,6 +281,11 @@ impl FitSpec {
         }
         if key == "device" {
             return ensemble || self.has_transformer();
+        }
+        if key == "precision" {
+            // fp32 is the computation a key without `precision` stands for: written out or
+            // left out, it gives the same key, so stored results are found under it.
+            return !self.precision.is_fp32() && (ensemble || self.has_transformer());
         }
         true
     }
@@ -319,7 +330,7 @@ impl FitSpec {
         }
         self.ensemble.search.validate()?;
         if self.kind != ModelKind::Ngram {
-            self.device.device().map_err(|e| format!("device: {e}"))?;
+            crate::device::place(self.device, self.precision)?;
         }
         if self.features.buckets == 0
             || self.train.dim == 0
@@ -491,9 +502,15 @@ mod tests {
         assert!(
             s.reads("ann_candidates") && s.reads("cascade_max_loss") && !s.reads("transformer_lr")
         );
+        // fp32 adds nothing to the key; another precision does, for kinds with an encoder.
+        assert!(s.reads("device") && !s.reads("precision"));
+        s.precision = crate::device::Precision::Bf16;
+        assert!(s.reads("precision"));
         s.ensemble.transformer = true;
         assert!(s.reads("transformer_lr"));
         s.kind = ModelKind::Transformer;
         assert!(s.reads("transformer_lr") && !s.reads("retrieval_fit_rows"));
+        s.kind = ModelKind::Ngram;
+        assert!(!s.reads("precision"), "an ngram model has no encoder");
     }
 }

@@ -69,8 +69,10 @@ pub(super) fn build(
     progress: &dyn Progress,
 ) -> Result<(FineTuned, Calibration, TransformerSummary), Error> {
     let mut cfg = spec.tune_config();
-    let device = spec.device.device().map_err(Error::Model)?;
-    let encoder = Encoder::load_on(dir, cfg.max_seq_length, &device)?;
+    let (device, precision) =
+        crate::device::place(spec.device, spec.precision).map_err(Error::Model)?;
+    let mut encoder = Encoder::load_on(dir, cfg.max_seq_length, &device)?;
+    encoder.set_precision(precision);
     let reference = texts.len() - records;
     let mut rows = if cfg.max_examples == 0 {
         (0..records).collect()
