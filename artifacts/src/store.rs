@@ -461,28 +461,18 @@ impl Store {
                 if complete && self.checkout_matches(&out.id, &dir) {
                     return Ok(dir);
                 }
-                let tmp = self.root.join("tmp").join(tmp_name("checkout"));
-                self.materialise_tree(&out.id, &tmp)?;
-                atomic_write(&tmp.join(CHECKOUT_MARKER), b"")?;
                 if complete {
                     // Complete, but not what its tree says: damaged.
                     tracing::warn!(
                         checkout = %dir.display(),
                         "a checkout differs from the objects it was made from; it is made again"
                     );
-                    // The new one is made beside it and swapped in, rather than the old one
-                    // removed first: a stage reading the old checkout keeps the files it has
-                    // open, and the path names a complete checkout but for the instant
-                    // between two renames.
-                    let aside = self.root.join("tmp").join(tmp_name("damaged"));
-                    fs::rename(&dir, &aside).io("move aside", &dir)?;
-                    let swapped = fs::rename(&tmp, &dir);
-                    let _ = fs::remove_dir_all(&aside);
-                    if swapped.is_err() {
-                        let _ = fs::remove_dir_all(&tmp);
-                    }
+                    self.remake_checkout(&out.id, &dir)?;
                     return Ok(dir);
                 }
+                let tmp = self.root.join("tmp").join(tmp_name("checkout"));
+                self.materialise_tree(&out.id, &tmp)?;
+                atomic_write(&tmp.join(CHECKOUT_MARKER), b"")?;
                 if fs::rename(&tmp, &dir).is_err() {
                     // Another process finished the same checkout first.
                     let _ = fs::remove_dir_all(&tmp);
@@ -490,6 +480,29 @@ impl Store {
                 Ok(dir)
             }
         }
+    }
+
+    /// Makes the checkout `dir` of tree `id` again beside the damaged one and swaps it in,
+    /// rather than removing the old one first: a stage reading the old checkout keeps the
+    /// files it has open, and the path names a complete checkout but for the instant between
+    /// two renames.
+    fn remake_checkout(&self, id: &str, dir: &Path) -> Result<()> {
+        let tmp = self.root.join("tmp").join(tmp_name("checkout"));
+        if let Err(e) = self
+            .materialise_tree(id, &tmp)
+            .and_then(|()| atomic_write(&tmp.join(CHECKOUT_MARKER), b""))
+        {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let aside = self.root.join("tmp").join(tmp_name("damaged"));
+        fs::rename(dir, &aside).io("move aside", dir)?;
+        let swapped = fs::rename(&tmp, dir);
+        let _ = fs::remove_dir_all(&aside);
+        if swapped.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        Ok(())
     }
 
     fn materialise_tree(&self, id: &str, dest: &Path) -> Result<()> {
@@ -836,8 +849,8 @@ impl Store {
     /// Re-hashes every object, parses every record (runs, stage records, run-cache entries,
     /// refs), checks that every record points at existing objects and that every checkout
     /// still matches its objects. With `repair`, damaged objects and unreadable records go
-    /// to `quarantine/`, damaged checkouts are removed (they are made again when next used),
-    /// and stage records and run-cache entries that point at damaged or missing objects are
+    /// to `quarantine/`, damaged checkouts are made again from their objects and swapped in
+    /// (or, when their objects are damaged too, removed), and stage records and run-cache entries that point at damaged or missing objects are
     /// dropped, so the next `run` recomputes those stages.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
@@ -953,10 +966,22 @@ impl Store {
             };
             if !ok {
                 if repair {
-                    fs::remove_dir_all(&dir).io("remove", &dir)?;
-                    report
-                        .repaired
-                        .push(format!("removed damaged checkout {}", dir.display()));
+                    // A tree's checkout is made again and swapped in, as `checkout` does, so a
+                    // stage reading it meanwhile never finds the path gone; one that cannot
+                    // be made again (its objects are damaged too), or a file object's named
+                    // checkout, is removed and made when next needed.
+                    let remade = dir.join(CHECKOUT_MARKER).is_file()
+                        && self.remake_checkout(&id, &dir).is_ok();
+                    if remade {
+                        report
+                            .repaired
+                            .push(format!("made damaged checkout {} again", dir.display()));
+                    } else {
+                        fs::remove_dir_all(&dir).io("remove", &dir)?;
+                        report
+                            .repaired
+                            .push(format!("removed damaged checkout {}", dir.display()));
+                    }
                 }
                 report.bad_checkouts.push(dir);
             }
@@ -1097,6 +1122,29 @@ mod tests {
         std::io::Read::read_to_string(&mut reading, &mut text).unwrap();
         assert_eq!(text, "{}");
         // Nothing is left aside.
+        assert_eq!(fs::read_dir(store.root.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn verify_repair_makes_a_damaged_checkout_again_under_its_readers() {
+        let (_dir, store, out) = stored_model_dir();
+        let co = store.checkout(&out).unwrap();
+        let mut reading = fs::File::open(co.join("sub/b.json")).unwrap();
+        fs::write(co.join("stray.txt"), b"?").unwrap();
+        let report = store.verify(true).unwrap();
+        assert_eq!(report.bad_checkouts, vec![co.clone()]);
+        assert!(
+            report.repaired[0].contains("again"),
+            "{:?}",
+            report.repaired
+        );
+        // The path names a complete, matching checkout; the reader's open file still reads.
+        assert!(store.checkout_matches(&out.id, &co));
+        assert!(!co.join("stray.txt").exists());
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut reading, &mut text).unwrap();
+        assert_eq!(text, "{}");
+        assert!(!store.verify(false).unwrap().damaged());
         assert_eq!(fs::read_dir(store.root.join("tmp")).unwrap().count(), 0);
     }
 

@@ -168,6 +168,20 @@ impl std::fmt::Display for Precision {
     }
 }
 
+impl Precision {
+    /// Whether training can run at this precision: fp16's narrow range lets small gradients
+    /// underflow to zero unless the loss is scaled, which training here does not do, so
+    /// fp16 embeds but does not train (bf16 has fp32's range and needs no scaling).
+    pub fn check_training(self) -> Result<(), String> {
+        match self {
+            Precision::Fp16 => Err(
+                "precision: `fp16` embeds but does not train: its gradients underflow without loss scaling; write \"bf16\" (as fast on GPUs that have it) or \"fp32\"".into(),
+            ),
+            Precision::Fp32 | Precision::Bf16 => Ok(()),
+        }
+    }
+}
+
 /// The burn device of `device` and the checked `precision` for it, or an error naming the
 /// setting at fault.
 pub fn place(device: DeviceChoice, precision: Precision) -> Result<(Device, Precision), String> {
@@ -356,6 +370,9 @@ mod tests {
         assert_eq!(Precision::Fp16.half(), Some(FloatDType::F16));
         let e = "int8".parse::<Precision>().unwrap_err();
         assert!(e.contains("bf16"), "{e}");
+        assert!(Precision::Bf16.check_training().is_ok());
+        let e = Precision::Fp16.check_training().unwrap_err();
+        assert!(e.contains("loss scaling") && e.contains("bf16"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ pub struct Args {
     #[arg(long, env = "ISCO_DAG_STORE")]
     store: Option<PathBuf>,
     /// Repair what can be repaired: damaged objects and unreadable records go to the store's
-    /// `quarantine/`, damaged checkouts are removed, and stages whose outputs are damaged lose
+    /// `quarantine/`, damaged checkouts are made again (or removed, when their objects are
+    /// damaged too), and stages whose outputs are damaged lose
     /// their record, so the next `run` recomputes them.
     #[arg(long)]
     repair: bool,

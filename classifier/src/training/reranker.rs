@@ -175,6 +175,7 @@ impl RerankerTrainSpec {
         if self.max_seconds < 0.0 {
             return Err("`max_seconds` must be 0 (no budget) or positive".into());
         }
+        self.precision.check_training()?;
         crate::device::place(self.device, self.precision)?;
         Ok(())
     }

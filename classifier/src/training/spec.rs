@@ -330,6 +330,9 @@ impl FitSpec {
         }
         self.ensemble.search.validate()?;
         if self.kind != ModelKind::Ngram {
+            if self.has_transformer() {
+                self.precision.check_training()?;
+            }
             crate::device::place(self.device, self.precision)?;
         }
         if self.features.buckets == 0
