@@ -161,7 +161,8 @@ fn a_precision_this_build_cannot_run_is_a_configuration_error_naming_the_key() {
     let p = Project::new(300);
     for (set, says) in [
         ("model.precision=bf16", "--features tch"),
-        ("encoder_training.precision=fp16", "--features tch"),
+        ("encoder_training.precision=bf16", "--features tch"),
+        ("encoder_training.precision=fp16", "loss scaling"),
         ("encoder_training.precision=int8", "not a precision"),
     ] {
         let (code, err) = p.fails(&["run", "pipelines/ensemble-trained.toml", "-S", set]);
