@@ -534,6 +534,29 @@ mod tests {
         // One clause: its own best cosine (the entry itself).
         assert!((s.duties[2] - 1.0).abs() < 1e-5);
         assert_eq!(s.duties[4..], [-1.0, -1.0]);
+
+        // Queries at another precision: the index keeps its vectors, the cache starts anew
+        // under the encoder's new fingerprint, and the scores barely move.
+        let mut r = r;
+        let index_vectors = r.duties.vectors.clone();
+        r.set_precision(Precision::Bf16).unwrap();
+        let bf16_file = format!("cache-{}.bin", r.encoder.fingerprint().unwrap());
+        assert_eq!(r.cache_file, bf16_file);
+        assert_eq!(r.cache.lock().unwrap().len(), 0);
+        assert_eq!(r.duties.vectors, index_vectors);
+        let half = r.scores(&texts, 2).unwrap();
+        assert!(crate::max_abs_diff(&half.duties, &s.duties) < 1e-2);
+        // Saved, the model says what its cache holds; loaded (in fp32), it does not use it.
+        let m = tempfile::tempdir().unwrap();
+        r.save(m.path()).unwrap();
+        let back = Retrieval::load(m.path()).unwrap();
+        assert_eq!(back.encoder.precision(), Precision::Fp32);
+        assert_ne!(back.cache_file, bf16_file);
+        assert_eq!(
+            back.cache_file,
+            format!("cache-{}.bin", back.encoder.fingerprint().unwrap())
+        );
+        assert_eq!(back.cache.lock().unwrap().len(), 0);
     }
 
     #[test]
