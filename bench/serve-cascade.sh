@@ -6,6 +6,9 @@
 # shared vectors nor the server's LRU cache has seen them. 100 requests/s for 60 s over 16
 # connections from api/examples/loadgen.rs (open loop: latency from each request's scheduled
 # time). Run from the project root: bash bench/serve-cascade.sh
+# BIN= serves with another build (e.g. the libtorch one: `--features tch`, with bench/lib.sh
+# `libtorch_env`), PRECISION=bf16 embeds the queries in mixed precision (libtorch builds),
+# MODES= picks `cascade` and/or `full`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data
@@ -28,7 +31,9 @@ PY
 for mode in ${MODES:-cascade full}; do
   flag=true; [ $mode = full ] && flag=false
   sed -e 's#^review_dir = .*#review_dir = "bench/out/serve-cascade/review"#' -e 's/^cache_size = .*/cache_size = 0/' \
-      -e "s/^cascade = .*/cascade = $flag/" config/default.toml > bench/out/serve-cascade/$mode.toml
+      -e "s/^cascade = .*/cascade = $flag/" \
+      -e "/^precision = .*its products/s/\"fp32\"/\"${PRECISION:-fp32}\"/" \
+      config/default.toml > bench/out/serve-cascade/$mode.toml
   $BIN serve --store bench/out/store-cascade --addr 127.0.0.1:0 --config bench/out/serve-cascade/$mode.toml > bench/out/serve-cascade/server.log 2>&1 &
   PID=$!
   for _ in $(seq 300); do grep -q "listening on" bench/out/serve-cascade/server.log && break; sleep 0.1; done
