@@ -194,6 +194,14 @@ fn linear_half(linear: &Linear, x: Tensor<3>, half: FloatDType) -> Tensor<3> {
     )
 }
 
+/// `linear(x)` for fp32 `x`, the product in `half` when there is one; the result in fp32.
+fn linear_at(linear: &Linear, x: Tensor<3>, half: Option<FloatDType>) -> Tensor<3> {
+    match half {
+        None => linear.forward(x),
+        Some(t) => linear_half(linear, x.cast(t), t).cast(FloatDType::F32),
+    }
+}
+
 /// Scaled dot-product attention of `q`, `k`, `v` `[texts, heads, len, dk]` in the 16-bit type
 /// `half`: the scores are taken to fp32 for the mask and the softmax, the weights back to
 /// 16 bits for the product with `v`.
@@ -279,9 +287,10 @@ impl EncoderLayer {
         let heads = self.mha.n_heads;
         let dk = d / heads;
         let half = precision.half();
-        let project = |l: &Linear| match half {
-            None => l.forward(x.clone()),
-            Some(h) => linear_half(l, x.clone().cast(h), h),
+        let xh = half.map(|h| x.clone().cast(h));
+        let project = |l: &Linear| match (&xh, half) {
+            (Some(xh), Some(h)) => linear_half(l, xh.clone(), h),
+            _ => l.forward(x.clone()),
         };
         let q = project(&self.mha.query);
         let k = project(&self.mha.key);
@@ -312,10 +321,8 @@ impl EncoderLayer {
         } else {
             Tensor::cat(parts, 1)
         };
-        let att = match half {
-            None => self.mha.output.forward(context),
-            Some(h) => linear_half(&self.mha.output, context, h).cast(FloatDType::F32),
-        };
+        // A 16-bit context is cast to its own type: a no-op.
+        let att = linear_at(&self.mha.output, context, half);
         let x = self.norm_1.forward(x + att);
         self.feed_forward(x, false, precision)
     }
@@ -323,12 +330,7 @@ impl EncoderLayer {
     /// `norm_2(x + ffn(x))`, the two products at `precision`, the GELU in fp32.
     fn feed_forward(&self, x: Tensor<3>, differentiable: bool, precision: Precision) -> Tensor<3> {
         let half = precision.half();
-        let h = match half {
-            None => self.pwff.linear_inner.forward(x.clone()),
-            Some(t) => {
-                linear_half(&self.pwff.linear_inner, x.clone().cast(t), t).cast(FloatDType::F32)
-            }
-        };
+        let h = linear_at(&self.pwff.linear_inner, x.clone(), half);
         let h = if differentiable {
             burn::tensor::activation::gelu(h)
         } else {
@@ -341,10 +343,7 @@ impl EncoderLayer {
             gelu_in_place(&mut v);
             Tensor::<3>::from_data(TensorData::new(v, dims), &device)
         };
-        let y = match half {
-            None => self.pwff.linear_outer.forward(h),
-            Some(t) => linear_half(&self.pwff.linear_outer, h.cast(t), t).cast(FloatDType::F32),
-        };
+        let y = linear_at(&self.pwff.linear_outer, h, half);
         self.norm_2.forward(x + y)
     }
 }
