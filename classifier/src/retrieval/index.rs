@@ -58,10 +58,25 @@ pub struct Index {
 
 /// The key matrix of an exact search, kept between searches: building it copies and
 /// transposes every vector of the index, which for one query costs far more than the search
-/// itself. It is rebuilt when the vectors it was built from change (another allocation or
-/// length); a clone of the index starts without one.
+/// itself. Its columns are the entries grouped by class (each class's entries side by side,
+/// in index order within the class), so the best cosine per class is a maximum over a
+/// contiguous run of a row rather than a scattered update per entry. It is rebuilt when the
+/// vectors or classes it was built from change (another allocation or length); a clone of the
+/// index starts without one.
 #[derive(Default)]
-pub struct KeyMatrix(std::sync::Mutex<Option<(usize, usize, Tensor<2>)>>);
+pub struct KeyMatrix(std::sync::Mutex<Option<std::sync::Arc<Keys>>>);
+
+/// A built key matrix and how its columns map to the index's entries.
+struct Keys {
+    /// What it was built from: the vectors' and classes' addresses and lengths.
+    built_from: [usize; 4],
+    /// `[dim, entries]`, columns grouped by class.
+    matrix: Tensor<2>,
+    /// The entry of each column.
+    entry: Vec<u32>,
+    /// `(class, first column, end column)` of each class with entries, in column order.
+    runs: Vec<(u32, usize, usize)>,
+}
 
 impl Clone for KeyMatrix {
     fn clone(&self) -> Self {
@@ -76,27 +91,52 @@ impl std::fmt::Debug for KeyMatrix {
 }
 
 impl KeyMatrix {
-    /// The `[dim, entries]` matrix of `vectors` (`[entries, dim]`).
-    fn get(&self, vectors: &[f32], entries: usize, dim: usize) -> Tensor<2> {
-        let id = (vectors.as_ptr() as usize, vectors.len());
+    /// The key matrix of `index` (its vectors are `[entries, dim]`).
+    fn get(&self, index: &Index, dim: usize) -> std::sync::Arc<Keys> {
+        let (vectors, class) = (&index.vectors, &index.class);
+        let built_from = [
+            vectors.as_ptr() as usize,
+            vectors.len(),
+            class.as_ptr() as usize,
+            class.len(),
+        ];
         let mut slot = self.0.lock().expect("key matrix");
-        if let Some((ptr, len, t)) = slot.as_ref()
-            && (*ptr, *len) == id
+        if let Some(keys) = slot.as_ref()
+            && keys.built_from == built_from
         {
-            return t.clone();
+            return keys.clone();
         }
-        let mut transposed = vec![0f32; vectors.len()];
-        for (e, row) in vectors.chunks(dim).enumerate() {
-            for (d, &x) in row.iter().enumerate() {
-                transposed[d * entries + e] = x;
+        let entries = class.len();
+        let mut entry: Vec<u32> = (0..entries as u32).collect();
+        // Stable: within a class the entries keep their index order.
+        entry.sort_by_key(|&e| class[e as usize]);
+        let mut runs: Vec<(u32, usize, usize)> = Vec::new();
+        for (j, &e) in entry.iter().enumerate() {
+            let c = class[e as usize];
+            match runs.last_mut() {
+                Some((last, _, end)) if *last == c => *end = j + 1,
+                _ => runs.push((c, j, j + 1)),
             }
         }
-        let t = Tensor::<2>::from_data(
+        let mut transposed = vec![0f32; vectors.len()];
+        for (j, &e) in entry.iter().enumerate() {
+            let row = &vectors[e as usize * dim..(e as usize + 1) * dim];
+            for (d, &x) in row.iter().enumerate() {
+                transposed[d * entries + j] = x;
+            }
+        }
+        let matrix = Tensor::<2>::from_data(
             TensorData::new(transposed, [dim, entries]),
             &crate::model::device(),
         );
-        *slot = Some((id.0, id.1, t.clone()));
-        t
+        let keys = std::sync::Arc::new(Keys {
+            built_from,
+            matrix,
+            entry,
+            runs,
+        });
+        *slot = Some(keys.clone());
+        keys
     }
 }
 
@@ -143,10 +183,13 @@ impl Index {
             return out;
         }
         let mut out = Vec::with_capacity(queries.len() / dim.max(1));
-        exact_sims(queries, self, dim, |sims, n| {
+        exact_sims(queries, self, dim, |sims, n, columns| {
             let part: Vec<Vec<(u32, f32)>> = sims
                 .par_chunks(n)
-                .map(|s| {
+                .map_init(Vec::new, |by_entry, s| {
+                    // Back in entry order first, so that ties go to the lower entry as
+                    // they always have, whatever order the columns are in.
+                    let s = columns.in_entry_order(s, by_entry);
                     crate::rank::top_k(s, k)
                         .into_iter()
                         .map(|j| (j as u32, s[j]))
@@ -159,9 +202,38 @@ impl Index {
     }
 }
 
+/// Which entry each column of a block of similarities is.
+enum Columns<'a> {
+    /// Column `j` is entry `j`.
+    Entries,
+    /// The columns of a [`KeyMatrix`], grouped by class.
+    Keys(&'a Keys),
+}
+
+impl Columns<'_> {
+    /// One row of similarities in entry order (`buf` holds it when the columns are not).
+    fn in_entry_order<'s>(&self, row: &'s [f32], buf: &'s mut Vec<f32>) -> &'s [f32] {
+        match self {
+            Columns::Entries => row,
+            Columns::Keys(k) => {
+                buf.resize(row.len(), 0.0);
+                for (&e, &v) in k.entry.iter().zip(row) {
+                    buf[e as usize] = v;
+                }
+                buf
+            }
+        }
+    }
+}
+
 /// Exact cosines of queries against every entry, chunk by chunk of queries (one burn matmul
-/// each): `f(sims [m, entries], entries)` per chunk, in query order.
-fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f32], usize)) {
+/// each): `f(sims [m, entries], entries, columns)` per chunk, in query order.
+fn exact_sims(
+    queries: &[f32],
+    index: &Index,
+    dim: usize,
+    mut f: impl FnMut(&[f32], usize, Columns<'_>),
+) {
     let n = index.len();
     if queries.is_empty() || n == 0 {
         return;
@@ -185,20 +257,23 @@ fn exact_sims(queries: &[f32], index: &Index, dim: usize, mut f: impl FnMut(&[f3
                 sims[q * n + e] = v;
             }
         }
-        f(&sims, n);
+        f(&sims, n, Columns::Entries);
         return;
     }
     let device = crate::model::device();
-    let keys = index.keys.get(&index.vectors, n, dim);
+    let keys = index.keys.get(index, dim);
     let rows_per = (64 * 1024 * 1024 / (n * 4)).clamp(16, 4096);
     for chunk in queries.chunks(rows_per * dim) {
         let m = chunk.len() / dim;
         let sims = Tensor::<2>::from_data(TensorData::new(chunk.to_vec(), [m, dim]), &device)
-            .matmul(keys.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("float similarities");
-        f(&sims, n);
+            .matmul(keys.matrix.clone())
+            .into_data();
+        // Read in place: a copy of a block this size costs as much as scanning it.
+        f(
+            sims.as_slice::<f32>().expect("float similarities"),
+            n,
+            Columns::Keys(&keys),
+        );
     }
 }
 
@@ -249,16 +324,26 @@ pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> 
         return out;
     }
     let mut done = 0;
-    exact_sims(queries, index, dim, |sims, n| {
+    exact_sims(queries, index, dim, |sims, n, columns| {
         let m = sims.len() / n;
         out[done * classes..(done + m) * classes]
             .par_chunks_mut(classes)
             .zip(sims.par_chunks(n))
-            .for_each(|(o, s)| {
-                for (j, &v) in s.iter().enumerate() {
-                    let c = index.class[j] as usize;
-                    if v > o[c] {
-                        o[c] = v;
+            .for_each(|(o, s)| match columns {
+                Columns::Entries => {
+                    for (j, &v) in s.iter().enumerate() {
+                        let c = index.class[j] as usize;
+                        if v > o[c] {
+                            o[c] = v;
+                        }
+                    }
+                }
+                Columns::Keys(keys) => {
+                    for &(c, from, to) in &keys.runs {
+                        let best = max_of(&s[from..to]);
+                        if best > o[c as usize] {
+                            o[c as usize] = best;
+                        }
                     }
                 }
             });
@@ -267,20 +352,44 @@ pub fn class_max(queries: &[f32], index: &Index, dim: usize, classes: usize) -> 
     out
 }
 
-/// Per text, the mean of its clauses' class scores (`scores` `[clauses, classes]`, `owner`
-/// the text of each clause); −1 for a text without clauses.
+/// The largest value of a non-empty slice, in lanes the compiler vectorises (a plain fold
+/// over `f32::max` stays scalar: its order of operations is fixed).
+fn max_of(s: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut blocks = s.chunks_exact(LANES);
+    for b in &mut blocks {
+        for (a, &v) in acc.iter_mut().zip(b) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    let mut best = blocks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    for a in acc {
+        if a > best {
+            best = a;
+        }
+    }
+    best
+}
+
+/// Per text, the mean of its clauses' class scores: `scores` `[distinct clauses, classes]`,
+/// for clause `k` its row `row[k]` and its text `owner[k]`; −1 for a text without clauses.
 pub(crate) fn clause_means(
     scores: &[f32],
+    row: &[usize],
     owner: &[usize],
     has: &[bool],
     classes: usize,
 ) -> Vec<f32> {
     let mut out = vec![0f32; has.len() * classes];
     let mut count = vec![0u32; has.len()];
-    for (k, &i) in owner.iter().enumerate() {
+    for (&r, &i) in row.iter().zip(owner) {
         count[i] += 1;
         let o = &mut out[i * classes..(i + 1) * classes];
-        for (o, s) in o.iter_mut().zip(&scores[k * classes..(k + 1) * classes]) {
+        for (o, s) in o.iter_mut().zip(&scores[r * classes..(r + 1) * classes]) {
             *o += s;
         }
     }

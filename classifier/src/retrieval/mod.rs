@@ -102,6 +102,25 @@ pub struct Retrieval {
     pub search: SearchConfig,
 }
 
+/// Distinct texts in first-seen order, each with its row.
+#[derive(Default)]
+struct Distinct<'a> {
+    texts: Vec<String>,
+    rows: std::collections::HashMap<&'a str, usize>,
+}
+
+impl<'a> Distinct<'a> {
+    /// The row of `text`, adding it when new.
+    fn row(&mut self, text: &'a str) -> usize {
+        let next = self.texts.len();
+        let r = *self.rows.entry(text).or_insert(next);
+        if r == next {
+            self.texts.push(text.to_string());
+        }
+        r
+    }
+}
+
 impl Retrieval {
     /// Scores normalised texts against both indexes. The duties are queried clause by clause
     /// (see [`crate::text::clauses`]): a class's duties score is the mean over the clauses of
@@ -109,25 +128,29 @@ impl Retrieval {
     /// task, as the index holds them.
     pub fn scores(&self, texts: &[String], classes: usize) -> Result<Scores, Error> {
         let d = self.encoder.dim();
-        let mut titles = Vec::with_capacity(texts.len());
-        let mut clause_texts = Vec::new();
+        // Each distinct title and clause is embedded and searched once: in a batch of records
+        // the same titles and duty clauses come back again and again.
+        let mut titles = Distinct::default();
+        let mut clauses = Distinct::default();
+        let mut title_row = Vec::with_capacity(texts.len());
+        let mut clause_row = Vec::new();
         let mut owner = Vec::new();
         let mut has_duties = Vec::with_capacity(texts.len());
         for (i, t) in texts.iter().enumerate() {
             let (ti, du) = split_text(t);
-            titles.push(ti.to_string());
+            title_row.push(titles.row(ti));
             let before = owner.len();
             for c in crate::text::clauses(du) {
-                clause_texts.push(c.to_string());
+                clause_row.push(clauses.row(c));
                 owner.push(i);
             }
             has_duties.push(owner.len() > before);
         }
         // Titles and clauses in one call: the encoder packs them into as few passes as it
         // can, and one record's title and clauses make one pass.
-        let n_titles = titles.len();
-        let mut all = titles;
-        all.append(&mut clause_texts);
+        let n_titles = titles.texts.len();
+        let mut all = titles.texts;
+        all.append(&mut clauses.texts);
         let mut tv = self.embed_shared(&all)?;
         let cv = tv.split_off(n_titles * d);
         let mut cache = self.cache.lock().expect("embedding cache");
@@ -138,11 +161,15 @@ impl Retrieval {
             cache.map.clear();
         }
         drop(cache);
-        let title = class_max(&tv, &self.titles, d, classes);
+        let distinct_titles = class_max(&tv, &self.titles, d, classes);
+        let mut title = Vec::with_capacity(texts.len() * classes);
+        for &r in &title_row {
+            title.extend_from_slice(&distinct_titles[r * classes..(r + 1) * classes]);
+        }
         let csc = class_max(&cv, &self.duties, d, classes);
         Ok(Scores {
             title,
-            duties: clause_means(&csc, &owner, &has_duties, classes),
+            duties: clause_means(&csc, &clause_row, &owner, &has_duties, classes),
             has_duties,
             classes,
         })
@@ -439,7 +466,16 @@ mod tests {
     fn clause_scores_are_averaged_per_text() {
         // Text 0 has two clauses, text 1 none, text 2 one.
         let scores = [0.2, 0.8, 0.6, 0.4, 0.9, 0.1];
-        let m = clause_means(&scores, &[0, 0, 2], &[true, false, true], 2);
+        let m = clause_means(&scores, &[0, 1, 2], &[0, 0, 2], &[true, false, true], 2);
+        // A clause that comes back is scored once and counted each time.
+        let again = clause_means(
+            &scores[..4],
+            &[0, 1, 1],
+            &[0, 0, 2],
+            &[true, false, true],
+            2,
+        );
+        assert_eq!(again[4..], scores[2..4]);
         let want = [0.4, 0.6, -1.0, -1.0, 0.9, 0.1];
         for (a, b) in m.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{m:?}");
