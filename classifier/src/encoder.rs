@@ -369,14 +369,12 @@ impl EncoderLayer {
         let h = if differentiable {
             burn::tensor::activation::gelu(h)
         } else {
-            let dims = h.dims();
             let device = h.device();
-            let mut v = h
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("float activations");
-            gelu_in_place(&mut v);
-            Tensor::<3>::from_data(TensorData::new(v, dims), &device)
+            // In the tensor's own buffer: a round trip through a `Vec` copied the activations
+            // twice (out, and back in to meet the backend's alignment).
+            let mut data = h.into_data();
+            gelu_in_place(data.as_mut_slice::<f32>().expect("float activations"));
+            Tensor::<3>::from_data(data, &device)
         };
         let y = linear_at(&self.pwff.linear_outer, h, half);
         self.norm_2.forward(x + y)
