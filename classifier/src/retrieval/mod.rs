@@ -463,6 +463,56 @@ mod tests {
     }
 
     #[test]
+    fn many_queries_search_as_one_query_at_a_time_does() {
+        // Eight 3-d entries, classes interleaved so that grouping them reorders the columns;
+        // entries 1 and 6 are the same vector in different classes (6 in the lower class).
+        let vectors: Vec<f32> = [
+            [1.0, 0.0, 0.0],
+            [0.0, 0.6, 0.8],
+            [0.6, 0.8, 0.0],
+            [0.0, 0.0, 1.0],
+            [0.8, 0.0, 0.6],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.6, 0.8],
+            [0.48, 0.64, 0.6],
+        ]
+        .concat();
+        let ix = Index {
+            texts: (0..8).map(|i| i.to_string()).collect(),
+            class: vec![2, 1, 0, 2, 1, 3, 0, 3],
+            source: vec![EntrySource::Reference; 8],
+            vectors,
+            ann: None,
+            keys: Default::default(),
+        };
+        // Six queries: more than the dot-product path takes, so one matrix product.
+        let q: Vec<f32> = [
+            [0.0, 0.6, 0.8],
+            [1.0, 0.0, 0.0],
+            [0.6, 0.0, 0.8],
+            [0.0, 0.8, 0.6],
+            [0.36, 0.48, 0.8],
+            [0.0, 0.0, 1.0],
+        ]
+        .concat();
+        let all = class_max(&q, &ix, 3, 5);
+        let near = ix.nearest(&q, 3, 2);
+        for (i, one) in q.chunks(3).enumerate() {
+            let want = class_max(one, &ix, 3, 5);
+            for (a, b) in all[i * 5..(i + 1) * 5].iter().zip(&want) {
+                assert!((a - b).abs() < 1e-6, "query {i}: {all:?} against {want:?}");
+            }
+            assert_eq!(all[i * 5 + 4], -1.0, "a class without entries stays at -1");
+            let one_near = ix.nearest(one, 3, 2);
+            let ids = |v: &[(u32, f32)]| v.iter().map(|h| h.0).collect::<Vec<_>>();
+            assert_eq!(ids(&near[i]), ids(&one_near[0]), "query {i}");
+        }
+        // The tie between entries 1 and 6 goes to the lower entry on both paths.
+        assert_eq!(near[0][0].0, 1);
+        assert_eq!(near[0][1].0, 6);
+    }
+
+    #[test]
     fn clause_scores_are_averaged_per_text() {
         // Text 0 has two clauses, text 1 none, text 2 one.
         let scores = [0.2, 0.8, 0.6, 0.4, 0.9, 0.1];
