@@ -89,6 +89,45 @@ pub struct CascadeFit {
     pub deferred_rows: usize,
 }
 
+/// How an ensemble codes a record that has a title and no duties, when that title is not an
+/// entry of its title index (the records it was trained on and the reference titles).
+///
+/// The ensemble's calibration and its cascade's threshold are fitted on validation records,
+/// which have duties; on a title alone the same scores mean less (the duties carry much of
+/// the evidence), so those confidences would run high. This part is fitted on the validation
+/// records whose titles the model never saw, with their duties removed: the cascade's
+/// n-gram calibration and threshold, and the ensemble's calibration with and without the
+/// cascade. Titles the model saw keep the ensemble's calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TitleOnly {
+    /// The ensemble's calibration on every such row (when no cascade is used).
+    pub whole: Calibrated,
+    /// The cascade for such rows.
+    pub cascade: Cascade,
+    /// What the fit measured.
+    pub fit: TitleOnlyFit,
+}
+
+/// The fit of [`TitleOnly`] on validation titles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TitleOnlyFit {
+    /// Validation records whose titles are not in the title index (their titles alone).
+    pub rows: usize,
+    /// Accuracy of the whole ensemble on them.
+    pub accuracy: f64,
+    /// Their expected calibration error under the calibration fitted on records with
+    /// duties, the one they would get without this part.
+    pub ece_with_duties_calibration: f64,
+    /// Their expected calibration error under this part's calibration.
+    pub ece: f64,
+    /// Mean confidence under the calibration fitted on records with duties.
+    pub confidence_with_duties_calibration: f64,
+    /// Mean confidence under this part's calibration.
+    pub confidence: f64,
+}
+
 /// `model.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,6 +159,10 @@ pub struct ModelMeta {
     /// Where a cross-encoder re-ranker (`reranker/`) joins the model (absent: it has none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reranker: Option<crate::reranker::RerankerFit>,
+    /// How an ensemble codes titles it never saw, given without duties (absent: like every
+    /// other row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title_only: Option<TitleOnly>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
     /// Provenance and training summary (run, stage, time, the metrics `train` reported).

@@ -2,13 +2,13 @@
 //! top-k alternatives, explanations and an LRU cache for repeated texts. The model's parts
 //! and its files are [`crate::artifact`]'s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{Calibrated, Cascade, Model, ModelMeta};
+use crate::artifact::{Calibrated, Cascade, Model, ModelMeta, TitleOnly};
 use crate::calibrate::softmax_rows;
 use crate::error::Error;
 use crate::model::Trained;
@@ -45,6 +45,10 @@ pub struct InferenceConfig {
     /// Whether a model with a re-ranker re-reads the candidates of the rows under its
     /// threshold (see [`crate::reranker`]); `false` codes without it.
     pub rerank: bool,
+    /// Whether an ensemble with a calibration of its own for titles it never saw, given
+    /// without duties, uses it (see [`crate::artifact::TitleOnly`]); `false` calibrates them
+    /// like every other row.
+    pub title_only_calibration: bool,
     /// Where the model's encoders embed (see [`crate::device`]); the n-gram network runs on
     /// the CPU.
     pub device: crate::device::DeviceChoice,
@@ -65,6 +69,7 @@ impl Default for InferenceConfig {
             review_fallbacks: true,
             cascade: true,
             rerank: true,
+            title_only_calibration: true,
             device: crate::device::DeviceChoice::Auto,
             precision: crate::device::Precision::Fp32,
         }
@@ -307,6 +312,34 @@ pub fn calibrated(logits: &[f32], classes: usize, cal: &Calibrated) -> Vec<f32> 
     p
 }
 
+/// Calibrated probabilities `[rows, classes]` of logits, each row with `usual` or, where
+/// `apart` is set, with `own`.
+fn calibrated_by(
+    logits: &[f32],
+    classes: usize,
+    apart: &[bool],
+    usual: &Calibrated,
+    own: &Calibrated,
+) -> Vec<f32> {
+    let rows: Vec<usize> = (0..apart.len()).filter(|&i| apart[i]).collect();
+    if rows.is_empty() {
+        return calibrated(logits, classes, usual);
+    }
+    if rows.len() == apart.len() {
+        return calibrated(logits, classes, own);
+    }
+    let mut p = calibrated(logits, classes, usual);
+    let sub: Vec<f32> = rows
+        .iter()
+        .flat_map(|&i| logits[i * classes..(i + 1) * classes].iter().copied())
+        .collect();
+    let q = calibrated(&sub, classes, own);
+    for (k, &i) in rows.iter().enumerate() {
+        p[i * classes..(i + 1) * classes].copy_from_slice(&q[k * classes..(k + 1) * classes]);
+    }
+    p
+}
+
 /// A loaded model ready to code records.
 pub struct Predictor {
     /// Metadata.
@@ -324,6 +357,8 @@ pub struct Predictor {
     groups: Vec<(Vec<String>, Vec<usize>)>,
     /// The cross-encoder re-ranker, when the model has one (`reranker/`).
     reranker: Option<crate::reranker::CrossEncoder>,
+    /// The title index's texts, when the model calibrates unseen titles apart.
+    known_titles: Option<HashSet<String>>,
 }
 
 impl Predictor {
@@ -427,8 +462,13 @@ impl Predictor {
                 (codes, of)
             })
             .collect();
+        let known_titles = match (&meta.title_only, model.retrieval()) {
+            (Some(_), Some(r)) => Some(r.titles.texts.iter().cloned().collect()),
+            _ => None,
+        };
         Predictor {
             groups,
+            known_titles,
             meta,
             model,
             out_w,
@@ -562,31 +602,82 @@ impl Predictor {
         scored
     }
 
+    /// The calibration of unseen titles without duties this predictor uses: an ensemble's,
+    /// unless `[inference] title_only_calibration = false`.
+    pub fn title_only(&self) -> Option<&TitleOnly> {
+        match (&self.known_titles, &self.meta.title_only) {
+            (Some(_), Some(part)) if self.config.title_only_calibration => Some(part),
+            _ => None,
+        }
+    }
+
+    /// Per text, whether it is a title alone that is not in the title index (such rows take
+    /// [`Predictor::title_only`]'s calibration); `None` when that is not used.
+    pub fn unseen_titles(&self, texts: &[String]) -> Option<Vec<bool>> {
+        self.title_only()?;
+        let known = self.known_titles.as_ref()?;
+        Some(
+            texts
+                .iter()
+                .map(|t| crate::retrieval::bare_title(t).is_some_and(|t| !known.contains(t)))
+                .collect(),
+        )
+    }
+
     /// [`Predictor::score`] before the re-ranker.
     fn score_without_reranker(&self, texts: &[String]) -> Scored {
         let c = self.classes();
+        let apart = self.unseen_titles(texts);
+        let part = self.title_only();
         let Some(cascade) = self.cascade() else {
             let whole = Calibrated {
                 temperature: self.meta.temperature,
                 isotonic: self.meta.isotonic.clone(),
             };
+            let logits = self.logits(texts);
+            let probabilities = match (&apart, part) {
+                (Some(rows), Some(part)) => calibrated_by(&logits, c, rows, &whole, &part.whole),
+                _ => calibrated(&logits, c, &whole),
+            };
             return Scored {
-                probabilities: calibrated(&self.logits(texts), c, &whole),
+                probabilities,
                 steps: vec![self.whole_model_step(); texts.len()],
             };
         };
-        let mut p = calibrated(&self.ngram_logits(texts), c, &cascade.ngram);
-        let threshold = cascade.threshold as f32;
+        // Unseen titles without duties go through the cascade fitted on such rows.
+        let own = part.map(|p| &p.cascade).unwrap_or(cascade);
+        let apart = apart.unwrap_or_else(|| vec![false; texts.len()]);
+        let mut p = calibrated_by(
+            &self.ngram_logits(texts),
+            c,
+            &apart,
+            &cascade.ngram,
+            &own.ngram,
+        );
         let mut steps = vec![Step::Ngram; texts.len()];
         let deferred: Vec<usize> = p
             .chunks(c)
             .enumerate()
-            .filter(|(_, row)| row.iter().cloned().fold(0f32, f32::max) < threshold)
+            .filter(|&(i, row)| {
+                let threshold = if apart[i] {
+                    own.threshold
+                } else {
+                    cascade.threshold
+                };
+                row.iter().cloned().fold(0f32, f32::max) < threshold as f32
+            })
             .map(|(i, _)| i)
             .collect();
         if !deferred.is_empty() {
             let sub: Vec<String> = deferred.iter().map(|&i| texts[i].clone()).collect();
-            let q = calibrated(&self.logits(&sub), c, &cascade.deferred);
+            let sub_apart: Vec<bool> = deferred.iter().map(|&i| apart[i]).collect();
+            let q = calibrated_by(
+                &self.logits(&sub),
+                c,
+                &sub_apart,
+                &cascade.deferred,
+                &own.deferred,
+            );
             for (k, &i) in deferred.iter().enumerate() {
                 p[i * c..(i + 1) * c].copy_from_slice(&q[k * c..(k + 1) * c]);
                 steps[i] = Step::Ensemble;
@@ -603,7 +694,7 @@ impl Predictor {
         use rayon::prelude::*;
         let c = self.classes();
         let mut out = Vec::with_capacity(texts.len());
-        if self.cascade().is_some() || self.reranker().is_some() {
+        if self.cascade().is_some() || self.reranker().is_some() || self.title_only().is_some() {
             for chunk in texts.chunks(16_384) {
                 let scored = self.score(chunk);
                 let preds: Vec<Prediction> = scored
@@ -875,6 +966,7 @@ mod tests {
             reranker: None,
             fit_sample: None,
             cascade: None,
+            title_only: None,
             summary: serde_json::Value::Null,
         };
         Predictor::from_parts(meta, Model::Ngram { net }, InferenceConfig::default())
@@ -1032,5 +1124,30 @@ mod tests {
         assert!(d.needs_review);
         p.config.review_fallbacks = false;
         assert!(!p.decide(&probs(0.82, 0.1, 0.08)).needs_review);
+    }
+
+    #[test]
+    fn rows_set_apart_take_their_own_calibration_and_the_others_keep_theirs() {
+        let logits = vec![2.0f32, 0.0, 0.0, 1.0, 3.0, 0.0, 0.5, 0.5, 4.0];
+        let usual = Calibrated {
+            temperature: 1.0,
+            isotonic: None,
+        };
+        let own = Calibrated {
+            temperature: 3.0,
+            isotonic: None,
+        };
+        let mixed = calibrated_by(&logits, 3, &[false, true, false], &usual, &own);
+        let a = calibrated(&logits, 3, &usual);
+        let b = calibrated(&logits, 3, &own);
+        assert_eq!(&mixed[0..3], &a[0..3]);
+        assert_eq!(&mixed[3..6], &b[3..6]);
+        assert_eq!(&mixed[6..9], &a[6..9]);
+        assert!(
+            mixed[4] < a[4],
+            "a higher temperature lowers the top probability"
+        );
+        assert_eq!(calibrated_by(&logits, 3, &[false; 3], &usual, &own), a);
+        assert_eq!(calibrated_by(&logits, 3, &[true; 3], &usual, &own), b);
     }
 }

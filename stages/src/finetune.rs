@@ -108,6 +108,13 @@ impl Stage for FineTune {
         let carried =
             classifier::training::reranker::carry_reranker(base_dir, &out, &fitted.meta, &tax)?;
         let mut summary = vec![fitted.summary.line()];
+        summary.extend(
+            fitted
+                .summary
+                .title_only
+                .as_ref()
+                .map(classifier::training::title_only_line),
+        );
         let mut metrics = serde_json::to_value(&fitted.summary)?;
         metrics["reranker_carried"] = carried.into();
         if carried {

@@ -178,6 +178,9 @@ fn the_cascade_routes_rows(p: &Project) {
         std::fs::set_permissions(&json, perms).unwrap();
         let mut meta = p.json(&format!("{dir}/model.json"));
         meta["cascade"]["threshold"] = serde_json::json!(threshold);
+        if meta["title_only"].is_object() {
+            meta["title_only"]["cascade"]["threshold"] = serde_json::json!(threshold);
+        }
         std::fs::write(&json, serde_json::to_vec(&meta).unwrap()).unwrap();
     };
     copy(0.0, "models/cascade_all_ngram");
@@ -222,6 +225,98 @@ fn the_cascade_routes_rows(p: &Project) {
     assert!(step == "ngram" || step == "ensemble", "{}", r.text());
     drop(s);
     p.edit("config/default.toml", "cascade = true", "cascade = false");
+}
+
+/// The `confidence` and `isco_code` columns of a coded CSV.
+fn confidences(path: &std::path::Path) -> Vec<(String, f64)> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let h = r.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|x| x == name).expect(name);
+    let (code, conf) = (col("isco_code"), col("confidence"));
+    r.records()
+        .map(|row| {
+            let row = row.unwrap();
+            (row[code].to_string(), row[conf].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Titles the model never saw, given without duties, take the calibration fitted on such
+/// validation titles; the same titles with duties, and titles it saw, keep the ensemble's.
+fn unseen_titles_are_calibrated_apart(p: &Project) {
+    let run = p.last_run();
+    let fit = &stage_of(&run, "train")["metrics"]["retrieval"]["title_only"];
+    assert!(fit["rows"].as_u64().unwrap() >= 10, "{fit}");
+    let meta = p.json("models/latest/model.json");
+    assert!(
+        meta["title_only"]["cascade"]["threshold"]
+            .as_f64()
+            .is_some()
+    );
+    // The most frequent training titles are in the title index.
+    let text = std::fs::read_to_string(p.path("data/raw/historical_records.csv")).unwrap();
+    let mut counts: std::collections::HashMap<String, usize> = Default::default();
+    for l in text.lines().skip(1) {
+        *counts
+            .entry(l.split(',').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    let mut seen: Vec<(usize, String)> = counts.into_iter().map(|(t, n)| (n, t)).collect();
+    seen.sort_by(|a, b| b.cmp(a));
+    let unseen = [
+        "airship ward nurse",
+        "night bread artisan",
+        "senior harbour vehicle pilot",
+        "assistant dough technician",
+    ];
+    let mut csv = String::from("job_title,duties_description\n");
+    for t in unseen {
+        csv.push_str(&format!("{t},\n"));
+    }
+    for t in unseen {
+        csv.push_str(&format!("{t},caring for patients; driving vehicles\n"));
+    }
+    for (_, t) in seen.iter().take(4) {
+        csv.push_str(&format!("{t},\n"));
+    }
+    p.write("titles.csv", &csv);
+    let code = |out: &str| {
+        p.ok(&[
+            "predict",
+            "--model",
+            "models/latest",
+            "--input",
+            "titles.csv",
+            "--output",
+            out,
+        ]);
+        confidences(&p.path(out))
+    };
+    let apart = code("apart.csv");
+    p.edit(
+        "config/default.toml",
+        "title_only_calibration = true # ensemble: unseen titles",
+        "title_only_calibration = false # ensemble: unseen titles",
+    );
+    let together = code("together.csv");
+    p.edit(
+        "config/default.toml",
+        "title_only_calibration = false # ensemble: unseen titles",
+        "title_only_calibration = true # ensemble: unseen titles",
+    );
+    assert_eq!(apart.len(), 12);
+    assert_eq!(
+        &apart[4..],
+        &together[4..],
+        "rows with duties and seen titles"
+    );
+    assert!(
+        apart[..4]
+            .iter()
+            .zip(&together[..4])
+            .any(|(a, b)| (a.1 - b.1).abs() > 1e-9),
+        "{apart:?} {together:?}"
+    );
 }
 
 /// The review queue file and the API carry similar past records with their codes.
@@ -309,6 +404,12 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     // Every part on every row, so every test row is embedded (the cascade's routing is
     // checked on its own below).
     p.edit("config/default.toml", "cascade = true", "cascade = false");
+    // The demo's validation split has few titles the training split lacks.
+    p.edit(
+        "config/default.toml",
+        "title_only_min_rows = 200",
+        "title_only_min_rows = 10",
+    );
     p.ok(&["run", "pipelines/ensemble.toml"]);
     let run = p.last_run();
     for s in ["train", "evaluate", "promote", "predict"] {
@@ -331,6 +432,7 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     assert!(computed(&run) > 0, "the test rows were embedded");
     // Evaluate scored the ensemble; predictions carry codes.
     scored_and_codes(&p, "retrieval", 0.5);
+    unseen_titles_are_calibrated_apart(&p);
     the_cascade_routes_rows(&p);
 
     // Nothing changed: nothing runs.
@@ -578,6 +680,11 @@ fn fine_tuning_an_ensemble_twice_keeps_its_fit_sample() {
         "retrieval_fit_rows = 5000",
         "retrieval_fit_rows = 120",
     );
+    p.edit(
+        "config/default.toml",
+        "title_only_min_rows = 200",
+        "title_only_min_rows = 10",
+    );
     drop_demo_corrections(&p);
     p.write(
         "pipelines/finetune-twice.toml",
@@ -613,6 +720,9 @@ outputs = { model = "models/finetuned_twice" }
             m["retrieval"]["title_entries"].as_u64().unwrap() > 100,
             "{m}"
         );
+        // The calibration of unseen titles is refitted with the fine-tuned network.
+        assert!(m["title_only"]["rows"].as_u64().unwrap() >= 10, "{m}");
+        assert!(meta["title_only"]["cascade"]["threshold"].is_number());
     }
 }
 

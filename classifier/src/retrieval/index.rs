@@ -288,6 +288,12 @@ pub fn split_text(text: &str) -> (&str, &str) {
     }
 }
 
+/// The title of a normalised model text that is a title alone (no duties).
+pub fn bare_title(text: &str) -> Option<&str> {
+    let (title, duties) = split_text(text);
+    (duties.is_empty() && !title.is_empty()).then_some(title)
+}
+
 /// Best cosine per class `[queries, classes]` (−1 where a class has no entry). With an HNSW
 /// graph, the best among the nearest entries it returns; a class with entries but none among
 /// them gets the lowest cosine returned, which bounds its true best from above when the graph

@@ -49,7 +49,7 @@ use crate::error::Error;
 use cache::io;
 pub use cache::{DiskCache, EmbeddingCache, MAX_SEGMENTS};
 use index::clause_means;
-pub use index::{EntrySource, Index, class_max, split_text};
+pub use index::{EntrySource, Index, bare_title, class_max, split_text};
 pub use mix::{Mix, Scores, fit_mix, fit_weight, mix_log, mix_probabilities};
 
 /// `retrieval/index.json`.

@@ -13,9 +13,10 @@ use serde::Serialize;
 use super::cascade::fit_cascade;
 use super::data::{Examples, Files, Progress, fit_sample};
 use super::spec::FitSpec;
+use super::title_only;
 use crate::Taxonomy;
 use crate::ann::SearchConfig;
-use crate::artifact::{Calibrated, Cascade};
+use crate::artifact::{Calibrated, Cascade, TitleOnly, TitleOnlyFit};
 use crate::augment::{parse_definition, singular};
 use crate::calibrate::{Calibration, fit_calibration, softmax_rows};
 use crate::encoder::Encoder;
@@ -97,6 +98,8 @@ pub struct EnsembleSummary {
     pub fit_scoring_seconds: f64,
     /// The fitted mix.
     pub mix: Mix,
+    /// The fit of the calibration of unseen titles without duties (absent: not fitted).
+    pub title_only: Option<TitleOnlyFit>,
     /// Accuracy of the n-gram model on those rows.
     pub fit_accuracy_ngram: f64,
     /// Accuracy of the transformer, when there is one.
@@ -262,7 +265,16 @@ pub(super) fn build(
     transformer: Option<&FineTuned>,
     ngram_calibration: &Calibrated,
     progress: &dyn Progress,
-) -> Result<(Retrieval, Calibration, Cascade, EnsembleSummary), Error> {
+) -> Result<
+    (
+        Retrieval,
+        Calibration,
+        Cascade,
+        Option<TitleOnly>,
+        EnsembleSummary,
+    ),
+    Error,
+> {
     let started = Instant::now();
     let dir = files
         .encoder
@@ -363,6 +375,32 @@ pub(super) fn build(
         spec.ensemble.cascade_max_loss,
         spec.calibration,
     );
+    let title_only = if spec.ensemble.title_only_calibration {
+        progress.start(1, "fitting the calibration of unseen titles without duties");
+        title_only::fit(
+            &title_only::Scorer {
+                net,
+                features: &spec.features,
+                transformer: transformer.map(|t| (t, mix.transformer_weight)),
+                retrieval: &retrieval,
+            },
+            va,
+            labels,
+            &Calibrated {
+                temperature: cal.temperature,
+                isotonic: cal.isotonic.clone(),
+            },
+            &title_only::Settings {
+                min_rows: spec.ensemble.title_only_min_rows,
+                max_rows: spec.ensemble.fit_rows,
+                seed: spec.train.seed,
+                max_loss: spec.ensemble.cascade_max_loss,
+                method: spec.calibration,
+            },
+        )?
+    } else {
+        None
+    };
     let cached_after = retrieval.cache.lock().expect("cache").len();
     let shared_cache_written = retrieval.flush_shared_cache().unwrap_or_else(|e| {
         tracing::warn!("could not write to the shared embedding cache: {e}");
@@ -384,13 +422,14 @@ pub(super) fn build(
         fit_rows: y.len(),
         fit_scoring_seconds: fit_seconds,
         mix,
+        title_only: title_only.as_ref().map(|t| t.fit.clone()),
         fit_accuracy_ngram: ngram_acc,
         fit_accuracy_transformer: transformer_acc,
         fit_accuracy_retrieval: accuracy(&scores.probabilities(&mix), &y, c),
         fit_accuracy_ensemble: ens_acc,
         seconds: started.elapsed().as_secs_f64(),
     };
-    Ok((retrieval, cal, cascade, summary))
+    Ok((retrieval, cal, cascade, title_only, summary))
 }
 
 /// The retrieval half of a fine-tuned ensemble: the base model's indexes over the new label

@@ -23,7 +23,9 @@ use super::data::{Examples, Progress, encode, fit_sample, labelled_features};
 use super::ensemble::{ExtensionSummary, extend};
 use super::{FineTuneSpec, Fitted};
 use crate::Taxonomy;
-use crate::artifact::{Calibrated, CascadeFit, FitSample, Model, ModelMeta, titles_for};
+use crate::artifact::{
+    Calibrated, CascadeFit, FitSample, Model, ModelMeta, TitleOnlyFit, titles_for,
+};
 use crate::calibrate::{fit_calibration, softmax_rows};
 use crate::error::Error;
 use crate::features::FeatureMatrix;
@@ -62,6 +64,9 @@ pub struct FineTuneSummary {
     /// The refitted cascade of an ensemble.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cascade: Option<CascadeFit>,
+    /// The refitted calibration of unseen titles without duties.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title_only: Option<TitleOnlyFit>,
     /// The extension of an ensemble's indexes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<ExtensionSummary>,
@@ -202,7 +207,7 @@ pub fn fine_tune(
         )?),
         Model::Ngram { .. } | Model::Transformer { .. } => None,
     };
-    let (temperature, isotonic, ece, calibration_rows, cascade) = match validation {
+    let (temperature, isotonic, ece, calibration_rows, cascade, title_only) = match validation {
         Some(va) => {
             // The n-gram network's own calibration on every labelled validation row: the
             // model's calibration for an `ngram` model, an ensemble cascade's first step.
@@ -246,12 +251,40 @@ pub fn fine_tune(
                         max_loss,
                         spec.calibration,
                     );
+                    // Titles the fine-tuned model never saw, when the base model calibrated
+                    // them apart: refitted on the same kind of rows against the extended
+                    // title index.
+                    let title_only = match &base_meta.title_only {
+                        Some(base_part) => super::title_only::fit(
+                            &super::title_only::Scorer {
+                                net: &net,
+                                features: &fc,
+                                transformer: None,
+                                retrieval: r,
+                            },
+                            va,
+                            &labels,
+                            &Calibrated {
+                                temperature: cal.temperature,
+                                isotonic: cal.isotonic.clone(),
+                            },
+                            &super::title_only::Settings {
+                                min_rows: 1,
+                                max_rows: sample.rows,
+                                seed: sample.seed,
+                                max_loss: base_part.cascade.fit.max_loss,
+                                method: spec.calibration,
+                            },
+                        )?,
+                        None => None,
+                    };
                     (
                         cal.temperature,
                         cal.isotonic,
                         Some((cal.ece_before, cal.ece_after)),
                         Some(y.len()),
                         Some(cascade),
+                        title_only,
                     )
                 }
                 None => (
@@ -260,14 +293,17 @@ pub fn fine_tune(
                     Some((ngram_cal.ece_before, ngram_cal.ece_after)),
                     Some(vy.len()),
                     None,
+                    None,
                 ),
             }
         }
         // Without validation rows the base model's calibration stays; an ensemble's cascade
-        // cannot (its first step's network changed), so every row goes through the whole model.
+        // cannot (its first step's network changed), so every row goes through the whole model;
+        // nor can the calibration of unseen titles (fitted on the base model's scores).
         None => (
             base_meta.temperature,
             base_meta.isotonic.clone(),
+            None,
             None,
             None,
             None,
@@ -301,6 +337,7 @@ pub fn fine_tune(
         validation_ece_after: ece.map(|e| e.1),
         retrieval: retrieval_summary,
         cascade: cascade.as_ref().map(|c| c.fit.clone()),
+        title_only: title_only.as_ref().map(|t| t.fit.clone()),
     };
     let meta = ModelMeta {
         kind: model.kind(),
@@ -313,6 +350,7 @@ pub fn fine_tune(
         // The sample a later fine-tune of this model must draw again.
         fit_sample: fit_sample_of_base.filter(|_| model.retrieval().is_some()),
         cascade: cascade.clone(),
+        title_only,
         summary: serde_json::json!({
             "fine_tuned_from": base_meta.summary,
             "metrics": summary,

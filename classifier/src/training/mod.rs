@@ -8,6 +8,7 @@
 //! | [`data`] | labelled examples, the files training reads, progress |
 //! | [`bi_encoder`] | the retrieval's sentence encoder trained on the office's pairs (MultipleNegativesRanking with hard negatives) |
 //! | [`cascade`] | an ensemble's cascade: the n-gram confidence threshold and the calibration of the rows under it |
+//! | [`title_only`] | an ensemble's calibration and cascade threshold for titles it never saw, given without duties |
 //! | [`ensemble`] | the retrieval half: indexes, embedding, the mix and its calibration; its extension by corrections |
 //! | [`transformer`] | the fine-tuned encoder and its calibration |
 //! | [`finetune`] | continuing a model on corrections |
@@ -24,6 +25,7 @@ pub mod ensemble;
 pub mod finetune;
 pub mod reranker;
 pub mod spec;
+pub mod title_only;
 pub mod transformer;
 
 use std::collections::BTreeSet;
@@ -99,8 +101,27 @@ impl FitSummary {
         out.extend(self.retrieval.as_ref().map(|r| r.line()));
         out.extend(self.transformer.as_ref().map(|t| t.line()));
         out.extend(self.cascade.as_ref().map(cascade_line));
+        out.extend(
+            self.retrieval
+                .as_ref()
+                .and_then(|r| r.title_only.as_ref())
+                .map(title_only_line),
+        );
         out
     }
+}
+
+/// The stage report's line about the calibration of unseen titles without duties.
+pub fn title_only_line(f: &crate::artifact::TitleOnlyFit) -> String {
+    format!(
+        "unseen titles without duties: {} validation titles, accuracy {:.4}; mean confidence {:.4} (ECE {:.4}) with their own calibration against {:.4} (ECE {:.4}) with that of records with duties",
+        f.rows,
+        f.accuracy,
+        f.confidence,
+        f.ece,
+        f.confidence_with_duties_calibration,
+        f.ece_with_duties_calibration
+    )
 }
 
 /// The stage report's line about a cascade.
@@ -217,8 +238,8 @@ pub fn fit(
         Some((ft, s)) => (Some(ft), Some(s)),
         None => (None, None),
     };
-    let (model, retrieval_summary, cascade) = match spec.kind {
-        ModelKind::Ngram => (Model::Ngram { net }, None, None),
+    let (model, retrieval_summary, cascade, title_only) = match spec.kind {
+        ModelKind::Ngram => (Model::Ngram { net }, None, None, None),
         ModelKind::Transformer => (
             Model::Transformer {
                 net,
@@ -226,9 +247,10 @@ pub fn fit(
             },
             None,
             None,
+            None,
         ),
         ModelKind::Ensemble => {
-            let (retrieval, cal_e, cascade, s) = ensemble::build(
+            let (retrieval, cal_e, cascade, title_only, s) = ensemble::build(
                 spec,
                 files,
                 &labels,
@@ -249,6 +271,7 @@ pub fn fit(
                 },
                 Some(s),
                 Some(cascade),
+                title_only,
             )
         }
     };
@@ -284,6 +307,7 @@ pub fn fit(
         }),
         cascade,
         reranker: None,
+        title_only,
         summary: serde_json::json!({ "metrics": summary }),
     };
     Ok(Fitted {

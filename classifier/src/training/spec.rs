@@ -39,6 +39,12 @@ pub struct EnsembleConfig {
     /// Accuracy the cascade may give up against running the whole ensemble on every row,
     /// on the validation sample (`cascade_max_loss`; 0.002 is a fifth of a point).
     pub cascade_max_loss: f64,
+    /// Fit a calibration and cascade threshold of their own for titles the model never saw
+    /// given without duties (`title_only_calibration`; see [`crate::artifact::TitleOnly`]).
+    pub title_only_calibration: bool,
+    /// Fewest validation records with unseen titles to fit it on; with fewer, such titles
+    /// are calibrated like every other row (`title_only_min_rows`).
+    pub title_only_min_rows: usize,
 }
 
 impl Default for EnsembleConfig {
@@ -50,6 +56,8 @@ impl Default for EnsembleConfig {
             transformer: false,
             search: SearchConfig::default(),
             cascade_max_loss: 0.002,
+            title_only_calibration: true,
+            title_only_min_rows: 200,
         }
     }
 }
@@ -105,12 +113,14 @@ impl Default for FitSpec {
 }
 
 /// Configuration keys of the ensemble's settings and the field each sets.
-const ENSEMBLE_KEYS: [(&str, &str); 5] = [
+const ENSEMBLE_KEYS: [(&str, &str); 7] = [
     ("encoder_max_seq_length", "max_seq_length"),
     ("retrieval_fit_rows", "fit_rows"),
     ("retrieval_index_records", "index_records"),
     ("ensemble_transformer", "transformer"),
     ("cascade_max_loss", "cascade_max_loss"),
+    ("title_only_calibration", "title_only_calibration"),
+    ("title_only_min_rows", "title_only_min_rows"),
 ];
 /// Configuration keys of the approximate search and the field each sets.
 const SEARCH_KEYS: [(&str, &str); 3] = [

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Titles the ensemble never saw, given without duties (how ilo_titles_dev.csv arrives): the
+# model's calibration and cascade threshold of their own (`title_only_calibration`) against
+# the calibration fitted on records with duties, on the 150k records (../shared/data, not part
+# of the project). Evaluation only on the evaluation files: nothing is fitted on them.
+#   1. bench/ensemble-150k.toml in its own store (bench/out/store-title-only), `train` run now;
+#   2. `evaluate` with and without `[inference] title_only_calibration`, each with the cascade
+#      and with every part on every row (`cascade = false`), in the same run;
+#   3. bench/finetune-150k.toml on that model (corrections.csv linked for this step only), the
+#      fine-tuned model evaluated with and without it.
+#
+#   bash bench/title-only.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+cargo build --release -q
+BIN=$PWD/target/release/isco-dag
+$BIN models fetch minilm > /dev/null
+store_pipeline title-only.toml ensemble-150k-title-only ensemble-150k.toml store-title-only
+echo "== ensemble-150k, train run now"
+/usr/bin/time -f "wall %e s, peak RSS %M KB" $BIN run bench/out/title-only.toml --force train \
+  | grep -E "^executed|unseen titles|cascade:"
+for cascade in true false; do
+  for own in true false; do
+    $BIN run bench/out/title-only.toml -S inference.cascade=$cascade \
+      -S inference.title_only_calibration=$own > /dev/null
+    $BIN runs show last --store bench/out/store-title-only --format json | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+m = {x['id']: x for x in r['stages']}['evaluate']['metrics']
+cells = []
+for k in ['test', 'new_occupations_eval', 'ilo_titles_dev']:
+    e = m[k]
+    cells.append('%.4f (%.4f) ECE %.4f; >= 0.9: %.1f %% of rows, %.1f %% right' % (
+        e['accuracy'], e['top3_accuracy'], e['ece'], 100 * e['share_conf_90'], 100 * e['accuracy_conf_90']))
+print('| cascade $cascade | own calibration $own | ' + ' | '.join(cells) + ' |')
+"
+  done
+done
+echo "== finetune-150k.toml on this model: corrections.csv in bench/out/corrections_in/ for this step only"
+cat > bench/out/title-only-finetune.toml <<TOML
+[pipeline]
+name = "finetune-150k-title-only"
+extends = "../finetune-150k.toml"
+root = "../.."
+store = "bench/out/store-title-only"
+out_dir = "bench/out/title-only"
+
+[[stage]]
+id = "train"
+kind = "train"
+replace = true
+inputs = { train = "split.train", validation = "split.validation", reference = "../shared/data/isco08_groups.csv", encoder = "models/pretrained/all-MiniLM-L6-v2/*.*" }
+params_from = ["model", "training"]
+params = { model_kind = "ensemble", field_weights = [] }
+TOML
+mkdir -p bench/out/corrections_in
+ln -sf "$(realpath ../shared/data/corrections.csv)" bench/out/corrections_in/corrections.csv
+trap 'rm -rf bench/out/corrections_in' EXIT
+for own in true false; do
+  echo "-- title_only_calibration = $own"
+  $BIN run bench/out/title-only-finetune.toml -S inference.title_only_calibration=$own \
+    | grep -E "^executed  fine-tune|unseen titles|test:|new_occupations_eval:|corrections_holdout:" || true
+done
