@@ -414,8 +414,17 @@ fn step_counts(steps: &[classifier::predict::Step]) -> serde_json::Value {
     json!(counts)
 }
 
+/// How many texts took the model's calibration of unseen titles without duties (null when
+/// the model has none or it is turned off).
+fn unseen_title_count(pred: &Predictor, texts: &[String]) -> serde_json::Value {
+    json!(
+        pred.unseen_titles(texts)
+            .map(|v| v.iter().filter(|&&b| b).count())
+    )
+}
+
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "9", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("evaluate", version "10", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
@@ -442,6 +451,7 @@ impl Stage for Evaluate {
         let probs = scored.probabilities;
         let mut e = evaluate_probabilities(&pred, &probs, &test.isco_code);
         e.metrics["decided_by"] = step_counts(&scored.steps);
+        e.metrics["unseen_titles_without_duties"] = unseen_title_count(&pred, &test.text);
         let raw: Vec<(i64, &str, &str)> = (0..test.len())
             .map(|i| {
                 (
@@ -518,6 +528,7 @@ impl Stage for Evaluate {
             let scored = pred.score(&texts);
             let mut e = evaluate_probabilities(&pred, &scored.probabilities, &codes);
             e.metrics["decided_by"] = step_counts(&scored.steps);
+            e.metrics["unseen_titles_without_duties"] = unseen_title_count(&pred, &texts);
             let raw: Vec<(i64, &str, &str)> = raw
                 .iter()
                 .map(|(r, t, d)| (*r, t.as_str(), d.as_str()))
