@@ -38,22 +38,10 @@ print('| cascade $cascade | own calibration $own | ' + ' | '.join(cells) + ' |')
   done
 done
 echo "== finetune-150k.toml on this model: corrections.csv in bench/out/corrections_in/ for this step only"
-cat > bench/out/title-only-finetune.toml <<TOML
-[pipeline]
-name = "finetune-150k-title-only"
-extends = "../finetune-150k.toml"
-root = "../.."
-store = "bench/out/store-title-only"
-out_dir = "bench/out/title-only"
-
-[[stage]]
-id = "train"
-kind = "train"
-replace = true
-inputs = { train = "split.train", validation = "split.validation", reference = "../shared/data/isco08_groups.csv", encoder = "models/pretrained/all-MiniLM-L6-v2/*.*" }
-params_from = ["model", "training"]
-params = { model_kind = "ensemble", field_weights = [] }
-TOML
+store_pipeline title-only-finetune-base.toml finetune-150k-title-only finetune-150k.toml \
+  store-title-only title-only
+train_variant title-only-finetune.toml finetune-150k-title-only title-only-finetune-base.toml \
+  'model_kind = "ensemble", field_weights = []'
 mkdir -p bench/out/corrections_in
 ln -sf "$(realpath ../shared/data/corrections.csv)" bench/out/corrections_in/corrections.csv
 trap 'rm -rf bench/out/corrections_in' EXIT

@@ -77,17 +77,7 @@ pub fn fit_temperature_ece(logits: &[f32], y: &[u32], classes: usize) -> f64 {
     }
     let score = |t: f64| {
         let p = softmax_rows(logits, classes, t);
-        let (conf, ok): (Vec<f64>, Vec<bool>) = p
-            .chunks(classes)
-            .zip(y)
-            .map(|(r, &c)| {
-                let (i, v) = r
-                    .iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-                (v as f64, i as u32 == c)
-            })
-            .unzip();
+        let (conf, ok) = top_label(&p, y, classes);
         ece(&conf, &ok)
     };
     let mut best = (f64::INFINITY, 1.0);
@@ -264,6 +254,21 @@ pub struct Calibration {
     pub ece_after: f64,
 }
 
+/// Per row of probabilities `[rows, classes]`: the top probability and whether its class
+/// (the first of equal ones) is the label.
+pub fn top_label(p: &[f32], y: &[u32], classes: usize) -> (Vec<f64>, Vec<bool>) {
+    p.chunks(classes)
+        .zip(y)
+        .map(|(r, &y)| {
+            let (i, v) = r
+                .iter()
+                .enumerate()
+                .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
+            (v as f64, i as u32 == y)
+        })
+        .unzip()
+}
+
 /// Fits the calibration on validation logits: `nll` (classic temperature scaling), `ece`
 /// (the temperature minimising calibration error) or `isotonic` (NLL temperature, then a
 /// top-label isotonic map). Shared by `train` and `fine-tune`.
@@ -283,16 +288,7 @@ pub fn fit_calibration(
         if let Some(iso) = iso {
             p.chunks_mut(classes).for_each(|r| iso.apply_row(r));
         }
-        p.chunks(classes)
-            .zip(y)
-            .map(|(r, &y)| {
-                let (i, v) = r
-                    .iter()
-                    .enumerate()
-                    .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-                (v as f64, i as u32 == y)
-            })
-            .unzip()
+        top_label(&p, y, classes)
     };
     let isotonic = if method == CalibrationMethod::Isotonic {
         let (conf, ok) = top1(temperature, None);

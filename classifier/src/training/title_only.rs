@@ -14,7 +14,7 @@ use std::collections::HashSet;
 use super::cascade::fit_cascade;
 use super::data::{Examples, encode};
 use crate::artifact::{Calibrated, TitleOnly, TitleOnlyFit};
-use crate::calibrate::{CalibrationMethod, ece, fit_calibration, softmax_rows};
+use crate::calibrate::{CalibrationMethod, ece, fit_calibration, softmax_rows, top_label};
 use crate::error::Error;
 use crate::features::{FeatureConfig, FeatureMatrix};
 use crate::model::Trained;
@@ -52,20 +52,6 @@ pub fn unseen_titles(
     (texts, y)
 }
 
-/// Top-1 confidences and whether each is right, of calibrated probabilities.
-fn top1(p: &[f32], y: &[u32], classes: usize) -> (Vec<f64>, Vec<bool>) {
-    p.chunks(classes)
-        .zip(y)
-        .map(|(r, &y)| {
-            let (i, v) = r
-                .iter()
-                .enumerate()
-                .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-            (v as f64, i as u32 == y)
-        })
-        .unzip()
-}
-
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -99,12 +85,12 @@ pub fn fit_parts(
         max_loss,
         method,
     );
-    let (conf_before, ok) = top1(
+    let (conf_before, ok) = top_label(
         &calibrated(ensemble_logits, classes, with_duties),
         y,
         classes,
     );
-    let (conf_after, _) = top1(&calibrated(ensemble_logits, classes, &whole), y, classes);
+    let (conf_after, _) = top_label(&calibrated(ensemble_logits, classes, &whole), y, classes);
     let fit = TitleOnlyFit {
         rows: y.len(),
         accuracy: ok.iter().filter(|&&b| b).count() as f64 / y.len().max(1) as f64,
