@@ -19,8 +19,6 @@ use crate::error::Error;
 use crate::features::{FeatureConfig, FeatureMatrix};
 use crate::model::Trained;
 use crate::predict::calibrated;
-#[cfg(test)]
-use crate::retrieval::bare_title;
 use crate::retrieval::{Retrieval, mix_probabilities, split_text};
 use crate::transformer::FineTuned;
 
@@ -59,7 +57,6 @@ fn mean(v: &[f64]) -> f64 {
 /// The part from title-only rows' n-gram and ensemble logits and their classes.
 /// `with_duties` is the ensemble's calibration fitted on records with duties, which these
 /// rows would get otherwise (for the report).
-#[allow(clippy::too_many_arguments)]
 pub fn fit_parts(
     ngram_logits: &[f32],
     ensemble_logits: &[f32],
@@ -178,6 +175,7 @@ pub(super) fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retrieval::bare_title;
 
     #[test]
     fn only_records_with_unseen_titles_are_drawn_and_lose_their_duties() {
