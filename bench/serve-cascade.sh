@@ -7,12 +7,14 @@
 # connections from api/examples/loadgen.rs (open loop: latency from each request's scheduled
 # time). Run from the project root: bash bench/serve-cascade.sh
 # BIN= serves with another build (e.g. the libtorch one: `--features tch`, with bench/lib.sh
-# `libtorch_env`), PRECISION=bf16 embeds the queries in mixed precision (libtorch builds),
-# MODES= picks `cascade` and/or `full`.
+# `libtorch_env`), PRECISION=bf16 embeds the queries in mixed precision (the bfloat16 kernel on CPUs with
+# AVX-512 BF16, or libtorch builds),
+# MODES= picks `cascade` and/or `full`; STORE= serves another store's promoted model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=../shared/data
-[ -f bench/out/store-cascade/refs/best.json ] || { echo "run bash bench/cascade.sh first" >&2; exit 1; }
+STORE=${STORE:-bench/out/store-cascade}
+[ -f $STORE/refs/best.json ] || { echo "run bash bench/cascade.sh first" >&2; exit 1; }
 cargo build --release --quiet --bin isco-dag --example loadgen -p isco-dag -p api
 BIN=${BIN:-./target/release/isco-dag}
 LOAD=./target/release/examples/loadgen
@@ -34,7 +36,7 @@ for mode in ${MODES:-cascade full}; do
       -e "s/^cascade = .*/cascade = $flag/" \
       -e "/^precision = .*its products/s/\"fp32\"/\"${PRECISION:-fp32}\"/" \
       config/default.toml > bench/out/serve-cascade/$mode.toml
-  $BIN serve --store bench/out/store-cascade --addr 127.0.0.1:0 --config bench/out/serve-cascade/$mode.toml > bench/out/serve-cascade/server.log 2>&1 &
+  $BIN serve --store $STORE --addr 127.0.0.1:0 --config bench/out/serve-cascade/$mode.toml > bench/out/serve-cascade/server.log 2>&1 &
   PID=$!
   for _ in $(seq 300); do grep -q "listening on" bench/out/serve-cascade/server.log && break; sleep 0.1; done
   ADDR=$(grep -o "http://[0-9.:]*" bench/out/serve-cascade/server.log | head -1 | sed 's#http://##')

@@ -10,14 +10,19 @@
 //! `precision = "fp32" | "bf16" | "fp16"` (next to `device`) sets the float type of the
 //! encoders' matrix products. `fp32` (the default) computes everything in single precision
 //! and adds nothing to a stage's key. `bf16` and `fp16` are mixed precision as
-//! libtorch's autocast does it: the projections, the feed-forward products and attention's
-//! two products read and multiply 16-bit numbers, while the embeddings, residual sums, layer
-//! norms, softmax, GELU and pooling stay in fp32, and in training the weights the optimiser
-//! updates stay fp32 (they are cast for each product, and their gradients cast back).
-//! 16-bit products need libtorch: burn's CPU backend has none that is faster than fp32, so
-//! on the default build anything but `fp32` is a configuration error. `bf16` runs on CUDA
-//! GPUs, Apple's MPS and on CPUs with AVX-512 BF16 or AMX (where libtorch's oneDNN kernels
-//! use them); `fp16` on a GPU only — libtorch has no fast fp16 products on the CPU.
+//! libtorch's autocast does it: the projections, the feed-forward products (and, on
+//! libtorch, attention's two products) read and multiply 16-bit numbers, while the
+//! embeddings, residual sums, layer norms, softmax, GELU and pooling stay in fp32, and in
+//! training the weights the optimiser updates stay fp32 (they are cast for each product, and
+//! their gradients cast back).
+//!
+//! On the default build `bf16` embeds and scores with this crate's own bfloat16 kernel
+//! ([`crate::bf16`]) on CPUs with AVX-512 BF16 (twice fp32's multiply-adds per cycle); it
+//! does not train there (burn's CPU backend has no fast 16-bit products for the graph), and
+//! on a CPU without the instruction it is a configuration error, as `fp16` is. The `tch`
+//! build (libtorch) runs `bf16` on CUDA GPUs, Apple's MPS and on CPUs with AVX-512 BF16 or
+//! AMX (oneDNN's kernels), and `fp16` on a GPU only — libtorch has no fast fp16 products on
+//! the CPU.
 //!
 //! The choice is made in two steps so that it can be tested on any machine: [`DeviceChoice::place`]
 //! decides from what [`Accelerators`] reports (pure logic), and [`Placement::device`] turns the
@@ -120,6 +125,10 @@ impl Precision {
     pub fn check(self, placed: Placement, there: Accelerators) -> Result<(), String> {
         match self {
             Precision::Fp32 => Ok(()),
+            Precision::Bf16 if !there.gpu_build && there.bf16_cpu => Ok(()),
+            Precision::Bf16 if !there.gpu_build => Err(
+                "`bf16` on this build runs on CPUs with AVX-512 BF16, and this one has none (it would be slower than fp32); write \"fp32\", or build with libtorch (`cargo build --release --features tch`) for a GPU".into(),
+            ),
             _ if !there.gpu_build => Err(format!(
                 "`{self}` needs libtorch (`cargo build --release --features tch`): this build's CPU backend has no 16-bit matrix products faster than fp32; write \"fp32\""
             )),
@@ -177,10 +186,17 @@ impl Precision {
             Precision::Fp16 => Err(
                 "precision: `fp16` embeds but does not train: its gradients underflow without loss scaling; write \"bf16\" (as fast on GPUs that have it) or \"fp32\"".into(),
             ),
+            Precision::Bf16 if BF16_KERNEL => Err(
+                "precision: `bf16` on this build embeds and scores but does not train (its CPU backend has no fast 16-bit products for training); write \"fp32\" here, or build with libtorch (`cargo build --release --features tch`)".into(),
+            ),
             Precision::Fp32 | Precision::Bf16 => Ok(()),
         }
     }
 }
+
+/// Whether `bf16` runs on this crate's own bfloat16 kernel ([`crate::bf16`]): on the default
+/// build; libtorch brings its own.
+pub const BF16_KERNEL: bool = cfg!(not(feature = "tch"));
 
 /// The burn device of `device` and the checked `precision` for it, or an error naming the
 /// setting at fault.
@@ -202,6 +218,8 @@ pub struct Accelerators {
     pub cuda_devices: usize,
     /// Whether libtorch sees MPS.
     pub mps: bool,
+    /// Whether the CPU runs the bfloat16 kernel (AVX-512 BF16).
+    pub bf16_cpu: bool,
 }
 
 impl Accelerators {
@@ -213,11 +231,15 @@ impl Accelerators {
                 gpu_build: true,
                 cuda_devices: tch::Cuda::device_count().max(0) as usize,
                 mps: tch::utils::has_mps(),
+                bf16_cpu: crate::bf16::available(),
             }
         }
         #[cfg(not(feature = "tch"))]
         {
-            Accelerators::default()
+            Accelerators {
+                bf16_cpu: crate::bf16::available(),
+                ..Accelerators::default()
+            }
         }
     }
 }
@@ -320,11 +342,13 @@ mod tests {
             gpu_build: true,
             cuda_devices: 2,
             mps: false,
+            bf16_cpu: false,
         };
         let mac = Accelerators {
             gpu_build: true,
             cuda_devices: 0,
             mps: true,
+            bf16_cpu: false,
         };
         assert_eq!(DeviceChoice::Auto.place(none), Ok(Placement::Cpu));
         assert_eq!(DeviceChoice::Auto.place(two), Ok(Placement::Cuda(0)));
@@ -340,6 +364,7 @@ mod tests {
             gpu_build: true,
             cuda_devices: 2,
             mps: false,
+            bf16_cpu: false,
         };
         let e = DeviceChoice::Cuda(2).place(two).unwrap_err();
         assert!(
@@ -370,29 +395,44 @@ mod tests {
         assert_eq!(Precision::Fp16.half(), Some(FloatDType::F16));
         let e = "int8".parse::<Precision>().unwrap_err();
         assert!(e.contains("bf16"), "{e}");
-        assert!(Precision::Bf16.check_training().is_ok());
+        // bf16 trains on libtorch; the default build's kernel only embeds and scores.
+        assert_eq!(Precision::Bf16.check_training().is_ok(), !BF16_KERNEL);
         let e = Precision::Fp16.check_training().unwrap_err();
         assert!(e.contains("loss scaling") && e.contains("bf16"), "{e}");
     }
 
     #[test]
-    fn sixteen_bit_products_need_libtorch_and_fp16_a_gpu() {
+    fn sixteen_bit_products_need_the_instruction_or_libtorch_and_fp16_a_gpu() {
         let cpu_build = Accelerators::default();
+        let cpu_build_bf16 = Accelerators {
+            bf16_cpu: true,
+            ..cpu_build
+        };
         let libtorch_cpu = Accelerators {
             gpu_build: true,
             cuda_devices: 0,
             mps: false,
+            bf16_cpu: false,
         };
         let gpu = Accelerators {
             gpu_build: true,
             cuda_devices: 1,
             mps: false,
+            bf16_cpu: false,
         };
-        for there in [cpu_build, libtorch_cpu, gpu] {
+        for there in [cpu_build, cpu_build_bf16, libtorch_cpu, gpu] {
             assert_eq!(Precision::Fp32.check(Placement::Cpu, there), Ok(()));
         }
         let e = Precision::Bf16
             .check(Placement::Cpu, cpu_build)
+            .unwrap_err();
+        assert!(e.contains("AVX-512 BF16") && e.contains("fp32"), "{e}");
+        assert_eq!(
+            Precision::Bf16.check(Placement::Cpu, cpu_build_bf16),
+            Ok(())
+        );
+        let e = Precision::Fp16
+            .check(Placement::Cpu, cpu_build_bf16)
             .unwrap_err();
         assert!(e.contains("--features tch") && e.contains("fp32"), "{e}");
         assert_eq!(Precision::Bf16.check(Placement::Cpu, libtorch_cpu), Ok(()));
@@ -402,13 +442,14 @@ mod tests {
         assert!(e.contains("GPU") && e.contains("bf16"), "{e}");
         assert_eq!(Precision::Fp16.check(Placement::Cuda(0), gpu), Ok(()));
         assert_eq!(Precision::Bf16.check(Placement::Mps, gpu), Ok(()));
-        // On this build and machine: fp32 always places; a 16-bit precision on the CPU only
-        // with libtorch.
+        // On this build and machine: fp32 always places; bf16 on the CPU with libtorch or
+        // the instruction, fp16 never on the CPU.
         let e = place(DeviceChoice::Cpu, Precision::Fp16).unwrap_err();
         assert!(e.starts_with("precision:"), "{e}");
+        let there = Accelerators::detect();
         assert_eq!(
             place(DeviceChoice::Cpu, Precision::Bf16).is_ok(),
-            Accelerators::detect().gpu_build
+            there.gpu_build || there.bf16_cpu
         );
     }
 }

@@ -7,6 +7,7 @@
 //! | [`kind`] | the model kinds (`ngram`, `ensemble`, `transformer`) |
 //! | [`features`] | fastText-style hashed word, bigram and character n-gram features |
 //! | [`text`] | the text normalisation every stage and the predictor share |
+//! | [`bf16`] | the encoders' linear products in bfloat16 on CPUs with AVX-512 BF16 |
 //! | [`encoder`] | pretrained BERT/RoBERTa sentence encoders (safetensors + tokenizers) as burn modules |
 //! | [`model`] | the `ngram` network (embedding bag + head) and its sparse-aware burn training loop |
 //! | [`augment`] | reference augmentation: training examples from ISCO titles, tasks and example occupations |
@@ -26,6 +27,7 @@
 pub mod ann;
 pub mod artifact;
 pub mod augment;
+pub mod bf16;
 pub mod calibrate;
 pub mod device;
 pub mod encoder;

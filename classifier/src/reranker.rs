@@ -288,12 +288,7 @@ impl CrossEncoder {
         let inp = self.encoder.batch(&ids, device);
         let seg = self.encoder.segments(&types, device);
         let h = model.embed_typed(inp.ids, inp.positions, seg);
-        let h = model.layers(
-            h,
-            inp.pad,
-            0..model.encoder.layers.len(),
-            self.encoder.precision(),
-        );
+        let h = self.encoder.layers(h, inp.pad);
         self.head.forward(h)
     }
 

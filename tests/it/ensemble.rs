@@ -319,6 +319,61 @@ fn unseen_titles_are_calibrated_apart(p: &Project) {
     );
 }
 
+/// `[inference] precision = "bf16"` embeds the queries on the bfloat16 kernel where the CPU
+/// has AVX-512 BF16: the vectors move a little, the codes hardly; elsewhere the setting is a
+/// configuration error naming the key.
+fn bf16_codes_as_fp32_does(p: &Project) {
+    let code = |out: &str| {
+        p.run(&[
+            "predict",
+            "--no-cascade",
+            "--model",
+            "models/latest",
+            "--input",
+            "data/demo/new_jobs.csv",
+            "--output",
+            out,
+        ])
+    };
+    let line = "precision = \"fp32\"           # its products";
+    let fp32 = code("fp32.csv");
+    assert!(fp32.status.success(), "{fp32:?}");
+    p.edit(
+        "config/default.toml",
+        line,
+        "precision = \"bf16\"           # its products",
+    );
+    let bf16 = code("bf16.csv");
+    p.edit(
+        "config/default.toml",
+        "precision = \"bf16\"           # its products",
+        line,
+    );
+    if !crate::support::cpu_has_bf16() {
+        let err = String::from_utf8_lossy(&bf16.stderr);
+        assert_eq!(bf16.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("precision") && err.contains("AVX-512 BF16"),
+            "{err}"
+        );
+        return;
+    }
+    assert!(bf16.status.success(), "{bf16:?}");
+    let (a, b) = (
+        confidences(&p.path("fp32.csv")),
+        confidences(&p.path("bf16.csv")),
+    );
+    assert_eq!(a.len(), b.len());
+    let same = a.iter().zip(&b).filter(|(x, y)| x.0 == y.0).count();
+    assert!(
+        same * 100 >= a.len() * 95,
+        "{same} of {} codes agree",
+        a.len()
+    );
+    // The products really ran in 16 bits.
+    assert!(a.iter().zip(&b).any(|(x, y)| (x.1 - y.1).abs() > 1e-9));
+}
+
 /// The review queue file and the API carry similar past records with their codes.
 fn reviewers_see_similar_records(p: &Project) {
     // Every prediction goes to review (the small model is confident about anything).
@@ -433,6 +488,7 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     // Evaluate scored the ensemble; predictions carry codes.
     scored_and_codes(&p, "retrieval", 0.5);
     unseen_titles_are_calibrated_apart(&p);
+    bf16_codes_as_fp32_does(&p);
     the_cascade_routes_rows(&p);
 
     // Nothing changed: nothing runs.
