@@ -137,7 +137,7 @@ fn tempfile_dir(parent: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn check(dir: &Path, sentences: Vec<String>) -> anyhow::Result<()> {
-    let enc = classifier::encoder::Encoder::load(dir, 0)?;
+    let mut enc = classifier::encoder::Encoder::load(dir, 0)?;
     let sentences = if sentences.is_empty() {
         vec![
             "software engineer".to_string(),
@@ -170,6 +170,28 @@ fn check(dir: &Path, sentences: Vec<String>) -> anyhow::Result<()> {
                 .sum();
             console::out(&format!("cos({:?}, {:?}) = {c:.4}", refs[i], refs[j]));
         }
+    }
+    // Whether `precision = "bf16"` runs here, and how far it moves these vectors.
+    use classifier::device::{DeviceChoice, Precision};
+    match classifier::device::place(DeviceChoice::Cpu, Precision::Bf16) {
+        Ok(_) => {
+            enc.set_precision(Precision::Bf16);
+            let started = std::time::Instant::now();
+            let h = enc.embed(&refs, 32, true, &|_| {})?;
+            let worst = v
+                .chunks(d)
+                .zip(h.chunks(d))
+                .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+                .fold(1f32, f32::min);
+            console::out(&format!(
+                "precision \"bf16\" runs on this CPU: embedded in {:.3}s, cosine to fp32 at least {worst:.5}",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        Err(e) => console::out(&format!(
+            "precision \"bf16\" does not run here ({})",
+            e.trim_start_matches("precision: ")
+        )),
     }
     Ok(())
 }

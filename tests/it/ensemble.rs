@@ -349,7 +349,13 @@ fn bf16_codes_as_fp32_does(p: &Project) {
         "precision = \"bf16\"           # its products",
         line,
     );
+    // `models check` says whether bf16 runs here.
+    let check = p.ok(&["models", "check", "models/pretrained/all-MiniLM-L6-v2"]);
     if !crate::support::cpu_has_bf16() {
+        assert!(
+            check.contains("\"bf16\" does not run here") && check.contains("AVX-512 BF16"),
+            "{check}"
+        );
         let err = String::from_utf8_lossy(&bf16.stderr);
         assert_eq!(bf16.status.code(), Some(2), "{err}");
         assert!(
@@ -358,6 +364,9 @@ fn bf16_codes_as_fp32_does(p: &Project) {
         );
         return;
     }
+    assert!(check.contains("\"bf16\" runs on this CPU"), "{check}");
+    let cosine: f64 = check.rsplit(' ').next().unwrap().trim().parse().unwrap();
+    assert!(cosine > 0.99 && cosine <= 1.0 + 1e-6, "{check}");
     assert!(bf16.status.success(), "{bf16:?}");
     let (a, b) = (
         confidences(&p.path("fp32.csv")),
