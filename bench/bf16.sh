@@ -10,13 +10,15 @@
 #   3. `isco-dag predict` of the 150,000 records (bench/cascade.sh writes them), fp32 and bf16
 #      alternating REPS times, each from a copy of the model without its embedding cache;
 #   4. `/predict/job` at 100 requests/s of uncached texts (bench/serve-cascade.sh), fp32 and
-#      bf16 alternating.
+#      bf16 alternating;
+#   5. bench/ensemble-150k.toml cold in its own store (bench/out/store-bf16-cold), with
+#      `[model]` and `[inference] precision` fp32, then bf16: the index embedded at each.
 #   REPS=2 bash bench/bf16.sh          STEPS="1 4" runs only those steps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-/tmp/pyref/bin/python}
 REPS=${REPS:-2}
-STEPS=${STEPS:-1 2 3 4}
+STEPS=${STEPS:-1 2 3 4 5}
 STORE=bench/out/store-title-only
 [ -f $STORE/refs/best.json ] || { echo "run bash bench/title-only.sh first" >&2; exit 1; }
 cargo build --release -q
@@ -96,6 +98,26 @@ PY
       echo "-- $p"
       STORE=$STORE PRECISION=$p MODES=cascade bash bench/serve-cascade.sh | grep -E "latency|requests to"
     done
+  done
+  ;;
+5)
+  echo "== bench/ensemble-150k.toml cold, the index and the queries at each precision"
+  source bench/lib.sh
+  store_pipeline bf16-cold.toml ensemble-150k-bf16-cold ensemble-150k.toml store-bf16-cold
+  for p in fp32 bf16; do
+    rm -rf bench/out/store-bf16-cold bench/out/bf16-cold
+    /usr/bin/time -f "$p: cold run %e s wall, peak RSS %M KB" $BIN run bench/out/bf16-cold.toml \
+      -S model.precision=$p -S inference.precision=$p > /dev/null
+    $BIN runs show last --store bench/out/store-bf16-cold --format json | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+st = {x['id']: x for x in r['stages']}
+m = st['evaluate']['metrics']
+cells = ['%s %.4f (%.4f)' % (k, m[k]['accuracy'], m[k]['top3_accuracy'])
+         for k in ['test', 'new_occupations_eval', 'ilo_titles_dev']]
+print('$p: train %.0f s, evaluate %.0f s; ' % (st['train']['duration_s'], st['evaluate']['duration_s'])
+      + '; '.join(cells) + '; test ECE %.4f, macro-F1 %.4f' % (m['test']['ece'], m['test']['macro_f1']))
+"
   done
   ;;
 esac
