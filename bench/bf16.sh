@@ -21,6 +21,7 @@ REPS=${REPS:-2}
 STEPS=${STEPS:-1 2 3 4 5}
 STORE=bench/out/store-title-only
 [ -f $STORE/refs/best.json ] || { echo "run bash bench/title-only.sh first" >&2; exit 1; }
+source bench/lib.sh
 cargo build --release -q
 cargo build --release -q -p classifier --features x86-v4 --example embed_speed
 BIN=$PWD/target/release/isco-dag
@@ -52,17 +53,7 @@ case $step in
     for p in fp32 bf16; do
       $BIN run bench/out/title-only.toml -S inference.cascade=$cascade \
         -S inference.precision=$p > /dev/null
-      $BIN runs show last --store $STORE --format json | python3 -c "
-import json, sys
-r = json.load(sys.stdin)
-m = {x['id']: x for x in r['stages']}['evaluate']['metrics']
-cells = []
-for k in ['test', 'new_occupations_eval', 'ilo_titles_dev']:
-    e = m[k]
-    cells.append('%.4f (%.4f) ECE %.4f; >= 0.9: %.1f %% right' % (
-        e['accuracy'], e['top3_accuracy'], e['ece'], 100 * e['accuracy_conf_90']))
-print('| cascade $cascade | $p | ' + ' | '.join(cells) + ' |')
-"
+      eval_row $STORE "cascade $cascade | $p"
     done
   done
   ;;
@@ -102,7 +93,6 @@ PY
   ;;
 5)
   echo "== bench/ensemble-150k.toml cold, the index and the queries at each precision"
-  source bench/lib.sh
   store_pipeline bf16-cold.toml ensemble-150k-bf16-cold ensemble-150k.toml store-bf16-cold
   for p in fp32 bf16; do
     rm -rf bench/out/store-bf16-cold bench/out/bf16-cold

@@ -49,6 +49,23 @@ params = { $4 }
 TOML
 }
 
+# eval_row STORE LABEL: a table row of the store's last run's `evaluate` — LABEL, then for the
+# test split, new_occupations_eval and ilo_titles_dev: accuracy (top-3), ECE, and of the rows
+# coded at >= 0.9 confidence their share and the share of those right. Needs BIN.
+eval_row() {
+  "$BIN" runs show last --store "$1" --format json | python3 -c "
+import json, sys
+r = json.load(sys.stdin)
+m = {x['id']: x for x in r['stages']}['evaluate']['metrics']
+cells = []
+for k in ['test', 'new_occupations_eval', 'ilo_titles_dev']:
+    e = m[k]
+    cells.append('%.4f (%.4f) ECE %.4f; >= 0.9: %.1f %% of rows, %.1f %% right' % (
+        e['accuracy'], e['top3_accuracy'], e['ece'], 100 * e['share_conf_90'], 100 * e['accuracy_conf_90']))
+print('| ' + sys.argv[1] + ' | ' + ' | '.join(cells) + ' |')
+" "$2"
+}
+
 # libtorch_env: libtorch 2.9.0 (the version torch-sys 0.22 is generated for) for
 # `--features tch`, without a libtorch download site: taken from the Python registry's `torch`
 # wheel once into $WORK (default /tmp/isco-tch; ~2.5 GB), its CUDA libraries removed, with the

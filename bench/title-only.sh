@@ -24,17 +24,7 @@ for cascade in true false; do
   for own in true false; do
     $BIN run bench/out/title-only.toml -S inference.cascade=$cascade \
       -S inference.title_only_calibration=$own > /dev/null
-    $BIN runs show last --store bench/out/store-title-only --format json | python3 -c "
-import json, sys
-r = json.load(sys.stdin)
-m = {x['id']: x for x in r['stages']}['evaluate']['metrics']
-cells = []
-for k in ['test', 'new_occupations_eval', 'ilo_titles_dev']:
-    e = m[k]
-    cells.append('%.4f (%.4f) ECE %.4f; >= 0.9: %.1f %% of rows, %.1f %% right' % (
-        e['accuracy'], e['top3_accuracy'], e['ece'], 100 * e['share_conf_90'], 100 * e['accuracy_conf_90']))
-print('| cascade $cascade | own calibration $own | ' + ' | '.join(cells) + ' |')
-"
+    eval_row bench/out/store-title-only "cascade $cascade | own calibration $own"
   done
 done
 echo "== finetune-150k.toml on this model: corrections.csv in bench/out/corrections_in/ for this step only"

@@ -351,7 +351,7 @@ fn bf16_codes_as_fp32_does(p: &Project) {
     );
     // `models check` says whether bf16 runs here.
     let check = p.ok(&["models", "check", "models/pretrained/all-MiniLM-L6-v2"]);
-    if !crate::support::cpu_has_bf16() {
+    if !classifier::bf16::available() {
         assert!(
             check.contains("\"bf16\" does not run here") && check.contains("AVX-512 BF16"),
             "{check}"

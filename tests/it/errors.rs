@@ -161,7 +161,7 @@ fn a_precision_this_build_cannot_run_is_a_configuration_error_naming_the_key() {
     let p = Project::new(300);
     // bf16 embeds on the default build where the CPU has AVX-512 BF16 (the kernel), and
     // trains only on libtorch.
-    let kernel = crate::support::cpu_has_bf16();
+    let kernel = classifier::bf16::available();
     let mut cases = vec![
         ("encoder_training.precision=bf16", "does not train"),
         ("encoder_training.precision=fp16", "loss scaling"),

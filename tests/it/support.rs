@@ -153,17 +153,3 @@ pub fn succeeded(out: Output, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
-
-/// Whether this CPU has AVX-512 BF16, on which the default build embeds at `bf16` (elsewhere
-/// that setting is a configuration error).
-pub fn cpu_has_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
