@@ -1,5 +1,5 @@
-//! Pretrained BERT- and RoBERTa-family sentence encoders as burn modules, built from a Hugging
-//! Face-style directory:
+//! Pretrained BERT-, RoBERTa- and MPNet-family sentence encoders as burn modules, built from a
+//! Hugging Face-style directory:
 //!
 //! | file | used for |
 //! |---|---|
@@ -20,6 +20,13 @@
 //! | `output.dense` | `pwff.linear_outer` |
 //! | `output.LayerNorm` | `norm_2` |
 //! | `embeddings.LayerNorm` | `embeddings.layer_norm` |
+//!
+//! MPNet (`model_type = "mpnet"`, e.g. all-mpnet-base-v2) names its attention
+//! `attention.attn.{q,k,v,o}` with `attention.LayerNorm` after it (mapped to the same module
+//! fields), has no segment embeddings, numbers positions as RoBERTa does, and adds to every
+//! layer's attention scores a learned bias per head and bucket of relative distance
+//! (`encoder.relative_attention_bias`, [`relative_bucket`]), shared by all layers. A saved
+//! encoder goes back to its own family's names.
 //!
 //! Linear weights are transposed and LayerNorm `weight`/`bias` become `gamma`/`beta` by the
 //! adapter. The layers are post-norm transformer layers built from burn's attention, linear
@@ -73,6 +80,20 @@ pub struct EncoderConfig {
     /// Activation (only GELU is supported).
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Buckets of relative distance with a learned attention bias (MPNet only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_attention_num_buckets: Option<usize>,
+}
+
+/// The architecture families the encoder reads, from `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// BERT and its distillations (MiniLM): absolute positions from 0, segment embeddings.
+    Bert,
+    /// RoBERTa and XLM-R: positions start after the padding id.
+    Roberta,
+    /// MPNet: RoBERTa's positions, no segment embeddings, a relative position bias.
+    Mpnet,
 }
 
 fn default_model_type() -> String {
@@ -89,10 +110,55 @@ fn default_act() -> String {
 }
 
 impl EncoderConfig {
+    /// The architecture family.
+    pub fn family(&self) -> Family {
+        if self.model_type == "mpnet" {
+            Family::Mpnet
+        } else if self.model_type.contains("roberta") {
+            Family::Roberta
+        } else {
+            Family::Bert
+        }
+    }
+
     /// Whether positions follow RoBERTa's convention (offset by the padding id + 1).
     pub fn roberta_positions(&self) -> bool {
-        self.model_type.contains("roberta")
+        self.family() != Family::Bert
     }
+
+    /// The first position id of a text.
+    pub fn first_position(&self) -> i64 {
+        if self.roberta_positions() {
+            self.pad_token_id as i64 + 1
+        } else {
+            0
+        }
+    }
+}
+
+/// Largest distance MPNet's buckets tell apart; beyond it every distance shares the last
+/// bucket of its sign.
+const RELATIVE_MAX_DISTANCE: f32 = 128.0;
+
+/// MPNet's bucket of the relative distance `to - from` of a key from its query: half the
+/// buckets for keys before the query, half for keys after; within each half, distances
+/// below a quarter of the buckets get a bucket each and longer ones share buckets spaced
+/// logarithmically up to 128. Computed in f32 as the reference implementation does, so
+/// the boundaries fall where its do.
+pub fn relative_bucket(relative: i64, buckets: usize) -> usize {
+    let half = buckets / 2;
+    let n = -relative;
+    let mut ret = if n < 0 { half } else { 0 };
+    let n = n.unsigned_abs() as usize;
+    let exact = half / 2;
+    if n < exact {
+        ret += n;
+    } else {
+        let scaled = (n as f32 / exact as f32).ln() / (RELATIVE_MAX_DISTANCE / exact as f32).ln()
+            * (half - exact) as f32;
+        ret += (exact + scaled as usize).min(half - 1);
+    }
+    ret
 }
 
 /// Token, position and segment embeddings followed by a LayerNorm.
@@ -102,8 +168,8 @@ pub struct Embeddings {
     pub word_embeddings: Embedding,
     /// `[positions, hidden]`.
     pub position_embeddings: Embedding,
-    /// `[types, hidden]`.
-    pub token_type_embeddings: Embedding,
+    /// `[types, hidden]`; MPNet has none.
+    pub token_type_embeddings: Option<Embedding>,
     /// Normalisation of their sum.
     pub layer_norm: LayerNorm,
 }
@@ -136,9 +202,11 @@ pub struct EncoderLayer {
 pub struct EncoderStack {
     /// Layers in order.
     pub layers: Vec<EncoderLayer>,
+    /// MPNet's attention bias `[buckets, heads]` per bucket of relative distance.
+    pub relative_attention_bias: Option<Embedding>,
 }
 
-/// A BERT/RoBERTa encoder (no pooler).
+/// A BERT/RoBERTa/MPNet encoder (no pooler).
 #[derive(Module, Debug)]
 pub struct BertModel {
     /// Input embeddings.
@@ -239,19 +307,24 @@ fn linear_at(linear: &Linear, x: Tensor<3>, half: Option<FloatDType>) -> Tensor<
 }
 
 /// Scaled dot-product attention of `q`, `k`, `v` `[texts, heads, len, dk]`, in the 16-bit
-/// type `half` when there is one: the scores are taken to fp32 for the mask and the softmax,
-/// the weights back to 16 bits for the product with `v`.
+/// type `half` when there is one: the scores are taken to fp32 for the position bias
+/// (`[1, heads, len, len]`, MPNet's), the mask and the softmax, the weights back to 16 bits
+/// for the product with `v`.
 fn attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     pad: Option<Tensor<2, Bool>>,
+    bias: Option<Tensor<4>>,
     half: Option<FloatDType>,
 ) -> Tensor<4> {
     let [texts, _, _, dk] = q.dims();
     let mut scores = q.matmul(k.transpose()).div_scalar((dk as f32).sqrt());
     if half.is_some() {
         scores = scores.cast(FloatDType::F32);
+    }
+    if let Some(bias) = bias {
+        scores = scores + bias;
     }
     if let Some(pad) = pad {
         let [_, len] = pad.dims();
@@ -389,10 +462,11 @@ impl EncoderLayer {
         &self,
         x: Tensor<3>,
         pad: Tensor<2, Bool>,
+        bias: Option<Tensor<4>>,
         differentiable: bool,
         precision: Precision,
     ) -> Tensor<3> {
-        if precision.is_fp32() {
+        if precision.is_fp32() && bias.is_none() {
             let att = self
                 .mha
                 .forward(MhaInput::self_attn(x.clone()).mask_pad(pad))
@@ -400,7 +474,7 @@ impl EncoderLayer {
             let x = self.norm_1.forward(x + att);
             return self.feed_forward(x, differentiable, Products::Burn(precision));
         }
-        self.forward_by(x, pad, differentiable, Products::Burn(precision))
+        self.forward_by(x, pad, bias, differentiable, Products::Burn(precision))
     }
 
     /// [`EncoderLayer::forward`] at inference with the products run as `products` says.
@@ -408,11 +482,12 @@ impl EncoderLayer {
         &self,
         x: Tensor<3>,
         pad: Tensor<2, Bool>,
+        bias: Option<Tensor<4>>,
         products: Products,
     ) -> Tensor<3> {
         match products {
-            Products::Burn(p) => self.forward(x, pad, false, p),
-            Products::Bf16(_) => self.forward_by(x, pad, false, products),
+            Products::Burn(p) => self.forward(x, pad, bias, false, p),
+            Products::Bf16(_) => self.forward_by(x, pad, bias, false, products),
         }
     }
 
@@ -422,6 +497,7 @@ impl EncoderLayer {
         &self,
         x: Tensor<3>,
         pad: Tensor<2, Bool>,
+        bias: Option<Tensor<4>>,
         differentiable: bool,
         products: Products,
     ) -> Tensor<3> {
@@ -445,7 +521,7 @@ impl EncoderLayer {
                 self.mha.value.forward(x.clone()),
             ),
         };
-        let context = attention(split(q), split(k), split(v), Some(pad), half)
+        let context = attention(split(q), split(k), split(v), Some(pad), bias, half)
             .swap_dims(1, 2)
             .reshape([b, len, d]);
         // A 16-bit context is cast to its own type: a no-op.
@@ -460,6 +536,8 @@ impl EncoderLayer {
     /// once — one read of the weights for every text; attention runs per run, each text on
     /// its own tokens, exactly as burn's attention computes an unpadded batch of that length.
     /// A token's result depends on its own text alone, never on the texts packed with it.
+    /// `biases` holds each run's position bias (MPNet's, [`BertModel::position_bias`]), or
+    /// is empty.
     ///
     /// The products run as `products` says (at a 16-bit precision as in
     /// [`EncoderLayer::forward`]).
@@ -467,6 +545,7 @@ impl EncoderLayer {
         &self,
         x: Tensor<3>,
         runs: &[(usize, usize, usize)],
+        biases: &[Option<Tensor<4>>],
         products: Products,
     ) -> Tensor<3> {
         let [_, _, d] = x.dims();
@@ -488,14 +567,16 @@ impl EncoderLayer {
         };
         let mut parts: Vec<Tensor<3>> = runs
             .iter()
-            .map(|&(start, texts, len)| {
+            .enumerate()
+            .map(|(r, &(start, texts, len))| {
                 let split = |m: &Tensor<3>| {
                     m.clone()
                         .slice([0..1, start..start + texts * len, 0..d])
                         .reshape([texts, len, heads, dk])
                         .swap_dims(1, 2)
                 };
-                attention(split(&q), split(&k), split(&v), None, half)
+                let bias = biases.get(r).cloned().flatten();
+                attention(split(&q), split(&k), split(&v), None, bias, half)
                     .swap_dims(1, 2)
                     .reshape([1, texts * len, d])
             })
@@ -545,8 +626,9 @@ impl BertModel {
                     cfg.hidden_size,
                 )
                 .init(device),
-                token_type_embeddings: EmbeddingConfig::new(cfg.type_vocab_size, cfg.hidden_size)
-                    .init(device),
+                token_type_embeddings: (cfg.family() != Family::Mpnet).then(|| {
+                    EmbeddingConfig::new(cfg.type_vocab_size, cfg.hidden_size).init(device)
+                }),
                 layer_norm: norm(),
             },
             encoder: EncoderStack {
@@ -568,8 +650,34 @@ impl BertModel {
                         norm_2: norm(),
                     })
                     .collect(),
+                relative_attention_bias: (cfg.family() == Family::Mpnet).then(|| {
+                    EmbeddingConfig::new(
+                        cfg.relative_attention_num_buckets.unwrap_or(32),
+                        cfg.num_attention_heads,
+                    )
+                    .init(device)
+                }),
             },
         }
+    }
+
+    /// MPNet's attention bias `[1, heads, len, len]` for texts of `len` tokens (`None` for
+    /// the other families): entry `(h, i, j)` is head `h`'s bias for the bucket of `j - i`.
+    pub fn position_bias(&self, len: usize) -> Option<Tensor<4>> {
+        let table = self.encoder.relative_attention_bias.as_ref()?;
+        let [buckets, heads] = table.weight.dims();
+        let ids: Vec<i64> = (0..len as i64)
+            .flat_map(|i| (0..len as i64).map(move |j| relative_bucket(j - i, buckets) as i64))
+            .collect();
+        let device = table.weight.device();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, len * len]), &device);
+        Some(
+            table
+                .forward(ids)
+                .reshape([len, len, heads])
+                .permute([2, 0, 1])
+                .reshape([1, heads, len, len]),
+        )
     }
 
     /// Hidden states `[batch, seq, hidden]` of token ids `[batch, seq]` with padding mask
@@ -600,8 +708,11 @@ impl BertModel {
         types: Tensor<2, Int>,
     ) -> Tensor<3> {
         let e = self.embeddings.word_embeddings.forward(ids)
-            + self.embeddings.position_embeddings.forward(positions)
-            + self.embeddings.token_type_embeddings.forward(types);
+            + self.embeddings.position_embeddings.forward(positions);
+        let e = match &self.embeddings.token_type_embeddings {
+            Some(t) => e + t.forward(types),
+            None => e,
+        };
         self.embeddings.layer_norm.forward(e)
     }
 
@@ -613,8 +724,9 @@ impl BertModel {
         range: std::ops::Range<usize>,
         precision: Precision,
     ) -> Tensor<3> {
+        let bias = self.position_bias(x.dims()[1]);
         for layer in &self.encoder.layers[range] {
-            x = layer.forward(x, pad.clone(), false, precision);
+            x = layer.forward(x, pad.clone(), bias.clone(), false, precision);
         }
         x
     }
@@ -703,17 +815,49 @@ fn file_err(path: &Path, message: impl Into<String>) -> Error {
 }
 
 /// The key remapping from Hugging Face tensor names to [`BertModel`]'s (see the module doc).
-pub const KEY_MAP: [(&str, &str); 9] = [
-    (r"^(bert|roberta|model)\.", ""),
+pub const KEY_MAP: [(&str, &str); 14] = [
+    (r"^(bert|roberta|mpnet|model)\.", ""),
     (r"^encoder\.layer\.", "encoder.layers."),
     (r"\.attention\.self\.(query|key|value)\.", ".mha.$1."),
     (r"\.attention\.output\.dense\.", ".mha.output."),
     (r"\.attention\.output\.LayerNorm\.", ".norm_1."),
+    (r"\.attention\.attn\.q\.", ".mha.query."),
+    (r"\.attention\.attn\.k\.", ".mha.key."),
+    (r"\.attention\.attn\.v\.", ".mha.value."),
+    (r"\.attention\.attn\.o\.", ".mha.output."),
+    (r"\.attention\.LayerNorm\.", ".norm_1."),
     (r"\.intermediate\.dense\.", ".pwff.linear_inner."),
     (r"(layers\.\d+)\.output\.dense\.", "$1.pwff.linear_outer."),
     (r"(layers\.\d+)\.output\.LayerNorm\.", "$1.norm_2."),
     (r"^embeddings\.LayerNorm\.", "embeddings.layer_norm."),
 ];
+
+/// MPNet's names for what [`SAVE_KEY_MAP`] names as BERT's: attention and its norm.
+const MPNET_SAVE_KEY_MAP: [(&str, &str); 3] = [
+    (
+        r"^encoder\.layers\.(\d+)\.mha\.(q|k|v)[a-z]*\.",
+        "encoder.layer.$1.attention.attn.$2.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.mha\.output\.",
+        "encoder.layer.$1.attention.attn.o.",
+    ),
+    (
+        r"^encoder\.layers\.(\d+)\.norm_1\.",
+        "encoder.layer.$1.attention.LayerNorm.",
+    ),
+];
+
+/// The names a saved encoder of `family` takes: the inverse of [`KEY_MAP`].
+fn save_key_map(family: Family) -> Vec<(&'static str, &'static str)> {
+    match family {
+        Family::Mpnet => MPNET_SAVE_KEY_MAP
+            .into_iter()
+            .chain(SAVE_KEY_MAP[3..].iter().copied())
+            .collect(),
+        Family::Bert | Family::Roberta => SAVE_KEY_MAP.to_vec(),
+    }
+}
 
 /// The inverse of [`KEY_MAP`]: burn's names back to Hugging Face BERT names, so a saved
 /// encoder loads in sentence-transformers (and Hugging Face `transformers`) too.
@@ -774,12 +918,17 @@ impl Encoder {
         let config: EncoderConfig = serde_json::from_slice(
             &std::fs::read(&cfg_path).map_err(|e| file_err(&cfg_path, e.to_string()))?,
         )
-        .map_err(|e| file_err(&cfg_path, format!("is not a BERT/RoBERTa config: {e}")))?;
+        .map_err(|e| {
+            file_err(
+                &cfg_path,
+                format!("is not a BERT/RoBERTa/MPNet config: {e}"),
+            )
+        })?;
         if !config.hidden_act.starts_with("gelu") {
             return Err(file_err(
                 &cfg_path,
                 format!(
-                    "uses activation `{}`; only GELU encoders (BERT, RoBERTa, MiniLM) are supported",
+                    "uses activation `{}`; only GELU encoders (BERT, RoBERTa, MiniLM, MPNet) are supported",
                     config.hidden_act
                 ),
             ));
@@ -840,7 +989,7 @@ impl Encoder {
             return Err(file_err(
                 &st,
                 format!(
-                    "has no tensor for `{path}` ({} missing in all); is it a BERT/RoBERTa checkpoint?",
+                    "has no tensor for `{path}` ({} missing in all); is it a BERT, RoBERTa or MPNet checkpoint?",
                     result.missing.len()
                 ),
             ));
@@ -961,11 +1110,7 @@ impl Encoder {
     /// [`Encoder::embed`]). Each text's vector is bit for bit the one an unpadded batch of
     /// texts of its length gives.
     pub fn embed_packed(&self, rows: &[&[u32]], normalise: bool) -> Vec<f32> {
-        let offset = if self.config.roberta_positions() {
-            self.config.pad_token_id as i64 + 1
-        } else {
-            0
-        };
+        let offset = self.config.first_position();
         let pad = [self.config.pad_token_id as u32];
         // A tokenised text always has its special tokens; an empty row still gets a slot (the
         // pad token) so every text has a vector.
@@ -992,8 +1137,12 @@ impl Encoder {
         let pos = Tensor::<2, Int>::from_data(TensorData::new(pos, [1, t]), &self.device);
         let model = self.half.as_ref().unwrap_or(&self.model);
         let mut x = model.embed(ids, pos);
+        let biases: Vec<Option<Tensor<4>>> = runs
+            .iter()
+            .map(|&(_, _, len)| model.position_bias(len))
+            .collect();
         for (i, layer) in model.encoder.layers.iter().enumerate() {
-            x = layer.forward_packed(x, &runs, self.products(i));
+            x = layer.forward_packed(x, &runs, &biases, self.products(i));
         }
         let d = self.dim();
         let mut v = Vec::with_capacity(rows.len() * d);
@@ -1048,11 +1197,7 @@ impl Encoder {
         let b = rows.len();
         let len = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1);
         let pad_id = self.config.pad_token_id as i64;
-        let offset = if self.config.roberta_positions() {
-            self.config.pad_token_id as i64 + 1
-        } else {
-            0
-        };
+        let offset = self.config.first_position();
         let mut ids = Vec::with_capacity(b * len);
         let mut pos = Vec::with_capacity(b * len);
         let mut pad = Vec::with_capacity(b * len);
@@ -1141,8 +1286,9 @@ impl Encoder {
     /// (`true` = padding), the products as [`Encoder::set_precision`] set them.
     pub fn layers(&self, mut x: Tensor<3>, pad: Tensor<2, Bool>) -> Tensor<3> {
         let model = self.half.as_ref().unwrap_or(&self.model);
+        let bias = model.position_bias(x.dims()[1]);
         for (i, layer) in model.encoder.layers.iter().enumerate() {
-            x = layer.forward_with(x, pad.clone(), self.products(i));
+            x = layer.forward_with(x, pad.clone(), bias.clone(), self.products(i));
         }
         x
     }
@@ -1224,7 +1370,7 @@ impl Encoder {
         }
         let st = dir.join("model.safetensors");
         let mut store = SafetensorsStore::from_file(&st).with_to_adapter(BurnToPyTorchAdapter);
-        for (from, to) in SAVE_KEY_MAP {
+        for (from, to) in save_key_map(self.config.family()) {
             store = store.with_key_remapping(from, to);
         }
         self.model
@@ -1320,6 +1466,19 @@ pub fn write_random_encoder(
     layers: usize,
     seed: u64,
 ) -> Result<(), Error> {
+    write_random_family(dir, words, hidden, layers, seed, Family::Bert)
+}
+
+/// [`write_random_encoder`] for an architecture family: MPNet's fixture has its tensor names,
+/// no segment embeddings and a relative position bias.
+pub fn write_random_family(
+    dir: &Path,
+    words: &[&str],
+    hidden: usize,
+    layers: usize,
+    seed: u64,
+    family: Family,
+) -> Result<(), Error> {
     use tokenizers::models::wordpiece::WordPiece;
     use tokenizers::normalizers::bert::BertNormalizer;
     use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
@@ -1341,8 +1500,14 @@ pub fn write_random_encoder(
         }
     }
     let heads = (hidden / 16).max(1);
+    let mpnet = family == Family::Mpnet;
     let config = EncoderConfig {
-        model_type: "bert".into(),
+        model_type: match family {
+            Family::Bert => "bert",
+            Family::Roberta => "roberta",
+            Family::Mpnet => "mpnet",
+        }
+        .into(),
         vocab_size: vocab.len(),
         hidden_size: hidden,
         num_hidden_layers: layers,
@@ -1353,6 +1518,7 @@ pub fn write_random_encoder(
         layer_norm_eps: 1e-12,
         pad_token_id: 0,
         hidden_act: "gelu".into(),
+        relative_attention_num_buckets: mpnet.then_some(32),
     };
     let cfg_path = dir.join("config.json");
     std::fs::write(
@@ -1381,19 +1547,44 @@ pub fn write_random_encoder(
         vec![64, h],
         0.1,
     ));
-    tensors.push(rand(
-        "embeddings.token_type_embeddings.weight".into(),
-        vec![2, h],
-        0.1,
-    ));
+    if mpnet {
+        tensors.push(rand(
+            "encoder.relative_attention_bias.weight".into(),
+            vec![32, heads],
+            1.0,
+        ));
+    } else {
+        tensors.push(rand(
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![2, h],
+            0.1,
+        ));
+    }
+    let attention: [&str; 5] = if mpnet {
+        [
+            "attention.attn.q",
+            "attention.attn.k",
+            "attention.attn.v",
+            "attention.attn.o",
+            "attention.LayerNorm",
+        ]
+    } else {
+        [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+        ]
+    };
     let mut norms = vec!["embeddings.LayerNorm".to_string()];
     for l in 0..layers {
         let p = format!("encoder.layer.{l}");
         for (name, o, i) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
+            (attention[0], h, h),
+            (attention[1], h, h),
+            (attention[2], h, h),
+            (attention[3], h, h),
             ("intermediate.dense", f, h),
             ("output.dense", h, f),
         ] {
@@ -1401,7 +1592,7 @@ pub fn write_random_encoder(
             tensors.push(rand(format!("{p}.{name}.weight"), vec![o, i], s));
             tensors.push(rand(format!("{p}.{name}.bias"), vec![o], 0.02));
         }
-        norms.push(format!("{p}.attention.output.LayerNorm"));
+        norms.push(format!("{p}.{}", attention[4]));
         norms.push(format!("{p}.output.LayerNorm"));
     }
     for n in norms {
@@ -1482,21 +1673,14 @@ mod tests {
         assert_ne!(v[..32], v[32..64]);
     }
 
-    #[test]
-    fn packed_texts_embed_as_unpadded_batches_do() {
-        let d = tempfile::tempdir().unwrap();
-        fixture(d.path());
-        let mut enc = Encoder::load(d.path(), 0).unwrap();
-        let texts = [
-            "bus driver",
-            "software engineer software engineer bus",
-            "driver",
-            "engineer bus",
-            "a much longer text about software and a bus driver",
-        ];
-        let ids = enc.tokenize(&texts).unwrap();
+    /// Every text of a pack has the bits it has alone (its own batch, no padding, through
+    /// burn's attention); a padded batch differs in the last bits only; the order of the
+    /// texts in a pack changes nothing — at fp32, and at bf16 on the kernel where this build
+    /// has it.
+    fn packs_as_alone(enc: &mut Encoder, texts: &[&str]) {
+        let ids = enc.tokenize(texts).unwrap();
         let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        // fp32 on burn, and the bfloat16 kernel where this build has it.
+        let (d, n) = (enc.dim(), rows.len());
         let mut precisions = vec![Precision::Fp32];
         if crate::device::BF16_KERNEL {
             precisions.push(Precision::Bf16);
@@ -1505,28 +1689,127 @@ mod tests {
             enc.set_precision(precision);
             let packed = enc.embed_packed(&rows, true);
             for (i, r) in rows.iter().enumerate() {
-                // Each text alone through burn's attention (its own batch, no padding): the
-                // same bits as in the pack.
                 assert_eq!(
                     enc.embed_ids(&[r], true),
-                    &packed[i * 32..(i + 1) * 32],
+                    &packed[i * d..(i + 1) * d],
                     "{precision}"
                 );
             }
-            // A padded batch differs in the last bits only.
             let padded = enc.embed_ids(&rows, true);
             let worst = crate::max_abs_diff(&padded, &packed);
             assert!(
                 worst < 1e-5,
                 "{precision}: packed and padded differ by {worst}"
             );
-            // Nor does the order of the texts in a pack change anything.
             let reversed: Vec<&[u32]> = rows.iter().rev().copied().collect();
             let back = enc.embed_packed(&reversed, true);
-            for (i, row) in packed.chunks(32).enumerate() {
-                assert_eq!(row, &back[(4 - i) * 32..(5 - i) * 32], "{precision}");
+            for (i, row) in packed.chunks(d).enumerate() {
+                assert_eq!(row, &back[(n - 1 - i) * d..(n - i) * d], "{precision}");
             }
         }
+        enc.set_precision(Precision::Fp32);
+    }
+
+    /// The fixture encoder, loaded (with the directory that holds it).
+    fn loaded() -> (tempfile::TempDir, Encoder) {
+        let d = tempfile::tempdir().unwrap();
+        fixture(d.path());
+        let enc = Encoder::load(d.path(), 0).unwrap();
+        (d, enc)
+    }
+
+    #[test]
+    fn packed_texts_embed_as_unpadded_batches_do() {
+        let (_d, mut enc) = loaded();
+        let texts = [
+            "bus driver",
+            "software engineer software engineer bus",
+            "driver",
+            "engineer bus",
+            "a much longer text about software and a bus driver",
+        ];
+        packs_as_alone(&mut enc, &texts);
+    }
+
+    #[test]
+    fn relative_buckets_follow_mpnet() {
+        // Keys before the query take the lower half, keys after it the upper half; exact up
+        // to 7 apart, logarithmic up to 128, then the last bucket of the half.
+        let cases = [
+            (0, 0),
+            (-1, 1),
+            (1, 17),
+            (-7, 7),
+            (-8, 8),
+            (-16, 10),
+            (16, 26),
+            (-127, 15),
+            (-128, 15),
+            (-500, 15),
+            (500, 31),
+        ];
+        for (relative, bucket) in cases {
+            assert_eq!(relative_bucket(relative, 32), bucket, "{relative}");
+        }
+    }
+
+    #[test]
+    fn an_mpnet_encoder_loads_packs_and_saves_back() {
+        let d = tempfile::tempdir().unwrap();
+        let words = ["software", "engineer", "bus", "driver"];
+        write_random_family(d.path(), &words, 32, 2, 11, Family::Mpnet).unwrap();
+        let mut enc = Encoder::load(d.path(), 0).unwrap();
+        assert_eq!(enc.config.family(), Family::Mpnet);
+        assert!(enc.model.embeddings.token_type_embeddings.is_none());
+        // The bias of head h between tokens i and j is the table's entry for j - i.
+        let table = enc.model.encoder.relative_attention_bias.clone().unwrap();
+        let table = table.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let heads = enc.config.num_attention_heads;
+        let bias = enc.model.position_bias(5).unwrap();
+        assert_eq!(bias.dims(), [1, heads, 5, 5]);
+        let bias = bias.into_data().try_to_vec::<f32>().unwrap();
+        for h in 0..heads {
+            for i in 0..5 {
+                for j in 0..5 {
+                    let b = relative_bucket(j as i64 - i as i64, 32);
+                    assert_eq!(bias[(h * 5 + i) * 5 + j], table[b * heads + h]);
+                }
+            }
+        }
+        let texts = ["bus driver", "software engineer bus", "driver", "engineer"];
+        packs_as_alone(&mut enc, &texts);
+        let before = enc.embed(&texts, 4, true, &|_| {}).unwrap();
+        // Without the bias the vectors move: it is applied.
+        let mut flat = enc.model.clone();
+        flat.encoder.relative_attention_bias =
+            flat.encoder.relative_attention_bias.map(|e| Embedding {
+                weight: e.weight.map(|w| w.zeros_like()),
+            });
+        let mut unbiased = Encoder::load(d.path(), 0).unwrap();
+        unbiased.set_model(flat);
+        let without = unbiased.embed(&texts, 4, true, &|_| {}).unwrap();
+        assert!(crate::max_abs_diff(&before, &without) > 1e-3);
+        // Saved under MPNet's own names, and back with the same vectors.
+        let out = tempfile::tempdir().unwrap();
+        enc.save(out.path()).unwrap();
+        let saved = std::fs::read(out.path().join("model.safetensors")).unwrap();
+        let saved = safetensors::SafeTensors::deserialize(&saved).unwrap();
+        let names: Vec<String> = saved.names().into_iter().map(str::to_string).collect();
+        for name in [
+            "encoder.layer.1.attention.attn.q.weight",
+            "encoder.layer.1.attention.attn.o.bias",
+            "encoder.layer.1.attention.LayerNorm.weight",
+            "encoder.relative_attention_bias.weight",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.contains("token_type") || n.contains(".self."))
+        );
+        let back = Encoder::load(out.path(), 0).unwrap();
+        assert_eq!(back.embed(&texts, 4, true, &|_| {}).unwrap(), before);
     }
 
     fn cosine(a: &[f32], b: &[f32]) -> f32 {
@@ -1537,9 +1820,7 @@ mod tests {
 
     #[test]
     fn mixed_precision_embeds_close_to_fp32_under_its_own_fingerprint() {
-        let d = tempfile::tempdir().unwrap();
-        fixture(d.path());
-        let mut enc = Encoder::load(d.path(), 0).unwrap();
+        let (_d, mut enc) = loaded();
         let texts = [
             "bus driver",
             "software engineer software engineer bus",
@@ -1613,7 +1894,7 @@ mod tests {
             &ad,
         );
         let grad = |precision: Precision| {
-            let y = layer.forward(x.clone(), pad.clone(), true, precision);
+            let y = layer.forward(x.clone(), pad.clone(), None, true, precision);
             let loss = (y * x.clone()).sum();
             let grads = loss.backward();
             let w = &layer.pwff.linear_inner.weight;

