@@ -454,8 +454,9 @@ impl Products<'_> {
 }
 
 impl EncoderLayer {
-    /// The layer on hidden states `[batch, seq, hidden]` with padding mask (`true` = padding),
-    /// its products at `precision` (see [`crate::device`]). `differentiable` computes the GELU
+    /// The layer on hidden states `[batch, seq, hidden]` with padding mask (`true` = padding)
+    /// and, for MPNet, the position bias of the stack ([`BertModel::position_bias`]), its
+    /// products at `precision` (see [`crate::device`]). `differentiable` computes the GELU
     /// with burn's tracked op (for training) instead of the faster in-place arithmetic, which
     /// reads the values out of the graph.
     pub fn forward(
