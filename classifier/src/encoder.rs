@@ -662,6 +662,13 @@ impl BertModel {
         }
     }
 
+    /// [`BertModel::position_bias`] as a constant on `device`, for layers trained on top of
+    /// this (frozen) stack: the bias stays as the base has it.
+    pub fn position_bias_on(&self, len: usize, device: &Device) -> Option<Tensor<4>> {
+        self.position_bias(len)
+            .map(|b| Tensor::<4>::from_data(b.into_data(), device))
+    }
+
     /// MPNet's attention bias `[1, heads, len, len]` for texts of `len` tokens (`None` for
     /// the other families): entry `(h, i, j)` is head `h`'s bias for the bucket of `j - i`.
     pub fn position_bias(&self, len: usize) -> Option<Tensor<4>> {

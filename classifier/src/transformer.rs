@@ -303,11 +303,7 @@ pub fn fine_tune(
             let mut x = Tensor::<3>::from_data(h.into_data(), &ad);
             let pad = Tensor::from_data(inp.pad.into_data(), &ad);
             let keep = Tensor::<2>::from_data(inp.keep.into_data(), &ad);
-            // MPNet's position bias is the base's, not trained.
-            let bias = encoder
-                .model()
-                .position_bias(x.dims()[1])
-                .map(|b| Tensor::<4>::from_data(b.into_data(), &ad));
+            let bias = encoder.model().position_bias_on(x.dims()[1], &ad);
             for layer in &top.layers {
                 x = layer.forward(x, pad.clone(), bias.clone(), true, encoder.precision());
             }

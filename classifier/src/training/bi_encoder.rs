@@ -669,10 +669,7 @@ impl Pass<'_> {
         } else {
             (h, inp.pad, inp.keep)
         };
-        // MPNet's position bias is the base's, not trained.
-        let bias = model
-            .position_bias(x.dims()[1])
-            .map(|b| Tensor::<4>::from_data(b.into_data(), &x.device()));
+        let bias = model.position_bias_on(x.dims()[1], &x.device());
         for layer in &self.top.layers {
             x = layer.forward(x, pad.clone(), bias.clone(), self.differentiable, precision);
         }

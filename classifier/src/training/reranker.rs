@@ -241,10 +241,7 @@ fn forward(
     } else {
         (h, inp.pad)
     };
-    // MPNet's position bias is the base's, not trained.
-    let bias = model
-        .position_bias(x.dims()[1])
-        .map(|b| Tensor::<4>::from_data(b.into_data(), &x.device()));
+    let bias = model.position_bias_on(x.dims()[1], &x.device());
     for layer in &tuned.layers {
         x = layer.forward(
             x,
