@@ -634,7 +634,7 @@ pub fn train(
     ad.seed(cfg.seed);
     let mut rng = Rng::new(cfg.seed);
     let (mut table, mut head) = match init {
-        Some(t) => (t.table.clone(), t.head.clone().fork(&ad)),
+        Some(t) => (t.table.clone(), t.head.clone().fork(&ad).train()),
         None => {
             let scale = 1.0 / dim as f64;
             let table: Vec<f32> = (0..buckets * dim)
@@ -861,5 +861,43 @@ mod tests {
         );
         let shrunk = grown.with_labels(&new, &old);
         assert_eq!(shrunk.logits(&x, &[0]), before);
+    }
+
+    /// Continuing from a trained network (fine-tuning) trains its output layer too, also
+    /// after the layer was rebuilt for a new label set.
+    #[test]
+    fn continued_training_moves_the_head() {
+        let fc = FeatureConfig {
+            buckets: 1 << 10,
+            ..FeatureConfig::default()
+        };
+        let texts: Vec<String> = ["nurse ward", "welder pipe", "nurse night", "welder arc"]
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
+        let x = FeatureMatrix::build(&fc, &texts);
+        let y = [0u32, 1, 0, 1];
+        let cfg = TrainConfig {
+            dim: 8,
+            epochs: 2,
+            batch_size: 2,
+            ..TrainConfig::default()
+        };
+        let data = TrainData {
+            x: &x,
+            y: &y,
+            repeats: None,
+            val: None,
+        };
+        let first = train(&data, &fc, &cfg, 2, None, &|_, _, _| {}).unwrap();
+        let labels = ["1".to_string(), "2".to_string()];
+        for init in [first.clone(), first.with_labels(&labels, &labels)] {
+            let frozen_table = TrainConfig {
+                lr_embedding: 0.0,
+                ..cfg.clone()
+            };
+            let next = train(&data, &fc, &frozen_table, 2, Some(&init), &|_, _, _| {}).unwrap();
+            assert_ne!(next.out_params().2, init.out_params().2, "the head learnt");
+        }
     }
 }

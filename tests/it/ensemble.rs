@@ -404,7 +404,9 @@ fn reviewers_see_similar_records(p: &Project) {
     let file = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|f| f.to_string_lossy().contains("to_review_"))
+        .find(|f| {
+            f.extension().is_some_and(|e| e == "csv") && f.to_string_lossy().contains("to_review_")
+        })
         .expect("predict wrote a review queue");
     let text = std::fs::read_to_string(&file).unwrap();
     let mut lines = text.lines();

@@ -433,7 +433,7 @@ impl Default for FineTuneSpec {
             epochs: 3,
             batch_size: 256,
             lr_embedding: 0.1,
-            lr_head: 0.003,
+            lr_head: 0.001,
             label_smoothing: 0.1,
             corrections_repeats: 4,
             replay_size: 20_000,
