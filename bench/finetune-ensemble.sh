@@ -15,9 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
-cargo build --release -q
-BIN=$PWD/target/release/isco-dag
-$BIN models fetch minilm > /dev/null
+ensemble_setup > /dev/null
 SETTINGS=${SETTINGS:-"finetune.lr_head=0.0 finetune.lr_head=0.003 finetune.lr_head=0.01"}
 store_pipeline finetune-ensemble-base.toml ensemble-150k-finetune ensemble-150k.toml \
   store-finetune-ensemble finetune-ensemble
@@ -30,9 +28,7 @@ store_pipeline finetune-ensemble-ft.toml finetune-150k-ensemble finetune-150k.to
   store-finetune-ensemble finetune-ensemble
 train_variant finetune-ensemble.toml finetune-150k-ensemble finetune-ensemble-ft.toml \
   'model_kind = "ensemble", field_weights = []'
-mkdir -p bench/out/corrections_in
-ln -sf "$(realpath ../shared/data/corrections.csv)" bench/out/corrections_in/corrections.csv
-trap 'rm -rf bench/out/corrections_in' EXIT
+link_corrections
 # The fine-tuned model's evaluation, from the store's last run (also when it was cached).
 rows() {
   "$BIN" runs show last --store bench/out/store-finetune-ensemble --format json | python3 -c "

@@ -27,6 +27,14 @@ ensemble_setup() {
   cold_pipeline
 }
 
+# link_corrections: ../shared/data/corrections.csv into bench/out/corrections_in/ (where the
+# bench pipelines' `corrections` stage reads), removed again when the script exits.
+link_corrections() {
+  mkdir -p bench/out/corrections_in
+  ln -sf "$(realpath ../shared/data/corrections.csv)" bench/out/corrections_in/corrections.csv
+  trap 'rm -rf bench/out/corrections_in' EXIT
+}
+
 # train_variant FILE NAME EXTENDS PARAMS [OUT_DIR]: a pipeline in bench/out/FILE that extends
 # bench/out/EXTENDS with the ensemble's `train` stage taking the inline PARAMS (a TOML inline
 # table's body), e.g. train_variant hnsw.toml hnsw cold.toml 'model_kind = "ensemble", seed = 7'.

@@ -32,9 +32,7 @@ store_pipeline title-only-finetune-base.toml finetune-150k-title-only finetune-1
   store-title-only title-only
 train_variant title-only-finetune.toml finetune-150k-title-only title-only-finetune-base.toml \
   'model_kind = "ensemble", field_weights = []'
-mkdir -p bench/out/corrections_in
-ln -sf "$(realpath ../shared/data/corrections.csv)" bench/out/corrections_in/corrections.csv
-trap 'rm -rf bench/out/corrections_in' EXIT
+link_corrections
 for own in true false; do
   echo "-- title_only_calibration = $own"
   $BIN run bench/out/title-only-finetune.toml -S inference.title_only_calibration=$own \
