@@ -145,8 +145,8 @@ impl Stage for Clean {
                 q_vals[1].push(duties.clone());
                 q_vals[2].push(code_raw.clone());
             };
-            if let Some((col, reason)) = &r.problem {
-                reject(col, format!("row {reason}"));
+            if let Some(problem) = &r.problem {
+                reject(problem.column().unwrap_or(""), problem.to_string());
                 continue;
             }
             let (code, was_padded) = normalize_code(&code_raw, &tax);

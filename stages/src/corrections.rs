@@ -260,8 +260,8 @@ impl Stage for Corrections {
                     quarantine[4].push(reason);
                     quarantine[5].push(r.raw.clone());
                 };
-                if let Some((col, why)) = &r.problem {
-                    reject(col, format!("row {why}"));
+                if let Some(problem) = &r.problem {
+                    reject(problem.column().unwrap_or(""), problem.to_string());
                     continue;
                 }
                 let (code_col, code_raw) = if r.values[3].is_some() {

@@ -85,8 +85,8 @@ pub fn read_labelled(path: &Path) -> Result<Labelled, Error> {
     let mut bad = Vec::new();
     for r in rows {
         let code = r.values[2].clone().unwrap_or_default().trim().to_string();
-        if let Some((col, why)) = &r.problem {
-            bad.push((r.row as i64, r.line as i64, format!("column `{col}` {why}")));
+        if let Some(problem) = &r.problem {
+            bad.push((r.row as i64, r.line as i64, problem.to_string()));
             continue;
         }
         if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {

@@ -125,7 +125,7 @@ pub fn code_file(
     let mut unusable = 0;
     for (r, (p, text)) in rows.into_iter().zip(preds.into_iter().zip(&texts)) {
         let problem = match (&r.problem, text.is_empty()) {
-            (Some((col, why)), _) => Some(format!("row unusable: column {col} {why}")),
+            (Some(problem), _) => Some(format!("row unusable: {problem}")),
             (None, true) => Some("row unusable: the job title and duties are empty".to_string()),
             _ => None,
         };

@@ -16,10 +16,61 @@ pub struct RawRow {
     pub line: u64,
     /// Values of the requested columns, in the requested order (`None`: column absent).
     pub values: Vec<Option<String>>,
-    /// Set when the row cannot be read: (column, reason).
-    pub problem: Option<(String, String)>,
+    /// Set when the row cannot be read.
+    pub problem: Option<RowProblem>,
     /// The raw row as text, for the quarantine file.
     pub raw: String,
+}
+
+/// Why a raw row cannot be read: the row stays in the output (or the quarantine file) with
+/// this as its reason, never dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowProblem {
+    /// The row has another number of fields than the header (a comma outside quotes).
+    FieldCount {
+        /// Fields in the row.
+        found: usize,
+        /// Fields in the header.
+        expected: usize,
+    },
+    /// A cell of a requested column is not valid UTF-8.
+    NotUtf8 {
+        /// The column's name in the header.
+        column: String,
+    },
+}
+
+impl RowProblem {
+    /// The column the problem lies in, when it lies in one column.
+    pub fn column(&self) -> Option<&str> {
+        match self {
+            RowProblem::FieldCount { .. } => None,
+            RowProblem::NotUtf8 { column } => Some(column),
+        }
+    }
+}
+
+impl std::fmt::Display for RowProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowProblem::FieldCount { found, expected } => {
+                let fields = if *found == 1 { "field" } else { "fields" };
+                let fix = if found > expected {
+                    "quote a value that holds a comma"
+                } else {
+                    "write a comma for every column, even an empty one"
+                };
+                write!(
+                    f,
+                    "the row has {found} {fields} where the header has {expected}; {fix}"
+                )
+            }
+            RowProblem::NotUtf8 { column } => write!(
+                f,
+                "column `{column}` is not valid UTF-8; re-save the file as UTF-8"
+            ),
+        }
+    }
 }
 
 fn is_parquet(path: &Path) -> bool {
@@ -169,14 +220,10 @@ fn read_rows_inner(
                     )));
                 }
                 if rec.len() != header.len() {
-                    problem = Some((
-                        String::new(),
-                        format!(
-                            "has {} fields but the header has {}; check quoting of commas",
-                            rec.len(),
-                            header.len()
-                        ),
-                    ));
+                    problem = Some(RowProblem::FieldCount {
+                        found: rec.len(),
+                        expected: header.len(),
+                    });
                 }
                 let mut values = Vec::with_capacity(idx.len());
                 for (i, ix) in idx.iter().enumerate() {
@@ -188,13 +235,12 @@ fn read_rows_inner(
                                 Ok(s) => Some(s.to_string()),
                                 Err(_) => {
                                     if problem.is_none() {
-                                        problem = Some((
-                                            wanted.get(i).map_or_else(
+                                        problem = Some(RowProblem::NotUtf8 {
+                                            column: wanted.get(i).map_or_else(
                                                 || header[*c].clone(),
                                                 |w| w.to_string(),
                                             ),
-                                            "is not valid UTF-8; re-save the file as UTF-8".into(),
-                                        ));
+                                        });
                                     }
                                     Some(String::from_utf8_lossy(bytes).to_string())
                                 }
@@ -234,10 +280,10 @@ pub fn read_row_map(
     let rows = read_rows(path, &["row", value_column], &[true, true])?;
     let mut m = std::collections::HashMap::with_capacity(rows.len());
     for r in rows {
-        if let Some((col, why)) = &r.problem {
+        if let Some(problem) = &r.problem {
             return Err(Error::Input {
                 path: path.to_path_buf(),
-                message: format!("row {} (line {}) column `{col}` {why}", r.row, r.line),
+                message: format!("row {} (line {}): {problem}", r.row, r.line),
             });
         }
         let cell = r.values[0].as_deref().unwrap_or("").trim();
@@ -340,8 +386,17 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 3);
         assert!(rows[0].problem.is_none());
-        assert!(rows[1].problem.as_ref().unwrap().1.contains("4 fields"));
-        assert_eq!(rows[2].problem.as_ref().unwrap().0, "job_title");
+        assert_eq!(
+            rows[1].problem,
+            Some(RowProblem::FieldCount {
+                found: 4,
+                expected: 3
+            })
+        );
+        assert_eq!(
+            rows[2].problem.as_ref().unwrap().column(),
+            Some("job_title")
+        );
         assert_eq!(rows[2].line, 4);
         let e = read_rows(&p, &["title"], &[true]).unwrap_err().to_string();
         assert!(

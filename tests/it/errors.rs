@@ -98,13 +98,19 @@ fn bad_rows_are_quarantined_with_row_and_reason() {
     let p = Project::new(50);
     p.append(
         "data/raw/historical_records.csv",
-        "nurse,caring,22x1\n\"unterminated,quote,1234\n",
+        "nurse,caring,22x1\ncook,soups, sauces,5120\n\"unterminated,quote,1234\n",
     );
     p.ok(&["run", "pipelines/full.toml"]);
     let q = std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
     assert!(q.starts_with("row,line,column,reason,"), "{q}");
     assert!(
         q.contains("isco_code,`22x1` is not a 4-digit ISCO-08 unit group code"),
+        "{q}"
+    );
+    assert!(
+        q.contains(
+            ",,the row has 4 fields where the header has 3; quote a value that holds a comma,"
+        ),
         "{q}"
     );
     let report: serde_json::Value = serde_json::from_str(

@@ -103,13 +103,17 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     // Unusable rows are kept and flagged, not dropped.
     p.write(
         "odd.csv",
-        "job_title,duties_description\n,\nbaker,baking bread\n",
+        "job_title,duties_description\n,\nbaker,baking bread\ncook,soups, sauces\n",
     );
     p.ok(&["predict", "--input", "odd.csv", "--output", "odd_out.csv"]);
     let out = std::fs::read_to_string(p.path("odd_out.csv")).unwrap();
-    assert_eq!(out.lines().count(), 3);
+    assert_eq!(out.lines().count(), 4);
     assert!(
         out.contains("row unusable: the job title and duties are empty"),
+        "{out}"
+    );
+    assert!(
+        out.contains("row unusable: the row has 3 fields where the header has 2; quote a value that holds a comma"),
         "{out}"
     );
 }
