@@ -1,0 +1,93 @@
+"""Helpers of bench/reach.sh (see there). Subcommands:
+
+  esco-records OUT             records_150k.csv followed by every ESCO occupation label
+                               (preferred and alternative) as a title-only record of its code
+  seed-average TRUTH PRED...   test accuracy of each `isco-dag predict` output (top_k = 10) and of
+                               the sum of their alternatives' confidences, 2…n files
+  near-titles TRAIN            ilo_titles_dev titles whose nearest distinct training title
+                               (all-MiniLM-L6-v2 cosine) is close: how often that title's records
+                               carry the ILO index's code (needs sentence-transformers)
+"""
+import collections
+import sys
+
+import numpy as np
+import pandas as pd
+
+DATA = "../shared/data"
+
+
+def norm(s):
+    return " ".join(str(s).lower().split())
+
+
+def esco_records(out):
+    r = pd.read_csv(f"{DATA}/records_150k.csv", dtype=str, keep_default_na=False)
+    e = pd.read_csv(f"{DATA}/esco_occupations.csv", dtype=str, keep_default_na=False)
+    rows = []
+    for x in e.itertuples():
+        for label in [x.preferred_label] + [a for a in x.alt_labels.split("|") if a]:
+            label = " ".join(label.split())
+            if label:
+                rows.append((label, "", x.isco_code.zfill(4)))
+    extra = pd.DataFrame(rows, columns=r.columns)
+    pd.concat([r, extra]).to_csv(out, index=False)
+    print(f"{len(r)} records + {len(extra)} ESCO labels -> {out}")
+
+
+def seed_average(truth, preds):
+    y = pd.read_parquet(truth).isco_code.astype(str).str.zfill(4).values
+    tables = [pd.read_parquet(p) for p in preds]
+    for p, t in zip(preds, tables):
+        print(f"{p}: {(t.alt_1_code.astype(str).values == y).mean():.4f}")
+    k = max(int(c.split("_")[1]) for c in tables[0].columns if c.startswith("alt_") and c.endswith("_code"))
+    for n in range(2, len(tables) + 1):
+        right = 0
+        for i in range(len(y)):
+            s = collections.Counter()
+            for t in tables[:n]:
+                for j in range(1, k + 1):
+                    c = t[f"alt_{j}_code"].iat[i]
+                    if c:
+                        s[str(c)] += float(t[f"alt_{j}_confidence"].iat[i])
+            right += s.most_common(1)[0][0] == y[i]
+        print(f"{n} networks averaged: {right / len(y):.4f}")
+
+
+def near_titles(train):
+    from sentence_transformers import SentenceTransformer
+
+    m = SentenceTransformer("models/pretrained/all-MiniLM-L6-v2", device="cpu")
+    tr = pd.read_parquet(train)
+    tr["t"] = tr.job_title.map(norm)
+    tr["code"] = tr.isco_code.astype(str).str.zfill(4)
+    # per distinct title, its codes by how many records carry them, most first
+    counts = {}
+    for (t, c), n in tr.groupby(["t", "code"]).size().sort_values(ascending=False).items():
+        counts.setdefault(t, {})[c] = n
+    titles = sorted(counts)
+    ilo = pd.read_csv(f"{DATA}/ilo_titles_dev.csv", dtype=str)
+    y = ilo.isco_code.str.zfill(4).values
+    T = m.encode(titles, batch_size=256, normalize_embeddings=True)
+    Q = m.encode(ilo.job_title.map(norm).tolist(), batch_size=256, normalize_embeddings=True)
+    S = Q @ T.T
+    j, s = S.argmax(1), S.max(1)
+    print("| nearest-title cosine | records of that title | ILO titles | records' majority code = ILO code | ILO code among the records |")
+    print("|---|---|---|---|---|")
+    for lo in (0.9, 0.95):
+        for least in (1, 3, 5):
+            sel = [i for i in np.where(s >= lo)[0] if sum(counts[titles[j[i]]].values()) >= least]
+            major = np.mean([next(iter(counts[titles[j[i]]])) == y[i] for i in sel])
+            among = np.mean([y[i] in counts[titles[j[i]]] for i in sel])
+            print(f"| ≥ {lo} | ≥ {least} | {len(sel)} | {major:.3f} | {among:.3f} |")
+    for i in np.where(s >= 0.95)[0]:
+        c = counts[titles[j[i]]]
+        if next(iter(c)) != y[i] and sum(c.values()) >= 3:
+            print(f"  {ilo.job_title[i]!r} {y[i]}: nearest {titles[j[i]]!r} ({s[i]:.3f}) {c}")
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    {"esco-records": lambda: esco_records(*args),
+     "seed-average": lambda: seed_average(args[0], args[1:]),
+     "near-titles": lambda: near_titles(*args)}[cmd]()

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# What the records allow: three measurements behind the numbers the ensemble has not reached,
+# on the 150k records (../shared/data, not part of the project). ilo_titles_dev.csv is only
+# scored, never fitted on.
+#   1. Several n-gram networks averaged: bench/full-150k.toml's `train` with training seeds
+#      42, 43, 44 in its own store (bench/out/store-reach), each model's `isco-dag predict` of
+#      the test split (top_k = 10), the test accuracy of the summed confidences.
+#   2. ESCO's occupation labels (preferred and alternative, 32,878) as title-only training
+#      records: the same pipeline on records_150k.csv followed by them. Its test split is not
+#      the others' (the labels are split with the records); new_occupations_eval's titles are
+#      mostly ESCO labels, so only its ilo_titles_dev cell says something.
+#   3. ilo_titles_dev titles whose nearest training title is nearly the same words: how often
+#      that title's records carry the ILO index's code (sentence-transformers from PY=,
+#      default /tmp/pyref/bin/python; see bench/encoder_parity.py).
+#
+#   bash bench/reach.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source bench/lib.sh
+cargo build --release -q
+BIN=target/release/isco-dag
+PY=${PY:-/tmp/pyref/bin/python}
+OUT=bench/out/reach
+mkdir -p $OUT
+$BIN models fetch minilm > /dev/null
+store_pipeline reach.toml full-150k-reach full-150k.toml store-reach
+sed 's/^top_k = 3/top_k = 10/' config/default.toml > $OUT/top10.toml
+
+echo "== 1. n-gram networks of three training seeds, averaged"
+for seed in 42 43 44; do
+  $BIN run bench/out/reach.toml --until train -S training.seed=$seed > /dev/null
+  $BIN predict --model $OUT/train/model --config $OUT/top10.toml \
+    --input $OUT/split/test.parquet --output $OUT/seed$seed.parquet > /dev/null
+done
+"$PY" bench/reach.py seed-average $OUT/split/test.parquet $OUT/seed{42,43,44}.parquet
+
+echo "== 2. ESCO labels as title-only training records"
+"$PY" bench/reach.py esco-records $OUT/records_esco.csv
+cat > bench/out/reach-esco.toml <<TOML
+[pipeline]
+name = "full-150k-reach-esco"
+extends = "../full-150k.toml"
+root = "../.."
+store = "bench/out/store-reach"
+out_dir = "bench/out/reach-esco"
+
+[[stage]]
+id = "clean"
+kind = "clean"
+replace = true
+inputs = { records = "$OUT/records_esco.csv", reference = "../shared/data/isco08_groups.csv" }
+params_from = ["data"]
+
+# The truth file knows the 150,000 records only.
+[[stage]]
+id = "cluster-outliers"
+kind = "cluster-outliers"
+replace = true
+inputs = { records = "corrections.records" }
+params_from = ["outliers"]
+
+[[stage]]
+id = "evaluate"
+kind = "evaluate"
+replace = true
+inputs = { model = "train.model", test = "split.test", extra = ["../shared/data/new_occupations_eval.csv", "../shared/data/ilo_titles_dev.csv"] }
+params_from = ["inference"]
+TOML
+$BIN run bench/out/reach.toml -S training.seed=42 | grep -E "test:|new_occupations_eval:|ilo_titles_dev:" || true
+$BIN run bench/out/reach-esco.toml --until evaluate | grep -E "test:|new_occupations_eval:|ilo_titles_dev:"
+
+echo "== 3. ILO titles next to a training title"
+"$PY" bench/reach.py near-titles $OUT/split/train.parquet
