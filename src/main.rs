@@ -107,6 +107,23 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// The error and its causes on one line. The libraries' messages already name their cause
+/// (`could not read x.toml: No such file…`), so a cause is added only where the message so far
+/// does not hold it.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if line.is_empty() {
+            line = c;
+        } else if !line.contains(&c) {
+            line.push_str(": ");
+            line.push_str(&c);
+        }
+    }
+    line
+}
+
 fn main() {
     keep_freed_memory_mapped();
     let cli = Cli::parse();
@@ -133,13 +150,28 @@ fn main() {
         }
     };
     if let Err(e) = result {
-        console::error(&format!("error: {e:#}"));
+        console::error(&format!("error: {}", one_line(&e)));
         std::process::exit(commands::exit_code(&e));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cause_the_message_names_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let read = runner::Error::Read {
+            path: "p.toml".into(),
+            source: io,
+        };
+        assert_eq!(
+            super::one_line(&anyhow::Error::new(read)),
+            "could not read `p.toml`: no such file"
+        );
+        let wrapped = anyhow::anyhow!("no such file").context("loading the model");
+        assert_eq!(super::one_line(&wrapped), "loading the model: no such file");
+    }
+
     #[test]
     fn the_purge_delay_option_is_the_one_set() {
         // SAFETY: plain getters of the allocator's version and options.
