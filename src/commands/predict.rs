@@ -95,6 +95,20 @@ pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<(PathBu
     if p.join("model.json").is_file() {
         return Ok((p, format!("model: the directory {model}")));
     }
+    if p.is_dir() {
+        return Err(super::UsageError(format!(
+            "`{model}` is a directory without a model.json, so not a model; give --model a model directory (a `train` stage's `model` output) or the name of a ref in the store"
+        ))
+        .into());
+    }
+    // Only a store that exists can hold the ref: opening one here would create it.
+    if !store.is_dir() {
+        return Err(super::UsageError(format!(
+            "there is no store at {} to look the ref `{model}` up in; run a pipeline there first, give --store the store's directory, or give --model a model directory",
+            store.display()
+        ))
+        .into());
+    }
     let store = artifacts::Store::open(store)?;
     let r = store.require_ref(model)?;
     let about = format!(

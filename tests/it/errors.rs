@@ -245,3 +245,29 @@ fn a_device_this_build_does_not_have_is_a_configuration_error_naming_the_key() {
         "--dry-run",
     ]);
 }
+
+#[test]
+fn predict_names_what_is_missing_when_no_model_is_there() {
+    let p = Project::new(50);
+    // Before any run there is no store: predict says so and does not create one.
+    let (code, err) = p.fails(&["predict", "--input", "data/demo/new_jobs.csv"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no store at artifacts/store") && err.contains("ref `best`"),
+        "{err}"
+    );
+    assert!(!p.path("artifacts/store").exists());
+    // A directory that is not a model is named as such, not looked up as a ref.
+    let (code, err) = p.fails(&[
+        "predict",
+        "--input",
+        "data/demo/new_jobs.csv",
+        "--model",
+        "data",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`data` is a directory without a model.json"),
+        "{err}"
+    );
+}
