@@ -14,7 +14,7 @@ pub struct Args {
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    let store = super::open_store(a.store.as_ref(), None)?;
+    let store = super::open_existing_store(a.store.as_ref())?;
     let _lock = store.lock(false, &|_| {})?;
     let r = store.gc(a.keep_runs)?;
     console::out(&format!(

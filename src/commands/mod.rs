@@ -81,6 +81,22 @@ pub fn open_store(
     artifacts::Store::open(&dir).with_context(|| format!("opening the store at {}", dir.display()))
 }
 
+/// The store of a command that reads one (`runs`, `verify`, `gc`): as [`open_store`], but a
+/// store that does not exist is an error instead of an empty store created on the spot.
+pub fn open_existing_store(store: Option<&PathBuf>) -> anyhow::Result<artifacts::Store> {
+    let dir = store
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("artifacts/store"));
+    if !dir.is_dir() {
+        return Err(UsageError(format!(
+            "there is no store at {}; a pipeline run creates it (`isco-dag run pipelines/full.toml`), or give --store the store's directory",
+            dir.display()
+        ))
+        .into());
+    }
+    open_store(Some(&dir), None)
+}
+
 /// The remote store: `url` (when not empty) with the `[remote]` settings' other keys, else
 /// the `[remote]` settings as written in `source`.
 pub fn open_remote(

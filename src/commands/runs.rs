@@ -39,7 +39,7 @@ fn fmt_metric(v: Option<f64>) -> String {
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    let store = super::open_store(a.store.as_ref(), None)?;
+    let store = super::open_existing_store(a.store.as_ref())?;
     let json = matches!(a.format, Format2::Json);
     match a.cmd {
         Cmd::List => {

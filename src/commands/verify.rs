@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    let store = super::open_store(a.store.as_ref(), None)?;
+    let store = super::open_existing_store(a.store.as_ref())?;
     let r = store.verify(a.repair)?;
     for id in &r.corrupt {
         console::out(&format!("CORRUPT object {id}"));

@@ -247,8 +247,20 @@ fn a_device_this_build_does_not_have_is_a_configuration_error_naming_the_key() {
 }
 
 #[test]
-fn predict_names_what_is_missing_when_no_model_is_there() {
+fn commands_that_read_the_store_name_what_is_missing_before_any_run() {
     let p = Project::new(50);
+    for args in [
+        &["runs", "list"][..],
+        &["verify"],
+        &["gc", "--keep-runs", "1"],
+    ] {
+        let (code, err) = p.fails(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("there is no store at artifacts/store"),
+            "{err}"
+        );
+    }
     // Before any run there is no store: predict says so and does not create one.
     let (code, err) = p.fails(&["predict", "--input", "data/demo/new_jobs.csv"]);
     assert_eq!(code, 2, "{err}");
