@@ -685,10 +685,11 @@ impl<'a> Loading<'a> {
                     path: self.path.to_path_buf(),
                     line: None,
                     message: format!(
-                        "-S {}: stage `{id}` (kind {}) has no param `{}`; its params: {}",
+                        "-S {}: stage `{id}` (kind {}) has no param `{}`{}; its params: {}",
                         o.text,
                         stage.kind(),
                         o.key,
+                        did_you_mean(&o.key, &accepted),
                         accepted.join(", ")
                     ),
                 });
@@ -1008,6 +1009,18 @@ fn stage_kinds(merged: &Merged, registry: &Registry) -> Result<BTreeMap<String, 
     Ok(kinds)
 }
 
+/// ` (did you mean `x`?)` for the known name closest to a mistyped one, when one is close
+/// (at most a third of its letters differ), else nothing.
+fn did_you_mean<'a>(key: &str, known: impl IntoIterator<Item = &'a String>) -> String {
+    known
+        .into_iter()
+        .map(|k| (strsim::levenshtein(key, k), k))
+        .filter(|(d, _)| *d <= (key.chars().count() / 3).max(1))
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
 /// A section override that no stage took would be silently ignored: it is an error.
 fn check_section_overrides_taken(
     cx: &Loading<'_>,
@@ -1025,6 +1038,10 @@ fn check_section_overrides_taken(
                 .into_iter()
                 .flatten()
                 .collect();
+            let mut expected: BTreeSet<String> = BTreeSet::new();
+            for r in &readers {
+                expected.extend(cx.kinds[r.as_str()].param_names());
+            }
             return Err(Error::Spec {
                 path: cx.path.to_path_buf(),
                 line: None,
@@ -1032,6 +1049,20 @@ fn check_section_overrides_taken(
                     format!(
                         "-S {}: no stage of this pipeline reads [{}]; nothing would change",
                         o.text, o.target
+                    )
+                } else if !expected.contains(&o.key) {
+                    format!(
+                        "-S {}: no stage reading [{}] ({}) has a param `{}`{}; expected one of {}",
+                        o.text,
+                        o.target,
+                        readers
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        o.key,
+                        did_you_mean(&o.key, &expected),
+                        expected.iter().cloned().collect::<Vec<_>>().join(", ")
                     )
                 } else {
                     format!(
@@ -1128,9 +1159,10 @@ fn check_config_file(
                         path: cfg_src.path.clone(),
                         line: config_key_line(&cfg_src.text, sec, key),
                         message: format!(
-                            "unknown key `{key}` in [{sec}]: no stage kind takes it (stages reading [{sec}]: {}); expected one of {}",
+                            "unknown key `{key}` in [{sec}]{}: no stage kind takes it (stages reading [{sec}]: {}); expected one of {}",
+                            did_you_mean(key, &expected),
                             readers.join(", "),
-                            expected.into_iter().collect::<Vec<_>>().join(", ")
+                            expected.iter().cloned().collect::<Vec<_>>().join(", ")
                         ),
                     });
                 }
@@ -1358,4 +1390,18 @@ fn resolve_input(
         ));
     }
     Ok(InputRef::File(rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn a_near_name_is_suggested_and_a_far_one_is_not() {
+        let known: Vec<String> = ["epochs", "seed", "lr_head"].map(String::from).into();
+        assert_eq!(did_you_mean("epoch", &known), " (did you mean `epochs`?)");
+        assert_eq!(did_you_mean("sed", &known), " (did you mean `seed`?)");
+        assert_eq!(did_you_mean("lr-head", &known), " (did you mean `lr_head`?)");
+        assert_eq!(did_you_mean("xyzzy", &known), "");
+    }
 }

@@ -40,7 +40,10 @@ fn unknown_key_in_config_names_file_section_and_line() {
     let (code, err) = p.fails(&["run", "pipelines/full.toml"]);
     assert_eq!(code, 2);
     assert!(err.contains("default.toml:"), "{err}");
-    assert!(err.contains("unknown key `sed` in [data]"), "{err}");
+    assert!(
+        err.contains("unknown key `sed` in [data] (did you mean `seed`?)"),
+        "{err}"
+    );
 }
 
 #[test]

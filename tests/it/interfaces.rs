@@ -253,4 +253,19 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
     let (code, err) = p.fails(&["run", P, "-S", "model.lr_embedding=0.1"]);
     assert_eq!(code, 2);
     assert!(err.contains("later section"), "{err}");
+    // A mistyped key is named as unknown, with the param it resembles.
+    let (code, err) = p.fails(&["run", P, "-S", "training.epoch=3"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "no stage reading [training] (train) has a param `epoch` (did you mean `epochs`?)"
+        ),
+        "{err}"
+    );
+    let (code, err) = p.fails(&["run", P, "-S", "train.epoch=3"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("has no param `epoch` (did you mean `epochs`?)"),
+        "{err}"
+    );
 }
