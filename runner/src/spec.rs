@@ -1042,39 +1042,28 @@ fn check_section_overrides_taken(
             for r in &readers {
                 expected.extend(cx.kinds[r.as_str()].param_names());
             }
+            let (text, sec, key) = (&o.text, &o.target, &o.key);
+            let names = readers
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
             return Err(Error::Spec {
                 path: cx.path.to_path_buf(),
                 line: None,
                 message: if readers.is_empty() {
                     format!(
-                        "-S {}: no stage of this pipeline reads [{}]; nothing would change",
-                        o.text, o.target
+                        "-S {text}: no stage of this pipeline reads [{sec}]; nothing would change"
                     )
-                } else if !expected.contains(&o.key) {
+                } else if !expected.contains(key) {
                     format!(
-                        "-S {}: no stage reading [{}] ({}) has a param `{}`{}; expected one of {}",
-                        o.text,
-                        o.target,
-                        readers
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        o.key,
-                        did_you_mean(&o.key, &expected),
+                        "-S {text}: no stage reading [{sec}] ({names}) has a param `{key}`{}; expected one of {}",
+                        did_you_mean(key, &expected),
                         expected.iter().cloned().collect::<Vec<_>>().join(", ")
                     )
                 } else {
                     format!(
-                        "-S {}: every stage reading [{}] ({}) takes `{}` from a later section or its inline params, so this would change nothing; set it there",
-                        o.text,
-                        o.target,
-                        readers
-                            .iter()
-                            .map(|r| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        o.key
+                        "-S {text}: every stage reading [{sec}] ({names}) takes `{key}` from a later section or its inline params, so this would change nothing; set it there"
                     )
                 },
             });
@@ -1401,7 +1390,10 @@ mod tests {
         let known: Vec<String> = ["epochs", "seed", "lr_head"].map(String::from).into();
         assert_eq!(did_you_mean("epoch", &known), " (did you mean `epochs`?)");
         assert_eq!(did_you_mean("sed", &known), " (did you mean `seed`?)");
-        assert_eq!(did_you_mean("lr-head", &known), " (did you mean `lr_head`?)");
+        assert_eq!(
+            did_you_mean("lr-head", &known),
+            " (did you mean `lr_head`?)"
+        );
         assert_eq!(did_you_mean("xyzzy", &known), "");
     }
 }
