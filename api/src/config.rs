@@ -61,7 +61,7 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             addr: "127.0.0.1:8000".into(),
-            store: PathBuf::from("artifacts/store"),
+            store: PathBuf::from(artifacts::DEFAULT_STORE_DIR),
             model_ref: "best".into(),
             reference: None,
             batch_limit: 10_000,

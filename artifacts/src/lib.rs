@@ -49,6 +49,10 @@ pub use records::{
     CacheEntry, RefRecord, RunRecord, RunStatus, StageOutcome, StageRecord, StageRun,
 };
 pub use remote::{Direction, RefSync, Remote, RemoteSettings, Transfer};
+/// Where the store lives when neither the pipeline (`store = …`) nor the command line
+/// (`--store`) says: relative to the project root.
+pub const DEFAULT_STORE_DIR: &str = "artifacts/store";
+
 pub use store::{
     GcReport, ObjectId, OutputKind, OutputRef, StageId, StageKey, Store, VerifyReport, hash_file,
 };

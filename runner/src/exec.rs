@@ -92,6 +92,19 @@ pub enum Event {
 /// The result of [`run_pipeline`].
 pub type RunSummary = RunRecord;
 
+/// Whether a stage would run, as `status` reports it (`"fresh"`, `"stale"`, `"frozen"` in
+/// JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StageState {
+    /// Its key matches its last successful execution: it would be skipped.
+    Fresh,
+    /// Something it depends on changed: it would run, or be restored from the run-cache.
+    Stale,
+    /// Stale, but declared frozen: it keeps its last results and would not run.
+    Frozen,
+}
+
 /// Freshness of one stage, as `status` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStatus {
@@ -99,8 +112,8 @@ pub struct StageStatus {
     pub id: String,
     /// Kind.
     pub kind: String,
-    /// `fresh`, `stale`, or `frozen` (stale, but a frozen stage keeps its last results).
-    pub state: &'static str,
+    /// Whether the stage would run.
+    pub state: StageState,
     /// Why it is stale (empty when fresh).
     pub reasons: Vec<DirtyReason>,
     /// Whether a stale stage's key is in the run-cache (it will be restored, not executed).
@@ -458,22 +471,28 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
         };
         out.push(
             match freshness(&store, spec, &inputs, p.frozen.contains(id), false)? {
-                Freshness::UpstreamStale(reasons) => status("stale", reasons, false, None),
+                Freshness::UpstreamStale(reasons) => {
+                    status(StageState::Stale, reasons, false, None)
+                }
                 Freshness::Frozen { record, why } => {
                     known.insert(id.clone(), record.outputs);
-                    let state = if why.is_empty() { "fresh" } else { "frozen" };
+                    let state = if why.is_empty() {
+                        StageState::Fresh
+                    } else {
+                        StageState::Frozen
+                    };
                     status(state, why, false, Some(record.key))
                 }
                 Freshness::Fresh(record) => {
                     known.insert(id.clone(), record.outputs);
-                    status("fresh", vec![], false, key)
+                    status(StageState::Fresh, vec![], false, key)
                 }
                 Freshness::Stale { reasons, cached } => {
                     let restorable = cached.is_some();
                     if let Some(e) = cached {
                         known.insert(id.clone(), e.outputs);
                     }
-                    status("stale", reasons, restorable, key)
+                    status(StageState::Stale, reasons, restorable, key)
                 }
             },
         );

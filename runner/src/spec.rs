@@ -489,7 +489,13 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
     } else {
         root
     };
-    let store_dir = root.join(merged.header.store.as_deref().unwrap_or("artifacts/store"));
+    let store_dir = root.join(
+        merged
+            .header
+            .store
+            .as_deref()
+            .unwrap_or(artifacts::DEFAULT_STORE_DIR),
+    );
     let out_dir = merged
         .header
         .out_dir

@@ -76,7 +76,7 @@ pub fn open_store(
     let dir = match (store, pipeline) {
         (Some(s), _) => s.clone(),
         (None, Some(p)) => load_pipeline(p)?.store_dir,
-        (None, None) => PathBuf::from("artifacts/store"),
+        (None, None) => PathBuf::from(artifacts::DEFAULT_STORE_DIR),
     };
     artifacts::Store::open(&dir).with_context(|| format!("opening the store at {}", dir.display()))
 }
@@ -86,7 +86,7 @@ pub fn open_store(
 pub fn open_existing_store(store: Option<&PathBuf>) -> anyhow::Result<artifacts::Store> {
     let dir = store
         .cloned()
-        .unwrap_or_else(|| PathBuf::from("artifacts/store"));
+        .unwrap_or_else(|| PathBuf::from(artifacts::DEFAULT_STORE_DIR));
     if !dir.is_dir() {
         return Err(UsageError(format!(
             "there is no store at {}; a pipeline run creates it (`isco-dag run pipelines/full.toml`), or give --store the store's directory",

@@ -24,7 +24,7 @@ pub struct Args {
     #[arg(long, default_value = "best", env = "ISCO_DAG_MODEL")]
     model: String,
     /// Store directory.
-    #[arg(long, default_value = "artifacts/store", env = "ISCO_DAG_STORE")]
+    #[arg(long, default_value = artifacts::DEFAULT_STORE_DIR, env = "ISCO_DAG_STORE")]
     store: PathBuf,
     /// Config file whose [inference] section sets thresholds.
     #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]

@@ -1,5 +1,7 @@
 use std::path::PathBuf;
 
+use runner::StageState;
+
 use crate::console;
 
 /// `isco-dag status`.
@@ -23,28 +25,30 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     for s in &st {
-        if s.state == "fresh" {
-            console::out(&format!("[FRESH] {}", s.id));
-        } else if s.state == "frozen" {
-            for r in &s.reasons {
-                console::out(&format!(
-                    "[FROZEN] {}: keeps its last results although {r}",
-                    s.id
-                ));
+        match s.state {
+            StageState::Fresh => console::out(&format!("[FRESH] {}", s.id)),
+            StageState::Frozen => {
+                for r in &s.reasons {
+                    console::out(&format!(
+                        "[FROZEN] {}: keeps its last results although {r}",
+                        s.id
+                    ));
+                }
             }
-        } else {
-            let suffix = if s.restorable {
-                " (restorable from the run-cache)"
-            } else {
-                ""
-            };
-            for r in &s.reasons {
-                console::out(&format!("[DIRTY] {}: {r}{suffix}", s.id));
+            StageState::Stale => {
+                let suffix = if s.restorable {
+                    " (restorable from the run-cache)"
+                } else {
+                    ""
+                };
+                for r in &s.reasons {
+                    console::out(&format!("[DIRTY] {}: {r}{suffix}", s.id));
+                }
             }
         }
     }
-    let stale = st.iter().filter(|s| s.state == "stale").count();
-    let frozen = st.iter().filter(|s| s.state == "frozen").count();
+    let count = |state| st.iter().filter(|s| s.state == state).count();
+    let (stale, frozen) = (count(StageState::Stale), count(StageState::Frozen));
     console::out(&format!(
         "{} stages: {} fresh, {stale} stale{}",
         st.len(),
