@@ -211,12 +211,18 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("predictions"));
         stages::explain::write_explanations(&pred, &coded.predictions, &base)?;
     }
+    let steps = stages::predict::steps_text(&coded.steps);
     console::error(&format!(
-        "coded {} rows in {:.2}s ({:.0} rows/s; {}): {} at a coarser level, {} need review, {} unusable",
+        "coded {} {} in {:.2}s ({:.0} rows/s{}): {} at a coarser level, {} need review, {} unusable",
         coded.rows,
+        if coded.rows == 1 { "row" } else { "rows" },
         elapsed,
         coded.rows as f64 / elapsed.max(1e-9),
-        stages::predict::steps_text(&coded.steps),
+        if steps.is_empty() {
+            String::new()
+        } else {
+            format!("; {steps}")
+        },
         coded.fallbacks,
         coded.to_review,
         coded.unusable

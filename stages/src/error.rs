@@ -12,6 +12,23 @@ pub enum Error {
         /// What is wrong and what to do.
         message: String,
     },
+    /// An input file lacks a column it must have.
+    #[error(
+        "{}: has no column `{column}` (columns: {}); name one column `{column}` in the header row{hint}",
+        path.display(),
+        columns.join(", ")
+    )]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column looked for.
+        column: String,
+        /// The columns the header has.
+        columns: Vec<String>,
+        /// Another way to fix it, starting with "; " or empty (e.g. the param naming the
+        /// column).
+        hint: String,
+    },
     /// A file could not be written.
     #[error("could not write `{}`: {source}", path.display())]
     Write {

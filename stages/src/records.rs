@@ -124,10 +124,18 @@ fn read_rows_inner(
                 )));
             }
             if pos.is_none() && required[i] {
-                return Err(input_err(format!(
-                    "has no column `{w}` (columns: {}); rename the column or set the column name in the stage params",
-                    header.join(", ")
-                )));
+                if header.iter().all(|h| h.trim().is_empty()) {
+                    return Err(input_err(format!(
+                        "has no header row; its first line must name the columns ({})",
+                        wanted.join(", ")
+                    )));
+                }
+                return Err(Error::MissingColumn {
+                    path: path.to_path_buf(),
+                    column: w.to_string(),
+                    columns: header.iter().map(|h| h.trim().to_string()).collect(),
+                    hint: String::new(),
+                });
             }
             idx.push(pos);
         }
@@ -176,8 +184,11 @@ fn read_rows_inner(
                 .collect(),
         ));
     }
+    let delimiter = sniff_delimiter(path, wanted, required)
+        .map_err(|e| input_err(format!("cannot be read: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
+        .delimiter(delimiter)
         .from_path(path)
         .map_err(|e| input_err(format!("cannot be opened as CSV: {e}")))?;
     let header_bytes = rdr
@@ -268,6 +279,55 @@ fn read_rows_inner(
         }
     }
     Ok((rest, rows))
+}
+
+/// The field separators a CSV file may use: a spreadsheet saved as CSV in a locale whose
+/// decimal mark is a comma separates fields with `;`, and tab-separated exports are common.
+const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The field separator of a CSV file, judged by its header row alone: of [`DELIMITERS`], the
+/// one under which the header holds every required column and the most of the wanted ones;
+/// if none holds them, the one that splits the header into the most fields (so an error lists
+/// the columns as the file means them). A comma wins every tie, so a comma-separated file
+/// that names the columns is always read as one.
+///
+/// Written here because the `csv` crate reads a given separator but does not guess one.
+fn sniff_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> std::io::Result<u8> {
+    use std::io::{BufRead, Read};
+    let mut first = Vec::new();
+    std::io::BufReader::new(std::fs::File::open(path)?)
+        .take(1 << 20)
+        .read_until(b'\n', &mut first)?;
+    let first = first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first);
+    let fields = |d: u8| -> Vec<String> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(d)
+            .from_reader(first);
+        let mut rec = csv::ByteRecord::new();
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => rec
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).trim().to_string())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut best: Option<(usize, u8)> = None;
+    let mut widest = (0, b',');
+    for d in DELIMITERS {
+        let header = fields(d);
+        let holds = |w: &str| header.iter().any(|h| h == w);
+        let all_required = wanted.iter().zip(required).all(|(w, req)| !req || holds(w));
+        let found = wanted.iter().filter(|w| holds(w)).count();
+        if all_required && found > best.map_or(0, |b| b.0) {
+            best = Some((found, d));
+        }
+        if header.len() > widest.0 {
+            widest = (header.len(), d);
+        }
+    }
+    Ok(best.map_or(widest.1, |b| b.1))
 }
 
 /// Reads a `row,<value>` CSV (e.g. a truth file) into a map from the 0-based data row of the
@@ -401,6 +461,58 @@ mod tests {
         let e = read_rows(&p, &["title"], &[true]).unwrap_err().to_string();
         assert!(
             e.contains("r.csv") && e.contains("no column `title`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_separator_is_read_from_the_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        let cols = ["job_title", "duties_description"];
+        let read = |bytes: &[u8], required: &[bool]| {
+            std::fs::write(&p, bytes).unwrap();
+            read_rows(&p, &cols, required).map(|rows| {
+                rows.into_iter()
+                    .map(|r| (r.values, r.problem))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let nurse = || {
+            vec![(
+                vec![Some("nurse".to_string()), Some("cares, feeds".to_string())],
+                None,
+            )]
+        };
+        // A spreadsheet's semicolon export (with its byte-order mark and CRLF), a tab export,
+        // and a comma file: the same rows.
+        for bytes in [
+            &b"\xef\xbb\xbfjob_title;duties_description\r\nnurse;cares, feeds\r\n"[..],
+            b"job_title\tduties_description\nnurse\tcares, feeds\n",
+            b"job_title,duties_description\nnurse,\"cares, feeds\"\n",
+        ] {
+            assert_eq!(read(bytes, &[true, false]).unwrap(), nurse());
+            // With no column required, the separator naming the most columns wins.
+            assert_eq!(read(bytes, &[false, false]).unwrap(), nurse());
+        }
+        // A comma file whose values hold semicolons stays a comma file.
+        let rows = read(
+            b"job_title,duties_description\nnurse;midwife,a;b\n",
+            &[true, true],
+        )
+        .unwrap();
+        assert_eq!(rows[0].0[0].as_deref(), Some("nurse;midwife"));
+        // Columns named otherwise are listed as the file separates them.
+        let e = read(b"title;duties\nnurse;cares\n", &[true, false])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("has no column `job_title` (columns: title, duties)"),
+            "{e}"
+        );
+        let e = read(b"", &[true, false]).unwrap_err().to_string();
+        assert!(
+            e.contains("r.csv: has no header row") && e.contains("(job_title, duties_description)"),
             "{e}"
         );
     }

@@ -286,3 +286,28 @@ fn commands_that_read_the_store_name_what_is_missing_before_any_run() {
         "{err}"
     );
 }
+
+#[test]
+fn a_records_file_without_a_named_column_names_the_param_that_renames_it() {
+    let p = Project::new(50);
+    p.edit(
+        "data/raw/historical_records.csv",
+        "job_title,duties_description,isco_code",
+        "job_title,duties_description,occupation",
+    );
+    let (_, err) = p.fails(&["run", "pipelines/full.toml"]);
+    assert!(
+        err.contains("historical_records.csv: has no column `isco_code` (columns: job_title, duties_description, occupation)")
+            && err.contains("set the clean stage's `code_column` param"),
+        "{err}"
+    );
+    // Setting it is enough.
+    p.ok(&[
+        "run",
+        "pipelines/full.toml",
+        "-S",
+        "data.code_column=occupation",
+        "--until",
+        "clean",
+    ]);
+}

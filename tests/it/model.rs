@@ -100,6 +100,39 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
 
+    // A spreadsheet's semicolon export of the same jobs (byte-order mark, CRLF) is coded the
+    // same: the separator is read from the header row.
+    let jobs: Vec<csv::StringRecord> = csv::Reader::from_path(p.path("data/demo/new_jobs.csv"))
+        .unwrap()
+        .records()
+        .map(Result::unwrap)
+        .collect();
+    let mut semi = csv::WriterBuilder::new()
+        .delimiter(b';')
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(b"\xef\xbb\xbf".to_vec());
+    semi.write_record(["job_title", "duties_description"])
+        .unwrap();
+    for r in &jobs {
+        semi.write_record(r).unwrap();
+    }
+    std::fs::write(p.path("jobs_semicolon.csv"), semi.into_inner().unwrap()).unwrap();
+    p.ok(&[
+        "predict",
+        "--input",
+        "jobs_semicolon.csv",
+        "--output",
+        "coded_semicolon.csv",
+    ]);
+    let codes = |file: &str| -> Vec<String> {
+        csv::Reader::from_path(p.path(file))
+            .unwrap()
+            .records()
+            .map(|r| r.unwrap()[3].to_string())
+            .collect()
+    };
+    assert_eq!(codes("coded_semicolon.csv"), codes("coded.csv"));
+
     // Unusable rows are kept and flagged, not dropped.
     p.write(
         "odd.csv",
