@@ -1,4 +1,6 @@
 //! `POST /predict/csv`: an uploaded CSV coded row by row, returned with prediction columns.
+//! The upload may be separated by commas, semicolons, tabs or `|` (read from its header row,
+//! as the CLI reads its inputs); the answer is comma-separated.
 
 use std::sync::Arc;
 
@@ -37,8 +39,14 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         ))
     })?;
     let text = text.trim_start_matches('\u{feff}');
+    let first_line = text.split_inclusive('\n').next().unwrap_or("");
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
+        .delimiter(artifacts::table::csv_delimiter(
+            first_line.as_bytes(),
+            &["job_title", "duties_description"],
+            &[true, false],
+        ))
         .from_reader(text.as_bytes());
     let header: Vec<String> = rdr
         .headers()

@@ -170,7 +170,8 @@ pub struct ErrorBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct CsvUpload {
-    /// CSV with `job_title` and optionally `duties_description` (other columns are kept).
+    /// CSV (UTF-8) with `job_title` and optionally `duties_description` (other columns are
+    /// kept), separated by commas, semicolons, tabs or `|` as its header row shows.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
 }

@@ -324,6 +324,54 @@ impl Table {
     }
 }
 
+/// The field separators an input CSV file may use: a spreadsheet saved as CSV in a locale
+/// whose decimal mark is a comma separates fields with `;`, and tab-separated exports are
+/// common.
+pub const CSV_DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
+
+/// The field separator of a CSV file, judged by its header row (`first_line`, a UTF-8
+/// byte-order mark allowed): of [`CSV_DELIMITERS`], the one under which the header holds every
+/// `required` column and the most of the `wanted` ones; if none holds them, the one that
+/// splits the header into the most fields (so an error lists the columns as the file means
+/// them). A comma wins every tie, so a comma-separated file that names the columns is always
+/// read as one.
+///
+/// Written here because the `csv` crate reads a given separator but does not guess one.
+pub fn csv_delimiter(first_line: &[u8], wanted: &[&str], required: &[bool]) -> u8 {
+    let first = first_line
+        .strip_prefix(b"\xef\xbb\xbf")
+        .unwrap_or(first_line);
+    let fields = |d: u8| -> Vec<String> {
+        let mut rdr = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .delimiter(d)
+            .from_reader(first);
+        let mut rec = csv::ByteRecord::new();
+        match rdr.read_byte_record(&mut rec) {
+            Ok(true) => rec
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).trim().to_string())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let mut best: Option<(usize, u8)> = None;
+    let mut widest = (0, b',');
+    for d in CSV_DELIMITERS {
+        let header = fields(d);
+        let holds = |w: &str| header.iter().any(|h| h == w);
+        let all_required = wanted.iter().zip(required).all(|(w, req)| !req || holds(w));
+        let found = wanted.iter().filter(|w| holds(w)).count();
+        if all_required && found > best.map_or(0, |b| b.0) {
+            best = Some((found, d));
+        }
+        if header.len() > widest.0 {
+            widest = (header.len(), d);
+        }
+    }
+    best.map_or(widest.1, |b| b.1)
+}
+
 /// A text cell as it may go into a CSV file that people open in a spreadsheet: a cell that
 /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula
 /// (`=HYPERLINK(…)` in a job title), so it gets a leading `'`, as OWASP's CSV-injection

@@ -281,53 +281,15 @@ fn read_rows_inner(
     Ok((rest, rows))
 }
 
-/// The field separators a CSV file may use: a spreadsheet saved as CSV in a locale whose
-/// decimal mark is a comma separates fields with `;`, and tab-separated exports are common.
-const DELIMITERS: [u8; 4] = [b',', b';', b'\t', b'|'];
-
-/// The field separator of a CSV file, judged by its header row alone: of [`DELIMITERS`], the
-/// one under which the header holds every required column and the most of the wanted ones;
-/// if none holds them, the one that splits the header into the most fields (so an error lists
-/// the columns as the file means them). A comma wins every tie, so a comma-separated file
-/// that names the columns is always read as one.
-///
-/// Written here because the `csv` crate reads a given separator but does not guess one.
+/// The field separator of a CSV file, judged by its first line (see
+/// [`artifacts::table::csv_delimiter`]).
 fn sniff_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> std::io::Result<u8> {
     use std::io::{BufRead, Read};
     let mut first = Vec::new();
     std::io::BufReader::new(std::fs::File::open(path)?)
         .take(1 << 20)
         .read_until(b'\n', &mut first)?;
-    let first = first.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&first);
-    let fields = |d: u8| -> Vec<String> {
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .delimiter(d)
-            .from_reader(first);
-        let mut rec = csv::ByteRecord::new();
-        match rdr.read_byte_record(&mut rec) {
-            Ok(true) => rec
-                .iter()
-                .map(|f| String::from_utf8_lossy(f).trim().to_string())
-                .collect(),
-            _ => Vec::new(),
-        }
-    };
-    let mut best: Option<(usize, u8)> = None;
-    let mut widest = (0, b',');
-    for d in DELIMITERS {
-        let header = fields(d);
-        let holds = |w: &str| header.iter().any(|h| h == w);
-        let all_required = wanted.iter().zip(required).all(|(w, req)| !req || holds(w));
-        let found = wanted.iter().filter(|w| holds(w)).count();
-        if all_required && found > best.map_or(0, |b| b.0) {
-            best = Some((found, d));
-        }
-        if header.len() > widest.0 {
-            widest = (header.len(), d);
-        }
-    }
-    Ok(best.map_or(widest.1, |b| b.1))
+    Ok(artifacts::table::csv_delimiter(&first, wanted, required))
 }
 
 /// Reads a `row,<value>` CSV (e.g. a truth file) into a map from the 0-based data row of the

@@ -210,6 +210,13 @@ fn every_endpoint_and_every_error_is_json() {
         lines[3].ends_with("the job title and duties are empty"),
         "{text}"
     );
+    // A semicolon export (a spreadsheet's, where the decimal mark is a comma) is read by its
+    // header row and coded the same; the answer is comma-separated.
+    let semi = b"\xef\xbb\xbfid;job_title;duties_description\r\n1;chef;cooking meals\r\n";
+    let (ct, body) = multipart("file", "jobs_semicolon.csv", semi);
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text().lines().nth(1), Some(lines[1]), "{}", r.text());
     let (ct, body) = multipart("file", "bad.csv", b"job_title\ncaf\xe9 owner\n");
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 400);
