@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::coding::{explanation, similar_records};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::types::{AlternativeOut, SimilarOut, WordOut};
+use crate::types::{AlternativeOut, SimilarOut, StepOut, WordOut};
 
 /// Columns of the corrections the page writes (the `corrections` stage reads them).
 const DECISION_COLUMNS: [&str; 9] = [
@@ -67,9 +67,9 @@ pub struct QueueItem {
     pub predicted_confidence: f64,
     /// The current model's top codes.
     pub suggestions: Vec<AlternativeOut>,
-    /// Which part of the current model decided the suggestions: `ngram`, `ensemble`,
-    /// `reranker` or `transformer` (as the prediction column `decided_by`).
-    pub suggested_by: String,
+    /// Which part of the current model decided the suggestions (as the prediction column
+    /// `decided_by`).
+    pub suggested_by: StepOut,
     /// Words and their contribution to the first suggestion.
     pub highlights: Vec<WordOut>,
     /// Past records with similar titles and their codes (models with a retrieval index;
@@ -469,7 +469,7 @@ pub async fn queue(
                     source: p.source,
                     predicted_isco_code: p.code,
                     predicted_confidence: p.confidence,
-                    suggested_by: pred.decided_by.to_string(),
+                    suggested_by: pred.decided_by.into(),
                     suggestions: pred.alternatives.into_iter().map(Into::into).collect(),
                     highlights,
                     similar,

@@ -1,6 +1,6 @@
 //! The API's request and response bodies (their OpenAPI schemas come from these types).
 
-use classifier::predict::Prediction;
+use classifier::predict::{Grade, Prediction, Step};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -111,6 +111,60 @@ pub struct ExplanationOut {
     pub truncated: bool,
 }
 
+/// How sure the model is of a code, by the configured thresholds (`[inference] grades`): the
+/// schema's view of [`Grade`], so clients see the values it can take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GradeOut {
+    /// At or above the first threshold.
+    VeryHigh,
+    /// At or above the second.
+    High,
+    /// At or above the third.
+    Medium,
+    /// At or above the fourth.
+    Low,
+    /// Below every threshold.
+    VeryLow,
+}
+
+impl From<Grade> for GradeOut {
+    fn from(g: Grade) -> Self {
+        match g {
+            Grade::VeryHigh => GradeOut::VeryHigh,
+            Grade::High => GradeOut::High,
+            Grade::Medium => GradeOut::Medium,
+            Grade::Low => GradeOut::Low,
+            Grade::VeryLow => GradeOut::VeryLow,
+        }
+    }
+}
+
+/// The part of a model that decided a row: the schema's view of [`Step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOut {
+    /// The n-gram network (an `ngram` model, or the first step of an ensemble's cascade).
+    Ngram,
+    /// The whole ensemble: n-gram network, retrieval (and a transformer when it has one).
+    Ensemble,
+    /// A fine-tuned transformer.
+    Transformer,
+    /// The cross-encoder re-ranker re-read the row, which the model before it was unsure of.
+    Reranker,
+}
+
+impl From<Step> for StepOut {
+    fn from(s: Step) -> Self {
+        match s {
+            Step::Ngram => StepOut::Ngram,
+            Step::Ensemble => StepOut::Ensemble,
+            Step::Transformer => StepOut::Transformer,
+            Step::Reranker => StepOut::Reranker,
+        }
+    }
+}
+
 /// A coded record.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobPrediction {
@@ -126,16 +180,14 @@ pub struct JobPrediction {
     pub title: String,
     /// Calibrated probability that the code is right.
     pub confidence: f64,
-    /// very_high, high, medium, low or very_low.
-    pub grade: String,
+    /// How sure the model is, by the configured thresholds.
+    pub grade: GradeOut,
     /// Whether the code is coarser than 4 digits because no unit group was confident enough.
     pub is_fallback: bool,
     /// Whether a coder should look at it.
     pub needs_review: bool,
-    /// Which part of the model decided: `ngram` (an ngram model, or the first step of an
-    /// ensemble's cascade), `ensemble`, `reranker` (the cross-encoder re-read the row) or
-    /// `transformer`.
-    pub decided_by: String,
+    /// Which part of the model decided.
+    pub decided_by: StepOut,
     /// Top-k 4-digit codes.
     pub alternatives: Vec<AlternativeOut>,
     /// Store object id of the model that coded it.
@@ -183,10 +235,10 @@ pub(crate) fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPre
         level: p.level,
         title: p.title,
         confidence: p.confidence,
-        grade: p.grade.to_string(),
+        grade: p.grade.into(),
         is_fallback: p.is_fallback,
         needs_review: p.needs_review,
-        decided_by: p.decided_by.to_string(),
+        decided_by: p.decided_by.into(),
         alternatives: p.alternatives.into_iter().map(Into::into).collect(),
         model_version: version.to_string(),
         explanation: None,

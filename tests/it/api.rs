@@ -263,6 +263,18 @@ fn every_endpoint_and_every_error_is_json() {
     ] {
         assert!(spec["paths"].get(path).is_some(), "{path} not documented");
     }
+    // A client sees every value a grade and a deciding step can take.
+    let schemas = &spec["components"]["schemas"];
+    assert_eq!(
+        schemas["GradeOut"]["enum"],
+        serde_json::json!(["very_high", "high", "medium", "low", "very_low"]),
+        "{schemas}"
+    );
+    assert_eq!(
+        schemas["StepOut"]["enum"],
+        serde_json::json!(["ngram", "ensemble", "transformer", "reranker"]),
+        "{schemas}"
+    );
     openapi_spec_is_valid(&p, &get(a, "/openapi.json").body);
     let docs = get(a, "/docs/");
     assert_eq!(docs.status, 200);
