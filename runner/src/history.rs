@@ -159,26 +159,64 @@ pub struct Lineage {
     pub upstream: Vec<Lineage>,
 }
 
-/// The stage execution that wrote `object`, newest first (the same bytes may have been
-/// produced several times). `from` is the `(stage, output)` an input names: a stage that
-/// passes its input through unchanged writes the same object as its upstream, so the named
-/// producer comes first, and any other only when it has no entry.
+/// The stage execution that wrote `object`. `entries` are oldest first; the same bytes may
+/// have been written by several executions, and the newest that explains them is taken.
+///
+/// `from` is the `(stage, output)` an input names: a stage that passes its input through
+/// unchanged writes the same object as its upstream, so the named producer comes first.
+///
+/// Otherwise an execution does not explain bytes it copied from outside its inputs: a stage
+/// can write an object that it neither computed nor read through an input (a promotion step
+/// that keeps the model its ref already points at writes that model again, while its input is
+/// a newer candidate). Such an execution is recognised by writing bytes that another stage
+/// had written before it, without reading them through any of its inputs; the lineage then
+/// goes to an execution that did make or read them, and to the copy only when no other is
+/// known.
 fn producer(
     entries: &[CacheEntry],
     object: &str,
     from: Option<(&str, &str)>,
 ) -> Option<(CacheEntry, String)> {
-    let find = |named: bool| {
-        entries.iter().rev().find_map(|e| {
+    // Every (execution index, output name) that wrote the object, oldest first.
+    let wrote: Vec<(usize, &str)> = entries
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
             e.outputs
                 .iter()
-                .find(|(n, o)| {
-                    o.id == object && (!named || from == Some((e.stage.as_str(), n.as_str())))
-                })
-                .map(|(n, _)| (e.clone(), n.clone()))
+                .filter(|(_, o)| o.id == object)
+                .map(move |(n, _)| (i, n.as_str()))
+        })
+        .collect();
+    let pick = |&(i, n): &(usize, &str)| (entries[i].clone(), n.to_string());
+    if let Some(named) = wrote
+        .iter()
+        .rev()
+        .find(|(i, n)| from == Some((entries[*i].stage.as_str(), *n)))
+    {
+        return Some(pick(named));
+    }
+    let reads_it = |e: &CacheEntry| {
+        serde_json::from_value::<Fingerprint>(e.fingerprint.clone()).is_ok_and(|fp| {
+            fp.inputs
+                .values()
+                .flatten()
+                .any(|h| matches!(h, InputHash::Stage { blake3, .. } if blake3.as_str() == object))
         })
     };
-    from.and_then(|_| find(true)).or_else(|| find(false))
+    let copied = |i: usize| {
+        let e = &entries[i];
+        !reads_it(e)
+            && wrote
+                .iter()
+                .any(|&(j, _)| j < i && entries[j].stage != e.stage)
+    };
+    wrote
+        .iter()
+        .rev()
+        .find(|(i, _)| !copied(*i))
+        .or_else(|| wrote.last())
+        .map(pick)
 }
 
 fn lineage_of(

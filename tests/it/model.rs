@@ -185,11 +185,31 @@ fn promote_refuses_a_worse_model_unless_forced() {
         err.contains("model: `best`") && err.contains(&id[..12]),
         "{err}"
     );
+    // The lineage of the kept model is the run that trained it, not the candidate the last
+    // promotion step read and refused.
+    let train_params = |lineage: &str| {
+        lineage
+            .lines()
+            .skip_while(|l| !l.contains("train.model"))
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let kept = train_params(&p.ok(&["lineage", "models/best"]));
+    assert!(
+        kept.contains("dim=64,") && kept.contains("epochs=8,"),
+        "{kept}"
+    );
     p.ok(&["run", P, "--force", "promote"]);
     let d: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(d["promoted"], true);
     assert_eq!(d["forced"], true);
     assert_eq!(model("best"), model("latest"));
+    let forced = train_params(&p.ok(&["lineage", "models/best"]));
+    assert!(
+        forced.contains("dim=2,") && forced.contains("epochs=1,"),
+        "{forced}"
+    );
 }
 
 #[test]
