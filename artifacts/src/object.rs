@@ -52,7 +52,7 @@ macro_rules! string_id {
 
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
@@ -143,4 +143,16 @@ pub fn hash_file(path: &Path) -> Result<(ObjectId, u64)> {
         hasher.update(&buf[..n]);
     }
     Ok((ObjectId(hasher.finalize().to_hex().to_string()), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_line_up_in_columns() {
+        let id = StageId::from("clean".to_string());
+        assert_eq!(format!("[{id:<8}]"), "[clean   ]");
+        assert_eq!(format!("[{id:>8}]"), "[   clean]");
+    }
 }

@@ -83,10 +83,10 @@ impl From<DeviceChoice> for String {
 impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DeviceChoice::Auto => f.write_str("auto"),
-            DeviceChoice::Cpu => f.write_str("cpu"),
-            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
-            DeviceChoice::Mps => f.write_str("mps"),
+            DeviceChoice::Auto => f.pad("auto"),
+            DeviceChoice::Cpu => f.pad("cpu"),
+            DeviceChoice::Cuda(n) => f.pad(&format!("cuda:{n}")),
+            DeviceChoice::Mps => f.pad("mps"),
         }
     }
 }
@@ -169,7 +169,7 @@ impl From<Precision> for String {
 
 impl std::fmt::Display for Precision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Precision::Fp32 => "fp32",
             Precision::Bf16 => "bf16",
             Precision::Fp16 => "fp16",

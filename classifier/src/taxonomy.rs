@@ -51,7 +51,7 @@ impl std::borrow::Borrow<str> for IscoCode {
 
 impl std::fmt::Display for IscoCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
