@@ -1,6 +1,7 @@
 //! The API's request and response bodies (their OpenAPI schemas come from these types).
 
 use classifier::predict::{Grade, Prediction, Step};
+use classifier::retrieval::EntrySource;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -71,10 +72,32 @@ pub struct SimilarOut {
     pub isco_code: String,
     /// Title of that code.
     pub title: String,
-    /// `record` (a past record) or `reference` (the ISCO reference).
-    pub source: String,
+    /// Where it comes from.
+    pub source: SourceOut,
     /// Cosine similarity of the two titles.
     pub similarity: f64,
+}
+
+/// Where a similar title comes from: the schema's view of [`EntrySource`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceOut {
+    /// The ISCO reference: a unit group's title, an example occupation, a task.
+    Reference,
+    /// A past record's title, with the code it was most often given.
+    Record,
+    /// A reviewer's correction.
+    Correction,
+}
+
+impl From<EntrySource> for SourceOut {
+    fn from(s: EntrySource) -> Self {
+        match s {
+            EntrySource::Reference => SourceOut::Reference,
+            EntrySource::Record => SourceOut::Record,
+            EntrySource::Correction => SourceOut::Correction,
+        }
+    }
 }
 
 impl From<classifier::predict::Similar> for SimilarOut {
@@ -83,7 +106,7 @@ impl From<classifier::predict::Similar> for SimilarOut {
             text: s.text,
             isco_code: s.isco_code.into(),
             title: s.title,
-            source: s.source.to_string(),
+            source: s.source.into(),
             similarity: s.similarity,
         }
     }

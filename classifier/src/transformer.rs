@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::encoder::{Encoder, EncoderLayer};
 use crate::error::Error;
 use crate::rng::Rng;
+use crate::training::bi_encoder::Stopped;
 
 /// Fine-tuning settings (saved with the model).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,8 +144,8 @@ pub struct TuneReport {
     pub best_validation_accuracy: f64,
     /// Step of the best checkpoint (the one kept).
     pub best_step: usize,
-    /// Why it stopped: `epochs`, `budget` or `early stopping`.
-    pub stopped_by: String,
+    /// Why it stopped.
+    pub stopped_by: Stopped,
     /// Every validation check.
     pub checkpoints: Vec<Checkpoint>,
 }
@@ -274,7 +275,7 @@ pub fn fine_tune(
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     let mut best: Option<(f64, usize, Top)> = None;
     let mut since_best = 0usize;
-    let mut stopped_by = "epochs";
+    let mut stopped_by = Stopped::Epochs;
     let timing_steps = 20;
     let mut mix_ids = Rng::new(cfg.seed);
     let lr_at = |step: usize, planned: usize, peak: f64| -> f64 {
@@ -386,19 +387,19 @@ pub fn fine_tune(
                     since_best += 1;
                 }
                 if since_best >= cfg.patience.max(1) {
-                    stopped_by = "early stopping";
+                    stopped_by = Stopped::EarlyStopping;
                     break 'epochs;
                 }
             }
             if over_budget {
-                stopped_by = "budget";
+                stopped_by = Stopped::Budget;
                 break 'epochs;
             }
             if done {
                 stopped_by = if planned < epoch_steps {
-                    "budget"
+                    Stopped::Budget
                 } else {
-                    "epochs"
+                    Stopped::Epochs
                 };
                 break 'epochs;
             }
@@ -434,7 +435,7 @@ pub fn fine_tune(
         seconds_per_1000_examples: train_seconds * 1000.0 / examples.max(1) as f64,
         best_validation_accuracy: best_acc,
         best_step,
-        stopped_by: stopped_by.into(),
+        stopped_by,
         checkpoints,
     };
     Ok((
@@ -634,7 +635,7 @@ mod tests {
             &|_, _, _| {},
         )
         .unwrap();
-        assert_eq!(report.stopped_by, "epochs");
+        assert_eq!(report.stopped_by, Stopped::Epochs);
         assert!(report.best_validation_accuracy > 0.9, "{report:?}");
         let l = ft.logits(&texts[..6]).unwrap();
         assert!(accuracy(&l, &y[..6], 3) > 0.9);

@@ -275,6 +275,11 @@ fn every_endpoint_and_every_error_is_json() {
         serde_json::json!(["ngram", "ensemble", "transformer", "reranker"]),
         "{schemas}"
     );
+    assert_eq!(
+        schemas["SourceOut"]["enum"],
+        serde_json::json!(["reference", "record", "correction"]),
+        "{schemas}"
+    );
     openapi_spec_is_valid(&p, &get(a, "/openapi.json").body);
     let docs = get(a, "/docs/");
     assert_eq!(docs.status, 200);

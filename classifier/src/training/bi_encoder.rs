@@ -537,6 +537,19 @@ pub enum Stopped {
     Epochs,
     /// The wall-clock budget ended it.
     Budget,
+    /// Validation stopped improving for the configured number of checks.
+    #[serde(alias = "early stopping")]
+    EarlyStopping,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Stopped::Epochs => "epochs",
+            Stopped::Budget => "budget",
+            Stopped::EarlyStopping => "early stopping",
+        })
+    }
 }
 
 /// One validation check.
@@ -595,7 +608,7 @@ impl EncoderTrainReport {
     /// A line for the stage report.
     pub fn line(&self) -> String {
         format!(
-            "{} pairs ({} with a hard negative), top {} layers, {} of {} planned steps in {:.0}s ({:.1}s per 1,000 pairs, stopped by {:?}); validation in-batch accuracy {:.4} -> {:.4}",
+            "{} pairs ({} with a hard negative), top {} layers, {} of {} planned steps in {:.0}s ({:.1}s per 1,000 pairs, stopped by {}); validation in-batch accuracy {:.4} -> {:.4}",
             self.pairs.values().sum::<usize>(),
             self.hard_negatives,
             self.train_layers,

@@ -326,7 +326,7 @@ impl RerankerTrainReport {
     /// A line for the stage report.
     pub fn line(&self, fit: &RerankerFit) -> String {
         format!(
-            "{} queries, top {} layers, {} of {} planned steps in {:.0}s ({:.1}s per 1,000 queries, stopped by {:?}); validation ranking accuracy {:.4} -> {:.4}; threshold {:.2}, weight {:.2}: {} of {} validation rows re-ranked, accuracy {:.4} -> {:.4}",
+            "{} queries, top {} layers, {} of {} planned steps in {:.0}s ({:.1}s per 1,000 queries, stopped by {}); validation ranking accuracy {:.4} -> {:.4}; threshold {:.2}, weight {:.2}: {} of {} validation rows re-ranked, accuracy {:.4} -> {:.4}",
             self.queries,
             self.train_layers,
             self.steps,
