@@ -73,12 +73,8 @@ impl Stage for FineTune {
         let corr_path = ctx.input("corrections")?;
         let corr = Records::read(corr_path)?;
         if corr.is_empty() {
-            return Err(Error::Empty(format!(
-                "{}: {}",
-                corr_path.display(),
-                classifier::Error::NoCorrections
-            ))
-            .into());
+            // The input is a store checkout: its path would tell the user nothing.
+            return Err(Error::Empty(classifier::Error::NoCorrections.to_string()).into());
         }
         let replay = match ctx.input_opt("replay") {
             Some(path) => Records::read(path)?,

@@ -14,6 +14,13 @@ fn accuracy(p: &Project, metrics: &str, set: &str) -> f64 {
 fn finetune_skips_the_historical_stages_learns_and_ignores_reexports() {
     let p = Project::new(1500);
     p.ok(&["run", FULL]);
+    // Before any correction, fine-tuning says what to do, without a path inside the store.
+    let (_, err) = p.fails(&["run", FT]);
+    assert!(
+        err.contains("fine-tune failed: there are no corrections to fine-tune on")
+            && !err.contains("checkouts/"),
+        "{err}"
+    );
     let demo = std::fs::read_to_string(p.path("data/demo/corrections_demo.csv")).unwrap();
     p.write("data/corrections/batch1.csv", &demo);
 
