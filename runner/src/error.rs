@@ -39,8 +39,13 @@ pub enum Error {
         cycle: Vec<String>,
     },
     /// A stage named on the command line does not exist.
-    #[error("the pipeline has no stage `{0}`; `isco-dag dag <pipeline>` lists its stages")]
-    UnknownStage(String),
+    #[error("the pipeline has no stage `{name}`{hint}; `isco-dag dag <pipeline>` lists its stages")]
+    UnknownStage {
+        /// The name given.
+        name: String,
+        /// ` (did you mean `…`?)` for a near stage id, else empty.
+        hint: String,
+    },
     /// `--only` was asked for a stage whose upstream has never produced outputs.
     #[error(
         "stage `{stage}` needs the outputs of `{upstream}`, which has no successful run in this store; run without --only first"

@@ -895,6 +895,27 @@ fn sync_refs(
     }
 }
 
+/// Checks that the stages `opts` names (`until`, `only`, `force`) are in the pipeline, before
+/// anything runs; [`run_pipeline`] checks it too.
+pub fn check_selection(p: &Pipeline, opts: &RunOptions) -> Result<()> {
+    let forced = match &opts.force {
+        Some(Force::Stage(s)) => Some(s),
+        _ => None,
+    };
+    for name in [opts.until.as_ref(), opts.only.as_ref(), forced]
+        .into_iter()
+        .flatten()
+    {
+        if p.stage(name).is_none() {
+            return Err(Error::UnknownStage {
+                name: name.clone(),
+                hint: crate::spec::did_you_mean(name, p.stages.iter().map(|s| &s.id)),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Runs a pipeline: every selected stage that is stale executes (or is restored), in
 /// parallel where the graph allows; the run is recorded in the store.
 pub fn run_pipeline(
@@ -902,17 +923,8 @@ pub fn run_pipeline(
     opts: &RunOptions,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<RunRecord> {
+    check_selection(p, opts)?;
     let dag = Dag::build(p)?;
-    for name in [&opts.until, &opts.only].into_iter().flatten() {
-        if !dag.contains(name) {
-            return Err(Error::UnknownStage(name.clone()));
-        }
-    }
-    if let Some(Force::Stage(s)) = &opts.force
-        && !dag.contains(s)
-    {
-        return Err(Error::UnknownStage(s.clone()));
-    }
     let store = Store::open(&p.store_dir)?;
     let _lock = if opts.dry_run {
         None

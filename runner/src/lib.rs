@@ -30,7 +30,9 @@ pub mod spec;
 pub mod stage;
 
 pub use error::{Error, Result};
-pub use exec::{Event, RunOptions, RunSummary, StageState, StageStatus, run_pipeline, status};
+pub use exec::{
+    Event, RunOptions, RunSummary, StageState, StageStatus, check_selection, run_pipeline, status,
+};
 pub use fingerprint::{CACHE_VERSION, DirtyReason, Fingerprint};
 pub use spec::Pipeline;
 pub use stage::{

@@ -1016,11 +1016,11 @@ fn stage_kinds(merged: &Merged, registry: &Registry) -> Result<BTreeMap<String, 
 }
 
 /// ` (did you mean `x`?)` for the known name closest to a mistyped one, when one is close
-/// (at most a third of its letters differ), else nothing.
-fn did_you_mean<'a>(key: &str, known: impl IntoIterator<Item = &'a String>) -> String {
+/// (at most a third of its letters differ, two swapped letters counting as one), else nothing.
+pub(crate) fn did_you_mean<'a>(key: &str, known: impl IntoIterator<Item = &'a String>) -> String {
     known
         .into_iter()
-        .map(|k| (strsim::levenshtein(key, k), k))
+        .map(|k| (strsim::osa_distance(key, k), k))
         .filter(|(d, _)| *d <= (key.chars().count() / 3).max(1))
         .min()
         .map(|(_, k)| format!(" (did you mean `{k}`?)"))
@@ -1401,5 +1401,8 @@ mod tests {
             " (did you mean `lr_head`?)"
         );
         assert_eq!(did_you_mean("xyzzy", &known), "");
+        // Two letters swapped count as one change.
+        let stages: Vec<String> = ["train", "evaluate"].map(String::from).into();
+        assert_eq!(did_you_mean("trian", &stages), " (did you mean `train`?)");
     }
 }

@@ -40,7 +40,7 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             runner::Error::Spec { .. }
             | runner::Error::Toml { .. }
             | runner::Error::Cycle { .. }
-            | runner::Error::UnknownStage(_)
+            | runner::Error::UnknownStage { .. }
             | runner::Error::Read { .. },
         ) => 2,
         _ if matches!(

@@ -242,6 +242,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             }
         }
     };
+    // A stage named on the command line that the pipeline lacks is a usage error: nothing
+    // ran, so there is no run to summarise.
+    runner::check_selection(&p, &opts)?;
     let started = std::time::Instant::now();
     let result = runner::run_pipeline(&p, &opts, &on_event);
     let c = counts.into_inner().expect("counts");

@@ -269,3 +269,18 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
         "{err}"
     );
 }
+
+#[test]
+fn a_mistyped_stage_on_the_command_line_is_named_before_anything_runs() {
+    let p = Project::new(50);
+    for flag in ["--until", "--only", "--force"] {
+        let (code, err) = p.fails(&["run", "pipelines/full.toml", flag, "trian"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("no stage `trian` (did you mean `train`?)"),
+            "{flag}: {err}"
+        );
+    }
+    // Nothing ran, so there is no run record and no summary.
+    assert!(!p.path("artifacts/store/runs").exists() || p.ok(&["runs", "list"]).trim().is_empty());
+}
