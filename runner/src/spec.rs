@@ -968,9 +968,17 @@ fn route_overrides<'o>(
                 path: path.to_path_buf(),
                 line: None,
                 message: format!(
-                    "-S {}: `{}` is neither a section of the config file nor a stage of this pipeline; sections: {}; stages: {}",
+                    "-S {}: `{}` is neither a section of the config file nor a stage of this pipeline{}; sections: {}; stages: {}",
                     o.text,
                     o.target,
+                    did_you_mean(
+                        &o.target,
+                        config
+                            .as_ref()
+                            .into_iter()
+                            .flat_map(|(_, c)| c.keys())
+                            .chain(ids.iter())
+                    ),
                     config
                         .as_ref()
                         .map(|(_, c)| c.keys().cloned().collect::<Vec<_>>().join(", "))

@@ -110,7 +110,19 @@ pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<(PathBu
         .into());
     }
     let store = artifacts::Store::open(store)?;
-    let r = store.require_ref(model)?;
+    let Some(r) = store.get_ref(model)? else {
+        let names: Vec<String> = store.refs()?.into_iter().map(|r| r.name).collect();
+        let set = if names.is_empty() {
+            "no ref is set there yet; run a pipeline with a `promote` stage first".to_string()
+        } else {
+            format!("the refs set there: {}", names.join(", "))
+        };
+        return Err(super::UsageError(format!(
+            "`{model}` is neither a model directory nor a ref in the store at {}; {set}",
+            store.root().display()
+        ))
+        .into());
+    };
     let about = format!(
         "model: `{model}` in {} = {} (set {})",
         store.root().display(),

@@ -247,6 +247,8 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
     let (code, err) = p.fails(&["run", P, "-S", "nosuch.epochs=3"]);
     assert_eq!(code, 2);
     assert!(err.contains("neither a section"), "{err}");
+    let (_, err) = p.fails(&["run", P, "-S", "trainig.epochs=3"]);
+    assert!(err.contains("(did you mean `training`?)"), "{err}");
     let (code, _) = p.fails(&["run", P, "-S", "epochs"]);
     assert_eq!(code, 2);
     // [training] sets lr_embedding after [model] for train: a -S into [model] would do nothing.

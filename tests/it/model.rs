@@ -200,6 +200,13 @@ fn promote_refuses_a_worse_model_unless_forced() {
         kept.contains("dim=64,") && kept.contains("epochs=8,"),
         "{kept}"
     );
+    let (code, err) = p.fails(&["predict", "--input", "jobs.csv", "--model", "bets"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`bets` is neither a model directory nor a ref")
+            && err.contains("the refs set there: best"),
+        "{err}"
+    );
     p.ok(&["run", P, "--force", "promote"]);
     let d: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(d["promoted"], true);
