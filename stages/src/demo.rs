@@ -40,6 +40,118 @@ const MAJOR: &[(&str, &str)] = &[
     ("9", "Elementary occupations"),
 ];
 
+/// Every ISCO-08 sub-major group, so a code that falls back to two digits has a title.
+const SUB_MAJOR: &[(&str, &str)] = &[
+    ("01", "Commissioned armed forces officers"),
+    ("02", "Non-commissioned armed forces officers"),
+    ("03", "Armed forces occupations, other ranks"),
+    ("11", "Chief executives, senior officials and legislators"),
+    ("12", "Administrative and commercial managers"),
+    ("13", "Production and specialised services managers"),
+    ("14", "Hospitality, retail and other services managers"),
+    ("21", "Science and engineering professionals"),
+    ("22", "Health professionals"),
+    ("23", "Teaching professionals"),
+    ("24", "Business and administration professionals"),
+    (
+        "25",
+        "Information and communications technology professionals",
+    ),
+    ("26", "Legal, social and cultural professionals"),
+    ("31", "Science and engineering associate professionals"),
+    ("32", "Health associate professionals"),
+    ("33", "Business and administration associate professionals"),
+    (
+        "34",
+        "Legal, social, cultural and related associate professionals",
+    ),
+    ("35", "Information and communications technicians"),
+    ("41", "General and keyboard clerks"),
+    ("42", "Customer services clerks"),
+    ("43", "Numerical and material recording clerks"),
+    ("44", "Other clerical support workers"),
+    ("51", "Personal service workers"),
+    ("52", "Sales workers"),
+    ("53", "Personal care workers"),
+    ("54", "Protective services workers"),
+    ("61", "Market-oriented skilled agricultural workers"),
+    (
+        "62",
+        "Market-oriented skilled forestry, fishery and hunting workers",
+    ),
+    ("63", "Subsistence farmers, fishers, hunters and gatherers"),
+    (
+        "71",
+        "Building and related trades workers, excluding electricians",
+    ),
+    ("72", "Metal, machinery and related trades workers"),
+    ("73", "Handicraft and printing workers"),
+    ("74", "Electrical and electronic trades workers"),
+    (
+        "75",
+        "Food processing, wood working, garment and other craft and related trades workers",
+    ),
+    ("81", "Stationary plant and machine operators"),
+    ("82", "Assemblers"),
+    ("83", "Drivers and mobile plant operators"),
+    ("91", "Cleaners and helpers"),
+    ("92", "Agricultural, forestry and fishery labourers"),
+    (
+        "93",
+        "Labourers in mining, construction, manufacturing and transport",
+    ),
+    ("94", "Food preparation assistants"),
+    ("95", "Street and related sales and service workers"),
+    ("96", "Refuse workers and other elementary workers"),
+];
+
+/// The ISCO-08 minor groups of the demo's unit groups, so a code that falls back to three
+/// digits has a title.
+const MINOR: &[(&str, &str)] = &[
+    ("011", "Commissioned armed forces officers"),
+    ("112", "Managing directors and chief executives"),
+    ("121", "Business services and administration managers"),
+    (
+        "214",
+        "Engineering professionals (excluding electrotechnology)",
+    ),
+    ("216", "Architects, planners, surveyors and designers"),
+    ("221", "Medical doctors"),
+    ("222", "Nursing and midwifery professionals"),
+    ("231", "University and higher education teachers"),
+    ("233", "Secondary education teachers"),
+    ("234", "Primary school and early childhood teachers"),
+    ("241", "Finance professionals"),
+    ("251", "Software and applications developers and analysts"),
+    ("261", "Legal professionals"),
+    ("322", "Nursing and midwifery associate professionals"),
+    ("325", "Other health associate professionals"),
+    ("331", "Financial and mathematical associate professionals"),
+    ("333", "Business services agents"),
+    ("411", "General office clerks"),
+    ("412", "Secretaries (general)"),
+    ("422", "Client information workers"),
+    ("431", "Numerical clerks"),
+    ("512", "Cooks"),
+    ("513", "Waiters and bartenders"),
+    ("514", "Hairdressers, beauticians and related workers"),
+    ("522", "Shop salespersons"),
+    ("523", "Cashiers and ticket clerks"),
+    ("532", "Personal care workers in health services"),
+    ("541", "Protective services workers"),
+    ("611", "Market gardeners and crop growers"),
+    ("711", "Building frame and related trades workers"),
+    ("712", "Building finishers and related trades workers"),
+    ("723", "Machinery mechanics and repairers"),
+    ("741", "Electrical equipment installers and repairers"),
+    ("751", "Food processing and related trades workers"),
+    ("832", "Car, van and motorcycle drivers"),
+    ("833", "Heavy truck and bus drivers"),
+    ("911", "Domestic, hotel and office cleaners and helpers"),
+    ("921", "Agricultural, forestry and fishery labourers"),
+    ("941", "Food preparation assistants"),
+];
+
 const OCCS: &[Occ] = &[
     Occ {
         code: "2512",
@@ -775,10 +887,12 @@ pub fn generate(dir: &Path, rows: usize, seed: u64) -> Result<DemoFiles, Error> 
         })
     };
 
-    // Reference: major groups and the demo unit groups.
+    // Reference: the groups above the demo unit groups, and those unit groups.
     let mut reference = String::from("code,level,title,definition\n");
-    for (code, title) in MAJOR {
-        let _ = writeln!(reference, "{code},1,{},", csv_field(title));
+    for (level, groups) in [(1, MAJOR), (2, SUB_MAJOR), (3, MINOR)] {
+        for (code, title) in groups {
+            let _ = writeln!(reference, "{code},{level},{},", csv_field(title));
+        }
     }
     // The new occupations have titles but no definitions: the corrections teach them.
     for o in NEW_OCCS {
@@ -929,5 +1043,16 @@ mod tests {
         assert_eq!(tax.units().count(), OCCS.len() + NEW_OCCS.len());
         let corr = std::fs::read_to_string(&fa.corrections).unwrap();
         assert_eq!(corr.lines().count(), 1 + NEW_OCCS.len() * (36 + 3));
+        // Every group above a unit group has a title, so a coarser code has one too.
+        for o in OCCS.iter().chain(NEW_OCCS) {
+            for digits in 1..=3 {
+                let parent = classifier::Taxonomy::parent(o.code, digits);
+                assert!(
+                    !tax.title(parent).is_empty(),
+                    "{parent}, a parent of {}, has no title",
+                    o.code
+                );
+            }
+        }
     }
 }
