@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use artifacts::{CacheEntry, ObjectId, RunRecord, StageId, StageKey, Store};
+use artifacts::{CacheEntry, ObjectId, RunRecord, StageId, StageKey, StageOutcome, Store};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -30,14 +30,15 @@ pub struct MetricDiff {
 pub struct StageDiff {
     /// Stage id.
     pub stage: StageId,
-    /// Outcome in A.
-    pub a_outcome: Option<String>,
+    /// Outcome in A (none: not in that run).
+    pub a_outcome: Option<StageOutcome>,
     /// Outcome in B.
-    pub b_outcome: Option<String>,
+    pub b_outcome: Option<StageOutcome>,
     /// Whether the key differs.
     pub key_changed: bool,
     /// What changed between the two keys (params with old and new values, inputs,
-    /// versions), when both fingerprints are in the run-cache.
+    /// versions), when both fingerprints are in the run-cache: a failed execution's is not
+    /// kept, and a blocked stage has no key.
     pub changes: Vec<DirtyReason>,
 }
 
@@ -98,8 +99,8 @@ pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
         };
         stages.push(StageDiff {
             stage: id.clone(),
-            a_outcome: sa.map(|s| s.outcome.as_str().to_string()),
-            b_outcome: sb.map(|s| s.outcome.as_str().to_string()),
+            a_outcome: sa.map(|s| s.outcome),
+            b_outcome: sb.map(|s| s.outcome),
             key_changed,
             changes,
         });

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
 use super::dag::Format2;
+use artifacts::StageOutcome;
+
 use crate::console;
 
 /// `isco-dag runs`.
@@ -105,16 +107,22 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             } else {
                 console::out(&format!("runs {} -> {}", d.a, d.b));
                 for s in &d.stages {
+                    let outcome = |o: Option<StageOutcome>| o.map_or("-", StageOutcome::as_str);
+                    let either = |o| s.a_outcome == Some(o) || s.b_outcome == Some(o);
+                    let key = if !s.key_changed {
+                        "same key"
+                    } else if either(StageOutcome::Blocked) {
+                        "no key to compare: a blocked stage computes none"
+                    } else if s.changes.is_empty() && either(StageOutcome::Failed) {
+                        "key changed (what changed is not kept for a failed execution)"
+                    } else {
+                        "key changed"
+                    };
                     console::out(&format!(
-                        "  {:<18} {:<9} -> {:<9} {}",
+                        "  {:<18} {:<9} -> {:<9} {key}",
                         s.stage,
-                        s.a_outcome.as_deref().unwrap_or("-"),
-                        s.b_outcome.as_deref().unwrap_or("-"),
-                        if s.key_changed {
-                            "key changed"
-                        } else {
-                            "same key"
-                        }
+                        outcome(s.a_outcome),
+                        outcome(s.b_outcome),
                     ));
                     for c in &s.changes {
                         console::out(&format!("      {c}"));

@@ -232,6 +232,31 @@ inputs = { records = "clean_good.records" }
     let _ = p.fails(&["run", "pipelines/two.toml"]);
     assert_eq!(outcome_of(&p.last_run(), "clean_bad"), "failed");
     assert_eq!(outcome_of(&p.last_run(), "split_good"), "skipped");
+    // Once the file is fixed, `runs diff` says what it can of the failed and blocked stages.
+    p.write(
+        "data/raw/bad.csv",
+        "job_title,duties_description,isco_code\nchef,cooking,5120\ncook,soups,5120\nbaker,bread,7512\nbaker,cakes,7512\n",
+    );
+    let _ = p.run(&["run", "pipelines/two.toml"]);
+    let diff = p.ok(&["runs", "diff", "last~1", "last"]);
+    let line = |id: &str| {
+        diff.lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("clean_bad").contains(
+            "failed    -> executed  key changed (what changed is not kept for a failed execution)"
+        ),
+        "{diff}"
+    );
+    assert!(
+        line("split_bad").contains("blocked   -> ")
+            && line("split_bad").contains("no key to compare"),
+        "{diff}"
+    );
+    assert!(line("split_good").ends_with("same key"), "{diff}");
 }
 
 #[test]
