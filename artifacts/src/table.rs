@@ -219,6 +219,18 @@ impl Table {
     /// Reads a Parquet file. Integer columns of any width become [`Column::Int`], floats
     /// [`Column::Float`], strings [`Column::Str`] (nulls become empty strings).
     pub fn read_parquet(path: &Path) -> Result<Table> {
+        Self::read_parquet_typed(path, false)
+    }
+
+    /// Reads a Parquet file someone else wrote, every column as text, so that each value
+    /// comes back as written: a null is an empty string (not a number standing in for it), a
+    /// float keeps its shortest form (`1.5`, not `1.500000`), and dates, decimals and
+    /// dictionary-encoded columns read as their text.
+    pub fn read_parquet_as_text(path: &Path) -> Result<Table> {
+        Self::read_parquet_typed(path, true)
+    }
+
+    fn read_parquet_typed(path: &Path, as_text: bool) -> Result<Table> {
         let err = |message: String| Error::Table {
             action: "read",
             path: path.to_path_buf(),
@@ -236,6 +248,7 @@ impl Table {
             .iter()
             .map(|f| {
                 let col = match f.data_type() {
+                    _ if as_text => Column::Str(Vec::new()),
                     DataType::Boolean => Column::Bool(Vec::new()),
                     DataType::Float16 | DataType::Float32 | DataType::Float64 => {
                         Column::Float(Vec::new())
@@ -404,6 +417,34 @@ pub fn write_csv_row<'a>(out: &mut String, cells: impl Iterator<Item = &'a str>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parquet_file_read_as_text_keeps_nulls_and_numbers_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("share", DataType::Float64, true),
+            Field::new("job_title", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(7), None])),
+                Arc::new(Float64Array::from(vec![Some(1.5), None])),
+                Arc::new(StringArray::from(vec![None, Some("chef")])),
+            ],
+        )
+        .unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let t = Table::read_parquet_as_text(&path).unwrap();
+        let cells = |c: usize| (0..2).map(|r| t.columns[c].1.cell(r)).collect::<Vec<_>>();
+        assert_eq!(cells(0), ["7", ""]);
+        assert_eq!(cells(1), ["1.5", ""]);
+        assert_eq!(cells(2), ["", "chef"]);
+    }
 
     #[test]
     fn csv_text_cells_cannot_start_a_formula() {

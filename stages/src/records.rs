@@ -157,7 +157,7 @@ fn read_rows_inner(
         Ok((rest, idx))
     };
     if is_parquet(path) {
-        let t = Table::read_parquet(path)?;
+        let t = Table::read_parquet_as_text(path)?;
         let header: Vec<String> = t.columns.iter().map(|(n, _)| n.clone()).collect();
         let (rest, idx) = check_header(&header)?;
         let n = t.num_rows();
