@@ -388,13 +388,35 @@ pub fn csv_delimiter(first_line: &[u8], wanted: &[&str], required: &[bool]) -> u
 /// A text cell as it may go into a CSV file that people open in a spreadsheet: a cell that
 /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula
 /// (`=HYPERLINK(…)` in a job title), so it gets a leading `'`, as OWASP's CSV-injection
-/// advice says. Numbers are written by their own columns and are never touched.
+/// advice says. A cell that is a plain signed number (`-5`, `+1.5e3`, an input's numeric
+/// column passed through as text) is read by a spreadsheet as that number, never as a
+/// formula, and is kept as it is; numbers written by their own columns are never touched.
 pub fn neutralise_formula(cell: &str) -> std::borrow::Cow<'_, str> {
-    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && !is_plain_number(cell) {
         std::borrow::Cow::Owned(format!("'{cell}"))
     } else {
         std::borrow::Cow::Borrowed(cell)
     }
+}
+
+/// Whether `cell` is a decimal number with an optional sign, fraction and exponent (and
+/// nothing else: no `inf`, `nan`, spaces or operators).
+fn is_plain_number(cell: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = cell.strip_prefix(['+', '-']).unwrap_or(cell);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, Some(e.strip_prefix(['+', '-']).unwrap_or(e))),
+        None => (unsigned, None),
+    };
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some((int, frac)) => {
+            (digits(int) || int.is_empty())
+                && (digits(frac) || frac.is_empty())
+                && !(int.is_empty() && frac.is_empty())
+        }
+        None => digits(mantissa),
+    };
+    mantissa_ok && exponent.is_none_or(digits)
 }
 
 /// Appends one RFC 4180 CSV row to `out`.
@@ -458,15 +480,22 @@ mod tests {
                     "@cmd".into(),
                     "-cook".into(),
                     "cook - chef".into(),
+                    "-5".into(),
+                    "+1.5e3".into(),
+                    "-1+1".into(),
+                    "-inf".into(),
                 ]),
             )
-            .with("p", Column::Float(vec![-0.5, 0.0, 0.0, 0.0, 0.0]));
+            .with(
+                "p",
+                Column::Float(vec![-0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+            );
         let csv = dir.path().join("t.csv");
         t.write_csv(&csv).unwrap();
         let s = std::fs::read_to_string(csv).unwrap();
         assert_eq!(
             s,
-            "job_title,p\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-0.500000\n'+1,0.000000\n'@cmd,0.000000\n'-cook,0.000000\ncook - chef,0.000000\n"
+            "job_title,p\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-0.500000\n+1,0.000000\n'@cmd,0.000000\n'-cook,0.000000\ncook - chef,0.000000\n-5,0.000000\n+1.5e3,0.000000\n'-1+1,0.000000\n'-inf,0.000000\n"
         );
     }
 

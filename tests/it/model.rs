@@ -133,6 +133,15 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     };
     assert_eq!(codes("coded_semicolon.csv"), codes("coded.csv"));
 
+    // An input's negative number passes through as written; a formula does not.
+    p.write("ids.csv", "id,job_title\n-5,chef\n=1+1,cook\n");
+    p.ok(&["predict", "--input", "ids.csv", "--output", "ids_out.csv"]);
+    let out = std::fs::read_to_string(p.path("ids_out.csv")).unwrap();
+    assert!(
+        out.contains("\n0,chef,,-5,") && out.contains("\n1,cook,,'=1+1,"),
+        "{out}"
+    );
+
     // Unusable rows are kept and flagged, not dropped.
     p.write(
         "odd.csv",
