@@ -286,3 +286,32 @@ fn a_mistyped_stage_on_the_command_line_is_named_before_anything_runs() {
     // Nothing ran, so there is no run record and no summary.
     assert!(!p.path("artifacts/store/runs").exists() || p.ok(&["runs", "list"]).trim().is_empty());
 }
+
+#[test]
+fn kinds_lists_every_stage_kind_as_a_table() {
+    let p = Project::new(50);
+    let out = p.ok(&["kinds"]);
+    for kind in [
+        "clean",
+        "train",
+        "train-encoder",
+        "train-reranker",
+        "promote",
+    ] {
+        assert!(
+            out.contains(&format!("\n{kind} (v")) || out.starts_with(&format!("{kind} (v")),
+            "{kind}: {out}"
+        );
+    }
+    // Every input and output name is padded to one width, so the descriptions line up.
+    let starts: std::collections::BTreeSet<usize> = out
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("  input  ")
+                .or_else(|| l.strip_prefix("  output "))
+        })
+        // Where the description starts: after the name and its padding.
+        .map(|rest| rest.len() - rest.split_once(' ').unwrap().1.trim_start().len())
+        .collect();
+    assert_eq!(starts.len(), 1, "{out}");
+}
