@@ -45,6 +45,11 @@ impl ModelHolder {
     /// Checks the ref and loads its target if it changed. Returns the new version when a
     /// model was (re)loaded. Blocking: call from a blocking thread.
     pub fn refresh(&self) -> Result<Option<artifacts::ObjectId>, String> {
+        // No store yet (the pipeline has not run here): nothing to load. Opening one would
+        // create an empty store wherever the service was started.
+        if !self.store_dir.is_dir() {
+            return Ok(None);
+        }
         let store = Store::open(&self.store_dir).map_err(|e| e.to_string())?;
         let Some(r) = store.get_ref(&self.ref_name).map_err(|e| e.to_string())? else {
             return Ok(None);

@@ -37,6 +37,12 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     if let Some(store) = a.store {
         settings.serve.store = store;
     }
+    if !settings.serve.store.is_dir() {
+        crate::console::error(&format!(
+            "no store at {} yet: the service answers 503 until a pipeline run there promotes a model (it is picked up without a restart)",
+            settings.serve.store.display()
+        ));
+    }
     api::serve(settings, |addr| {
         // The bound address, on stdout, so scripts and tests can find a port-0 server.
         let mut out = std::io::stdout().lock();

@@ -431,6 +431,33 @@ fn review_decisions_need_the_token_and_become_corrections() {
 }
 
 #[test]
+fn a_service_started_before_any_run_waits_without_creating_a_store() {
+    let p = Project::new(300);
+    p.edit(
+        "config/default.toml",
+        "reload_seconds = 2.0",
+        "reload_seconds = 0.2",
+    );
+    let s = start(&p, &[]);
+    let a = s.addr.as_str();
+    let r = post_json(a, "/predict/job", r#"{"job_title":"chef"}"#);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(error_of(&r).contains("no model is promoted"));
+    assert!(!p.path("artifacts/store").exists());
+    // The first run's model is picked up without a restart.
+    p.ok(&["run", "pipelines/full.toml"]);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = post_json(a, "/predict/job", r#"{"job_title":"chef"}"#).status;
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status, 200);
+}
+
+#[test]
 fn a_promoted_model_is_swapped_in_without_a_restart() {
     let p = Project::new(600);
     p.ok(&["run", "pipelines/full.toml"]);
