@@ -3,7 +3,9 @@
 //! Stages exchange small, typed tables: text columns, integer codes, probabilities. [`Table`]
 //! keeps them column-major in plain vectors; [`Table::write_parquet`] and
 //! [`Table::read_parquet`] convert through Arrow record batches, so the files open in pandas,
-//! polars or duckdb.
+//! polars or duckdb. A column isco-dag only passes through — a user's own `id` or date column
+//! beside the job titles — is kept as the Arrow array it was read as ([`Column::Arrow`]), so a
+//! Parquet file coded to Parquet gets its columns back with their types and nulls.
 
 use std::fs::File;
 use std::path::Path;
@@ -34,6 +36,9 @@ pub enum Column {
     Float(Vec<f64>),
     /// Booleans.
     Bool(Vec<bool>),
+    /// Any Arrow array, kept with its type and its nulls: a column read from someone else's
+    /// Parquet file and handed back unchanged.
+    Arrow(ArrayRef),
 }
 
 impl Column {
@@ -44,6 +49,7 @@ impl Column {
             Column::Int(v) => v.len(),
             Column::Float(v) => v.len(),
             Column::Bool(v) => v.len(),
+            Column::Arrow(a) => a.len(),
         }
     }
 
@@ -59,7 +65,31 @@ impl Column {
             Column::Int(v) => v[i].to_string(),
             Column::Float(v) => format!("{:.6}", v[i]),
             Column::Bool(v) => v[i].to_string(),
+            Column::Arrow(a) => arrow_text(&a.slice(i, 1))
+                .ok()
+                .and_then(|mut v| v.pop())
+                .unwrap_or_default(),
         }
+    }
+
+    /// The rows at `rows`, in that order.
+    pub fn take(&self, rows: &[usize]) -> Column {
+        match self {
+            Column::Str(v) => Column::Str(rows.iter().map(|&i| v[i].clone()).collect()),
+            Column::Int(v) => Column::Int(rows.iter().map(|&i| v[i]).collect()),
+            Column::Float(v) => Column::Float(rows.iter().map(|&i| v[i]).collect()),
+            Column::Bool(v) => Column::Bool(rows.iter().map(|&i| v[i]).collect()),
+            Column::Arrow(a) => {
+                let idx =
+                    arrow::array::UInt64Array::from_iter_values(rows.iter().map(|&i| i as u64));
+                Column::Arrow(arrow::compute::take(a, &idx, None).expect("row indices in range"))
+            }
+        }
+    }
+
+    /// This column as an Arrow array with its type (an [`Column::Arrow`] as it is).
+    pub fn to_arrow_array(&self) -> ArrayRef {
+        self.to_arrow().1
     }
 
     fn to_arrow(&self) -> (DataType, ArrayRef) {
@@ -71,8 +101,25 @@ impl Column {
             Column::Int(v) => (DataType::Int64, Arc::new(Int64Array::from(v.clone()))),
             Column::Float(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
             Column::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v.clone()))),
+            Column::Arrow(a) => (a.data_type().clone(), a.clone()),
         }
     }
+}
+
+/// Each value of `arr` as text, the way Arrow casts it to a string (`1.5`, `2024-01-31`), a
+/// null as an empty string.
+fn arrow_text(arr: &ArrayRef) -> std::result::Result<Vec<String>, arrow::error::ArrowError> {
+    let c = arrow::compute::cast(arr, &DataType::Utf8)?;
+    let a = c.as_any().downcast_ref::<StringArray>().expect("utf8");
+    Ok((0..a.len())
+        .map(|j| {
+            if a.is_valid(j) {
+                a.value(j).to_string()
+            } else {
+                String::new()
+            }
+        })
+        .collect())
 }
 
 /// Rows per Parquet row group (arrow-rs's default).
@@ -158,7 +205,9 @@ impl Table {
         let mut arrays = Vec::new();
         for (name, col) in &self.columns {
             let (ty, arr) = col.to_arrow();
-            fields.push(Field::new(name, ty, false));
+            // Nullable exactly when a value is missing, so the schema follows the data: the
+            // shards of a file and the file coded whole get the same one.
+            fields.push(Field::new(name, ty, arr.null_count() > 0));
             arrays.push(arr);
         }
         let schema = Arc::new(Schema::new(fields));
@@ -230,6 +279,36 @@ impl Table {
         Self::read_parquet_typed(path, true)
     }
 
+    /// Reads a Parquet file with every column as the Arrow array it holds
+    /// ([`Column::Arrow`]): types, nulls and the text of every value as they are.
+    pub fn read_parquet_as_arrow(path: &Path) -> Result<Table> {
+        let err = |message: String| Error::Table {
+            action: "read",
+            path: path.to_path_buf(),
+            message,
+        };
+        let file = File::open(path).io("open", path)?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| err(format!("{e}; is it a Parquet file?")))?
+            .with_batch_size(65536)
+            .build()
+            .map_err(|e| err(e.to_string()))?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        let batch =
+            arrow::compute::concat_batches(&schema, &batches).map_err(|e| err(e.to_string()))?;
+        Ok(Table {
+            columns: schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .map(|(f, a)| (f.name().clone(), Column::Arrow(a.clone())))
+                .collect(),
+        })
+    }
+
     fn read_parquet_typed(path: &Path, as_text: bool) -> Result<Table> {
         let err = |message: String| Error::Table {
             action: "read",
@@ -285,17 +364,8 @@ impl Table {
                             (0..a.len()).map(|j| if a.is_valid(j) { a.value(j) } else { i64::MIN }),
                         );
                     }
-                    Column::Str(v) => {
-                        let c = arrow::compute::cast(arr, &DataType::Utf8).map_err(bad)?;
-                        let a = c.as_any().downcast_ref::<StringArray>().expect("utf8");
-                        v.extend((0..a.len()).map(|j| {
-                            if a.is_valid(j) {
-                                a.value(j).to_string()
-                            } else {
-                                String::new()
-                            }
-                        }));
-                    }
+                    Column::Str(v) => v.extend(arrow_text(arr).map_err(bad)?),
+                    Column::Arrow(_) => unreachable!("only the columns made above"),
                 }
             }
         }
@@ -309,13 +379,28 @@ impl Table {
         let mut line = String::new();
         let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
         write_csv_row(&mut line, header.iter().copied());
+        // Arrow columns are turned into text once, not cell by cell.
+        let texts = self
+            .columns
+            .iter()
+            .map(|(name, c)| match c {
+                Column::Arrow(a) => arrow_text(a).map(Some).map_err(|e| Error::Table {
+                    action: "write",
+                    path: path.to_path_buf(),
+                    message: format!("column `{name}` cannot be written as text: {e}"),
+                }),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
         for i in 0..self.num_rows() {
             let cells: Vec<String> = self
                 .columns
                 .iter()
-                .map(|(_, c)| match c {
-                    Column::Str(v) => neutralise_formula(&v[i]).into_owned(),
-                    other => other.cell(i),
+                .zip(&texts)
+                .map(|((_, c), text)| match (c, text) {
+                    (Column::Str(v), _) => neutralise_formula(&v[i]).into_owned(),
+                    (_, Some(t)) => neutralise_formula(&t[i]).into_owned(),
+                    (other, None) => other.cell(i),
                 })
                 .collect();
             write_csv_row(&mut line, cells.iter().map(String::as_str));
@@ -466,6 +551,54 @@ mod tests {
         assert_eq!(cells(0), ["7", ""]);
         assert_eq!(cells(1), ["1.5", ""]);
         assert_eq!(cells(2), ["", "chef"]);
+    }
+
+    #[test]
+    fn arrow_columns_keep_their_type_and_nulls_through_parquet_csv_and_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let ids: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None, Some(9)]));
+        let days: ArrayRef = Arc::new(arrow::array::Date32Array::from(vec![0, 1, 19_000]));
+        let t = Table::new()
+            .with(
+                "job_title",
+                Column::Str(vec!["cook".into(), "=x".into(), "".into()]),
+            )
+            .with("id", Column::Arrow(ids))
+            .with("day", Column::Arrow(days));
+        let p = dir.path().join("t.parquet");
+        t.write_parquet(&p).unwrap();
+        let back = Table::read_parquet_as_arrow(&p).unwrap();
+        let Some(Column::Arrow(id)) = back.column("id") else {
+            panic!("{back:?}")
+        };
+        assert_eq!(id.data_type(), &DataType::Int64);
+        assert_eq!(id.null_count(), 1);
+        let Some(Column::Arrow(day)) = back.column("day") else {
+            panic!("{back:?}")
+        };
+        assert_eq!(day.data_type(), &DataType::Date32);
+        // A column without nulls is written as not nullable, as the typed columns are.
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap()).unwrap();
+        let nullable: Vec<bool> = meta
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.is_nullable())
+            .collect();
+        assert_eq!(nullable, [false, true, false]);
+        let csv = dir.path().join("t.csv");
+        t.write_csv(&csv).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&csv).unwrap(),
+            "job_title,id,day\ncook,7,1970-01-01\n'=x,,1970-01-02\n,9,2022-01-08\n"
+        );
+        assert_eq!(t.columns[1].1.cell(1), "");
+        let picked = t.columns[1].1.take(&[2, 1]);
+        assert_eq!((picked.cell(0), picked.cell(1)), ("9".into(), "".into()));
+        assert_eq!(
+            t.columns[0].1.take(&[2, 0]),
+            Column::Str(vec!["".into(), "cook".into()])
+        );
     }
 
     #[test]

@@ -92,6 +92,25 @@ pub fn code_file(
         });
     }
     let mut kept: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); rest.len()];
+    // A Parquet input's own columns go back with their types and nulls, not as text.
+    let typed: Option<Vec<Column>> = if crate::records::is_parquet(input) && !rest.is_empty() {
+        let all = Table::read_parquet_as_arrow(input)?;
+        let at: Vec<usize> = rows.iter().map(|r| r.row).collect();
+        Some(
+            rest.iter()
+                .map(|name| {
+                    let (_, col) = all
+                        .columns
+                        .iter()
+                        .find(|(n, _)| n.trim() == name)
+                        .expect("a column the file was just read with");
+                    col.take(&at)
+                })
+                .collect(),
+        )
+    } else {
+        None
+    };
     use rayon::prelude::*;
     let texts: Vec<String> = rows
         .par_iter()
@@ -214,8 +233,9 @@ pub fn code_file(
     };
     let mut ours = t.columns.into_iter();
     columns.extend(ours.by_ref().take(3).map(give_way));
-    for (name, col) in rest.iter().zip(kept) {
-        columns.push((name.clone(), Column::Str(col)));
+    match typed {
+        Some(typed) => columns.extend(rest.iter().cloned().zip(typed)),
+        None => columns.extend(rest.iter().cloned().zip(kept.into_iter().map(Column::Str))),
     }
     columns.extend(ours.map(give_way));
     let t = Table { columns };
@@ -224,15 +244,7 @@ pub fn code_file(
         columns: t
             .columns
             .iter()
-            .map(|(n, c)| {
-                let c = match c {
-                    Column::Str(v) => Column::Str(keep.iter().map(|&i| v[i].clone()).collect()),
-                    Column::Int(v) => Column::Int(keep.iter().map(|&i| v[i]).collect()),
-                    Column::Float(v) => Column::Float(keep.iter().map(|&i| v[i]).collect()),
-                    Column::Bool(v) => Column::Bool(keep.iter().map(|&i| v[i]).collect()),
-                };
-                (n.clone(), c)
-            })
+            .map(|(n, c)| (n.clone(), c.take(&keep)))
             .collect(),
     };
     Ok(Coded {

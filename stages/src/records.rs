@@ -73,7 +73,8 @@ impl std::fmt::Display for RowProblem {
     }
 }
 
-fn is_parquet(path: &Path) -> bool {
+/// Whether `path` names a Parquet file (by its extension, `.parquet` or `.pq`).
+pub(crate) fn is_parquet(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"))

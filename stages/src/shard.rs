@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use arrow::array::{Array, ArrayRef};
 use artifacts::table::{Column, Table};
 use serde::{Deserialize, Serialize};
 
@@ -287,9 +288,11 @@ fn merge_csv(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
 }
 
 fn merge_parquet(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
+    // Every column is read as the Arrow array it is, so the input's own columns keep their
+    // types and nulls through the merge.
     let tables: Vec<Table> = parts
         .iter()
-        .map(|p| Table::read_parquet(p).map_err(Error::from))
+        .map(|p| Table::read_parquet_as_arrow(p).map_err(Error::from))
         .collect::<Result<_, _>>()?;
     let names = |t: &Table| t.columns.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     for (p, t) in parts.iter().zip(&tables).skip(1) {
@@ -303,49 +306,57 @@ fn merge_parquet(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
             ));
         }
     }
-    for (p, t) in parts.iter().zip(&tables) {
-        for (c, (name, col)) in t.columns.iter().enumerate() {
-            if std::mem::discriminant(col) != std::mem::discriminant(&tables[0].columns[c].1) {
+    let arrays: Vec<Vec<ArrayRef>> = tables
+        .iter()
+        .map(|t| t.columns.iter().map(|(_, c)| c.to_arrow_array()).collect())
+        .collect();
+    for (p, part) in parts.iter().zip(&arrays) {
+        for (c, a) in part.iter().enumerate() {
+            if a.data_type() != arrays[0][c].data_type() {
                 return Err(input_err(
                     p,
                     format!(
-                        "column {name} has another type than in `{}`",
+                        "column `{}` is {} here but {} in `{}`; merge shards of one run",
+                        tables[0].columns[c].0,
+                        a.data_type(),
+                        arrays[0][c].data_type(),
                         parts[0].display()
                     ),
                 ));
             }
         }
     }
-    let rows = tables
+    let rows = parts
         .iter()
-        .zip(parts)
-        .map(|(t, p)| Ok(t.int_col("row", p)?.to_vec()))
+        .zip(&tables)
+        .map(|(p, t)| {
+            let not_rows = || {
+                input_err(
+                    p,
+                    "has no integer `row` column; merge the files `isco-dag predict --shard` wrote"
+                        .into(),
+                )
+            };
+            let col = t.column("row").ok_or_else(not_rows)?.to_arrow_array();
+            let ints = arrow::compute::cast(&col, &arrow::datatypes::DataType::Int64)
+                .map_err(|_| not_rows())?;
+            let ints = ints
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .ok_or_else(not_rows)?;
+            Ok(ints.values().to_vec())
+        })
         .collect::<Result<Vec<_>, Error>>()?;
     let order = row_order(parts, rows)?;
+    let picks: Vec<(usize, usize)> = order.iter().map(|&(_, k, j)| (k, j)).collect();
     let columns = (0..tables[0].columns.len())
         .map(|c| {
-            let cells = |k: usize| &tables[k].columns[c].1;
-            let col = match cells(0) {
-                Column::Str(_) => Column::Str(gather(&order, |k, j| match cells(k) {
-                    Column::Str(v) => v[j].clone(),
-                    _ => unreachable!("types checked above"),
-                })),
-                Column::Int(_) => Column::Int(gather(&order, |k, j| match cells(k) {
-                    Column::Int(v) => v[j],
-                    _ => unreachable!("types checked above"),
-                })),
-                Column::Float(_) => Column::Float(gather(&order, |k, j| match cells(k) {
-                    Column::Float(v) => v[j],
-                    _ => unreachable!("types checked above"),
-                })),
-                Column::Bool(_) => Column::Bool(gather(&order, |k, j| match cells(k) {
-                    Column::Bool(v) => v[j],
-                    _ => unreachable!("types checked above"),
-                })),
-            };
-            (tables[0].columns[c].0.clone(), col)
+            let of_parts: Vec<&dyn Array> = arrays.iter().map(|a| a[c].as_ref()).collect();
+            let col = arrow::compute::interleave(&of_parts, &picks)
+                .map_err(|e| input_err(&parts[0], format!("cannot be merged: {e}")))?;
+            Ok((tables[0].columns[c].0.clone(), Column::Arrow(col)))
         })
-        .collect();
+        .collect::<Result<Vec<_>, Error>>()?;
     let t = Table { columns };
     let tmp = output.with_extension("parquet.merging");
     t.write_parquet(&tmp)?;
@@ -375,11 +386,6 @@ fn row_order(parts: &[PathBuf], rows: Vec<Vec<i64>>) -> Result<Vec<(i64, usize, 
         ));
     }
     Ok(order)
-}
-
-/// One column's cells in `order`, `cell(part, index)` reading each.
-fn gather<T>(order: &[(i64, usize, usize)], cell: impl Fn(usize, usize) -> T) -> Vec<T> {
-    order.iter().map(|&(_, k, j)| cell(k, j)).collect()
 }
 
 /// Writes `bytes` to `path` through a temp file and a rename, so a reader never sees half.

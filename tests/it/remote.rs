@@ -371,19 +371,88 @@ fn promotions_on_two_machines_are_never_lost() {
     assert!(err.contains("--theirs"), "{err}");
 }
 
+/// The demo's new jobs as a Parquet file with typed columns of its own beside the texts: an
+/// integer `id` with gaps (nulls), a float `weight` and a date `surveyed`.
+fn typed_parquet_of(csv_path: &Path) -> PathBuf {
+    use arrow::array::{Date32Array, Float64Array, Int64Array};
+    use artifacts::table::{Column, Table};
+    use std::sync::Arc;
+    let mut r = csv::Reader::from_path(csv_path).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let text = |c: usize| Column::Str(rows.iter().map(|row| row[c].to_string()).collect());
+    let n = rows.len() as i64;
+    let t = Table::new()
+        .with(
+            "id",
+            Column::Arrow(Arc::new(Int64Array::from_iter(
+                (0..n).map(|i| (i % 5 != 1).then_some(1000 + i)),
+            ))),
+        )
+        .with("job_title", text(0))
+        .with("duties_description", text(1))
+        .with(
+            "weight",
+            Column::Arrow(Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| (i % 7 != 2).then_some(i as f64 / 4.0)),
+            ))),
+        )
+        .with(
+            "surveyed",
+            Column::Arrow(Arc::new(Date32Array::from_iter_values(
+                (0..n).map(|i| 20_000 + i as i32),
+            ))),
+        );
+    let out = csv_path.with_file_name("typed.parquet");
+    t.write_parquet(&out).unwrap();
+    out
+}
+
+/// The Parquet file coded from [`typed_parquet_of`]'s input holds the input's columns with
+/// their types and their nulls.
+fn input_columns_keep_their_types(coded: &Path) {
+    use arrow::array::{Array, Float64Array, Int64Array};
+    use arrow::datatypes::DataType;
+    let t = artifacts::table::Table::read_parquet_as_arrow(coded).unwrap();
+    let col = |name: &str| match t.column(name) {
+        Some(artifacts::table::Column::Arrow(a)) => a.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let id = col("id");
+    assert_eq!(id.data_type(), &DataType::Int64);
+    let id = id.as_any().downcast_ref::<Int64Array>().unwrap();
+    assert!(id.is_null(1) && id.value(0) == 1000 && id.value(2) == 1002);
+    let weight = col("weight");
+    let weight = weight.as_any().downcast_ref::<Float64Array>().unwrap();
+    assert!(weight.is_null(2) && weight.value(3) == 0.75);
+    assert_eq!(col("surveyed").data_type(), &DataType::Date32);
+    assert_eq!(col("isco_code").data_type(), &DataType::Utf8);
+    let names: Vec<&str> = t.columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[..6],
+        [
+            "row",
+            "job_title",
+            "duties_description",
+            "id",
+            "weight",
+            "surveyed"
+        ][..]
+    );
+}
+
 #[test]
 fn shards_merge_into_the_single_process_output() {
     let p = Project::new(600);
     p.ok(&["run", "pipelines/full.toml"]);
-    for ext in ["csv", "parquet"] {
+    let typed = typed_parquet_of(&p.path("data/demo/new_jobs.csv"));
+    let typed = typed.to_str().unwrap();
+    for (input, ext) in [
+        ("data/demo/new_jobs.csv", "csv"),
+        ("data/demo/new_jobs.csv", "parquet"),
+        (typed, "parquet"),
+    ] {
         let one = format!("one.{ext}");
-        p.ok(&[
-            "predict",
-            "--input",
-            "data/demo/new_jobs.csv",
-            "--output",
-            &one,
-        ]);
+        p.ok(&["predict", "--input", input, "--output", &one]);
         let shards: Vec<String> = (0..3).map(|i| format!("part-{i}.{ext}")).collect();
         // The shards run at once, as separate processes.
         let children: Vec<_> = shards
@@ -393,7 +462,7 @@ fn shards_merge_into_the_single_process_output() {
                 p.cmd(&[
                     "predict",
                     "--input",
-                    "data/demo/new_jobs.csv",
+                    input,
                     "--shard",
                     &format!("{i}/3"),
                     "--output",
@@ -415,8 +484,27 @@ fn shards_merge_into_the_single_process_output() {
         assert_eq!(
             std::fs::read(p.path(&one)).unwrap(),
             std::fs::read(p.path(&merged)).unwrap(),
-            "{ext}"
+            "{input} to {ext}"
         );
+        if input == typed {
+            input_columns_keep_their_types(&p.path(&one));
+            // As CSV, a null is an empty cell and a date its ISO text.
+            p.ok(&["predict", "--input", input, "--output", "typed.csv"]);
+            let mut r = csv::Reader::from_path(p.path("typed.csv")).unwrap();
+            let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+            assert_eq!(
+                rows[0].iter().skip(3).take(3).collect::<Vec<_>>(),
+                ["1000", "0.0", "2024-10-04"]
+            );
+            assert_eq!(
+                rows[1].iter().skip(3).take(3).collect::<Vec<_>>(),
+                ["", "0.25", "2024-10-05"]
+            );
+            assert_eq!(
+                rows[2].iter().skip(3).take(3).collect::<Vec<_>>(),
+                ["1002", "", "2024-10-06"]
+            );
+        }
         // Each shard coded its share only, and together they coded every row once.
         let sizes: Vec<u64> = (0..3)
             .map(|i| {
