@@ -100,6 +100,10 @@ pub struct StageRun {
     /// The error chain when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The fingerprint of an execution that failed: a successful one's is in the run-cache
+    /// under its key, a failed one's only here, so `runs diff` can say what changed for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_fingerprint: Option<serde_json::Value>,
 }
 
 /// How a run ended.

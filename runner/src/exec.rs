@@ -559,6 +559,7 @@ impl Shared<'_> {
             metrics: serde_json::Value::Null,
             reasons: vec![],
             error: None,
+            failed_fingerprint: None,
         };
         let result = (|| -> Result<(Outputs, Vec<String>)> {
             let inputs = fingerprint(spec, self.p, self.store, upstream, &self.memo)?;
@@ -670,8 +671,12 @@ impl Shared<'_> {
                 id: spec.id.clone(),
                 reasons,
             });
+            run.failed_fingerprint = Some(serde_json::to_value(fp).expect("fingerprint"));
             self.execute(spec, fp, &key, upstream, forced, &mut run)
         })();
+        if result.is_ok() {
+            run.failed_fingerprint = None;
+        }
         run.duration_s = started.elapsed().as_secs_f64();
         // What this store holds for the key (computed, restored from its own run-cache, or
         // fresh) goes to the remote unless the remote already has it.
@@ -1051,6 +1056,7 @@ pub fn run_pipeline(
                             stages: failed.iter().map(|s| s.to_string()).collect(),
                         }],
                         error: None,
+                        failed_fingerprint: None,
                     };
                     on_event(Event::Finished {
                         run: run.clone(),
@@ -1132,6 +1138,7 @@ pub fn run_pipeline(
                 metrics: serde_json::Value::Null,
                 reasons,
                 error: None,
+                failed_fingerprint: None,
             };
             on_event(Event::Finished {
                 run: run.clone(),

@@ -37,8 +37,7 @@ pub struct StageDiff {
     /// Whether the key differs.
     pub key_changed: bool,
     /// What changed between the two keys (params with old and new values, inputs,
-    /// versions), when both fingerprints are in the run-cache: a failed execution's is not
-    /// kept, and a blocked stage has no key.
+    /// versions), from the two fingerprints (a blocked stage has none: it computes no key).
     pub changes: Vec<DirtyReason>,
 }
 
@@ -79,9 +78,13 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
 /// Compares two runs stage by stage and metric by metric; a stage whose key changed lists
 /// what changed, from the two fingerprints in the run-cache.
 pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
-    let fingerprint = |key: &str| -> Option<Fingerprint> {
-        let e = store.cache_entry(key).ok().flatten()?;
-        serde_json::from_value(e.fingerprint).ok()
+    // A successful execution's fingerprint is in the run-cache; a failed one's in the run.
+    let fingerprint = |s: &artifacts::StageRun| -> Option<Fingerprint> {
+        let kept = match &s.failed_fingerprint {
+            Some(fp) => fp.clone(),
+            None => store.cache_entry(&s.key).ok().flatten()?.fingerprint,
+        };
+        serde_json::from_value(kept).ok()
     };
     let ids: BTreeSet<&StageId> = a.stages.iter().chain(&b.stages).map(|s| &s.id).collect();
     let mut stages = Vec::new();
@@ -91,8 +94,8 @@ pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
         let sb = b.stages.iter().find(|s| &s.id == id);
         let key_changed = sa.map(|s| &s.key) != sb.map(|s| &s.key);
         let changes = match (sa, sb) {
-            (Some(sa), Some(sb)) if key_changed => fingerprint(&sa.key)
-                .zip(fingerprint(&sb.key))
+            (Some(sa), Some(sb)) if key_changed => fingerprint(sa)
+                .zip(fingerprint(sb))
                 .map(|(fa, fb)| fb.diff(&fa))
                 .unwrap_or_default(),
             _ => Vec::new(),

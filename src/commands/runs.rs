@@ -114,7 +114,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                     } else if either(StageOutcome::Blocked) {
                         "no key to compare: a blocked stage computes none"
                     } else if s.changes.is_empty() && either(StageOutcome::Failed) {
-                        "key changed (what changed is not kept for a failed execution)"
+                        "key changed (no fingerprint was kept for the failed attempt)"
                     } else {
                         "key changed"
                     };

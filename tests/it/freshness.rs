@@ -246,9 +246,20 @@ inputs = { records = "clean_good.records" }
             .to_string()
     };
     assert!(
-        line("clean_bad").contains(
-            "failed    -> executed  key changed (what changed is not kept for a failed execution)"
-        ),
+        line("clean_bad").ends_with("failed    -> executed  key changed"),
+        "{diff}"
+    );
+    // What changed for the stage that failed: its input file, from the failed run's record.
+    let after: Vec<&str> = diff
+        .lines()
+        .skip_while(|l| l.split_whitespace().next() != Some("clean_bad"))
+        .skip(1)
+        .take_while(|l| l.starts_with("      "))
+        .collect();
+    assert!(
+        after
+            .iter()
+            .any(|l| l.contains("input data/raw/bad.csv changed")),
         "{diff}"
     );
     assert!(
