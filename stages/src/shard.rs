@@ -160,6 +160,12 @@ fn check_notes(parts: &[PathBuf]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether a header cell names the row-number column `predict` writes first: `row`, or
+/// `predicted_row` when the input has a `row` column of its own (kept further on).
+fn is_row_column(name: &[u8]) -> bool {
+    name == b"row" || name == b"predicted_row"
+}
+
 /// One CSV shard: its header line and, per record, its `row` value and raw bytes.
 struct CsvPart {
     header: Vec<u8>,
@@ -182,7 +188,7 @@ fn read_csv_part(path: &Path) -> Result<CsvPart, Error> {
             Ok(false) => break,
             Ok(true) => {
                 let row = if starts.is_empty() {
-                    if rec.get(0) != Some(b"row".as_slice()) {
+                    if !rec.get(0).is_some_and(is_row_column) {
                         return Err(input_err(
                             path,
                             "its first column is not `row`; merge only the outputs of `isco-dag predict --shard`".into(),
@@ -333,11 +339,14 @@ fn merge_parquet(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
             let not_rows = || {
                 input_err(
                     p,
-                    "has no integer `row` column; merge the files `isco-dag predict --shard` wrote"
+                    "does not start with an integer `row` column; merge the files `isco-dag predict --shard` wrote"
                         .into(),
                 )
             };
-            let col = t.column("row").ok_or_else(not_rows)?.to_arrow_array();
+            let col = match t.columns.first() {
+                Some((name, col)) if is_row_column(name.as_bytes()) => col.to_arrow_array(),
+                _ => return Err(not_rows()),
+            };
             let ints = arrow::compute::cast(&col, &arrow::datatypes::DataType::Int64)
                 .map_err(|_| not_rows())?;
             let ints = ints
