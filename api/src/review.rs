@@ -264,7 +264,7 @@ impl Review {
                 format!("{:.4}", p.confidence),
                 p.grade.to_string(),
                 version.to_string(),
-                chrono::Utc::now().to_rfc3339(),
+                artifacts::timestamp(),
             ],
         )
     }
@@ -383,7 +383,7 @@ impl Review {
                 q.duties.clone(),
                 d.isco_code.clone(),
                 d.coder.trim().to_string(),
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                artifacts::timestamp(),
                 d.note.clone(),
                 q.code.clone(),
                 format!("{:.4}", q.confidence),

@@ -53,6 +53,24 @@ pub use remote::{Direction, RefSync, Remote, RemoteSettings, Transfer};
 /// (`--store`) says: relative to the project root.
 pub const DEFAULT_STORE_DIR: &str = "artifacts/store";
 
+/// The time now in UTC, to the second, as every record of the store and every file
+/// isco-dag writes gives it: `2026-12-05T17:48:46Z` (RFC 3339).
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 pub use store::{
     GcReport, ObjectId, OutputKind, OutputRef, StageId, StageKey, Store, VerifyReport, hash_file,
 };
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_utc_to_the_second() {
+        let t = super::timestamp();
+        let parsed = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
+        assert_eq!(parsed.offset().local_minus_utc(), 0);
+        assert_eq!(t.len(), "2026-12-05T17:48:46Z".len(), "{t}");
+        assert!(t.ends_with('Z'), "{t}");
+    }
+}

@@ -46,11 +46,7 @@ impl StoreLock {
         let recovered_from = (!previous.is_empty()).then_some(previous);
         file.set_len(0).io("truncate", &path)?;
         file.seek(SeekFrom::Start(0)).io("seek", &path)?;
-        let me = format!(
-            "pid {} since {}",
-            std::process::id(),
-            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
-        );
+        let me = format!("pid {} since {}", std::process::id(), crate::timestamp());
         file.write_all(me.as_bytes()).io("write", &path)?;
         file.sync_data().io("sync", &path)?;
         Ok(StoreLock {

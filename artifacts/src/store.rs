@@ -756,7 +756,7 @@ impl Store {
             .read_json(&path)?
             .ok_or_else(|| Error::UnknownRun(id.to_string()))?;
         rec.status = RunStatus::Interrupted;
-        rec.finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        rec.finished_at = crate::timestamp();
         self.write_run(&rec)?;
         // The process ends without dropping its lock guard; clear the holder line it would
         // have cleared, so the next run does not report a crash.

@@ -366,7 +366,7 @@ fn materialise(p: &Pipeline, store: &Store, spec: &StageSpec, outs: &Outputs) ->
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    artifacts::timestamp()
 }
 
 fn new_run_id() -> String {

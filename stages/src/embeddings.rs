@@ -83,6 +83,6 @@ pub fn provenance(ctx: &StageContext<'_>, meta: &mut ModelMeta) {
     if let serde_json::Value::Object(m) = &mut meta.summary {
         m.insert("run_id".into(), ctx.run_id.into());
         m.insert("stage".into(), ctx.id.into());
-        m.insert("trained_at".into(), chrono::Utc::now().to_rfc3339().into());
+        m.insert("trained_at".into(), artifacts::timestamp().into());
     }
 }

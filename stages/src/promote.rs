@@ -252,7 +252,7 @@ impl Stage for Promote {
                 name: p.ref_name.clone(),
                 target: model.clone(),
                 key: Default::default(),
-                updated_at: chrono::Utc::now().to_rfc3339(),
+                updated_at: artifacts::timestamp(),
                 details: decision.clone(),
                 history: vec![],
             })?;
