@@ -430,14 +430,30 @@ fn review_decisions_need_the_token_and_become_corrections() {
     assert_eq!(m["quarantined"], 0, "{m}");
 }
 
-#[test]
-fn a_service_started_before_any_run_waits_without_creating_a_store() {
-    let p = Project::new(300);
+/// Makes the service look for a newly promoted model every 0.2 s instead of every 2 s.
+fn reload_fast(p: &Project) {
     p.edit(
         "config/default.toml",
         "reload_seconds = 2.0",
         "reload_seconds = 0.2",
     );
+}
+
+/// Asks `probe` every 100 ms until it answers, for up to 10 s; panics naming `what` then.
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..100 {
+        if let Some(v) = probe() {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("after 10 s still waiting for {what}")
+}
+
+#[test]
+fn a_service_started_before_any_run_waits_without_creating_a_store() {
+    let p = Project::new(300);
+    reload_fast(&p);
     let s = start(&p, &[]);
     let a = s.addr.as_str();
     let r = post_json(a, "/predict/job", r#"{"job_title":"chef"}"#);
@@ -446,26 +462,16 @@ fn a_service_started_before_any_run_waits_without_creating_a_store() {
     assert!(!p.path("artifacts/store").exists());
     // The first run's model is picked up without a restart.
     p.ok(&["run", "pipelines/full.toml"]);
-    let mut status = 0;
-    for _ in 0..100 {
-        status = post_json(a, "/predict/job", r#"{"job_title":"chef"}"#).status;
-        if status == 200 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(status, 200);
+    wait_for("the first model to be served", || {
+        (post_json(a, "/predict/job", r#"{"job_title":"chef"}"#).status == 200).then_some(())
+    });
 }
 
 #[test]
 fn a_promoted_model_is_swapped_in_without_a_restart() {
     let p = Project::new(600);
     p.ok(&["run", "pipelines/full.toml"]);
-    p.edit(
-        "config/default.toml",
-        "reload_seconds = 2.0",
-        "reload_seconds = 0.2",
-    );
+    reload_fast(&p);
     let s = start(&p, &[]);
     let a = s.addr.as_str();
     let before = get(a, "/model").json()["version"].clone();
@@ -481,18 +487,9 @@ fn a_promoted_model_is_swapped_in_without_a_restart() {
     });
     p.edit("config/default.toml", "dim = 64", "dim = 32");
     p.ok(&["run", "pipelines/full.toml", "--force", "promote"]);
-    let mut after = before.clone();
-    for _ in 0..100 {
-        after = get(a, "/model").json()["version"].clone();
-        if after != before {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_ne!(
-        after, before,
-        "the server did not pick up the promoted model"
-    );
+    wait_for("the server to pick up the promoted model", || {
+        (get(a, "/model").json()["version"] != before).then_some(())
+    });
     let statuses = load.join().unwrap();
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     let m = get(a, "/metrics").text();
