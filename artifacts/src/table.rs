@@ -413,6 +413,23 @@ impl Table {
 }
 
 impl Table {
+    /// Writes the table at `path` in `format`, through a temporary file beside it that is
+    /// renamed into place: an interrupted write never leaves a file that looks complete.
+    pub fn write_as(&self, path: &Path, format: TableFormat) -> Result<()> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".partial-{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let written = match format {
+            TableFormat::Csv => self.write_csv(&tmp),
+            TableFormat::Parquet => self.write_parquet(&tmp),
+        };
+        if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, path).io("rename", path)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Writes the table as CSV at `csv` and as Parquet beside it (same name, `.parquet`):
     /// spreadsheet users open the CSV, while pandas, polars and duckdb read the Parquet with
     /// its types, so codes such as `0110` stay text instead of turning into the number 110.
@@ -421,6 +438,32 @@ impl Table {
         self.write_parquet(&csv.with_extension("parquet"))
     }
 }
+
+/// The two formats a table file is written in, told apart by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// Comma-separated text with a header row (`.csv`).
+    Csv,
+    /// Apache Parquet (`.parquet` or `.pq`).
+    Parquet,
+}
+
+impl TableFormat {
+    /// The format a file name asks for: `.csv`, `.parquet` or `.pq` in any case; `None` for
+    /// any other extension or none.
+    pub fn of(path: &Path) -> Option<TableFormat> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Some(TableFormat::Csv),
+            "parquet" | "pq" => Some(TableFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// Spreadsheet workbooks someone may hand over instead of a CSV export: binary files that
+/// no CSV reader can make sense of.
+pub const WORKBOOK_EXTENSIONS: [&str; 5] = ["xlsx", "xlsm", "xls", "ods", "numbers"];
 
 /// The field separators an input CSV file may use: a spreadsheet saved as CSV in a locale
 /// whose decimal mark is a comma separates fields with `;`, and tab-separated exports are
@@ -599,6 +642,38 @@ mod tests {
             t.columns[0].1.take(&[2, 0]),
             Column::Str(vec!["".into(), "cook".into()])
         );
+    }
+
+    #[test]
+    fn the_extension_names_the_format_and_a_write_lands_whole() {
+        let of = |p: &str| TableFormat::of(Path::new(p));
+        assert_eq!(of("a/coded.csv"), Some(TableFormat::Csv));
+        assert_eq!(of("CODED.CSV"), Some(TableFormat::Csv));
+        assert_eq!(of("coded.parquet"), Some(TableFormat::Parquet));
+        assert_eq!(of("coded.PQ"), Some(TableFormat::Parquet));
+        for other in ["coded.json", "coded.xlsx", "coded", ".csv", "coded.csv.gz"] {
+            assert_eq!(of(other), None, "{other}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let t = Table::new().with("code", Column::Str(vec!["0110".into()]));
+        for (name, format) in [("t.pq", TableFormat::Parquet), ("t.csv", TableFormat::Csv)] {
+            t.write_as(&dir.path().join(name), format).unwrap();
+        }
+        assert_eq!(Table::read_parquet(&dir.path().join("t.pq")).unwrap(), t);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("t.csv")).unwrap(),
+            "code\n0110\n"
+        );
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["t.csv", "t.pq"]);
+        // A write that fails leaves neither the file nor its temporary.
+        let missing = dir.path().join("no/t.csv");
+        assert!(t.write_as(&missing, TableFormat::Csv).is_err());
+        assert!(!dir.path().join("no").exists());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use artifacts::table::TableFormat;
 use classifier::predict::{InferenceConfig, Predictor};
 
 use crate::console;
@@ -14,7 +15,8 @@ pub struct Args {
     /// Records to code: CSV or Parquet with job_title (and optionally duties_description).
     #[arg(long, required = true)]
     input: Option<PathBuf>,
-    /// Where to write the coded records (CSV, or Parquet by extension); default: stdout CSV.
+    /// Where to write the coded records: `.csv`, or `.parquet`/`.pq` for Parquet; default:
+    /// CSV on standard output.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Also write `<output>.explain.csv` with the top tokens and `<output>.explain.html`.
@@ -59,7 +61,7 @@ enum Sub {
     /// Join the outputs of `predict --shard i/n` (all n of them) into the file one process
     /// would have written, rows in input order.
     Merge {
-        /// The merged file (CSV, or Parquet by extension, like the shards).
+        /// The merged file: `.csv`, or `.parquet`/`.pq`, like the shards.
         #[arg(long)]
         output: PathBuf,
         /// The shards' outputs, in any order.
@@ -132,6 +134,30 @@ pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<(PathBu
     Ok((store.checkout(&r.target)?, about))
 }
 
+/// The format `--output` asks for by its extension, checked before any row is coded: an
+/// extension of another format, or a folder that does not exist, would otherwise fail (or
+/// write CSV under a misleading name) only after the whole input was coded.
+fn output_format(out: &std::path::Path) -> anyhow::Result<TableFormat> {
+    let Some(format) = TableFormat::of(out) else {
+        return Err(super::UsageError(format!(
+            "--output `{}`: coded records are written as CSV (`.csv`) or Parquet (`.parquet`); end the file name in one of these, or leave --output out for CSV on standard output",
+            out.display()
+        ))
+        .into());
+    };
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(super::UsageError(format!(
+            "--output `{}`: the folder `{}` does not exist; create it first",
+            out.display(),
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(format)
+}
+
 /// Whether two paths name the same file (both must exist to be compared by identity; a
 /// path that does not exist yet cannot be the input).
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
@@ -143,6 +169,7 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
     if let Some(Sub::Merge { output, parts }) = &a.sub {
+        output_format(output)?;
         let started = std::time::Instant::now();
         let rows = stages::shard::merge(parts, output)?;
         console::error(&format!(
@@ -154,6 +181,8 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = a.input.clone().expect("clap requires --input");
+    let format = a.output.as_deref().map(output_format).transpose()?;
+    stages::records::check_input_file(&input)?;
     if let Some(out) = &a.output {
         let explain_base = |ext: &str| out.with_extension(ext);
         let clobbered = same_file(&input, out)
@@ -201,12 +230,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     if let (Some(_), Some(r)) = (shared, pred.retrieval()) {
         r.flush_shared_cache()?;
     }
-    match &a.output {
-        Some(out) if out.extension().is_some_and(|e| e == "parquet") => {
-            coded.predictions.write_parquet(out)?
-        }
-        Some(out) => coded.predictions.write_csv(out)?,
-        None => {
+    match (&a.output, format) {
+        (Some(out), Some(format)) => coded.predictions.write_as(out, format)?,
+        _ => {
             let tmp = tempfile_path();
             coded.predictions.write_csv(&tmp)?;
             console::out(std::fs::read_to_string(&tmp)?.trim_end());

@@ -75,9 +75,68 @@ impl std::fmt::Display for RowProblem {
 
 /// Whether `path` names a Parquet file (by its extension, `.parquet` or `.pq`).
 pub(crate) fn is_parquet(path: &Path) -> bool {
-    path.extension()
+    artifacts::table::TableFormat::of(path) == Some(artifacts::table::TableFormat::Parquet)
+}
+
+/// Checks, before anything slow (loading a model) happens, that `path` is a file a table can
+/// be read from: it exists and, unless it is Parquet, it is UTF-8 text rather than a
+/// spreadsheet workbook or another binary file.
+pub fn check_input_file(path: &Path) -> Result<(), Error> {
+    if !path.is_file() {
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            message: if path.is_dir() {
+                "is a folder; give the CSV or Parquet file of records to code".into()
+            } else {
+                "does not exist; check the path (it is relative to the folder the command runs in)"
+                    .into()
+            },
+        });
+    }
+    if is_parquet(path) {
+        Ok(())
+    } else {
+        check_text_file(path)
+    }
+}
+
+/// Refuses a spreadsheet workbook or any other binary file before it is read as CSV, where
+/// it would only show as a header of garbled column names.
+fn check_text_file(path: &Path) -> Result<(), Error> {
+    let ext = path
+        .extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet") || e.eq_ignore_ascii_case("pq"))
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let err = |message: String| Error::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    if artifacts::table::WORKBOOK_EXTENSIONS.contains(&ext.as_str()) {
+        return Err(err(format!(
+            "is a spreadsheet workbook (.{ext}), not a CSV file; save its sheet as CSV (UTF-8) or Parquet and give that file"
+        )));
+    }
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(8192).read_to_end(&mut head))
+        .map_err(|e| err(format!("cannot be read: {e}")))?;
+    if head.starts_with(b"PAR1") {
+        return Err(err(
+            "is a Parquet file; name it `.parquet` so it is read as one".into(),
+        ));
+    }
+    // UTF-16 text has a NUL in every other byte, binary files many; a stray NUL in a UTF-8
+    // file is left to the row it is in.
+    let nuls = head.iter().filter(|&&b| b == 0).count();
+    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) || nuls * 20 > head.len()
+    {
+        return Err(err(
+            "is not UTF-8 text: give a CSV file saved as UTF-8 (a spreadsheet's \"CSV UTF-8\" export), or a Parquet file".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads `wanted` columns of a CSV or Parquet file. `required[i]` says whether column i must
@@ -185,6 +244,7 @@ fn read_rows_inner(
                 .collect(),
         ));
     }
+    check_text_file(path)?;
     let delimiter = sniff_delimiter(path, wanted, required)
         .map_err(|e| input_err(format!("cannot be read: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new()

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use arrow::array::{Array, ArrayRef};
-use artifacts::table::{Column, Table};
+use artifacts::table::{Column, Table, TableFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -243,9 +243,10 @@ pub fn merge(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
         ));
     }
     check_notes(parts)?;
-    let parquet = output.extension().is_some_and(|e| e == "parquet");
+    let is_parquet = |p: &Path| TableFormat::of(p) == Some(TableFormat::Parquet);
+    let parquet = is_parquet(output);
     for p in parts {
-        if p.extension().is_some_and(|e| e == "parquet") != parquet {
+        if is_parquet(p) != parquet {
             return Err(input_err(
                 p,
                 format!(
@@ -366,13 +367,7 @@ fn merge_parquet(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
             Ok((tables[0].columns[c].0.clone(), Column::Arrow(col)))
         })
         .collect::<Result<Vec<_>, Error>>()?;
-    let t = Table { columns };
-    let tmp = output.with_extension("parquet.merging");
-    t.write_parquet(&tmp)?;
-    std::fs::rename(&tmp, output).map_err(|source| Error::Write {
-        path: output.to_path_buf(),
-        source,
-    })?;
+    Table { columns }.write_as(output, TableFormat::Parquet)?;
     Ok(order.len())
 }
 

@@ -105,6 +105,41 @@ fn outputs_cannot_overwrite_what_the_project_reads() {
         std::fs::read_to_string(p.path("jobs.csv")).unwrap(),
         "job_title\nchef\n"
     );
+    // An output it would not write as asked, and an input it cannot read, are refused before
+    // any model is loaded (this project has none), and nothing is written.
+    for (output, says) in [
+        (
+            "coded.json",
+            "written as CSV (`.csv`) or Parquet (`.parquet`)",
+        ),
+        ("coded", "written as CSV (`.csv`) or Parquet (`.parquet`)"),
+        ("no/such/coded.csv", "the folder `no/such` does not exist"),
+    ] {
+        let (code, err) = p.fails(&["predict", "--input", "jobs.csv", "--output", output]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{output}: {err}");
+        assert!(!p.path(output).exists(), "{output}");
+    }
+    std::fs::write(p.path("jobs.xlsx"), b"PK\x03\x04\x14\x00\x06\x00binary").unwrap();
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(
+            "job_title\nchef\n"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    std::fs::write(p.path("utf16.csv"), utf16).unwrap();
+    for (input, says) in [
+        ("jobs.xlsx", "jobs.xlsx: is a spreadsheet workbook (.xlsx)"),
+        ("utf16.csv", "utf16.csv: is not UTF-8 text"),
+        ("missing.csv", "missing.csv: does not exist"),
+        ("data", "data: is a folder"),
+    ] {
+        let (_, err) = p.fails(&["predict", "--input", input, "--output", "coded.csv"]);
+        assert!(err.contains(says), "{input}: {err}");
+        assert!(!err.contains("model"), "{input}: {err}");
+    }
 }
 
 #[test]
