@@ -4,6 +4,14 @@
                                (preferred and alternative) as a title-only record of its code
   seed-average TRUTH PRED...   test accuracy of each `isco-dag predict` output (top_k = 10) and of
                                the sum of their alternatives' confidences, 2…n files
+  prior-shift TRAIN VAL_TRUTH VAL_PRED TEST_TRUTH TEST_PRED
+                               accuracy and macro-F1 when each `isco-dag predict` output's
+                               alternatives (top_k = 15) are re-ranked by confidence / prior^tau,
+                               the prior being each code's share of the training split
+  clean-errors TRAIN TEST TEST_PRED
+                               the test records the truth file marks correctly labelled, by
+                               whether they have duties and whether their title is in the
+                               training split: rows, errors, accuracy of the prediction
   near-titles TRAIN            ilo_titles_dev titles whose nearest distinct training title
                                (all-MiniLM-L6-v2 cosine) is close: how often that title's records
                                carry the ILO index's code (needs sentence-transformers)
@@ -54,6 +62,50 @@ def seed_average(truth, preds):
         print(f"{n} networks averaged: {right / len(y):.4f}")
 
 
+def prior_shift(train, val_truth, val_pred, test_truth, test_pred):
+    from sklearn.metrics import f1_score
+
+    prior = pd.read_parquet(train).isco_code.astype(str).value_counts(normalize=True)
+
+    def load(truth, pred):
+        y = pd.read_parquet(truth).isco_code.astype(str).values
+        t = pd.read_parquet(pred)
+        k = max(int(c.split("_")[1]) for c in t.columns if c.startswith("alt_") and c.endswith("_code"))
+        codes = np.stack([t[f"alt_{j}_code"].astype(str).values for j in range(1, k + 1)], 1)
+        conf = np.stack([t[f"alt_{j}_confidence"].values for j in range(1, k + 1)], 1)
+        return codes, conf, y
+
+    def score(codes, conf, y, tau):
+        p = np.vectorize(lambda c: prior.get(c, 1e-6))(codes)
+        s = np.where(codes == "", -1.0, conf / np.power(p, tau))
+        pred = codes[np.arange(len(codes)), s.argmax(1)]
+        return (pred == y).mean(), f1_score(y, pred, average="macro")
+
+    val, test = load(val_truth, val_pred), load(test_truth, test_pred)
+    print("| tau | validation accuracy | validation macro-F1 | test accuracy | test macro-F1 |")
+    print("|---|---|---|---|---|")
+    for tau in [0.0, 0.05, 0.1, 0.2, 0.3, 0.5]:
+        print("| %.2f | %.4f | %.4f | %.4f | %.4f |" % ((tau,) + score(*val, tau) + score(*test, tau)))
+
+
+def clean_errors(train, test, pred):
+    truth = pd.read_csv(f"{DATA}/records_150k_truth.csv")
+    t = pd.read_parquet(test).merge(truth, on="row", how="left")
+    p = pd.read_parquet(pred)
+    t["pred"] = p.alt_1_code.astype(str).values
+    titles = set(pd.read_parquet(train).job_title.map(norm))
+    t["duties"] = np.where(t.duties_description.fillna("").str.strip() == "", "no duties", "duties")
+    t["title"] = np.where(t.job_title.map(norm).isin(titles), "title in training", "title not in training")
+    c = t[t.label_is_noise == 0]
+    print(f"test records: {len(t)}; marked mislabelled: {(t.label_is_noise == 1).sum()}; "
+          f"correctly labelled: {len(c)}, coded wrong: {(c.pred != c.isco_code).sum()}")
+    print("| records | title | rows | coded wrong | accuracy |")
+    print("|---|---|---|---|---|")
+    for (d, ti), g in c.groupby(["duties", "title"]):
+        wrong = (g.pred != g.isco_code).sum()
+        print(f"| {d} | {ti} | {len(g)} | {wrong} | {1 - wrong / len(g):.4f} |")
+
+
 def near_titles(train):
     from sentence_transformers import SentenceTransformer
 
@@ -90,4 +142,6 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"esco-records": lambda: esco_records(*args),
      "seed-average": lambda: seed_average(args[0], args[1:]),
+     "prior-shift": lambda: prior_shift(*args),
+     "clean-errors": lambda: clean_errors(*args),
      "near-titles": lambda: near_titles(*args)}[cmd]()

@@ -12,8 +12,14 @@
 #   3. ilo_titles_dev titles whose nearest training title is nearly the same words: how often
 #      that title's records carry the ILO index's code (sentence-transformers from PY=,
 #      default /tmp/pyref/bin/python; see bench/encoder_parity.py).
+#   4. The ensemble's confidences divided by each code's prior (its share of the training
+#      split) to a power tau before the argmax, the usual correction for a classifier drawn
+#      to frequent classes: `isco-dag predict` (top_k = 15) of the validation and test splits
+#      with the ensemble model ENSEMBLE (default: the one bench/finetune-ensemble.sh trains);
+#      then where its errors on the test records the truth file marks correctly labelled are.
 #
-#   bash bench/reach.sh
+#   bash bench/reach.sh          # all four
+#   bash bench/reach.sh prior    # the fourth alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -22,6 +28,26 @@ BIN=target/release/isco-dag
 PY=${PY:-/tmp/pyref/bin/python}
 OUT=bench/out/reach
 mkdir -p $OUT
+
+prior_shift() {
+  echo "== 4. the ensemble's confidences corrected for the class prior"
+  local ens=${ENSEMBLE:-bench/out/finetune-ensemble}
+  sed -e 's/^top_k = 3/top_k = 15/' -e 's/^similar = 3 /similar = 0 /' config/default.toml > $OUT/top15.toml
+  for s in validation test; do
+    $BIN predict --model $ens/train/model --config $OUT/top15.toml \
+      --input $ens/split/$s.parquet --output $OUT/prior-$s.parquet > /dev/null
+  done
+  "$PY" bench/reach.py prior-shift $ens/split/train.parquet \
+    $ens/split/validation.parquet $OUT/prior-validation.parquet \
+    $ens/split/test.parquet $OUT/prior-test.parquet
+  echo "== where the ensemble's errors on correctly labelled test records are"
+  "$PY" bench/reach.py clean-errors $ens/split/train.parquet $ens/split/test.parquet \
+    $OUT/prior-test.parquet
+}
+if [ "${1:-all}" = prior ]; then
+  prior_shift
+  exit 0
+fi
 $BIN models fetch minilm > /dev/null
 store_pipeline reach.toml full-150k-reach full-150k.toml store-reach
 sed 's/^top_k = 3/top_k = 10/' config/default.toml > $OUT/top10.toml
@@ -71,3 +97,5 @@ $BIN run bench/out/reach-esco.toml --until evaluate | grep -E "test:|new_occupat
 
 echo "== 3. ILO titles next to a training title"
 "$PY" bench/reach.py near-titles $OUT/split/train.parquet
+
+prior_shift
