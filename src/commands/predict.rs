@@ -12,7 +12,8 @@ use crate::console;
 pub struct Args {
     #[command(subcommand)]
     sub: Option<Sub>,
-    /// Records to code: CSV or Parquet with job_title (and optionally duties_description).
+    /// Records to code: CSV or Parquet with job_title (and optionally duties_description);
+    /// `-` reads them from standard input.
     #[arg(long, required = true)]
     input: Option<PathBuf>,
     /// Where to write the coded records: `.csv`, or `.parquet`/`.pq` for Parquet; default:
@@ -181,6 +182,50 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let input = a.input.clone().expect("clap requires --input");
+    if input.as_os_str() == "-" {
+        return code_stdin(&a);
+    }
+    code(&a, &input)
+}
+
+/// `--input -`: the records come on standard input (CSV, or Parquet told by its first
+/// bytes). They are kept in a temporary file, deleted at the end, because every reader of
+/// records (the separator sniffing, the Parquet reader, a shard's note of the input's hash)
+/// works on a file; an error names "standard input" rather than that file.
+fn code_stdin(a: &Args) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .context("reading the records from standard input")?;
+    let suffix = if bytes.starts_with(b"PAR1") {
+        ".parquet"
+    } else {
+        ".csv"
+    };
+    let mut copy = tempfile::Builder::new()
+        .prefix("isco-dag-stdin-")
+        .suffix(suffix)
+        .tempfile()
+        .context("keeping standard input in a temporary file")?;
+    copy.write_all(&bytes)
+        .and_then(|()| copy.flush())
+        .context("keeping standard input in a temporary file")?;
+    drop(bytes);
+    let path = copy.path().to_path_buf();
+    code(a, &path).map_err(|e| {
+        let named = |s: String| s.replace(&path.display().to_string(), "standard input");
+        match e.downcast::<super::UsageError>() {
+            Ok(u) => super::UsageError(named(u.0)).into(),
+            Err(e) => anyhow::anyhow!(named(format!("{e:#}"))),
+        }
+    })
+}
+
+/// Codes the records of `input` as `a` asks.
+fn code(a: &Args, input: &std::path::Path) -> anyhow::Result<()> {
+    let input = input.to_path_buf();
     let format = a.output.as_deref().map(output_format).transpose()?;
     stages::records::check_input_file(&input)?;
     if let Some(out) = &a.output {

@@ -133,6 +133,35 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     };
     assert_eq!(codes("coded_semicolon.csv"), codes("coded.csv"));
 
+    // `--input -` codes what comes on standard input, as it codes the file; an error there
+    // names standard input, not the temporary copy.
+    let piped = |bytes: Vec<u8>, args: &[&str]| {
+        use std::io::Write;
+        let mut child = p
+            .cmd(&[&["predict", "--input", "-"], args].concat())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&bytes).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = piped(
+        std::fs::read(p.path("jobs_semicolon.csv")).unwrap(),
+        &["--output", "coded_stdin.csv"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(codes("coded_stdin.csv"), codes("coded.csv"));
+    let out = piped(b"job,duties\nchef,cooking\n".to_vec(), &[]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("standard input: has no column `job_title`")
+            && !err.contains("isco-dag-stdin"),
+        "{err}"
+    );
+
     // An input's negative number passes through as written; a formula does not.
     p.write("ids.csv", "id,job_title\n-5,chef\n=1+1,cook\n");
     p.ok(&["predict", "--input", "ids.csv", "--output", "ids_out.csv"]);
