@@ -3,6 +3,14 @@ use std::path::PathBuf;
 /// Errors of the pipeline runner. Messages are full sentences that say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The pipeline file (or the one it extends) is not a file.
+    #[error("no pipeline file at `{path}`{hint}")]
+    NoPipelineFile {
+        /// The path given.
+        path: PathBuf,
+        /// What to give instead, when something close exists.
+        hint: String,
+    },
     /// A file could not be read.
     #[error("could not read `{path}`: {source}")]
     Read {

@@ -246,6 +246,12 @@ impl Pipeline {
 }
 
 fn read(path: &Path) -> Result<Source> {
+    if !path.is_file() {
+        return Err(Error::NoPipelineFile {
+            path: path.to_path_buf(),
+            hint: pipeline_file_hint(path),
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
@@ -1023,16 +1029,78 @@ fn stage_kinds(merged: &Merged, registry: &Registry) -> Result<BTreeMap<String, 
     Ok(kinds)
 }
 
+/// What to give instead of `path`, which is not a file: a folder's pipeline files, or for a
+/// name that does not exist, the file of that name one folder down (`full.toml` given from
+/// the folder above `pipelines/`) or the closest name beside it.
+fn pipeline_file_hint(path: &Path) -> String {
+    let tomls = |dir: &Path| -> Vec<std::path::PathBuf> {
+        let mut found: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        found.sort();
+        found
+    };
+    let shown = |ps: &[std::path::PathBuf]| {
+        ps.iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if path.is_dir() {
+        let found = tomls(path);
+        return if found.is_empty() {
+            "; it is a folder with no `.toml` file in it".to_string()
+        } else {
+            format!("; it is a folder: name one of its files, {}", shown(&found))
+        };
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let Some(name) = path.file_name() else {
+        return String::new();
+    };
+    let below: Vec<_> = std::fs::read_dir(&parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(name))
+        .filter(|p| p.is_file())
+        .map(|p| p.strip_prefix("./").map(Path::to_path_buf).unwrap_or(p))
+        .collect();
+    if !below.is_empty() {
+        return format!("; did you mean {}?", shown(&below));
+    }
+    let beside: Vec<String> = tomls(&parent)
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_str()?.to_string()))
+        .collect();
+    closest(&name.to_string_lossy(), &beside)
+        .map(|k| format!("; did you mean {}?", shown(&[path.with_file_name(k)])))
+        .unwrap_or_default()
+}
+
 /// ` (did you mean `x`?)` for the known name closest to a mistyped one, when one is close
 /// (at most a third of its letters differ, two swapped letters counting as one), else nothing.
 pub(crate) fn did_you_mean<'a>(key: &str, known: impl IntoIterator<Item = &'a String>) -> String {
+    closest(key, known)
+        .map(|k| format!(" (did you mean `{k}`?)"))
+        .unwrap_or_default()
+}
+
+/// The known name closest to a mistyped one, when one is close (see [`did_you_mean`]).
+fn closest<'a>(key: &str, known: impl IntoIterator<Item = &'a String>) -> Option<&'a String> {
     known
         .into_iter()
         .map(|k| (strsim::osa_distance(key, k), k))
         .filter(|(d, _)| *d <= (key.chars().count() / 3).max(1))
         .min()
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-        .unwrap_or_default()
+        .map(|(_, k)| k)
 }
 
 /// A section override that no stage took would be silently ignored: it is an error.
@@ -1397,7 +1465,36 @@ fn resolve_input(
 
 #[cfg(test)]
 mod tests {
-    use super::did_you_mean;
+    use super::{did_you_mean, pipeline_file_hint};
+
+    #[test]
+    fn a_pipeline_path_that_is_not_a_file_gets_what_to_give_instead() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("pipelines")).unwrap();
+        for f in ["full.toml", "ensemble.toml"] {
+            std::fs::write(d.join("pipelines").join(f), "").unwrap();
+        }
+        let hint = |p: std::path::PathBuf| pipeline_file_hint(&p);
+        let shown = |rel: &str| format!("`{}`", d.join(rel).display());
+        assert_eq!(
+            hint(d.join("full.toml")),
+            format!("; did you mean {}?", shown("pipelines/full.toml"))
+        );
+        assert_eq!(
+            hint(d.join("pipelines/ful.toml")),
+            format!("; did you mean {}?", shown("pipelines/full.toml"))
+        );
+        assert_eq!(
+            hint(d.join("pipelines")),
+            format!(
+                "; it is a folder: name one of its files, {}, {}",
+                shown("pipelines/ensemble.toml"),
+                shown("pipelines/full.toml")
+            )
+        );
+        assert_eq!(hint(d.join("pipelines/other.toml")), "");
+    }
 
     #[test]
     fn a_near_name_is_suggested_and_a_far_one_is_not() {

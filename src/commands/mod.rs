@@ -41,7 +41,8 @@ pub fn exit_code(e: &anyhow::Error) -> i32 {
             | runner::Error::Toml { .. }
             | runner::Error::Cycle { .. }
             | runner::Error::UnknownStage { .. }
-            | runner::Error::Read { .. },
+            | runner::Error::Read { .. }
+            | runner::Error::NoPipelineFile { .. },
         ) => 2,
         _ if matches!(
             e.downcast_ref::<api::Error>(),

@@ -97,6 +97,25 @@ fn cycle_is_named() {
 }
 
 #[test]
+fn a_pipeline_path_that_is_not_a_file_says_what_to_give() {
+    let p = Project::new(50);
+    for (given, says) in [
+        ("full.toml", "did you mean `pipelines/full.toml`?"),
+        ("pipelines/ful.toml", "did you mean `pipelines/full.toml`?"),
+        ("pipelines", "it is a folder: name one of its files, "),
+    ] {
+        for cmd in ["run", "status"] {
+            let (code, err) = p.fails(&[cmd, given]);
+            assert_eq!(code, 2, "{err}");
+            assert!(
+                err.contains(&format!("no pipeline file at `{given}`; {says}")),
+                "{cmd} {given}: {err}"
+            );
+        }
+    }
+}
+
+#[test]
 fn bad_rows_are_quarantined_with_row_and_reason() {
     let p = Project::new(50);
     p.append(
