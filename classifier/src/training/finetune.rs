@@ -33,7 +33,7 @@ use crate::model::{TrainConfig, TrainData, train};
 use crate::rng::Rng;
 
 /// What [`fine_tune`] did, for the run record and the stage report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct FineTuneSummary {
     /// Corrections learned.
     pub corrections: usize,
@@ -75,21 +75,27 @@ pub struct FineTuneSummary {
 impl FineTuneSummary {
     /// One line for the stage report.
     pub fn line(&self) -> String {
+        let new = match self.new_classes {
+            0 => "none new".to_string(),
+            n => {
+                let shown = self.new_codes.iter().take(8).map(String::as_str);
+                let more = if n > 8 { " …" } else { "" };
+                format!("{n} new: {}{more}", shown.collect::<Vec<_>>().join(" "))
+            }
+        };
         format!(
-            "{} corrections x{} + {} replayed records, {} epochs in {:.1}s; {} classes ({} new: {})",
+            "{} {} x{} + {} replayed records, {} epochs in {:.1}s; {} classes ({new})",
             self.corrections,
+            if self.corrections == 1 {
+                "correction"
+            } else {
+                "corrections"
+            },
             self.corrections_repeats,
             self.replay_records,
             self.epochs_run,
             self.train_seconds,
             self.classes,
-            self.new_classes,
-            self.new_codes
-                .iter()
-                .take(8)
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
         )
     }
 }
@@ -362,4 +368,35 @@ pub fn fine_tune(
         model,
         summary,
     })
+}
+
+#[cfg(test)]
+mod summary_tests {
+    use super::FineTuneSummary;
+
+    #[test]
+    fn the_report_line_says_none_new_or_lists_the_new_codes() {
+        let mut s = FineTuneSummary {
+            corrections: 1,
+            corrections_repeats: 4,
+            replay_records: 10,
+            classes: 44,
+            epochs_run: 12,
+            train_seconds: 1.25,
+            ..FineTuneSummary::default()
+        };
+        assert_eq!(
+            s.line(),
+            "1 correction x4 + 10 replayed records, 12 epochs in 1.2s; 44 classes (none new)"
+        );
+        s.corrections = 9;
+        s.new_codes = (0..9).map(|i| format!("211{i}")).collect();
+        s.new_classes = 9;
+        assert!(
+            s.line()
+                .ends_with("(9 new: 2110 2111 2112 2113 2114 2115 2116 2117 …)"),
+            "{}",
+            s.line()
+        );
+    }
 }
