@@ -33,6 +33,8 @@ pub enum RowProblem {
         /// Fields in the header.
         expected: usize,
     },
+    /// A quote opened in the last row is never closed: the rest of the file became one field.
+    QuoteNotClosed,
     /// A cell of a requested column is not valid UTF-8.
     NotUtf8 {
         /// The column's name in the header.
@@ -44,7 +46,7 @@ impl RowProblem {
     /// The column the problem lies in, when it lies in one column.
     pub fn column(&self) -> Option<&str> {
         match self {
-            RowProblem::FieldCount { .. } => None,
+            RowProblem::FieldCount { .. } | RowProblem::QuoteNotClosed => None,
             RowProblem::NotUtf8 { column } => Some(column),
         }
     }
@@ -65,6 +67,9 @@ impl std::fmt::Display for RowProblem {
                     "the row has {found} {fields} where the header has {expected}; {fix}"
                 )
             }
+            RowProblem::QuoteNotClosed => f.write_str(
+                "a quote opened in this row is never closed, so the rest of the file became one value; close it (a quote inside a value is written twice: \"\")",
+            ),
             RowProblem::NotUtf8 { column } => write!(
                 f,
                 "column `{column}` is not valid UTF-8; re-save the file as UTF-8"
@@ -291,7 +296,11 @@ fn read_rows_inner(
                         header.len()
                     )));
                 }
-                if rec.len() != header.len() {
+                let ran_to_the_end = rec.len() < header.len()
+                    && rec.iter().next_back().is_some_and(|f| f.ends_with(b"\n"));
+                if ran_to_the_end {
+                    problem = Some(RowProblem::QuoteNotClosed);
+                } else if rec.len() != header.len() {
                     problem = Some(RowProblem::FieldCount {
                         found: rec.len(),
                         expected: header.len(),
@@ -563,6 +572,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("opened on line 3"), "{e}");
+        // A quote opened in the last row swallows no row: that row alone is unusable, and
+        // says why.
+        std::fs::write(&p, "job_title,isco_code\nchef,5120\n\"cook,5120\n").unwrap();
+        let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].problem, None);
+        assert_eq!(rows[1].problem, Some(RowProblem::QuoteNotClosed));
+        assert!(
+            rows[1]
+                .problem
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains("never closed")
+        );
         // A legitimate multi-line field is kept.
         std::fs::write(&p, "job_title,isco_code\n\"chef\nhead\",5120\ncook,5120\n").unwrap();
         let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
