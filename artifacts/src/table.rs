@@ -439,6 +439,22 @@ impl Table {
     }
 }
 
+/// The column names of a Parquet file, from its footer alone (no row is read).
+pub fn parquet_column_names(path: &Path) -> Result<Vec<String>> {
+    let file = File::open(path).io("open", path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Table {
+        action: "read",
+        path: path.to_path_buf(),
+        message: format!("{e}; is it a Parquet file?"),
+    })?;
+    Ok(builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect())
+}
+
 /// The two formats a table file is written in, told apart by the file's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {

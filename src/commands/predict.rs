@@ -227,7 +227,8 @@ fn code_stdin(a: &Args) -> anyhow::Result<()> {
 fn code(a: &Args, input: &std::path::Path) -> anyhow::Result<()> {
     let input = input.to_path_buf();
     let format = a.output.as_deref().map(output_format).transpose()?;
-    stages::records::check_input_file(&input)?;
+    let (columns, required) = stages::predict::RECORD_COLUMNS;
+    stages::records::check_input_file(&input, &columns, &required)?;
     if let Some(out) = &a.output {
         let explain_base = |ext: &str| out.with_extension(ext);
         let clobbered = same_file(&input, out)

@@ -54,6 +54,11 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
+/// The columns `predict` reads from the records it codes, and which of them must be there
+/// (a record may come without duties).
+pub const RECORD_COLUMNS: ([&str; 2], [bool; 2]) =
+    (["job_title", "duties_description"], [true, false]);
+
 /// Coded records: the predictions table and the review-queue table.
 pub struct Coded {
     /// Every input row with its prediction.
@@ -82,8 +87,7 @@ pub fn code_file(
     input: &Path,
     shard: Option<crate::shard::Shard>,
 ) -> Result<Coded, Error> {
-    let (rest, mut rows) =
-        read_rows_keeping_all(input, &["job_title", "duties_description"], &[true, false])?;
+    let (rest, mut rows) = read_rows_keeping_all(input, &RECORD_COLUMNS.0, &RECORD_COLUMNS.1)?;
     if let Some(s) = shard {
         let mut position = 0;
         rows.retain(|_| {

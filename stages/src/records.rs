@@ -84,9 +84,10 @@ pub(crate) fn is_parquet(path: &Path) -> bool {
 }
 
 /// Checks, before anything slow (loading a model) happens, that `path` is a file a table can
-/// be read from: it exists and, unless it is Parquet, it is UTF-8 text rather than a
-/// spreadsheet workbook or another binary file.
-pub fn check_input_file(path: &Path) -> Result<(), Error> {
+/// be read from — it exists and, unless it is Parquet, it is UTF-8 text rather than a
+/// spreadsheet workbook or another binary file — and that its header has the `required`
+/// ones of the `wanted` columns.
+pub fn check_input_file(path: &Path, wanted: &[&str], required: &[bool]) -> Result<(), Error> {
     if !path.is_file() {
         return Err(Error::Input {
             path: path.to_path_buf(),
@@ -98,11 +99,11 @@ pub fn check_input_file(path: &Path) -> Result<(), Error> {
             },
         });
     }
-    if is_parquet(path) {
-        Ok(())
-    } else {
-        check_text_file(path)
+    if !is_parquet(path) {
+        check_text_file(path)?;
     }
+    let header = header_of(path, wanted, required)?;
+    header_positions(path, &header, wanted, required, false).map(|_| ())
 }
 
 /// Refuses a spreadsheet workbook or any other binary file before it is read as CSV, where
@@ -144,6 +145,97 @@ fn check_text_file(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Where each `wanted` column is in `header` (and, with `keep_rest`, the other columns' names
+/// and places after them), or the error for a header that lacks a required column or
+/// names one twice.
+fn header_positions(
+    path: &Path,
+    header: &[String],
+    wanted: &[&str],
+    required: &[bool],
+    keep_rest: bool,
+) -> Result<(Vec<String>, Vec<Option<usize>>), Error> {
+    let input_err = |message: String| Error::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut idx = Vec::new();
+    for (i, w) in wanted.iter().enumerate() {
+        let mut same = header
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.trim() == *w)
+            .map(|(i, _)| i + 1);
+        let pos = same.next().map(|c| c - 1);
+        if let (Some(first), Some(second)) = (pos, same.next()) {
+            return Err(input_err(format!(
+                "has two columns named `{w}` (columns {} and {second}); rename or remove one so it is clear which to read",
+                first + 1
+            )));
+        }
+        if pos.is_none() && required[i] {
+            if header.iter().all(|h| h.trim().is_empty()) {
+                return Err(input_err(format!(
+                    "has no header row; its first line must name the columns ({})",
+                    wanted.join(", ")
+                )));
+            }
+            return Err(Error::MissingColumn {
+                path: path.to_path_buf(),
+                column: w.to_string(),
+                columns: header.iter().map(|h| h.trim().to_string()).collect(),
+                hint: String::new(),
+            });
+        }
+        idx.push(pos);
+    }
+    let mut rest = Vec::new();
+    if keep_rest {
+        for (i, h) in header.iter().enumerate() {
+            if !idx.contains(&Some(i)) {
+                if header[..i].iter().any(|o| o.trim() == h.trim()) {
+                    return Err(input_err(format!(
+                        "has two columns named `{}`; rename or remove one",
+                        h.trim()
+                    )));
+                }
+                rest.push(h.trim().to_string());
+                idx.push(Some(i));
+            }
+        }
+    }
+    Ok((rest, idx))
+}
+
+/// The column names of a CSV or Parquet file's header, read without reading its rows.
+fn header_of(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<String>, Error> {
+    if is_parquet(path) {
+        return Ok(artifacts::table::parquet_column_names(path)?);
+    }
+    let input_err = |message: String| Error::Input {
+        path: path.to_path_buf(),
+        message,
+    };
+    let delimiter = sniff_delimiter(path, wanted, required)
+        .map_err(|e| input_err(format!("cannot be read: {e}")))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_path(path)
+        .map_err(|e| input_err(format!("cannot be opened as CSV: {e}")))?;
+    let header = rdr
+        .byte_headers()
+        .map_err(|e| input_err(format!("has no readable header row: {e}")))?;
+    Ok(header
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .to_string()
+        })
+        .collect())
+}
+
 /// Reads `wanted` columns of a CSV or Parquet file. `required[i]` says whether column i must
 /// exist in the header (a missing required column is an error for the whole file; missing
 /// optional ones give `None`). Rows that cannot be decoded (wrong field count, invalid
@@ -173,54 +265,8 @@ fn read_rows_inner(
         path: path.to_path_buf(),
         message,
     };
-    let check_header = |header: &[String]| -> Result<(Vec<String>, Vec<Option<usize>>), Error> {
-        let mut idx = Vec::new();
-        for (i, w) in wanted.iter().enumerate() {
-            let mut same = header
-                .iter()
-                .enumerate()
-                .filter(|(_, h)| h.trim() == *w)
-                .map(|(i, _)| i + 1);
-            let pos = same.next().map(|c| c - 1);
-            if let (Some(first), Some(second)) = (pos, same.next()) {
-                return Err(input_err(format!(
-                    "has two columns named `{w}` (columns {} and {second}); rename or remove one so it is clear which to read",
-                    first + 1
-                )));
-            }
-            if pos.is_none() && required[i] {
-                if header.iter().all(|h| h.trim().is_empty()) {
-                    return Err(input_err(format!(
-                        "has no header row; its first line must name the columns ({})",
-                        wanted.join(", ")
-                    )));
-                }
-                return Err(Error::MissingColumn {
-                    path: path.to_path_buf(),
-                    column: w.to_string(),
-                    columns: header.iter().map(|h| h.trim().to_string()).collect(),
-                    hint: String::new(),
-                });
-            }
-            idx.push(pos);
-        }
-        let mut rest = Vec::new();
-        if keep_rest {
-            for (i, h) in header.iter().enumerate() {
-                if !idx.contains(&Some(i)) {
-                    if header[..i].iter().any(|o| o.trim() == h.trim()) {
-                        return Err(input_err(format!(
-                            "has two columns named `{}`; rename or remove one",
-                            h.trim()
-                        )));
-                    }
-                    rest.push(h.trim().to_string());
-                    idx.push(Some(i));
-                }
-            }
-        }
-        Ok((rest, idx))
-    };
+    let check_header =
+        |header: &[String]| header_positions(path, header, wanted, required, keep_rest);
     if is_parquet(path) {
         let t = Table::read_parquet_as_text(path)?;
         let header: Vec<String> = t.columns.iter().map(|(n, _)| n.clone()).collect();

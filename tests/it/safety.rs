@@ -130,7 +130,12 @@ fn outputs_cannot_overwrite_what_the_project_reads() {
         )
         .collect();
     std::fs::write(p.path("utf16.csv"), utf16).unwrap();
+    p.write("titles.csv", "title,duties\nchef,cooking\n");
     for (input, says) in [
+        (
+            "titles.csv",
+            "titles.csv: has no column `job_title` (columns: title, duties)",
+        ),
         ("jobs.xlsx", "jobs.xlsx: is a spreadsheet workbook (.xlsx)"),
         ("utf16.csv", "utf16.csv: is not UTF-8 text"),
         ("missing.csv", "missing.csv: does not exist"),
