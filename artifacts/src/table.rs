@@ -287,12 +287,7 @@ impl Table {
             path: path.to_path_buf(),
             message,
         };
-        let file = File::open(path).io("open", path)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| err(format!("{e}; is it a Parquet file?")))?
-            .with_batch_size(65536)
-            .build()
-            .map_err(|e| err(e.to_string()))?;
+        let reader = parquet_reader(path)?;
         let schema = reader.schema();
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -315,12 +310,7 @@ impl Table {
             path: path.to_path_buf(),
             message,
         };
-        let file = File::open(path).io("open", path)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| err(format!("{e}; is it a Parquet file?")))?
-            .with_batch_size(65536)
-            .build()
-            .map_err(|e| err(e.to_string()))?;
+        let reader = parquet_reader(path)?;
         let schema = reader.schema();
         let mut cols: Vec<(String, Column)> = schema
             .fields()
@@ -441,18 +431,34 @@ impl Table {
 
 /// The column names of a Parquet file, from its footer alone (no row is read).
 pub fn parquet_column_names(path: &Path) -> Result<Vec<String>> {
-    let file = File::open(path).io("open", path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Table {
-        action: "read",
-        path: path.to_path_buf(),
-        message: format!("{e}; is it a Parquet file?"),
-    })?;
-    Ok(builder
+    Ok(parquet_reader_builder(path)?
         .schema()
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .collect())
+}
+
+/// A Parquet file opened with its footer read.
+fn parquet_reader_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).io("open", path)?;
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Table {
+        action: "read",
+        path: path.to_path_buf(),
+        message: format!("{e}; is it a Parquet file?"),
+    })
+}
+
+/// A reader of a Parquet file's rows in batches of 65,536.
+fn parquet_reader(path: &Path) -> Result<parquet::arrow::arrow_reader::ParquetRecordBatchReader> {
+    parquet_reader_builder(path)?
+        .with_batch_size(65536)
+        .build()
+        .map_err(|e| Error::Table {
+            action: "read",
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
 }
 
 /// The two formats a table file is written in, told apart by the file's extension.

@@ -212,6 +212,16 @@ fn header_of(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<Stri
     if is_parquet(path) {
         return Ok(artifacts::table::parquet_column_names(path)?);
     }
+    csv_reader(path, wanted, required).map(|(_, header)| header)
+}
+
+/// A CSV reader of `path` with the separator its header row uses, past that row, and the
+/// column names it holds (a UTF-8 byte-order mark taken off).
+fn csv_reader(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+) -> Result<(csv::Reader<std::fs::File>, Vec<String>), Error> {
     let input_err = |message: String| Error::Input {
         path: path.to_path_buf(),
         message,
@@ -225,15 +235,15 @@ fn header_of(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<Stri
         .map_err(|e| input_err(format!("cannot be opened as CSV: {e}")))?;
     let header = rdr
         .byte_headers()
-        .map_err(|e| input_err(format!("has no readable header row: {e}")))?;
-    Ok(header
+        .map_err(|e| input_err(format!("has no readable header row: {e}")))?
         .iter()
         .map(|h| {
             String::from_utf8_lossy(h)
                 .trim_start_matches('\u{feff}')
                 .to_string()
         })
-        .collect())
+        .collect();
+    Ok((rdr, header))
 }
 
 /// Reads `wanted` columns of a CSV or Parquet file. `required[i]` says whether column i must
@@ -296,25 +306,7 @@ fn read_rows_inner(
         ));
     }
     check_text_file(path)?;
-    let delimiter = sniff_delimiter(path, wanted, required)
-        .map_err(|e| input_err(format!("cannot be read: {e}")))?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_path(path)
-        .map_err(|e| input_err(format!("cannot be opened as CSV: {e}")))?;
-    let header_bytes = rdr
-        .byte_headers()
-        .map_err(|e| input_err(format!("has no readable header row: {e}")))?
-        .clone();
-    let header: Vec<String> = header_bytes
-        .iter()
-        .map(|h| {
-            String::from_utf8_lossy(h)
-                .trim_start_matches('\u{feff}')
-                .to_string()
-        })
-        .collect();
+    let (mut rdr, header) = csv_reader(path, wanted, required)?;
     let (rest, idx) = check_header(&header)?;
     let mut rows = Vec::new();
     let mut rec = csv::ByteRecord::new();
