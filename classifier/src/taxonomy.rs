@@ -132,8 +132,26 @@ impl Taxonomy {
             path: path.to_path_buf(),
             message,
         };
+        // The separator is judged from the header row, as for every other CSV input: an
+        // export where the decimal mark is a comma separates fields with `;`.
+        let first_line = {
+            use std::io::{BufRead, Read};
+            let mut line = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| {
+                    std::io::BufReader::new(f)
+                        .take(1 << 20)
+                        .read_until(b'\n', &mut line)
+                })
+                .map_err(|e| file_err(format!("cannot be read: {e}")))?;
+            line
+        };
+        let known: Vec<&str> = [CODE_COLS, TITLE_COLS, DEF_COLS].concat();
+        let delimiter =
+            artifacts::table::csv_delimiter(&first_line, &known, &vec![false; known.len()]);
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
+            .delimiter(delimiter)
             .from_path(path)
             .map_err(|e| file_err(format!("cannot be read as CSV: {e}")))?;
         let headers = rdr
@@ -237,6 +255,23 @@ impl Taxonomy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reference_separated_by_semicolons_is_read() {
+        let dir = std::env::temp_dir().join(format!("isco-taxonomy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("isco08;.csv");
+        std::fs::write(
+            &p,
+            "\u{feff}code;title;definition\r\n2;Professionals;Many, varied\r\n5120;Cooks;Plan, prepare\r\n",
+        )
+        .unwrap();
+        let t = Taxonomy::load(&p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(t.groups["5120"].title, "Cooks");
+        assert_eq!(t.groups["5120"].definition, "Plan, prepare");
+        assert_eq!(t.groups["2"].title, "Professionals");
+    }
 
     #[test]
     fn reads_ilo_and_esco_layouts() {
