@@ -1,10 +1,16 @@
-//! `POST /predict/csv`: an uploaded CSV coded row by row, returned with prediction columns.
-//! The upload may be separated by commas, semicolons, tabs or `|` (read from its header row,
-//! as the CLI reads its inputs); the answer is comma-separated.
+//! `POST /predict/csv`: an uploaded table coded row by row, returned with prediction columns.
+//!
+//! A CSV upload may be separated by commas, semicolons, tabs or `|` (read from its header row,
+//! as the CLI reads its inputs); the answer is comma-separated. A Parquet upload (told by its
+//! magic bytes, not its name) is answered in Parquet: its own columns come back with their
+//! types and nulls, the prediction columns are typed (`confidence` a float, `needs_review` a
+//! boolean), and a row that cannot be coded has nulls where a prediction would be.
 
+use std::path::Path;
 use std::sync::Arc;
 
-use artifacts::table::neutralise_formula;
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use artifacts::table::{Column, Table, neutralise_formula};
 use axum::body::Bytes;
 use axum::extract::{Multipart, State};
 use axum::http::{StatusCode, header};
@@ -18,6 +24,9 @@ use crate::error::ApiError;
 use crate::model::Loaded;
 use crate::types::{CsvUpload, ErrorBody};
 
+/// The media type of a Parquet file.
+const PARQUET_MEDIA_TYPE: &str = "application/vnd.apache.parquet";
+
 type St = State<Arc<AppState>>;
 
 /// Line (1-based) of a byte offset.
@@ -27,6 +36,188 @@ fn line_of(bytes: &[u8], offset: usize) -> usize {
         .filter(|&&b| b == b'\n')
         .count()
         + 1
+}
+
+/// The names of the prediction columns appended to an upload with columns `header`: the
+/// prediction, its `k` alternatives and a note. A name the upload already uses is given as
+/// `predicted_<name>`, so no uploaded value is overwritten.
+fn added_columns(header: &[String], k: usize) -> Vec<String> {
+    let mut added: Vec<String> = [
+        "isco_code",
+        "level",
+        "title",
+        "confidence",
+        "grade",
+        "is_fallback",
+        "needs_review",
+        "decided_by",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in 1..=k {
+        added.push(format!("alt_{i}_code"));
+        added.push(format!("alt_{i}_confidence"));
+    }
+    added.push("note".into());
+    for a in added.iter_mut() {
+        if header.contains(a) {
+            *a = format!("predicted_{a}");
+        }
+    }
+    added
+}
+
+/// Refuses an upload with two columns of one name, or without `job_title`; gives the
+/// positions of `job_title` and (when there) `duties_description`.
+fn record_columns(what: &str, header: &[String]) -> Result<(usize, Option<usize>), ApiError> {
+    for (i, h) in header.iter().enumerate() {
+        if let Some(j) = header[..i].iter().position(|o| o == h) {
+            return Err(ApiError::unprocessable(format!(
+                "the {what} has two columns named `{h}` (columns {} and {}); rename or remove one",
+                j + 1,
+                i + 1
+            )));
+        }
+    }
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let title = col("job_title").ok_or_else(|| {
+        ApiError::unprocessable(format!(
+            "the {what} has no `job_title` column (columns: {}); name the title column job_title",
+            header.join(", ")
+        ))
+    })?;
+    Ok((title, col("duties_description")))
+}
+
+/// Whether `bytes` are a Parquet file: its magic number at both ends.
+fn is_parquet(bytes: &[u8]) -> bool {
+    bytes.len() >= 12 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1")
+}
+
+/// Codes an uploaded Parquet file: the same rows and columns (types and nulls kept),
+/// typed prediction columns appended; `name` is the uploaded file's name.
+fn code_parquet(
+    st: &AppState,
+    m: &Loaded,
+    bytes: Bytes,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let table = Table::read_parquet_bytes_as_arrow(bytes, Path::new(name))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let header: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(h, _)| h.trim().to_string())
+        .collect();
+    let (title, duties) = record_columns("Parquet file", &header)?;
+    let n = table.num_rows();
+    if n > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the Parquet file has {n} rows, more than {limit} (batch_limit in [serve]); split it"
+            ),
+        ));
+    }
+    let text_of = |i: usize| {
+        table.columns[i].1.texts().map_err(|e| {
+            ApiError::unprocessable(format!(
+                "the Parquet column `{}` cannot be read as text ({e}); store it as strings",
+                header[i]
+            ))
+        })
+    };
+    let titles = text_of(title)?;
+    let duties = match duties {
+        Some(d) => text_of(d)?,
+        None => vec![String::new(); n],
+    };
+    for (i, (t, d)) in titles.iter().zip(&duties).enumerate() {
+        check_field_lengths(
+            st,
+            &format!("Parquet row {i}: "),
+            [("job_title", t), ("duties_description", d)],
+        )?;
+    }
+    let texts: Vec<String> = titles
+        .iter()
+        .zip(&duties)
+        .map(|(t, d)| record_text(t, d))
+        .collect();
+    let preds = m.predictor.predict(&texts);
+    let usable: Vec<(&str, &str, &Prediction)> = titles
+        .iter()
+        .zip(&duties)
+        .zip(&preds)
+        .zip(&texts)
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(((t, d), p), _)| (t.as_str(), d.as_str(), p))
+        .collect();
+    record(st, &usable, &m.version);
+    // A row without text has no prediction: nulls, flagged for review, the reason noted.
+    let coded = |i: usize| (!texts[i].is_empty()).then(|| &preds[i]);
+    let text = |f: &dyn Fn(&Prediction) -> Option<String>| -> Column {
+        let a: ArrayRef = Arc::new(StringArray::from(
+            (0..n).map(|i| coded(i).and_then(f)).collect::<Vec<_>>(),
+        ));
+        Column::Arrow(a)
+    };
+    let float = |f: &dyn Fn(&Prediction) -> Option<f64>| -> Column {
+        let a: ArrayRef = Arc::new(Float64Array::from(
+            (0..n).map(|i| coded(i).and_then(f)).collect::<Vec<_>>(),
+        ));
+        Column::Arrow(a)
+    };
+    let flag = |f: &dyn Fn(&Prediction) -> bool| -> Column {
+        let a: ArrayRef = Arc::new(BooleanArray::from(
+            (0..n).map(|i| coded(i).map(f)).collect::<Vec<_>>(),
+        ));
+        Column::Arrow(a)
+    };
+    let k = m.predictor.config.top_k;
+    let mut columns = vec![
+        text(&|p| Some(p.isco_code.to_string())),
+        Column::Arrow(Arc::new(Int64Array::from(
+            (0..n)
+                .map(|i| coded(i).map(|p| p.level as i64))
+                .collect::<Vec<_>>(),
+        ))),
+        text(&|p| Some(p.title.clone())),
+        float(&|p| Some(p.confidence)),
+        text(&|p| Some(p.grade.to_string())),
+        flag(&|p| p.is_fallback),
+        Column::Bool(
+            (0..n)
+                .map(|i| coded(i).is_none_or(|p| p.needs_review))
+                .collect(),
+        ),
+        text(&|p| Some(p.decided_by.to_string())),
+    ];
+    for j in 0..k {
+        columns.push(text(&|p| {
+            p.alternatives.get(j).map(|a| a.isco_code.to_string())
+        }));
+        columns.push(float(&|p| p.alternatives.get(j).map(|a| a.confidence)));
+    }
+    columns.push(Column::Str(
+        texts
+            .iter()
+            .map(|t| {
+                if t.is_empty() {
+                    "the job title and duties are empty".to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .collect(),
+    ));
+    let mut out = table;
+    out.columns
+        .extend(added_columns(&header, k).into_iter().zip(columns));
+    out.to_parquet_bytes()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// Codes an uploaded CSV: the same rows and columns, prediction columns appended.
@@ -54,23 +245,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    for (i, h) in header.iter().enumerate() {
-        if let Some(j) = header[..i].iter().position(|o| o == h) {
-            return Err(ApiError::unprocessable(format!(
-                "the CSV has two columns named `{h}` (columns {} and {}); rename or remove one",
-                j + 1,
-                i + 1
-            )));
-        }
-    }
-    let col = |name: &str| header.iter().position(|h| h == name);
-    let title = col("job_title").ok_or_else(|| {
-        ApiError::unprocessable(format!(
-            "the CSV has no `job_title` column (columns: {}); name the title column job_title",
-            header.join(", ")
-        ))
-    })?;
-    let duties = col("duties_description");
+    let (title, duties) = record_columns("CSV", &header)?;
     let mut rows = Vec::new();
     for (i, r) in rdr.records().enumerate() {
         let r =
@@ -119,29 +294,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .collect();
     record(st, &usable, &m.version);
     let k = m.predictor.config.top_k;
-    let mut added: Vec<String> = [
-        "isco_code",
-        "level",
-        "title",
-        "confidence",
-        "grade",
-        "is_fallback",
-        "needs_review",
-        "decided_by",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for i in 1..=k {
-        added.push(format!("alt_{i}_code"));
-        added.push(format!("alt_{i}_confidence"));
-    }
-    added.push("note".into());
-    for a in added.iter_mut() {
-        if header.contains(a) {
-            *a = format!("predicted_{a}");
-        }
-    }
+    let added = added_columns(&header, k);
     let mut w = csv::Writer::from_writer(Vec::new());
     let io = |e: csv::Error| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     w.write_record(
@@ -196,9 +349,10 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// Code an uploaded CSV (multipart field `file`); returns the CSV with prediction columns.
+/// Code an uploaded CSV or Parquet file (multipart field `file`); returns it, in the same
+/// format, with prediction columns appended.
 #[utoipa::path(post, path = "/predict/csv", request_body(content = CsvUpload, content_type = "multipart/form-data"),
-    responses((status = 200, content_type = "text/csv", body = String), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn predict_csv(
     State(st): St,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
@@ -221,7 +375,7 @@ pub(crate) async fn predict_csv(
             ),
         )
     };
-    let mut data: Option<Bytes> = None;
+    let mut data: Option<(Bytes, String)> = None;
     loop {
         let field = multipart.next_field().await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -235,6 +389,7 @@ pub(crate) async fn predict_csv(
         })?;
         let Some(field) = field else { break };
         if field.name() == Some("file") || field.file_name().is_some() {
+            let name = field.file_name().unwrap_or("the upload").to_string();
             let bytes = field.bytes().await.map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     too_big()
@@ -245,12 +400,14 @@ pub(crate) async fn predict_csv(
                     )
                 }
             })?;
-            data = Some(bytes);
+            data = Some((bytes, name));
             break;
         }
     }
-    let data = data.ok_or_else(|| {
-        ApiError::unprocessable("the form has no `file` field; upload the CSV as `file`")
+    let (data, name) = data.ok_or_else(|| {
+        ApiError::unprocessable(
+            "the form has no `file` field; upload the CSV or Parquet file as `file`",
+        )
     })?;
     if data.len() > max {
         return Err(too_big());
@@ -258,12 +415,24 @@ pub(crate) async fn predict_csv(
     let m = st.loaded()?;
     let limit = st.settings.serve.batch_limit;
     let (m2, st2) = (m.clone(), st.clone());
-    let out = tokio::task::spawn_blocking(move || code_csv(&st2, &m2, &data, limit))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let parquet = is_parquet(&data);
+    let out = tokio::task::spawn_blocking(move || {
+        if parquet {
+            code_parquet(&st2, &m2, data, &name, limit)
+        } else {
+            code_csv(&st2, &m2, &data, limit)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let media_type = if parquet {
+        PARQUET_MEDIA_TYPE
+    } else {
+        "text/csv; charset=utf-8"
+    };
     Ok((
         [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (header::CONTENT_TYPE, media_type.to_string()),
             (
                 header::HeaderName::from_static("x-model-version"),
                 m.version.to_string(),

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | `POST /predict/job` | one `{job_title, duties_description}` -> code, level, title, confidence, grade, fallback, review flag, alternatives, model version; `explain: true` adds word contributions |
 //! | `POST /predict/batch` | a JSON array of records (at most `batch_limit`) |
-//! | `POST /predict/csv` | a multipart CSV upload -> the CSV with prediction columns appended |
+//! | `POST /predict/csv` | a multipart CSV or Parquet upload -> the same file with prediction columns appended |
 //! | `GET /health`, `GET /model` | liveness; the model's version, training run, metrics, promotion time |
 //! | `GET /openapi.json`, `GET /docs` | OpenAPI 3.1 document (utoipa) and Swagger UI (vendored, no CDN) |
 //! | `GET /metrics` | Prometheus text: requests, latency histogram, predictions by grade, fallbacks |

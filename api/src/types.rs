@@ -245,8 +245,9 @@ pub struct ErrorBody {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct CsvUpload {
-    /// CSV (UTF-8) with `job_title` and optionally `duties_description` (other columns are
-    /// kept), separated by commas, semicolons, tabs or `|` as its header row shows.
+    /// CSV (UTF-8) or Parquet with `job_title` and optionally `duties_description` (other
+    /// columns are kept). A CSV is separated by commas, semicolons, tabs or `|` as its header
+    /// row shows; a Parquet upload is answered in Parquet.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
 }

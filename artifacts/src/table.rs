@@ -72,6 +72,16 @@ impl Column {
         }
     }
 
+    /// Every value as text, as a CSV output writes it: Arrow's text for an
+    /// [`Column::Arrow`] (`1.5`, `2024-01-31`), an empty string for a null.
+    pub fn texts(&self) -> std::result::Result<Vec<String>, arrow::error::ArrowError> {
+        match self {
+            Column::Str(v) => Ok(v.clone()),
+            Column::Arrow(a) => arrow_text(a),
+            other => Ok((0..other.len()).map(|i| other.cell(i)).collect()),
+        }
+    }
+
     /// The rows at `rows`, in that order.
     pub fn take(&self, rows: &[usize]) -> Column {
         match self {
@@ -195,7 +205,25 @@ impl Table {
         self.write_parquet_groups(path, ROW_GROUP_ROWS)
     }
 
+    /// The table as the bytes of a Parquet file (snappy), for an answer that never touches
+    /// the disk.
+    pub fn to_parquet_bytes(&self) -> Result<Vec<u8>> {
+        self.write_parquet_to(Vec::new(), Path::new("(in memory)"), ROW_GROUP_ROWS)
+    }
+
     fn write_parquet_groups(&self, path: &Path, rg_rows: usize) -> Result<()> {
+        let file = File::create(path).io("create", path)?;
+        self.write_parquet_to(file, path, rg_rows).map(drop)
+    }
+
+    /// Writes the table as Parquet into `out` (`path` names it in errors) and hands `out`
+    /// back with the file's footer written.
+    fn write_parquet_to<W: std::io::Write + Send>(
+        &self,
+        out: W,
+        path: &Path,
+        rg_rows: usize,
+    ) -> Result<W> {
         let err = |message: String| Error::Table {
             action: "write",
             path: path.to_path_buf(),
@@ -216,14 +244,13 @@ impl Table {
         } else {
             RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(e.to_string()))?
         };
-        let file = File::create(path).io("create", path)?;
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(rg_rows))
             .build();
         let rg_rows = rg_rows.max(1);
         let pq = |e: parquet::errors::ParquetError| err(e.to_string());
-        let (mut writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))
+        let (mut writer, factory) = ArrowWriter::try_new(out, schema.clone(), Some(props))
             .and_then(ArrowWriter::into_serialized_writer)
             .map_err(pq)?;
         // Columns are encoded and compressed in parallel (one task per column), then appended
@@ -261,8 +288,7 @@ impl Table {
             start += len;
             rg += 1;
         }
-        writer.close().map_err(pq)?;
-        Ok(())
+        writer.into_inner().map_err(pq)
     }
 
     /// Reads a Parquet file. Integer columns of any width become [`Column::Int`], floats
@@ -282,12 +308,34 @@ impl Table {
     /// Reads a Parquet file with every column as the Arrow array it holds
     /// ([`Column::Arrow`]): types, nulls and the text of every value as they are.
     pub fn read_parquet_as_arrow(path: &Path) -> Result<Table> {
+        Self::arrow_table(parquet_reader(path)?, path)
+    }
+
+    /// Reads Parquet held in memory (an upload) like [`Table::read_parquet_as_arrow`];
+    /// `source` names it in errors.
+    pub fn read_parquet_bytes_as_arrow(
+        bytes: impl parquet::file::reader::ChunkReader + 'static,
+        source: &Path,
+    ) -> Result<Table> {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .and_then(|b| b.with_batch_size(65536).build())
+            .map_err(|e| Error::Table {
+                action: "read",
+                path: source.to_path_buf(),
+                message: format!("{e}; is it a Parquet file?"),
+            })?;
+        Self::arrow_table(reader, source)
+    }
+
+    fn arrow_table(
+        reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+        path: &Path,
+    ) -> Result<Table> {
         let err = |message: String| Error::Table {
             action: "read",
             path: path.to_path_buf(),
             message,
         };
-        let reader = parquet_reader(path)?;
         let schema = reader.schema();
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
@@ -651,6 +699,12 @@ mod tests {
             .map(|f| f.is_nullable())
             .collect();
         assert_eq!(nullable, [false, true, false]);
+        // The same file in memory, for an answer that is never written to disk.
+        assert_eq!(t.to_parquet_bytes().unwrap(), std::fs::read(&p).unwrap());
+        assert_eq!(
+            back.columns[2].1.texts().unwrap(),
+            ["1970-01-01", "1970-01-02", "2022-01-08"]
+        );
         let csv = dir.path().join("t.csv");
         t.write_csv(&csv).unwrap();
         assert_eq!(

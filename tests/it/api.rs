@@ -52,6 +52,105 @@ fn error_of(r: &crate::http::Response) -> String {
     v["error"].as_str().unwrap().to_string()
 }
 
+/// A Parquet upload to `/predict/csv` (a service whose `batch_limit` is 3) comes back as
+/// Parquet: the upload's columns with their types and nulls, typed prediction columns, nulls
+/// for a row without text, and a clash with an uploaded column name resolved as for CSV.
+fn parquet_upload_is_answered_in_parquet(p: &Project, a: &str) {
+    use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::DataType;
+    use artifacts::table::{Column, Table};
+    use std::sync::Arc;
+    let text = |v: &[&str]| Column::Str(v.iter().map(|s| s.to_string()).collect());
+    let upload = Table::new()
+        .with(
+            "id",
+            Column::Arrow(Arc::new(Int64Array::from(vec![Some(7), None, Some(9)]))),
+        )
+        .with("job_title", text(&["chef", "nurse", ""]))
+        .with(
+            "duties_description",
+            text(&["cooking meals", "caring for patients", ""]),
+        )
+        .with("isco_code", text(&["5120", "2221", ""]));
+    let file = p.path("upload.parquet");
+    upload.write_parquet(&file).unwrap();
+    let (ct, body) = multipart("file", "jobs.parquet", &std::fs::read(&file).unwrap());
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.apache.parquet")
+    );
+    let answer = p.path("answer.parquet");
+    std::fs::write(&answer, &r.body).unwrap();
+    let t = Table::read_parquet_as_arrow(&answer).unwrap();
+    let names: Vec<&str> = t.columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names[..8],
+        [
+            "id",
+            "job_title",
+            "duties_description",
+            "isco_code",
+            "predicted_isco_code",
+            "level",
+            "title",
+            "confidence"
+        ],
+        "{names:?}"
+    );
+    let col = |name: &str| match t.column(name) {
+        Some(Column::Arrow(a)) => a.clone(),
+        other => panic!("{name}: {other:?}"),
+    };
+    let id = col("id");
+    let id = id
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("id stays an integer");
+    assert_eq!((id.value(0), id.is_null(1), id.value(2)), (7, true, 9));
+    let code = col("predicted_isco_code");
+    let code = code.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(code.value(0), "5120");
+    assert!(code.is_null(2), "a row without text has no code");
+    let own = col("isco_code");
+    let own = own.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(own.value(1), "2221", "the upload's own codes are kept");
+    assert_eq!(col("confidence").data_type(), &DataType::Float64);
+    let conf = col("confidence");
+    let conf = conf.as_any().downcast_ref::<Float64Array>().unwrap();
+    assert!(conf.value(0) > 0.0 && conf.is_null(2));
+    let review = col("needs_review");
+    let review = review.as_any().downcast_ref::<BooleanArray>().unwrap();
+    assert!(review.value(2), "a row without text goes to review");
+    let note = col("note");
+    let note = note.as_any().downcast_ref::<StringArray>().unwrap();
+    assert_eq!(note.value(2), "the job title and duties are empty");
+    assert_eq!(note.value(0), "");
+
+    // Four rows are more than batch_limit; a damaged file names itself.
+    let four = Table::new().with("job_title", text(&["a", "b", "c", "d"]));
+    four.write_parquet(&file).unwrap();
+    let (ct, body) = multipart("file", "four.parquet", &std::fs::read(&file).unwrap());
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(error_of(&r).contains("batch_limit"), "{}", r.text());
+    let (ct, body) = multipart("file", "broken.parquet", b"PAR1 not really parquet PAR1");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(error_of(&r).contains("broken.parquet"), "{}", r.text());
+    let titles = Table::new().with("title", text(&["chef"]));
+    titles.write_parquet(&file).unwrap();
+    let (ct, body) = multipart("file", "titles.parquet", &std::fs::read(&file).unwrap());
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        error_of(&r).contains("Parquet file has no `job_title` column"),
+        "{}",
+        r.text()
+    );
+}
+
 #[test]
 fn every_endpoint_and_every_error_is_json() {
     let p = Project::new(600);
@@ -249,6 +348,7 @@ fn every_endpoint_and_every_error_is_json() {
     );
     assert_eq!(r.status, 400);
     error_of(&r);
+    parquet_upload_is_answered_in_parquet(&p, a);
 
     // Docs and metrics.
     let spec = get(a, "/openapi.json").json();
