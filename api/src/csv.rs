@@ -258,7 +258,10 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         }
         check_field_lengths(
             st,
-            &format!("CSV row {i}: "),
+            &format!(
+                "CSV row {i} (line {}): ",
+                r.position().map_or(0, |p| p.line())
+            ),
             [
                 ("job_title", r.get(title).unwrap_or("")),
                 (

@@ -661,6 +661,16 @@ fn one_request_cannot_exhaust_the_service() {
         "{}",
         r.text()
     );
+    // A CSV row is named by its line too, so it can be found in the file.
+    let csv = format!("job_title,duties_description\nchef,\"cooking\nmeals\"\nbaker,{long}\n");
+    let (ct, body) = multipart("file", "jobs.csv", csv.as_bytes());
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        error_of(&r).contains("CSV row 1 (line 4): `duties_description` has 500 characters"),
+        "{}",
+        r.text()
+    );
     // Explanations list at most 100 words, the most influential ones in text order.
     let words: Vec<String> = (0..120).map(|i| format!("w{i}")).collect();
     let r = post_json(
