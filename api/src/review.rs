@@ -100,13 +100,17 @@ pub struct SearchHit {
 #[serde(deny_unknown_fields)]
 pub struct Decision {
     /// Queue item id.
+    #[schema(max_length = 64)]
     pub item_id: String,
     /// The right 4-digit ISCO-08 code.
+    #[schema(pattern = r"^\s*[0-9]{4}\s*$", example = "2512")]
     pub isco_code: String,
     /// Who decided (kept in the audit trail).
+    #[schema(max_length = 200, pattern = r"\S")]
     pub coder: String,
     /// Optional remark.
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub note: String,
 }
 
@@ -115,6 +119,7 @@ pub struct Decision {
 #[serde(deny_unknown_fields)]
 pub struct Skip {
     /// Queue item id.
+    #[schema(max_length = 64)]
     pub item_id: String,
 }
 
@@ -126,7 +131,8 @@ pub const MAX_QUEUE_PAGE: usize = 100;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct QueueQuery {
-    /// Most items to return (default 50, at most 100).
+    /// Most items to return (default 50; more than 100 is taken as 100).
+    #[serde(default, deserialize_with = "crate::types::query_count")]
     pub limit: Option<usize>,
 }
 
@@ -135,8 +141,10 @@ pub struct QueueQuery {
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// Words of a title, or the start of a code.
+    #[param(max_length = 200)]
     pub q: String,
-    /// Most hits (default 20).
+    /// Most hits (default 20; more than 200 is taken as 200).
+    #[serde(default, deserialize_with = "crate::types::query_count")]
     pub limit: Option<usize>,
 }
 
@@ -485,7 +493,7 @@ pub async fn queue(
 
 /// Unit groups whose code starts with, or whose title contains, the query.
 #[utoipa::path(get, path = "/review/search", params(SearchQuery),
-    responses((status = 200, body = Vec<SearchHit>), (status = 400, body = crate::types::ErrorBody)))]
+    responses((status = 200, body = Vec<SearchHit>), (status = 400, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody)))]
 pub async fn search(
     State(st): St,
     q: Result<Query<SearchQuery>, QueryRejection>,
@@ -555,7 +563,7 @@ fn bad_query(r: QueryRejection) -> ApiError {
 
 /// Record a decision: the item's text with the chosen code becomes a correction.
 #[utoipa::path(post, path = "/review/decision", request_body = Decision,
-    responses((status = 201), (status = 401, body = crate::types::ErrorBody), (status = 404, body = crate::types::ErrorBody), (status = 409, body = crate::types::ErrorBody), (status = 415, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody)),
+    responses((status = 201), (status = 400, body = crate::types::ErrorBody), (status = 401, body = crate::types::ErrorBody), (status = 404, body = crate::types::ErrorBody), (status = 409, body = crate::types::ErrorBody), (status = 413, body = crate::types::ErrorBody), (status = 415, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody), (status = 503, body = crate::types::ErrorBody)),
     security(("api_token" = [])))]
 pub async fn decision(
     State(st): St,
@@ -623,10 +631,10 @@ pub async fn decision(
 
 /// Skip an item for the rest of this server's run.
 #[utoipa::path(post, path = "/review/skip", request_body = Skip,
-    responses((status = 204), (status = 401, body = crate::types::ErrorBody)),
+    responses((status = 204), (status = 400, body = crate::types::ErrorBody), (status = 401, body = crate::types::ErrorBody), (status = 413, body = crate::types::ErrorBody), (status = 415, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody)),
     security(("api_token" = [])))]
 pub async fn skip(State(st): St, JsonBody(s): JsonBody<Skip>) -> Result<StatusCode, ApiError> {
-    if s.item_id.len() > 64 {
+    if s.item_id.chars().count() > 64 {
         return Err(ApiError::unprocessable(
             "`item_id` is not a queue item id (16 hex digits); reload the queue",
         ));

@@ -20,7 +20,7 @@ type St = State<Arc<AppState>>;
 
 /// Code one job.
 #[utoipa::path(post, path = "/predict/job", request_body = JobRequest,
-    responses((status = 200, body = JobPrediction), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = JobPrediction), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn predict_job(
     State(st): St,
     JsonBody(req): JsonBody<JobRequest>,
@@ -82,7 +82,7 @@ pub(crate) async fn predict_job(
 
 /// Code many jobs (a JSON array; at most `batch_limit`).
 #[utoipa::path(post, path = "/predict/batch", request_body = Vec<BatchRecord>,
-    responses((status = 200, body = BatchResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = BatchResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn predict_batch(
     State(st): St,
     JsonBody(recs): JsonBody<Vec<BatchRecord>>,

@@ -5,6 +5,38 @@ use classifier::retrieval::EntrySource;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// A count given as a whole number: JSON Schema counts `3.0` as the integer 3, so it is taken
+/// as 3, while `3.5` and negative numbers are refused.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(v) = n.as_u64() {
+        return Ok(usize::try_from(v).unwrap_or(usize::MAX));
+    }
+    match n.as_f64() {
+        // The cast saturates: a count too large for the machine is as large as it gets.
+        Some(v) if v >= 0.0 && v.fract() == 0.0 => Ok(v as usize),
+        _ => Err(serde::de::Error::custom(format!(
+            "`{n}` is not a whole number of 0 or more"
+        ))),
+    }
+}
+
+/// A query-string count such as `limit`: any run of digits, however long (a count past what
+/// the machine holds is as large as it gets, and is capped by the route anyway).
+pub(crate) fn query_count<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<usize>, D::Error> {
+    let Some(s) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(serde::de::Error::custom(format!(
+            "`{s}` is not a whole number of 0 or more"
+        )));
+    }
+    Ok(Some(s.parse().unwrap_or(usize::MAX)))
+}
+
 /// One record to code.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,7 +53,8 @@ pub struct JobRequest {
     pub explain: bool,
     /// Add this many similar past records (`similar`, at most 50); needs a model with a
     /// retrieval index (`ensemble`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(minimum = 0, maximum = 50)]
     pub similar: usize,
     /// Caller's id for the record, echoed back.
     #[serde(default)]
@@ -267,5 +300,55 @@ pub(crate) fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPre
         model_version: version.to_string(),
         explanation: None,
         similar: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_whole_numbers_however_written() {
+        let similar = |body: &str| {
+            serde_json::from_str::<JobRequest>(&format!(r#"{{"job_title":"chef",{body}}}"#))
+                .map(|r| r.similar)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(similar(r#""similar":3"#), Ok(3));
+        assert_eq!(similar(r#""similar":3.0"#), Ok(3));
+        assert!(
+            similar(r#""similar":3.5"#)
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        assert!(
+            similar(r#""similar":-1"#)
+                .unwrap_err()
+                .contains("not a whole number")
+        );
+        #[derive(Deserialize)]
+        struct Q {
+            #[serde(default, deserialize_with = "query_count")]
+            limit: Option<usize>,
+        }
+        let limit = |q: &str| {
+            serde_json::from_str::<Q>(q)
+                .map(|q| q.limit)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(limit("{}"), Ok(None));
+        assert_eq!(limit(r#"{"limit":"12"}"#), Ok(Some(12)));
+        assert_eq!(
+            limit(r#"{"limit":"4252328266569602826240"}"#),
+            Ok(Some(usize::MAX))
+        );
+        for bad in ["", "-1", "1e3", "many"] {
+            assert!(
+                limit(&format!(r#"{{"limit":"{bad}"}}"#))
+                    .unwrap_err()
+                    .contains("not a whole number"),
+                "{bad}"
+            );
+        }
     }
 }

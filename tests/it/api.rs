@@ -911,3 +911,63 @@ fn openapi_spec_is_valid(p: &Project, spec: &[u8]) {
         }
     }
 }
+
+/// Schemathesis, run against the served OpenAPI document: every request it generates from
+/// the document, valid or not, gets a status the document lists, with a body and headers of
+/// the documented shape, and never a 500. Requests the document allows but the service
+/// refuses for what a schema cannot say (a code missing from the reference, a title empty
+/// once normalised) are not counted as failures.
+#[test]
+fn the_openapi_document_describes_every_answer() {
+    let Some(schemathesis) = schemathesis() else {
+        return;
+    };
+    let p = reviewing_project();
+    let s = start(&p, &[]);
+    let out = std::process::Command::new(&schemathesis[0])
+        .args(&schemathesis[1..])
+        .args(["run", &format!("http://{}/openapi.json", s.addr)])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
+        .args(["--header", &format!("Authorization: Bearer {TOKEN}")])
+        .args(["--max-examples", "40", "--workers", "1", "--seed", "42"])
+        .args(["--generation-deterministic", "--no-color"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "schemathesis found answers the OpenAPI document does not describe:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The schemathesis command: `ISCO_DAG_SCHEMATHESIS` (a path, as `.ci/run` installs it), else
+/// `schemathesis` on the PATH; `None` (the test is skipped) when neither runs, unless
+/// `ISCO_DAG_REQUIRE_SCHEMATHESIS` is set.
+fn schemathesis() -> Option<Vec<String>> {
+    let cmd = std::env::var("ISCO_DAG_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".into());
+    let cmd: Vec<String> = cmd.split_whitespace().map(str::to_string).collect();
+    let runs = std::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return Some(cmd);
+    }
+    assert!(
+        std::env::var_os("ISCO_DAG_REQUIRE_SCHEMATHESIS").is_none(),
+        "schemathesis is required but `{}` does not run",
+        cmd.join(" ")
+    );
+    eprintln!(
+        "skipping the schemathesis run: `{}` not found",
+        cmd.join(" ")
+    );
+    None
+}
