@@ -23,7 +23,7 @@ pub struct ServeConfig {
     pub batch_limit: usize,
     /// Largest JSON body in bytes.
     pub json_max_bytes: usize,
-    /// Largest CSV upload in bytes.
+    /// Largest `/predict/csv` upload (CSV or Parquet) in bytes.
     pub csv_max_bytes: usize,
     /// Where review queues are read from (the `predict` stage's `to_review_<date>.csv`) and
     /// where API predictions that need review are appended (`api_review_<date>.csv`).

@@ -1,4 +1,6 @@
 //! `POST /predict/csv`: an uploaded table coded row by row, returned with prediction columns.
+//! The file comes as a multipart form's `file` field (a browser's upload) or as the whole body
+//! (`curl --data-binary @jobs.csv -H 'content-type: text/csv'`).
 //!
 //! A CSV upload may be separated by commas, semicolons, tabs or `|` (read from its header row,
 //! as the CLI reads its inputs); the answer is comma-separated. A Parquet upload (told by its
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
 use artifacts::table::{Column, Table, neutralise_formula};
 use axum::body::Bytes;
-use axum::extract::{Multipart, State};
+use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use classifier::predict::Prediction;
@@ -352,33 +354,11 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
-/// Code an uploaded CSV or Parquet file (multipart field `file`); returns it, in the same
-/// format, with prediction columns appended.
-#[utoipa::path(post, path = "/predict/csv", request_body(content = CsvUpload, content_type = "multipart/form-data"),
-    responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub(crate) async fn predict_csv(
-    State(st): St,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
-) -> Result<Response, ApiError> {
-    let mut multipart = multipart.map_err(|r| {
-        ApiError::new(
-            r.status(),
-            format!(
-                "send the CSV as multipart/form-data with a `file` field: {}",
-                r.body_text()
-            ),
-        )
-    })?;
-    let max = st.settings.serve.csv_max_bytes;
-    let too_big = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the upload is larger than {max} bytes (csv_max_bytes in [serve]); split the file"
-            ),
-        )
-    };
-    let mut data: Option<(Bytes, String)> = None;
+/// The `file` field of a multipart form (or its first field with a file name), and that name.
+async fn uploaded_file(
+    mut multipart: Multipart,
+    too_big: impl Fn() -> ApiError,
+) -> Result<(Bytes, String), ApiError> {
     loop {
         let field = multipart.next_field().await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -390,7 +370,11 @@ pub(crate) async fn predict_csv(
                 )
             }
         })?;
-        let Some(field) = field else { break };
+        let Some(field) = field else {
+            return Err(ApiError::unprocessable(
+                "the form has no `file` field; upload the CSV or Parquet file as `file`",
+            ));
+        };
         if field.name() == Some("file") || field.file_name().is_some() {
             let name = field.file_name().unwrap_or("the upload").to_string();
             let bytes = field.bytes().await.map_err(|e| {
@@ -403,15 +387,72 @@ pub(crate) async fn predict_csv(
                     )
                 }
             })?;
-            data = Some((bytes, name));
-            break;
+            return Ok((bytes, name));
         }
     }
-    let (data, name) = data.ok_or_else(|| {
-        ApiError::unprocessable(
-            "the form has no `file` field; upload the CSV or Parquet file as `file`",
+}
+
+/// Code an uploaded CSV or Parquet file — a multipart form's `file` field, or the whole body
+/// sent as `text/csv` or `application/vnd.apache.parquet` — and return it, in the same format,
+/// with prediction columns appended.
+#[utoipa::path(post, path = "/predict/csv",
+    request_body(content((CsvUpload = "multipart/form-data"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
+    responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn predict_csv(
+    State(st): St,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let max = st.settings.serve.csv_max_bytes;
+    let too_big = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the upload is larger than {max} bytes (csv_max_bytes in [serve]); split the file"
+            ),
         )
-    })?;
+    };
+    let media_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let (data, name) = match media_type.as_str() {
+        "multipart/form-data" => {
+            let multipart = Multipart::from_request(req, &()).await.map_err(|r| {
+                ApiError::new(
+                    r.status(),
+                    format!(
+                        "send the file as multipart/form-data with a `file` field: {}",
+                        r.body_text()
+                    ),
+                )
+            })?;
+            uploaded_file(multipart, too_big).await?
+        }
+        "text/csv" | "application/vnd.apache.parquet" | "application/octet-stream" => {
+            let bytes = Bytes::from_request(req, &()).await.map_err(|r| {
+                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    too_big()
+                } else {
+                    ApiError::new(
+                        r.status(),
+                        format!("the upload could not be read: {}", r.body_text()),
+                    )
+                }
+            })?;
+            (bytes, "the upload".to_string())
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "the body is `{other}`; send the file as multipart/form-data with a `file` field, or as the whole body with Content-Type text/csv or application/vnd.apache.parquet"
+                ),
+            ));
+        }
+    };
     if data.len() > max {
         return Err(too_big());
     }

@@ -128,6 +128,17 @@ fn parquet_upload_is_answered_in_parquet(p: &Project, a: &str) {
     assert_eq!(note.value(2), "the job title and duties are empty");
     assert_eq!(note.value(0), "");
 
+    // The same file as the whole body gets the same answer.
+    let raw = request(
+        a,
+        "POST",
+        "/predict/csv",
+        &[("Content-Type", "application/vnd.apache.parquet")],
+        &std::fs::read(&file).unwrap(),
+    );
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    assert_eq!(raw.body, r.body);
+
     // Four rows are more than batch_limit; a damaged file names itself.
     let four = Table::new().with("job_title", text(&["a", "b", "c", "d"]));
     four.write_parquet(&file).unwrap();
@@ -339,15 +350,29 @@ fn every_endpoint_and_every_error_is_json() {
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(error_of(&r).contains("csv_max_bytes"));
+    // The file may also be the whole body, as `curl --data-binary @jobs.csv` sends it.
     let r = request(
         a,
         "POST",
         "/predict/csv",
-        &[("Content-Type", "text/csv")],
+        &[("Content-Type", "text/csv; charset=utf-8")],
         b"job_title\nchef\n",
     );
-    assert_eq!(r.status, 400);
-    error_of(&r);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().lines().nth(1).unwrap().starts_with("chef,5120,4,"),
+        "{}",
+        r.text()
+    );
+    let r = request(
+        a,
+        "POST",
+        "/predict/csv",
+        &[("Content-Type", "text/plain")],
+        b"job_title\nchef\n",
+    );
+    assert_eq!(r.status, 415, "{}", r.text());
+    assert!(error_of(&r).contains("text/csv"), "{}", r.text());
     parquet_upload_is_answered_in_parquet(&p, a);
 
     // Docs and metrics.
