@@ -60,7 +60,8 @@ pub fn timestamp() -> String {
 }
 
 pub use store::{
-    GcReport, ObjectId, OutputKind, OutputRef, StageId, StageKey, Store, VerifyReport, hash_file,
+    GcMode, GcReport, ObjectId, OutputKind, OutputRef, StageId, StageKey, Store, VerifyReport,
+    hash_file,
 };
 
 #[cfg(test)]

@@ -51,7 +51,16 @@ impl VerifyReport {
     }
 }
 
-/// What `gc` removed.
+/// Whether [`Store::gc`] removes what nothing needs, or only reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcMode {
+    /// Remove it.
+    Remove,
+    /// Remove nothing; count what would be removed.
+    DryRun,
+}
+
+/// What [`Store::gc`] removed (or, in a dry run, would remove).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct GcReport {
     /// Run records removed.
@@ -990,14 +999,18 @@ impl Store {
     }
 
     /// Keeps the newest `keep_runs` run records and everything they, the current stage
-    /// records and the refs reach; removes the rest, stale checkouts and temp files.
-    pub fn gc(&self, keep_runs: usize) -> Result<GcReport> {
+    /// records and the refs reach; removes the rest, stale checkouts and temp files. With
+    /// [`GcMode::DryRun`] nothing is removed and the report says what would be.
+    pub fn gc(&self, keep_runs: usize, mode: GcMode) -> Result<GcReport> {
+        let remove = mode == GcMode::Remove;
         let mut report = GcReport::default();
         let runs = self.runs()?;
         let cut = runs.len().saturating_sub(keep_runs);
         for r in &runs[..cut] {
             let p = self.root.join("runs").join(format!("{}.json", r.id));
-            fs::remove_file(&p).io("remove", &p)?;
+            if remove {
+                fs::remove_file(&p).io("remove", &p)?;
+            }
             report.runs_removed += 1;
         }
         let mut live_keys: BTreeSet<StageKey> = runs[cut..]
@@ -1025,7 +1038,9 @@ impl Store {
                 }
             } else {
                 let p = self.root.join("cache").join(format!("{}.json", e.key));
-                fs::remove_file(&p).io("remove", &p)?;
+                if remove {
+                    fs::remove_file(&p).io("remove", &p)?;
+                }
                 report.cache_entries_removed += 1;
             }
         }
@@ -1033,13 +1048,19 @@ impl Store {
             if !live.contains(&id) {
                 let p = self.object_path(&id);
                 report.bytes_freed += fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                report.objects_removed += 1;
+                if !remove {
+                    continue;
+                }
                 let mut perm = fs::metadata(&p).io("stat", &p)?.permissions();
                 #[allow(clippy::permissions_set_readonly_false)]
                 perm.set_readonly(false);
                 let _ = fs::set_permissions(&p, perm);
                 fs::remove_file(&p).io("remove", &p)?;
-                report.objects_removed += 1;
             }
+        }
+        if !remove {
+            return Ok(report);
         }
         for sub in ["checkouts", "tmp"] {
             let dir = self.root.join(sub);

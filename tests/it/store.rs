@@ -89,8 +89,33 @@ fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
     p.ok(&["run", P]);
     p.edit("config/default.toml", "seed = 42", "seed = 43");
     p.ok(&["run", P]);
+    // A dry run names what gc would remove, and removes nothing.
+    let objects = || {
+        std::fs::read_dir(p.path("artifacts/store/objects"))
+            .unwrap()
+            .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+            .sum::<usize>()
+    };
+    let before = objects();
+    let out = p.ok(&["gc", "--keep-runs", "1", "--dry-run"]);
+    assert!(out.contains("would remove 1 runs"), "{out}");
+    assert!(
+        !out.contains(" 0 objects"),
+        "the old split's objects: {out}"
+    );
+    assert_eq!(objects(), before);
+    let dry = out;
     let out = p.ok(&["gc", "--keep-runs", "1"]);
     assert!(out.contains("removed 1 runs"), "{out}");
+    assert_eq!(
+        out.trim().strip_prefix("removed "),
+        dry.split("; nothing")
+            .next()
+            .unwrap()
+            .strip_prefix("would remove "),
+        "the dry run counts exactly what gc removes"
+    );
+    assert!(objects() < before);
     // The current state survives gc: a re-run is a no-op.
     p.ok(&["run", P]);
     assert_eq!(outcome_of(&p.last_run(), "split"), "skipped");
