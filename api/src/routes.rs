@@ -14,7 +14,9 @@ use crate::AppState;
 use crate::coding::{MAX_SIMILAR, check_field_lengths, explanation, record, similar_records};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
-use crate::types::{BatchRecord, BatchResponse, ErrorBody, JobPrediction, JobRequest, to_out};
+use crate::types::{
+    BatchRecord, BatchResponse, ErrorBody, HealthOut, JobPrediction, JobRequest, to_out,
+};
 
 type St = State<Arc<AppState>>;
 
@@ -143,16 +145,17 @@ pub(crate) async fn predict_batch(
 }
 
 /// Liveness and whether a model is loaded (503 until one is promoted).
-#[utoipa::path(get, path = "/health", responses((status = 200), (status = 503, body = ErrorBody)))]
-pub(crate) async fn health(State(st): St) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/health", responses((status = 200, body = HealthOut), (status = 503, body = ErrorBody)))]
+pub(crate) async fn health(State(st): St) -> Result<Json<HealthOut>, ApiError> {
     let m = st.loaded()?;
-    Ok(Json(
-        serde_json::json!({"status": "ok", "model_version": m.version}),
-    ))
+    Ok(Json(HealthOut {
+        status: "ok".into(),
+        model_version: m.version.to_string(),
+    }))
 }
 
 /// The served model: version, training run, metrics, when it was promoted.
-#[utoipa::path(get, path = "/model", responses((status = 200), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/model", responses((status = 200, description = "The model's metadata: `version`, its kind, training run, metrics and when it was promoted", body = Object), (status = 503, body = ErrorBody)))]
 pub(crate) async fn model_info(State(st): St) -> Result<Json<serde_json::Value>, ApiError> {
     let m = st.loaded()?;
     let mut v = m.info.clone();

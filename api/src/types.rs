@@ -265,6 +265,16 @@ pub struct BatchResponse {
     pub predictions: Vec<JobPrediction>,
 }
 
+/// The service is up and serving a model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthOut {
+    /// Always `ok` (a service without a model answers 503 instead).
+    #[schema(example = "ok")]
+    pub status: String,
+    /// Version (content hash) of the model being served.
+    pub model_version: String,
+}
+
 /// An error.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
