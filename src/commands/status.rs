@@ -15,11 +15,21 @@ pub struct Args {
     /// What would be stale with these params set (as `run -S`).
     #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<runner::spec::Override>,
+    /// Print nothing; exit with 1 when a stage is stale (a `run` would execute it) and 0 when
+    /// none is, for scripts: `isco-dag status -q p.toml || isco-dag run p.toml`.
+    #[arg(short, long, conflicts_with = "format")]
+    quiet: bool,
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
     let p = super::load_pipeline_with(&a.pipeline, &a.set)?;
     let st = runner::status(&p)?;
+    if a.quiet {
+        if st.iter().any(|s| s.state == StageState::Stale) {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     if matches!(a.format, super::dag::Format2::Json) {
         console::json(&st);
         return Ok(());

@@ -19,6 +19,12 @@ fn second_run_executes_nothing() {
     assert!(out.contains("0 executed"), "{out}");
     let st = p.ok(&["status", P]);
     assert!(!st.contains("[DIRTY]"), "{st}");
+    // `status -q` answers by its exit code alone: 0 when nothing would run, 1 when something
+    // would.
+    assert_eq!(p.ok(&["status", "-q", P]), "");
+    let out = p.run(&["status", "-q", P, "-S", "data.seed=7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
 }
 
 #[test]
