@@ -23,7 +23,7 @@ use crate::routes::{
 };
 use crate::types::{
     AlternativeOut, BatchRecord, BatchResponse, CsvUpload, ErrorBody, ExplanationOut, HealthOut,
-    JobPrediction, JobRequest, SimilarOut, WordOut,
+    JobPrediction, JobRequest, RecordId, SimilarOut, WordOut,
 };
 
 type St = State<Arc<AppState>>;
@@ -117,7 +117,7 @@ impl Modify for Security {
     info(title = "isco-dag", description = "Codes job descriptions into ISCO-08 occupations with calibrated confidence, hierarchical fallback and a review queue."),
     paths(routes::predict_job, routes::predict_batch, csv_route::predict_csv, routes::health, routes::model_info, routes::metrics,
           review::queue, review::search, review::decision, review::skip),
-    components(schemas(JobRequest, BatchRecord, JobPrediction, AlternativeOut, ExplanationOut, WordOut, SimilarOut, BatchResponse, ErrorBody, HealthOut, CsvUpload,
+    components(schemas(JobRequest, BatchRecord, JobPrediction, AlternativeOut, ExplanationOut, WordOut, SimilarOut, BatchResponse, ErrorBody, HealthOut, RecordId, CsvUpload,
                        review::QueueItem, review::QueueResponse, review::SearchHit, review::Decision, review::Skip)),
     modifiers(&Security)
 )]

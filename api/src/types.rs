@@ -37,6 +37,43 @@ pub(crate) fn query_count<'de, D: serde::Deserializer<'de>>(
     Ok(Some(s.parse().unwrap_or(usize::MAX)))
 }
 
+/// A caller's id for a record, echoed back as it came: text (`"A-17"`) or a number (`17`),
+/// as a statistical office's record ids often are.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum RecordId {
+    /// An id given as text.
+    Text(String),
+    /// An id given as a whole number.
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for RecordId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // By hand, so that an id of another type is refused with a message saying what an id
+        // may be, rather than serde's "did not match any variant".
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => Ok(RecordId::Text(s)),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .or_else(|| {
+                    n.as_f64()
+                        .filter(|v| v.fract() == 0.0 && v.abs() < 9.0e15)
+                        .map(|v| v as i64)
+                })
+                .map(RecordId::Number)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        "the id `{n}` is not a whole number that fits 64 bits; send it as text"
+                    ))
+                }),
+            other => Err(serde::de::Error::custom(format!(
+                "the id `{other}` is neither text nor a whole number; send it as text"
+            ))),
+        }
+    }
+}
+
 /// One record to code.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,9 +93,9 @@ pub struct JobRequest {
     #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 0, maximum = 50)]
     pub similar: usize,
-    /// Caller's id for the record, echoed back.
+    /// Caller's id for the record (text or a whole number), echoed back.
     #[serde(default)]
-    pub id: Option<String>,
+    pub id: Option<RecordId>,
 }
 
 /// One record of a batch.
@@ -70,9 +107,9 @@ pub struct BatchRecord {
     /// Duties (optional).
     #[serde(default)]
     pub duties_description: String,
-    /// Caller's id, echoed back.
+    /// Caller's id (text or a whole number), echoed back.
     #[serde(default)]
-    pub id: Option<String>,
+    pub id: Option<RecordId>,
 }
 
 /// An alternative code.
@@ -224,9 +261,9 @@ impl From<Step> for StepOut {
 /// A coded record.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobPrediction {
-    /// The caller's id, when given.
+    /// The caller's id, when given, as it was given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<RecordId>,
     /// ISCO-08 code at `level` digits (4, or coarser after fallback).
     #[schema(example = "2512")]
     pub isco_code: String,
@@ -295,7 +332,7 @@ pub struct CsvUpload {
     file: Vec<u8>,
 }
 
-pub(crate) fn to_out(p: Prediction, version: &str, id: Option<String>) -> JobPrediction {
+pub(crate) fn to_out(p: Prediction, version: &str, id: Option<RecordId>) -> JobPrediction {
     JobPrediction {
         id,
         isco_code: p.isco_code.into(),
@@ -318,7 +355,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_are_whole_numbers_however_written() {
+    fn counts_and_ids_are_read_as_clients_write_them() {
         let similar = |body: &str| {
             serde_json::from_str::<JobRequest>(&format!(r#"{{"job_title":"chef",{body}}}"#))
                 .map(|r| r.similar)
@@ -347,6 +384,26 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         assert_eq!(limit("{}"), Ok(None));
+        let id = |v: &str| {
+            serde_json::from_str::<BatchRecord>(&format!(r#"{{"job_title":"chef","id":{v}}}"#))
+                .map(|r| r.id)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(id(r#""A-17""#), Ok(Some(RecordId::Text("A-17".into()))));
+        assert_eq!(id("17"), Ok(Some(RecordId::Number(17))));
+        assert_eq!(id("17.0"), Ok(Some(RecordId::Number(17))));
+        assert_eq!(id("null"), Ok(None));
+        assert!(id("1.5").unwrap_err().contains("send it as text"));
+        assert!(
+            id("true")
+                .unwrap_err()
+                .contains("neither text nor a whole number")
+        );
+        assert_eq!(
+            serde_json::to_string(&RecordId::Number(17)).unwrap(),
+            "17",
+            "echoed back as it came"
+        );
         assert_eq!(limit(r#"{"limit":"12"}"#), Ok(Some(12)));
         assert_eq!(
             limit(r#"{"limit":"4252328266569602826240"}"#),

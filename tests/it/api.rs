@@ -257,12 +257,16 @@ fn every_endpoint_and_every_error_is_json() {
     let r = post_json(
         a,
         "/predict/batch",
-        r#"[{"job_title":"chef","id":"a"},{"job_title":"nurse","duties_description":"caring for patients"}]"#,
+        r#"[{"job_title":"chef","id":"a"},{"job_title":"nurse","duties_description":"caring for patients"},{"job_title":"baker","id":17}]"#,
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!(v["predictions"].as_array().unwrap().len(), 2);
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 3);
     assert_eq!(v["predictions"][0]["id"], "a");
+    assert_eq!(
+        v["predictions"][2]["id"], 17,
+        "a numeric id comes back a number"
+    );
     let r = post_json(a, "/predict/batch", r#"{"job_title":"chef"}"#);
     assert_eq!(r.status, 422, "{}", r.text());
     let r = post_json(
