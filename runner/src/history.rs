@@ -223,6 +223,13 @@ fn producer(
         .map(pick)
 }
 
+/// Orders stage executions oldest first. Their times are to the second, so two runs in one
+/// second tie; the run id (its start to the millisecond, and runs on one store never overlap)
+/// orders them.
+fn oldest_first(entries: &mut [CacheEntry]) {
+    entries.sort_by(|a, b| (&a.created_at, &a.run_id).cmp(&(&b.created_at, &b.run_id)));
+}
+
 fn lineage_of(
     entries: &[CacheEntry],
     object: &str,
@@ -276,7 +283,7 @@ fn lineage_of(
 pub fn lineage(p: &Pipeline, artifact: &str) -> Result<Lineage> {
     let store = Store::open(&p.store_dir)?;
     let mut entries = store.cache_entries()?;
-    entries.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+    oldest_first(&mut entries);
     let object = resolve_artifact(p, &store, artifact)?;
     lineage_of(&entries, &object, None, 0)
         .ok_or_else(|| Error::UnknownArtifact(artifact.to_string()))
@@ -322,4 +329,91 @@ fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<Objec
         }
     }
     Err(Error::UnknownArtifact(artifact.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use artifacts::{OutputKind, OutputRef};
+
+    use super::*;
+
+    /// An execution of `stage` in `run`, reading `reads` (an upstream output's object) and
+    /// writing `writes` as its output `out`, at one and the same second as every other.
+    fn execution(
+        run: &str,
+        stage: &str,
+        reads: Option<&str>,
+        out: &str,
+        writes: &str,
+    ) -> CacheEntry {
+        let mut inputs = BTreeMap::new();
+        if let Some(object) = reads {
+            inputs.insert(
+                "model".to_string(),
+                vec![InputHash::Stage {
+                    stage: "train".into(),
+                    output: "model".into(),
+                    blake3: object.to_string().into(),
+                }],
+            );
+        }
+        let fp = Fingerprint {
+            cache_version: crate::fingerprint::CACHE_VERSION,
+            kind: stage.into(),
+            version: "1".into(),
+            params: BTreeMap::new(),
+            inputs,
+            external: serde_json::Value::Null,
+        };
+        CacheEntry {
+            key: fp.key(),
+            stage: stage.to_string().into(),
+            kind: stage.into(),
+            fingerprint: serde_json::to_value(&fp).unwrap(),
+            outputs: BTreeMap::from([(
+                out.to_string(),
+                OutputRef {
+                    id: writes.to_string().into(),
+                    kind: OutputKind::File,
+                    size: 1,
+                },
+            )]),
+            metrics: serde_json::Value::Null,
+            run_id: run.into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            duration_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_kept_model_comes_from_the_run_that_trained_it_whatever_the_listing_order() {
+        // Run 1 trains model A and promotes it; run 2 trains B, and its promotion refuses B
+        // and writes A again. All in one second, listed in every order a store may list them.
+        let (r1, r2) = ("20260101T000000001Z-aaaaaa", "20260101T000000502Z-bbbbbb");
+        let all = [
+            execution(r1, "train", None, "model", "A"),
+            execution(r1, "promote", Some("A"), "best", "A"),
+            execution(r2, "train", None, "model", "B"),
+            execution(r2, "promote", Some("B"), "best", "A"),
+        ];
+        for order in [
+            [0, 1, 2, 3],
+            [3, 2, 1, 0],
+            [1, 3, 0, 2],
+            [3, 1, 2, 0],
+            [2, 3, 1, 0],
+        ] {
+            let mut entries: Vec<CacheEntry> = order.iter().map(|&i| all[i].clone()).collect();
+            oldest_first(&mut entries);
+            let l = lineage_of(&entries, "A", None, 0).unwrap();
+            let trained = l
+                .upstream
+                .first()
+                .map(|u| u.run_id.as_str())
+                .unwrap_or(l.run_id.as_str());
+            assert_eq!(trained, r1, "listing order {order:?}: {l:?}");
+        }
+    }
 }
