@@ -339,7 +339,7 @@ impl Table {
         let schema = reader.schema();
         let batches = reader
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(unreadable(&e)))?;
         let batch =
             arrow::compute::concat_batches(&schema, &batches).map_err(|e| err(e.to_string()))?;
         Ok(Table {
@@ -377,7 +377,7 @@ impl Table {
             })
             .collect();
         for batch in reader {
-            let batch = batch.map_err(|e| err(e.to_string()))?;
+            let batch = batch.map_err(|e| err(unreadable(&e)))?;
             for (i, (name, col)) in cols.iter_mut().enumerate() {
                 let arr = batch.column(i);
                 let bad = |e: arrow::error::ArrowError| {
@@ -474,6 +474,20 @@ impl Table {
     pub fn write_csv_and_parquet(&self, csv: &Path) -> Result<()> {
         self.write_csv(csv)?;
         self.write_parquet(&csv.with_extension("parquet"))
+    }
+}
+
+/// Why a Parquet file's rows cannot be read. A file compressed with a codec this build does
+/// not read (brotli) says so and what to write instead, rather than naming a compile-time
+/// feature.
+fn unreadable(e: &dyn std::fmt::Display) -> String {
+    let message = e.to_string();
+    match message.split("Disabled feature at compile time: ").nth(1) {
+        Some(codec) => format!(
+            "it is compressed with {}, which isco-dag does not read; write it with snappy, zstd, gzip or lz4 compression, or none (pandas: `to_parquet(path, compression=\"zstd\")`)",
+            codec.split_whitespace().next().unwrap_or(codec)
+        ),
+        None => message,
     }
 }
 
@@ -780,6 +794,52 @@ mod tests {
         assert_eq!(
             s,
             "job_title,p\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-0.500000\n+1,0.000000\n'@cmd,0.000000\n'-cook,0.000000\ncook - chef,0.000000\n-5,0.000000\n+1.5e3,0.000000\n'-1+1,0.000000\n'-inf,0.000000\n"
+        );
+    }
+
+    #[test]
+    fn parquet_written_with_any_common_codec_is_read() {
+        // Polars writes zstd by default; pandas, Spark and duckdb snappy; R and older tools
+        // gzip; some lz4.
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "job_title",
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["chef", "nurse"]))],
+        )
+        .unwrap();
+        for codec in [
+            Compression::UNCOMPRESSED,
+            Compression::SNAPPY,
+            Compression::ZSTD(Default::default()),
+            Compression::GZIP(Default::default()),
+            Compression::LZ4_RAW,
+            Compression::LZ4,
+        ] {
+            let p = dir.path().join("t.parquet");
+            let props = WriterProperties::builder().set_compression(codec).build();
+            let mut w =
+                ArrowWriter::try_new(File::create(&p).unwrap(), schema.clone(), Some(props))
+                    .unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            let t = Table::read_parquet_as_text(&p).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            assert_eq!(
+                t.column("job_title"),
+                Some(&Column::Str(vec!["chef".into(), "nurse".into()])),
+                "{codec:?}"
+            );
+        }
+        let e = unreadable(
+            &"Parquet argument error: Parquet error: Disabled feature at compile time: brotli",
+        );
+        assert!(
+            e.starts_with("it is compressed with brotli, which isco-dag does not read; write it with snappy, zstd"),
+            "{e}"
         );
     }
 
