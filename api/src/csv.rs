@@ -106,8 +106,15 @@ fn code_parquet(
     name: &str,
     limit: usize,
 ) -> Result<Vec<u8>, ApiError> {
-    let table = Table::read_parquet_bytes_as_arrow(bytes, Path::new(name))
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let max = st.settings.serve.csv_max_bytes;
+    let table =
+        Table::read_parquet_upload(bytes, Path::new(name), limit, max).map_err(|e| match e {
+            artifacts::Error::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{e} (batch_limit and csv_max_bytes in [serve] bound an upload)"),
+            ),
+            other => ApiError::bad_request(other.to_string()),
+        })?;
     let header: Vec<String> = table
         .columns
         .iter()

@@ -52,6 +52,14 @@ pub enum Error {
         /// Who holds it, as recorded in the lock file.
         holder: String,
     },
+    /// A table given to read holds more than the reader was allowed to take.
+    #[error("the table `{path}` is too large: {message}")]
+    TooLarge {
+        /// The table's path (or the name it was uploaded under).
+        path: PathBuf,
+        /// What is too large, by how much, and what to do.
+        message: String,
+    },
     /// A Parquet or Arrow operation failed.
     #[error("could not {action} the table `{path}`: {message}")]
     Table {

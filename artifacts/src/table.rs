@@ -311,24 +311,102 @@ impl Table {
         Self::arrow_table(parquet_reader(path)?, path)
     }
 
-    /// Reads Parquet held in memory (an upload) like [`Table::read_parquet_as_arrow`];
-    /// `source` names it in errors.
-    pub fn read_parquet_bytes_as_arrow(
+    /// Reads Parquet held in memory that someone else sent (an upload) like
+    /// [`Table::read_parquet_as_arrow`], within bounds: at most `max_rows` rows, and at most
+    /// `max_bytes` of data both as stored uncompressed and as decoded. `source` names it in
+    /// errors; a file past a bound is [`Error::TooLarge`], found before its rows are decoded
+    /// where the footer tells.
+    ///
+    /// A few compressed bytes can decode to gigabytes (a long value repeated, or one
+    /// dictionary entry that every row points to), so the footer's sizes alone do not bound
+    /// the decoded table. Rows are therefore decoded a few at a time — so few that one
+    /// batch cannot pass `max_bytes` even if each of its rows held a whole column chunk — and
+    /// the total is checked after each batch.
+    pub fn read_parquet_upload(
         bytes: impl parquet::file::reader::ChunkReader + 'static,
         source: &Path,
+        max_rows: usize,
+        max_bytes: usize,
     ) -> Result<Table> {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|b| b.with_batch_size(65536).build())
-            .map_err(|e| Error::Table {
+        let too_large = |message: String| Error::TooLarge {
+            path: source.to_path_buf(),
+            message,
+        };
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| Error::Table {
                 action: "read",
                 path: source.to_path_buf(),
                 message: format!("{e}; is it a Parquet file?"),
             })?;
-        Self::arrow_table(reader, source)
+        let meta = builder.metadata().clone();
+        let rows = usize::try_from(meta.file_metadata().num_rows()).unwrap_or(usize::MAX);
+        if rows > max_rows {
+            return Err(too_large(format!(
+                "it has {rows} rows, more than the {max_rows} allowed; split it"
+            )));
+        }
+        let stored: usize = meta
+            .row_groups()
+            .iter()
+            .flat_map(|g| g.columns())
+            .map(|c| usize::try_from(c.uncompressed_size()).unwrap_or(usize::MAX))
+            .fold(0, usize::saturating_add);
+        if stored > max_bytes {
+            return Err(too_large(format!(
+                "it holds {:.1} MiB of data uncompressed, more than the {:.1} MiB allowed; split it",
+                mib(stored),
+                mib(max_bytes)
+            )));
+        }
+        let batch_rows = (max_bytes / stored.max(1)).clamp(1, 65536);
+        let reader = builder
+            .with_batch_size(batch_rows)
+            .build()
+            .map_err(|e| Error::Table {
+                action: "read",
+                path: source.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let schema = reader.schema();
+        let (mut batches, mut decoded) = (Vec::new(), 0usize);
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::Table {
+                action: "read",
+                path: source.to_path_buf(),
+                message: unreadable(&e),
+            })?;
+            decoded += batch.get_array_memory_size();
+            if decoded > max_bytes.saturating_mul(4) {
+                return Err(too_large(format!(
+                    "its values take more than {:.1} MiB once decompressed, more than the {:.1} MiB allowed; split it",
+                    mib(decoded),
+                    mib(max_bytes.saturating_mul(4))
+                )));
+            }
+            batches.push(batch);
+        }
+        Self::arrow_table_of(schema, batches, source)
     }
 
     fn arrow_table(
         reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+        path: &Path,
+    ) -> Result<Table> {
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Table {
+                action: "read",
+                path: path.to_path_buf(),
+                message: unreadable(&e),
+            })?;
+        Self::arrow_table_of(schema, batches, path)
+    }
+
+    fn arrow_table_of(
+        schema: arrow::datatypes::SchemaRef,
+        batches: Vec<RecordBatch>,
         path: &Path,
     ) -> Result<Table> {
         let err = |message: String| Error::Table {
@@ -336,10 +414,6 @@ impl Table {
             path: path.to_path_buf(),
             message,
         };
-        let schema = reader.schema();
-        let batches = reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| err(unreadable(&e)))?;
         let batch =
             arrow::compute::concat_batches(&schema, &batches).map_err(|e| err(e.to_string()))?;
         Ok(Table {
@@ -841,6 +915,50 @@ mod tests {
             e.starts_with("it is compressed with brotli, which isco-dag does not read; write it with snappy, zstd"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_uploaded_parquet_file_is_read_within_its_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        let upload = |max_rows, max_bytes| {
+            Table::read_parquet_upload(
+                File::open(&p).unwrap(),
+                Path::new("up.parquet"),
+                max_rows,
+                max_bytes,
+            )
+        };
+        let t = Table::new()
+            .with(
+                "job_title",
+                Column::Str(vec!["chef".into(), "nurse".into()]),
+            )
+            .with("id", Column::Int(vec![1, 2]));
+        t.write_parquet(&p).unwrap();
+        assert_eq!(
+            upload(2, 1 << 20).unwrap(),
+            Table::read_parquet_as_arrow(&p).unwrap()
+        );
+        let e = upload(1, 1 << 20).unwrap_err().to_string();
+        assert!(
+            e.contains("`up.parquet` is too large: it has 2 rows, more than the 1"),
+            "{e}"
+        );
+        let e = upload(2, 10).unwrap_err().to_string();
+        assert!(e.contains("MiB of data uncompressed"), "{e}");
+        // One 50 kB value that all 1,000 rows point to: a few kB stored, 50 MB decoded. The
+        // read stops at the bound instead of decoding it all.
+        let long = "a".repeat(50_000);
+        Table::new()
+            .with("job_title", Column::Str(vec![long; 1000]))
+            .write_parquet(&p)
+            .unwrap();
+        let stored = std::fs::metadata(&p).unwrap().len();
+        assert!(stored < 20_000, "{stored} bytes");
+        let e = upload(1000, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("once decompressed"), "{e}");
+        assert!(matches!(upload(1000, 1 << 20), Err(Error::TooLarge { .. })));
     }
 
     #[test]
