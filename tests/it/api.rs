@@ -953,7 +953,9 @@ fn the_openapi_document_describes_every_answer() {
     };
     let p = reviewing_project();
     let s = start(&p, &[]);
+    // Run in the project's folder, where schemathesis keeps its cache of what it found.
     let out = std::process::Command::new(&schemathesis[0])
+        .current_dir(p.path("."))
         .args(&schemathesis[1..])
         .args(["run", &format!("http://{}/openapi.json", s.addr)])
         .args([
