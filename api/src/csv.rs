@@ -361,21 +361,34 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+/// An upload larger than `csv_max_bytes`.
+fn too_big(max: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the upload is larger than {max} bytes (csv_max_bytes in [serve]); split the file"),
+    )
+}
+
+/// A body that could not be taken in: too large (413, with the setting to change) or
+/// otherwise unreadable (`what`, then the reason).
+fn not_taken(max: usize, status: StatusCode, what: &str, reason: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        too_big(max)
+    } else {
+        ApiError::new(status, format!("{what}: {reason}"))
+    }
+}
+
 /// The `file` field of a multipart form (or its first field with a file name), and that name.
-async fn uploaded_file(
-    mut multipart: Multipart,
-    too_big: impl Fn() -> ApiError,
-) -> Result<(Bytes, String), ApiError> {
+async fn uploaded_file(mut multipart: Multipart, max: usize) -> Result<(Bytes, String), ApiError> {
     loop {
         let field = multipart.next_field().await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_big()
-            } else {
-                ApiError::new(
-                    e.status(),
-                    format!("the multipart body is malformed: {}", e.body_text()),
-                )
-            }
+            not_taken(
+                max,
+                e.status(),
+                "the multipart body is malformed",
+                e.body_text(),
+            )
         })?;
         let Some(field) = field else {
             return Err(ApiError::unprocessable(
@@ -385,14 +398,12 @@ async fn uploaded_file(
         if field.name() == Some("file") || field.file_name().is_some() {
             let name = field.file_name().unwrap_or("the upload").to_string();
             let bytes = field.bytes().await.map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    too_big()
-                } else {
-                    ApiError::new(
-                        e.status(),
-                        format!("the upload could not be read: {}", e.body_text()),
-                    )
-                }
+                not_taken(
+                    max,
+                    e.status(),
+                    "the upload could not be read",
+                    e.body_text(),
+                )
             })?;
             return Ok((bytes, name));
         }
@@ -410,14 +421,6 @@ pub(crate) async fn predict_csv(
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let max = st.settings.serve.csv_max_bytes;
-    let too_big = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the upload is larger than {max} bytes (csv_max_bytes in [serve]); split the file"
-            ),
-        )
-    };
     let media_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -436,18 +439,16 @@ pub(crate) async fn predict_csv(
                     ),
                 )
             })?;
-            uploaded_file(multipart, too_big).await?
+            uploaded_file(multipart, max).await?
         }
         "text/csv" | "application/vnd.apache.parquet" | "application/octet-stream" => {
             let bytes = Bytes::from_request(req, &()).await.map_err(|r| {
-                if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    too_big()
-                } else {
-                    ApiError::new(
-                        r.status(),
-                        format!("the upload could not be read: {}", r.body_text()),
-                    )
-                }
+                not_taken(
+                    max,
+                    r.status(),
+                    "the upload could not be read",
+                    r.body_text(),
+                )
             })?;
             (bytes, "the upload".to_string())
         }
@@ -461,7 +462,7 @@ pub(crate) async fn predict_csv(
         }
     };
     if data.len() > max {
-        return Err(too_big());
+        return Err(too_big(max));
     }
     let m = st.loaded()?;
     let limit = st.settings.serve.batch_limit;
