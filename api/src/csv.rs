@@ -150,21 +150,9 @@ fn code_parquet(
             [("job_title", t), ("duties_description", d)],
         )?;
     }
-    let texts: Vec<String> = titles
-        .iter()
-        .zip(&duties)
-        .map(|(t, d)| record_text(t, d))
-        .collect();
-    let preds = m.predictor.predict(&texts);
-    let usable: Vec<(&str, &str, &Prediction)> = titles
-        .iter()
-        .zip(&duties)
-        .zip(&preds)
-        .zip(&texts)
-        .filter(|(_, t)| !t.is_empty())
-        .map(|(((t, d), p), _)| (t.as_str(), d.as_str(), p))
-        .collect();
-    record(st, &usable, &m.version);
+    let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+    let duties: Vec<&str> = duties.iter().map(String::as_str).collect();
+    let (texts, preds) = code_rows(st, m, &titles, &duties, |_| true);
     // A row without text has no prediction: nulls, flagged for review, the reason noted.
     let coded = |i: usize| (!texts[i].is_empty()).then(|| &preds[i]);
     let text = |f: &dyn Fn(&Prediction) -> Option<String>| -> Column {
@@ -229,6 +217,29 @@ fn code_parquet(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
+/// Codes the rows of an upload: each row's text and prediction. The predictions of rows with
+/// text that are `well_formed` count in the metrics and join the review queue when doubtful.
+fn code_rows(
+    st: &AppState,
+    m: &Loaded,
+    titles: &[&str],
+    duties: &[&str],
+    well_formed: impl Fn(usize) -> bool,
+) -> (Vec<String>, Vec<Prediction>) {
+    let texts: Vec<String> = titles
+        .iter()
+        .zip(duties)
+        .map(|(t, d)| record_text(t, d))
+        .collect();
+    let preds = m.predictor.predict(&texts);
+    let usable: Vec<(&str, &str, &Prediction)> = (0..texts.len())
+        .filter(|&i| well_formed(i) && !texts[i].is_empty())
+        .map(|i| (titles[i], duties[i], &preds[i]))
+        .collect();
+    record(st, &usable, &m.version);
+    (texts, preds)
+}
+
 /// Codes an uploaded CSV: the same rows and columns, prediction columns appended.
 fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -281,30 +292,12 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         )?;
         rows.push(r);
     }
-    let texts: Vec<String> = rows
+    let titles: Vec<&str> = rows.iter().map(|r| r.get(title).unwrap_or("")).collect();
+    let duties: Vec<&str> = rows
         .iter()
-        .map(|r| {
-            record_text(
-                r.get(title).unwrap_or(""),
-                duties.and_then(|d| r.get(d)).unwrap_or(""),
-            )
-        })
+        .map(|r| duties.and_then(|d| r.get(d)).unwrap_or(""))
         .collect();
-    let preds = m.predictor.predict(&texts);
-    let usable: Vec<(&str, &str, &Prediction)> = rows
-        .iter()
-        .zip(&preds)
-        .zip(&texts)
-        .filter(|((r, _), t)| r.len() == header.len() && !t.is_empty())
-        .map(|((r, p), _)| {
-            (
-                r.get(title).unwrap_or(""),
-                duties.and_then(|d| r.get(d)).unwrap_or(""),
-                p,
-            )
-        })
-        .collect();
-    record(st, &usable, &m.version);
+    let (texts, preds) = code_rows(st, m, &titles, &duties, |i| rows[i].len() == header.len());
     let k = m.predictor.config.top_k;
     let added = added_columns(&header, k);
     let mut w = csv::Writer::from_writer(Vec::new());

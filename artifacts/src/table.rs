@@ -671,6 +671,17 @@ pub fn csv_delimiter(first_line: &[u8], wanted: &[&str], required: &[bool]) -> u
     best.map_or(widest.1, |b| b.1)
 }
 
+/// The field separator of the CSV file at `path`, judged by [`csv_delimiter`] from its first
+/// line (read up to 1 MiB).
+pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> std::io::Result<u8> {
+    use std::io::{BufRead, Read};
+    let mut first = Vec::new();
+    std::io::BufReader::new(File::open(path)?)
+        .take(1 << 20)
+        .read_until(b'\n', &mut first)?;
+    Ok(csv_delimiter(&first, wanted, required))
+}
+
 /// A text cell as it may go into a CSV file that people open in a spreadsheet: a cell that
 /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula
 /// (`=HYPERLINK(…)` in a job title), so it gets a leading `'`, as OWASP's CSV-injection

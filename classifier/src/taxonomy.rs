@@ -134,21 +134,10 @@ impl Taxonomy {
         };
         // The separator is judged from the header row, as for every other CSV input: an
         // export where the decimal mark is a comma separates fields with `;`.
-        let first_line = {
-            use std::io::{BufRead, Read};
-            let mut line = Vec::new();
-            std::fs::File::open(path)
-                .and_then(|f| {
-                    std::io::BufReader::new(f)
-                        .take(1 << 20)
-                        .read_until(b'\n', &mut line)
-                })
-                .map_err(|e| file_err(format!("cannot be read: {e}")))?;
-            line
-        };
         let known: Vec<&str> = [CODE_COLS, TITLE_COLS, DEF_COLS].concat();
         let delimiter =
-            artifacts::table::csv_delimiter(&first_line, &known, &vec![false; known.len()]);
+            artifacts::table::csv_file_delimiter(path, &known, &vec![false; known.len()])
+                .map_err(|e| file_err(format!("cannot be read: {e}")))?;
         let mut rdr = csv::ReaderBuilder::new()
             .flexible(true)
             .delimiter(delimiter)

@@ -226,7 +226,7 @@ fn csv_reader(
         path: path.to_path_buf(),
         message,
     };
-    let delimiter = sniff_delimiter(path, wanted, required)
+    let delimiter = artifacts::table::csv_file_delimiter(path, wanted, required)
         .map_err(|e| input_err(format!("cannot be read: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
@@ -387,17 +387,6 @@ fn read_rows_inner(
         }
     }
     Ok((rest, rows))
-}
-
-/// The field separator of a CSV file, judged by its first line (see
-/// [`artifacts::table::csv_delimiter`]).
-fn sniff_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> std::io::Result<u8> {
-    use std::io::{BufRead, Read};
-    let mut first = Vec::new();
-    std::io::BufReader::new(std::fs::File::open(path)?)
-        .take(1 << 20)
-        .read_until(b'\n', &mut first)?;
-    Ok(artifacts::table::csv_delimiter(&first, wanted, required))
 }
 
 /// Reads a `row,<value>` CSV (e.g. a truth file) into a map from the 0-based data row of the

@@ -72,10 +72,13 @@ fn parquet_upload_is_answered_in_parquet(p: &Project, a: &str) {
             text(&["cooking meals", "caring for patients", ""]),
         )
         .with("isco_code", text(&["5120", "2221", ""]));
-    let file = p.path("upload.parquet");
-    upload.write_parquet(&file).unwrap();
-    let (ct, body) = multipart("file", "jobs.parquet", &std::fs::read(&file).unwrap());
-    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    // A table's Parquet bytes, and those bytes uploaded as a form's `file` named `name`.
+    let parquet_of = |t: &Table| t.to_parquet_bytes().unwrap();
+    let send = |name: &str, bytes: &[u8]| {
+        let (ct, body) = multipart("file", name, bytes);
+        request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body)
+    };
+    let r = send("jobs.parquet", &parquet_of(&upload));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.header("content-type"),
@@ -134,26 +137,23 @@ fn parquet_upload_is_answered_in_parquet(p: &Project, a: &str) {
         "POST",
         "/predict/csv",
         &[("Content-Type", "application/vnd.apache.parquet")],
-        &std::fs::read(&file).unwrap(),
+        &parquet_of(&upload),
     );
     assert_eq!(raw.status, 200, "{}", raw.text());
     assert_eq!(raw.body, r.body);
 
     // Four rows are more than batch_limit; a damaged file names itself.
     let four = Table::new().with("job_title", text(&["a", "b", "c", "d"]));
-    four.write_parquet(&file).unwrap();
-    let (ct, body) = multipart("file", "four.parquet", &std::fs::read(&file).unwrap());
-    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    let r = send("four.parquet", &parquet_of(&four));
     assert_eq!(r.status, 413, "{}", r.text());
     assert!(error_of(&r).contains("batch_limit"), "{}", r.text());
-    let (ct, body) = multipart("file", "broken.parquet", b"PAR1 not really parquet PAR1");
-    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    let r = send("broken.parquet", b"PAR1 not really parquet PAR1");
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(error_of(&r).contains("broken.parquet"), "{}", r.text());
-    let titles = Table::new().with("title", text(&["chef"]));
-    titles.write_parquet(&file).unwrap();
-    let (ct, body) = multipart("file", "titles.parquet", &std::fs::read(&file).unwrap());
-    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    let r = send(
+        "titles.parquet",
+        &parquet_of(&Table::new().with("title", text(&["chef"]))),
+    );
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(
         error_of(&r).contains("Parquet file has no `job_title` column"),
