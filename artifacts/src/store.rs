@@ -400,6 +400,18 @@ impl Store {
         }
     }
 
+    /// A tree manifest read where it lies, for a check that changes nothing: an error when it
+    /// is missing or its content does not hash to its name, but never moved to quarantine
+    /// (as [`Store::read_tree`] does).
+    fn read_tree_in_place(&self, id: &str) -> Result<Tree> {
+        let p = self.object_path(id);
+        let bytes = fs::read(&p).map_err(|_| self.missing(id))?;
+        if blake3::hash(&bytes).to_hex().as_str() != id {
+            return Err(self.missing(id));
+        }
+        serde_json::from_slice(&bytes).map_err(|source| Error::BadRecord { path: p, source })
+    }
+
     fn read_tree(&self, id: &str) -> Result<Tree> {
         if !self.object_ok(id) {
             return Err(self.missing(id));
@@ -537,19 +549,9 @@ impl Store {
         {
             return true;
         }
-        let ok = self.read_tree(tree_id).is_ok_and(|tree| {
-            let mut files = Vec::new();
-            // A tree that lists a marker as content: the checkout's own marker stands in.
-            let content = tree
-                .entries
-                .iter()
-                .filter(|(rel, _)| *rel != CHECKOUT_MARKER);
-            walk_files(dir, dir, &mut files).is_ok()
-                && files.len() == content.clone().count()
-                && content
-                    .clone()
-                    .all(|(rel, e)| hash_file(&dir.join(rel)).is_ok_and(|(h, _)| h == e.id))
-        });
+        let ok = self
+            .read_tree(tree_id)
+            .is_ok_and(|tree| checkout_holds(&tree, dir));
         if ok {
             self.verified
                 .lock()
@@ -863,6 +865,17 @@ impl Store {
     /// dropped, so the next `run` recomputes those stages.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
+        // Without `repair` nothing is moved, so trees are read where they lie (a damaged one
+        // is already reported by the re-hash below).
+        let objects_of = |out: &OutputRef| {
+            let mut ids = BTreeSet::from([out.id.clone()]);
+            if out.kind == OutputKind::Dir
+                && let Ok(tree) = self.read_tree_in_place(&out.id)
+            {
+                ids.extend(tree.entries.into_values().map(|e| e.id));
+            }
+            ids
+        };
         for id in self.all_objects()? {
             report.checked += 1;
             let p = self.object_path(&id);
@@ -910,10 +923,8 @@ impl Store {
             }
         }
         let broken = |what: String, out: &OutputRef, report: &mut VerifyReport| -> bool {
-            let mut ids = BTreeSet::new();
-            self.expand(out, &mut ids);
             let mut bad = false;
-            for id in ids {
+            for id in objects_of(out) {
                 if !self.has(&id) {
                     report.missing.push(format!("{what}: object {id}"));
                     bad = true;
@@ -939,11 +950,10 @@ impl Store {
             }
         }
         for e in self.cache_entries()? {
-            let missing = e.outputs.values().any(|o| {
-                let mut ids = BTreeSet::new();
-                self.expand(o, &mut ids);
-                ids.iter().any(|id| !self.has(id))
-            });
+            let missing = e
+                .outputs
+                .values()
+                .any(|o| objects_of(o).iter().any(|id| !self.has(id)));
             if missing && repair {
                 let p = self.root.join("cache").join(format!("{}.json", e.key));
                 fs::remove_file(&p).io("remove", &p)?;
@@ -964,7 +974,8 @@ impl Store {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_default();
             let ok = if dir.join(CHECKOUT_MARKER).is_file() {
-                self.checkout_matches(&id, &dir)
+                self.read_tree_in_place(&id)
+                    .is_ok_and(|tree| checkout_holds(&tree, &dir))
             } else {
                 // A named checkout of a file object: every file in it is that object.
                 let mut files = Vec::new();
@@ -1074,6 +1085,21 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// Whether the checkout at `dir` holds exactly the files `tree` lists, each with its content.
+fn checkout_holds(tree: &Tree, dir: &Path) -> bool {
+    let mut files = Vec::new();
+    // A tree that lists a marker as content: the checkout's own marker stands in.
+    let content = tree
+        .entries
+        .iter()
+        .filter(|(rel, _)| *rel != CHECKOUT_MARKER);
+    walk_files(dir, dir, &mut files).is_ok()
+        && files.len() == content.clone().count()
+        && content
+            .clone()
+            .all(|(rel, e)| hash_file(&dir.join(rel)).is_ok_and(|(h, _)| h == e.id))
 }
 
 #[cfg(test)]

@@ -123,20 +123,15 @@ fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
     p.edit("config/default.toml", "seed = 43", "seed = 42");
     p.ok(&["run", P]);
     assert_eq!(outcome_of(&p.last_run(), "split"), "executed");
-    // Corrupt an object.
-    let objects = p.path("artifacts/store/objects");
-    let shard = std::fs::read_dir(&objects)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let obj = std::fs::read_dir(&shard)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    // Corrupt the promoted model's tree manifest, an object `verify` also reads to list the
+    // model's files.
+    let best: serde_json::Value = p.json("artifacts/store/refs/best.json");
+    let id = best["target"]["id"].as_str().unwrap();
+    let obj = p.path(&format!(
+        "artifacts/store/objects/{}/{}",
+        &id[..2],
+        &id[2..]
+    ));
     let mut perm = std::fs::metadata(&obj).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     perm.set_readonly(false);
@@ -144,6 +139,9 @@ fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
     std::fs::write(&obj, b"garbage").unwrap();
     let (code, _) = p.fails(&["verify"]);
     assert_eq!(code, 1);
+    // Without --repair, verify changes nothing: the second look finds the same damage.
     let out = String::from_utf8(p.run(&["verify"]).stdout).unwrap();
-    assert!(out.contains("CORRUPT object"), "{out}");
+    assert!(out.contains(&format!("CORRUPT object {id}")), "{out}");
+    assert!(!out.contains("MISSING"), "{out}");
+    assert!(obj.is_file());
 }
