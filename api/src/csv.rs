@@ -131,7 +131,14 @@ fn code_parquet(
         ));
     }
     let text_of = |i: usize| {
-        table.columns[i].1.texts().map_err(|e| {
+        let column = &table.columns[i].1;
+        if let Some(why) = artifacts::table::not_text(column.to_arrow_array().data_type()) {
+            return Err(ApiError::unprocessable(format!(
+                "the Parquet column `{}` {why}",
+                header[i]
+            )));
+        }
+        column.texts().map_err(|e| {
             ApiError::unprocessable(format!(
                 "the Parquet column `{}` cannot be read as text ({e}); store it as strings",
                 header[i]

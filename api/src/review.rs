@@ -213,6 +213,27 @@ fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<
     f.sync_data()
 }
 
+/// An exclusive advisory lock (`flock`) on the folder `dir` itself, held until dropped. The
+/// in-process mutex orders this service's own requests; this lock orders them against
+/// another `isco-dag serve` on the same project (a second port, a replica on a shared
+/// volume), so a check-then-append stays one step across processes too. Locking the folder
+/// leaves no lock file among the CSV files a glob reads, and the operating system releases
+/// the lock when the holder exits, however it exits.
+fn lock_folder(dir: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    let f = std::fs::File::open(dir)?;
+    // Elsewhere a folder cannot be opened as a file: lock a file in it.
+    #[cfg(not(unix))]
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".review.lock"))?;
+    f.lock()?;
+    Ok(f)
+}
+
 /// CSV files in a directory whose name starts with `prefix`, sorted.
 fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -252,6 +273,7 @@ impl Review {
         version: &str,
     ) -> std::io::Result<()> {
         let _g = self.write.lock().expect("review lock");
+        let _folder = lock_folder(&self.review_dir)?;
         let path = self.review_dir.join(format!("api_review_{}.csv", today()));
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if size >= self.api_queue_max_bytes {
@@ -365,9 +387,11 @@ impl Review {
     }
 
     /// Records a decision if the item is still undecided. The check and the append happen
-    /// under one lock, so of several coders deciding one item at once exactly one wins.
+    /// under one lock, shared with any other service on the same corrections folder, so of
+    /// several coders deciding one item at once exactly one wins.
     fn decide(&self, d: &Decision) -> Result<PathBuf, DecideError> {
         let _g = self.write.lock().expect("review lock");
+        let _folder = lock_folder(&self.corrections_dir).map_err(DecideError::Io)?;
         if let Some(by) = self.decisions().remove(&d.item_id) {
             return Err(DecideError::Taken(by));
         }

@@ -39,6 +39,9 @@ pub enum Column {
     /// Any Arrow array, kept with its type and its nulls: a column read from someone else's
     /// Parquet file and handed back unchanged.
     Arrow(ArrayRef),
+    /// Another column whose rows marked `false` in the mask hold no value: null in Parquet,
+    /// an empty cell in CSV (a confidence for a row that could not be coded).
+    Nullable(Box<Column>, Vec<bool>),
 }
 
 impl Column {
@@ -50,6 +53,7 @@ impl Column {
             Column::Float(v) => v.len(),
             Column::Bool(v) => v.len(),
             Column::Arrow(a) => a.len(),
+            Column::Nullable(c, _) => c.len(),
         }
     }
 
@@ -69,6 +73,13 @@ impl Column {
                 .ok()
                 .and_then(|mut v| v.pop())
                 .unwrap_or_default(),
+            Column::Nullable(c, valid) => {
+                if valid[i] {
+                    c.cell(i)
+                } else {
+                    String::new()
+                }
+            }
         }
     }
 
@@ -94,6 +105,10 @@ impl Column {
                     arrow::array::UInt64Array::from_iter_values(rows.iter().map(|&i| i as u64));
                 Column::Arrow(arrow::compute::take(a, &idx, None).expect("row indices in range"))
             }
+            Column::Nullable(c, valid) => Column::Nullable(
+                Box::new(c.take(rows)),
+                rows.iter().map(|&i| valid[i]).collect(),
+            ),
         }
     }
 
@@ -112,6 +127,16 @@ impl Column {
             Column::Float(v) => (DataType::Float64, Arc::new(Float64Array::from(v.clone()))),
             Column::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v.clone()))),
             Column::Arrow(a) => (a.data_type().clone(), a.clone()),
+            Column::Nullable(c, valid) => {
+                let (t, a) = c.to_arrow();
+                let data = a
+                    .into_data()
+                    .into_builder()
+                    .nulls(Some(arrow::buffer::NullBuffer::from(valid.clone())))
+                    .build()
+                    .expect("a mask as long as its column");
+                (t, arrow::array::make_array(data))
+            }
         }
     }
 }
@@ -119,6 +144,21 @@ impl Column {
 /// Each value of `arr` as text, the way Arrow casts it to a string (`1.5`, `2024-01-31`), a
 /// null as an empty string.
 fn arrow_text(arr: &ArrayRef) -> std::result::Result<Vec<String>, arrow::error::ArrowError> {
+    if !arrow::compute::can_cast_types(arr.data_type(), &DataType::Utf8) {
+        // A struct or map has no cast to text; Arrow's display of it (`{x: 1}`) is what a
+        // CSV output can hold of a column passed through unchanged.
+        let options = arrow::util::display::FormatOptions::default();
+        let f = arrow::util::display::ArrayFormatter::try_new(arr.as_ref(), &options)?;
+        return Ok((0..arr.len())
+            .map(|j| {
+                if arr.is_valid(j) {
+                    f.value(j).to_string()
+                } else {
+                    String::new()
+                }
+            })
+            .collect());
+    }
     let c = arrow::compute::cast(arr, &DataType::Utf8)?;
     let a = c.as_any().downcast_ref::<StringArray>().expect("utf8");
     Ok((0..a.len())
@@ -477,7 +517,9 @@ impl Table {
                         );
                     }
                     Column::Str(v) => v.extend(arrow_text(arr).map_err(bad)?),
-                    Column::Arrow(_) => unreachable!("only the columns made above"),
+                    Column::Arrow(_) | Column::Nullable(..) => {
+                        unreachable!("only the columns made above")
+                    }
                 }
             }
         }
@@ -567,12 +609,39 @@ fn unreadable(e: &dyn std::fmt::Display) -> String {
 
 /// The column names of a Parquet file, from its footer alone (no row is read).
 pub fn parquet_column_names(path: &Path) -> Result<Vec<String>> {
+    Ok(parquet_columns(path)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The columns of a Parquet file with their Arrow types, from its footer alone.
+pub fn parquet_columns(path: &Path) -> Result<Vec<(String, DataType)>> {
     Ok(parquet_reader_builder(path)?
         .schema()
         .fields()
         .iter()
-        .map(|f| f.name().clone())
+        .map(|f| (f.name().clone(), f.data_type().clone()))
         .collect())
+}
+
+/// Why a column of type `t` cannot be read as one text a row, or `None` when it can: a
+/// list, struct, map or union holds several values a row, and their text (`["a", "b"]`)
+/// is not a job title or a code.
+pub fn not_text(t: &DataType) -> Option<String> {
+    let holds = match t {
+        DataType::Dictionary(_, values) => return not_text(values),
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::FixedSizeList(..) => "lists",
+        DataType::Struct(_) => "structs",
+        DataType::Map(..) => "maps",
+        DataType::Union(..) => "unions",
+        DataType::RunEndEncoded(_, values) => return not_text(values.data_type()),
+        _ => return None,
+    };
+    Some(format!(
+        "holds {holds}, several values a row, where one text is read; store it as a text (string) column"
+    ))
 }
 
 /// A Parquet file opened with its footer read.
@@ -880,6 +949,40 @@ mod tests {
             s,
             "job_title,p\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-0.500000\n+1,0.000000\n'@cmd,0.000000\n'-cook,0.000000\ncook - chef,0.000000\n-5,0.000000\n+1.5e3,0.000000\n'-1+1,0.000000\n'-inf,0.000000\n"
         );
+    }
+
+    #[test]
+    fn columns_of_several_values_a_row_read_as_text_but_are_no_text_column() {
+        use arrow::array::{ListArray, StructArray};
+        use arrow::datatypes::Int32Type;
+        let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>([
+            Some(vec![Some(1), None]),
+            None,
+        ]));
+        let strukt: ArrayRef = Arc::new(StructArray::from(vec![(
+            Arc::new(Field::new("floor", DataType::Int64, true)),
+            Arc::new(Int64Array::from(vec![Some(3), None])) as ArrayRef,
+        )]));
+        // Text for a CSV output: a struct has no cast to text, yet is written as Arrow shows it.
+        assert_eq!(Column::Arrow(list.clone()).texts().unwrap(), ["[1, ]", ""]);
+        assert_eq!(
+            Column::Arrow(strukt.clone()).texts().unwrap(),
+            ["{floor: 3}", "{floor: }"]
+        );
+        assert!(
+            not_text(list.data_type())
+                .unwrap()
+                .starts_with("holds lists")
+        );
+        assert!(
+            not_text(strukt.data_type())
+                .unwrap()
+                .starts_with("holds structs")
+        );
+        let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        for t in [DataType::Utf8, DataType::LargeUtf8, DataType::Int64, dict] {
+            assert_eq!(not_text(&t), None, "{t}");
+        }
     }
 
     #[test]

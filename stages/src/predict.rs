@@ -128,7 +128,7 @@ pub fn code_file(
     let preds = pred.predict(&texts);
     let k = pred.config.top_k;
     let n = rows.len();
-    let fallbacks = preds.iter().filter(|p| p.is_fallback).count();
+    let mut fallbacks = 0;
     // One pass that moves every string into its column (150k rows: no second copy).
     let mut row_no = Vec::with_capacity(n);
     let mut job_title = Vec::with_capacity(n);
@@ -146,19 +146,18 @@ pub fn code_file(
     let mut alt_code = vec![Vec::with_capacity(n); k];
     let mut alt_conf = vec![Vec::with_capacity(n); k];
     let mut unusable = 0;
+    // Whether a row was coded: an unusable row gets no prediction, only its reason.
+    let mut coded = Vec::with_capacity(n);
     for (r, (p, text)) in rows.into_iter().zip(preds.into_iter().zip(&texts)) {
         let problem = match (&r.problem, text.is_empty()) {
             (Some(problem), _) => Some(format!("row unusable: {problem}")),
             (None, true) => Some("row unusable: the job title and duties are empty".to_string()),
             _ => None,
         };
-        unusable += problem.is_some() as usize;
-        needs.push(problem.is_some() || p.needs_review);
-        code.push(if problem.is_some() {
-            String::new()
-        } else {
-            p.isco_code.into()
-        });
+        let ok = problem.is_none();
+        unusable += !ok as usize;
+        coded.push(ok);
+        needs.push(!ok || p.needs_review);
         note.push(problem.unwrap_or_default());
         row_no.push(r.row as i64);
         let mut values = r.values.into_iter();
@@ -167,36 +166,51 @@ pub fn code_file(
         for (col, v) in kept.iter_mut().zip(values) {
             col.push(v.unwrap_or_default());
         }
+        if ok {
+            *steps.entry(p.decided_by).or_insert(0) += 1;
+            fallbacks += p.is_fallback as usize;
+        }
+        let text_if = |t: String| if ok { t } else { String::new() };
+        code.push(text_if(p.isco_code.into()));
         level.push(p.level as i64);
-        title.push(p.title);
+        title.push(text_if(p.title));
         confidence.push(p.confidence);
-        grade.push(p.grade.to_string());
+        grade.push(text_if(p.grade.to_string()));
         fallback.push(p.is_fallback);
-        decided_by.push(p.decided_by.to_string());
-        *steps.entry(p.decided_by).or_insert(0) += 1;
+        decided_by.push(text_if(p.decided_by.to_string()));
         let mut alts = p.alternatives.into_iter();
         for i in 0..k {
-            let a = alts.next();
+            let a = alts.next().filter(|_| ok);
             alt_conf[i].push(a.as_ref().map(|a| a.confidence).unwrap_or(0.0));
             alt_code[i].push(a.map(|a| String::from(a.isco_code)).unwrap_or_default());
         }
     }
+    // Numbers and flags of a row not coded are nulls (empty cells in CSV), not the model's
+    // answer to an empty or broken text.
+    let nullable = |c: Column| {
+        if unusable == 0 {
+            c
+        } else {
+            Column::Nullable(Box::new(c), coded.clone())
+        }
+    };
     let mut t = Table::new()
         .with("row", Column::Int(row_no))
         .with("job_title", Column::Str(job_title))
         .with("duties_description", Column::Str(duties))
         .with("isco_code", Column::Str(code))
-        .with("level", Column::Int(level))
+        .with("level", nullable(Column::Int(level)))
         .with("title", Column::Str(title))
-        .with("confidence", Column::Float(confidence))
+        .with("confidence", nullable(Column::Float(confidence)))
         .with("grade", Column::Str(grade))
-        .with("is_fallback", Column::Bool(fallback))
+        .with("is_fallback", nullable(Column::Bool(fallback)))
         .with("needs_review", Column::Bool(needs.clone()))
         .with("decided_by", Column::Str(decided_by));
     for (i, (c, p)) in alt_code.into_iter().zip(alt_conf).enumerate() {
-        t = t
-            .with(&format!("alt_{}_code", i + 1), Column::Str(c))
-            .with(&format!("alt_{}_confidence", i + 1), Column::Float(p));
+        t = t.with(&format!("alt_{}_code", i + 1), Column::Str(c)).with(
+            &format!("alt_{}_confidence", i + 1),
+            nullable(Column::Float(p)),
+        );
     }
     t = t.with("note", Column::Str(note));
     // Similar past records for the rows a coder will look at (ensemble models).
@@ -211,7 +225,7 @@ pub fn code_file(
             message: format!("similar past records could not be found: {e}"),
         })?;
         for (&i, near) in review_rows.iter().zip(similar) {
-            if !texts[i].is_empty() {
+            if coded[i] {
                 col[i] = near
                     .iter()
                     .map(|s| {
@@ -272,7 +286,7 @@ pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
 }
 
 impl Stage for Predict {
-    runner::stage_metadata!("predict", version "5", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
+    runner::stage_metadata!("predict", version "6", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
         serde_json::from_value::<InferenceConfig>(v.clone())

@@ -103,7 +103,27 @@ pub fn check_input_file(path: &Path, wanted: &[&str], required: &[bool]) -> Resu
         check_text_file(path)?;
     }
     let header = header_of(path, wanted, required)?;
-    header_positions(path, &header, wanted, required, false).map(|_| ())
+    let (_, idx) = header_positions(path, &header, wanted, required, false)?;
+    if is_parquet(path) {
+        check_parquet_text_columns(path, &idx)?;
+    }
+    Ok(())
+}
+
+/// Refuses a Parquet file whose columns at `idx` (the ones read as text) hold several
+/// values a row — a list, struct or map — rather than coding the text of such a value.
+fn check_parquet_text_columns(path: &Path, idx: &[Option<usize>]) -> Result<(), Error> {
+    let columns = artifacts::table::parquet_columns(path)?;
+    for &i in idx.iter().flatten() {
+        let (name, t) = &columns[i];
+        if let Some(why) = artifacts::table::not_text(t) {
+            return Err(Error::Input {
+                path: path.to_path_buf(),
+                message: format!("column `{}` {why}", name.trim()),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a spreadsheet workbook or any other binary file before it is read as CSV, where
@@ -278,9 +298,9 @@ fn read_rows_inner(
     let check_header =
         |header: &[String]| header_positions(path, header, wanted, required, keep_rest);
     if is_parquet(path) {
+        let (rest, idx) = check_header(&artifacts::table::parquet_column_names(path)?)?;
+        check_parquet_text_columns(path, &idx[..wanted.len()])?;
         let t = Table::read_parquet_as_text(path)?;
-        let header: Vec<String> = t.columns.iter().map(|(n, _)| n.clone()).collect();
-        let (rest, idx) = check_header(&header)?;
         let n = t.num_rows();
         return Ok((
             rest,

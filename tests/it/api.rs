@@ -46,6 +46,33 @@ pub fn start(p: &Project, extra: &[&str]) -> Server {
     Server { child, addr }
 }
 
+/// `n` coders decide item `id` at the same moment, each through one of `addrs` in turn.
+fn decide_at_once(addrs: &[&str], id: &str, n: usize) -> Vec<crate::http::Response> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
+    let coders: Vec<_> = (0..n)
+        .map(|c| {
+            let (addr, id) = (addrs[c % addrs.len()].to_string(), id.to_string());
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let auth = format!("Bearer {TOKEN}");
+                let body = format!(r#"{{"item_id":"{id}","isco_code":"5120","coder":"c{c}"}}"#);
+                barrier.wait();
+                request(
+                    &addr,
+                    "POST",
+                    "/review/decision",
+                    &[
+                        ("Authorization", auth.as_str()),
+                        ("Content-Type", "application/json"),
+                    ],
+                    body.as_bytes(),
+                )
+            })
+        })
+        .collect();
+    coders.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
 fn error_of(r: &crate::http::Response) -> String {
     let v = r.json();
     assert_eq!(v["status"], r.status, "{v}");
@@ -157,6 +184,20 @@ fn parquet_upload_is_answered_in_parquet(p: &Project, a: &str) {
     assert_eq!(r.status, 422, "{}", r.text());
     assert!(
         error_of(&r).contains("Parquet file has no `job_title` column"),
+        "{}",
+        r.text()
+    );
+    // A title column of lists is refused, not coded as the text `[chef]`.
+    let lists = arrow::array::ListArray::from_iter_primitive::<arrow::datatypes::Int32Type, _, _>(
+        [Some([Some(1)])],
+    );
+    let r = send(
+        "lists.parquet",
+        &parquet_of(&Table::new().with("job_title", Column::Arrow(Arc::new(lists)))),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        error_of(&r).contains("column `job_title` holds lists"),
         "{}",
         r.text()
     );
@@ -760,26 +801,7 @@ fn one_request_cannot_exhaust_the_service() {
         .as_str()
         .unwrap()
         .to_string();
-    let coders: Vec<_> = (0..5)
-        .map(|c| {
-            let (addr, id) = (a.to_string(), id.clone());
-            std::thread::spawn(move || {
-                let auth = format!("Bearer {TOKEN}");
-                let body = format!(r#"{{"item_id":"{id}","isco_code":"5120","coder":"c{c}"}}"#);
-                request(
-                    &addr,
-                    "POST",
-                    "/review/decision",
-                    &[
-                        ("Authorization", auth.as_str()),
-                        ("Content-Type", "application/json"),
-                    ],
-                    body.as_bytes(),
-                )
-            })
-        })
-        .collect();
-    let answers: Vec<_> = coders.into_iter().map(|t| t.join().unwrap()).collect();
+    let answers = decide_at_once(&[a], &id, 5);
     let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses.iter().filter(|&&s| s == 201).count(),
@@ -798,6 +820,44 @@ fn one_request_cannot_exhaust_the_service() {
             .all(|r| error_of(r).contains("already decided by coder `c"))
     );
     assert_eq!(review_file(&p).lines().count(), 2);
+
+    // Coders on two services of one project (a second port, or a replica on a shared
+    // volume): still exactly one decision an item.
+    let s2 = start(&p, &[]);
+    for (round, word) in ["qoppa", "sampi", "digamma"].iter().enumerate() {
+        let title = format!("zorblax {word}");
+        let v = post_json(
+            a,
+            "/predict/job",
+            &format!(r#"{{"job_title":"{title}","duties_description":"qwerty"}}"#),
+        )
+        .json();
+        assert_eq!(v["needs_review"], true, "{v}");
+        let q = get(&s2.addr, "/review/queue").json();
+        let id = q["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["job_title"] == title.as_str())
+            .unwrap_or_else(|| panic!("{q}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let statuses: Vec<u16> = decide_at_once(&[a, &s2.addr], &id, 6)
+            .iter()
+            .map(|r| r.status)
+            .collect();
+        assert_eq!(
+            (
+                statuses.iter().filter(|&&s| s == 201).count(),
+                statuses.iter().filter(|&&s| s == 409).count()
+            ),
+            (1, 5),
+            "{statuses:?}"
+        );
+        assert_eq!(review_file(&p).lines().count(), 3 + round);
+    }
+    drop(s2);
 
     // Clients that never finish their headers: more of them than connections allowed.
     let stalled: Vec<std::net::TcpStream> = (0..30)

@@ -187,6 +187,44 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         out.contains("row unusable: the row has 3 fields where the header has 2; quote a value that holds a comma"),
         "{out}"
     );
+    // An unusable row has no prediction: every prediction cell is empty but `needs_review`
+    // (and the note), as the service writes it; the usable row between them is coded.
+    let mut r = csv::Reader::from_path(p.path("odd_out.csv")).unwrap();
+    let header = r.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let first = header.iter().position(|h| h == "isco_code").unwrap();
+    for row in [&rows[0], &rows[2]] {
+        for (h, cell) in header.iter().zip(row.iter()).skip(first) {
+            match h {
+                "needs_review" => assert_eq!(cell, "true"),
+                "note" => assert!(cell.starts_with("row unusable"), "{cell}"),
+                _ => assert_eq!(cell, "", "{h} of {row:?}"),
+            }
+        }
+    }
+    assert!(!rows[1][first].is_empty() && !rows[1][first + 3].is_empty());
+    // In Parquet the numbers and flags of those rows are nulls.
+    use arrow::array::Array;
+    p.ok(&[
+        "predict",
+        "--input",
+        "odd.csv",
+        "--output",
+        "odd_out.parquet",
+    ]);
+    let t = artifacts::table::Table::read_parquet_as_arrow(&p.path("odd_out.parquet")).unwrap();
+    for name in ["level", "confidence", "is_fallback", "alt_1_confidence"] {
+        let a = t.column(name).unwrap().to_arrow_array();
+        assert_eq!(
+            (0..3).map(|i| a.is_null(i)).collect::<Vec<_>>(),
+            [true, false, true],
+            "{name}"
+        );
+    }
+    assert_eq!(
+        t.column("confidence").unwrap().to_arrow_array().data_type(),
+        &arrow::datatypes::DataType::Float64
+    );
 }
 
 #[test]

@@ -375,7 +375,8 @@ fn promotions_on_two_machines_are_never_lost() {
 /// integer `row` with gaps (nulls; a name `predict` gives its own first column too), a float
 /// `weight` and a date `surveyed`.
 fn typed_parquet_of(csv_path: &Path) -> PathBuf {
-    use arrow::array::{Date32Array, Float64Array, Int64Array};
+    use arrow::array::{Date32Array, Float64Array, Int64Array, ListArray, StructArray};
+    use arrow::datatypes::{DataType, Field, Int32Type};
     use artifacts::table::{Column, Table};
     use std::sync::Arc;
     let mut r = csv::Reader::from_path(csv_path).unwrap();
@@ -402,6 +403,20 @@ fn typed_parquet_of(csv_path: &Path) -> PathBuf {
             Column::Arrow(Arc::new(Date32Array::from_iter_values(
                 (0..n).map(|i| 20_000 + i as i32),
             ))),
+        )
+        // Columns of several values a row pass through as they are, too.
+        .with(
+            "tags",
+            Column::Arrow(Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(
+                (0..n as i32).map(|i| (i % 4 != 3).then(|| vec![Some(i), None])),
+            ))),
+        )
+        .with(
+            "site",
+            Column::Arrow(Arc::new(StructArray::from(vec![(
+                Arc::new(Field::new("floor", DataType::Int64, true)),
+                Arc::new(Int64Array::from_iter_values(0..n)) as arrow::array::ArrayRef,
+            )]))),
         );
     let out = csv_path.with_file_name("typed.parquet");
     t.write_parquet(&out).unwrap();
@@ -427,6 +442,9 @@ fn input_columns_keep_their_types(coded: &Path) {
     let weight = weight.as_any().downcast_ref::<Float64Array>().unwrap();
     assert!(weight.is_null(2) && weight.value(3) == 0.75);
     assert_eq!(col("surveyed").data_type(), &DataType::Date32);
+    assert!(matches!(col("tags").data_type(), DataType::List(_)));
+    assert!(col("tags").is_null(3));
+    assert!(matches!(col("site").data_type(), DataType::Struct(_)));
     assert_eq!(col("isco_code").data_type(), &DataType::Utf8);
     let names: Vec<&str> = t.columns.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
@@ -507,6 +525,12 @@ fn shards_merge_into_the_single_process_output() {
                 rows[2].iter().skip(3).take(3).collect::<Vec<_>>(),
                 ["1002", "", "2024-10-06"]
             );
+            // A list or struct as Arrow writes it, a null list as an empty cell.
+            assert_eq!(
+                rows[1].iter().skip(6).take(2).collect::<Vec<_>>(),
+                ["[1, ]", "{floor: 1}"]
+            );
+            assert_eq!(&rows[3][6], "");
         }
         // Each shard coded its share only, and together they coded every row once.
         let sizes: Vec<u64> = (0..3)

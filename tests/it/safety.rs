@@ -131,7 +131,21 @@ fn outputs_cannot_overwrite_what_the_project_reads() {
         .collect();
     std::fs::write(p.path("utf16.csv"), utf16).unwrap();
     p.write("titles.csv", "title,duties\nchef,cooking\n");
+    {
+        use arrow::array::ListArray;
+        use arrow::datatypes::Int32Type;
+        use artifacts::table::{Column, Table};
+        let titles = ListArray::from_iter_primitive::<Int32Type, _, _>([Some([Some(1)])]);
+        Table::new()
+            .with("job_title", Column::Arrow(std::sync::Arc::new(titles)))
+            .write_parquet(&p.path("lists.parquet"))
+            .unwrap();
+    }
     for (input, says) in [
+        (
+            "lists.parquet",
+            "lists.parquet: column `job_title` holds lists, several values a row",
+        ),
         (
             "titles.csv",
             "titles.csv: has no column `job_title` (columns: title, duties)",
