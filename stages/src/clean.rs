@@ -210,9 +210,16 @@ impl Stage for Clean {
             out.isco_code.push(code);
         }
         ctx.progress.inc(rows.len() as u64);
+        if rows.is_empty() {
+            return Err(crate::Error::Empty(format!(
+                "{}: has a header but no rows; put the coded historical records in it",
+                input.display()
+            ))
+            .into());
+        }
         if out.is_empty() {
             return Err(crate::Error::Empty(format!(
-                "{}: no usable rows remain after cleaning ({} quarantined); see the quarantine reasons",
+                "{}: no usable rows remain after cleaning (all {} quarantined); see the quarantine reasons",
                 input.display(),
                 q_row.len()
             ))

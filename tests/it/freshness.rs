@@ -238,6 +238,13 @@ inputs = { records = "clean_good.records" }
     let _ = p.fails(&["run", "pipelines/two.toml"]);
     assert_eq!(outcome_of(&p.last_run(), "clean_bad"), "failed");
     assert_eq!(outcome_of(&p.last_run(), "split_good"), "skipped");
+    // A file with only its header says so, not that its rows were quarantined.
+    p.write(
+        "data/raw/bad.csv",
+        "job_title,duties_description,isco_code\n",
+    );
+    let (_, err) = p.fails(&["run", "pipelines/two.toml"]);
+    assert!(err.contains("bad.csv: has a header but no rows"), "{err}");
     // Once the file is fixed, `runs diff` says what it can of the failed and blocked stages.
     p.write(
         "data/raw/bad.csv",
