@@ -42,7 +42,7 @@ fn line_of(bytes: &[u8], offset: usize) -> usize {
 
 /// The names of the prediction columns appended to an upload with columns `header`: the
 /// prediction, its `k` alternatives and a note. A name the upload already uses is given as
-/// `predicted_<name>`, so no uploaded value is overwritten.
+/// `predicted_<name>` (prefixed again while taken), so no uploaded value is overwritten.
 fn added_columns(header: &[String], k: usize) -> Vec<String> {
     let mut added: Vec<String> = [
         "isco_code",
@@ -62,12 +62,10 @@ fn added_columns(header: &[String], k: usize) -> Vec<String> {
         added.push(format!("alt_{i}_confidence"));
     }
     added.push("note".into());
-    for a in added.iter_mut() {
-        if header.contains(a) {
-            *a = format!("predicted_{a}");
-        }
-    }
     added
+        .iter()
+        .map(|a| artifacts::table::added_column_name(a, |n| header.iter().any(|h| h == n)))
+        .collect()
 }
 
 /// Refuses an upload with two columns of one name, or without `job_title`; gives the

@@ -349,8 +349,9 @@ impl Review {
             };
             let col = |n: &str| h.iter().position(|c| c == n);
             // A predictions file whose input had its own `isco_code` or `confidence` names
-            // the model's columns `predicted_<name>`.
-            let ours = |n: &str| col(&format!("predicted_{n}")).or_else(|| col(n));
+            // the model's columns `predicted_<name>` (prefixed again if that was taken too).
+            let names: Vec<&str> = h.iter().collect();
+            let ours = |n: &str| artifacts::table::added_column_position(&names, n);
             let (Some(t), d, c, p) = (
                 col("job_title"),
                 col("duties_description"),

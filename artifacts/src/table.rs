@@ -607,6 +607,31 @@ fn unreadable(e: &dyn std::fmt::Display) -> String {
     }
 }
 
+/// The name a column added to someone else's table takes: `name`, or `predicted_<name>`
+/// when `taken` (the table's own columns) has that name, prefixed again while it is still
+/// taken. No column of the input is overwritten or doubled, so a file already coded (with
+/// `isco_code` and `predicted_isco_code`) can be coded again.
+pub fn added_column_name(name: &str, taken: impl Fn(&str) -> bool) -> String {
+    let mut n = name.to_string();
+    while taken(&n) {
+        n = format!("predicted_{n}");
+    }
+    n
+}
+
+/// Where the column added as `name` by [`added_column_name`] is in `header`: the most
+/// prefixed of `name`, `predicted_<name>`, `predicted_predicted_<name>`… that is there.
+pub fn added_column_position<S: AsRef<str>>(header: &[S], name: &str) -> Option<usize> {
+    let at = |n: &str| header.iter().position(|h| h.as_ref() == n);
+    let mut found = None;
+    let mut n = name.to_string();
+    while let Some(i) = at(&n) {
+        found = Some(i);
+        n = format!("predicted_{n}");
+    }
+    found
+}
+
 /// The column names of a Parquet file, from its footer alone (no row is read).
 pub fn parquet_column_names(path: &Path) -> Result<Vec<String>> {
     Ok(parquet_columns(path)?.into_iter().map(|(n, _)| n).collect())
@@ -949,6 +974,27 @@ mod tests {
             s,
             "job_title,p\n\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",-0.500000\n+1,0.000000\n'@cmd,0.000000\n'-cook,0.000000\ncook - chef,0.000000\n-5,0.000000\n+1.5e3,0.000000\n'-1+1,0.000000\n'-inf,0.000000\n"
         );
+    }
+
+    #[test]
+    fn an_added_column_never_takes_a_name_the_input_has() {
+        let header = ["isco_code", "predicted_isco_code", "level"];
+        let taken = |n: &str| header.contains(&n);
+        assert_eq!(
+            added_column_name("isco_code", taken),
+            "predicted_predicted_isco_code"
+        );
+        assert_eq!(added_column_name("level", taken), "predicted_level");
+        assert_eq!(added_column_name("title", taken), "title");
+        let coded = [
+            "isco_code",
+            "predicted_isco_code",
+            "predicted_predicted_isco_code",
+            "title",
+        ];
+        assert_eq!(added_column_position(&coded, "isco_code"), Some(2));
+        assert_eq!(added_column_position(&coded, "title"), Some(3));
+        assert_eq!(added_column_position(&coded, "level"), None);
     }
 
     #[test]

@@ -243,11 +243,10 @@ pub fn code_file(
     // The input's own columns go after the duties; ours give way where names collide.
     let mut columns: Vec<(String, Column)> = Vec::with_capacity(t.columns.len() + rest.len());
     let give_way = |(name, col): (String, Column)| {
-        if rest.contains(&name) {
-            (format!("predicted_{name}"), col)
-        } else {
-            (name, col)
-        }
+        (
+            artifacts::table::added_column_name(&name, |n| rest.iter().any(|r| r == n)),
+            col,
+        )
     };
     let mut ours = t.columns.into_iter();
     columns.extend(ours.by_ref().take(3).map(give_way));

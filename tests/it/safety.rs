@@ -289,6 +289,25 @@ fn csv_inputs_lose_nothing_and_csv_outputs_run_no_formula() {
     assert_eq!(&rows[1][4], "5120");
     assert!(rows[0][1].starts_with("'="), "{coded}");
     assert_eq!(&rows[1][5], "5120", "{coded}");
+    // Coded again, the coded file keeps both code columns and gets a third: no name twice.
+    p.ok(&["predict", "--input", "coded.csv", "--output", "coded2.csv"]);
+    let coded = std::fs::read_to_string(p.path("coded2.csv")).unwrap();
+    let mut r = csv::Reader::from_reader(coded.as_bytes());
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let unique: std::collections::HashSet<&String> = header.iter().collect();
+    assert_eq!(unique.len(), header.len(), "{header:?}");
+    assert!(
+        header.starts_with(&["predicted_row".to_string(), "job_title".into()])
+            && header.contains(&"predicted_predicted_isco_code".to_string()),
+        "{header:?}"
+    );
+    p.ok(&[
+        "predict",
+        "--input",
+        "coded2.csv",
+        "--output",
+        "coded3.parquet",
+    ]);
 }
 
 #[test]
