@@ -136,6 +136,12 @@ fn code_parquet(
                 header[i]
             )));
         }
+        if let Some(row) = artifacts::table::rows_not_utf8(&column.to_arrow_array()).first() {
+            return Err(ApiError::unprocessable(format!(
+                "Parquet row {row}: the column `{}` is not valid UTF-8 there; store its text as UTF-8",
+                header[i]
+            )));
+        }
         column.texts().map_err(|e| {
             ApiError::unprocessable(format!(
                 "the Parquet column `{}` cannot be read as text ({e}); store it as strings",

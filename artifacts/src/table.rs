@@ -632,6 +632,25 @@ pub fn added_column_position<S: AsRef<str>>(header: &[S], name: &str) -> Option<
     found
 }
 
+/// The rows of `arr` whose bytes are not UTF-8 text: values of a binary column (as some
+/// older Parquet writers store text) that reading it as text would turn into nulls. Empty
+/// for a column of any other type.
+pub fn rows_not_utf8(arr: &ArrayRef) -> Vec<usize> {
+    if !matches!(
+        arr.data_type(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    ) {
+        return Vec::new();
+    }
+    // A safe cast makes each value that is not UTF-8 a null.
+    let Ok(text) = arrow::compute::cast(arr, &DataType::Utf8) else {
+        return Vec::new();
+    };
+    (0..arr.len())
+        .filter(|&r| arr.is_valid(r) && text.is_null(r))
+        .collect()
+}
+
 /// The column names of a Parquet file, from its footer alone (no row is read).
 pub fn parquet_column_names(path: &Path) -> Result<Vec<String>> {
     Ok(parquet_columns(path)?.into_iter().map(|(n, _)| n).collect())

@@ -110,6 +110,40 @@ pub fn check_input_file(path: &Path, wanted: &[&str], required: &[bool]) -> Resu
     Ok(())
 }
 
+/// For each of a Parquet file's `n` rows, the first of its columns at `idx` that holds bytes
+/// (a binary column, as some older writers store text) which are not UTF-8 text. Read as
+/// text such a value would be null, and the row would pass for one without a title.
+fn parquet_rows_not_utf8(
+    path: &Path,
+    idx: &[Option<usize>],
+    n: usize,
+) -> Result<Vec<Option<String>>, Error> {
+    use arrow::datatypes::DataType;
+    let mut bad = vec![None; n];
+    let columns = artifacts::table::parquet_columns(path)?;
+    let binary: Vec<usize> = idx
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|&c| {
+            matches!(
+                columns[c].1,
+                DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+            )
+        })
+        .collect();
+    if binary.is_empty() {
+        return Ok(bad);
+    }
+    let raw = Table::read_parquet_as_arrow(path)?;
+    for c in binary {
+        for r in artifacts::table::rows_not_utf8(&raw.columns[c].1.to_arrow_array()) {
+            bad[r].get_or_insert_with(|| columns[c].0.trim().to_string());
+        }
+    }
+    Ok(bad)
+}
+
 /// Refuses a Parquet file whose columns at `idx` (the ones read as text) hold several
 /// values a row — a list, struct or map — rather than coding the text of such a value.
 fn check_parquet_text_columns(path: &Path, idx: &[Option<usize>]) -> Result<(), Error> {
@@ -302,6 +336,7 @@ fn read_rows_inner(
         check_parquet_text_columns(path, &idx[..wanted.len()])?;
         let t = Table::read_parquet_as_text(path)?;
         let n = t.num_rows();
+        let not_utf8 = parquet_rows_not_utf8(path, &idx[..wanted.len()], n)?;
         return Ok((
             rest,
             (0..n)
@@ -319,7 +354,9 @@ fn read_rows_inner(
                             .collect::<Vec<_>>()
                             .join(","),
                         values,
-                        problem: None,
+                        problem: not_utf8[r]
+                            .clone()
+                            .map(|column| RowProblem::NotUtf8 { column }),
                     }
                 })
                 .collect(),

@@ -201,6 +201,24 @@ fn parquet_upload_is_answered_in_parquet(p: &Project, a: &str) {
         "{}",
         r.text()
     );
+    // Titles stored as bytes are read as text, unless they are not UTF-8.
+    let bytes =
+        |v: &[&[u8]]| Column::Arrow(Arc::new(arrow::array::BinaryArray::from_vec(v.to_vec())));
+    let r = send(
+        "bytes.parquet",
+        &parquet_of(&Table::new().with("job_title", bytes(&[b"chef"]))),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        "bytes.parquet",
+        &parquet_of(&Table::new().with("job_title", bytes(&[b"chef", b"\xff"]))),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(
+        error_of(&r).contains("Parquet row 1: the column `job_title` is not valid UTF-8"),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]

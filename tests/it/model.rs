@@ -225,6 +225,35 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         t.column("confidence").unwrap().to_arrow_array().data_type(),
         &arrow::datatypes::DataType::Float64
     );
+    // Titles stored as bytes (as older Parquet writers store text) are read as text; bytes
+    // that are not UTF-8 make their row unusable for that reason, not as a row without text.
+    let titles = arrow::array::BinaryArray::from_iter([Some(&b"chef"[..]), Some(b"\xff\xfe")]);
+    artifacts::table::Table::new()
+        .with(
+            "job_title",
+            artifacts::table::Column::Arrow(std::sync::Arc::new(titles)),
+        )
+        .write_parquet(&p.path("bytes.parquet"))
+        .unwrap();
+    p.ok(&[
+        "predict",
+        "--input",
+        "bytes.parquet",
+        "--output",
+        "bytes.csv",
+    ]);
+    let out = std::fs::read_to_string(p.path("bytes.csv")).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].starts_with("0,chef,,") && lines[1].ends_with(','),
+        "{out}"
+    );
+    assert!(
+        lines[2].ends_with(
+            "row unusable: column `job_title` is not valid UTF-8; re-save the file as UTF-8"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
