@@ -148,6 +148,7 @@ pub struct SearchQuery {
     pub limit: Option<usize>,
 }
 
+#[derive(Clone)]
 struct Queued {
     id: String,
     job_title: String,
@@ -164,9 +165,67 @@ pub struct Review {
     api_queue_max_bytes: u64,
     write: Mutex<()>,
     skipped: Mutex<HashSet<String>>,
+    queue_files: ParsedFiles<Queued>,
+    decision_files: ParsedFiles<(String, DecidedBy)>,
+}
+
+/// The rows of the CSV files the review reads, each file parsed once and again only when
+/// its size or modification time changed. Queue files only ever grow by appends or are
+/// replaced whole, so a file whose size and time are unchanged holds the rows parsed
+/// before; without this every queue page and every decision parsed every queue file there
+/// has ever been (a year of monthly queues: 100,000 rows, a third of a second each time).
+struct ParsedFiles<T> {
+    files: Mutex<std::collections::HashMap<PathBuf, Parsed<T>>>,
+}
+
+/// One file's rows, with the size and modification time it had before they were read.
+struct Parsed<T> {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    rows: Arc<Vec<T>>,
+}
+
+impl<T> ParsedFiles<T> {
+    fn new() -> Self {
+        ParsedFiles {
+            files: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The rows of each of `paths`, in order, parsing a file only when it changed. Files no
+    /// longer among `paths` are forgotten.
+    fn rows(&self, paths: &[PathBuf], parse: impl Fn(&Path) -> Vec<T>) -> Vec<Arc<Vec<T>>> {
+        let mut files = self.files.lock().expect("parsed files lock");
+        files.retain(|p, _| paths.contains(p));
+        paths
+            .iter()
+            .map(|path| {
+                // Read before the rows: a file that grows meanwhile is parsed again next time.
+                let (len, modified) = std::fs::metadata(path)
+                    .map(|m| (m.len(), m.modified().ok()))
+                    .unwrap_or((0, None));
+                match files.get(path) {
+                    Some(p) if p.len == len && p.modified == modified => p.rows.clone(),
+                    _ => {
+                        let rows = Arc::new(parse(path));
+                        files.insert(
+                            path.clone(),
+                            Parsed {
+                                len,
+                                modified,
+                                rows: rows.clone(),
+                            },
+                        );
+                        rows
+                    }
+                }
+            })
+            .collect()
+    }
 }
 
 /// Who decided a queue item, and when.
+#[derive(Clone)]
 struct DecidedBy {
     coder: String,
     at: String,
@@ -252,6 +311,79 @@ fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
+/// The decisions in one `review_<date>.csv` file: (queue item, who decided it and when).
+fn decisions_in(f: &Path) -> Vec<(String, DecidedBy)> {
+    let mut out = Vec::new();
+    let Ok(mut r) = csv::Reader::from_path(f) else {
+        return out;
+    };
+    let Ok(h) = r.headers().cloned() else {
+        return out;
+    };
+    let col = |n: &str| h.iter().position(|c| c == n);
+    let Some(item) = col("review_item") else {
+        return out;
+    };
+    let (coder, at) = (col("coder"), col("timestamp"));
+    for rec in r.records().flatten() {
+        let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
+        if let Some(id) = rec.get(item) {
+            out.push((
+                id.to_string(),
+                DecidedBy {
+                    coder: get(coder),
+                    at: get(at),
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The records with text queued in one `to_review_<date>.csv` or `api_review_<date>.csv`.
+fn queued_in(f: &Path) -> Vec<Queued> {
+    let mut out = Vec::new();
+    let Ok(mut r) = csv::Reader::from_path(f) else {
+        return out;
+    };
+    let Ok(h) = r.headers().cloned() else {
+        return out;
+    };
+    let col = |n: &str| h.iter().position(|c| c == n);
+    // A predictions file whose input had its own `isco_code` or `confidence` names the
+    // model's columns `predicted_<name>` (prefixed again if that was taken too).
+    let names: Vec<&str> = h.iter().collect();
+    let ours = |n: &str| artifacts::table::added_column_position(&names, n);
+    let (Some(t), d, c, p) = (
+        col("job_title"),
+        col("duties_description"),
+        ours("isco_code"),
+        ours("confidence"),
+    ) else {
+        return out;
+    };
+    let source = f
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    for rec in r.records().flatten() {
+        let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
+        let (job_title, duties) = (get(Some(t)), get(d));
+        if record_text(&job_title, &duties).is_empty() {
+            continue;
+        }
+        out.push(Queued {
+            id: item_id(&job_title, &duties),
+            job_title,
+            duties,
+            source: source.clone(),
+            code: get(c),
+            confidence: get(p).parse().unwrap_or(0.0),
+        });
+    }
+    out
+}
+
 impl Review {
     /// Review state over the given folders.
     pub fn new(review_dir: PathBuf, corrections_dir: PathBuf, api_queue_max_bytes: u64) -> Review {
@@ -261,6 +393,8 @@ impl Review {
             api_queue_max_bytes,
             write: Mutex::new(()),
             skipped: Mutex::new(HashSet::new()),
+            queue_files: ParsedFiles::new(),
+            decision_files: ParsedFiles::new(),
         }
     }
 
@@ -301,27 +435,11 @@ impl Review {
 
     /// Items decided in the corrections folder, with who decided them and when.
     fn decisions(&self) -> std::collections::HashMap<String, DecidedBy> {
+        let files = csv_files(&self.corrections_dir, "review_");
         let mut out = std::collections::HashMap::new();
-        for f in csv_files(&self.corrections_dir, "review_") {
-            let Ok(mut r) = csv::Reader::from_path(&f) else {
-                continue;
-            };
-            let Ok(h) = r.headers().cloned() else {
-                continue;
-            };
-            let col = |n: &str| h.iter().position(|c| c == n);
-            let Some(item) = col("review_item") else {
-                continue;
-            };
-            let (coder, at) = (col("coder"), col("timestamp"));
-            for rec in r.records().flatten() {
-                let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
-                if let Some(id) = rec.get(item) {
-                    out.entry(id.to_string()).or_insert(DecidedBy {
-                        coder: get(coder),
-                        at: get(at),
-                    });
-                }
+        for rows in self.decision_files.rows(&files, decisions_in) {
+            for (id, by) in rows.iter() {
+                out.entry(id.clone()).or_insert_with(|| by.clone());
             }
         }
         out
@@ -333,58 +451,27 @@ impl Review {
         ids
     }
 
-    /// Undecided queued records, oldest file first, each once.
-    fn pending(&self) -> Vec<Queued> {
+    /// Undecided queued records, oldest file first, each once: how many there are, and
+    /// those of them that `wanted` takes (called in that order).
+    fn pending(&self, mut wanted: impl FnMut(&Queued) -> bool) -> (usize, Vec<Queued>) {
         let decided = self.decided();
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
         let mut files = csv_files(&self.review_dir, "to_review_");
         files.extend(csv_files(&self.review_dir, "api_review_"));
-        for f in files {
-            let Ok(mut r) = csv::Reader::from_path(&f) else {
-                continue;
-            };
-            let Ok(h) = r.headers().cloned() else {
-                continue;
-            };
-            let col = |n: &str| h.iter().position(|c| c == n);
-            // A predictions file whose input had its own `isco_code` or `confidence` names
-            // the model's columns `predicted_<name>` (prefixed again if that was taken too).
-            let names: Vec<&str> = h.iter().collect();
-            let ours = |n: &str| artifacts::table::added_column_position(&names, n);
-            let (Some(t), d, c, p) = (
-                col("job_title"),
-                col("duties_description"),
-                ours("isco_code"),
-                ours("confidence"),
-            ) else {
-                continue;
-            };
-            let source = f
-                .file_name()
-                .map(|n| n.to_string_lossy().to_string())
-                .unwrap_or_default();
-            for rec in r.records().flatten() {
-                let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
-                let (job_title, duties) = (get(Some(t)), get(d));
-                if record_text(&job_title, &duties).is_empty() {
+        let parsed = self.queue_files.rows(&files, queued_in);
+        let mut seen = HashSet::new();
+        let (mut total, mut out) = (0, Vec::new());
+        for rows in &parsed {
+            for q in rows.iter() {
+                if decided.contains(&q.id) || !seen.insert(q.id.as_str()) {
                     continue;
                 }
-                let id = item_id(&job_title, &duties);
-                if decided.contains(&id) || !seen.insert(id.clone()) {
-                    continue;
+                total += 1;
+                if wanted(q) {
+                    out.push(q.clone());
                 }
-                out.push(Queued {
-                    id,
-                    job_title,
-                    duties,
-                    source: source.clone(),
-                    code: get(c),
-                    confidence: get(p).parse().unwrap_or(0.0),
-                });
             }
         }
-        out
+        (total, out)
     }
 
     /// Records a decision if the item is still undecided. The check and the append happen
@@ -397,9 +484,9 @@ impl Review {
             return Err(DecideError::Taken(by));
         }
         let item = self
-            .pending()
-            .into_iter()
-            .find(|q| q.id == d.item_id)
+            .pending(|q| q.id == d.item_id)
+            .1
+            .pop()
             .ok_or(DecideError::Unknown)?;
         self.record(&item, d).map_err(DecideError::Io)
     }
@@ -472,11 +559,14 @@ pub async fn queue(
     let limit = q.limit.unwrap_or(50).min(MAX_QUEUE_PAGE);
     let st2 = st.clone();
     let resp = tokio::task::spawn_blocking(move || {
-        let pending = st2.review.pending();
-        let total = pending.len();
-        let items = pending
+        let mut room = limit;
+        let (total, page) = st2.review.pending(|_| {
+            let take = room > 0;
+            room = room.saturating_sub(1);
+            take
+        });
+        let items = page
             .into_iter()
-            .take(limit)
             .map(|p| {
                 let text = record_text(&p.job_title, &p.duties);
                 let pred = m.predictor.predict_one(&text);
@@ -688,5 +778,38 @@ mod tests {
         );
         assert_eq!(item_id("chef", ""), item_id("chef", ""));
         assert_ne!(item_id("chef", "a"), item_id("chefa", ""));
+    }
+
+    #[test]
+    fn a_queue_file_is_parsed_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
+        std::fs::write(&a, "1\n").unwrap();
+        std::fs::write(&b, "2\n").unwrap();
+        let parses = std::sync::atomic::AtomicUsize::new(0);
+        let parse = |p: &Path| {
+            parses.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let cache = ParsedFiles::new();
+        let both = [a.clone(), b.clone()];
+        let lines =
+            |rows: Vec<Arc<Vec<String>>>| rows.iter().map(|r| r.join("+")).collect::<Vec<_>>();
+        assert_eq!(lines(cache.rows(&both, parse)), ["1", "2"]);
+        assert_eq!(lines(cache.rows(&both, parse)), ["1", "2"]);
+        assert_eq!(parses.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // An append (as a decision or an API prediction makes) is seen, and only that file
+        // is read again.
+        append_row(&b, &["x"], &["3".into()]).unwrap();
+        assert_eq!(lines(cache.rows(&both, parse)), ["1", "2+3"]);
+        assert_eq!(parses.load(std::sync::atomic::Ordering::SeqCst), 3);
+        // A file no longer listed is forgotten; listed again, it is read again.
+        assert_eq!(lines(cache.rows(std::slice::from_ref(&b), parse)), ["2+3"]);
+        assert_eq!(lines(cache.rows(&both, parse)), ["1", "2+3"]);
+        assert_eq!(parses.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 }
