@@ -18,7 +18,7 @@ use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use classifier::predict::Prediction;
-use classifier::text::record_text;
+use classifier::text::{record_text, why_no_text};
 
 use crate::AppState;
 use crate::coding::{check_field_lengths, record};
@@ -210,11 +210,10 @@ fn code_parquet(
         columns.push(float(&|p| p.alternatives.get(j).map(|a| a.confidence)));
     }
     columns.push(Column::Str(
-        texts
-            .iter()
-            .map(|t| {
-                if t.is_empty() {
-                    "the job title and duties are empty".to_string()
+        (0..n)
+            .map(|i| {
+                if texts[i].is_empty() {
+                    why_no_text(titles[i], duties[i]).to_string()
                 } else {
                     String::new()
                 }
@@ -320,7 +319,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
             .chain(added.iter().cloned()),
     )
     .map_err(io)?;
-    for ((r, p), t) in rows.iter().zip(&preds).zip(&texts) {
+    for (row, ((r, p), t)) in rows.iter().zip(&preds).zip(&texts).enumerate() {
         let mut cells: Vec<String> = (0..header.len())
             .map(|i| neutralise_formula(r.get(i).unwrap_or("")).into_owned())
             .collect();
@@ -331,7 +330,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
                 header.len()
             )
         } else if t.is_empty() {
-            "the job title and duties are empty".to_string()
+            why_no_text(titles[row], duties[row]).to_string()
         } else {
             String::new()
         };

@@ -38,9 +38,10 @@ pub(crate) async fn predict_job(
     let m = st.loaded()?;
     let text = record_text(&req.job_title, &req.duties_description);
     if text.is_empty() {
-        return Err(ApiError::unprocessable(
-            "job_title and duties_description are both empty; send at least a job title",
-        ));
+        return Err(ApiError::unprocessable(no_text(
+            &req.job_title,
+            &req.duties_description,
+        )));
     }
     if req.similar > MAX_SIMILAR {
         return Err(ApiError::unprocessable(format!(
@@ -115,7 +116,8 @@ pub(crate) async fn predict_batch(
         .collect();
     if let Some(i) = texts.iter().position(|t| t.is_empty()) {
         return Err(ApiError::unprocessable(format!(
-            "record {i}: job_title and duties_description are both empty; send at least a job title"
+            "record {i}: {}",
+            no_text(&recs[i].job_title, &recs[i].duties_description)
         )));
     }
     let m = st.loaded()?;
@@ -185,4 +187,14 @@ pub(crate) async fn method_not_allowed() -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         "this route does not take that method; see /docs (predictions are POST requests)",
     )
+}
+
+/// Why a record with no text to code is refused: both fields empty, or holding only
+/// punctuation and symbols, which coding ignores.
+fn no_text(job_title: &str, duties: &str) -> String {
+    if job_title.trim().is_empty() && duties.trim().is_empty() {
+        "job_title and duties_description are both empty; send at least a job title".into()
+    } else {
+        "job_title and duties_description hold no letters or digits, so there is nothing to code; send a job title".into()
+    }
 }

@@ -71,6 +71,16 @@ pub fn without_clause_marks(duties: &str) -> String {
     words(duties).collect::<Vec<_>>().join(" ")
 }
 
+/// Why a record has no model text ([`record_text`] is empty): both fields blank, or holding
+/// only punctuation and symbols, which coding ignores.
+pub fn why_no_text(title: &str, duties: &str) -> &'static str {
+    if title.trim().is_empty() && duties.trim().is_empty() {
+        "the job title and duties are empty"
+    } else {
+        "the job title and duties hold no letters or digits, so there is nothing to code"
+    }
+}
+
 /// The model text of a record: `title | duties` (normalised; the duties' clauses separated
 /// by ` ; `, see [`CLAUSE_MARK`]), or just the title when the duties are empty.
 pub fn record_text(title: &str, duties: &str) -> String {

@@ -151,7 +151,13 @@ pub fn code_file(
     for (r, (p, text)) in rows.into_iter().zip(preds.into_iter().zip(&texts)) {
         let problem = match (&r.problem, text.is_empty()) {
             (Some(problem), _) => Some(format!("row unusable: {problem}")),
-            (None, true) => Some("row unusable: the job title and duties are empty".to_string()),
+            (None, true) => Some(format!(
+                "row unusable: {}",
+                classifier::text::why_no_text(
+                    r.values[0].as_deref().unwrap_or(""),
+                    r.values[1].as_deref().unwrap_or("")
+                )
+            )),
             _ => None,
         };
         let ok = problem.is_none();

@@ -288,9 +288,14 @@ fn every_endpoint_and_every_error_is_json() {
             "unknown field `salary`",
         ),
         (
-            r#"{"job_title":"  ","duties_description":"!!"}"#,
+            r#"{"job_title":"  ","duties_description":""}"#,
             422,
             "both empty",
+        ),
+        (
+            r#"{"job_title":"  ","duties_description":"!!"}"#,
+            422,
+            "hold no letters or digits",
         ),
         // Similar records need a retrieval index, which an ngram model lacks.
         (

@@ -174,11 +174,15 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     // Unusable rows are kept and flagged, not dropped.
     p.write(
         "odd.csv",
-        "job_title,duties_description\n,\nbaker,baking bread\ncook,soups, sauces\n",
+        "job_title,duties_description\n,\nbaker,baking bread\ncook,soups, sauces\n!!,?\n",
     );
     p.ok(&["predict", "--input", "odd.csv", "--output", "odd_out.csv"]);
     let out = std::fs::read_to_string(p.path("odd_out.csv")).unwrap();
-    assert_eq!(out.lines().count(), 4);
+    assert_eq!(out.lines().count(), 5);
+    assert!(
+        out.contains("row unusable: the job title and duties hold no letters or digits"),
+        "{out}"
+    );
     assert!(
         out.contains("row unusable: the job title and duties are empty"),
         "{out}"
