@@ -311,13 +311,18 @@ fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
+/// A CSV file's header and its readable records, or `None` when it cannot be opened or has
+/// no header (a queue file is the service's to skip, not to fail on).
+fn csv_records(f: &Path) -> Option<(csv::StringRecord, Vec<csv::StringRecord>)> {
+    let mut r = csv::Reader::from_path(f).ok()?;
+    let h = r.headers().ok()?.clone();
+    Some((h, r.records().flatten().collect()))
+}
+
 /// The decisions in one `review_<date>.csv` file: (queue item, who decided it and when).
 fn decisions_in(f: &Path) -> Vec<(String, DecidedBy)> {
     let mut out = Vec::new();
-    let Ok(mut r) = csv::Reader::from_path(f) else {
-        return out;
-    };
-    let Ok(h) = r.headers().cloned() else {
+    let Some((h, records)) = csv_records(f) else {
         return out;
     };
     let col = |n: &str| h.iter().position(|c| c == n);
@@ -325,7 +330,7 @@ fn decisions_in(f: &Path) -> Vec<(String, DecidedBy)> {
         return out;
     };
     let (coder, at) = (col("coder"), col("timestamp"));
-    for rec in r.records().flatten() {
+    for rec in records {
         let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
         if let Some(id) = rec.get(item) {
             out.push((
@@ -343,10 +348,7 @@ fn decisions_in(f: &Path) -> Vec<(String, DecidedBy)> {
 /// The records with text queued in one `to_review_<date>.csv` or `api_review_<date>.csv`.
 fn queued_in(f: &Path) -> Vec<Queued> {
     let mut out = Vec::new();
-    let Ok(mut r) = csv::Reader::from_path(f) else {
-        return out;
-    };
-    let Ok(h) = r.headers().cloned() else {
+    let Some((h, records)) = csv_records(f) else {
         return out;
     };
     let col = |n: &str| h.iter().position(|c| c == n);
@@ -366,7 +368,7 @@ fn queued_in(f: &Path) -> Vec<Queued> {
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
-    for rec in r.records().flatten() {
+    for rec in records {
         let get = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or("").to_string();
         let (job_title, duties) = (get(Some(t)), get(d));
         if record_text(&job_title, &duties).is_empty() {
