@@ -176,22 +176,38 @@ pub struct Lineage {
 /// had written before it, without reading them through any of its inputs; the lineage then
 /// goes to an execution that did make or read them, and to the copy only when no other is
 /// known.
+///
+/// `until` is the execution that read the object: the object it read was written no later
+/// than that execution ran, so a producer from a later run is left out. A stage that ran
+/// again later with new inputs and wrote the same bytes (corrections that changed no
+/// record) did not make what the reader read, and its new inputs would be shown as if the
+/// reader had seen them.
 fn producer(
     entries: &[CacheEntry],
     object: &str,
     from: Option<(&str, &str)>,
+    until: Option<&CacheEntry>,
 ) -> Option<(CacheEntry, String)> {
     // Every (execution index, output name) that wrote the object, oldest first.
-    let wrote: Vec<(usize, &str)> = entries
-        .iter()
-        .enumerate()
-        .flat_map(|(i, e)| {
-            e.outputs
-                .iter()
-                .filter(|(_, o)| o.id == object)
-                .map(move |(n, _)| (i, n.as_str()))
-        })
-        .collect();
+    let wrote_where = |bounded: bool| -> Vec<(usize, &str)> {
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !bounded || until.is_none_or(|u| ran_at(e) <= ran_at(u)))
+            .flat_map(|(i, e)| {
+                e.outputs
+                    .iter()
+                    .filter(|(_, o)| o.id == object)
+                    .map(move |(n, _)| (i, n.as_str()))
+            })
+            .collect()
+    };
+    // Where no producer up to the reader is recorded any more, a later one still tells
+    // how such bytes are made.
+    let mut wrote = wrote_where(true);
+    if wrote.is_empty() {
+        wrote = wrote_where(false);
+    }
     let pick = |&(i, n): &(usize, &str)| (entries[i].clone(), n.to_string());
     if let Some(named) = wrote
         .iter()
@@ -227,16 +243,22 @@ fn producer(
 /// second tie; the run id (its start to the millisecond, and runs on one store never overlap)
 /// orders them.
 fn oldest_first(entries: &mut [CacheEntry]) {
-    entries.sort_by(|a, b| (&a.created_at, &a.run_id).cmp(&(&b.created_at, &b.run_id)));
+    entries.sort_by(|a, b| ran_at(a).cmp(&ran_at(b)));
+}
+
+/// When a stage execution ran, as [`oldest_first`] orders them.
+fn ran_at(e: &CacheEntry) -> (&str, &str) {
+    (e.created_at.as_str(), e.run_id.as_str())
 }
 
 fn lineage_of(
     entries: &[CacheEntry],
     object: &str,
     from: Option<(&str, &str)>,
+    until: Option<&CacheEntry>,
     depth: usize,
 ) -> Option<Lineage> {
-    let (e, output) = producer(entries, object, from)?;
+    let (e, output) = producer(entries, object, from, until)?;
     let fp: Fingerprint = serde_json::from_value(e.fingerprint.clone()).ok()?;
     let mut files = Vec::new();
     let mut upstream = Vec::new();
@@ -254,6 +276,7 @@ fn lineage_of(
                             entries,
                             blake3,
                             Some((stage.as_str(), output.as_str())),
+                            Some(&e),
                             depth + 1,
                         )
                     {
@@ -285,7 +308,7 @@ pub fn lineage(p: &Pipeline, artifact: &str) -> Result<Lineage> {
     let mut entries = store.cache_entries()?;
     oldest_first(&mut entries);
     let object = resolve_artifact(p, &store, artifact)?;
-    lineage_of(&entries, &object, None, 0)
+    lineage_of(&entries, &object, None, None, 0)
         .ok_or_else(|| Error::UnknownArtifact(artifact.to_string()))
 }
 
@@ -348,17 +371,42 @@ mod tests {
         out: &str,
         writes: &str,
     ) -> CacheEntry {
+        execution_reading(
+            run,
+            stage,
+            reads.map(|o| ("train", "model", o)),
+            out,
+            writes,
+        )
+    }
+
+    /// The same, reading `reads`: (upstream stage, its output, the object).
+    fn execution_reading(
+        run: &str,
+        stage: &str,
+        reads: Option<(&str, &str, &str)>,
+        out: &str,
+        writes: &str,
+    ) -> CacheEntry {
         let mut inputs = BTreeMap::new();
-        if let Some(object) = reads {
+        if let Some((upstream, output, object)) = reads {
             inputs.insert(
-                "model".to_string(),
+                output.to_string(),
                 vec![InputHash::Stage {
-                    stage: "train".into(),
-                    output: "model".into(),
+                    stage: upstream.into(),
+                    output: output.into(),
                     blake3: object.to_string().into(),
                 }],
             );
         }
+        // Executions of one stage with other inputs have other keys.
+        inputs.insert(
+            "run".to_string(),
+            vec![InputHash::File {
+                path: run.to_string(),
+                blake3: run.to_string().into(),
+            }],
+        );
         let fp = Fingerprint {
             cache_version: crate::fingerprint::CACHE_VERSION,
             kind: stage.into(),
@@ -407,7 +455,7 @@ mod tests {
         ] {
             let mut entries: Vec<CacheEntry> = order.iter().map(|&i| all[i].clone()).collect();
             oldest_first(&mut entries);
-            let l = lineage_of(&entries, "A", None, 0).unwrap();
+            let l = lineage_of(&entries, "A", None, None, 0).unwrap();
             let trained = l
                 .upstream
                 .first()
@@ -415,5 +463,30 @@ mod tests {
                 .unwrap_or(l.run_id.as_str());
             assert_eq!(trained, r1, "listing order {order:?}: {l:?}");
         }
+    }
+
+    #[test]
+    fn an_input_comes_from_the_execution_before_its_reader_not_a_later_one() {
+        // Run 1: corrections write records R, train reads R and writes model M. Run 2: new
+        // corrections (for texts the records lack) run again and write R again; train is
+        // fresh. M was trained on run 1's R.
+        let (r1, r2) = ("20260101T000000001Z-aaaaaa", "20260101T000000502Z-bbbbbb");
+        let mut entries = vec![
+            execution_reading(r1, "corrections", None, "records", "R"),
+            execution_reading(
+                r1,
+                "train",
+                Some(("corrections", "records", "R")),
+                "model",
+                "M",
+            ),
+            execution_reading(r2, "corrections", None, "records", "R"),
+        ];
+        oldest_first(&mut entries);
+        let l = lineage_of(&entries, "M", None, None, 0).unwrap();
+        assert_eq!(l.upstream[0].run_id, r1, "{l:?}");
+        // Asked about R itself, the newest execution that wrote it answers.
+        let l = lineage_of(&entries, "R", None, None, 0).unwrap();
+        assert_eq!(l.run_id, r2, "{l:?}");
     }
 }
