@@ -189,12 +189,10 @@ pub(crate) async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// Why a record with no text to code is refused: both fields empty, or holding only
-/// punctuation and symbols, which coding ignores.
+/// Why a record with no text to code is refused (both fields empty, or only punctuation).
 fn no_text(job_title: &str, duties: &str) -> String {
-    if job_title.trim().is_empty() && duties.trim().is_empty() {
-        "job_title and duties_description are both empty; send at least a job title".into()
-    } else {
-        "job_title and duties_description hold no letters or digits, so there is nothing to code; send a job title".into()
-    }
+    format!(
+        "{}; send a job title",
+        classifier::text::why_no_text(job_title, duties)
+    )
 }

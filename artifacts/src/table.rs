@@ -632,14 +632,19 @@ pub fn added_column_position<S: AsRef<str>>(header: &[S], name: &str) -> Option<
     found
 }
 
+/// Whether a column of type `t` holds bytes (a binary column), which may or may not be text.
+pub fn holds_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
 /// The rows of `arr` whose bytes are not UTF-8 text: values of a binary column (as some
 /// older Parquet writers store text) that reading it as text would turn into nulls. Empty
 /// for a column of any other type.
 pub fn rows_not_utf8(arr: &ArrayRef) -> Vec<usize> {
-    if !matches!(
-        arr.data_type(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-    ) {
+    if !holds_bytes(arr.data_type()) {
         return Vec::new();
     }
     // A safe cast makes each value that is not UTF-8 a null.

@@ -118,19 +118,13 @@ fn parquet_rows_not_utf8(
     idx: &[Option<usize>],
     n: usize,
 ) -> Result<Vec<Option<String>>, Error> {
-    use arrow::datatypes::DataType;
     let mut bad = vec![None; n];
     let columns = artifacts::table::parquet_columns(path)?;
     let binary: Vec<usize> = idx
         .iter()
         .flatten()
         .copied()
-        .filter(|&c| {
-            matches!(
-                columns[c].1,
-                DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-            )
-        })
+        .filter(|&c| artifacts::table::holds_bytes(&columns[c].1))
         .collect();
     if binary.is_empty() {
         return Ok(bad);

@@ -285,7 +285,7 @@ fn every_endpoint_and_every_error_is_json() {
         (
             r#"{"job_title":"  ","duties_description":""}"#,
             422,
-            "both empty",
+            "the job title and duties are empty; send a job title",
         ),
         (
             r#"{"job_title":"  ","duties_description":"!!"}"#,
