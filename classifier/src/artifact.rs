@@ -98,6 +98,9 @@ pub struct CascadeFit {
 /// records whose titles the model never saw, with their duties removed: the cascade's
 /// n-gram calibration and threshold, and the ensemble's calibration with and without the
 /// cascade. Titles the model saw keep the ensemble's calibration.
+///
+/// Titles coded outside the records (see [`crate::titles`]), when training is given them,
+/// join those rows: they are kept here so that fine-tuning refits the part on them too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TitleOnly {
@@ -107,14 +110,25 @@ pub struct TitleOnly {
     pub cascade: Cascade,
     /// What the fit measured.
     pub fit: TitleOnlyFit,
+    /// Titles coded outside the records that the part was fitted on besides validation's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external: Vec<crate::titles::LabelledTitle>,
 }
 
-/// The fit of [`TitleOnly`] on validation titles.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The fit of [`TitleOnly`] on unseen titles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TitleOnlyFit {
-    /// Validation records whose titles are not in the title index (their titles alone).
+    /// Rows fitted on: validation records whose titles are not in the title index (their
+    /// titles alone), and `external_rows` titles coded outside the records.
     pub rows: usize,
+    /// Of `rows`, the titles coded outside the records (not in the title index either).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub external_rows: usize,
     /// Accuracy of the whole ensemble on them.
     pub accuracy: f64,
     /// Their expected calibration error under the calibration fitted on records with

@@ -7,6 +7,7 @@
 //! | [`kind`] | the model kinds (`ngram`, `ensemble`, `transformer`) |
 //! | [`features`] | fastText-style hashed word, bigram and character n-gram features |
 //! | [`text`] | the text normalisation every stage and the predictor share |
+//! | [`titles`] | occupation titles coded outside the records (ESCO labels, an index of titles), which calibrate titles the model never saw |
 //! | [`bf16`] | the encoders' linear products in bfloat16 on CPUs with AVX-512 BF16 |
 //! | [`encoder`] | pretrained BERT/RoBERTa/MPNet sentence encoders (safetensors + tokenizers) as burn modules |
 //! | [`model`] | the `ngram` network (embedding bag + head) and its sparse-aware burn training loop |
@@ -43,6 +44,7 @@ pub mod retrieval;
 pub mod rng;
 pub mod taxonomy;
 pub mod text;
+pub mod titles;
 pub mod training;
 pub mod transformer;
 

@@ -1,7 +1,8 @@
 //! `train`: an adapter over [`classifier::training::fit`]. It reads the training and
-//! validation splits, the reference and the encoder files, hands them to the classifier with
-//! the `[model]` / `[training]` settings ([`FitSpec`]), and saves the model artifact with its
-//! provenance. What a model kind is and how it trains lives in `classifier`.
+//! validation splits, the reference, the encoder files and titles coded outside the records,
+//! hands them to the classifier with the `[model]` / `[training]` settings ([`FitSpec`]), and
+//! saves the model artifact with its provenance. What a model kind is and how it trains lives
+//! in `classifier`.
 
 use classifier::training::{Examples, Files, FitSpec, fit};
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
@@ -38,6 +39,12 @@ const INPUTS: &[InputDecl] = &[
         many: true,
         help: "files of a pretrained encoder directory (config.json, model.safetensors, tokenizer.json; `isco-dag models fetch minilm`) for model_kind = \"ensemble\" or \"transformer\"",
     },
+    InputDecl {
+        name: "titles",
+        required: false,
+        many: false,
+        help: "occupation titles coded outside the records (CSV: `isco_code` and `job_title` or ESCO's `preferred_label` with `alt_labels`), never trained on: an ensemble calibrates the titles it never saw, given without duties, on them as well as on validation's",
+    },
 ];
 
 const OUTPUTS: &[OutputDecl] = &[OutputDecl {
@@ -71,10 +78,15 @@ impl Stage for Train {
             .get("model")
             .and_then(|o| ctx.store.checkout(o).ok());
         let shared = shared_cache_root(ctx);
+        let external = match ctx.input_opt("titles") {
+            Some(path) => classifier::titles::load_labelled_titles(path)?,
+            None => Vec::new(),
+        };
         let files = Files {
             encoder: encoder.as_deref(),
             previous_model: previous.as_deref(),
             shared_cache: Some(&shared),
+            external_titles: &external,
         };
         let mut fitted = fit(
             &spec,

@@ -326,6 +326,88 @@ fn unseen_titles_are_calibrated_apart(p: &Project) {
     );
 }
 
+/// The train stage's `titles` input: titles coded outside the records (here in ESCO's
+/// layout) join the rows that calibrate titles the model never saw, those the title index
+/// holds or whose codes it does not know left out; the model keeps them for fine-tuning; a
+/// code that is not a unit group stops the run naming the file, row and column.
+fn titles_coded_elsewhere_join_the_calibration(p: &Project) {
+    // The records' 20 most frequent titles (as the model normalises them: those the training
+    // split surely holds), each with its first code.
+    let norm = |t: &str| {
+        t.to_lowercase()
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut rdr = csv::Reader::from_path(p.path("data/raw/historical_records.csv")).unwrap();
+    let mut seen: std::collections::HashMap<String, (usize, String)> = Default::default();
+    for row in rdr.records() {
+        let row = row.unwrap();
+        seen.entry(norm(&row[0]))
+            .or_insert_with(|| (0, row[2].to_string()))
+            .0 += 1;
+    }
+    let mut frequent: Vec<(usize, String, String)> =
+        seen.into_iter().map(|(t, (n, c))| (n, t, c)).collect();
+    frequent.sort_by(|a, b| b.cmp(a));
+    let mut csv = String::from("esco_uri,isco_code,preferred_label,alt_labels\n");
+    let mut unseen = 0;
+    for (i, (_, title, code)) in frequent.iter().take(20).enumerate() {
+        // The preferred label is a title the records hold (left out); the alternatives are not.
+        csv.push_str(&format!(
+            "u{i},{code},{title},\"{title} grade two|visiting {title} apprentice\"\n"
+        ));
+        unseen += 2;
+    }
+    // A code the records never show cannot be scored: left out.
+    csv.push_str("u99,0110,commissioned armed forces officer,\n");
+    p.write("data/reference/titles_elsewhere.csv", &csv);
+    let with_titles = |pipeline: &str| {
+        p.edit(
+            pipeline,
+            "encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\" }",
+            "encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\", titles = \"data/reference/titles_elsewhere.csv\" }",
+        );
+    };
+    with_titles("pipelines/ensemble.toml");
+    with_titles("pipelines/finetune-ensemble.toml");
+    let before = p.json("models/latest/model.json")["title_only"]["fit"]["rows"]
+        .as_u64()
+        .unwrap();
+    p.ok(&["run", "pipelines/ensemble.toml"]);
+    let run = p.last_run();
+    assert_eq!(
+        outcome_of(&run, "train"),
+        "executed",
+        "a new input re-trains"
+    );
+    let fit = &stage_of(&run, "train")["metrics"]["retrieval"]["title_only"];
+    assert_eq!(fit["external_rows"], unseen, "{fit}");
+    assert_eq!(fit["rows"].as_u64().unwrap(), before + unseen, "{fit}");
+    let meta = p.json("models/latest/model.json");
+    assert_eq!(
+        meta["title_only"]["external"].as_array().unwrap().len() as u64,
+        unseen * 3 / 2 + 1,
+        "every title read is kept for fine-tuning"
+    );
+
+    p.append(
+        "data/reference/titles_elsewhere.csv",
+        "u100,2221,night nurse,\nu101,22,nurses,\n",
+    );
+    let (code, err) = p.fails(&["run", "pipelines/ensemble.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("titles_elsewhere.csv")
+            && err.contains("row 24 column `isco_code`: `22` is not a 4-digit ISCO-08 unit group"),
+        "{err}"
+    );
+    p.write("data/reference/titles_elsewhere.csv", &csv);
+    p.ok(&["run", "pipelines/ensemble.toml"]);
+    assert_eq!(outcome_of(&p.last_run(), "train"), "skipped");
+}
+
 /// `[inference] precision = "bf16"` embeds the queries on the bfloat16 kernel where the CPU
 /// has AVX-512 BF16: the vectors move a little, the codes hardly; elsewhere the setting is a
 /// configuration error naming the key.
@@ -506,6 +588,7 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     // Evaluate scored the ensemble; predictions carry codes.
     scored_and_codes(&p, "retrieval", 0.5);
     unseen_titles_are_calibrated_apart(&p);
+    titles_coded_elsewhere_join_the_calibration(&p);
     bf16_codes_as_fp32_does(&p);
     the_cascade_routes_rows(&p);
 
@@ -573,6 +656,10 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
         "{m}"
     );
     assert_eq!(m["embedded_now"].as_u64().unwrap(), 0, "{m}");
+    // The fine-tuned model's unseen titles are calibrated on the base's titles coded
+    // elsewhere too.
+    let fit = &stage_of(&run, "fine-tune")["metrics"]["title_only"];
+    assert!(fit["external_rows"].as_u64().unwrap() > 0, "{fit}");
     assert_eq!(p.json("models/finetuned/model.json")["kind"], "ensemble");
     let out = p.ok(&[
         "predict",

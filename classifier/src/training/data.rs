@@ -49,6 +49,9 @@ pub struct Files<'a> {
     pub previous_model: Option<&'a Path>,
     /// Where sentence vectors are shared between stages (one directory per encoder).
     pub shared_cache: Option<&'a Path>,
+    /// Titles coded outside the records ([`crate::titles`]): an ensemble's calibration of
+    /// titles it never saw is fitted on them too. Never trained on or indexed.
+    pub external_titles: &'a [crate::titles::LabelledTitle],
 }
 
 /// Progress of a long training step, shown by the caller (a progress bar, a log).

@@ -385,6 +385,7 @@ pub(super) fn build(
                 retrieval: &retrieval,
             },
             va,
+            files.external_titles,
             labels,
             &Calibrated {
                 temperature: cal.temperature,

@@ -269,6 +269,7 @@ pub fn fine_tune(
                                 retrieval: r,
                             },
                             va,
+                            &base_part.external,
                             &labels,
                             &Calibrated {
                                 temperature: cal.temperature,

@@ -113,9 +113,15 @@ impl FitSummary {
 
 /// The stage report's line about the calibration of unseen titles without duties.
 pub fn title_only_line(f: &crate::artifact::TitleOnlyFit) -> String {
+    let rows = match f.external_rows {
+        0 => format!("{} validation titles", f.rows),
+        n => format!(
+            "{} validation titles and {n} titles coded outside the records",
+            f.rows - n
+        ),
+    };
     format!(
-        "unseen titles without duties: {} validation titles, accuracy {:.4}; mean confidence {:.4} (ECE {:.4}) with their own calibration against {:.4} (ECE {:.4}) with that of records with duties",
-        f.rows,
+        "unseen titles without duties: {rows}, accuracy {:.4}; mean confidence {:.4} (ECE {:.4}) with their own calibration against {:.4} (ECE {:.4}) with that of records with duties",
         f.accuracy,
         f.confidence,
         f.ece,

@@ -8,6 +8,12 @@
 //! and ensemble logits it fits the n-gram calibration, a cascade threshold (by the same rule
 //! as the ensemble's own, [`fit_cascade`]), the calibration of the rows under it, and the
 //! ensemble's calibration of every such row for coding without the cascade.
+//!
+//! Validation titles the model never saw are mostly the office's own titles respelt, and it
+//! codes them right about as often as their confidence says; titles phrased the way another
+//! coder phrases them are coded right less often at the same confidence. When training is
+//! given titles coded outside the records ([`crate::titles`]), those not in the title index
+//! join the rows, so the part is fitted on both kinds.
 
 use std::collections::HashSet;
 
@@ -20,6 +26,7 @@ use crate::features::{FeatureConfig, FeatureMatrix};
 use crate::model::Trained;
 use crate::predict::calibrated;
 use crate::retrieval::{Retrieval, mix_probabilities, split_text};
+use crate::titles::LabelledTitle;
 use crate::transformer::FineTuned;
 
 /// Validation records whose titles are not in `known`, each as its title alone, with their
@@ -48,6 +55,34 @@ pub fn unseen_titles(
         .collect();
     let y = idx.iter().map(|&i| y_all[i].expect("labelled")).collect();
     (texts, y)
+}
+
+/// The titles of `external` that are not in `known` and whose codes are labels, with their
+/// classes: at most `rows` of them, drawn with `seed`.
+pub fn unseen_external(
+    external: &[LabelledTitle],
+    labels: &[String],
+    known: &HashSet<&str>,
+    seed: u64,
+    rows: usize,
+) -> (Vec<String>, Vec<u32>) {
+    let class: std::collections::HashMap<&str, u32> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i as u32))
+        .collect();
+    let mut idx: Vec<(usize, u32)> = external
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !known.contains(t.title.as_str()))
+        .filter_map(|(i, t)| class.get(t.code.as_str()).map(|&c| (i, c)))
+        .collect();
+    crate::Rng::keyed(seed, "title-only external rows").shuffle(&mut idx);
+    idx.truncate(rows);
+    idx.sort_unstable();
+    idx.iter()
+        .map(|&(i, c)| (external[i].title.clone(), c))
+        .unzip()
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -90,6 +125,7 @@ pub fn fit_parts(
     let (conf_after, _) = top_label(&calibrated(ensemble_logits, classes, &whole), y, classes);
     let fit = TitleOnlyFit {
         rows: y.len(),
+        external_rows: 0,
         accuracy: ok.iter().filter(|&&b| b).count() as f64 / y.len().max(1) as f64,
         ece_with_duties_calibration: ece(&conf_before, &ok),
         ece: ece(&conf_after, &ok),
@@ -100,6 +136,7 @@ pub fn fit_parts(
         whole,
         cascade,
         fit,
+        external: Vec::new(),
     }
 }
 
@@ -129,11 +166,13 @@ pub(super) struct Settings {
     pub method: CalibrationMethod,
 }
 
-/// The part of an ensemble, fitted on the validation records whose titles it never saw;
-/// `None` when there are fewer than `settings.min_rows` of them.
+/// The part of an ensemble, fitted on the validation records whose titles it never saw and
+/// on the titles of `external` it never saw (each drawn up to `settings.max_rows`); `None`
+/// when there are fewer than `settings.min_rows` validation rows.
 pub(super) fn fit(
     scorer: &Scorer<'_>,
     va: Examples<'_>,
+    external: &[LabelledTitle],
     labels: &[String],
     with_duties: &Calibrated,
     settings: &Settings,
@@ -145,10 +184,15 @@ pub(super) fn fit(
         .iter()
         .map(String::as_str)
         .collect();
-    let (texts, y) = unseen_titles(va, labels, &known, settings.seed, settings.max_rows);
+    let (mut texts, mut y) = unseen_titles(va, labels, &known, settings.seed, settings.max_rows);
     if y.len() < settings.min_rows.max(1) {
         return Ok(None);
     }
+    let (more_texts, more_y) =
+        unseen_external(external, labels, &known, settings.seed, settings.max_rows);
+    let external_rows = more_y.len();
+    texts.extend(more_texts);
+    y.extend(more_y);
     let c = labels.len();
     let x = FeatureMatrix::build(scorer.features, &texts);
     let rows: Vec<usize> = (0..x.rows()).collect();
@@ -161,7 +205,7 @@ pub(super) fn fit(
     // leans further on the retrieval, which suits spelling variants of the office's own
     // titles but codes titles phrased unlike them worse.
     let ensemble_logits = scorer.retrieval.ensemble_logits(&p, &texts, c)?;
-    Ok(Some(fit_parts(
+    let mut part = fit_parts(
         &ngram_logits,
         &ensemble_logits,
         &y,
@@ -169,7 +213,10 @@ pub(super) fn fit(
         with_duties,
         settings.max_loss,
         settings.method,
-    )))
+    );
+    part.fit.external_rows = external_rows;
+    part.external = external.to_vec();
+    Ok(Some(part))
 }
 
 #[cfg(test)]
@@ -204,6 +251,26 @@ mod tests {
         assert_eq!(bare_title("baker"), Some("baker"));
         assert_eq!(bare_title("baker | bake bread"), None);
         assert_eq!(bare_title("| bake bread"), None);
+    }
+
+    #[test]
+    fn external_titles_the_index_holds_or_of_unknown_codes_are_left_out() {
+        let t = |title: &str, code: &str| LabelledTitle {
+            title: title.into(),
+            code: code.into(),
+        };
+        let external = [
+            t("nurse", "2221"),
+            t("theatre nurse", "2221"),
+            t("dough artisan", "7512"),
+            t("astronaut", "3153"),
+        ];
+        let labels: Vec<String> = ["2221", "7512", "8331"].map(String::from).to_vec();
+        let known: HashSet<&str> = ["nurse"].into_iter().collect();
+        let (texts, y) = unseen_external(&external, &labels, &known, 7, 100);
+        assert_eq!(texts, ["theatre nurse", "dough artisan"]);
+        assert_eq!(y, [0, 1]);
+        assert_eq!(unseen_external(&external, &labels, &known, 7, 1).0.len(), 1);
     }
 
     /// Over-confident title-only rows: the calibration fitted on records with duties keeps

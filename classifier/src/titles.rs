@@ -1,0 +1,170 @@
+//! Occupation titles coded by a source other than the office's records: ESCO's occupations
+//! with their alternative labels, or a national index of occupational titles.
+//!
+//! They are never trained on and never indexed. An ensemble draws from them, beside its
+//! validation titles, the rows that calibrate titles it never saw given without duties
+//! ([`crate::training::title_only`]): the office's own unseen titles are mostly respellings
+//! of titles it has and are coded right about as often as their confidence says, while
+//! titles phrased the way another coder phrases them are coded right less often at the same
+//! confidence. A calibration fitted on validation titles alone therefore over-states the
+//! confidence of exactly the titles this part is for.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::IscoCode;
+use crate::error::Error;
+use crate::text::normalize;
+
+/// Columns holding a title's code.
+const CODE_COLS: &[&str] = &["isco_code", "code", "isco08_code", "iscogroup"];
+/// Columns holding one title of the row.
+const TITLE_COLS: &[&str] = &["job_title", "preferred_label", "preferredlabel", "title"];
+/// Columns holding more titles of the same code, separated by `|` or line breaks (ESCO's
+/// exports put one alternative label a line).
+const ALT_COLS: &[&str] = &["alt_labels", "altlabels", "alternative_labels"];
+
+/// One title and its 4-digit unit group, the title normalised as a model text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LabelledTitle {
+    /// The normalised title.
+    pub title: String,
+    /// Its ISCO-08 unit group.
+    pub code: IscoCode,
+}
+
+/// Reads a CSV of coded titles: a code column (`isco_code`, `code`, `iscoGroup`), a title
+/// column (`job_title`, `preferred_label`, `preferredLabel`, `title`) and optionally a column
+/// of alternative titles (`alt_labels`, `altLabels`). Every title of a row becomes one
+/// [`LabelledTitle`]; repeated pairs are kept once. A code that is not a 4-digit unit group
+/// is an error naming the row and column, so a shifted column is not read as titles.
+pub fn load_labelled_titles(path: &Path) -> Result<Vec<LabelledTitle>, Error> {
+    let file_err = |message: String| Error::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let known: Vec<&str> = [CODE_COLS, TITLE_COLS, ALT_COLS].concat();
+    let delimiter = artifacts::table::csv_file_delimiter(path, &known, &vec![false; known.len()])
+        .map_err(|e| file_err(format!("cannot be read: {e}")))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .from_path(path)
+        .map_err(|e| file_err(format!("cannot be read as CSV: {e}")))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| file_err(format!("has no readable header row: {e}")))?
+        .clone();
+    let find = |names: &[&str]| {
+        headers.iter().position(|h| {
+            names.contains(
+                &h.trim()
+                    .trim_start_matches('\u{feff}')
+                    .to_lowercase()
+                    .as_str(),
+            )
+        })
+    };
+    let found = || headers.iter().collect::<Vec<_>>().join(", ");
+    let Some(ci) = find(CODE_COLS) else {
+        return Err(file_err(format!(
+            "has no ISCO code column (looked for {}; found {}); name the column of 4-digit codes `isco_code`",
+            CODE_COLS.join(", "),
+            found()
+        )));
+    };
+    let Some(ti) = find(TITLE_COLS) else {
+        return Err(file_err(format!(
+            "has no title column (looked for {}; found {}); name the column of titles `job_title`",
+            TITLE_COLS.join(", "),
+            found()
+        )));
+    };
+    let ai = find(ALT_COLS);
+    let mut out = BTreeSet::new();
+    for (i, rec) in rdr.records().enumerate() {
+        // Row numbers as a spreadsheet shows them: the header is row 1.
+        let row = i + 2;
+        let rec = rec.map_err(|e| file_err(format!("row {row}: {e}; fix or remove the row")))?;
+        let code = rec.get(ci).unwrap_or("").trim();
+        if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+            return Err(file_err(format!(
+                "row {row} column `{}`: `{code}` is not a 4-digit ISCO-08 unit group; fix or remove the row",
+                &headers[ci]
+            )));
+        }
+        let alternatives = ai.and_then(|a| rec.get(a)).unwrap_or("");
+        let titles =
+            std::iter::once(rec.get(ti).unwrap_or("")).chain(alternatives.split(['|', '\n']));
+        for t in titles {
+            let title = normalize(t);
+            if !title.is_empty() {
+                out.insert(LabelledTitle {
+                    title,
+                    code: IscoCode::from(code),
+                });
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(file_err(
+            "holds no titles; list coded occupation titles in it or leave the input out".into(),
+        ));
+    }
+    Ok(out.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Vec<LabelledTitle>, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("titles.csv");
+        std::fs::write(&path, text).unwrap();
+        load_labelled_titles(&path)
+    }
+
+    fn pairs(v: &[LabelledTitle]) -> Vec<(&str, &str)> {
+        v.iter()
+            .map(|t| (t.title.as_str(), t.code.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn every_label_of_an_occupation_is_a_title_of_its_code() {
+        let v = load(
+            "esco_uri,isco_code,preferred_label,alt_labels,description\n\
+             u1,2166,Technical Director,head of technical|technical manager,\"Directs, plans\"\n\
+             u2,5120,cook,\"chef de partie\nline cook\",cooks\n\
+             u3,5120,Cook,,again\n",
+        )
+        .unwrap();
+        assert_eq!(
+            pairs(&v),
+            vec![
+                ("chef de partie", "5120"),
+                ("cook", "5120"),
+                ("head of technical", "2166"),
+                ("line cook", "5120"),
+                ("technical director", "2166"),
+                ("technical manager", "2166"),
+            ]
+        );
+        let plain = load("job_title;isco_code\nWebsite author;2641\n").unwrap();
+        assert_eq!(pairs(&plain), vec![("website author", "2641")]);
+    }
+
+    #[test]
+    fn a_code_that_is_not_a_unit_group_names_its_row_and_column() {
+        let e = load("job_title,isco_code\nnurse,2221\nbaker,75\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("row 3 column `isco_code`: `75`"), "{e}");
+        let e = load("name,code\nnurse,2221\n").unwrap_err().to_string();
+        assert!(e.contains("has no title column"), "{e}");
+        let e = load("job_title,isco_code\n").unwrap_err().to_string();
+        assert!(e.contains("holds no titles"), "{e}");
+    }
+}
