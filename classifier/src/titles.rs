@@ -83,10 +83,19 @@ pub fn load_labelled_titles(path: &Path) -> Result<Vec<LabelledTitle>, Error> {
     };
     let ai = find(ALT_COLS);
     let mut out = BTreeSet::new();
-    for (i, rec) in rdr.records().enumerate() {
+    let mut records = rdr.records().enumerate().peekable();
+    while let Some((i, rec)) = records.next() {
         // Row numbers as a spreadsheet shows them: the header is row 1.
         let row = i + 2;
         let rec = rec.map_err(|e| file_err(format!("row {row}: {e}; fix or remove the row")))?;
+        // A quote left open in the last column runs to the end of the file, which the CSV
+        // reader accepts: the field then ends with the file's last line break.
+        if records.peek().is_none() && rec.iter().next_back().is_some_and(|f| f.ends_with('\n')) {
+            let line = rec.position().map_or(row as u64, |p| p.line());
+            return Err(file_err(format!(
+                "row {row}: a quote opened on line {line} is never closed, so the rest of the file became one value; close it (a quote inside a value is written twice: \"\")"
+            )));
+        }
         let code = rec.get(ci).unwrap_or("").trim();
         if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
             return Err(file_err(format!(
@@ -166,5 +175,12 @@ mod tests {
         assert!(e.contains("has no title column"), "{e}");
         let e = load("job_title,isco_code\n").unwrap_err().to_string();
         assert!(e.contains("holds no titles"), "{e}");
+        let e = load("isco_code,job_title\n2221,nurse\n5120,\"cook\n7512,baker\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("row 3: a quote opened on line 3 is never closed"),
+            "{e}"
+        );
     }
 }
