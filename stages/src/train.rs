@@ -79,7 +79,16 @@ impl Stage for Train {
             .and_then(|o| ctx.store.checkout(o).ok());
         let shared = shared_cache_root(ctx);
         let external = match ctx.input_opt("titles") {
-            Some(path) => classifier::titles::load_labelled_titles(path)?,
+            Some(path) => {
+                if spec.kind != classifier::kind::ModelKind::Ensemble {
+                    tracing::warn!(
+                        "the `titles` input is used by an ensemble only; a model of kind `{}` is not calibrated on `{}` (remove the input)",
+                        spec.kind,
+                        path.display()
+                    );
+                }
+                classifier::titles::load_labelled_titles(path)?
+            }
             None => Vec::new(),
         };
         let files = Files {

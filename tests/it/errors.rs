@@ -330,3 +330,36 @@ fn a_records_file_without_a_named_column_names_the_param_that_renames_it() {
         "clean",
     ]);
 }
+
+/// Titles coded elsewhere calibrate an ensemble only: given to an `ngram` model's `train`
+/// they are still checked, and the run says they are not used.
+#[test]
+fn titles_for_a_model_that_cannot_use_them_are_named() {
+    let p = Project::new(300);
+    p.write(
+        "data/reference/titles.csv",
+        "isco_code,job_title\n5120,line cook\n",
+    );
+    p.edit(
+        "pipelines/full.toml",
+        "inputs = { train = \"split.train\", validation = \"split.validation\", reference = \"data/reference/isco08_demo.csv\" }",
+        "inputs = { train = \"split.train\", validation = \"split.validation\", reference = \"data/reference/isco08_demo.csv\", titles = \"data/reference/titles.csv\" }",
+    );
+    let out = p.run(&["run", "pipelines/full.toml"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the `titles` input is used by an ensemble only; a model of kind `ngram` is not calibrated on"),
+        "{err}"
+    );
+    p.write(
+        "data/reference/titles.csv",
+        "isco_code,job_title\n512,line cook\n",
+    );
+    let (code, err) = p.fails(&["run", "pipelines/full.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("titles.csv: row 2 column `isco_code`: `512` is not a 4-digit"),
+        "{err}"
+    );
+}
