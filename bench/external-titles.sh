@@ -8,6 +8,7 @@
 #      labels (esco_occupations.csv) less the occupations a reviewer correction names
 #      (bench/esco_titles.py), so new_occupations_eval.csv — held-out titles of the corrected
 #      occupations — stays a measurement of occupations the model has not seen;
+#      each evaluated through its cascade (as shipped) and with every part on every row;
 #   3. each model fine-tuned on corrections.csv (bench/finetune-150k.toml's stages, `[finetune]`
 #      defaults), evaluated on the test split, the corrections' hold-out and
 #      new_occupations_eval.csv.
@@ -43,6 +44,11 @@ eval_row bench/out/store-cold "validation's"
 /usr/bin/time -f "train with titles: wall %e s" $BIN run bench/out/titles.toml \
   | grep -E "unseen titles without duties" >&2 || true
 eval_row bench/out/store-cold "validation's and ESCO's"
+# Every part on every row.
+$BIN run bench/out/cold.toml -S inference.cascade=false > /dev/null
+eval_row bench/out/store-cold "validation's, every part"
+$BIN run bench/out/titles.toml -S inference.cascade=false > /dev/null
+eval_row bench/out/store-cold "validation's and ESCO's, every part"
 
 # Fine-tuned on the corrections.
 store_pipeline titles-ft-base.toml finetune-150k-ensemble finetune-150k.toml store-cold cold
