@@ -35,6 +35,35 @@ PY=${PY:-/tmp/pyref/bin/python}
 OUT=bench/out/reach
 mkdir -p $OUT
 
+# esco_records_pipeline FILE RECORDS: bench/out/FILE, its [pipeline] table read from standard
+# input, then `clean` reading RECORDS, `cluster-outliers` and `evaluate` without the truth
+# file (it knows the 150,000 records only).
+esco_records_pipeline() {
+  { cat; cat <<TOML
+[[stage]]
+id = "clean"
+kind = "clean"
+replace = true
+inputs = { records = "$2", reference = "../shared/data/isco08_groups.csv" }
+params_from = ["data"]
+
+[[stage]]
+id = "cluster-outliers"
+kind = "cluster-outliers"
+replace = true
+inputs = { records = "corrections.records" }
+params_from = ["outliers"]
+
+[[stage]]
+id = "evaluate"
+kind = "evaluate"
+replace = true
+inputs = { model = "train.model", test = "split.test", extra = ["../shared/data/new_occupations_eval.csv", "../shared/data/ilo_titles_dev.csv"] }
+params_from = ["inference"]
+TOML
+  } > "bench/out/$1"
+}
+
 prior_shift() {
   echo "== 4. the ensemble's confidences corrected for the class prior"
   local ens=${ENSEMBLE:-bench/out/finetune-ensemble}
@@ -65,33 +94,11 @@ with open(sys.argv[1], newline="") as f, open(sys.argv[2], "a", newline="") as o
             if label:
                 w.writerow([label, "", r["isco_code"]])
 PY
-  cat > bench/out/reach-esco-ensemble.toml <<TOML
+  esco_records_pipeline reach-esco-ensemble.toml "$OUT/records_esco_ensemble.csv" <<TOML
 [pipeline]
 name = "ensemble-150k-esco-records"
 extends = "cold.toml"
 out_dir = "bench/out/reach-esco-ensemble"
-
-[[stage]]
-id = "clean"
-kind = "clean"
-replace = true
-inputs = { records = "$OUT/records_esco_ensemble.csv", reference = "../shared/data/isco08_groups.csv" }
-params_from = ["data"]
-
-# The truth file knows the 150,000 records only.
-[[stage]]
-id = "cluster-outliers"
-kind = "cluster-outliers"
-replace = true
-inputs = { records = "corrections.records" }
-params_from = ["outliers"]
-
-[[stage]]
-id = "evaluate"
-kind = "evaluate"
-replace = true
-inputs = { model = "train.model", test = "split.test", extra = ["../shared/data/new_occupations_eval.csv", "../shared/data/ilo_titles_dev.csv"] }
-params_from = ["inference"]
 TOML
   $BIN run bench/out/cold.toml > /dev/null
   eval_row bench/out/store-cold "the records"
@@ -120,35 +127,13 @@ done
 
 echo "== 2. ESCO labels as title-only training records"
 "$PY" bench/reach.py esco-records $OUT/records_esco.csv
-cat > bench/out/reach-esco.toml <<TOML
+esco_records_pipeline reach-esco.toml "$OUT/records_esco.csv" <<TOML
 [pipeline]
 name = "full-150k-reach-esco"
 extends = "../full-150k.toml"
 root = "../.."
 store = "bench/out/store-reach"
 out_dir = "bench/out/reach-esco"
-
-[[stage]]
-id = "clean"
-kind = "clean"
-replace = true
-inputs = { records = "$OUT/records_esco.csv", reference = "../shared/data/isco08_groups.csv" }
-params_from = ["data"]
-
-# The truth file knows the 150,000 records only.
-[[stage]]
-id = "cluster-outliers"
-kind = "cluster-outliers"
-replace = true
-inputs = { records = "corrections.records" }
-params_from = ["outliers"]
-
-[[stage]]
-id = "evaluate"
-kind = "evaluate"
-replace = true
-inputs = { model = "train.model", test = "split.test", extra = ["../shared/data/new_occupations_eval.csv", "../shared/data/ilo_titles_dev.csv"] }
-params_from = ["inference"]
 TOML
 $BIN run bench/out/reach.toml -S training.seed=42 | grep -E "test:|new_occupations_eval:|ilo_titles_dev:" || true
 $BIN run bench/out/reach-esco.toml --until evaluate | grep -E "test:|new_occupations_eval:|ilo_titles_dev:"

@@ -132,26 +132,9 @@ impl Taxonomy {
             path: path.to_path_buf(),
             message,
         };
-        // The separator is judged from the header row, as for every other CSV input: an
-        // export where the decimal mark is a comma separates fields with `;`.
         let known: Vec<&str> = [CODE_COLS, TITLE_COLS, DEF_COLS].concat();
-        let delimiter =
-            artifacts::table::csv_file_delimiter(path, &known, &vec![false; known.len()])
-                .map_err(|e| file_err(format!("cannot be read: {e}")))?;
-        let mut rdr = csv::ReaderBuilder::new()
-            .flexible(true)
-            .delimiter(delimiter)
-            .from_path(path)
-            .map_err(|e| file_err(format!("cannot be read as CSV: {e}")))?;
-        let headers = rdr
-            .headers()
-            .map_err(|e| file_err(format!("has no readable header row: {e}")))?
-            .clone();
-        let find = |names: &[&str]| {
-            headers
-                .iter()
-                .position(|h| names.contains(&h.trim().to_lowercase().as_str()))
-        };
+        let (mut rdr, headers) = open_csv(path, &known, true)?;
+        let find = |names: &[&str]| find_column(&headers, names);
         let Some(ci) = find(CODE_COLS) else {
             return Err(file_err(format!(
                 "has no ISCO code column (looked for {}; found {}); is it an ISCO-08 reference file?",
@@ -239,6 +222,45 @@ impl Taxonomy {
     pub fn parent(code: &str, digits: usize) -> &str {
         &code[..digits.min(code.len())]
     }
+}
+
+/// Opens a CSV file whose header row names some of `known` columns: the separator is judged
+/// from that row, as for every other CSV input (an export where the decimal mark is a comma
+/// separates fields with `;`). `flexible` lets rows have more or fewer fields than the header.
+pub(crate) fn open_csv(
+    path: &Path,
+    known: &[&str],
+    flexible: bool,
+) -> Result<(csv::Reader<std::fs::File>, csv::StringRecord), Error> {
+    let file_err = |message: String| Error::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let delimiter = artifacts::table::csv_file_delimiter(path, known, &vec![false; known.len()])
+        .map_err(|e| file_err(format!("cannot be read: {e}")))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(flexible)
+        .delimiter(delimiter)
+        .from_path(path)
+        .map_err(|e| file_err(format!("cannot be read as CSV: {e}")))?;
+    let headers = rdr
+        .headers()
+        .map_err(|e| file_err(format!("has no readable header row: {e}")))?
+        .clone();
+    Ok((rdr, headers))
+}
+
+/// The position of the first header among `names` (lower case), ignoring case, surrounding
+/// space and a byte-order mark.
+pub(crate) fn find_column(headers: &csv::StringRecord, names: &[&str]) -> Option<usize> {
+    headers.iter().position(|h| {
+        names.contains(
+            &h.trim()
+                .trim_start_matches('\u{feff}')
+                .to_lowercase()
+                .as_str(),
+        )
+    })
 }
 
 #[cfg(test)]

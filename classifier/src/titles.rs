@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::IscoCode;
 use crate::error::Error;
+use crate::taxonomy::{find_column, open_csv};
 use crate::text::normalize;
 
 /// Columns holding a title's code.
@@ -46,26 +47,8 @@ pub fn load_labelled_titles(path: &Path) -> Result<Vec<LabelledTitle>, Error> {
         message,
     };
     let known: Vec<&str> = [CODE_COLS, TITLE_COLS, ALT_COLS].concat();
-    let delimiter = artifacts::table::csv_file_delimiter(path, &known, &vec![false; known.len()])
-        .map_err(|e| file_err(format!("cannot be read: {e}")))?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .from_path(path)
-        .map_err(|e| file_err(format!("cannot be read as CSV: {e}")))?;
-    let headers = rdr
-        .headers()
-        .map_err(|e| file_err(format!("has no readable header row: {e}")))?
-        .clone();
-    let find = |names: &[&str]| {
-        headers.iter().position(|h| {
-            names.contains(
-                &h.trim()
-                    .trim_start_matches('\u{feff}')
-                    .to_lowercase()
-                    .as_str(),
-            )
-        })
-    };
+    let (mut rdr, headers) = open_csv(path, &known, false)?;
+    let find = |names: &[&str]| find_column(&headers, names);
     let found = || headers.iter().collect::<Vec<_>>().join(", ");
     let Some(ci) = find(CODE_COLS) else {
         return Err(file_err(format!(
