@@ -181,6 +181,23 @@ impl Taxonomy {
         }
     }
 
+    /// Normalises a code cell as spreadsheets mangle it: trims, drops a trailing `.0`, and
+    /// restores a lost leading zero when the padded code is a unit group of the reference.
+    /// Returns the code and whether it was padded.
+    pub fn normalize_code(&self, raw: &str) -> (String, bool) {
+        let mut c = raw.trim().to_string();
+        if let Some(s) = c.strip_suffix(".0") {
+            c = s.to_string();
+        }
+        if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_digit()) {
+            let padded = format!("0{c}");
+            if self.has_reference() && self.check_unit(&padded).is_ok() {
+                return (padded, true);
+            }
+        }
+        (c, false)
+    }
+
     /// Checks a unit-group code. With a reference: it must be listed. Without: 4 digits
     /// whose first digit is a major group (0–9 all exist, so any 4 digits pass).
     pub fn check_unit(&self, code: &str) -> Result<(), String> {

@@ -15,6 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::IscoCode;
+use crate::Taxonomy;
 use crate::error::Error;
 use crate::taxonomy::{find_column, open_csv};
 use crate::text::normalize;
@@ -39,9 +40,11 @@ pub struct LabelledTitle {
 /// Reads a CSV of coded titles: a code column (`isco_code`, `code`, `iscoGroup`), a title
 /// column (`job_title`, `preferred_label`, `preferredLabel`, `title`) and optionally a column
 /// of alternative titles (`alt_labels`, `altLabels`). Every title of a row becomes one
-/// [`LabelledTitle`]; repeated pairs are kept once. A code that is not a 4-digit unit group
-/// is an error naming the row and column, so a shifted column is not read as titles.
-pub fn load_labelled_titles(path: &Path) -> Result<Vec<LabelledTitle>, Error> {
+/// [`LabelledTitle`]; repeated pairs are kept once. Codes are normalised as the records'
+/// are ([`Taxonomy::normalize_code`]: a spreadsheet's `.0` or lost leading zero); a code
+/// that is still not a unit group (of `tax`, when it has a reference) is an error naming the
+/// row and column, so a shifted column is not read as titles.
+pub fn load_labelled_titles(path: &Path, tax: &Taxonomy) -> Result<Vec<LabelledTitle>, Error> {
     let file_err = |message: String| Error::File {
         path: path.to_path_buf(),
         message,
@@ -79,10 +82,10 @@ pub fn load_labelled_titles(path: &Path) -> Result<Vec<LabelledTitle>, Error> {
                 "row {row}: a quote opened on line {line} is never closed, so the rest of the file became one value; close it (a quote inside a value is written twice: \"\")"
             )));
         }
-        let code = rec.get(ci).unwrap_or("").trim();
-        if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+        let (code, _) = tax.normalize_code(rec.get(ci).unwrap_or(""));
+        if let Err(why) = tax.check_unit(&code) {
             return Err(file_err(format!(
-                "row {row} column `{}`: `{code}` is not a 4-digit ISCO-08 unit group; fix or remove the row",
+                "row {row} column `{}`: {why}; fix or remove the row",
                 &headers[ci]
             )));
         }
@@ -94,7 +97,7 @@ pub fn load_labelled_titles(path: &Path) -> Result<Vec<LabelledTitle>, Error> {
             if !title.is_empty() {
                 out.insert(LabelledTitle {
                     title,
-                    code: IscoCode::from(code),
+                    code: IscoCode::from(code.as_str()),
                 });
             }
         }
@@ -111,11 +114,15 @@ pub fn load_labelled_titles(path: &Path) -> Result<Vec<LabelledTitle>, Error> {
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> Result<Vec<LabelledTitle>, Error> {
+    fn load_with(text: &str, tax: &Taxonomy) -> Result<Vec<LabelledTitle>, Error> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("titles.csv");
         std::fs::write(&path, text).unwrap();
-        load_labelled_titles(&path)
+        load_labelled_titles(&path, tax)
+    }
+
+    fn load(text: &str) -> Result<Vec<LabelledTitle>, Error> {
+        load_with(text, &Taxonomy::codes_only())
     }
 
     fn pairs(v: &[LabelledTitle]) -> Vec<(&str, &str)> {
@@ -149,11 +156,32 @@ mod tests {
     }
 
     #[test]
+    fn codes_a_spreadsheet_mangled_are_read_as_the_records_are() {
+        let tax = Taxonomy::from_groups(["0110", "2221"].map(|c| crate::taxonomy::Group {
+            code: c.into(),
+            title: String::new(),
+            definition: String::new(),
+        }));
+        let v = load_with("job_title,isco_code\nofficer,110\nnurse,2221.0\n", &tax).unwrap();
+        assert_eq!(pairs(&v), vec![("nurse", "2221"), ("officer", "0110")]);
+        let e = load_with("job_title,isco_code\nbaker,7512\n", &tax)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("row 2 column `isco_code`: `7512` is not an ISCO-08 unit group in the reference file"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_code_that_is_not_a_unit_group_names_its_row_and_column() {
         let e = load("job_title,isco_code\nnurse,2221\nbaker,75\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("row 3 column `isco_code`: `75`"), "{e}");
+        assert!(
+            e.contains("row 3 column `isco_code`: `75` is not a 4-digit ISCO-08 unit group"),
+            "{e}"
+        );
         let e = load("name,code\nnurse,2221\n").unwrap_err().to_string();
         assert!(e.contains("has no title column"), "{e}");
         let e = load("job_title,isco_code\n").unwrap_err().to_string();

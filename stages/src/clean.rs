@@ -92,22 +92,6 @@ pub fn load_taxonomy(ctx: &StageContext<'_>) -> Result<Taxonomy, StageError> {
     })
 }
 
-/// Normalises a code cell: trims, drops a trailing `.0` (spreadsheet exports), and restores
-/// a lost leading zero when the padded code is a valid unit group.
-pub fn normalize_code(raw: &str, tax: &Taxonomy) -> (String, bool) {
-    let mut c = raw.trim().to_string();
-    if let Some(s) = c.strip_suffix(".0") {
-        c = s.to_string();
-    }
-    if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_digit()) {
-        let padded = format!("0{c}");
-        if tax.check_unit(&padded).is_ok() && tax.has_reference() {
-            return (padded, true);
-        }
-    }
-    (c, false)
-}
-
 impl Stage for Clean {
     runner::stage_metadata!("clean", version "3", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
@@ -167,7 +151,7 @@ impl Stage for Clean {
                 reject(problem.column().unwrap_or(""), problem.to_string());
                 continue;
             }
-            let (code, was_padded) = normalize_code(&code_raw, &tax);
+            let (code, was_padded) = tax.normalize_code(&code_raw);
             if code.is_empty() {
                 reject(&p.code_column, "the code is empty".into());
                 continue;

@@ -30,7 +30,7 @@ use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::clean::{load_taxonomy, normalize_code};
+use crate::clean::load_taxonomy;
 use crate::error::Error;
 use crate::records::{Records, read_rows};
 use classifier::text::record_text;
@@ -269,7 +269,7 @@ impl Stage for Corrections {
                 } else {
                     ("isco_code", v(4))
                 };
-                let (code, _) = normalize_code(&code_raw, &tax);
+                let (code, _) = tax.normalize_code(&code_raw);
                 if code.is_empty() {
                     reject(code_col, "the corrected code is empty".into());
                     continue;

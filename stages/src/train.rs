@@ -87,7 +87,7 @@ impl Stage for Train {
                         path.display()
                     );
                 }
-                classifier::titles::load_labelled_titles(path)?
+                classifier::titles::load_labelled_titles(path, &tax)?
             }
             None => Vec::new(),
         };
