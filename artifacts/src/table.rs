@@ -800,6 +800,50 @@ pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> st
     Ok(csv_delimiter(&first, wanted, required))
 }
 
+/// Why [`open_csv_file`] could not open a CSV file; each message completes a sentence that
+/// starts with the file's name.
+#[derive(Debug, thiserror::Error)]
+pub enum CsvOpenError {
+    /// The file could not be read.
+    #[error("cannot be read: {0}")]
+    Read(std::io::Error),
+    /// The CSV reader could not open it.
+    #[error("cannot be opened as CSV: {0}")]
+    Open(csv::Error),
+    /// Its first row could not be read.
+    #[error("has no readable header row: {0}")]
+    Header(csv::Error),
+}
+
+/// A CSV reader of `path` with the separator its header row uses ([`csv_file_delimiter`]),
+/// past that row, and the column names it holds (a UTF-8 byte-order mark taken off, bytes
+/// that are not UTF-8 replaced). `flexible` lets rows have another number of fields than the
+/// header, for readers that report such rows themselves.
+pub fn open_csv_file(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+    flexible: bool,
+) -> std::result::Result<(csv::Reader<File>, Vec<String>), CsvOpenError> {
+    let delimiter = csv_file_delimiter(path, wanted, required).map_err(CsvOpenError::Read)?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(flexible)
+        .delimiter(delimiter)
+        .from_path(path)
+        .map_err(CsvOpenError::Open)?;
+    let header = rdr
+        .byte_headers()
+        .map_err(CsvOpenError::Header)?
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim_start_matches('\u{feff}')
+                .to_string()
+        })
+        .collect();
+    Ok((rdr, header))
+}
+
 /// A text cell as it may go into a CSV file that people open in a spreadsheet: a cell that
 /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return would be run as a formula
 /// (`=HYPERLINK(…)` in a job title), so it gets a leading `'`, as OWASP's CSV-injection

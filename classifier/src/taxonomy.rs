@@ -139,7 +139,7 @@ impl Taxonomy {
             return Err(file_err(format!(
                 "has no ISCO code column (looked for {}; found {}); is it an ISCO-08 reference file?",
                 CODE_COLS.join(", "),
-                headers.iter().collect::<Vec<_>>().join(", ")
+                headers.join(", ")
             )));
         };
         let ti = find(TITLE_COLS);
@@ -152,7 +152,7 @@ impl Taxonomy {
                 return Err(file_err(format!(
                     "row {} column {}: `{code}` is not an ISCO-08 group code (1 to 4 digits); fix or remove the row",
                     i + 1,
-                    headers.get(ci).unwrap_or("code")
+                    headers.get(ci).map_or("code", String::as_str)
                 )));
             }
             let get =
@@ -241,43 +241,28 @@ impl Taxonomy {
     }
 }
 
-/// Opens a CSV file whose header row names some of `known` columns: the separator is judged
-/// from that row, as for every other CSV input (an export where the decimal mark is a comma
-/// separates fields with `;`). `flexible` lets rows have more or fewer fields than the header.
+/// Opens a CSV file whose header row names some of `known` columns
+/// ([`artifacts::table::open_csv_file`]); `flexible` lets rows have more or fewer fields than
+/// the header.
 pub(crate) fn open_csv(
     path: &Path,
     known: &[&str],
     flexible: bool,
-) -> Result<(csv::Reader<std::fs::File>, csv::StringRecord), Error> {
-    let file_err = |message: String| Error::File {
-        path: path.to_path_buf(),
-        message,
-    };
-    let delimiter = artifacts::table::csv_file_delimiter(path, known, &vec![false; known.len()])
-        .map_err(|e| file_err(format!("cannot be read: {e}")))?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(flexible)
-        .delimiter(delimiter)
-        .from_path(path)
-        .map_err(|e| file_err(format!("cannot be read as CSV: {e}")))?;
-    let headers = rdr
-        .headers()
-        .map_err(|e| file_err(format!("has no readable header row: {e}")))?
-        .clone();
-    Ok((rdr, headers))
+) -> Result<(csv::Reader<std::fs::File>, Vec<String>), Error> {
+    artifacts::table::open_csv_file(path, known, &vec![false; known.len()], flexible).map_err(|e| {
+        Error::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })
 }
 
-/// The position of the first header among `names` (lower case), ignoring case, surrounding
-/// space and a byte-order mark.
-pub(crate) fn find_column(headers: &csv::StringRecord, names: &[&str]) -> Option<usize> {
-    headers.iter().position(|h| {
-        names.contains(
-            &h.trim()
-                .trim_start_matches('\u{feff}')
-                .to_lowercase()
-                .as_str(),
-        )
-    })
+/// The position of the first header among `names` (lower case), ignoring case and
+/// surrounding space.
+pub(crate) fn find_column(headers: &[String], names: &[&str]) -> Option<usize> {
+    headers
+        .iter()
+        .position(|h| names.contains(&h.trim().to_lowercase().as_str()))
 }
 
 #[cfg(test)]

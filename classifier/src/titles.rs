@@ -52,21 +52,18 @@ pub fn load_labelled_titles(path: &Path, tax: &Taxonomy) -> Result<Vec<LabelledT
     let known: Vec<&str> = [CODE_COLS, TITLE_COLS, ALT_COLS].concat();
     let (mut rdr, headers) = open_csv(path, &known, false)?;
     let find = |names: &[&str]| find_column(&headers, names);
-    let found = || headers.iter().collect::<Vec<_>>().join(", ");
-    let Some(ci) = find(CODE_COLS) else {
-        return Err(file_err(format!(
-            "has no ISCO code column (looked for {}; found {}); name the column of 4-digit codes `isco_code`",
-            CODE_COLS.join(", "),
-            found()
-        )));
+    // A column the file must have, or the error naming what it should be called.
+    let require = |names: &[&str], what: &str, name: &str| {
+        find(names).ok_or_else(|| {
+            file_err(format!(
+                "has no {what} column (looked for {}; found {}); name the column of {what}s `{name}`",
+                names.join(", "),
+                headers.join(", ")
+            ))
+        })
     };
-    let Some(ti) = find(TITLE_COLS) else {
-        return Err(file_err(format!(
-            "has no title column (looked for {}; found {}); name the column of titles `job_title`",
-            TITLE_COLS.join(", "),
-            found()
-        )));
-    };
+    let ci = require(CODE_COLS, "ISCO code", "isco_code")?;
+    let ti = require(TITLE_COLS, "title", "job_title")?;
     let ai = find(ALT_COLS);
     let mut out = BTreeSet::new();
     let mut records = rdr.records().enumerate().peekable();

@@ -264,34 +264,16 @@ fn header_of(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<Stri
 }
 
 /// A CSV reader of `path` with the separator its header row uses, past that row, and the
-/// column names it holds (a UTF-8 byte-order mark taken off).
+/// column names it holds ([`artifacts::table::open_csv_file`]).
 fn csv_reader(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
 ) -> Result<(csv::Reader<std::fs::File>, Vec<String>), Error> {
-    let input_err = |message: String| Error::Input {
+    artifacts::table::open_csv_file(path, wanted, required, true).map_err(|e| Error::Input {
         path: path.to_path_buf(),
-        message,
-    };
-    let delimiter = artifacts::table::csv_file_delimiter(path, wanted, required)
-        .map_err(|e| input_err(format!("cannot be read: {e}")))?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .delimiter(delimiter)
-        .from_path(path)
-        .map_err(|e| input_err(format!("cannot be opened as CSV: {e}")))?;
-    let header = rdr
-        .byte_headers()
-        .map_err(|e| input_err(format!("has no readable header row: {e}")))?
-        .iter()
-        .map(|h| {
-            String::from_utf8_lossy(h)
-                .trim_start_matches('\u{feff}')
-                .to_string()
-        })
-        .collect();
-    Ok((rdr, header))
+        message: e.to_string(),
+    })
 }
 
 /// Reads `wanted` columns of a CSV or Parquet file. `required[i]` says whether column i must
