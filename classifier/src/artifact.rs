@@ -142,6 +142,27 @@ pub struct TitleOnlyFit {
     pub confidence: f64,
 }
 
+/// How a model's n-gram network was trained. `key` is a digest of everything its training
+/// read — the examples with their codes and repeats, the validation records it was
+/// early-stopped on, the featuriser and training settings, and the build — so a training run
+/// that would compute the same network takes it from the model it wrote last time instead
+/// (see [`crate::training::fit`]): a change to what only the later parts read (the
+/// calibration, the retrieval, titles coded elsewhere) does not train it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NgramTraining {
+    /// blake3 of the training's inputs (hex).
+    pub key: String,
+    /// Epochs it ran.
+    pub epochs_run: usize,
+    /// Its best epoch (kept).
+    pub best_epoch: usize,
+    /// Its validation macro-F1 there.
+    pub validation_macro_f1: f64,
+    /// Seconds it trained.
+    pub train_seconds: f64,
+}
+
 /// `model.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +198,10 @@ pub struct ModelMeta {
     /// other row).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title_only: Option<TitleOnly>,
+    /// What the n-gram network was trained on and how training went (absent: a fine-tuned
+    /// network, or one written before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngram_training: Option<NgramTraining>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
     /// Provenance and training summary (run, stage, time, the metrics `train` reported).
@@ -313,8 +338,8 @@ impl Model {
         Self::load_on(dir, &crate::model::device())
     }
 
-    /// [`Model::load`] with the encoders on `device` (see [`crate::device`]).
-    pub fn load_on(dir: &Path, device: &burn::tensor::Device) -> Result<(ModelMeta, Model), Error> {
+    /// The description (`model.json`) of the artifact directory `dir`, of this build's format.
+    pub fn read_meta(dir: &Path) -> Result<ModelMeta, Error> {
         let json = dir.join("model.json");
         let bytes = std::fs::read(&json).map_err(io_err("read", &json))?;
         let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
@@ -330,6 +355,12 @@ impl Model {
                 ),
             });
         }
+        Ok(meta)
+    }
+
+    /// The n-gram network of the artifact directory `dir` described by `meta` (its training
+    /// statistics are `meta`'s [`NgramTraining`], zero when it has none).
+    pub fn load_net(dir: &Path, meta: &ModelMeta) -> Result<Trained, Error> {
         let bpk = dir.join("model.bpk");
         let record = ModuleRecord::load(&bpk).map_err(|e| Error::File {
             path: bpk.clone(),
@@ -342,7 +373,21 @@ impl Model {
                     path: bpk.clone(),
                     message: format!("does not match model.json: {e}"),
                 })?;
-        let net = Trained::from_module(module);
+        let mut net = Trained::from_module(module);
+        if let Some(t) = &meta.ngram_training {
+            net.epochs_run = t.epochs_run;
+            net.best_epoch = t.best_epoch;
+            net.best_val_macro_f1 = t.validation_macro_f1;
+            net.train_seconds = t.train_seconds;
+        }
+        Ok(net)
+    }
+
+    /// [`Model::load`] with the encoders on `device` (see [`crate::device`]).
+    pub fn load_on(dir: &Path, device: &burn::tensor::Device) -> Result<(ModelMeta, Model), Error> {
+        let meta = Self::read_meta(dir)?;
+        let json = dir.join("model.json");
+        let net = Self::load_net(dir, &meta)?;
         let transformer = match &meta.transformer {
             Some(t) if meta.kind != ModelKind::Ngram => Some(FineTuned::load_on(
                 dir,

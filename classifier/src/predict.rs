@@ -967,6 +967,7 @@ mod tests {
             fit_sample: None,
             cascade: None,
             title_only: None,
+            ngram_training: None,
             summary: serde_json::Value::Null,
         };
         Predictor::from_parts(meta, Model::Ngram { net }, InferenceConfig::default())

@@ -2,7 +2,9 @@
 //! validation splits, the reference, the encoder files and titles coded outside the records,
 //! hands them to the classifier with the `[model]` / `[training]` settings ([`FitSpec`]), and
 //! saves the model artifact with its provenance. What a model kind is and how it trains lives
-//! in `classifier`.
+//! in `classifier`. The stage's previous model is handed on too: its embedding cache and, when
+//! its training inputs are unchanged and the stage is not forced, its n-gram network spare work
+//! a re-run would repeat.
 
 use classifier::training::{Examples, Files, FitSpec, fit};
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
@@ -94,6 +96,7 @@ impl Stage for Train {
         let files = Files {
             encoder: encoder.as_deref(),
             previous_model: previous.as_deref(),
+            forced: ctx.forced,
             shared_cache: Some(&shared),
             external_titles: &external,
         };

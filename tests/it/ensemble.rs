@@ -382,6 +382,11 @@ fn titles_coded_elsewhere_join_the_calibration(p: &Project) {
         "executed",
         "a new input re-trains"
     );
+    assert_eq!(
+        stage_of(&run, "train")["metrics"]["ngram_reused"],
+        true,
+        "only the calibration reads the titles: the n-gram network is not trained again"
+    );
     let fit = &stage_of(&run, "train")["metrics"]["retrieval"]["title_only"];
     assert_eq!(fit["external_rows"], unseen, "{fit}");
     assert_eq!(fit["rows"].as_u64().unwrap(), before + unseen, "{fit}");

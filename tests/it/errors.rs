@@ -97,6 +97,15 @@ fn cycle_is_named() {
 }
 
 #[test]
+fn a_demo_of_no_records_is_refused_and_writes_nothing() {
+    let p = Project::new(50);
+    let (code, err) = p.fails(&["demo", "--dir", "empty", "--rows", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("'--rows <ROWS>'"), "{err}");
+    assert!(!p.path("empty").exists());
+}
+
+#[test]
 fn a_pipeline_path_that_is_not_a_file_says_what_to_give() {
     let p = Project::new(50);
     for (given, says) in [

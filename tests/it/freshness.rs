@@ -314,3 +314,64 @@ fn runs_diff_and_lineage() {
         "{mer}"
     );
 }
+
+/// A setting only the calibration reads re-runs `train` but not the n-gram network's training:
+/// the network is the previous run's (the seconds its training took, a measurement no two
+/// trainings repeat, are the previous run's too), and the report says so; `--force` and a
+/// setting the network's training reads train it again.
+#[test]
+fn a_calibration_setting_keeps_the_trained_network() {
+    let p = Project::new(600);
+    p.ok(&["run", P]);
+    let before = p.json("models/latest/model.json");
+    assert!(
+        before["ngram_training"]["key"].as_str().unwrap().len() == 64,
+        "{}",
+        before["ngram_training"]
+    );
+
+    p.edit(
+        "config/default.toml",
+        "calibration = \"isotonic\"  #",
+        "calibration = \"ece\"  #",
+    );
+    let out = p.ok(&["run", P]);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    let m = &stage_of(&run, "train")["metrics"];
+    assert_eq!(m["ngram_reused"], true, "{m}");
+    assert!(
+        out.contains("(the previous run's network: same examples and settings)"),
+        "{out}"
+    );
+    let after = p.json("models/latest/model.json");
+    assert_eq!(after["ngram_training"], before["ngram_training"]);
+    assert_ne!(after["isotonic"], before["isotonic"], "calibrated again");
+    for k in ["best_epoch", "validation_macro_f1", "train_seconds"] {
+        assert_eq!(m[k], before["summary"]["metrics"][k], "{k}");
+    }
+
+    // `--force` trains everything again.
+    p.ok(&["run", P, "--force", "train"]);
+    let run = p.last_run();
+    let m = &stage_of(&run, "train")["metrics"];
+    assert_eq!(m["ngram_reused"], false, "{m}");
+
+    p.edit(
+        "config/default.toml",
+        "lr_embedding = 0.2",
+        "lr_embedding = 0.25",
+    );
+    p.ok(&["run", P]);
+    let run = p.last_run();
+    let m = &stage_of(&run, "train")["metrics"];
+    assert_eq!(m["ngram_reused"], false, "{m}");
+    assert_ne!(
+        m["train_seconds"], before["summary"]["metrics"]["train_seconds"],
+        "trained again"
+    );
+    assert_ne!(
+        p.json("models/latest/model.json")["ngram_training"]["key"],
+        before["ngram_training"]["key"]
+    );
+}

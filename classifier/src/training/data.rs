@@ -45,8 +45,12 @@ pub struct Files<'a> {
     /// A pretrained sentence encoder's directory (`ensemble`, `transformer`).
     pub encoder: Option<&'a Path>,
     /// The directory of the model this training run produced last time: its embedding cache
-    /// spares embedding the same index texts again.
+    /// spares embedding the same index texts again, and its n-gram network, when trained on
+    /// the same examples and settings, spares training that again.
     pub previous_model: Option<&'a Path>,
+    /// Train every part again, taking nothing from the previous model but its embedding
+    /// cache (the stage was forced: `run --force`).
+    pub forced: bool,
     /// Where sentence vectors are shared between stages (one directory per encoder).
     pub shared_cache: Option<&'a Path>,
     /// Titles coded outside the records ([`crate::titles`]): an ensemble's calibration of

@@ -358,6 +358,9 @@ pub fn fine_tune(
         fit_sample: fit_sample_of_base.filter(|_| model.retrieval().is_some()),
         cascade: cascade.clone(),
         title_only,
+        // The network is the base model's continued on the corrections: no training run
+        // from records would compute it.
+        ngram_training: None,
         summary: serde_json::json!({
             "fine_tuned_from": base_meta.summary,
             "metrics": summary,

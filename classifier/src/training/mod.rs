@@ -16,7 +16,10 @@
 //!
 //! Every kind trains the n-gram network first (fastText-style, early-stopped on validation
 //! macro-F1, with reference augmentation), then the kind's other parts; the calibration of
-//! the last part that decides is the model's.
+//! the last part that decides is the model's. The network is taken from the model the run
+//! wrote last time instead when that one was trained on exactly the same examples, validation
+//! records and settings ([`crate::artifact::NgramTraining`]): the later parts' settings and
+//! inputs do not train it again.
 
 pub mod bi_encoder;
 pub mod cascade;
@@ -40,7 +43,8 @@ pub use spec::{EnsembleConfig, FineTuneSpec, FitSpec};
 
 use crate::Taxonomy;
 use crate::artifact::{
-    Calibrated, CascadeFit, FORMAT, FitSample, Model, ModelKind, ModelMeta, titles_for,
+    Calibrated, CascadeFit, FORMAT, FitSample, Model, ModelKind, ModelMeta, NgramTraining,
+    titles_for,
 };
 use crate::augment::reference_examples;
 use crate::calibrate::fit_calibration;
@@ -65,6 +69,9 @@ pub struct FitSummary {
     pub validation_macro_f1: f64,
     /// Seconds it trained.
     pub train_seconds: f64,
+    /// Whether the network is the one the previous run trained, its examples and settings
+    /// being the same (see [`NgramTraining`]).
+    pub ngram_reused: bool,
     /// The model's calibration temperature.
     pub temperature: f64,
     /// Validation ECE of the raw softmax.
@@ -86,7 +93,7 @@ impl FitSummary {
     /// Lines for the stage report.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
-            "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s; temperature {:.2}, validation ECE {:.4} -> {:.4}",
+            "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s{}; temperature {:.2}, validation ECE {:.4} -> {:.4}",
             self.train_records,
             self.augmentation_examples,
             self.classes,
@@ -94,6 +101,11 @@ impl FitSummary {
             self.epochs_run,
             self.validation_macro_f1,
             self.train_seconds,
+            if self.ngram_reused {
+                " (the previous run's network: same examples and settings)"
+            } else {
+                ""
+            },
             self.temperature,
             self.validation_ece_before,
             self.validation_ece_after
@@ -193,25 +205,48 @@ pub fn fit(
         .into_iter()
         .map(|c| c.expect("label"))
         .collect();
-    progress.start(tc.epochs as u64, "featurising");
-    let x = FeatureMatrix::build(fc, &texts);
+    let key = ngram_key(fc, tc, &labels, &texts, &codes, &repeats, validation);
     let (vx, vy) = labelled_features(fc, &labels, validation);
-    let net = train(
-        &TrainData {
-            x: &x,
-            y: &y,
-            repeats: Some(&repeats),
-            val: Some((&vx, &vy)),
-        },
-        fc,
-        tc,
-        labels.len(),
-        None,
-        &|e, _, s| {
-            progress.inc(1);
-            progress.message(&format!("epoch {e}: validation macro-F1 {s:.4}"));
-        },
-    )?;
+    let previous = files
+        .previous_model
+        .filter(|_| !files.forced)
+        .and_then(|dir| previous_net(dir, &key));
+    let ngram_reused = previous.is_some();
+    let net = match previous {
+        Some(net) => {
+            progress.message(
+                "the n-gram network is the previous run's: its examples and settings are unchanged",
+            );
+            net
+        }
+        None => {
+            progress.start(tc.epochs as u64, "featurising");
+            let x = FeatureMatrix::build(fc, &texts);
+            train(
+                &TrainData {
+                    x: &x,
+                    y: &y,
+                    repeats: Some(&repeats),
+                    val: Some((&vx, &vy)),
+                },
+                fc,
+                tc,
+                labels.len(),
+                None,
+                &|e, _, s| {
+                    progress.inc(1);
+                    progress.message(&format!("epoch {e}: validation macro-F1 {s:.4}"));
+                },
+            )?
+        }
+    };
+    let ngram_training = NgramTraining {
+        key,
+        epochs_run: net.epochs_run,
+        best_epoch: net.best_epoch,
+        validation_macro_f1: net.best_val_macro_f1,
+        train_seconds: net.train_seconds,
+    };
 
     // Calibration on validation, replaced by the calibration of the part that decides.
     let rows: Vec<usize> = (0..vx.rows()).collect();
@@ -290,6 +325,7 @@ pub fn fit(
         best_epoch: net.best_epoch,
         validation_macro_f1: net.best_val_macro_f1,
         train_seconds: net.train_seconds,
+        ngram_reused,
         temperature: cal.temperature,
         validation_ece_before: cal.ece_before,
         validation_ece_after: cal.ece_after,
@@ -314,6 +350,7 @@ pub fn fit(
         cascade,
         reranker: None,
         title_only,
+        ngram_training: Some(ngram_training),
         summary: serde_json::json!({ "metrics": summary }),
     };
     Ok(Fitted {
@@ -321,4 +358,152 @@ pub fn fit(
         model,
         summary,
     })
+}
+
+/// The digest of everything the n-gram network's training reads (see [`NgramTraining`]):
+/// the build, the featuriser and training settings, the label map, every example with its
+/// code and repeat count, and the validation records it is early-stopped on. Each text is
+/// length-prefixed, so no two different inputs run together into the same bytes.
+fn ngram_key(
+    fc: &crate::features::FeatureConfig,
+    tc: &crate::model::TrainConfig,
+    labels: &[String],
+    texts: &[String],
+    codes: &[String],
+    repeats: &[u32],
+    validation: Examples<'_>,
+) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut field = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(b"isco-dag ngram network");
+    field(env!("CARGO_PKG_VERSION").as_bytes());
+    field(&serde_json::to_vec(fc).expect("the featuriser settings serialise"));
+    field(&serde_json::to_vec(tc).expect("the training settings serialise"));
+    for l in labels {
+        field(l.as_bytes());
+    }
+    field(b"examples");
+    for ((t, c), r) in texts.iter().zip(codes).zip(repeats) {
+        field(t.as_bytes());
+        field(c.as_bytes());
+        field(&r.to_le_bytes());
+    }
+    field(b"validation");
+    for (t, c) in validation.text.iter().zip(validation.isco_code) {
+        field(t.as_bytes());
+        field(c.as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// The n-gram network of the model a training run wrote last time, when it was trained on
+/// exactly what this run would train it on (`key`). Anything else — no such model, another
+/// key, a file that cannot be read — means training it: the cost is time, not correctness,
+/// so a damaged previous model is only logged.
+fn previous_net(dir: &std::path::Path, key: &str) -> Option<crate::model::Trained> {
+    let meta = Model::read_meta(dir).ok()?;
+    if meta.ngram_training.as_ref().map(|t| t.key.as_str()) != Some(key) {
+        return None;
+    }
+    match Model::load_net(dir, &meta) {
+        Ok(net) => Some(net),
+        Err(e) => {
+            tracing::warn!("the previous run's n-gram network is trained again: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> (Vec<String>, Vec<String>) {
+        let mut text = Vec::new();
+        let mut code = Vec::new();
+        for i in 0..30 {
+            text.push(format!("staff nurse {i} | caring for patients on ward {i}"));
+            code.push("2221".to_string());
+            text.push(format!("line cook {i} | preparing meals in kitchen {i}"));
+            code.push("5120".to_string());
+        }
+        (text, code)
+    }
+
+    fn spec() -> FitSpec {
+        let mut s = FitSpec::default();
+        s.features.buckets = 4096;
+        s.train.dim = 8;
+        s.train.epochs = 2;
+        s
+    }
+
+    /// A training run given exactly what the previous one trained the network on takes that
+    /// network; a change to anything its training reads trains it again, and a previous model
+    /// that cannot be read only costs the time.
+    #[test]
+    fn the_previous_network_is_taken_only_for_the_same_examples_and_settings() {
+        let (text, code) = data();
+        let (tr, va) = (
+            Examples::new(&text[..40], &code[..40]),
+            Examples::new(&text[40..], &code[40..]),
+        );
+        let tax = Taxonomy::codes_only();
+        let dir = tempfile::tempdir().unwrap();
+        let first = fit(&spec(), tr, va, &tax, &Files::default(), &Silent).unwrap();
+        assert!(!first.summary.ngram_reused);
+        first.save(dir.path()).unwrap();
+        let files = Files {
+            previous_model: Some(dir.path()),
+            ..Files::default()
+        };
+
+        let mut calibration_only = spec();
+        calibration_only.calibration = crate::calibrate::CalibrationMethod::Ece;
+        let again = fit(&calibration_only, tr, va, &tax, &files, &Silent).unwrap();
+        assert!(again.summary.ngram_reused);
+        assert_eq!(again.model.net().table, first.model.net().table);
+        assert_eq!(again.summary.best_epoch, first.summary.best_epoch);
+        assert_eq!(again.meta.ngram_training, first.meta.ngram_training);
+
+        let mut other_lr = spec();
+        other_lr.train.lr_embedding *= 1.5;
+        let mut text2 = text.clone();
+        text2[0] = text[0].replace("nurse", "nurse practitioner");
+        let mut code2 = code.clone();
+        code2[1] = "2221".into();
+        for (s, tr, va) in [
+            (other_lr, tr, va),
+            (spec(), Examples::new(&text2[..40], &code[..40]), va),
+            (spec(), Examples::new(&text[..40], &code2[..40]), va),
+            (spec(), tr, Examples::new(&text2[..20], &code[..20])),
+        ] {
+            let f = fit(&s, tr, va, &tax, &files, &Silent).unwrap();
+            assert!(!f.summary.ngram_reused);
+            assert_ne!(
+                f.meta.ngram_training.unwrap().key,
+                first.meta.ngram_training.as_ref().unwrap().key
+            );
+        }
+
+        let forced = Files {
+            forced: true,
+            ..files
+        };
+        let f = fit(&spec(), tr, va, &tax, &forced, &Silent).unwrap();
+        assert!(!f.summary.ngram_reused, "forced: trained again");
+        assert_eq!(f.model.net().table, first.model.net().table, "the same");
+
+        std::fs::write(dir.path().join("model.bpk"), b"not a record").unwrap();
+        let damaged = fit(&spec(), tr, va, &tax, &files, &Silent).unwrap();
+        assert!(!damaged.summary.ngram_reused);
+        assert_eq!(
+            damaged.model.net().table,
+            first.model.net().table,
+            "trained again, the same"
+        );
+    }
 }
