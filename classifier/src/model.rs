@@ -613,6 +613,11 @@ pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<u32> {
         .collect()
 }
 
+/// The version of what [`train`] and the featuriser compute from the same examples and
+/// settings. A model keeps it in its training digest, so a network from before a change to
+/// either is never taken for one trained now: raise it with any such change.
+pub const TRAINING_VERSION: u32 = 1;
+
 /// Trains a network from scratch (`init = None`) or continues from a trained one (fine-tune;
 /// the head may have gained rows for new classes).
 pub fn train(

@@ -361,7 +361,7 @@ pub fn fit(
 }
 
 /// The digest of everything the n-gram network's training reads (see [`NgramTraining`]):
-/// the build, the featuriser and training settings, the label map, every example with its
+/// the build and its [`crate::model::TRAINING_VERSION`], the featuriser and training settings, the label map, every example with its
 /// code and repeat count, and the validation records it is early-stopped on. Each text is
 /// length-prefixed, so no two different inputs run together into the same bytes.
 fn ngram_key(
@@ -380,6 +380,7 @@ fn ngram_key(
     };
     field(b"isco-dag ngram network");
     field(env!("CARGO_PKG_VERSION").as_bytes());
+    field(&crate::model::TRAINING_VERSION.to_le_bytes());
     field(&serde_json::to_vec(fc).expect("the featuriser settings serialise"));
     field(&serde_json::to_vec(tc).expect("the training settings serialise"));
     for l in labels {
