@@ -8,12 +8,34 @@
 #   3. re-run after a `titles` input is added (ESCO's titles, bench/esco_titles.py);
 #   4. `--force train` with the shipped settings (every part trained again): its evaluation
 #      must equal 1.'s, and 2. and 3. must report 1.'s network (its training seconds).
+# With `transformer`: bench/transformer-150k.toml in bench/out/store-reuse-transformer (made
+# anew), `run --until train` first, then again with `-S training.calibration=ece`.
 #
-#   bash bench/train-reuse.sh
+#   bash bench/train-reuse.sh [transformer]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
 ensemble_setup > /dev/null
+if [ "${1:-}" = transformer ]; then
+  rm -rf bench/out/store-reuse-transformer
+  store_pipeline reuse-transformer.toml transformer-150k-reuse transformer-150k.toml \
+    store-reuse-transformer
+  echo "| train | stage seconds | n-gram network, its training | fine-tuned encoder, its fine-tuning |"
+  echo "|---|---|---|---|"
+  for set in "" "training.calibration=ece"; do
+    $BIN run bench/out/reuse-transformer.toml --until train ${set:+-S $set} > /dev/null
+    "$BIN" runs show last --store bench/out/store-reuse-transformer --format json | python3 -c "
+import json, sys
+t = {x['id']: x for x in json.load(sys.stdin)['stages']}['train']
+m = t['metrics']
+how = lambda reused: 'the previous run\'s' if reused else 'trained'
+print('| %s | %.1f | %s, %.1f s | %s, %.1f s |' % (sys.argv[1] or 'first run', t['duration_s'],
+  how(m['ngram_reused']), m['train_seconds'], how(m['transformer']['reused']),
+  m['transformer']['report']['seconds']))
+" "${set:+-S $set}"
+  done
+  exit 0
+fi
 python3 bench/esco_titles.py bench/out/esco_titles.csv > /dev/null
 rm -rf bench/out/store-reuse
 mkdir -p bench/out/store-reuse

@@ -163,6 +163,20 @@ pub struct NgramTraining {
     pub train_seconds: f64,
 }
 
+/// How a model's fine-tuned encoder (`transformer/`) was trained: `key` is a digest of
+/// everything its fine-tuning read — the pretrained encoder's files, the training sample, the
+/// validation rows it was early-stopped on, its settings and the build — so a training run
+/// that would fine-tune it on the same takes it from the model it wrote last time and only
+/// calibrates it again, as [`NgramTraining`] does for the n-gram network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerTraining {
+    /// blake3 of the fine-tuning's inputs (hex).
+    pub key: String,
+    /// What the fine-tuning did.
+    pub report: crate::transformer::TuneReport,
+}
+
 /// `model.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,6 +216,10 @@ pub struct ModelMeta {
     /// network, or one written before this was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ngram_training: Option<NgramTraining>,
+    /// What the fine-tuned encoder was trained on and how its fine-tuning went (absent: the
+    /// model has none, or it was written before this was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer_training: Option<TransformerTraining>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
     /// Provenance and training summary (run, stage, time, the metrics `train` reported).

@@ -968,6 +968,7 @@ mod tests {
             cascade: None,
             title_only: None,
             ngram_training: None,
+            transformer_training: None,
             summary: serde_json::Value::Null,
         };
         Predictor::from_parts(meta, Model::Ngram { net }, InferenceConfig::default())

@@ -796,6 +796,37 @@ fn transformer_pipeline_fine_tunes_the_encoder_and_codes() {
     p.ok(&["run", "pipelines/transformer.toml"]);
     assert_eq!(outcome_of(&p.last_run(), "train"), "skipped");
 
+    // A setting only the calibration reads: the fine-tuned encoder and the n-gram network are
+    // the previous run's (their training's report, seconds included, is), calibrated again;
+    // `--force` fine-tunes again.
+    let report = r.clone();
+    let out = p.ok(&[
+        "run",
+        "pipelines/transformer.toml",
+        "-S",
+        "training.calibration=ece",
+    ]);
+    assert!(
+        out.contains("(the previous run's encoder: same sample and settings)"),
+        "{out}"
+    );
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    let m = &stage_of(&run, "train")["metrics"];
+    assert_eq!(m["ngram_reused"], true, "{m}");
+    assert_eq!(m["transformer"]["reused"], true, "{m}");
+    assert_eq!(m["transformer"]["report"], report, "{m}");
+    let meta = p.json("models/latest/model.json");
+    assert_eq!(meta["transformer_training"]["report"], report);
+    p.ok(&["run", "pipelines/transformer.toml", "--force", "train"]);
+    let run = p.last_run();
+    let m = &stage_of(&run, "train")["metrics"];
+    assert_eq!(m["transformer"]["reused"], false, "{m}");
+    assert_ne!(
+        m["transformer"]["report"]["seconds"], report["seconds"],
+        "{m}"
+    );
+
     // A budget of one second stops early, by the budget, and still gives a model.
     p.write(
         "pipelines/tiny.toml",
@@ -815,7 +846,13 @@ outputs = { model = "models/latest" }
     );
     p.ok(&["run", "pipelines/tiny.toml", "--until", "train"]);
     let run = p.last_run();
-    let r = &stage_of(&run, "train")["metrics"]["transformer"]["report"];
+    let m = &stage_of(&run, "train")["metrics"];
+    assert_eq!(m["transformer"]["reused"], false, "other settings: {m}");
+    assert_eq!(
+        m["ngram_reused"], true,
+        "which the n-gram network does not read: {m}"
+    );
+    let r = &m["transformer"]["report"];
     assert_eq!(r["stopped_by"], "budget", "{r}");
     assert!(r["planned_steps"].as_u64().unwrap() < 50 * 60, "{r}");
 

@@ -361,6 +361,7 @@ pub fn fine_tune(
         // The network is the base model's continued on the corrections: no training run
         // from records would compute it.
         ngram_training: None,
+        transformer_training: None,
         summary: serde_json::json!({
             "fine_tuned_from": base_meta.summary,
             "metrics": summary,

@@ -18,8 +18,9 @@
 //! macro-F1, with reference augmentation), then the kind's other parts; the calibration of
 //! the last part that decides is the model's. The network is taken from the model the run
 //! wrote last time instead when that one was trained on exactly the same examples, validation
-//! records and settings ([`crate::artifact::NgramTraining`]): the later parts' settings and
-//! inputs do not train it again.
+//! records and settings ([`crate::artifact::NgramTraining`]), and so is a fine-tuned encoder
+//! ([`crate::artifact::TransformerTraining`]): the later parts' settings and inputs do not
+//! train them again.
 
 pub mod bi_encoder;
 pub mod cascade;
@@ -260,8 +261,9 @@ pub fn fit(
         let dir = files
             .encoder
             .ok_or(Error::MissingEncoder { kind: spec.kind })?;
-        let (ft, cal_t, s) = transformer::build(
+        let (ft, cal_t, s, training) = transformer::build(
             dir,
+            files.previous_model.filter(|_| !files.forced),
             spec,
             &labels,
             &texts,
@@ -271,13 +273,13 @@ pub fn fit(
             progress,
         )?;
         cal = cal_t;
-        Some((ft, s))
+        Some((ft, s, training))
     } else {
         None
     };
-    let (fine_tuned, transformer_summary) = match fine_tuned {
-        Some((ft, s)) => (Some(ft), Some(s)),
-        None => (None, None),
+    let (fine_tuned, transformer_summary, transformer_training) = match fine_tuned {
+        Some((ft, s, t)) => (Some(ft), Some(s), Some(t)),
+        None => (None, None, None),
     };
     let (model, retrieval_summary, cascade, title_only) = match spec.kind {
         ModelKind::Ngram => (Model::Ngram { net }, None, None, None),
@@ -351,6 +353,7 @@ pub fn fit(
         reranker: None,
         title_only,
         ngram_training: Some(ngram_training),
+        transformer_training,
         summary: serde_json::json!({ "metrics": summary }),
     };
     Ok(Fitted {

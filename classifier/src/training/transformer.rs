@@ -5,6 +5,10 @@
 //! The validation examples are shuffled once (seeded): the first `transformer_eval_rows`
 //! labelled ones drive early stopping, the next `retrieval_fit_rows` fit the calibration, so
 //! the calibration is not fitted on the rows the checkpoint was chosen on.
+//!
+//! Fine-tuning is the slowest part of training (its budget is minutes), so a training run
+//! whose sample, early-stopping rows, encoder and settings are those of the model it wrote
+//! last time takes that model's encoder and only calibrates it again.
 
 use std::path::Path;
 
@@ -12,6 +16,7 @@ use serde::Serialize;
 
 use super::data::{Examples, Progress, encode};
 use super::spec::FitSpec;
+use crate::artifact::TransformerTraining;
 use crate::calibrate::{Calibration, fit_calibration};
 use crate::encoder::Encoder;
 use crate::error::Error;
@@ -32,6 +37,9 @@ pub struct TransformerSummary {
     pub sample_reference_examples: usize,
     /// The fine-tuning run.
     pub report: TuneReport,
+    /// Whether the fine-tuned encoder is the one the previous run trained, what its
+    /// fine-tuning reads being the same (see [`TransformerTraining`]).
+    pub reused: bool,
 }
 
 impl TransformerSummary {
@@ -39,7 +47,7 @@ impl TransformerSummary {
     pub fn line(&self) -> String {
         let r = &self.report;
         format!(
-            "transformer: {} layers fine-tuned on {} rows, {} steps ({} examples) in {:.0}s ({:.1}s per 1,000 examples), stopped by {}; best validation accuracy {:.4} at step {}",
+            "transformer: {} layers fine-tuned on {} rows, {} steps ({} examples) in {:.0}s ({:.1}s per 1,000 examples), stopped by {}; best validation accuracy {:.4} at step {}{}",
             r.train_layers,
             r.sample_rows,
             r.steps,
@@ -49,6 +57,11 @@ impl TransformerSummary {
             r.stopped_by,
             r.best_validation_accuracy,
             r.best_step,
+            if self.reused {
+                " (the previous run's encoder: same sample and settings)"
+            } else {
+                ""
+            },
         )
     }
 }
@@ -57,9 +70,12 @@ impl TransformerSummary {
 /// are the training records (the first `records`) followed by the reference examples: the
 /// records are subsampled (stratified) to fit `transformer_max_examples`, the reference
 /// examples are all kept — they are what teaches occupations the records never showed.
+/// When the model in `previous` (the one this training run wrote last time) was fine-tuned on
+/// exactly the same, its encoder is taken and only calibrated again.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn build(
     dir: &Path,
+    previous: Option<&Path>,
     spec: &FitSpec,
     labels: &[String],
     texts: &[String],
@@ -67,7 +83,15 @@ pub(super) fn build(
     records: usize,
     va: Examples<'_>,
     progress: &dyn Progress,
-) -> Result<(FineTuned, Calibration, TransformerSummary), Error> {
+) -> Result<
+    (
+        FineTuned,
+        Calibration,
+        TransformerSummary,
+        TransformerTraining,
+    ),
+    Error,
+> {
     let mut cfg = spec.tune_config();
     let (device, precision) =
         crate::device::place(spec.device, spec.precision).map_err(Error::Model)?;
@@ -107,17 +131,38 @@ pub(super) fn build(
         });
     }
 
-    progress.start(1, "fine-tuning the transformer");
-    let (ft, report) = fine_tune(
-        encoder,
-        &texts,
-        &y,
-        &stop_texts,
-        &stop_y,
-        labels.len(),
+    let key = tuning_key(
+        &encoder.fingerprint()?,
+        &format!("{device:?}"),
         &cfg,
-        &|_, _, msg| progress.message(msg),
-    )?;
+        labels.len(),
+        (&texts, &y),
+        (&stop_texts, &stop_y),
+    );
+    let previous = previous.and_then(|p| previous_encoder(p, &key, labels.len(), &cfg, &device));
+    let reused = previous.is_some();
+    let (mut ft, report) = match previous {
+        Some(found) => {
+            progress.message(
+                "the fine-tuned encoder is the previous run's: its sample and settings are unchanged",
+            );
+            found
+        }
+        None => {
+            progress.start(1, "fine-tuning the transformer");
+            fine_tune(
+                encoder,
+                &texts,
+                &y,
+                &stop_texts,
+                &stop_y,
+                labels.len(),
+                &cfg,
+                &|_, _, msg| progress.message(msg),
+            )?
+        }
+    };
+    ft.encoder.set_precision(precision);
     progress.start(1, "calibrating the transformer on validation");
     let logits = ft.logits(&cal_texts)?;
     let cal = fit_calibration(&logits, &cal_y, labels.len(), spec.calibration);
@@ -127,7 +172,63 @@ pub(super) fn build(
         early_stopping_rows: stop_y.len(),
         sample_records: rows.len() - reference,
         sample_reference_examples: reference,
-        report,
+        report: report.clone(),
+        reused,
     };
-    Ok((ft, cal, summary))
+    Ok((ft, cal, summary, TransformerTraining { key, report }))
+}
+
+/// The digest of everything fine-tuning reads (see [`TransformerTraining`]): the build and
+/// its [`crate::model::TRAINING_VERSION`], the pretrained encoder (its files and precision,
+/// [`Encoder::fingerprint`]), the device, the settings, the classes, the training sample and
+/// the early-stopping rows, each text length-prefixed.
+fn tuning_key(
+    encoder: &str,
+    device: &str,
+    cfg: &crate::transformer::TuneConfig,
+    classes: usize,
+    sample: (&[String], &[u32]),
+    stop: (&[String], &[u32]),
+) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut field = |b: &[u8]| {
+        h.update(&(b.len() as u64).to_le_bytes());
+        h.update(b);
+    };
+    field(b"isco-dag fine-tuned encoder");
+    field(env!("CARGO_PKG_VERSION").as_bytes());
+    field(&crate::model::TRAINING_VERSION.to_le_bytes());
+    field(encoder.as_bytes());
+    field(device.as_bytes());
+    field(&serde_json::to_vec(cfg).expect("the fine-tuning settings serialise"));
+    field(&(classes as u64).to_le_bytes());
+    for (name, (texts, y)) in [("sample", sample), ("early stopping", stop)] {
+        field(name.as_bytes());
+        for (t, c) in texts.iter().zip(y) {
+            field(t.as_bytes());
+            field(&c.to_le_bytes());
+        }
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// The fine-tuned encoder of the model a training run wrote last time and what its
+/// fine-tuning did, when it was fine-tuned on exactly what this run would (`key`); anything
+/// else means fine-tuning it, and a damaged one is only logged.
+fn previous_encoder(
+    dir: &Path,
+    key: &str,
+    classes: usize,
+    cfg: &crate::transformer::TuneConfig,
+    device: &burn::tensor::Device,
+) -> Option<(FineTuned, TuneReport)> {
+    let meta = crate::artifact::Model::read_meta(dir).ok()?;
+    let t = meta.transformer_training.filter(|t| t.key == key)?;
+    match FineTuned::load_on(dir, classes, cfg.max_seq_length, device) {
+        Ok(ft) => Some((ft, t.report)),
+        Err(e) => {
+            tracing::warn!("the previous run's fine-tuned encoder is trained again: {e}");
+            None
+        }
+    }
 }
