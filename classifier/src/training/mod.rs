@@ -363,10 +363,38 @@ pub fn fit(
     })
 }
 
-/// The digest of everything the n-gram network's training reads (see [`NgramTraining`]):
-/// the build and its [`crate::model::TRAINING_VERSION`], the featuriser and training settings, the label map, every example with its
-/// code and repeat count, and the validation records it is early-stopped on. Each text is
-/// length-prefixed, so no two different inputs run together into the same bytes.
+/// A digest of what a part's training reads ([`NgramTraining`], its transformer twin): the
+/// part's name, the build and its [`crate::model::TRAINING_VERSION`], then each field given,
+/// length-prefixed so that no two different inputs run together into the same bytes.
+pub(super) struct TrainingDigest(blake3::Hasher);
+
+impl TrainingDigest {
+    pub(super) fn new(part: &str) -> TrainingDigest {
+        let mut d = TrainingDigest(blake3::Hasher::new());
+        d.field(part.as_bytes());
+        d.field(env!("CARGO_PKG_VERSION").as_bytes());
+        d.field(&crate::model::TRAINING_VERSION.to_le_bytes());
+        d
+    }
+
+    pub(super) fn field(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    /// A setting, as its JSON.
+    pub(super) fn settings<T: Serialize>(&mut self, settings: &T) {
+        self.field(&serde_json::to_vec(settings).expect("training settings serialise"));
+    }
+
+    pub(super) fn finish(self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
+}
+
+/// The digest of everything the n-gram network's training reads (see [`NgramTraining`]): the
+/// featuriser and training settings, the label map, every example with its code and repeat
+/// count, and the validation records it is early-stopped on.
 fn ngram_key(
     fc: &crate::features::FeatureConfig,
     tc: &crate::model::TrainConfig,
@@ -376,31 +404,24 @@ fn ngram_key(
     repeats: &[u32],
     validation: Examples<'_>,
 ) -> String {
-    let mut h = blake3::Hasher::new();
-    let mut field = |b: &[u8]| {
-        h.update(&(b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    field(b"isco-dag ngram network");
-    field(env!("CARGO_PKG_VERSION").as_bytes());
-    field(&crate::model::TRAINING_VERSION.to_le_bytes());
-    field(&serde_json::to_vec(fc).expect("the featuriser settings serialise"));
-    field(&serde_json::to_vec(tc).expect("the training settings serialise"));
+    let mut d = TrainingDigest::new("isco-dag ngram network");
+    d.settings(fc);
+    d.settings(tc);
     for l in labels {
-        field(l.as_bytes());
+        d.field(l.as_bytes());
     }
-    field(b"examples");
+    d.field(b"examples");
     for ((t, c), r) in texts.iter().zip(codes).zip(repeats) {
-        field(t.as_bytes());
-        field(c.as_bytes());
-        field(&r.to_le_bytes());
+        d.field(t.as_bytes());
+        d.field(c.as_bytes());
+        d.field(&r.to_le_bytes());
     }
-    field(b"validation");
+    d.field(b"validation");
     for (t, c) in validation.text.iter().zip(validation.isco_code) {
-        field(t.as_bytes());
-        field(c.as_bytes());
+        d.field(t.as_bytes());
+        d.field(c.as_bytes());
     }
-    h.finalize().to_hex().to_string()
+    d.finish()
 }
 
 /// The n-gram network of the model a training run wrote last time, when it was trained on

@@ -141,12 +141,14 @@ pub(super) fn build(
     );
     let previous = previous.and_then(|p| previous_encoder(p, &key, labels.len(), &cfg, &device));
     let reused = previous.is_some();
-    let (mut ft, report) = match previous {
-        Some(found) => {
+    let (ft, report) = match previous {
+        Some((mut ft, report)) => {
             progress.message(
                 "the fine-tuned encoder is the previous run's: its sample and settings are unchanged",
             );
-            found
+            // As the pretrained encoder was set before fine-tuning would have started.
+            ft.encoder.set_precision(precision);
+            (ft, report)
         }
         None => {
             progress.start(1, "fine-tuning the transformer");
@@ -162,7 +164,6 @@ pub(super) fn build(
             )?
         }
     };
-    ft.encoder.set_precision(precision);
     progress.start(1, "calibrating the transformer on validation");
     let logits = ft.logits(&cal_texts)?;
     let cal = fit_calibration(&logits, &cal_y, labels.len(), spec.calibration);
@@ -178,10 +179,9 @@ pub(super) fn build(
     Ok((ft, cal, summary, TransformerTraining { key, report }))
 }
 
-/// The digest of everything fine-tuning reads (see [`TransformerTraining`]): the build and
-/// its [`crate::model::TRAINING_VERSION`], the pretrained encoder (its files and precision,
-/// [`Encoder::fingerprint`]), the device, the settings, the classes, the training sample and
-/// the early-stopping rows, each text length-prefixed.
+/// The digest of everything fine-tuning reads (see [`TransformerTraining`]): the pretrained
+/// encoder (its files and precision, [`Encoder::fingerprint`]), the device, the settings, the
+/// classes, the training sample and the early-stopping rows.
 fn tuning_key(
     encoder: &str,
     device: &str,
@@ -190,26 +190,19 @@ fn tuning_key(
     sample: (&[String], &[u32]),
     stop: (&[String], &[u32]),
 ) -> String {
-    let mut h = blake3::Hasher::new();
-    let mut field = |b: &[u8]| {
-        h.update(&(b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    field(b"isco-dag fine-tuned encoder");
-    field(env!("CARGO_PKG_VERSION").as_bytes());
-    field(&crate::model::TRAINING_VERSION.to_le_bytes());
-    field(encoder.as_bytes());
-    field(device.as_bytes());
-    field(&serde_json::to_vec(cfg).expect("the fine-tuning settings serialise"));
-    field(&(classes as u64).to_le_bytes());
+    let mut d = super::TrainingDigest::new("isco-dag fine-tuned encoder");
+    d.field(encoder.as_bytes());
+    d.field(device.as_bytes());
+    d.settings(cfg);
+    d.field(&(classes as u64).to_le_bytes());
     for (name, (texts, y)) in [("sample", sample), ("early stopping", stop)] {
-        field(name.as_bytes());
+        d.field(name.as_bytes());
         for (t, c) in texts.iter().zip(y) {
-            field(t.as_bytes());
-            field(&c.to_le_bytes());
+            d.field(t.as_bytes());
+            d.field(&c.to_le_bytes());
         }
     }
-    h.finalize().to_hex().to_string()
+    d.finish()
 }
 
 /// The fine-tuned encoder of the model a training run wrote last time and what its
