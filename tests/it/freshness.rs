@@ -322,23 +322,24 @@ fn runs_diff_and_lineage() {
 #[test]
 fn a_calibration_setting_keeps_the_trained_network() {
     let p = Project::new(600);
-    p.ok(&["run", P]);
+    // The train stage's metrics of a run, and the run's output.
+    let train = |args: &[&str]| {
+        let out = p.ok(&[&["run", P][..], args].concat());
+        let run = p.last_run();
+        assert_eq!(outcome_of(&run, "train"), "executed");
+        (stage_of(&run, "train")["metrics"].clone(), out)
+    };
+    train(&[]);
     let before = p.json("models/latest/model.json");
-    assert!(
-        before["ngram_training"]["key"].as_str().unwrap().len() == 64,
-        "{}",
-        before["ngram_training"]
-    );
+    let key = before["ngram_training"]["key"].as_str().unwrap();
+    assert_eq!(key.len(), 64, "a blake3 digest in hex: {key}");
 
     p.edit(
         "config/default.toml",
         "calibration = \"isotonic\"  #",
         "calibration = \"ece\"  #",
     );
-    let out = p.ok(&["run", P]);
-    let run = p.last_run();
-    assert_eq!(outcome_of(&run, "train"), "executed");
-    let m = &stage_of(&run, "train")["metrics"];
+    let (m, out) = train(&[]);
     assert_eq!(m["ngram_reused"], true, "{m}");
     assert!(
         out.contains("(the previous run's network: same examples and settings)"),
@@ -352,9 +353,7 @@ fn a_calibration_setting_keeps_the_trained_network() {
     }
 
     // `--force` trains everything again.
-    p.ok(&["run", P, "--force", "train"]);
-    let run = p.last_run();
-    let m = &stage_of(&run, "train")["metrics"];
+    let (m, _) = train(&["--force", "train"]);
     assert_eq!(m["ngram_reused"], false, "{m}");
 
     p.edit(
@@ -362,9 +361,7 @@ fn a_calibration_setting_keeps_the_trained_network() {
         "lr_embedding = 0.2",
         "lr_embedding = 0.25",
     );
-    p.ok(&["run", P]);
-    let run = p.last_run();
-    let m = &stage_of(&run, "train")["metrics"];
+    let (m, _) = train(&[]);
     assert_eq!(m["ngram_reused"], false, "{m}");
     assert_ne!(
         m["train_seconds"], before["summary"]["metrics"]["train_seconds"],

@@ -58,6 +58,14 @@ pub struct Files<'a> {
     pub external_titles: &'a [crate::titles::LabelledTitle],
 }
 
+impl<'a> Files<'a> {
+    /// The previous model whose trained parts this run may take when their inputs are
+    /// unchanged: none when the stage was forced.
+    pub fn reusable_model(&self) -> Option<&'a Path> {
+        self.previous_model.filter(|_| !self.forced)
+    }
+}
+
 /// Progress of a long training step, shown by the caller (a progress bar, a log).
 pub trait Progress: Sync {
     /// A new phase of `len` steps.

@@ -209,8 +209,7 @@ pub fn fit(
     let key = ngram_key(fc, tc, &labels, &texts, &codes, &repeats, validation);
     let (vx, vy) = labelled_features(fc, &labels, validation);
     let previous = files
-        .previous_model
-        .filter(|_| !files.forced)
+        .reusable_model()
         .and_then(|dir| previous_net(dir, &key));
     let ngram_reused = previous.is_some();
     let net = match previous {
@@ -263,7 +262,7 @@ pub fn fit(
             .ok_or(Error::MissingEncoder { kind: spec.kind })?;
         let (ft, cal_t, s, training) = transformer::build(
             dir,
-            files.previous_model.filter(|_| !files.forced),
+            files.reusable_model(),
             spec,
             &labels,
             &texts,
