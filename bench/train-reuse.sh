@@ -8,6 +8,8 @@
 #   3. re-run after a `titles` input is added (ESCO's titles, bench/esco_titles.py);
 #   4. `--force train` with the shipped settings (every part trained again): its evaluation
 #      must equal 1.'s, and 2. and 3. must report 1.'s network (its training seconds).
+# Each row also gives how much the store's objects grew: the same network is written as the
+# same bytes, so a run that keeps it (or trains it again identically) stores it once.
 # With `transformer`: bench/transformer-150k.toml in bench/out/store-reuse-transformer (made
 # anew), `run --until train` first, then again with `-S training.calibration=ece`.
 #
@@ -48,7 +50,9 @@ train_variant reuse-titles.toml ensemble-150k-reuse-titles reuse.toml \
 sed -i 's|encoder = "models/pretrained/all-MiniLM-L6-v2/\*\.\*" }|encoder = "models/pretrained/all-MiniLM-L6-v2/*.*", titles = "bench/out/esco_titles.csv" }|' \
   bench/out/reuse-titles.toml
 grep -q 'titles = "bench/out/esco_titles.csv"' bench/out/reuse-titles.toml
-row() { # LABEL: the store's last run's train and evaluate
+objects_mb() { du -sm bench/out/store-reuse/objects | cut -f1; }
+row() { # LABEL: the store's last run's train and evaluate, and the objects' growth
+  local grown=$(( $(objects_mb) - before_mb ))
   "$BIN" runs show last --store bench/out/store-reuse --format json | python3 -c "
 import json, sys
 r = json.load(sys.stdin)
@@ -56,18 +60,23 @@ s = {x['id']: x for x in r['stages']}
 t = s['train']
 m = t['metrics']
 e = s['evaluate']['metrics']
-print('| %s | %.1f | %s, %.1f s | %.4f / %.4f / %.4f |' % (sys.argv[1], t['duration_s'],
+print('| %s | %.1f | %s, %.1f s | %.4f / %.4f / %.4f | %s MB |' % (sys.argv[1], t['duration_s'],
   'the previous run\'s' if m['ngram_reused'] else 'trained', m['train_seconds'],
-  e['test']['accuracy'], e['new_occupations_eval']['accuracy'], e['ilo_titles_dev']['accuracy']))
-" "$1"
+  e['test']['accuracy'], e['new_occupations_eval']['accuracy'], e['ilo_titles_dev']['accuracy'],
+  sys.argv[2]))
+" "$1" "$grown"
 }
-echo "| train | stage seconds | n-gram network, its training | test / new_occupations_eval / ilo_titles_dev accuracy |"
-echo "|---|---|---|---|"
+echo "| train | stage seconds | n-gram network, its training | test / new_occupations_eval / ilo_titles_dev accuracy | store objects grew |"
+echo "|---|---|---|---|---|"
+before_mb=$(objects_mb 2>/dev/null || echo 0)
 $BIN run bench/out/reuse.toml > /dev/null
 row "first run"
+before_mb=$(objects_mb)
 $BIN run bench/out/reuse.toml -S training.calibration=ece > /dev/null
 row "\`calibration = \"ece\"\`"
+before_mb=$(objects_mb)
 $BIN run bench/out/reuse-titles.toml > /dev/null
 row "a \`titles\` input"
+before_mb=$(objects_mb)
 $BIN run bench/out/reuse.toml --force train > /dev/null
 row "\`--force train\`"

@@ -519,16 +519,12 @@ impl FineTuned {
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
         let t = dir.join("transformer");
         self.encoder.save(&t.join("encoder"))?;
-        let p = t.join("head.bpk");
-        HeadRecord {
-            out: self.head.clone(),
-        }
-        .into_record()
-        .save(&p)
-        .map_err(|e| Error::File {
-            path: p.clone(),
-            message: format!("could not write the burn record: {e}"),
-        })
+        crate::artifact::save_record(
+            HeadRecord {
+                out: self.head.clone(),
+            },
+            &t.join("head.bpk"),
+        )
     }
 
     /// Whether a model directory has a fine-tuned transformer.

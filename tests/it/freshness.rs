@@ -331,6 +331,8 @@ fn a_calibration_setting_keeps_the_trained_network() {
     };
     train(&[]);
     let before = p.json("models/latest/model.json");
+    let network = || std::fs::read(p.path("models/latest/model.bpk")).unwrap();
+    let first_network = network();
     let key = before["ngram_training"]["key"].as_str().unwrap();
     assert_eq!(key.len(), 64, "a blake3 digest in hex: {key}");
 
@@ -351,10 +353,13 @@ fn a_calibration_setting_keeps_the_trained_network() {
     for k in ["best_epoch", "validation_macro_f1", "train_seconds"] {
         assert_eq!(m[k], before["summary"]["metrics"][k], "{k}");
     }
+    // The network taken over is written as the same bytes, so the store keeps it once.
+    assert!(first_network == network(), "the same network, other bytes");
 
-    // `--force` trains everything again.
+    // `--force` trains everything again; training is deterministic, so to the same bytes.
     let (m, _) = train(&["--force", "train"]);
     assert_eq!(m["ngram_reused"], false, "{m}");
+    assert!(first_network == network(), "trained again, other bytes");
 
     p.edit(
         "config/default.toml",
