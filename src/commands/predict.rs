@@ -14,17 +14,17 @@ pub struct Args {
     sub: Option<Sub>,
     /// Records to code: CSV or Parquet with job_title (and optionally duties_description);
     /// `-` reads them from standard input.
-    #[arg(long, required = true)]
+    #[arg(long, short = 'i', required = true)]
     input: Option<PathBuf>,
     /// Where to write the coded records: `.csv`, or `.parquet`/`.pq` for Parquet; default:
     /// CSV on standard output.
-    #[arg(long)]
+    #[arg(long, short = 'o')]
     output: Option<PathBuf>,
     /// Also write `<output>.explain.csv` with the top tokens and `<output>.explain.html`.
     #[arg(long)]
     explain: bool,
     /// Model: a ref name in the store (default `best`) or a model directory.
-    #[arg(long, default_value = "best", env = "ISCO_DAG_MODEL")]
+    #[arg(long, short = 'm', default_value = "best", env = "ISCO_DAG_MODEL")]
     model: String,
     /// Store directory.
     #[arg(long, default_value = artifacts::DEFAULT_STORE_DIR, env = "ISCO_DAG_STORE")]
@@ -63,7 +63,7 @@ enum Sub {
     /// would have written, rows in input order.
     Merge {
         /// The merged file: `.csv`, or `.parquet`/`.pq`, like the shards.
-        #[arg(long)]
+        #[arg(long, short = 'o')]
         output: PathBuf,
         /// The shards' outputs, in any order.
         #[arg(required = true)]
@@ -185,7 +185,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     if input.as_os_str() == "-" {
         return code_stdin(&a);
     }
-    code(&a, &input)
+    code(&a, &input, &input.display().to_string())
 }
 
 /// `--input -`: the records come on standard input (CSV, or Parquet told by its first
@@ -214,7 +214,7 @@ fn code_stdin(a: &Args) -> anyhow::Result<()> {
         .context("keeping standard input in a temporary file")?;
     drop(bytes);
     let path = copy.path().to_path_buf();
-    code(a, &path).map_err(|e| {
+    code(a, &path, "standard input").map_err(|e| {
         let named = |s: String| s.replace(&path.display().to_string(), "standard input");
         match e.downcast::<super::UsageError>() {
             Ok(u) => super::UsageError(named(u.0)).into(),
@@ -223,8 +223,8 @@ fn code_stdin(a: &Args) -> anyhow::Result<()> {
     })
 }
 
-/// Codes the records of `input` as `a` asks.
-fn code(a: &Args, input: &std::path::Path) -> anyhow::Result<()> {
+/// Codes the records of `input` (`shown` to the user as that) as `a` asks.
+fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     let input = input.to_path_buf();
     let format = a.output.as_deref().map(output_format).transpose()?;
     let (columns, required) = stages::predict::RECORD_COLUMNS;
@@ -294,6 +294,9 @@ fn code(a: &Args, input: &std::path::Path) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| PathBuf::from("predictions"));
         stages::explain::write_explanations(&pred, &coded.predictions, &base)?;
+    }
+    if !coded.duties_column {
+        console::error(&format!("note: {}", stages::predict::no_duties_note(shown)));
     }
     let steps = stages::predict::steps_text(&coded.steps);
     console::error(&format!(

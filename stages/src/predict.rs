@@ -75,6 +75,18 @@ pub struct Coded {
     pub unusable: usize,
     /// Rows each step of the model decided (`ngram`, `ensemble`, …).
     pub steps: std::collections::BTreeMap<Step, usize>,
+    /// Whether the input has a `duties_description` column; without one every record is
+    /// coded by its job title alone, which a caller should say (a duties column under
+    /// another name is otherwise passed through unread).
+    pub duties_column: bool,
+}
+
+/// What to tell the user of an input without a `duties_description` column, naming it as
+/// `shown`.
+pub fn no_duties_note(shown: &str) -> String {
+    format!(
+        "{shown}: has no column `duties_description`, so every record was coded by its job title alone; if the file has the duties under another name, name that column `duties_description`"
+    )
 }
 
 /// Codes a CSV/Parquet file of records (`job_title`, optional `duties_description`). Every
@@ -88,6 +100,9 @@ pub fn code_file(
     shard: Option<crate::shard::Shard>,
 ) -> Result<Coded, Error> {
     let (rest, mut rows) = read_rows_keeping_all(input, &RECORD_COLUMNS.0, &RECORD_COLUMNS.1)?;
+    let duties_column = crate::records::header_of(input, &RECORD_COLUMNS.0, &RECORD_COLUMNS.1)?
+        .iter()
+        .any(|h| h.trim() == RECORD_COLUMNS.0[1]);
     if let Some(s) = shard {
         let mut position = 0;
         rows.retain(|_| {
@@ -272,6 +287,7 @@ pub fn code_file(
     };
     Ok(Coded {
         steps,
+        duties_column,
         rows: n,
         to_review: keep.len(),
         fallbacks,
@@ -314,16 +330,20 @@ impl Stage for Predict {
         if let Some(n) = crate::embeddings::flush_shared_cache(&pred) {
             metrics["embeddings_computed"] = json!(n);
         }
-        Ok(StageReport {
-            summary: vec![format!(
-                "{} rows coded ({}), {} coded at a coarser level, {} queued for review ({} unusable)",
-                c.rows,
-                steps_text(&c.steps),
-                c.fallbacks,
-                c.to_review,
-                c.unusable
-            )],
-            metrics,
-        })
+        let mut summary = vec![format!(
+            "{} {} coded ({}), {} coded at a coarser level, {} queued for review ({} unusable)",
+            c.rows,
+            if c.rows == 1 { "row" } else { "rows" },
+            steps_text(&c.steps),
+            c.fallbacks,
+            c.to_review,
+            c.unusable
+        )];
+        if !c.duties_column {
+            let records = ctx.input("records")?;
+            let records = records.strip_prefix(".").unwrap_or(records);
+            summary.push(no_duties_note(&records.display().to_string()));
+        }
+        Ok(StageReport { summary, metrics })
     }
 }

@@ -256,7 +256,11 @@ fn header_positions(
 }
 
 /// The column names of a CSV or Parquet file's header, read without reading its rows.
-fn header_of(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<String>, Error> {
+pub(crate) fn header_of(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+) -> Result<Vec<String>, Error> {
     if is_parquet(path) {
         return Ok(artifacts::table::parquet_column_names(path)?);
     }

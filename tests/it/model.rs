@@ -153,6 +153,13 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(codes("coded_stdin.csv"), codes("coded.csv"));
+    let out = piped(b"job_title\nchef\n".to_vec(), &[]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        out.status.success()
+            && err.contains("note: standard input: has no column `duties_description`"),
+        "{err}"
+    );
     let out = piped(b"job,duties\nchef,cooking\n".to_vec(), &[]);
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -170,13 +177,37 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         out.contains("\n0,chef,,-5,") && out.contains("\n1,cook,,'=1+1,"),
         "{out}"
     );
+    // fastText's and most coders' short flags do the same. A file without a duties column
+    // is coded by its titles, and the user is told so.
+    let short = p.run(&[
+        "predict",
+        "-i",
+        "ids.csv",
+        "-o",
+        "ids_short.csv",
+        "-m",
+        "best",
+    ]);
+    let err = String::from_utf8(short.stderr).unwrap();
+    assert!(short.status.success(), "{err}");
+    assert!(
+        err.contains("note: ids.csv: has no column `duties_description`, so every record was coded by its job title alone"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.path("ids_short.csv")).unwrap(),
+        out
+    );
 
     // Unusable rows are kept and flagged, not dropped.
     p.write(
         "odd.csv",
         "job_title,duties_description\n,\nbaker,baking bread\ncook,soups, sauces\n!!,?\n",
     );
-    p.ok(&["predict", "--input", "odd.csv", "--output", "odd_out.csv"]);
+    let odd = p.run(&["predict", "--input", "odd.csv", "--output", "odd_out.csv"]);
+    let err = String::from_utf8(odd.stderr).unwrap();
+    assert!(odd.status.success(), "{err}");
+    assert!(!err.contains("duties_description"), "it has them: {err}");
     let out = std::fs::read_to_string(p.path("odd_out.csv")).unwrap();
     assert_eq!(out.lines().count(), 5);
     assert!(
@@ -256,6 +287,25 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         lines[2].ends_with(
             "row unusable: column `job_title` is not valid UTF-8; re-save the file as UTF-8"
         ),
+        "{out}"
+    );
+
+    // The pipeline's `predict` stage says so too when its records have no duties column.
+    let first = p.ok(&["run", P]);
+    assert!(
+        !first.contains("has no column `duties_description`"),
+        "{first}"
+    );
+    let mut titles = csv::Writer::from_writer(Vec::new());
+    titles.write_record(["job_title"]).unwrap();
+    for r in &jobs {
+        titles.write_record([&r[0]]).unwrap();
+    }
+    let titles = String::from_utf8(titles.into_inner().unwrap()).unwrap();
+    p.write("data/demo/new_jobs.csv", &titles);
+    let out = p.ok(&["run", P]);
+    assert!(
+        out.contains("data/demo/new_jobs.csv: has no column `duties_description`, so every record was coded by its job title alone"),
         "{out}"
     );
 }
