@@ -27,11 +27,13 @@ enum Cmd {
         /// Run id.
         id: String,
     },
-    /// Compare two runs stage by stage and metric by metric.
+    /// Compare two runs stage by stage and metric by metric (by default the last two).
     Diff {
-        /// Run A.
+        /// The earlier run (`last~1`, an id or a unique id prefix).
+        #[arg(default_value = "last~1")]
         a: String,
-        /// Run B.
+        /// The later run.
+        #[arg(default_value = "last")]
         b: String,
     },
 }

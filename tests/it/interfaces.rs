@@ -221,6 +221,11 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
     assert!(cfg.contains("epochs = 8"));
     let diff = p.ok(&["runs", "diff", "last~1", "last"]);
     assert!(diff.contains("param epochs changed 8 -> 3"), "{diff}");
+    assert_eq!(
+        p.ok(&["runs", "diff"]),
+        diff,
+        "the last two runs by default"
+    );
     assert!(
         diff.contains("param lr_embedding changed 0.2 -> 0.1"),
         "{diff}"
