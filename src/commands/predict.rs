@@ -40,6 +40,10 @@ pub struct Args {
     /// rerank = false`), even under its fitted threshold.
     #[arg(long)]
     no_rerank: bool,
+    /// Set an `[inference]` key for this call only, over the config file's (repeatable; for
+    /// example `-S inference.confidence_threshold=0.8`).
+    #[arg(short = 'S', long = "set", value_name = "inference.KEY=VALUE")]
+    set: Vec<runner::spec::Override>,
     /// Code only this share of the rows: those whose position (from 0) is INDEX modulo
     /// COUNT. Run COUNT processes (INDEX 0 … COUNT-1, e.g. a SLURM array or a Kubernetes
     /// Indexed Job), then `isco-dag predict merge` joins their outputs into exactly the file
@@ -71,24 +75,56 @@ enum Sub {
     },
 }
 
-/// Reads `[inference]` from the config file, strictly, if the file exists.
-pub fn inference_config(path: &std::path::Path) -> anyhow::Result<InferenceConfig> {
-    if !path.is_file() {
-        return Ok(InferenceConfig::default());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let table: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let cfg: InferenceConfig = match table.get("inference") {
-        Some(v) => v
-            .clone()
-            .try_into()
-            .with_context(|| format!("{}: section [inference]", path.display()))?,
-        None => InferenceConfig::default(),
+/// Reads `[inference]` from the config file (strictly, if the file exists) with the `-S
+/// inference.KEY=VALUE` settings `set` on top.
+pub fn inference_config(
+    path: &std::path::Path,
+    set: &[runner::spec::Override],
+) -> anyhow::Result<InferenceConfig> {
+    let mut section = if path.is_file() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut table: toml::Table =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        match table.remove("inference") {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                return Err(super::UsageError(format!(
+                    "{}: `inference` must be a section ([inference]), not a value",
+                    path.display()
+                ))
+                .into());
+            }
+            None => toml::Table::new(),
+        }
+    } else {
+        toml::Table::new()
     };
+    for o in set {
+        if o.target != "inference" {
+            return Err(super::UsageError(format!(
+                "-S {}: `isco-dag predict` takes only [inference] settings (-S inference.KEY=VALUE); `{}` settings belong to a pipeline run",
+                o.text, o.target
+            ))
+            .into());
+        }
+        section.insert(o.key.clone(), o.value.clone());
+    }
+    let whence = if set.is_empty() {
+        format!("{}: section [inference]", path.display())
+    } else {
+        let given: Vec<&str> = set.iter().map(|o| o.text.as_str()).collect();
+        format!(
+            "{}: section [inference] with -S {}",
+            path.display(),
+            given.join(", -S ")
+        )
+    };
+    let cfg: InferenceConfig = toml::Value::Table(section)
+        .try_into()
+        .map_err(|e| super::UsageError(format!("{whence}: {}", e.to_string().trim_end())))?;
     cfg.validate()
-        .map_err(|m| super::UsageError(format!("{}: section [inference]: {m}", path.display())))?;
+        .map_err(|m| super::UsageError(format!("{whence}: {m}")))?;
     Ok(cfg)
 }
 
@@ -244,7 +280,7 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
             .into());
         }
     }
-    let mut cfg = inference_config(&a.config)?;
+    let mut cfg = inference_config(&a.config, &a.set)?;
     if a.no_cascade {
         cfg.cascade = false;
     }

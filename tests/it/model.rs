@@ -100,6 +100,41 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
 
+    // `-S inference.KEY=VALUE` sets one call's inference over the config file's.
+    let strict = p.ok(&[
+        "predict",
+        "-i",
+        "data/demo/new_jobs.csv",
+        "-S",
+        "inference.confidence_threshold=0.9999",
+    ]);
+    let fallbacks = |csv: &str| csv.lines().filter(|l| l.contains(",true,")).count();
+    assert!(fallbacks(&strict) > fallbacks(&coded), "{strict}");
+    let (code, err) = p.fails(&[
+        "predict",
+        "-i",
+        "data/demo/new_jobs.csv",
+        "-S",
+        "training.epochs=1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("-S training.epochs=1: `isco-dag predict` takes only [inference] settings"),
+        "{err}"
+    );
+    let (code, err) = p.fails(&[
+        "predict",
+        "-i",
+        "data/demo/new_jobs.csv",
+        "-S",
+        "inference.nope=1",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("section [inference] with -S inference.nope=1: unknown field `nope`"),
+        "{err}"
+    );
+
     // A spreadsheet's semicolon export of the same jobs (byte-order mark, CRLF) is coded the
     // same: the separator is read from the header row.
     let jobs: Vec<csv::StringRecord> = csv::Reader::from_path(p.path("data/demo/new_jobs.csv"))
