@@ -12,13 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use artifacts::table::RowProblem;
 use artifacts::table::{Column, Table, neutralise_formula};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use classifier::predict::Prediction;
-use classifier::text::{record_text, why_no_text};
+use classifier::text::{record_text, unusable_note, why_no_text};
 
 use crate::AppState;
 use crate::coding::{check_field_lengths, record};
@@ -213,7 +214,7 @@ fn code_parquet(
         (0..n)
             .map(|i| {
                 if texts[i].is_empty() {
-                    why_no_text(titles[i], duties[i]).to_string()
+                    unusable_note(why_no_text(titles[i], duties[i]))
                 } else {
                     String::new()
                 }
@@ -324,13 +325,12 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
             .map(|i| neutralise_formula(r.get(i).unwrap_or("")).into_owned())
             .collect();
         let note = if r.len() != header.len() {
-            format!(
-                "row has {} fields but the header has {}; check its quoting",
-                r.len(),
-                header.len()
-            )
+            unusable_note(RowProblem::FieldCount {
+                found: r.len(),
+                expected: header.len(),
+            })
         } else if t.is_empty() {
-            why_no_text(titles[row], duties[row]).to_string()
+            unusable_note(why_no_text(titles[row], duties[row]))
         } else {
             String::new()
         };
@@ -338,7 +338,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
             cells.push(p.isco_code.to_string());
             cells.push(p.level.to_string());
             cells.push(p.title.clone());
-            cells.push(format!("{:.4}", p.confidence));
+            cells.push(format!("{:.6}", p.confidence));
             cells.push(p.grade.to_string());
             cells.push(p.is_fallback.to_string());
             cells.push(p.needs_review.to_string());
@@ -347,7 +347,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
                 let a = p.alternatives.get(i);
                 cells.push(a.map(|a| a.isco_code.to_string()).unwrap_or_default());
                 cells.push(
-                    a.map(|a| format!("{:.4}", a.confidence))
+                    a.map(|a| format!("{:.6}", a.confidence))
                         .unwrap_or_default(),
                 );
             }

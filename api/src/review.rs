@@ -427,7 +427,7 @@ impl Review {
                 job_title.to_string(),
                 duties.to_string(),
                 p.isco_code.to_string(),
-                format!("{:.4}", p.confidence),
+                format!("{:.6}", p.confidence),
                 p.grade.to_string(),
                 version.to_string(),
                 artifacts::timestamp(),
@@ -508,7 +508,7 @@ impl Review {
                 artifacts::timestamp(),
                 d.note.clone(),
                 q.code.clone(),
-                format!("{:.4}", q.confidence),
+                format!("{:.6}", q.confidence),
                 q.id.clone(),
             ],
         )?;

@@ -81,6 +81,12 @@ pub fn why_no_text(title: &str, duties: &str) -> &'static str {
     }
 }
 
+/// The `note` of an input row that gets no code, the same in every output (the command
+/// line's, the pipeline's and the service's files): `row unusable: ` and why.
+pub fn unusable_note(why: impl std::fmt::Display) -> String {
+    format!("row unusable: {why}")
+}
+
 /// The model text of a record: `title | duties` (normalised; the duties' clauses separated
 /// by ` ; `, see [`CLAUSE_MARK`]), or just the title when the duties are empty.
 pub fn record_text(title: &str, duties: &str) -> String {

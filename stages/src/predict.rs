@@ -165,13 +165,12 @@ pub fn code_file(
     let mut coded = Vec::with_capacity(n);
     for (r, (p, text)) in rows.into_iter().zip(preds.into_iter().zip(&texts)) {
         let problem = match (&r.problem, text.is_empty()) {
-            (Some(problem), _) => Some(format!("row unusable: {problem}")),
-            (None, true) => Some(format!(
-                "row unusable: {}",
+            (Some(problem), _) => Some(classifier::text::unusable_note(problem)),
+            (None, true) => Some(classifier::text::unusable_note(
                 classifier::text::why_no_text(
                     r.values[0].as_deref().unwrap_or(""),
-                    r.values[1].as_deref().unwrap_or("")
-                )
+                    r.values[1].as_deref().unwrap_or(""),
+                ),
             )),
             _ => None,
         };

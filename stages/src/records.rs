@@ -22,61 +22,7 @@ pub struct RawRow {
     pub raw: String,
 }
 
-/// Why a raw row cannot be read: the row stays in the output (or the quarantine file) with
-/// this as its reason, never dropped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RowProblem {
-    /// The row has another number of fields than the header (a comma outside quotes).
-    FieldCount {
-        /// Fields in the row.
-        found: usize,
-        /// Fields in the header.
-        expected: usize,
-    },
-    /// A quote opened in the last row is never closed: the rest of the file became one field.
-    QuoteNotClosed,
-    /// A cell of a requested column is not valid UTF-8.
-    NotUtf8 {
-        /// The column's name in the header.
-        column: String,
-    },
-}
-
-impl RowProblem {
-    /// The column the problem lies in, when it lies in one column.
-    pub fn column(&self) -> Option<&str> {
-        match self {
-            RowProblem::FieldCount { .. } | RowProblem::QuoteNotClosed => None,
-            RowProblem::NotUtf8 { column } => Some(column),
-        }
-    }
-}
-
-impl std::fmt::Display for RowProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RowProblem::FieldCount { found, expected } => {
-                let fields = if *found == 1 { "field" } else { "fields" };
-                let fix = if found > expected {
-                    "quote a value that holds a comma"
-                } else {
-                    "write a comma for every column, even an empty one"
-                };
-                write!(
-                    f,
-                    "the row has {found} {fields} where the header has {expected}; {fix}"
-                )
-            }
-            RowProblem::QuoteNotClosed => f.write_str(
-                "a quote opened in this row is never closed, so the rest of the file became one value; close it (a quote inside a value is written twice: \"\")",
-            ),
-            RowProblem::NotUtf8 { column } => write!(
-                f,
-                "column `{column}` is not valid UTF-8; re-save the file as UTF-8"
-            ),
-        }
-    }
-}
+pub use artifacts::table::RowProblem;
 
 /// Whether `path` names a Parquet file (by its extension, `.parquet` or `.pq`).
 pub(crate) fn is_parquet(path: &Path) -> bool {

@@ -155,7 +155,10 @@ fn parquet_upload_is_answered_in_parquet(p: &Project, a: &str) {
     assert!(review.value(2), "a row without text goes to review");
     let note = col("note");
     let note = note.as_any().downcast_ref::<StringArray>().unwrap();
-    assert_eq!(note.value(2), "the job title and duties are empty");
+    assert_eq!(
+        note.value(2),
+        "row unusable: the job title and duties are empty"
+    );
     assert_eq!(note.value(0), "");
 
     // The same file as the whole body gets the same answer.
@@ -383,6 +386,36 @@ fn every_endpoint_and_every_error_is_json() {
         lines[3].ends_with("the job title and duties are empty"),
         "{text}"
     );
+    // The service codes a file as `isco-dag predict` does, to the same digits (the command
+    // line puts the row number, the title and the duties first).
+    let by_name = |csv: &[u8]| -> std::collections::BTreeMap<String, Vec<String>> {
+        let mut r = csv::Reader::from_reader(csv);
+        let names: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+        let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+        (names.iter().enumerate())
+            .map(|(i, n)| (n.clone(), rows.iter().map(|r| r[i].to_string()).collect()))
+            .collect()
+    };
+    let same_as_cli = |csv: &[u8], answer: &str| {
+        p.write("jobs.csv", std::str::from_utf8(csv).unwrap());
+        p.ok(&["predict", "-i", "jobs.csv", "-o", "jobs_coded.csv"]);
+        let mut cli = by_name(&std::fs::read(p.path("jobs_coded.csv")).unwrap());
+        assert!(cli.remove("row").is_some());
+        assert_eq!(by_name(answer.as_bytes()), cli);
+    };
+    same_as_cli(csv, &text);
+    // A row with a comma outside quotes is unusable, and both say so alike.
+    let odd = b"id,job_title,duties_description\n4,cook,\"soups\"\n5,baker,breads, cakes\n";
+    let (ct, body) = multipart("file", "odd.csv", odd);
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("row unusable: the row has 4 fields where the header has 3"),
+        "{}",
+        r.text()
+    );
+    same_as_cli(odd, &r.text());
     // A semicolon export (a spreadsheet's, where the decimal mark is a comma) is read by its
     // header row and coded the same; the answer is comma-separated.
     let semi = b"\xef\xbb\xbfid;job_title;duties_description\r\n1;chef;cooking meals\r\n";
