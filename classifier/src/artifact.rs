@@ -18,9 +18,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, Param, ParamId};
+use burn::module::Module;
 use burn::store::ModuleRecord;
-use burn::tensor::{Bool, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -462,57 +461,10 @@ pub fn titles_for(labels: &[String], tax: &Taxonomy) -> BTreeMap<String, String>
     t
 }
 
-/// Numbers a module's parameters 1, 2, 3… in the order the module lists them.
-struct NumberParams(u64);
-
-impl NumberParams {
-    fn next(&mut self) -> ParamId {
-        self.0 += 1;
-        ParamId::from(self.0)
-    }
-}
-
-impl ModuleMapper for NumberParams {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (_, value, mapper) = param.consume();
-        Param::from_mapped_value(self.next(), value, mapper)
-    }
-
-    fn map_int<const D: usize>(&mut self, param: Param<Tensor<D, Int>>) -> Param<Tensor<D, Int>> {
-        let (_, value, mapper) = param.consume();
-        Param::from_mapped_value(self.next(), value, mapper)
-    }
-
-    fn map_bool<const D: usize>(
-        &mut self,
-        param: Param<Tensor<D, Bool>>,
-    ) -> Param<Tensor<D, Bool>> {
-        let (_, value, mapper) = param.consume();
-        Param::from_mapped_value(self.next(), value, mapper)
-    }
-}
-
-/// Writes `module` as a burn record (burnpack) at `path`, its parameters numbered in order.
-///
-/// Burn gives every parameter a random id and writes it into the record. Only an optimiser
-/// reads those ids, and no optimiser state is saved, so they are replaced by their positions:
-/// the same weights then always give the same bytes, and the content-addressed store keeps a
-/// network that a re-run took over, or trained again identically, once.
-pub(crate) fn save_record<M: Module>(module: M, path: &Path) -> Result<(), Error> {
-    module
-        .map(&mut NumberParams(0))
-        .into_record()
-        .save(path)
-        .map_err(|e| Error::File {
-            path: path.to_path_buf(),
-            message: format!("could not write the burn record: {e}"),
-        })
-}
-
 /// Writes `model.bpk` and `model.json`.
 fn save_net(dir: &Path, net: &Trained, meta: &ModelMeta) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    save_record(net.to_module(), &dir.join("model.bpk"))?;
+    crate::record::save_record(net.to_module(), &dir.join("model.bpk"))?;
     let json = dir.join("model.json");
     std::fs::write(
         &json,
@@ -534,34 +486,5 @@ mod tests {
             assert_eq!(serde_json::from_value::<ModelKind>(s).unwrap(), k);
         }
         assert!(serde_json::from_value::<ModelKind>("fasttext".into()).is_err());
-    }
-
-    #[test]
-    fn the_same_weights_are_saved_as_the_same_bytes() {
-        let cfg = TrainConfig::default();
-        let a = Trained::empty_module(64, &cfg, 5);
-        // The same weights under fresh parameter ids, as a network taken over from a
-        // previous run is saved again.
-        let b = Trained::from_module(a.clone()).to_module();
-        assert_ne!(a.embedding.id, b.embedding.id);
-        let dir = tempfile::tempdir().unwrap();
-        let (pa, pb) = (dir.path().join("a.bpk"), dir.path().join("b.bpk"));
-        save_record(a.clone(), &pa).unwrap();
-        save_record(b, &pb).unwrap();
-        assert_eq!(std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
-        // Other weights still give other bytes.
-        let c = Trained::empty_module(64, &cfg, 5);
-        let pc = dir.path().join("c.bpk");
-        save_record(c, &pc).unwrap();
-        assert_ne!(std::fs::read(&pa).unwrap(), std::fs::read(&pc).unwrap());
-        // A saved record loads back into a network of the same shapes.
-        let record = ModuleRecord::load(&pa).unwrap();
-        let back = Trained::empty_module(64, &cfg, 5)
-            .try_load_record(record)
-            .unwrap();
-        assert_eq!(
-            back.out.weight.val().into_data(),
-            a.out.weight.val().into_data()
-        );
     }
 }

@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod model;
 pub mod predict;
 pub mod rank;
+mod record;
 pub mod reranker;
 pub mod retrieval;
 pub mod rng;

@@ -519,7 +519,7 @@ impl FineTuned {
     pub fn save(&self, dir: &Path) -> Result<(), Error> {
         let t = dir.join("transformer");
         self.encoder.save(&t.join("encoder"))?;
-        crate::artifact::save_record(
+        crate::record::save_record(
             HeadRecord {
                 out: self.head.clone(),
             },
