@@ -83,8 +83,11 @@ fn record_columns(what: &str, header: &[String]) -> Result<(usize, Option<usize>
     }
     let col = |name: &str| header.iter().position(|h| h == name);
     let title = col("job_title").ok_or_else(|| {
+        let like = artifacts::table::column_like(header, "job_title")
+            .map(|l| format!(" (`{l}` looks like it)"))
+            .unwrap_or_default();
         ApiError::unprocessable(format!(
-            "the {what} has no `job_title` column (columns: {}); name the title column job_title",
+            "the {what} has no `job_title` column (columns: {}); name the title column job_title{like}",
             header.join(", ")
         ))
     })?;

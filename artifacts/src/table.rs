@@ -951,6 +951,22 @@ impl std::fmt::Display for RowProblem {
     }
 }
 
+/// The column of `header` that is `name` but for case, spaces and punctuation (`Job Title`
+/// or `JOB-TITLE` for `job_title`), to point out when `name` itself is missing.
+pub fn column_like<'a>(header: &'a [String], name: &str) -> Option<&'a str> {
+    fn loose(name: &str) -> String {
+        name.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    }
+    let want = loose(name);
+    header
+        .iter()
+        .map(String::as_str)
+        .find(|h| !want.is_empty() && loose(h) == want)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

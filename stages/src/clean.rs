@@ -112,6 +112,7 @@ impl Stage for Clean {
                 path,
                 column,
                 columns,
+                like,
                 ..
             } => {
                 let key = ["title_column", "duties_column", "code_column"]
@@ -121,6 +122,7 @@ impl Stage for Clean {
                     hint: format!(", or set the clean stage's `{key}` param to the name it has"),
                     column,
                     columns,
+                    like,
                 }
             }
             e => e,

@@ -14,9 +14,10 @@ pub enum Error {
     },
     /// An input file lacks a column it must have.
     #[error(
-        "{}: has no column `{column}` (columns: {}); name one column `{column}` in the header row{hint}",
+        "{}: has no column `{column}` (columns: {}); name one column `{column}` in the header row{}{hint}",
         path.display(),
-        columns.join(", ")
+        columns.join(", "),
+        like.as_ref().map(|l| format!(" (`{l}` looks like it)")).unwrap_or_default()
     )]
     MissingColumn {
         /// The file.
@@ -25,6 +26,9 @@ pub enum Error {
         column: String,
         /// The columns the header has.
         columns: Vec<String>,
+        /// A column of the header that differs from `column` only in case, spaces or
+        /// punctuation (`Job Title` for `job_title`).
+        like: Option<String>,
         /// Another way to fix it, starting with "; " or empty (e.g. the param naming the
         /// column).
         hint: String,

@@ -178,6 +178,7 @@ fn header_positions(
                 path: path.to_path_buf(),
                 column: w.to_string(),
                 columns: header.iter().map(|h| h.trim().to_string()).collect(),
+                like: artifacts::table::column_like(header, w).map(|h| h.trim().to_string()),
                 hint: String::new(),
             });
         }
@@ -549,7 +550,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("has no column `job_title` (columns: title, duties)"),
+            e.contains("has no column `job_title` (columns: title, duties)")
+                && !e.contains("looks like it"),
+            "{e}"
+        );
+        // A spreadsheet's heading of the same name is pointed out.
+        let e = read(b"Job Title;Duties\nnurse;cares\n", &[true, false])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("name one column `job_title` in the header row (`Job Title` looks like it)"),
             "{e}"
         );
         let e = read(b"", &[true, false]).unwrap_err().to_string();

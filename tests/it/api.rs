@@ -435,6 +435,15 @@ fn every_endpoint_and_every_error_is_json() {
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 422);
     assert!(error_of(&r).contains("no `job_title` column"));
+    assert!(!error_of(&r).contains("looks like it"));
+    let (ct, body) = multipart("file", "t.csv", b"Job Title\nchef\n");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 422);
+    assert!(
+        error_of(&r).contains("name the title column job_title (`Job Title` looks like it)"),
+        "{}",
+        r.text()
+    );
     let (ct, body) = multipart("file", "many.csv", b"job_title\na\nb\nc\nd\n");
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 413);
