@@ -12,8 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
-use artifacts::table::RowProblem;
-use artifacts::table::{Column, Table, neutralise_formula};
+use artifacts::table::{Column, RowProblem, Table, neutralise_formula};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{StatusCode, header};
