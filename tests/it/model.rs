@@ -110,30 +110,20 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     ]);
     let fallbacks = |csv: &str| csv.lines().filter(|l| l.contains(",true,")).count();
     assert!(fallbacks(&strict) > fallbacks(&coded), "{strict}");
-    let (code, err) = p.fails(&[
-        "predict",
-        "-i",
-        "data/demo/new_jobs.csv",
-        "-S",
-        "training.epochs=1",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("-S training.epochs=1: `isco-dag predict` takes only [inference] settings"),
-        "{err}"
-    );
-    let (code, err) = p.fails(&[
-        "predict",
-        "-i",
-        "data/demo/new_jobs.csv",
-        "-S",
-        "inference.nope=1",
-    ]);
-    assert_eq!(code, 2, "{err}");
-    assert!(
-        err.contains("section [inference] with -S inference.nope=1: unknown field `nope`"),
-        "{err}"
-    );
+    for (set, says) in [
+        (
+            "training.epochs=1",
+            "-S training.epochs=1: `isco-dag predict` takes only [inference] settings",
+        ),
+        (
+            "inference.nope=1",
+            "section [inference] with -S inference.nope=1: unknown field `nope`",
+        ),
+    ] {
+        let (code, err) = p.fails(&["predict", "-i", "data/demo/new_jobs.csv", "-S", set]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
 
     // A spreadsheet's semicolon export of the same jobs (byte-order mark, CRLF) is coded the
     // same: the separator is read from the header row.
