@@ -661,6 +661,26 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
         "{m}"
     );
     assert_eq!(m["embedded_now"].as_u64().unwrap(), 0, "{m}");
+    // Its embedding cache is the base's, file for file, and one more file with the
+    // corrections' vectors: a store keeps the base's once.
+    let caches = |model: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(p.path(&format!("{model}/retrieval")))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("cache-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let (base, tuned) = (caches("models/latest"), caches("models/finetuned"));
+    assert_eq!(tuned.len(), base.len() + 1, "{base:?} {tuned:?}");
+    for f in &base {
+        assert_eq!(
+            std::fs::read(p.path(&format!("models/latest/retrieval/{f}"))).unwrap(),
+            std::fs::read(p.path(&format!("models/finetuned/retrieval/{f}"))).unwrap(),
+            "{f}"
+        );
+    }
     // The fine-tuned model's unseen titles are calibrated on the base's titles coded
     // elsewhere too.
     let fit = &stage_of(&run, "fine-tune")["metrics"]["title_only"];

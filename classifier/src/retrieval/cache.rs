@@ -1,6 +1,11 @@
 //! Sentence vectors cached by a hash of their text: in memory with a model
 //! ([`EmbeddingCache`]) and on disk, shared by every stage using the same encoder
 //! ([`DiskCache`]).
+//!
+//! A model keeps its cache in segments: the segments of the cache it started from, byte for
+//! byte, and one more with the vectors it embedded itself. A model trained or fine-tuned
+//! from another so shares those files with it, and a content-addressed store keeps them
+//! once; past [`MODEL_SEGMENTS`] they are written again as one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,6 +23,32 @@ pub struct EmbeddingCache {
     disk: Option<std::sync::Arc<DiskCache>>,
     /// Keys embedded here since the last [`flush`](Self::flush), for the disk cache.
     added: Vec<[u8; 16]>,
+    /// The segment files the vectors were loaded from, in order.
+    segments: Vec<Segment>,
+    /// Keys in no segment: the vectors a [`save`](Self::save) writes as a new one.
+    fresh: Vec<[u8; 16]>,
+}
+
+/// One segment file of a saved cache and the keys it holds.
+#[derive(Debug, Clone)]
+struct Segment {
+    path: std::path::PathBuf,
+    keys: Vec<[u8; 16]>,
+}
+
+/// Most segments a model's saved cache has; one more and they are written as one file.
+pub const MODEL_SEGMENTS: usize = 8;
+
+/// The file of segment `i` of the cache saved as `base` (`cache-<fp>.bin`, then
+/// `cache-<fp>.1.bin`, …).
+fn segment_name(base: &str, i: usize) -> String {
+    if i == 0 {
+        return base.to_string();
+    }
+    match base.strip_suffix(".bin") {
+        Some(stem) => format!("{stem}.{i}.bin"),
+        None => format!("{base}.{i}"),
+    }
 }
 
 pub(crate) fn key(text: &str) -> [u8; 16] {
@@ -95,6 +126,7 @@ impl EmbeddingCache {
                 match self.disk.as_ref().and_then(|d| d.get(&k)) {
                     Some(v) => {
                         self.map.insert(k, v);
+                        self.fresh.push(k);
                     }
                     None => missing.push(t.clone()),
                 }
@@ -107,8 +139,11 @@ impl EmbeddingCache {
     pub fn insert(&mut self, texts: &[String], vectors: &[f32]) {
         for (t, row) in texts.iter().zip(vectors.chunks(self.dim)) {
             let k = key(t);
-            if self.map.insert(k, row.to_vec()).is_none() && self.disk.is_some() {
-                self.added.push(k);
+            if self.map.insert(k, row.to_vec()).is_none() {
+                self.fresh.push(k);
+                if self.disk.is_some() {
+                    self.added.push(k);
+                }
             }
         }
     }
@@ -122,10 +157,42 @@ impl EmbeddingCache {
         out
     }
 
-    /// Writes the cache (`[16-byte key][dim f32]` records).
-    pub fn save(&self, path: &Path) -> Result<(), Error> {
-        let mut keys: Vec<&[u8; 16]> = self.map.keys().collect();
+    /// Writes the cache into `dir` as segments named after `base` (each `[dim as u64]` and
+    /// then `[16-byte key][dim f32]` records in key order): the segments it was loaded from,
+    /// as they were, and the vectors in none of them as one more. Past [`MODEL_SEGMENTS`], or
+    /// when a segment's file is gone, every vector is written into `base` alone.
+    pub fn save(&self, dir: &Path, base: &str) -> Result<(), Error> {
+        let fresh = usize::from(!self.fresh.is_empty());
+        let kept = self.segments.len() <= MODEL_SEGMENTS - fresh
+            && self.segments.iter().enumerate().all(|(i, seg)| {
+                let to = dir.join(segment_name(base, i));
+                seg.path == to
+                    || std::fs::hard_link(&seg.path, &to).is_ok()
+                    || std::fs::copy(&seg.path, &to).is_ok()
+            });
+        if !kept {
+            for i in 1..=self.segments.len() {
+                let _ = std::fs::remove_file(dir.join(segment_name(base, i)));
+            }
+            let all: Vec<&[u8; 16]> = self.map.keys().collect();
+            return self.write_segment(&dir.join(base), all);
+        }
+        if fresh == 1 {
+            let to = dir.join(segment_name(base, self.segments.len()));
+            self.write_segment(&to, self.fresh.iter().collect())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the vectors of `keys` as one segment file.
+    fn write_segment(&self, path: &Path, mut keys: Vec<&[u8; 16]>) -> Result<(), Error> {
+        // A file there may be a hard link to another model's segment: replace, never
+        // write through it.
+        if path.symlink_metadata().is_ok() {
+            std::fs::remove_file(path).map_err(|e| io(path, e))?;
+        }
         keys.sort();
+        keys.dedup();
         let mut bytes = Vec::with_capacity(8 + keys.len() * (16 + 4 * self.dim));
         bytes.extend_from_slice(&(self.dim as u64).to_le_bytes());
         for k in keys {
@@ -137,34 +204,52 @@ impl EmbeddingCache {
         std::fs::write(path, bytes).map_err(|e| io(path, e))
     }
 
-    /// Reads a cache written by [`save`](Self::save); `None` if absent or of another width.
-    pub fn load(path: &Path, dim: usize) -> Option<EmbeddingCache> {
-        let bytes = std::fs::read(path).ok()?;
-        let d = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-        if d != dim {
-            return None;
+    /// Reads a cache written by [`save`](Self::save) into `dir` as `base`; `None` if absent
+    /// or of another width.
+    pub fn load(dir: &Path, base: &str, dim: usize) -> Option<EmbeddingCache> {
+        let mut cache = EmbeddingCache::new(dim);
+        for i in 0.. {
+            let path = dir.join(segment_name(base, i));
+            let Ok(bytes) = std::fs::read(&path) else {
+                break;
+            };
+            let d = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+            if d != dim {
+                return None;
+            }
+            let mut keys = Vec::new();
+            for r in bytes[8..].chunks_exact(16 + 4 * dim) {
+                let k: [u8; 16] = r[..16].try_into().ok()?;
+                let v = r[16..]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect();
+                cache.map.entry(k).or_insert(v);
+                keys.push(k);
+            }
+            cache.segments.push(Segment { path, keys });
         }
-        let rec = 16 + 4 * dim;
-        let mut map = HashMap::new();
-        for r in bytes[8..].chunks_exact(rec) {
-            let k: [u8; 16] = r[..16].try_into().ok()?;
-            let v = r[16..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            map.insert(k, v);
-        }
-        Some(EmbeddingCache {
-            dim,
-            map,
-            ..Default::default()
-        })
+        (!cache.segments.is_empty()).then_some(cache)
     }
 
-    /// Merges another cache into this one.
+    /// Merges another cache into this one: its segments follow this one's, its vectors in
+    /// none of them are fresh here too.
     pub fn extend(&mut self, other: EmbeddingCache) {
         if other.dim == self.dim {
-            self.map.extend(other.map);
+            for k in other.fresh {
+                if !self.map.contains_key(&k) {
+                    self.fresh.push(k);
+                }
+            }
+            if !self.fresh.is_empty() {
+                let held: std::collections::HashSet<&[u8; 16]> =
+                    other.segments.iter().flat_map(|s| &s.keys).collect();
+                self.fresh.retain(|k| !held.contains(k));
+            }
+            self.segments.extend(other.segments);
+            for (k, v) in other.map {
+                self.map.entry(k).or_insert(v);
+            }
         }
     }
 }
@@ -314,5 +399,69 @@ pub(crate) fn io(path: &Path, e: std::io::Error) -> Error {
     Error::File {
         path: path.to_path_buf(),
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache of width 2 holding `texts`, each vector its position.
+    fn with(cache: &mut EmbeddingCache, texts: &[&str]) {
+        let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+        let v: Vec<f32> = (0..texts.len() * 2).map(|i| i as f32).collect();
+        cache.insert(&texts, &v);
+    }
+
+    #[test]
+    fn a_saved_cache_keeps_the_segments_it_started_from_as_they_were() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = |name: &str| {
+            let p = d.path().join(name);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        let base = "cache-x.bin";
+        let mut first = EmbeddingCache::new(2);
+        with(&mut first, &["nurse", "driver"]);
+        first.save(&dir("a"), base).unwrap();
+        assert!(!d.path().join("a/cache-x.1.bin").exists());
+
+        // Nothing new: the same one file.
+        let mut same = EmbeddingCache::new(2);
+        same.extend(EmbeddingCache::load(&d.path().join("a"), base, 2).unwrap());
+        same.save(&dir("b"), base).unwrap();
+        let read = |p: &str| std::fs::read(d.path().join(p)).unwrap();
+        assert_eq!(read("a/cache-x.bin"), read("b/cache-x.bin"));
+        assert!(!d.path().join("b/cache-x.1.bin").exists());
+
+        // New vectors go into a segment of their own; the first is kept byte for byte.
+        with(&mut same, &["nurse", "baker"]);
+        same.save(&dir("c"), base).unwrap();
+        assert_eq!(read("a/cache-x.bin"), read("c/cache-x.bin"));
+        let back = EmbeddingCache::load(&d.path().join("c"), base, 2).unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(
+            read("c/cache-x.1.bin").len(),
+            8 + (16 + 8),
+            "only `baker` is new"
+        );
+        assert_eq!(back.map[&key("nurse")], vec![0.0, 1.0]);
+
+        // Past the limit the segments are written as one file again.
+        let mut grown = back;
+        let mut last = d.path().join("c");
+        for i in 2..=MODEL_SEGMENTS {
+            with(&mut grown, &[&format!("job {i}")]);
+            last = dir(&format!("g{i}"));
+            grown.save(&last, base).unwrap();
+            grown = EmbeddingCache::load(&last, base, 2).unwrap();
+            if i < MODEL_SEGMENTS {
+                assert_eq!(grown.segments.len(), i + 1);
+            }
+        }
+        assert_eq!(grown.len(), 2 + MODEL_SEGMENTS);
+        assert_eq!(grown.segments.len(), 1, "merged");
+        assert!(!last.join("cache-x.1.bin").exists());
     }
 }

@@ -328,7 +328,7 @@ impl Retrieval {
         self.cache
             .lock()
             .expect("embedding cache")
-            .save(&r.join(&self.cache_file))
+            .save(&r, &self.cache_file)
     }
 
     /// Whether a model directory has a retrieval part.
@@ -401,8 +401,8 @@ impl Retrieval {
         };
         let titles = build("titles", meta.titles, &all[..nt * d])?;
         let duties = build("duties", meta.duties, &all[nt * d..])?;
-        let cache = EmbeddingCache::load(&r.join(&meta.cache_file), d)
-            .unwrap_or_else(|| EmbeddingCache::new(d));
+        let cache =
+            EmbeddingCache::load(&r, &meta.cache_file, d).unwrap_or_else(|| EmbeddingCache::new(d));
         let mut retrieval = Retrieval {
             cache_file: meta.cache_file,
             encoder,
@@ -655,9 +655,8 @@ mod tests {
         let (v, n) = cache.embed(&enc, &texts, &|_, _| {}).unwrap();
         assert_eq!(n, 2);
         assert_eq!(v[..16], v[32..48]);
-        let p = d.path().join("cache.bin");
-        cache.save(&p).unwrap();
-        let mut back = EmbeddingCache::load(&p, 16).unwrap();
+        cache.save(d.path(), "cache.bin").unwrap();
+        let mut back = EmbeddingCache::load(d.path(), "cache.bin", 16).unwrap();
         let (v2, n2) = back
             .embed(
                 &enc,
@@ -667,7 +666,7 @@ mod tests {
             .unwrap();
         assert_eq!(n2, 1);
         assert_eq!(v2[..16], v[16..32]);
-        assert!(EmbeddingCache::load(&p, 8).is_none());
+        assert!(EmbeddingCache::load(d.path(), "cache.bin", 8).is_none());
     }
 
     #[test]

@@ -160,7 +160,7 @@ pub struct ExtensionSummary {
 fn previous_cache(dir: Option<&Path>, file: &str, dim: usize) -> EmbeddingCache {
     let mut cache = EmbeddingCache::new(dim);
     if let Some(dir) = dir
-        && let Some(c) = EmbeddingCache::load(&dir.join("retrieval").join(file), dim)
+        && let Some(c) = EmbeddingCache::load(&dir.join("retrieval"), file, dim)
     {
         cache.extend(c);
     }
