@@ -103,7 +103,18 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             }
         }
         Cmd::Diff { a: ra, b: rb } => {
-            let d = runner::history::diff_runs(&store, &store.run(&ra)?, &store.run(&rb)?);
+            // `last~N` past the first run is a store with too few runs, not a wrong id.
+            let run = |id: &str| match store.run(id) {
+                Err(artifacts::Error::UnknownRun(_)) if id.starts_with("last") => {
+                    let n = store.runs().map(|r| r.len()).unwrap_or(0);
+                    Err(anyhow::anyhow!(
+                        "no run `{id}`: this store has recorded {n} run{}; `runs diff` compares two, so run a pipeline again or name two runs (`isco-dag runs list` shows them)",
+                        if n == 1 { "" } else { "s" }
+                    ))
+                }
+                r => Ok(r?),
+            };
+            let d = runner::history::diff_runs(&store, &run(&ra)?, &run(&rb)?);
             if json {
                 console::json(&d);
             } else {

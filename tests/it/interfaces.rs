@@ -199,6 +199,12 @@ fn every_table_keeps_its_codes_as_text() {
 fn experiments_set_params_for_one_run_and_diff_names_them() {
     let p = Project::new(300);
     p.ok(&["run", P]);
+    // One run has nothing to be compared with, and the message says so.
+    let (_, err) = p.fails(&["runs", "diff"]);
+    assert!(
+        err.contains("no run `last~1`: this store has recorded 1 run; `runs diff` compares two"),
+        "{err}"
+    );
     // A param the ngram model does not read leaves its key alone.
     let st = p.ok(&["status", P, "-S", "model.transformer_lr=0.5"]);
     assert!(st.contains("[FRESH] train"), "{st}");
