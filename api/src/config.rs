@@ -1,8 +1,10 @@
-//! `[serve]` and `[inference]` from the project config file, read strictly.
+//! `[serve]`, `[inference]` and `[data]`'s column names from the project config file, read
+//! strictly.
 
 use std::path::{Path, PathBuf};
 
 use classifier::predict::InferenceConfig;
+use classifier::text::RecordColumns;
 use serde::Deserialize;
 
 use crate::error::Error;
@@ -128,10 +130,13 @@ pub struct Settings {
     pub serve: ServeConfig,
     /// `[inference]`: thresholds, grades, top-k, cache.
     pub inference: InferenceConfig,
+    /// `[data]`'s `title_column` and `duties_column`: where an uploaded file holds the
+    /// records' text (the section's other keys are for training).
+    pub columns: RecordColumns,
 }
 
 impl Settings {
-    /// Reads `[serve]` and `[inference]` of a config file (defaults when the file or a
+    /// Reads `[serve]`, `[inference]` and `[data]`'s column names of a config file (defaults when the file or a
     /// section is absent). Unknown keys are errors naming the file and key.
     pub fn load(path: &Path) -> Result<Settings, Error> {
         if !path.is_file() {
@@ -162,7 +167,25 @@ impl Settings {
         serve
             .validate()
             .map_err(|m| bad(format!("section [serve]: {m}")))?;
-        Ok(Settings { serve, inference })
+        let columns: RecordColumns = match section("data") {
+            Some(toml::Value::Table(t)) => toml::Value::Table(
+                t.into_iter()
+                    .filter(|(k, _)| RecordColumns::KEYS.contains(&k.as_str()))
+                    .collect(),
+            )
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(format!("section [data]: {}", e.message())))?,
+            Some(_) => return Err(bad("`data` must be a section ([data]), not a value".into())),
+            None => RecordColumns::default(),
+        };
+        columns
+            .validate()
+            .map_err(|m| bad(format!("section [data]: {m}")))?;
+        Ok(Settings {
+            serve,
+            inference,
+            columns,
+        })
     }
 }
 

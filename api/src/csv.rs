@@ -18,7 +18,7 @@ use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use classifier::predict::Prediction;
-use classifier::text::{record_text, unusable_note, why_no_text};
+use classifier::text::{RecordColumns, record_text, unusable_note, why_no_text};
 
 use crate::AppState;
 use crate::coding::{check_field_lengths, record};
@@ -68,9 +68,14 @@ fn added_columns(header: &[String], k: usize) -> Vec<String> {
         .collect()
 }
 
-/// Refuses an upload with two columns of one name, or without `job_title`; gives the
-/// positions of `job_title` and (when there) `duties_description`.
-fn record_columns(what: &str, header: &[String]) -> Result<(usize, Option<usize>), ApiError> {
+/// Refuses an upload with two columns of one name, or without the title column; gives the
+/// positions of the title column and (when there) the duties column, as `[data]` names
+/// them (`job_title` and `duties_description` unless set otherwise).
+fn record_columns(
+    what: &str,
+    header: &[String],
+    names: &RecordColumns,
+) -> Result<(usize, Option<usize>), ApiError> {
     for (i, h) in header.iter().enumerate() {
         if let Some(j) = header[..i].iter().position(|o| o == h) {
             return Err(ApiError::unprocessable(format!(
@@ -81,16 +86,17 @@ fn record_columns(what: &str, header: &[String]) -> Result<(usize, Option<usize>
         }
     }
     let col = |name: &str| header.iter().position(|h| h == name);
-    let title = col("job_title").ok_or_else(|| {
-        let like = artifacts::table::column_like(header, "job_title")
+    let [title_name, duties_name] = names.names();
+    let title = col(title_name).ok_or_else(|| {
+        let like = artifacts::table::column_like(header, title_name)
             .map(|l| format!(" (`{l}` looks like it)"))
             .unwrap_or_default();
         ApiError::unprocessable(format!(
-            "the {what} has no `job_title` column (columns: {}); name the title column job_title{like}",
+            "the {what} has no `{title_name}` column (columns: {}); name the title column {title_name}{like}, or set `title_column` in [data] of the service's config to the name it has",
             header.join(", ")
         ))
     })?;
-    Ok((title, col("duties_description")))
+    Ok((title, col(duties_name)))
 }
 
 /// Whether `bytes` are a Parquet file: its magic number at both ends.
@@ -121,7 +127,8 @@ fn code_parquet(
         .iter()
         .map(|(h, _)| h.trim().to_string())
         .collect();
-    let (title, duties) = record_columns("Parquet file", &header)?;
+    let names = &st.settings.columns;
+    let (title, duties) = record_columns("Parquet file", &header, names)?;
     let n = table.num_rows();
     if n > limit {
         return Err(ApiError::new(
@@ -161,7 +168,7 @@ fn code_parquet(
         check_field_lengths(
             st,
             &format!("Parquet row {i}: "),
-            [("job_title", t), ("duties_description", d)],
+            [(names.names()[0], t), (names.names()[1], d)],
         )?;
     }
     let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
@@ -268,7 +275,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .flexible(true)
         .delimiter(artifacts::table::csv_delimiter(
             first_line.as_bytes(),
-            &["job_title", "duties_description"],
+            &st.settings.columns.names(),
             &[true, false],
         ))
         .from_reader(text.as_bytes());
@@ -278,7 +285,8 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .iter()
         .map(|h| h.trim().to_string())
         .collect();
-    let (title, duties) = record_columns("CSV", &header)?;
+    let names = &st.settings.columns;
+    let (title, duties) = record_columns("CSV", &header, names)?;
     let mut rows = Vec::new();
     for (i, r) in rdr.records().enumerate() {
         let r =
@@ -296,9 +304,9 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
                 r.position().map_or(0, |p| p.line())
             ),
             [
-                ("job_title", r.get(title).unwrap_or("")),
+                (names.names()[0], r.get(title).unwrap_or("")),
                 (
-                    "duties_description",
+                    names.names()[1],
                     duties.and_then(|d| r.get(d)).unwrap_or(""),
                 ),
             ],

@@ -326,7 +326,8 @@ pub struct ErrorBody {
 #[allow(dead_code)]
 pub struct CsvUpload {
     /// CSV (UTF-8) or Parquet with `job_title` and optionally `duties_description` (other
-    /// columns are kept). A CSV is separated by commas, semicolons, tabs or `|` as its header
+    /// columns are kept; the service's config may name the two columns otherwise, in
+    /// `[data]`'s `title_column` and `duties_column`). A CSV is separated by commas, semicolons, tabs or `|` as its header
     /// row shows; a Parquet upload is answered in Parquet.
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,

@@ -87,6 +87,56 @@ pub fn unusable_note(why: impl std::fmt::Display) -> String {
     format!("row unusable: {why}")
 }
 
+/// The names under which an office's files hold a record's text: its job title and its
+/// duties (config `[data]`, `title_column` and `duties_column`). Training records, files to
+/// code and uploads to the service are read with them; coded output names the two columns
+/// `job_title` and `duties_description` whatever they were called.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RecordColumns {
+    /// The job title's column.
+    pub title_column: String,
+    /// The duties' column (a file may lack it: its records are coded by title alone).
+    pub duties_column: String,
+}
+
+impl Default for RecordColumns {
+    fn default() -> Self {
+        RecordColumns {
+            title_column: "job_title".into(),
+            duties_column: "duties_description".into(),
+        }
+    }
+}
+
+impl RecordColumns {
+    /// The config keys that set the names.
+    pub const KEYS: [&'static str; 2] = ["title_column", "duties_column"];
+
+    /// The two names, title first (as headings are compared: without surrounding spaces).
+    pub fn names(&self) -> [&str; 2] {
+        [self.title_column.trim(), self.duties_column.trim()]
+    }
+
+    /// Refuses an empty name or one column named for both; the message starts with the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, name) in Self::KEYS.iter().zip(self.names()) {
+            if name.trim().is_empty() {
+                return Err(format!(
+                    "`{key}` is empty; give the heading of that column in the files"
+                ));
+            }
+        }
+        let [title, duties] = self.names();
+        if title == duties {
+            return Err(format!(
+                "`duties_column` is `{duties}`, the same as `title_column`; name two different columns"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The model text of a record: `title | duties` (normalised; the duties' clauses separated
 /// by ` ; `, see [`CLAUSE_MARK`]), or just the title when the duties are empty.
 pub fn record_text(title: &str, duties: &str) -> String {
@@ -102,6 +152,31 @@ pub fn record_text(title: &str, duties: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_columns_refuse_an_empty_name_and_one_column_for_both() {
+        assert_eq!(RecordColumns::default().validate(), Ok(()));
+        let named = |t: &str, d: &str| RecordColumns {
+            title_column: t.into(),
+            duties_column: d.into(),
+        };
+        assert_eq!(
+            named(" Job Title ", "Duties").names(),
+            ["Job Title", "Duties"]
+        );
+        assert!(
+            named(" ", "Duties")
+                .validate()
+                .unwrap_err()
+                .starts_with("`title_column` is empty")
+        );
+        assert!(
+            named("Title", "Title ")
+                .validate()
+                .unwrap_err()
+                .contains("the same as `title_column`")
+        );
+    }
 
     #[test]
     fn normalises_case_punctuation_and_space() {

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use artifacts::table::TableFormat;
 use classifier::predict::{InferenceConfig, Predictor};
+use classifier::text::RecordColumns;
 
 use crate::console;
 
@@ -12,8 +13,8 @@ use crate::console;
 pub struct Args {
     #[command(subcommand)]
     sub: Option<Sub>,
-    /// Records to code: CSV or Parquet with job_title (and optionally duties_description);
-    /// `-` reads them from standard input.
+    /// Records to code: CSV or Parquet with job_title (and optionally duties_description, or
+    /// the columns [data] names); `-` reads them from standard input.
     #[arg(long, short = 'i', required = true)]
     input: Option<PathBuf>,
     /// Where to write the coded records: `.csv`, or `.parquet`/`.pq` for Parquet; default:
@@ -29,7 +30,8 @@ pub struct Args {
     /// Store directory.
     #[arg(long, default_value = artifacts::DEFAULT_STORE_DIR, env = "ISCO_DAG_STORE")]
     store: PathBuf,
-    /// Config file whose [inference] section sets thresholds.
+    /// Config file whose [inference] section sets thresholds (and whose [data] names the
+    /// title and duties columns).
     #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]
     config: PathBuf,
     /// Run every part of an ensemble on every row (as `[inference] cascade = false`), instead
@@ -40,9 +42,10 @@ pub struct Args {
     /// rerank = false`), even under its fitted threshold.
     #[arg(long)]
     no_rerank: bool,
-    /// Set an `[inference]` key for this call only, over the config file's (repeatable; for
-    /// example `-S inference.confidence_threshold=0.8`).
-    #[arg(short = 'S', long = "set", value_name = "inference.KEY=VALUE")]
+    /// Set an `[inference]` key, or `[data]`'s `title_column` or `duties_column`, for this
+    /// call only, over the config file's (repeatable; for example `-S
+    /// inference.confidence_threshold=0.8` or `-S 'data.title_column=Job Title'`).
+    #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<runner::spec::Override>,
     /// Code only this share of the rows: those whose position (from 0) is INDEX modulo
     /// COUNT. Run COUNT processes (INDEX 0 … COUNT-1, e.g. a SLURM array or a Kubernetes
@@ -75,57 +78,81 @@ enum Sub {
     },
 }
 
-/// Reads `[inference]` from the config file (strictly, if the file exists) with the `-S
-/// inference.KEY=VALUE` settings `set` on top.
-pub fn inference_config(
+/// Reads `[inference]` and `[data]`'s column names from the config file (strictly, if the
+/// file exists) with the `-S inference.KEY=VALUE` and `-S data.title_column=…` settings
+/// `set` on top.
+pub fn coding_config(
     path: &std::path::Path,
     set: &[runner::spec::Override],
-) -> anyhow::Result<InferenceConfig> {
-    let mut section = if path.is_file() {
+) -> anyhow::Result<(InferenceConfig, RecordColumns)> {
+    let mut table: toml::Table = if path.is_file() {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut table: toml::Table =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        match table.remove("inference") {
-            Some(toml::Value::Table(t)) => t,
-            Some(_) => {
-                return Err(super::UsageError(format!(
-                    "{}: `inference` must be a section ([inference]), not a value",
-                    path.display()
-                ))
-                .into());
-            }
-            None => toml::Table::new(),
-        }
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
     } else {
         toml::Table::new()
     };
-    for o in set {
-        if o.target != "inference" {
-            return Err(super::UsageError(format!(
-                "-S {}: `isco-dag predict` takes only [inference] settings (-S inference.KEY=VALUE); `{}` settings belong to a pipeline run",
-                o.text, o.target
-            ))
-            .into());
-        }
-        section.insert(o.key.clone(), o.value.clone());
-    }
-    let whence = if set.is_empty() {
-        format!("{}: section [inference]", path.display())
-    } else {
-        let given: Vec<&str> = set.iter().map(|o| o.text.as_str()).collect();
-        format!(
-            "{}: section [inference] with -S {}",
-            path.display(),
-            given.join(", -S ")
-        )
+    let mut section = |name: &str| match table.remove(name) {
+        Some(toml::Value::Table(t)) => Ok(t),
+        Some(_) => Err(super::UsageError(format!(
+            "{}: `{name}` must be a section ([{name}]), not a value",
+            path.display()
+        ))),
+        None => Ok(toml::Table::new()),
     };
-    let cfg: InferenceConfig = toml::Value::Table(section)
-        .try_into()
-        .map_err(|e| super::UsageError(format!("{whence}: {}", e.to_string().trim_end())))?;
+    let mut inference = section("inference")?;
+    // Of [data], only the column names concern coding; the rest is for training.
+    let mut data: toml::Table = section("data")?
+        .into_iter()
+        .filter(|(k, _)| RecordColumns::KEYS.contains(&k.as_str()))
+        .collect();
+    for o in set {
+        match o.target.as_str() {
+            "inference" => inference.insert(o.key.clone(), o.value.clone()),
+            "data" if RecordColumns::KEYS.contains(&o.key.as_str()) => {
+                data.insert(o.key.clone(), o.value.clone())
+            }
+            _ => {
+                return Err(super::UsageError(format!(
+                    "-S {}: `isco-dag predict` takes only [inference] settings and [data]'s column names (-S inference.KEY=VALUE, -S data.title_column=NAME, -S data.duties_column=NAME); other settings belong to a pipeline run",
+                    o.text
+                ))
+                .into());
+            }
+        };
+    }
+    let whence = |name: &str| {
+        let given: Vec<&str> = set
+            .iter()
+            .filter(|o| o.target == name)
+            .map(|o| o.text.as_str())
+            .collect();
+        if given.is_empty() {
+            format!("{}: section [{name}]", path.display())
+        } else {
+            format!(
+                "{}: section [{name}] with -S {}",
+                path.display(),
+                given.join(", -S ")
+            )
+        }
+    };
+    let cfg: InferenceConfig = toml::Value::Table(inference).try_into().map_err(|e| {
+        super::UsageError(format!(
+            "{}: {}",
+            whence("inference"),
+            e.to_string().trim_end()
+        ))
+    })?;
     cfg.validate()
-        .map_err(|m| super::UsageError(format!("{whence}: {m}")))?;
-    Ok(cfg)
+        .map_err(|m| super::UsageError(format!("{}: {m}", whence("inference"))))?;
+    let columns: RecordColumns = toml::Value::Table(data).try_into().map_err(|e| {
+        super::UsageError(format!("{}: {}", whence("data"), e.to_string().trim_end()))
+    })?;
+    columns
+        .validate()
+        .map_err(|m| super::UsageError(format!("{}: {m}", whence("data"))))?;
+    Ok((cfg, columns))
 }
 
 /// Resolves `--model` to a model directory, with a line saying which model that is.
@@ -263,8 +290,25 @@ fn code_stdin(a: &Args) -> anyhow::Result<()> {
 fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     let input = input.to_path_buf();
     let format = a.output.as_deref().map(output_format).transpose()?;
-    let (columns, required) = stages::predict::RECORD_COLUMNS;
-    stages::records::check_input_file(&input, &columns, &required)?;
+    let (mut cfg, columns) = coding_config(&a.config, &a.set)?;
+    let missing_hint = |e: stages::Error| match e {
+        stages::Error::MissingColumn {
+            path,
+            column,
+            columns: header,
+            like,
+            ..
+        } => stages::Error::MissingColumn {
+            hint: stages::predict::column_hint(&column, &columns, true),
+            path,
+            column,
+            columns: header,
+            like,
+        },
+        e => e,
+    };
+    stages::records::check_input_file(&input, &columns.names(), &stages::predict::REQUIRED)
+        .map_err(missing_hint)?;
     if let Some(out) = &a.output {
         let explain_base = |ext: &str| out.with_extension(ext);
         let clobbered = same_file(&input, out)
@@ -280,7 +324,6 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
             .into());
         }
     }
-    let mut cfg = inference_config(&a.config, &a.set)?;
     if a.no_cascade {
         cfg.cascade = false;
     }
@@ -307,7 +350,7 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
         r.attach_shared_cache(&root).ok()
     });
     let started = std::time::Instant::now();
-    let coded = stages::predict::code_file(&pred, &input, a.shard)?;
+    let coded = stages::predict::code_file(&pred, &input, &columns, a.shard)?;
     let elapsed = started.elapsed().as_secs_f64();
     if let (Some(_), Some(r)) = (shared, pred.retrieval()) {
         r.flush_shared_cache()?;
@@ -332,7 +375,10 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
         stages::explain::write_explanations(&pred, &coded.predictions, &base)?;
     }
     if !coded.duties_column {
-        console::error(&format!("note: {}", stages::predict::no_duties_note(shown)));
+        console::error(&format!(
+            "note: {}",
+            stages::predict::no_duties_note(shown, columns.names()[1])
+        ));
     }
     let steps = stages::predict::steps_text(&coded.steps);
     console::error(&format!(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use artifacts::table::{Column, Table};
 use classifier::predict::{InferenceConfig, Predictor, Step};
-use classifier::text::record_text;
+use classifier::text::{RecordColumns, record_text};
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde_json::json;
 
@@ -27,7 +27,7 @@ const INPUTS: &[InputDecl] = &[
         name: "records",
         required: true,
         many: false,
-        help: "records to code, CSV or Parquet with job_title and duties_description",
+        help: "records to code, CSV or Parquet with a job title column and optionally a duties column ([data] title_column, duties_column)",
     },
 ];
 
@@ -54,10 +54,25 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
-/// The columns `predict` reads from the records it codes, and which of them must be there
-/// (a record may come without duties).
-pub const RECORD_COLUMNS: ([&str; 2], [bool; 2]) =
-    (["job_title", "duties_description"], [true, false]);
+/// Which of the columns `predict` reads ([`RecordColumns::names`]) must be there: the
+/// title; a record may come without duties.
+pub const REQUIRED: [bool; 2] = [true, false];
+
+/// The hint a missing column's error ends with, for a caller whose `[data]` settings name
+/// the columns; `with_set`: the caller also takes `-S data.KEY=NAME`.
+pub fn column_hint(column: &str, columns: &RecordColumns, with_set: bool) -> String {
+    let key = if column == columns.names()[1] {
+        "duties_column"
+    } else {
+        "title_column"
+    };
+    let set = if with_set {
+        format!(" (or give `-S data.{key}=NAME`)")
+    } else {
+        String::new()
+    };
+    format!(", or set `{key}` in [data] to the name it has{set}")
+}
 
 /// Coded records: the predictions table and the review-queue table.
 pub struct Coded {
@@ -75,21 +90,22 @@ pub struct Coded {
     pub unusable: usize,
     /// Rows each step of the model decided (`ngram`, `ensemble`, …).
     pub steps: std::collections::BTreeMap<Step, usize>,
-    /// Whether the input has a `duties_description` column; without one every record is
-    /// coded by its job title alone, which a caller should say (a duties column under
-    /// another name is otherwise passed through unread).
+    /// Whether the input has the duties column; without one every record is coded by its
+    /// job title alone, which a caller should say (a duties column under another name is
+    /// otherwise passed through unread).
     pub duties_column: bool,
 }
 
-/// What to tell the user of an input without a `duties_description` column, naming it as
-/// `shown`.
-pub fn no_duties_note(shown: &str) -> String {
+/// What to tell the user of an input without the duties column `duties`, naming the input
+/// as `shown`.
+pub fn no_duties_note(shown: &str, duties: &str) -> String {
     format!(
-        "{shown}: has no column `duties_description`, so every record was coded by its job title alone; if the file has the duties under another name, name that column `duties_description`"
+        "{shown}: has no column `{duties}`, so every record was coded by its job title alone; if the file has the duties under another name, set `duties_column` in [data] to it"
     )
 }
 
-/// Codes a CSV/Parquet file of records (`job_title`, optional `duties_description`). Every
+/// Codes a CSV/Parquet file of records (a title column, optionally a duties column, named
+/// by `columns`); the coded file names them `job_title` and `duties_description`. Every
 /// other column of the input (IDs, the coder's own code…) is kept, in its place after the
 /// duties; a prediction column whose name the input already uses is written as
 /// `predicted_<name>`, so no input value is ever overwritten.
@@ -97,12 +113,14 @@ pub fn no_duties_note(shown: &str) -> String {
 pub fn code_file(
     pred: &Predictor,
     input: &Path,
+    columns: &RecordColumns,
     shard: Option<crate::shard::Shard>,
 ) -> Result<Coded, Error> {
-    let (rest, mut rows) = read_rows_keeping_all(input, &RECORD_COLUMNS.0, &RECORD_COLUMNS.1)?;
-    let duties_column = crate::records::header_of(input, &RECORD_COLUMNS.0, &RECORD_COLUMNS.1)?
+    let names = columns.names();
+    let (rest, mut rows) = read_rows_keeping_all(input, &names, &REQUIRED)?;
+    let duties_column = crate::records::header_of(input, &names, &REQUIRED)?
         .iter()
-        .any(|h| h.trim() == RECORD_COLUMNS.0[1]);
+        .any(|h| h.trim() == names[1]);
     if let Some(s) = shard {
         let mut position = 0;
         rows.retain(|_| {
@@ -305,21 +323,91 @@ pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
         .join(", ")
 }
 
+/// The `predict` stage's params: `[inference]`, and the column names of `[data]`
+/// ([`RecordColumns`]) split off it.
+fn split_params(
+    params: serde_json::Map<String, serde_json::Value>,
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    serde_json::Map<String, serde_json::Value>,
+) {
+    params
+        .into_iter()
+        .partition(|(k, _)| !RecordColumns::KEYS.contains(&k.as_str()))
+}
+
 impl Stage for Predict {
-    runner::stage_metadata!("predict", version "6", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, InferenceConfig);
+    fn kind(&self) -> &'static str {
+        "predict"
+    }
+    fn version(&self) -> &'static str {
+        "6"
+    }
+    fn help(&self) -> &'static str {
+        "code new records; write predictions and the review queue"
+    }
+    fn inputs(&self) -> &'static [InputDecl] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+    fn param_names(&self) -> Vec<String> {
+        let mut names = runner::stage::param_names_of::<InferenceConfig>();
+        names.extend(RecordColumns::KEYS.map(String::from));
+        names
+    }
+
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
+        let (inference, columns): (toml::Table, toml::Table) = raw
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| !RecordColumns::KEYS.contains(&k.as_str()));
+        let mut v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
             .map_err(|e| e.to_string())?
             .validate()?;
+        let names: RecordColumns =
+            serde_json::from_value(runner::stage::typed_params::<RecordColumns>(&columns)?)
+                .map_err(|e| e.to_string())?;
+        names.validate()?;
+        // Only names other than the standard ones join the params, so a pipeline on the
+        // standard headings keeps its key.
+        if names != RecordColumns::default()
+            && let (serde_json::Value::Object(m), serde_json::Value::Object(c)) = (
+                &mut v,
+                serde_json::to_value(&names).map_err(|e| e.to_string())?,
+            )
+        {
+            m.extend(c);
+        }
         Ok(crate::embeddings::without_default_precision(v))
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
-        let cfg: InferenceConfig = ctx.params()?;
+        let all = ctx.params.as_object().cloned().unwrap_or_default();
+        let (inference, names) = split_params(all);
+        let cfg: InferenceConfig = serde_json::from_value(serde_json::Value::Object(inference))?;
+        let columns: RecordColumns = serde_json::from_value(serde_json::Value::Object(names))?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
         crate::embeddings::attach_shared_cache(ctx, &pred);
-        let c = code_file(&pred, ctx.input("records")?, None)?;
+        let records = ctx.input("records")?;
+        let c = code_file(&pred, records, &columns, None).map_err(|e| match e {
+            Error::MissingColumn {
+                path,
+                column,
+                columns: header,
+                like,
+                ..
+            } => Error::MissingColumn {
+                hint: column_hint(&column, &columns, false),
+                path,
+                column,
+                columns: header,
+                like,
+            },
+            e => e,
+        })?;
         c.predictions
             .write_parquet(&ctx.output("predictions.parquet"))?;
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;
@@ -339,10 +427,46 @@ impl Stage for Predict {
             c.unusable
         )];
         if !c.duties_column {
-            let records = ctx.input("records")?;
             let records = records.strip_prefix(".").unwrap_or(records);
-            summary.push(no_duties_note(&records.display().to_string()));
+            summary.push(no_duties_note(
+                &records.display().to_string(),
+                columns.names()[1],
+            ));
         }
         Ok(StageReport { summary, metrics })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(text: &str) -> Result<serde_json::Value, String> {
+        Predict.resolve_params(&toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn column_names_join_the_params_only_when_they_are_not_the_standard_ones() {
+        let plain = resolve("top_k = 3").unwrap();
+        let named = resolve("top_k = 3\ntitle_column = \"job_title\"").unwrap();
+        assert_eq!(plain, named);
+        assert!(plain.get("title_column").is_none(), "{plain}");
+        let other = resolve("top_k = 3\ntitle_column = \"Job Title\"").unwrap();
+        assert_eq!(other["title_column"], "Job Title");
+        assert_eq!(other["duties_column"], "duties_description");
+        let (inference, names) = split_params(other.as_object().unwrap().clone());
+        assert_eq!(inference, plain.as_object().unwrap().clone());
+        assert_eq!(names.len(), 2);
+        assert!(
+            resolve("duties_column = \"job_title\"")
+                .unwrap_err()
+                .contains("the same as `title_column`")
+        );
+        assert!(
+            resolve("title_column = 3")
+                .unwrap_err()
+                .starts_with("`title_column`")
+        );
+        assert!(Predict.param_names().contains(&"duties_column".to_string()));
     }
 }

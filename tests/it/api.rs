@@ -532,6 +532,41 @@ fn every_endpoint_and_every_error_is_json() {
         "{m}"
     );
     assert!(m.contains("isco_model_reloads_total 1"), "{m}");
+    drop(s);
+
+    // An office whose uploads head the columns otherwise names them in [data]: the answer
+    // keeps the upload's headings and codes the rows as under the standard ones.
+    p.edit(
+        "config/default.toml",
+        "title_column = \"job_title\"",
+        "title_column = \"Job Title\"",
+    );
+    p.edit(
+        "config/default.toml",
+        "duties_column = \"duties_description\"",
+        "duties_column = \"Duties\"",
+    );
+    let s = start(&p, &[]);
+    let a = s.addr.as_str();
+    let headed = b"id,Job Title,Duties\n1,chef,cooking meals\n";
+    let (ct, body) = multipart("file", "jobs.csv", headed);
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.text();
+    assert!(
+        answer.starts_with("id,Job Title,Duties,isco_code,level,title,confidence"),
+        "{answer}"
+    );
+    assert_eq!(answer.lines().nth(1), Some(lines[1]), "{answer}");
+    let (ct, body) = multipart("file", "jobs.csv", b"job_title\nchef\n");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 422);
+    assert!(
+        error_of(&r).contains("has no `Job Title` column")
+            && error_of(&r).contains("or set `title_column` in [data] of the service's config"),
+        "{}",
+        r.text()
+    );
 }
 
 /// A project with a promoted model whose every prediction needs review (the small test

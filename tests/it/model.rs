@@ -158,6 +158,54 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     };
     assert_eq!(codes("coded_semicolon.csv"), codes("coded.csv"));
 
+    // An office whose files head the columns otherwise names them in [data] (here for one
+    // call); the coded file is the same, its columns named as always.
+    let mut headed = csv::Writer::from_writer(Vec::new());
+    headed.write_record(["Job Title", "Duties"]).unwrap();
+    for r in &jobs {
+        headed.write_record(r).unwrap();
+    }
+    p.write(
+        "jobs_headed.csv",
+        &String::from_utf8(headed.into_inner().unwrap()).unwrap(),
+    );
+    let (code, err) = p.fails(&["predict", "-i", "jobs_headed.csv"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("jobs_headed.csv: has no column `job_title` (columns: Job Title, Duties)")
+            && err.contains("(`Job Title` looks like it), or set `title_column` in [data] to the name it has (or give `-S data.title_column=NAME`)"),
+        "{err}"
+    );
+    p.ok(&[
+        "predict",
+        "-i",
+        "jobs_headed.csv",
+        "-o",
+        "coded_headed.csv",
+        "-S",
+        "data.title_column=Job Title",
+        "-S",
+        "data.duties_column=Duties",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(p.path("coded_headed.csv")).unwrap(),
+        coded
+    );
+    for (set, says) in [
+        (
+            "data.seed=1",
+            "-S data.seed=1: `isco-dag predict` takes only [inference] settings and [data]'s column names",
+        ),
+        (
+            "data.duties_column=job_title",
+            "section [data] with -S data.duties_column=job_title: `duties_column` is `job_title`, the same as `title_column`",
+        ),
+    ] {
+        let (code, err) = p.fails(&["predict", "-i", "data/demo/new_jobs.csv", "-S", set]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+
     // `--input -` codes what comes on standard input, as it codes the file; an error there
     // names standard input, not the temporary copy.
     let piped = |bytes: Vec<u8>, args: &[&str]| {
@@ -317,6 +365,7 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
 
     // The pipeline's `predict` stage says so too when its records have no duties column.
     let first = p.ok(&["run", P]);
+    let coded_first = codes("data/processed/predictions.csv");
     assert!(
         !first.contains("has no column `duties_description`"),
         "{first}"
@@ -333,6 +382,28 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         out.contains("data/demo/new_jobs.csv: has no column `duties_description`, so every record was coded by its job title alone"),
         "{out}"
     );
+
+    // The stage reads the columns [data] names too; a heading it cannot find names the
+    // setting, and naming the columns codes the file as before.
+    p.write(
+        "data/demo/new_jobs.csv",
+        &std::fs::read_to_string(p.path("jobs_headed.csv")).unwrap(),
+    );
+    let (_, err) = p.fails(&["run", P]);
+    assert!(
+        err.contains("has no column `job_title` (columns: Job Title, Duties)")
+            && err.contains("or set `title_column` in [data] to the name it has"),
+        "{err}"
+    );
+    p.ok(&[
+        "run",
+        P,
+        "-S",
+        "predict.title_column=Job Title",
+        "-S",
+        "predict.duties_column=Duties",
+    ]);
+    assert_eq!(codes("data/processed/predictions.csv"), coded_first);
 }
 
 #[test]
