@@ -86,6 +86,7 @@ fn record_columns(
         }
     }
     let col = |name: &str| header.iter().position(|h| h == name);
+    let names = names.in_header(header);
     let [title_name, duties_name] = names.names();
     let title = col(title_name).ok_or_else(|| {
         let like = artifacts::table::column_like(header, title_name)
@@ -160,6 +161,7 @@ fn code_parquet(
         })
     };
     let titles = text_of(title)?;
+    let duties_name = duties.map_or(names.names()[1], |d| header[d].as_str());
     let duties = match duties {
         Some(d) => text_of(d)?,
         None => vec![String::new(); n],
@@ -168,7 +170,7 @@ fn code_parquet(
         check_field_lengths(
             st,
             &format!("Parquet row {i}: "),
-            [(names.names()[0], t), (names.names()[1], d)],
+            [(header[title].as_str(), t), (duties_name, d)],
         )?;
     }
     let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
@@ -304,9 +306,9 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
                 r.position().map_or(0, |p| p.line())
             ),
             [
-                (names.names()[0], r.get(title).unwrap_or("")),
+                (header[title].as_str(), r.get(title).unwrap_or("")),
                 (
-                    names.names()[1],
+                    duties.map_or(names.names()[1], |d| header[d].as_str()),
                     duties.and_then(|d| r.get(d)).unwrap_or(""),
                 ),
             ],

@@ -118,6 +118,27 @@ impl RecordColumns {
         [self.title_column.trim(), self.duties_column.trim()]
     }
 
+    /// The names to read a file with `header` by: each configured name, or the standard one
+    /// where the header lacks the configured name but has the standard (a table this tool
+    /// wrote, such as a cleaned split, is coded whatever the office calls its columns).
+    pub fn in_header<S: AsRef<str>>(&self, header: &[S]) -> RecordColumns {
+        let has = |name: &str| header.iter().any(|h| h.as_ref().trim() == name);
+        let standard = RecordColumns::default();
+        let pick = |mine: &str, theirs: &str| {
+            if !has(mine) && has(theirs) {
+                theirs.to_string()
+            } else {
+                mine.to_string()
+            }
+        };
+        let [title, duties] = self.names();
+        let [std_title, std_duties] = standard.names();
+        RecordColumns {
+            title_column: pick(title, std_title),
+            duties_column: pick(duties, std_duties),
+        }
+    }
+
     /// Refuses an empty name or one column named for both; the message starts with the key.
     pub fn validate(&self) -> Result<(), String> {
         for (key, name) in Self::KEYS.iter().zip(self.names()) {

@@ -307,7 +307,8 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
         },
         e => e,
     };
-    stages::records::check_input_file(&input, &columns.names(), &stages::predict::REQUIRED)
+    let read_by = stages::predict::columns_of(&input, &columns).map_err(missing_hint)?;
+    stages::records::check_input_file(&input, &read_by.names(), &stages::predict::REQUIRED)
         .map_err(missing_hint)?;
     if let Some(out) = &a.output {
         let explain_base = |ext: &str| out.with_extension(ext);
@@ -377,7 +378,7 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     if !coded.duties_column {
         console::error(&format!(
             "note: {}",
-            stages::predict::no_duties_note(shown, columns.names()[1])
+            stages::predict::no_duties_note(shown, coded.columns.names()[1])
         ));
     }
     let steps = stages::predict::steps_text(&coded.steps);

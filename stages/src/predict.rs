@@ -58,6 +58,25 @@ const OUTPUTS: &[OutputDecl] = &[
 /// title; a record may come without duties.
 pub const REQUIRED: [bool; 2] = [true, false];
 
+/// The columns to read `input` by: `columns`, or the standard names where the file has
+/// those instead (see [`RecordColumns::in_header`]).
+pub fn columns_of(input: &Path, columns: &RecordColumns) -> Result<RecordColumns, Error> {
+    let header = crate::records::header_of(input, &columns.names(), &REQUIRED)?;
+    let picked = columns.in_header(&header);
+    let standard = RecordColumns::default();
+    if picked != *columns || *columns == standard {
+        return Ok(picked);
+    }
+    // A CSV's separator is told from the names looked for: look for the standard ones too.
+    let header = crate::records::header_of(input, &standard.names(), &REQUIRED)?;
+    let again = columns.in_header(&header);
+    Ok(if again.names()[0] == standard.names()[0] {
+        again
+    } else {
+        picked
+    })
+}
+
 /// The hint a missing column's error ends with, for a caller whose `[data]` settings name
 /// the columns; `with_set`: the caller also takes `-S data.KEY=NAME`.
 pub fn column_hint(column: &str, columns: &RecordColumns, with_set: bool) -> String {
@@ -94,6 +113,8 @@ pub struct Coded {
     /// job title alone, which a caller should say (a duties column under another name is
     /// otherwise passed through unread).
     pub duties_column: bool,
+    /// The columns the records were read by.
+    pub columns: RecordColumns,
 }
 
 /// What to tell the user of an input without the duties column `duties`, naming the input
@@ -116,7 +137,8 @@ pub fn code_file(
     columns: &RecordColumns,
     shard: Option<crate::shard::Shard>,
 ) -> Result<Coded, Error> {
-    let names = columns.names();
+    let read_by = columns_of(input, columns)?;
+    let names = read_by.names();
     let (rest, mut rows) = read_rows_keeping_all(input, &names, &REQUIRED)?;
     let duties_column = crate::records::header_of(input, &names, &REQUIRED)?
         .iter()
@@ -305,6 +327,7 @@ pub fn code_file(
     Ok(Coded {
         steps,
         duties_column,
+        columns: read_by.clone(),
         rows: n,
         to_review: keep.len(),
         fallbacks,
@@ -430,7 +453,7 @@ impl Stage for Predict {
             let records = records.strip_prefix(".").unwrap_or(records);
             summary.push(no_duties_note(
                 &records.display().to_string(),
-                columns.names()[1],
+                c.columns.names()[1],
             ));
         }
         Ok(StageReport { summary, metrics })

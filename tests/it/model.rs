@@ -191,6 +191,20 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         std::fs::read_to_string(p.path("coded_headed.csv")).unwrap(),
         coded
     );
+    // A file in the standard layout is still read by its names.
+    p.ok(&[
+        "predict",
+        "-i",
+        "data/demo/new_jobs.csv",
+        "-o",
+        "coded_standard.csv",
+        "-S",
+        "data.title_column=Job Title",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(p.path("coded_standard.csv")).unwrap(),
+        coded
+    );
     for (set, says) in [
         (
             "data.seed=1",
