@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::error::Error;
 use crate::records::{Records, read_rows};
-use classifier::text::record_text;
+use classifier::text::{RecordColumns, record_text};
 
 /// Params of `clean` (config section `[data]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,7 +95,30 @@ pub fn load_taxonomy(ctx: &StageContext<'_>) -> Result<Taxonomy, StageError> {
 impl Stage for Clean {
     runner::stage_metadata!("clean", version "3", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        runner::stage::typed_params::<CleanParams>(raw)
+        let v = runner::stage::typed_params::<CleanParams>(raw)?;
+        let p: CleanParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        RecordColumns {
+            title_column: p.title_column.clone(),
+            duties_column: p.duties_column.clone(),
+        }
+        .validate()?;
+        if p.code_column.trim().is_empty() {
+            return Err(
+                "`code_column` is empty; give the heading of that column in the files".into(),
+            );
+        }
+        for (key, other) in [
+            ("title_column", &p.title_column),
+            ("duties_column", &p.duties_column),
+        ] {
+            if p.code_column.trim() == other.trim() {
+                return Err(format!(
+                    "`code_column` is `{}`, the same as `{key}`; name two different columns",
+                    other.trim()
+                ));
+            }
+        }
+        Ok(v)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
@@ -266,5 +289,30 @@ impl Stage for Clean {
             )],
             metrics,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_column_named_for_two_fields_is_refused() {
+        let resolve = |text: &str| Clean.resolve_params(&toml::from_str(text).unwrap());
+        assert!(resolve("title_column = \"Job\"").is_ok());
+        for (text, says) in [
+            (
+                "duties_column = \"job_title\"",
+                "`duties_column` is `job_title`, the same as `title_column`",
+            ),
+            (
+                "code_column = \"duties_description\"",
+                "`code_column` is `duties_description`, the same as `duties_column`",
+            ),
+            ("code_column = \" \"", "`code_column` is empty"),
+        ] {
+            let e = resolve(text).unwrap_err();
+            assert!(e.starts_with(says), "{e}");
+        }
     }
 }
