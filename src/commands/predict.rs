@@ -291,22 +291,8 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     let input = input.to_path_buf();
     let format = a.output.as_deref().map(output_format).transpose()?;
     let (mut cfg, columns) = coding_config(&a.config, &a.set)?;
-    let missing_hint = |e: stages::Error| match e {
-        stages::Error::MissingColumn {
-            path,
-            column,
-            columns: header,
-            like,
-            ..
-        } => stages::Error::MissingColumn {
-            hint: stages::predict::column_hint(&column, &columns, true),
-            path,
-            column,
-            columns: header,
-            like,
-        },
-        e => e,
-    };
+    let missing_hint =
+        |e: stages::Error| e.with_column_hint(|c| stages::predict::column_hint(c, &columns, true));
     let read_by = stages::predict::columns_of(&input, &columns).map_err(missing_hint)?;
     stages::records::check_input_file(&input, &read_by.names(), &stages::predict::REQUIRED)
         .map_err(missing_hint)?;

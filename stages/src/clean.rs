@@ -14,7 +14,6 @@ use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::Error;
 use crate::records::{Records, read_rows};
 use classifier::text::{RecordColumns, record_text};
 
@@ -130,25 +129,12 @@ impl Stage for Clean {
             p.duties_column.as_str(),
             p.code_column.as_str(),
         ];
-        let rows = read_rows(input, &cols, &[true, true, true]).map_err(|e| match e {
-            Error::MissingColumn {
-                path,
-                column,
-                columns,
-                like,
-                ..
-            } => {
+        let rows = read_rows(input, &cols, &[true, true, true]).map_err(|e| {
+            e.with_column_hint(|column| {
                 let key = ["title_column", "duties_column", "code_column"]
                     [cols.iter().position(|c| *c == column).unwrap_or(0)];
-                Error::MissingColumn {
-                    path,
-                    hint: format!(", or set the clean stage's `{key}` param to the name it has"),
-                    column,
-                    columns,
-                    like,
-                }
-            }
-            e => e,
+                format!(", or set the clean stage's `{key}` param to the name it has")
+            })
         })?;
         ctx.progress.start(rows.len() as u64, "cleaning");
         let mut out = Records::default();

@@ -57,3 +57,17 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 }
+
+impl Error {
+    /// A missing column's error ending with `hint(column)`, the way to fix it that the
+    /// caller knows of (the setting that names the column); any other error as it is.
+    pub fn with_column_hint(mut self, hint: impl FnOnce(&str) -> String) -> Error {
+        if let Error::MissingColumn {
+            column, hint: h, ..
+        } = &mut self
+        {
+            *h = hint(column);
+        }
+        self
+    }
+}

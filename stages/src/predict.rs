@@ -62,19 +62,13 @@ pub const REQUIRED: [bool; 2] = [true, false];
 /// those instead (see [`RecordColumns::in_header`]).
 pub fn columns_of(input: &Path, columns: &RecordColumns) -> Result<RecordColumns, Error> {
     let header = crate::records::header_of(input, &columns.names(), &REQUIRED)?;
-    let picked = columns.in_header(&header);
     let standard = RecordColumns::default();
-    if picked != *columns || *columns == standard {
-        return Ok(picked);
+    if *columns == standard || header.iter().any(|h| h.trim() == columns.names()[0]) {
+        return Ok(columns.in_header(&header));
     }
-    // A CSV's separator is told from the names looked for: look for the standard ones too.
+    // A CSV's separator is told from the names looked for, so look for the standard ones.
     let header = crate::records::header_of(input, &standard.names(), &REQUIRED)?;
-    let again = columns.in_header(&header);
-    Ok(if again.names()[0] == standard.names()[0] {
-        again
-    } else {
-        picked
-    })
+    Ok(columns.in_header(&header))
 }
 
 /// The hint a missing column's error ends with, for a caller whose `[data]` settings name
@@ -415,22 +409,8 @@ impl Stage for Predict {
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
         crate::embeddings::attach_shared_cache(ctx, &pred);
         let records = ctx.input("records")?;
-        let c = code_file(&pred, records, &columns, None).map_err(|e| match e {
-            Error::MissingColumn {
-                path,
-                column,
-                columns: header,
-                like,
-                ..
-            } => Error::MissingColumn {
-                hint: column_hint(&column, &columns, false),
-                path,
-                column,
-                columns: header,
-                like,
-            },
-            e => e,
-        })?;
+        let c = code_file(&pred, records, &columns, None)
+            .map_err(|e| e.with_column_hint(|c| column_hint(c, &columns, false)))?;
         c.predictions
             .write_parquet(&ctx.output("predictions.parquet"))?;
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;
