@@ -163,31 +163,39 @@ impl EmbeddingCache {
     /// when a segment's file is gone, every vector is written into `base` alone.
     pub fn save(&self, dir: &Path, base: &str) -> Result<(), Error> {
         let fresh = usize::from(!self.fresh.is_empty());
-        let kept = self.segments.len() <= MODEL_SEGMENTS - fresh
-            && self.segments.iter().enumerate().all(|(i, seg)| {
-                let to = dir.join(segment_name(base, i));
-                seg.path == to
-                    || std::fs::hard_link(&seg.path, &to).is_ok()
-                    || std::fs::copy(&seg.path, &to).is_ok()
-            });
-        if !kept {
-            for i in 1..=self.segments.len() {
-                let _ = std::fs::remove_file(dir.join(segment_name(base, i)));
+        // A file already at `to` may be a hard link to another model's segment: it is
+        // replaced, never written through.
+        let keep = |from: &Path, to: &Path| {
+            from == to || {
+                let _ = std::fs::remove_file(to);
+                std::fs::hard_link(from, to).is_ok() || std::fs::copy(from, to).is_ok()
             }
-            let all: Vec<&[u8; 16]> = self.map.keys().collect();
-            return self.write_segment(&dir.join(base), all);
-        }
-        if fresh == 1 {
-            let to = dir.join(segment_name(base, self.segments.len()));
-            self.write_segment(&to, self.fresh.iter().collect())?;
+        };
+        let kept = self.segments.len() <= MODEL_SEGMENTS - fresh
+            && self
+                .segments
+                .iter()
+                .enumerate()
+                .all(|(i, seg)| keep(&seg.path, &dir.join(segment_name(base, i))));
+        let written = if kept {
+            if fresh == 1 {
+                let to = dir.join(segment_name(base, self.segments.len()));
+                self.write_segment(&to, self.fresh.iter().collect())?;
+            }
+            self.segments.len() + fresh
+        } else {
+            self.write_segment(&dir.join(base), self.map.keys().collect())?;
+            1
+        };
+        // No segment of a cache saved here before may follow these.
+        for i in written..=MODEL_SEGMENTS.max(self.segments.len()) {
+            let _ = std::fs::remove_file(dir.join(segment_name(base, i)));
         }
         Ok(())
     }
 
     /// Writes the vectors of `keys` as one segment file.
     fn write_segment(&self, path: &Path, mut keys: Vec<&[u8; 16]>) -> Result<(), Error> {
-        // A file there may be a hard link to another model's segment: replace, never
-        // write through it.
         if path.symlink_metadata().is_ok() {
             std::fs::remove_file(path).map_err(|e| io(path, e))?;
         }
@@ -463,5 +471,21 @@ mod tests {
         assert_eq!(grown.len(), 2 + MODEL_SEGMENTS);
         assert_eq!(grown.segments.len(), 1, "merged");
         assert!(!last.join("cache-x.1.bin").exists());
+
+        // Saved over a cache of more segments, none of those is left to be read back.
+        let mut two = EmbeddingCache::load(&d.path().join("c"), base, 2).unwrap();
+        let over = dir(&format!("g{}", MODEL_SEGMENTS - 1));
+        two.save(&over, base).unwrap();
+        assert!(over.join("cache-x.1.bin").exists());
+        assert!(!over.join("cache-x.2.bin").exists());
+        two = EmbeddingCache::load(&over, base, 2).unwrap();
+        assert_eq!(two.len(), 3);
+        // A file in the way is replaced, not written through: the source keeps its bytes.
+        let before = read("c/cache-x.bin");
+        std::fs::hard_link(d.path().join("c/cache-x.bin"), dir("h").join("cache-x.bin")).unwrap();
+        let mut one = EmbeddingCache::new(2);
+        with(&mut one, &["cook"]);
+        one.save(&d.path().join("h"), base).unwrap();
+        assert_eq!(read("c/cache-x.bin"), before);
     }
 }
