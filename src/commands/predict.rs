@@ -293,7 +293,7 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     let (mut cfg, columns) = coding_config(&a.config, &a.set)?;
     let missing_hint =
         |e: stages::Error| e.with_column_hint(|c| stages::predict::column_hint(c, &columns, true));
-    let read_by = stages::predict::columns_of(&input, &columns).map_err(missing_hint)?;
+    let read_by = stages::predict::columns_of(&input, &columns);
     stages::records::check_input_file(&input, &read_by.names(), &stages::predict::REQUIRED)
         .map_err(missing_hint)?;
     if let Some(out) = &a.output {

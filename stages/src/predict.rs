@@ -59,16 +59,23 @@ const OUTPUTS: &[OutputDecl] = &[
 pub const REQUIRED: [bool; 2] = [true, false];
 
 /// The columns to read `input` by: `columns`, or the standard names where the file has
-/// those instead (see [`RecordColumns::in_header`]).
-pub fn columns_of(input: &Path, columns: &RecordColumns) -> Result<RecordColumns, Error> {
-    let header = crate::records::header_of(input, &columns.names(), &REQUIRED)?;
+/// those instead (see [`RecordColumns::in_header`]). A file whose header cannot be read is
+/// left to the reading that follows to report.
+pub fn columns_of(input: &Path, columns: &RecordColumns) -> RecordColumns {
+    let header_with =
+        |names: &RecordColumns| crate::records::header_of(input, &names.names(), &REQUIRED);
+    let Ok(header) = header_with(columns) else {
+        return columns.clone();
+    };
     let standard = RecordColumns::default();
     if *columns == standard || header.iter().any(|h| h.trim() == columns.names()[0]) {
-        return Ok(columns.in_header(&header));
+        return columns.in_header(&header);
     }
     // A CSV's separator is told from the names looked for, so look for the standard ones.
-    let header = crate::records::header_of(input, &standard.names(), &REQUIRED)?;
-    Ok(columns.in_header(&header))
+    match header_with(&standard) {
+        Ok(header) => columns.in_header(&header),
+        Err(_) => columns.clone(),
+    }
 }
 
 /// The hint a missing column's error ends with, for a caller whose `[data]` settings name
@@ -131,7 +138,7 @@ pub fn code_file(
     columns: &RecordColumns,
     shard: Option<crate::shard::Shard>,
 ) -> Result<Coded, Error> {
-    let read_by = columns_of(input, columns)?;
+    let read_by = columns_of(input, columns);
     let names = read_by.names();
     let (rest, mut rows) = read_rows_keeping_all(input, &names, &REQUIRED)?;
     let duties_column = crate::records::header_of(input, &names, &REQUIRED)?
