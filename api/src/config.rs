@@ -203,5 +203,16 @@ mod tests {
         std::fs::write(&p, "[serve]\nbatch_limit = 5\n[inference]\ntop_k = 2\n").unwrap();
         let s = Settings::load(&p).unwrap();
         assert_eq!((s.serve.batch_limit, s.inference.top_k), (5, 2));
+        assert_eq!(s.columns, RecordColumns::default());
+        // Of [data], the column names are read (strictly); the training keys are not the
+        // service's.
+        std::fs::write(&p, "[data]\ntitle_column = \"Job\"\nseed = 3\n").unwrap();
+        assert_eq!(Settings::load(&p).unwrap().columns.title_column, "Job");
+        std::fs::write(&p, "[data]\nduties_column = 5\n").unwrap();
+        let e = Settings::load(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("section [data]"), "{e}");
+        std::fs::write(&p, "[data]\nduties_column = \"job_title\"\n").unwrap();
+        let e = Settings::load(&p).unwrap_err().to_string();
+        assert!(e.contains("the same as `title_column`"), "{e}");
     }
 }
