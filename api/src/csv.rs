@@ -100,6 +100,29 @@ fn record_columns(
     Ok((title, col(duties_name)))
 }
 
+/// A coded upload and what its answer should say about it.
+struct Coded {
+    /// The upload with its prediction columns, in its format.
+    bytes: Vec<u8>,
+    /// Sent as the `X-Coding-Note` header: why the records were coded by title alone.
+    note: Option<String>,
+}
+
+/// The note for an upload whose header (`header`) has no duties column (`duties_at` is
+/// `None`): every record was coded by its job title alone.
+fn no_duties_note(
+    names: &RecordColumns,
+    header: &[String],
+    duties_at: Option<usize>,
+) -> Option<String> {
+    duties_at.is_none().then(|| {
+        let duties = names.in_header(header).duties_column;
+        format!(
+            "the upload has no column `{duties}`, so every record was coded by its job title alone; name the duties column `{duties}` to have them read"
+        )
+    })
+}
+
 /// Whether `bytes` are a Parquet file: its magic number at both ends.
 fn is_parquet(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1")
@@ -113,7 +136,7 @@ fn code_parquet(
     bytes: Bytes,
     name: &str,
     limit: usize,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Coded, ApiError> {
     let max = st.settings.serve.csv_max_bytes;
     let table =
         Table::read_parquet_upload(bytes, Path::new(name), limit, max).map_err(|e| match e {
@@ -130,6 +153,7 @@ fn code_parquet(
         .collect();
     let names = &st.settings.columns;
     let (title, duties) = record_columns("Parquet file", &header, names)?;
+    let duties_at = duties;
     let n = table.num_rows();
     if n > limit {
         return Err(ApiError::new(
@@ -235,8 +259,13 @@ fn code_parquet(
     let mut out = table;
     out.columns
         .extend(added_columns(&header, k).into_iter().zip(columns));
-    out.to_parquet_bytes()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let bytes = out
+        .to_parquet_bytes()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Coded {
+        bytes,
+        note: no_duties_note(names, &header, duties_at),
+    })
 }
 
 /// Codes the rows of an upload: each row's text and prediction. The predictions of rows with
@@ -263,7 +292,7 @@ fn code_rows(
 }
 
 /// Codes an uploaded CSV: the same rows and columns, prediction columns appended.
-fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec<u8>, ApiError> {
+fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Coded, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         ApiError::bad_request(format!(
             "the CSV is not valid UTF-8 (line {}, byte {}); re-save it as UTF-8",
@@ -289,6 +318,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         .collect();
     let names = &st.settings.columns;
     let (title, duties) = record_columns("CSV", &header, names)?;
+    let duties_at = duties;
     let mut rows = Vec::new();
     for (i, r) in rdr.records().enumerate() {
         let r =
@@ -372,8 +402,13 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Vec
         cells.push(note);
         w.write_record(&cells).map_err(io)?;
     }
-    w.into_inner()
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    let bytes = w
+        .into_inner()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Coded {
+        bytes,
+        note: no_duties_note(names, &header, duties_at),
+    })
 }
 
 /// An upload larger than `csv_max_bytes`.
@@ -430,7 +465,7 @@ async fn uploaded_file(mut multipart: Multipart, max: usize) -> Result<(Bytes, S
 /// with prediction columns appended.
 #[utoipa::path(post, path = "/predict/csv",
     request_body(content((CsvUpload = "multipart/form-data"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
-    responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet")), headers(("X-Model-Version" = String, description = "the model that coded the file"), ("X-Coding-Note" = String, description = "present when the upload has no duties column: every record was coded by its job title alone"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn predict_csv(
     State(st): St,
     req: axum::extract::Request,
@@ -497,7 +532,7 @@ pub(crate) async fn predict_csv(
     } else {
         "text/csv; charset=utf-8"
     };
-    Ok((
+    let mut response = (
         [
             (header::CONTENT_TYPE, media_type.to_string()),
             (
@@ -505,7 +540,18 @@ pub(crate) async fn predict_csv(
                 m.version.to_string(),
             ),
         ],
-        out,
+        out.bytes,
     )
-        .into_response())
+        .into_response();
+    // A header value carries any byte but controls; a column name never holds one that
+    // survived the CSV or Parquet reader, and one that does only loses the note.
+    if let Some(v) = out
+        .note
+        .and_then(|n| header::HeaderValue::from_bytes(n.as_bytes()).ok())
+    {
+        response
+            .headers_mut()
+            .insert(header::HeaderName::from_static("x-coding-note"), v);
+    }
+    Ok(response)
 }

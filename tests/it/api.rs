@@ -372,6 +372,7 @@ fn every_endpoint_and_every_error_is_json() {
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.header("content-type").unwrap().starts_with("text/csv"));
+    assert_eq!(r.header("x-coding-note"), None);
     let text = r.text();
     let lines: Vec<&str> = text.lines().collect();
     assert!(
@@ -423,6 +424,16 @@ fn every_endpoint_and_every_error_is_json() {
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text().lines().nth(1), Some(lines[1]), "{}", r.text());
+    // Without a duties column every record is coded by its title, and the answer says so.
+    let (ct, body) = multipart("file", "titles.csv", b"job_title\nchef\n");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-coding-note"),
+        Some(
+            "the upload has no column `duties_description`, so every record was coded by its job title alone; name the duties column `duties_description` to have them read"
+        )
+    );
     let (ct, body) = multipart("file", "bad.csv", b"job_title\ncaf\xe9 owner\n");
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 400);
