@@ -8,7 +8,8 @@
 #      `SETTINGS` (default: the head's learning rate) one at a time;
 #   3. the same settings again with a hold-out of 30 % of the corrections instead of 10 %
 #      (`corrections.holdout_fraction`), the larger sample the defaults are chosen on.
-# Prints per run the test, corrections hold-out and new_occupations_eval rows of `evaluate`.
+# Prints per run the test, corrections hold-out and new_occupations_eval rows of `evaluate`,
+# and how much the store's objects grew with the run.
 #
 #   bash bench/finetune-ensemble.sh
 #   SETTINGS="finetune.corrections_repeats=8 finetune.epochs=5" bash bench/finetune-ensemble.sh
@@ -19,6 +20,13 @@ ensemble_setup > /dev/null
 SETTINGS=${SETTINGS:-"finetune.lr_head=0.0 finetune.lr_head=0.003 finetune.lr_head=0.01"}
 store_pipeline finetune-ensemble-base.toml ensemble-150k-finetune ensemble-150k.toml \
   store-finetune-ensemble finetune-ensemble
+# A new store takes the cold store's shared embedding cache (when there is one), so that its
+# first run does not embed the records again.
+if [ ! -d bench/out/store-finetune-ensemble ] && [ -d bench/out/store-cold/shared ]; then
+  mkdir -p bench/out/store-finetune-ensemble
+  cp -al bench/out/store-cold/shared bench/out/store-finetune-ensemble/shared
+fi
+objects_mb() { du -sm bench/out/store-finetune-ensemble/objects | cut -f1; }
 # The base model is trained without corrections (another script may have left some there).
 rm -rf bench/out/corrections_in
 echo "== ensemble-150k"
@@ -43,8 +51,10 @@ for k in ['test', 'corrections_holdout', 'new_occupations_eval']:
 for holdout in 0.1 0.3; do
   for s in "" $SETTINGS; do
     echo "== hold-out $holdout ${s:-defaults}"
+    before_mb=$(objects_mb)
     $BIN run bench/out/finetune-ensemble.toml -S corrections.holdout_fraction=$holdout \
       ${s:+-S $s} | grep -E "^executed  fine-tune" || true
     rows
+    echo "  store objects grew $(( $(objects_mb) - before_mb )) MB"
   done
 done
