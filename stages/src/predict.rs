@@ -347,14 +347,12 @@ pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
         .join(", ")
 }
 
-/// The `predict` stage's params: `[inference]`, and the column names of `[data]`
-/// ([`RecordColumns`]) split off it.
-fn split_params(
-    params: serde_json::Map<String, serde_json::Value>,
-) -> (
-    serde_json::Map<String, serde_json::Value>,
-    serde_json::Map<String, serde_json::Value>,
-) {
+/// The `predict` stage's params (TOML as configured, or JSON as resolved) split into
+/// `[inference]`'s and the column names of `[data]` ([`RecordColumns`]).
+fn split_params<V, M>(params: impl IntoIterator<Item = (String, V)>) -> (M, M)
+where
+    M: Default + Extend<(String, V)>,
+{
     params
         .into_iter()
         .partition(|(k, _)| !RecordColumns::KEYS.contains(&k.as_str()))
@@ -383,10 +381,7 @@ impl Stage for Predict {
     }
 
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let (inference, columns): (toml::Table, toml::Table) = raw
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .partition(|(k, _)| !RecordColumns::KEYS.contains(&k.as_str()));
+        let (inference, columns): (toml::Table, toml::Table) = split_params(raw.clone());
         let mut v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
             .map_err(|e| e.to_string())?
@@ -410,7 +405,7 @@ impl Stage for Predict {
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
         let all = ctx.params.as_object().cloned().unwrap_or_default();
-        let (inference, names) = split_params(all);
+        let (inference, names): (serde_json::Map<_, _>, _) = split_params(all);
         let cfg: InferenceConfig = serde_json::from_value(serde_json::Value::Object(inference))?;
         let columns: RecordColumns = serde_json::from_value(serde_json::Value::Object(names))?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
@@ -464,7 +459,8 @@ mod tests {
         let other = resolve("top_k = 3\ntitle_column = \"Job Title\"").unwrap();
         assert_eq!(other["title_column"], "Job Title");
         assert_eq!(other["duties_column"], "duties_description");
-        let (inference, names) = split_params(other.as_object().unwrap().clone());
+        let (inference, names): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
+            split_params(other.as_object().unwrap().clone());
         assert_eq!(inference, plain.as_object().unwrap().clone());
         assert_eq!(names.len(), 2);
         assert!(
