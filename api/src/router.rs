@@ -77,7 +77,13 @@ async fn cors(State(st): St, req: Request, next: Next) -> Response {
         );
         r
     } else {
-        next.run(req).await
+        let mut r = next.run(req).await;
+        // A page on another origin may read what the service says about an answer.
+        r.headers_mut().insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            header::HeaderValue::from_static("x-model-version, x-coding-note"),
+        );
+        r
     };
     let h = resp.headers_mut();
     if let Ok(v) = header::HeaderValue::from_str(&origin) {

@@ -1031,6 +1031,10 @@ fn the_api_review_queue_and_cors_are_off_unless_asked_for() {
         r.header("access-control-allow-origin"),
         Some("http://coders.example")
     );
+    assert_eq!(
+        r.header("access-control-expose-headers"),
+        Some("x-model-version, x-coding-note")
+    );
     let r = request(
         a,
         "GET",
