@@ -364,7 +364,7 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     if !coded.duties_column {
         console::error(&format!(
             "note: {}",
-            stages::predict::no_duties_note(shown, coded.columns.names()[1])
+            stages::predict::no_duties_note(shown, coded.columns.names()[1], true)
         ));
     }
     let steps = stages::predict::steps_text(&coded.steps);

@@ -119,10 +119,15 @@ pub struct Coded {
 }
 
 /// What to tell the user of an input without the duties column `duties`, naming the input
-/// as `shown`.
-pub fn no_duties_note(shown: &str, duties: &str) -> String {
+/// as `shown`; `with_set`: the caller also takes `-S data.duties_column=NAME`.
+pub fn no_duties_note(shown: &str, duties: &str, with_set: bool) -> String {
+    let set = if with_set {
+        " (or give `-S data.duties_column=NAME`)"
+    } else {
+        ""
+    };
     format!(
-        "{shown}: has no column `{duties}`, so every record was coded by its job title alone; if the file has the duties under another name, set `duties_column` in [data] to it"
+        "{shown}: has no column `{duties}`, so every record was coded by its job title alone; if the file has the duties under another name, set `duties_column` in [data] to it{set}"
     )
 }
 
@@ -436,6 +441,7 @@ impl Stage for Predict {
             summary.push(no_duties_note(
                 &records.display().to_string(),
                 c.columns.names()[1],
+                false,
             ));
         }
         Ok(StageReport { summary, metrics })

@@ -278,7 +278,7 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     let err = String::from_utf8(short.stderr).unwrap();
     assert!(short.status.success(), "{err}");
     assert!(
-        err.contains("note: ids.csv: has no column `duties_description`, so every record was coded by its job title alone"),
+        err.contains("note: ids.csv: has no column `duties_description`, so every record was coded by its job title alone; if the file has the duties under another name, set `duties_column` in [data] to it (or give `-S data.duties_column=NAME`)"),
         "{err}"
     );
     assert_eq!(
