@@ -123,6 +123,16 @@ fn no_duties_note(
     })
 }
 
+/// `text` as a header value: HTTP clients read a header's bytes as Latin-1 at best, so its
+/// characters outside printable ASCII (a column heading such as `Tätigkeit`), and `%`, are
+/// percent-encoded as UTF-8, the way header parameters carry other text (RFC 8187); `None`
+/// only if the encoded text is still no header value, which cannot happen.
+fn header_text(text: &str) -> Option<header::HeaderValue> {
+    const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    let encoded = percent_encoding::utf8_percent_encode(text, ESCAPED).to_string();
+    header::HeaderValue::from_str(&encoded).ok()
+}
+
 /// Whether `bytes` are a Parquet file: its magic number at both ends.
 fn is_parquet(bytes: &[u8]) -> bool {
     bytes.len() >= 12 && bytes.starts_with(b"PAR1") && bytes.ends_with(b"PAR1")
@@ -465,7 +475,7 @@ async fn uploaded_file(mut multipart: Multipart, max: usize) -> Result<(Bytes, S
 /// with prediction columns appended.
 #[utoipa::path(post, path = "/predict/csv",
     request_body(content((CsvUpload = "multipart/form-data"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
-    responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet")), headers(("X-Model-Version" = String, description = "the model that coded the file"), ("X-Coding-Note" = String, description = "present when the upload has no duties column: every record was coded by its job title alone"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet")), headers(("X-Model-Version" = String, description = "the model that coded the file"), ("X-Coding-Note" = String, description = "present when the upload has no duties column: every record was coded by its job title alone (characters outside printable ASCII, and `%`, percent-encoded as UTF-8)"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn predict_csv(
     State(st): St,
     req: axum::extract::Request,
@@ -543,15 +553,33 @@ pub(crate) async fn predict_csv(
         out.bytes,
     )
         .into_response();
-    // A header value carries any byte but controls; a column name never holds one that
-    // survived the CSV or Parquet reader, and one that does only loses the note.
-    if let Some(v) = out
-        .note
-        .and_then(|n| header::HeaderValue::from_bytes(n.as_bytes()).ok())
-    {
+    if let Some(v) = out.note.and_then(|n| header_text(&n)) {
         response
             .headers_mut()
             .insert(header::HeaderName::from_static("x-coding-note"), v);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_note_keeps_ascii_and_percent_encodes_the_rest() {
+        let plain = "the upload has no column `duties`, so …";
+        let v = header_text(plain).unwrap();
+        assert_eq!(
+            v.to_str().unwrap(),
+            "the upload has no column `duties`, so %E2%80%A6"
+        );
+        let v = header_text("no column `Tätigkeit\t100%`").unwrap();
+        assert_eq!(v.to_str().unwrap(), "no column `T%C3%A4tigkeit%09100%25`");
+        assert_eq!(
+            percent_encoding::percent_decode_str(v.to_str().unwrap())
+                .decode_utf8()
+                .unwrap(),
+            "no column `Tätigkeit\t100%`"
+        );
+    }
 }

@@ -292,8 +292,8 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     let format = a.output.as_deref().map(output_format).transpose()?;
     let (mut cfg, columns) = coding_config(&a.config, &a.set)?;
     let missing_hint =
-        |e: stages::Error| e.with_column_hint(|c| stages::predict::column_hint(c, &columns, true));
-    let read_by = stages::predict::columns_of(&input, &columns);
+        |e: stages::Error| e.with_column_hint(|c| stages::columns::column_hint(c, &columns, true));
+    let read_by = stages::columns::columns_of(&input, &columns);
     stages::records::check_input_file(&input, &read_by.names(), &stages::predict::REQUIRED)
         .map_err(missing_hint)?;
     if let Some(out) = &a.output {

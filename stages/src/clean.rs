@@ -10,12 +10,13 @@ use std::collections::HashMap;
 
 use artifacts::table::{Column, Table};
 use classifier::Taxonomy;
+use classifier::text::record_text;
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::columns::{ColumnNames, LabelledColumns};
 use crate::records::{Records, read_rows};
-use classifier::text::{RecordColumns, record_text};
 
 /// Params of `clean` (config section `[data]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,27 +97,12 @@ impl Stage for Clean {
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<CleanParams>(raw)?;
         let p: CleanParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-        RecordColumns {
-            title_column: p.title_column.clone(),
-            duties_column: p.duties_column.clone(),
+        LabelledColumns {
+            title_column: p.title_column,
+            duties_column: p.duties_column,
+            code_column: p.code_column,
         }
         .validate()?;
-        if p.code_column.trim().is_empty() {
-            return Err(
-                "`code_column` is empty; give the heading of that column in the files".into(),
-            );
-        }
-        for (key, other) in [
-            ("title_column", &p.title_column),
-            ("duties_column", &p.duties_column),
-        ] {
-            if p.code_column.trim() == other.trim() {
-                return Err(format!(
-                    "`code_column` is `{}`, the same as `{key}`; name two different columns",
-                    other.trim()
-                ));
-            }
-        }
         Ok(v)
     }
 

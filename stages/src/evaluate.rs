@@ -11,6 +11,7 @@ use classifier::text::record_text;
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde_json::json;
 
+use crate::columns::{self, ColumnNames, LabelledColumns, column_hint, columns_of};
 use crate::error::Error;
 use crate::records::{Records, read_row_map, read_rows};
 
@@ -34,7 +35,7 @@ const INPUTS: &[InputDecl] = &[
         name: "extra",
         required: false,
         many: true,
-        help: "extra labelled CSV/Parquet files (job_title, duties_description, isco_code)",
+        help: "extra labelled CSV/Parquet files (the columns [data] names, or job_title, duties_description, isco_code)",
     },
     InputDecl {
         name: "truth",
@@ -72,13 +73,13 @@ pub struct Labelled {
     pub unusable: Vec<Unusable>,
 }
 
-/// Reads a labelled raw file into (normalised texts, codes) and the unusable rows.
-pub fn read_labelled(path: &Path) -> Result<Labelled, Error> {
-    let rows = read_rows(
-        path,
-        &["job_title", "duties_description", "isco_code"],
-        &[true, false, true],
-    )?;
+/// Reads a labelled raw file into (normalised texts, codes) and the unusable rows; its
+/// columns are `columns`, or the standard names where the file has those instead (see
+/// [`ColumnNames::in_header`]).
+pub fn read_labelled(path: &Path, columns: &LabelledColumns) -> Result<Labelled, Error> {
+    let by = columns_of(path, columns);
+    let rows = read_rows(path, &by.names(), LabelledColumns::REQUIRED)
+        .map_err(|e| e.with_column_hint(|c| column_hint(c, columns, false)))?;
     let mut texts = Vec::new();
     let mut codes = Vec::new();
     let mut raw = Vec::new();
@@ -93,7 +94,10 @@ pub fn read_labelled(path: &Path) -> Result<Labelled, Error> {
             bad.push((
                 r.row as i64,
                 r.line as i64,
-                format!("column `isco_code`: `{code}` is not a 4-digit code"),
+                format!(
+                    "column `{}`: `{code}` is not a 4-digit code",
+                    by.code_column.trim()
+                ),
             ));
             continue;
         }
@@ -424,17 +428,37 @@ fn unseen_title_count(pred: &Predictor, texts: &[String]) -> serde_json::Value {
 }
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "10", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, InferenceConfig);
+    fn kind(&self) -> &'static str {
+        "evaluate"
+    }
+    fn version(&self) -> &'static str {
+        "10"
+    }
+    fn help(&self) -> &'static str {
+        "score a model on the frozen test split and extra labelled files, with error analysis"
+    }
+    fn inputs(&self) -> &'static [InputDecl] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+    fn param_names(&self) -> Vec<String> {
+        columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>())
+    }
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let v = runner::stage::typed_params::<InferenceConfig>(raw)?;
+        let (inference, names): (toml::Table, toml::Table) =
+            columns::split_params::<LabelledColumns, _, _>(raw.clone());
+        let v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
             .map_err(|e| e.to_string())?
             .validate()?;
+        let v = columns::resolve::<LabelledColumns>(v, &names)?;
         Ok(crate::embeddings::without_default_precision(v))
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
-        let cfg: InferenceConfig = ctx.params()?;
+        let (cfg, columns): (InferenceConfig, LabelledColumns) = columns::read_params(ctx.params)?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
         crate::embeddings::attach_shared_cache(ctx, &pred);
         let test = Records::read(ctx.input("test")?)?;
@@ -500,7 +524,7 @@ impl Stage for Evaluate {
                 codes,
                 raw,
                 unusable: bad,
-            } = read_labelled(path)?;
+            } = read_labelled(path, &columns)?;
             if !bad.is_empty() {
                 Table::new()
                     .with("row", Column::Int(bad.iter().map(|b| b.0).collect()))
@@ -523,7 +547,14 @@ impl Stage for Evaluate {
                 continue;
             }
             if texts.is_empty() {
-                return Err(Error::Input { path: path.clone(), message: "has no usable labelled rows (needs job_title, duties_description, isco_code)".into() }.into());
+                return Err(Error::Input {
+                    path: path.clone(),
+                    message: format!(
+                        "has no usable labelled rows (needs a job title and a 4-digit code in `{}`)",
+                        columns_of(path, &columns).code_column.trim()
+                    ),
+                }
+                .into());
             }
             let scored = pred.score(&texts);
             let mut e = evaluate_probabilities(&pred, &scored.probabilities, &codes);
@@ -557,5 +588,53 @@ impl Stage for Evaluate {
             metrics["embeddings_computed"] = json!(n);
         }
         Ok(StageReport { metrics, summary })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_labelled_file_is_read_by_the_office_names_or_the_standard_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let office = LabelledColumns {
+            title_column: "Job Title".into(),
+            duties_column: "Duties".into(),
+            code_column: "ISCO".into(),
+        };
+        let own = dir.path().join("own.csv");
+        std::fs::write(
+            &own,
+            "ISCO,Job Title,Duties\n5120,Chef,cooks meals\n51,baker,\n",
+        )
+        .unwrap();
+        let l = read_labelled(&own, &office).unwrap();
+        assert_eq!(l.texts, ["chef | cooks meals"]);
+        assert_eq!(l.codes, ["5120"]);
+        assert_eq!(
+            l.unusable,
+            [(
+                1,
+                3,
+                "column `ISCO`: `51` is not a 4-digit code".to_string()
+            )]
+        );
+        let written = dir.path().join("written.csv");
+        std::fs::write(
+            &written,
+            "job_title,duties_description,isco_code\nchef,cooks meals,5120\n",
+        )
+        .unwrap();
+        assert_eq!(read_labelled(&written, &office).unwrap().texts, l.texts);
+        let Err(e) = read_labelled(&own, &LabelledColumns::default()) else {
+            panic!("read by the standard names")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("has no column `job_title`")
+                && e.ends_with("or set `title_column` in [data] to the name it has"),
+            "{e}"
+        );
     }
 }

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 pub mod clean;
 pub mod cluster_outliers;
+pub mod columns;
 pub mod corrections;
 pub mod demo;
 pub mod embeddings;

@@ -10,6 +10,7 @@ use classifier::text::{RecordColumns, record_text};
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde_json::json;
 
+use crate::columns::{self, column_hint, columns_of};
 use crate::error::Error;
 use crate::records::read_rows_keeping_all;
 
@@ -57,42 +58,6 @@ const OUTPUTS: &[OutputDecl] = &[
 /// Which of the columns `predict` reads ([`RecordColumns::names`]) must be there: the
 /// title; a record may come without duties.
 pub const REQUIRED: [bool; 2] = [true, false];
-
-/// The columns to read `input` by: `columns`, or the standard names where the file has
-/// those instead (see [`RecordColumns::in_header`]). A file whose header cannot be read is
-/// left to the reading that follows to report.
-pub fn columns_of(input: &Path, columns: &RecordColumns) -> RecordColumns {
-    let header_with =
-        |names: &RecordColumns| crate::records::header_of(input, &names.names(), &REQUIRED);
-    let Ok(header) = header_with(columns) else {
-        return columns.clone();
-    };
-    let standard = RecordColumns::default();
-    if *columns == standard || header.iter().any(|h| h.trim() == columns.names()[0]) {
-        return columns.in_header(&header);
-    }
-    // A CSV's separator is told from the names looked for, so look for the standard ones.
-    match header_with(&standard) {
-        Ok(header) => columns.in_header(&header),
-        Err(_) => columns.clone(),
-    }
-}
-
-/// The hint a missing column's error ends with, for a caller whose `[data]` settings name
-/// the columns; `with_set`: the caller also takes `-S data.KEY=NAME`.
-pub fn column_hint(column: &str, columns: &RecordColumns, with_set: bool) -> String {
-    let key = if column == columns.names()[1] {
-        "duties_column"
-    } else {
-        "title_column"
-    };
-    let set = if with_set {
-        format!(" (or give `-S data.{key}=NAME`)")
-    } else {
-        String::new()
-    };
-    format!(", or set `{key}` in [data] to the name it has{set}")
-}
 
 /// Coded records: the predictions table and the review-queue table.
 pub struct Coded {
@@ -352,17 +317,6 @@ pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
         .join(", ")
 }
 
-/// The `predict` stage's params (TOML as configured, or JSON as resolved) split into
-/// `[inference]`'s and the column names of `[data]` ([`RecordColumns`]).
-fn split_params<V, M>(params: impl IntoIterator<Item = (String, V)>) -> (M, M)
-where
-    M: Default + Extend<(String, V)>,
-{
-    params
-        .into_iter()
-        .partition(|(k, _)| !RecordColumns::KEYS.contains(&k.as_str()))
-}
-
 impl Stage for Predict {
     fn kind(&self) -> &'static str {
         "predict"
@@ -380,39 +334,22 @@ impl Stage for Predict {
         OUTPUTS
     }
     fn param_names(&self) -> Vec<String> {
-        let mut names = runner::stage::param_names_of::<InferenceConfig>();
-        names.extend(RecordColumns::KEYS.map(String::from));
-        names
+        columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>())
     }
 
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let (inference, columns): (toml::Table, toml::Table) = split_params(raw.clone());
-        let mut v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
+        let (inference, names): (toml::Table, toml::Table) =
+            columns::split_params::<RecordColumns, _, _>(raw.clone());
+        let v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
         serde_json::from_value::<InferenceConfig>(v.clone())
             .map_err(|e| e.to_string())?
             .validate()?;
-        let names: RecordColumns =
-            serde_json::from_value(runner::stage::typed_params::<RecordColumns>(&columns)?)
-                .map_err(|e| e.to_string())?;
-        names.validate()?;
-        // Only names other than the standard ones join the params, so a pipeline on the
-        // standard headings keeps its key.
-        if names != RecordColumns::default()
-            && let (serde_json::Value::Object(m), serde_json::Value::Object(c)) = (
-                &mut v,
-                serde_json::to_value(&names).map_err(|e| e.to_string())?,
-            )
-        {
-            m.extend(c);
-        }
+        let v = columns::resolve::<RecordColumns>(v, &names)?;
         Ok(crate::embeddings::without_default_precision(v))
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
-        let all = ctx.params.as_object().cloned().unwrap_or_default();
-        let (inference, names): (serde_json::Map<_, _>, _) = split_params(all);
-        let cfg: InferenceConfig = serde_json::from_value(serde_json::Value::Object(inference))?;
-        let columns: RecordColumns = serde_json::from_value(serde_json::Value::Object(names))?;
+        let (cfg, columns): (InferenceConfig, RecordColumns) = columns::read_params(ctx.params)?;
         let pred = Predictor::load(ctx.input("model")?, cfg)?;
         crate::embeddings::attach_shared_cache(ctx, &pred);
         let records = ctx.input("records")?;
@@ -466,7 +403,7 @@ mod tests {
         assert_eq!(other["title_column"], "Job Title");
         assert_eq!(other["duties_column"], "duties_description");
         let (inference, names): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
-            split_params(other.as_object().unwrap().clone());
+            columns::split_params::<RecordColumns, _, _>(other.as_object().unwrap().clone());
         assert_eq!(inference, plain.as_object().unwrap().clone());
         assert_eq!(names.len(), 2);
         assert!(

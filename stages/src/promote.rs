@@ -18,6 +18,7 @@ use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::columns::{self, LabelledColumns};
 use crate::error::Error;
 use crate::evaluate::read_labelled;
 use crate::records::Records;
@@ -130,13 +131,35 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    runner::stage_metadata!("promote", version "6", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, PromoteParams);
+    fn kind(&self) -> &'static str {
+        "promote"
+    }
+    fn version(&self) -> &'static str {
+        "6"
+    }
+    fn help(&self) -> &'static str {
+        "move the `best` ref to the candidate model if it beats the current best"
+    }
+    fn inputs(&self) -> &'static [InputDecl] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputDecl] {
+        OUTPUTS
+    }
+    fn param_names(&self) -> Vec<String> {
+        columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<PromoteParams>())
+    }
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        runner::stage::typed_params::<PromoteParams>(raw)
+        let (own, names): (toml::Table, toml::Table) =
+            columns::split_params::<LabelledColumns, _, _>(raw.clone());
+        columns::resolve::<LabelledColumns>(
+            runner::stage::typed_params::<PromoteParams>(&own)?,
+            &names,
+        )
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
-        let p: PromoteParams = ctx.params()?;
+        let (p, columns): (PromoteParams, LabelledColumns) = columns::read_params(ctx.params)?;
         let model = ctx
             .artifacts
             .get("model")
@@ -208,7 +231,7 @@ impl Stage for Promote {
                         .ok_or_else(|| Error::Empty(format!(
                             "promote decides on `{set}` (primary_on) but no `extra` input is named so; add the file `evaluate` scored as `{set}` to promote's `extra` inputs"
                         )))?;
-                    let l = read_labelled(path)?;
+                    let l = read_labelled(path, &columns)?;
                     evaluate(&cur, &l.texts, &l.codes).metrics
                 };
                 crate::embeddings::flush_shared_cache(&cur);

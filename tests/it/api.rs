@@ -555,20 +555,31 @@ fn every_endpoint_and_every_error_is_json() {
     p.edit(
         "config/default.toml",
         "duties_column = \"duties_description\"",
-        "duties_column = \"Duties\"",
+        "duties_column = \"Tätigkeit\"",
     );
     let s = start(&p, &[]);
     let a = s.addr.as_str();
-    let headed = b"id,Job Title,Duties\n1,chef,cooking meals\n";
+    let headed = "id,Job Title,Tätigkeit\n1,chef,cooking meals\n".as_bytes();
     let (ct, body) = multipart("file", "jobs.csv", headed);
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
     assert_eq!(r.status, 200, "{}", r.text());
     let answer = r.text();
     assert!(
-        answer.starts_with("id,Job Title,Duties,isco_code,level,title,confidence"),
+        answer.starts_with("id,Job Title,Tätigkeit,isco_code,level,title,confidence"),
         "{answer}"
     );
     assert_eq!(answer.lines().nth(1), Some(lines[1]), "{answer}");
+    // The note on an upload without it names the heading percent-encoded: a header's bytes
+    // are read as Latin-1 at best.
+    let (ct, body) = multipart("file", "titles.csv", b"Job Title\nchef\n");
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-coding-note"),
+        Some(
+            "the upload has no column `T%C3%A4tigkeit`, so every record was coded by its job title alone; name the duties column `T%C3%A4tigkeit` to have them read"
+        )
+    );
     // A file in the standard layout (one this tool wrote) is still read by its names.
     let (ct, body) = multipart("file", "jobs.csv", csv);
     let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);

@@ -412,6 +412,79 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         "predict.duties_column=Duties",
     ]);
     assert_eq!(codes("data/processed/predictions.csv"), coded_first);
+
+    // `evaluate` reads an office's labelled file (its own headings, `;`-separated) by the
+    // names [data] gives, and a file in this tool's layout by the standard names, in the
+    // same run: the same rows score alike.
+    let eval = std::fs::read_to_string(p.path("data/demo/new_occupations_eval.csv")).unwrap();
+    let standard = "job_title,duties_description,isco_code";
+    assert!(eval.starts_with(standard), "{eval}");
+    let office: Vec<String> = eval
+        .lines()
+        .map(|line| {
+            let mut r = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(line.as_bytes());
+            let rec = r.records().next().unwrap().unwrap();
+            let mut w = csv::WriterBuilder::new()
+                .delimiter(b';')
+                .from_writer(Vec::new());
+            w.write_record(&rec).unwrap();
+            String::from_utf8(w.into_inner().unwrap()).unwrap()
+        })
+        .collect();
+    let office = office.concat().replacen(
+        "job_title;duties_description;isco_code",
+        "Job Title;Duties;ISCO",
+        1,
+    );
+    p.write("data/demo/office_eval.csv", &office);
+    p.edit(
+        P,
+        "extra = [\"data/demo/new_occupations_eval.csv\"] }\nparams_from = [\"data\", \"inference\"]",
+        "extra = [\"data/demo/new_occupations_eval.csv\", \"data/demo/office_eval.csv\"] }\nparams_from = [\"data\", \"inference\"]",
+    );
+    let (_, err) = p.fails(&["run", P]);
+    assert!(
+        err.contains("office_eval.csv: has no column `job_title`")
+            && err.contains("or set `title_column` in [data] to the name it has"),
+        "{err}"
+    );
+    let out = p.ok(&[
+        "run",
+        P,
+        "-S",
+        "evaluate.title_column=Job Title",
+        "-S",
+        "evaluate.duties_column=Duties",
+        "-S",
+        "evaluate.code_column=ISCO",
+        "-S",
+        "predict.title_column=Job Title",
+        "-S",
+        "predict.duties_column=Duties",
+    ]);
+    let m = p.json("models/latest_metrics.json");
+    assert_eq!(m["office_eval"]["records"], 80, "{out}");
+    for metric in ["records", "accuracy", "macro_f1", "top3_accuracy"] {
+        assert_eq!(
+            m["office_eval"][metric], m["new_occupations_eval"][metric],
+            "{metric}"
+        );
+    }
+    // A code column named for another field is refused, naming the key.
+    let (_, err) = p.fails(&[
+        "run",
+        P,
+        "-S",
+        "evaluate.code_column=Duties",
+        "-S",
+        "evaluate.duties_column=Duties",
+    ]);
+    assert!(
+        err.contains("`code_column` is `Duties`, the same as `duties_column`"),
+        "{err}"
+    );
 }
 
 #[test]
