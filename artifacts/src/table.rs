@@ -144,6 +144,7 @@ impl Column {
 /// Each value of `arr` as text, the way Arrow casts it to a string (`1.5`, `2024-01-31`), a
 /// null as an empty string.
 fn arrow_text(arr: &ArrayRef) -> std::result::Result<Vec<String>, arrow::error::ArrowError> {
+    let arr = &castable_bytes(arr);
     if !arrow::compute::can_cast_types(arr.data_type(), &DataType::Utf8) {
         // A struct or map has no cast to text; Arrow's display of it (`{x: 1}`) is what a
         // CSV output can hold of a column passed through unchanged.
@@ -636,8 +637,23 @@ pub fn added_column_position<S: AsRef<str>>(header: &[S], name: &str) -> Option<
 pub fn holds_bytes(t: &DataType) -> bool {
     matches!(
         t,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+        DataType::Binary
+            | DataType::LargeBinary
+            | DataType::BinaryView
+            | DataType::FixedSizeBinary(_)
     )
+}
+
+/// `arr` with fixed-width bytes made variable-width ones, which Arrow casts to text (it has
+/// no cast from fixed-width bytes to text, and would show them as hex); any other column
+/// as it is.
+fn castable_bytes(arr: &ArrayRef) -> ArrayRef {
+    match arr.data_type() {
+        DataType::FixedSizeBinary(_) => {
+            arrow::compute::cast(arr, &DataType::Binary).unwrap_or_else(|_| arr.clone())
+        }
+        _ => arr.clone(),
+    }
 }
 
 /// The rows of `arr` whose bytes are not UTF-8 text: values of a binary column (as some
@@ -648,7 +664,7 @@ pub fn rows_not_utf8(arr: &ArrayRef) -> Vec<usize> {
         return Vec::new();
     }
     // A safe cast makes each value that is not UTF-8 a null.
-    let Ok(text) = arrow::compute::cast(arr, &DataType::Utf8) else {
+    let Ok(text) = arrow::compute::cast(&castable_bytes(arr), &DataType::Utf8) else {
         return Vec::new();
     };
     (0..arr.len())
@@ -1169,6 +1185,28 @@ mod tests {
         for t in [DataType::Utf8, DataType::LargeUtf8, DataType::Int64, dict] {
             assert_eq!(not_text(&t), None, "{t}");
         }
+    }
+
+    #[test]
+    fn bytes_of_fixed_width_are_read_as_text_and_checked_for_utf8() {
+        // Some writers store short text as fixed-width bytes; it is text like any binary
+        // column's, and bytes that are not UTF-8 are found, not shown as hex.
+        let fixed: ArrayRef = Arc::new(
+            arrow::array::FixedSizeBinaryArray::try_from_sparse_iter_with_size(
+                [
+                    Some(b"chef".to_vec()),
+                    None,
+                    Some(vec![0xff, 0xfe, b'a', b'b']),
+                ]
+                .into_iter(),
+                4,
+            )
+            .unwrap(),
+        );
+        assert!(holds_bytes(fixed.data_type()));
+        assert_eq!(rows_not_utf8(&fixed), [2]);
+        let text = arrow_text(&fixed).unwrap();
+        assert_eq!(&text[..2], ["chef", ""]);
     }
 
     #[test]

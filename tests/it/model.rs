@@ -370,6 +370,30 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         ),
         "{out}"
     );
+    // So are titles stored as bytes of a fixed width.
+    let fixed = arrow::array::FixedSizeBinaryArray::try_from_iter(
+        [&b"chef"[..], b"\xff\xfeab"].into_iter(),
+    )
+    .unwrap();
+    artifacts::table::Table::new()
+        .with(
+            "job_title",
+            artifacts::table::Column::Arrow(std::sync::Arc::new(fixed)),
+        )
+        .write_parquet(&p.path("fixed.parquet"))
+        .unwrap();
+    p.ok(&[
+        "predict",
+        "--input",
+        "fixed.parquet",
+        "--output",
+        "fixed.csv",
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(p.path("fixed.csv")).unwrap(),
+        out,
+        "fixed-width bytes code as variable-width ones"
+    );
 
     // The pipeline's `predict` stage says so too when its records have no duties column.
     let first = p.ok(&["run", P]);
