@@ -198,11 +198,40 @@ impl Stage for Clean {
             ))
             .into());
         }
+        let mut reasons: HashMap<String, usize> = HashMap::new();
+        for r in &q_reason {
+            let k = r.split(';').next().unwrap_or(r).to_string();
+            *reasons.entry(k).or_default() += 1;
+        }
         if out.is_empty() {
+            // The quarantine file is not written when the stage fails, so the reasons go in
+            // the error: the most frequent ones, each with the first row it was given for.
+            let mut common: Vec<(&String, &usize)> = reasons.iter().collect();
+            common.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            let why: Vec<String> = common
+                .iter()
+                .take(3)
+                .map(|(reason, n)| {
+                    let i = q_reason
+                        .iter()
+                        .position(|r| r.split(';').next() == Some(reason.as_str()))
+                        .expect("a counted reason was given");
+                    let column = if q_col[i].is_empty() {
+                        String::new()
+                    } else {
+                        format!(", column `{}`", q_col[i])
+                    };
+                    format!(
+                        "{n} × {reason} (first: row {}, line {}{column})",
+                        q_row[i], q_line[i]
+                    )
+                })
+                .collect();
             return Err(crate::Error::Empty(format!(
-                "{}: no usable rows remain after cleaning (all {} quarantined); see the quarantine reasons",
+                "{}: no usable rows remain after cleaning (all {} quarantined): {}",
                 input.display(),
-                q_row.len()
+                q_row.len(),
+                why.join("; ")
             ))
             .into());
         }
@@ -216,11 +245,6 @@ impl Stage for Clean {
             codes_by_text.iter().filter(|(_, c)| c.len() > 1).collect();
         examples.sort();
         examples.truncate(10);
-        let mut reasons: HashMap<String, usize> = HashMap::new();
-        for r in &q_reason {
-            let k = r.split(';').next().unwrap_or(r).to_string();
-            *reasons.entry(k).or_default() += 1;
-        }
         out.write(&ctx.output("records.parquet"))?;
         Table::new()
             .with("row", Column::Int(q_row.clone()))

@@ -228,7 +228,11 @@ inputs = { records = "clean_good.records" }
     );
     let (code, err) = p.fails(&["run", "pipelines/two.toml"]);
     assert_eq!(code, 1);
-    assert!(err.contains("no usable rows remain"), "{err}");
+    // The stage writes no quarantine file when it fails, so its error gives the reasons.
+    assert!(
+        err.contains("bad.csv: no usable rows remain after cleaning (all 1 quarantined): 1 × `12` is not a 4-digit ISCO-08 unit group code (first: row 0, line 2, column `isco_code`)"),
+        "{err}"
+    );
     let run = p.last_run();
     assert_eq!(run["status"], "failed");
     assert_eq!(outcome_of(&run, "clean_bad"), "failed");
