@@ -115,6 +115,22 @@ pub fn read_labelled(path: &Path, columns: &LabelledColumns) -> Result<Labelled,
     })
 }
 
+/// The first unusable rows of a file and why, for an error: `row 0 (line 2): …; row 1
+/// (line 3): …; and 5 more`.
+fn unusable_summary(bad: &[Unusable]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = bad
+        .iter()
+        .take(SHOWN)
+        .map(|(row, line, reason)| format!("row {row} (line {line}): {reason}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if bad.len() > SHOWN {
+        text.push_str(&format!("; and {} more", bad.len() - SHOWN));
+    }
+    text
+}
+
 /// One line that says what a metric in the report means.
 fn metric_definition(name: &str) -> &'static str {
     match name {
@@ -523,8 +539,9 @@ impl Stage for Evaluate {
                 texts,
                 codes,
                 raw,
-                unusable: bad,
+                unusable: bad_rows,
             } = read_labelled(path, &columns)?;
+            let bad = &bad_rows;
             if !bad.is_empty() {
                 Table::new()
                     .with("row", Column::Int(bad.iter().map(|b| b.0).collect()))
@@ -547,11 +564,13 @@ impl Stage for Evaluate {
                 continue;
             }
             if texts.is_empty() {
+                // The stage's report is not kept when it fails, so the error says why.
                 return Err(Error::Input {
                     path: path.clone(),
                     message: format!(
-                        "has no usable labelled rows (needs a job title and a 4-digit code in `{}`)",
-                        columns_of(path, &columns).code_column.trim()
+                        "has no usable labelled rows (a job title and a 4-digit code in `{}`): {}",
+                        columns_of(path, &columns).code_column.trim(),
+                        unusable_summary(&bad_rows)
                     ),
                 }
                 .into());
@@ -627,6 +646,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(read_labelled(&written, &office).unwrap().texts, l.texts);
+        let many: Vec<Unusable> = (0..5).map(|r| (r, r + 2, "why".to_string())).collect();
+        assert_eq!(
+            unusable_summary(&many),
+            "row 0 (line 2): why; row 1 (line 3): why; row 2 (line 4): why; and 2 more"
+        );
+        assert_eq!(
+            unusable_summary(&l.unusable),
+            "row 1 (line 3): column `ISCO`: `51` is not a 4-digit code"
+        );
         let Err(e) = read_labelled(&own, &LabelledColumns::default()) else {
             panic!("read by the standard names")
         };

@@ -496,6 +496,26 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
             "{metric}"
         );
     }
+    // A file none of whose rows can be scored fails the stage, and the error says why (the
+    // report that lists unusable rows is not kept for a failed stage).
+    p.write(
+        "data/demo/office_eval.csv",
+        "Job Title;Duties;ISCO\nchef;cooking;51\n",
+    );
+    let (_, err) = p.fails(&[
+        "run",
+        P,
+        "-S",
+        "evaluate.title_column=Job Title",
+        "-S",
+        "evaluate.duties_column=Duties",
+        "-S",
+        "evaluate.code_column=ISCO",
+    ]);
+    assert!(
+        err.contains("office_eval.csv: has no usable labelled rows (a job title and a 4-digit code in `ISCO`): row 0 (line 2): column `ISCO`: `51` is not a 4-digit code"),
+        "{err}"
+    );
     // A code column named for another field is refused, naming the key.
     let (_, err) = p.fails(&[
         "run",
