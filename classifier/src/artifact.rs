@@ -161,6 +161,32 @@ pub struct NgramTraining {
     pub validation_macro_f1: f64,
     /// Seconds it trained.
     pub train_seconds: f64,
+    /// The network kept when the model was refitted: trained again on the training and
+    /// validation records (see [`RefitTraining`]). The model's network is that one, and
+    /// this one (which every fit on validation read) is not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refit: Option<RefitTraining>,
+}
+
+/// The n-gram network of a refitted model: after early stopping and every fit on
+/// validation, trained again from scratch on the training examples and the validation
+/// records together, for the epochs early stopping chose. `key` is a digest of the first
+/// training's key, so a run that would refit the same network takes it from the previous
+/// model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefitTraining {
+    /// blake3 of what the refit reads (hex).
+    pub key: String,
+    /// Examples it trained on: the training records, the reference examples and the
+    /// validation records.
+    pub examples: usize,
+    /// The validation records among them.
+    pub validation_records: usize,
+    /// Epochs it ran (the first training's best epoch).
+    pub epochs: usize,
+    /// Seconds it trained.
+    pub train_seconds: f64,
 }
 
 /// How a model's fine-tuned encoder (`transformer/`) was trained: `key` is a digest of

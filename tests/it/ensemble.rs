@@ -696,6 +696,93 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     assert!(out.lines().count() > 100, "{out}");
 }
 
+/// `refit = true`: the n-gram network is trained again with the validation records and the
+/// indexes take validation's titles and clauses, while the calibration, cascade and mix fitted
+/// on validation stay as they were; a later run that changes only those fits takes the
+/// refitted network from the previous model, and turning the setting off finds the model
+/// trained without it.
+#[test]
+fn a_refitted_ensemble_learns_validation_and_keeps_its_fits() {
+    let p = Project::new(1500);
+    random_encoder(&p);
+    let until = ["run", "pipelines/ensemble.toml", "--until", "evaluate"];
+    p.ok(&until);
+    let first = p.json("models/latest/model.json");
+    let first_net = std::fs::read(p.path("models/latest/model.bpk")).unwrap();
+    let entries = |part: &str| {
+        p.json("models/latest/retrieval/index.json")[part]
+            .as_array()
+            .unwrap()
+            .len() as u64
+    };
+    let (titles, clauses) = (entries("titles"), entries("duties"));
+    let fits = |m: &serde_json::Value| {
+        serde_json::json!([
+            m["temperature"],
+            m["isotonic"],
+            m["cascade"],
+            m["title_only"]
+        ])
+    };
+    let mix =
+        |run: &serde_json::Value| stage_of(run, "train")["metrics"]["retrieval"]["mix"].clone();
+    let first_mix = mix(&p.last_run());
+
+    let refit = [&until[..], &["-S", "training.refit=true"]].concat();
+    let out = p.ok(&refit);
+    assert!(
+        out.contains("refit: the n-gram network trained again"),
+        "{out}"
+    );
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    assert_eq!(outcome_of(&run, "evaluate"), "executed");
+    let m = &stage_of(&run, "train")["metrics"]["refit"];
+    let validation = m["training"]["validation_records"].as_u64().unwrap();
+    assert!(validation > 100, "{m}");
+    assert_eq!(m["reused"], false, "{m}");
+    let added = &m["index_entries_added"];
+    assert!(added[0].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(entries("titles"), titles + added[0].as_u64().unwrap());
+    assert_eq!(entries("duties"), clauses + added[1].as_u64().unwrap());
+    let refitted = p.json("models/latest/model.json");
+    assert_eq!(
+        fits(&refitted),
+        fits(&first),
+        "what was fitted on validation is kept"
+    );
+    assert_eq!(mix(&run), first_mix);
+    assert_eq!(
+        refitted["ngram_training"]["key"], first["ngram_training"]["key"],
+        "the first training is the same"
+    );
+    assert_eq!(
+        refitted["ngram_training"]["refit"]["validation_records"],
+        validation
+    );
+    let refit_net = std::fs::read(p.path("models/latest/model.bpk")).unwrap();
+    assert_ne!(refit_net, first_net, "the network is trained again");
+    scored_and_codes(&p, "retrieval", 0.5);
+
+    // A setting only the fits on validation read: the refitted network is the previous one.
+    let ece = [&refit[..], &["-S", "training.calibration=ece"]].concat();
+    p.ok(&ece);
+    let run = p.last_run();
+    assert_eq!(outcome_of(&run, "train"), "executed");
+    assert_eq!(stage_of(&run, "train")["metrics"]["refit"]["reused"], true);
+    assert_eq!(
+        std::fs::read(p.path("models/latest/model.bpk")).unwrap(),
+        refit_net
+    );
+    // Without the setting, the model trained without it.
+    p.ok(&until);
+    assert_eq!(outcome_of(&p.last_run(), "train"), "restored");
+    assert_eq!(
+        std::fs::read(p.path("models/latest/model.bpk")).unwrap(),
+        first_net
+    );
+}
+
 #[test]
 fn ensemble_beyond_the_exact_search_limit_searches_an_hnsw_graph() {
     let p = Project::new(1500);

@@ -433,6 +433,43 @@ pub(super) fn build(
     Ok((retrieval, cal, cascade, title_only, summary))
 }
 
+/// Builds a fitted ensemble's indexes again with validation's titles and duty clauses (a
+/// refit, see [`super::refit`]): the reference entries and each distinct title and clause of
+/// the training and validation records together, with its majority code over both. Only the
+/// texts no cache holds are embedded. Returns how many title and clause entries were added.
+pub(super) fn index_validation(
+    r: &mut Retrieval,
+    tax: &Taxonomy,
+    labels: &[String],
+    tr: Examples<'_>,
+    va: Examples<'_>,
+) -> Result<(usize, usize), Error> {
+    let text: Vec<String> = tr.text.iter().chain(va.text).cloned().collect();
+    let code: Vec<String> = tr.isco_code.iter().chain(va.isco_code).cloned().collect();
+    let (mut title_entries, mut duty_entries) = reference_entries(tax);
+    let (t, d) = titles_and_clauses(Examples::new(&text, &code));
+    title_entries.extend(t);
+    duty_entries.extend(d);
+    let (mut titles, title_texts) = index_of(title_entries, labels);
+    let (mut duties, duty_texts) = index_of(duty_entries, labels);
+    {
+        let mut cache = r.cache.lock().expect("cache");
+        titles.vectors = cache.embed(&r.encoder, &title_texts, &|_, _| {})?.0;
+        duties.vectors = cache.embed(&r.encoder, &duty_texts, &|_, _| {})?.0;
+    }
+    let added = (
+        titles.len().saturating_sub(r.titles.len()),
+        duties.len().saturating_sub(r.duties.len()),
+    );
+    r.titles = titles;
+    r.duties = duties;
+    r.prepare_search();
+    if let Err(e) = r.flush_shared_cache() {
+        tracing::warn!("could not write to the shared embedding cache: {e}");
+    }
+    Ok(added)
+}
+
 /// The retrieval half of a fine-tuned ensemble: the base model's indexes over the new label
 /// set plus the corrections' titles and duty clauses (only texts not in a cache are
 /// embedded). The mix is kept.

@@ -27,6 +27,7 @@ pub mod cascade;
 pub mod data;
 pub mod ensemble;
 pub mod finetune;
+pub mod refit;
 pub mod reranker;
 pub mod spec;
 pub mod title_only;
@@ -88,6 +89,51 @@ pub struct FitSummary {
     /// The cascade of an ensemble, as fitted on validation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cascade: Option<CascadeFit>,
+    /// The refit with validation (`refit = true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refit: Option<RefitSummary>,
+}
+
+/// What a refit with validation did ([`refit`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct RefitSummary {
+    /// How the kept network was trained.
+    pub training: crate::artifact::RefitTraining,
+    /// Whether it is the previous run's, refitted from the same.
+    pub reused: bool,
+    /// Title and duty-clause entries validation added to an ensemble's indexes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_entries_added: Option<(usize, usize)>,
+}
+
+impl RefitSummary {
+    /// The stage report's line.
+    pub fn line(&self) -> String {
+        let t = &self.training;
+        let index = match self.index_entries_added {
+            Some((titles, clauses)) => format!(
+                "; the indexes hold validation's titles and clauses too (+{titles} titles, +{clauses} clauses)"
+            ),
+            None => String::new(),
+        };
+        format!(
+            "refit: the n-gram network trained again on {} examples with the {} validation records, {} epochs in {:.1}s{}{index}; the calibration{} fitted before is kept",
+            t.examples,
+            t.validation_records,
+            t.epochs,
+            t.train_seconds,
+            if self.reused {
+                " (the previous run's: same first training)"
+            } else {
+                ""
+            },
+            if self.index_entries_added.is_some() {
+                ", mix and cascade"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 impl FitSummary {
@@ -120,6 +166,7 @@ impl FitSummary {
                 .and_then(|r| r.title_only.as_ref())
                 .map(title_only_line),
         );
+        out.extend(self.refit.as_ref().map(RefitSummary::line));
         out
     }
 }
@@ -240,12 +287,13 @@ pub fn fit(
             )?
         }
     };
-    let ngram_training = NgramTraining {
+    let mut ngram_training = NgramTraining {
         key,
         epochs_run: net.epochs_run,
         best_epoch: net.best_epoch,
         validation_macro_f1: net.best_val_macro_f1,
         train_seconds: net.train_seconds,
+        refit: None,
     };
 
     // Calibration on validation, replaced by the calibration of the part that decides.
@@ -317,15 +365,52 @@ pub fn fit(
             )
         }
     };
-    let net = model.net();
+    let mut model = model;
+    let refit = if spec.refit {
+        let refitted = refit::refit_network(
+            &refit::FirstTraining {
+                key: &ngram_training.key,
+                texts: &texts,
+                y: &y,
+                repeats: &repeats,
+                best_epoch: ngram_training.best_epoch,
+            },
+            validation,
+            &labels,
+            fc,
+            tc,
+            files,
+            progress,
+        )?;
+        let index_entries_added = match &mut model {
+            Model::Ensemble { retrieval, .. } if spec.ensemble.index_records => Some(
+                ensemble::index_validation(retrieval, tax, &labels, train_set, validation)?,
+            ),
+            _ => None,
+        };
+        match &mut model {
+            Model::Ngram { net } | Model::Transformer { net, .. } | Model::Ensemble { net, .. } => {
+                *net = refitted.net
+            }
+        }
+        ngram_training.refit = Some(refitted.training.clone());
+        Some(RefitSummary {
+            training: refitted.training,
+            reused: refitted.reused,
+            index_entries_added,
+        })
+    } else {
+        None
+    };
+    // The first training's numbers: a refitted network has no validation of its own.
     let summary = FitSummary {
         train_records: train_set.len(),
         augmentation_examples: augmented,
         classes: c,
-        epochs_run: net.epochs_run,
-        best_epoch: net.best_epoch,
-        validation_macro_f1: net.best_val_macro_f1,
-        train_seconds: net.train_seconds,
+        epochs_run: ngram_training.epochs_run,
+        best_epoch: ngram_training.best_epoch,
+        validation_macro_f1: ngram_training.validation_macro_f1,
+        train_seconds: ngram_training.train_seconds,
         ngram_reused,
         temperature: cal.temperature,
         validation_ece_before: cal.ece_before,
@@ -333,6 +418,7 @@ pub fn fit(
         retrieval: retrieval_summary,
         transformer: transformer_summary,
         cascade: cascade.as_ref().map(|c| c.fit.clone()),
+        refit,
     };
     let meta = ModelMeta {
         format: FORMAT,
@@ -429,7 +515,9 @@ fn ngram_key(
 /// so a damaged previous model is only logged.
 fn previous_net(dir: &std::path::Path, key: &str) -> Option<crate::model::Trained> {
     let meta = Model::read_meta(dir).ok()?;
-    if meta.ngram_training.as_ref().map(|t| t.key.as_str()) != Some(key) {
+    // A refitted model's network is the refit, not the network this key trained.
+    let training = meta.ngram_training.as_ref()?;
+    if training.key != key || training.refit.is_some() {
         return None;
     }
     match Model::load_net(dir, &meta) {
@@ -463,6 +551,52 @@ mod tests {
         s.train.dim = 8;
         s.train.epochs = 2;
         s
+    }
+
+    /// A refit trains the network again on the training and validation examples for the
+    /// epochs early stopping chose and keeps the calibration fitted before; a later run takes
+    /// the refitted network from the previous model, never as the first training's.
+    #[test]
+    fn a_refit_trains_again_with_validation_and_keeps_the_calibration() {
+        let (text, code) = data();
+        let (tr, va) = (
+            Examples::new(&text[..40], &code[..40]),
+            Examples::new(&text[40..], &code[40..]),
+        );
+        let tax = Taxonomy::codes_only();
+        let plain = fit(&spec(), tr, va, &tax, &Files::default(), &Silent).unwrap();
+        let mut on = spec();
+        on.refit = true;
+        assert!(!spec().reads("refit"), "a model without a refit keeps its key");
+        assert!(on.reads("refit"));
+        let refit = fit(&on, tr, va, &tax, &Files::default(), &Silent).unwrap();
+        assert_eq!(refit.meta.temperature, plain.meta.temperature);
+        assert_eq!(refit.meta.isotonic, plain.meta.isotonic);
+        assert_eq!(refit.summary.best_epoch, plain.summary.best_epoch);
+        let r = refit.summary.refit.as_ref().unwrap();
+        assert_eq!(r.training.validation_records, 20);
+        assert_eq!(r.training.examples, 60);
+        assert_eq!(r.training.epochs, plain.summary.best_epoch);
+        assert!(!r.reused);
+        assert_ne!(refit.model.net().table, plain.model.net().table);
+        assert_eq!(
+            refit.meta.ngram_training.as_ref().unwrap().refit.as_ref(),
+            Some(&r.training)
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        refit.save(dir.path()).unwrap();
+        let files = Files {
+            previous_model: Some(dir.path()),
+            ..Files::default()
+        };
+        let again = fit(&on, tr, va, &tax, &files, &Silent).unwrap();
+        assert!(!again.summary.ngram_reused, "the first network is not kept");
+        assert!(again.summary.refit.as_ref().unwrap().reused);
+        assert_eq!(again.model.net().table, refit.model.net().table);
+        let off = fit(&spec(), tr, va, &tax, &files, &Silent).unwrap();
+        assert!(!off.summary.ngram_reused);
+        assert_eq!(off.model.net().table, plain.model.net().table);
     }
 
     /// A training run given exactly what the previous one trained the network on takes that

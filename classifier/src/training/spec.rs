@@ -78,6 +78,10 @@ pub struct FitSpec {
     pub augmentation_repeats: u32,
     /// How the confidence is calibrated on validation (`calibration`).
     pub calibration: CalibrationMethod,
+    /// After every fit on validation, train the n-gram network again on the training and
+    /// validation records together, and index validation's titles and duty clauses too
+    /// (`refit`); what was fitted on validation is kept.
+    pub refit: bool,
     /// The retrieval half (kind `ensemble`).
     pub ensemble: EnsembleConfig,
     /// The fine-tuned encoder (kind `transformer`, or an ensemble with one); its seed is
@@ -104,6 +108,7 @@ impl Default for FitSpec {
             reference_augmentation: true,
             augmentation_repeats: 2,
             calibration: CalibrationMethod::Isotonic,
+            refit: false,
             ensemble: EnsembleConfig::default(),
             transformer: TuneConfig::default(),
             device: crate::device::DeviceChoice::Auto,
@@ -131,11 +136,12 @@ const SEARCH_KEYS: [(&str, &str); 3] = [
 /// The prefix of the transformer's keys.
 const TRANSFORMER: &str = "transformer_";
 /// Keys of the spec itself.
-const OWN_KEYS: [&str; 6] = [
+const OWN_KEYS: [&str; 7] = [
     "device",
     "precision",
     "model_kind",
     "calibration",
+    "refit",
     "reference_augmentation",
     "augmentation_repeats",
 ];
@@ -158,6 +164,7 @@ impl FitSpec {
         let mut out = Map::new();
         out.insert("model_kind".into(), to_value(&self.kind));
         out.insert("calibration".into(), to_value(&self.calibration));
+        out.insert("refit".into(), self.refit.into());
         out.insert("device".into(), to_value(&self.device));
         out.insert("precision".into(), to_value(&self.precision));
         out.insert(
@@ -253,6 +260,7 @@ impl FitSpec {
         Ok(FitSpec {
             kind: typed("model_kind", own("model_kind"))?,
             calibration: typed("calibration", own("calibration"))?,
+            refit: typed("refit", own("refit"))?,
             device: typed("device", own("device"))?,
             precision: typed("precision", own("precision"))?,
             reference_augmentation: typed("reference_augmentation", own("reference_augmentation"))?,
@@ -291,6 +299,11 @@ impl FitSpec {
         }
         if key == "device" {
             return ensemble || self.has_transformer();
+        }
+        if key == "refit" {
+            // A model that is not refitted is what a key without `refit` stands for, so
+            // the models trained before the setting existed keep their keys.
+            return self.refit;
         }
         if key == "precision" {
             // fp32 is the computation a key without `precision` stands for: written out or
