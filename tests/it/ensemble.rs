@@ -774,6 +774,28 @@ fn a_refitted_ensemble_learns_validation_and_keeps_its_fits() {
         std::fs::read(p.path("models/latest/model.bpk")).unwrap(),
         refit_net
     );
+    // Fine-tuning a refitted model fits nothing on validation again (its network learned
+    // those records): the base's calibration stays and every row goes through the whole model.
+    drop_demo_corrections(&p);
+    let out = p.ok(&[
+        "run",
+        "pipelines/finetune-ensemble.toml",
+        "-S",
+        "training.refit=true",
+    ]);
+    assert!(
+        out.contains("the base model was refitted with validation"),
+        "{out}"
+    );
+    let run = p.last_run();
+    assert_eq!(
+        stage_of(&run, "fine-tune")["metrics"]["base_refitted"],
+        true
+    );
+    let tuned = p.json("models/finetuned/model.json");
+    assert!(tuned["cascade"].is_null(), "{}", tuned["cascade"]);
+    assert_eq!(tuned["temperature"], refitted["temperature"]);
+
     // Without the setting, the model trained without it.
     p.ok(&until);
     assert_eq!(outcome_of(&p.last_run(), "train"), "restored");

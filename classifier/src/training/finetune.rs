@@ -70,6 +70,9 @@ pub struct FineTuneSummary {
     /// The extension of an ensemble's indexes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<ExtensionSummary>,
+    /// The base model was refitted with validation, so nothing was fitted on validation
+    /// again (its network had learned those records).
+    pub base_refitted: bool,
 }
 
 impl FineTuneSummary {
@@ -83,8 +86,13 @@ impl FineTuneSummary {
                 format!("{n} new: {}{more}", shown.collect::<Vec<_>>().join(" "))
             }
         };
+        let refitted = if self.base_refitted {
+            "; the base model was refitted with validation, so its calibration is kept and every row goes through the whole model"
+        } else {
+            ""
+        };
         format!(
-            "{} {} x{} + {} replayed records, {} epochs in {:.1}s; {} classes ({new})",
+            "{} {} x{} + {} replayed records, {} epochs in {:.1}s; {} classes ({new}){refitted}",
             self.corrections,
             if self.corrections == 1 {
                 "correction"
@@ -120,6 +128,14 @@ pub fn fine_tune(
     if corrections.is_empty() {
         return Err(Error::NoCorrections);
     }
+    // A refitted base network learned the validation records: a calibration or cascade
+    // fitted on them would read rows it has seen and trust it too much, so the model is
+    // fine-tuned as without validation rows.
+    let base_refitted = base_meta
+        .ngram_training
+        .as_ref()
+        .is_some_and(|t| t.refit.is_some());
+    let validation = if base_refitted { None } else { validation };
     let mut rng = Rng::new(spec.seed);
     let mut pick: Vec<usize> = (0..replay.len()).collect();
     rng.shuffle(&mut pick);
@@ -343,6 +359,7 @@ pub fn fine_tune(
         validation_ece_before: ece.map(|e| e.0),
         validation_ece_after: ece.map(|e| e.1),
         retrieval: retrieval_summary,
+        base_refitted,
         cascade: cascade.as_ref().map(|c| c.fit.clone()),
         title_only: title_only.as_ref().map(|t| t.fit.clone()),
     };

@@ -117,7 +117,7 @@ impl RefitSummary {
             None => String::new(),
         };
         format!(
-            "refit: the n-gram network trained again on {} examples with the {} validation records, {} epochs in {:.1}s{}{index}; the calibration{} fitted before is kept",
+            "refit: the n-gram network trained again on {} examples with the {} validation records, {} epochs in {:.1}s{}{index}; what was fitted on validation before ({}) is kept",
             t.examples,
             t.validation_records,
             t.epochs,
@@ -128,9 +128,9 @@ impl RefitSummary {
                 ""
             },
             if self.index_entries_added.is_some() {
-                ", mix and cascade"
+                "the calibrations, the mix, the cascade"
             } else {
-                ""
+                "the calibration"
             }
         )
     }
@@ -567,7 +567,10 @@ mod tests {
         let plain = fit(&spec(), tr, va, &tax, &Files::default(), &Silent).unwrap();
         let mut on = spec();
         on.refit = true;
-        assert!(!spec().reads("refit"), "a model without a refit keeps its key");
+        assert!(
+            !spec().reads("refit"),
+            "a model without a refit keeps its key"
+        );
         assert!(on.reads("refit"));
         let refit = fit(&on, tr, va, &tax, &Files::default(), &Silent).unwrap();
         assert_eq!(refit.meta.temperature, plain.meta.temperature);
