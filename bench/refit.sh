@@ -4,8 +4,9 @@
 # embedding cache linked in when there is one, so no run embeds the records again):
 #   1. bench/ensemble-150k.toml as shipped and with `-S training.refit=true`, each evaluated
 #      through the cascade (as shipped) and with every part on every row;
-#   2. with the refit, a setting only the fits on validation read (`training.calibration`):
-#      what a re-run of `train` keeps;
+#   2. the refit with a smaller `cascade_max_loss`; `isco-dag predict` of the 150,000 records
+#      with each ensemble; then, with the refit, a setting only the fits on validation read
+#      (`training.calibration`): what a re-run of `train` keeps;
 #   3. bench/full-150k.toml (`ngram`) as shipped and refitted;
 #   4. each ensemble fine-tuned on corrections.csv (bench/finetune-150k.toml's stages, linked
 #      into bench/out/corrections_in/ for this script only).
@@ -35,6 +36,29 @@ for refit in false true; do
       -S training.refit=$refit -S inference.cascade=$cascade | train_lines
     eval_row bench/out/$STORE "ensemble, refit $refit, cascade $cascade"
   done
+done
+echo "== ensemble, refit true, cascade_max_loss 0.001"
+$BIN run bench/out/refit.toml --until evaluate -S training.refit=true \
+  -S model.cascade_max_loss=0.001 | train_lines
+eval_row bench/out/$STORE "ensemble, refit true, cascade_max_loss 0.001"
+# `isco-dag predict` of the 150,000 records (titles and duties) with each model, from a copy
+# without its embedding cache and an empty store, so every row sent on is embedded then.
+python3 - <<PY
+import csv
+r = csv.reader(open('../shared/data/records_150k.csv')); next(r)
+w = csv.writer(open('bench/out/cascade_150k.csv', 'w')); w.writerow(['job_title', 'duties_description'])
+[w.writerow(row[:2]) for row in r]
+PY
+for v in "shipped:" "refit:-S training.refit=true" \
+  "refit, cascade_max_loss 0.001:-S training.refit=true -S model.cascade_max_loss=0.001"; do
+  # shellcheck disable=SC2086
+  $BIN run bench/out/refit.toml --until train ${v#*:} > /dev/null
+  rm -rf bench/out/speed-model bench/out/speed-store && cp -r bench/out/refit/train/model bench/out/speed-model
+  chmod -R u+w bench/out/speed-model && rm -f bench/out/speed-model/retrieval/cache-*.bin && sync
+  echo "== isco-dag predict, ${v%%:*}"
+  /usr/bin/time -f "wall %e s, peak RSS %M KB" $BIN predict --model bench/out/speed-model \
+    --store bench/out/speed-store --input bench/out/cascade_150k.csv --output bench/out/speed_refit.parquet 2>&1 \
+    | grep -E "^coded|wall"
 done
 echo "== ensemble, refit true, training.calibration=ece (a re-run of train)"
 /usr/bin/time -f "wall %e s" $BIN run bench/out/refit.toml --until train \
