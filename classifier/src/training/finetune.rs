@@ -71,7 +71,7 @@ pub struct FineTuneSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<ExtensionSummary>,
     /// The base model was refitted with validation, so nothing was fitted on validation
-    /// again (its network had learned those records).
+    /// again (its network had learned those records): its calibrations and cascade are kept.
     pub base_refitted: bool,
 }
 
@@ -87,7 +87,7 @@ impl FineTuneSummary {
             }
         };
         let refitted = if self.base_refitted {
-            "; the base model was refitted with validation, so its calibration is kept and every row goes through the whole model"
+            "; the base model was refitted with validation, so what it fitted on validation is kept"
         } else {
             ""
         };
@@ -320,6 +320,17 @@ pub fn fine_tune(
                 ),
             }
         }
+        // A refitted base keeps everything it fitted on validation, as the refitted model
+        // itself does: those fits read a network that had not seen the records they were
+        // fitted on, which neither the refitted network nor this one can be.
+        None if base_refitted => (
+            base_meta.temperature,
+            base_meta.isotonic.clone(),
+            None,
+            None,
+            base_meta.cascade.clone(),
+            base_meta.title_only.clone(),
+        ),
         // Without validation rows the base model's calibration stays; an ensemble's cascade
         // cannot (its first step's network changed), so every row goes through the whole model;
         // nor can the calibration of unseen titles (fitted on the base model's scores).
