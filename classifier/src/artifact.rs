@@ -341,6 +341,15 @@ impl Model {
         }
     }
 
+    /// The n-gram network, to replace it.
+    pub fn net_mut(&mut self) -> &mut Trained {
+        match self {
+            Model::Ngram { net } | Model::Transformer { net, .. } | Model::Ensemble { net, .. } => {
+                net
+            }
+        }
+    }
+
     /// The retrieval half (`ensemble`).
     pub fn retrieval(&self) -> Option<&Retrieval> {
         match self {

@@ -91,49 +91,7 @@ pub struct FitSummary {
     pub cascade: Option<CascadeFit>,
     /// The refit with validation (`refit = true`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub refit: Option<RefitSummary>,
-}
-
-/// What a refit with validation did ([`refit`]).
-#[derive(Debug, Clone, Serialize)]
-pub struct RefitSummary {
-    /// How the kept network was trained.
-    pub training: crate::artifact::RefitTraining,
-    /// Whether it is the previous run's, refitted from the same.
-    pub reused: bool,
-    /// Title and duty-clause entries validation added to an ensemble's indexes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub index_entries_added: Option<(usize, usize)>,
-}
-
-impl RefitSummary {
-    /// The stage report's line.
-    pub fn line(&self) -> String {
-        let t = &self.training;
-        let index = match self.index_entries_added {
-            Some((titles, clauses)) => format!(
-                "; the indexes hold validation's titles and clauses too (+{titles} titles, +{clauses} clauses)"
-            ),
-            None => String::new(),
-        };
-        format!(
-            "refit: the n-gram network trained again on {} examples with the {} validation records, {} epochs in {:.1}s{}{index}; what was fitted on validation before ({}) is kept",
-            t.examples,
-            t.validation_records,
-            t.epochs,
-            t.train_seconds,
-            if self.reused {
-                " (the previous run's: same first training)"
-            } else {
-                ""
-            },
-            if self.index_entries_added.is_some() {
-                "the calibrations, the mix, the cascade"
-            } else {
-                "the calibration"
-            }
-        )
-    }
+    pub refit: Option<refit::RefitSummary>,
 }
 
 impl FitSummary {
@@ -166,7 +124,7 @@ impl FitSummary {
                 .and_then(|r| r.title_only.as_ref())
                 .map(title_only_line),
         );
-        out.extend(self.refit.as_ref().map(RefitSummary::line));
+        out.extend(self.refit.as_ref().map(refit::RefitSummary::line));
         out
     }
 }
@@ -366,39 +324,19 @@ pub fn fit(
         }
     };
     let mut model = model;
-    let refit = if spec.refit {
-        let refitted = refit::refit_network(
-            &refit::FirstTraining {
-                key: &ngram_training.key,
-                texts: &texts,
-                y: &y,
-                repeats: &repeats,
-                best_epoch: ngram_training.best_epoch,
-            },
-            validation,
-            &labels,
-            fc,
-            tc,
-            files,
-            progress,
-        )?;
-        let index_entries_added = match &mut model {
-            Model::Ensemble { retrieval, .. } if spec.ensemble.index_records => Some(
-                ensemble::index_validation(retrieval, tax, &labels, train_set, validation)?,
-            ),
-            _ => None,
+    let refit = if spec.refit && spec.kind != ModelKind::Transformer {
+        let first = refit::FirstTraining {
+            key: &ngram_training.key,
+            texts: &texts,
+            y: &y,
+            repeats: &repeats,
+            best_epoch: ngram_training.best_epoch,
         };
-        match &mut model {
-            Model::Ngram { net } | Model::Transformer { net, .. } | Model::Ensemble { net, .. } => {
-                *net = refitted.net
-            }
-        }
-        ngram_training.refit = Some(refitted.training.clone());
-        Some(RefitSummary {
-            training: refitted.training,
-            reused: refitted.reused,
-            index_entries_added,
-        })
+        let s = refit::refit_model(
+            &mut model, &first, spec, train_set, validation, &labels, tax, files, progress,
+        )?;
+        ngram_training.refit = Some(s.training.clone());
+        Some(s)
     } else {
         None
     };

@@ -11,13 +11,96 @@
 //! on validation trains it again; the refitted network itself is taken from the previous
 //! model when the first training's key and the epochs are the same ([`RefitTraining`]).
 
+use serde::Serialize;
+
+use crate::Taxonomy;
 use crate::artifact::{Model, RefitTraining};
 use crate::error::Error;
 use crate::features::{FeatureConfig, FeatureMatrix};
 use crate::model::{TrainConfig, TrainData, Trained, train};
 
 use super::data::{Examples, Progress, encode};
-use super::{Files, TrainingDigest};
+use super::{Files, FitSpec, TrainingDigest, ensemble};
+
+/// What a refit with validation did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefitSummary {
+    /// How the kept network was trained.
+    pub training: RefitTraining,
+    /// Whether it is the previous run's, refitted from the same.
+    pub reused: bool,
+    /// Title and duty-clause entries validation added to an ensemble's indexes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index_entries_added: Option<(usize, usize)>,
+}
+
+impl RefitSummary {
+    /// The stage report's line.
+    pub fn line(&self) -> String {
+        let t = &self.training;
+        let index = match self.index_entries_added {
+            Some((titles, clauses)) => format!(
+                "; the indexes hold validation's titles and clauses too (+{titles} titles, +{clauses} clauses)"
+            ),
+            None => String::new(),
+        };
+        format!(
+            "refit: the n-gram network trained again on {} examples with the {} validation records, {} epochs in {:.1}s{}{index}; what was fitted on validation before ({}) is kept",
+            t.examples,
+            t.validation_records,
+            t.epochs,
+            t.train_seconds,
+            if self.reused {
+                " (the previous run's: same first training)"
+            } else {
+                ""
+            },
+            if self.index_entries_added.is_some() {
+                "the calibrations, the mix, the cascade"
+            } else {
+                "the calibration"
+            }
+        )
+    }
+}
+
+/// Refits a fitted `model` (see the module's doc): its network trained again with the
+/// validation records (or the previous model's, refitted from the same first training), and
+/// an ensemble's indexes built again with validation's titles and clauses.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn refit_model(
+    model: &mut Model,
+    first: &FirstTraining<'_>,
+    spec: &FitSpec,
+    train_set: Examples<'_>,
+    validation: Examples<'_>,
+    labels: &[String],
+    tax: &Taxonomy,
+    files: &Files<'_>,
+    progress: &dyn Progress,
+) -> Result<RefitSummary, Error> {
+    let refitted = refit_network(
+        first,
+        validation,
+        labels,
+        &spec.features,
+        &spec.train,
+        files,
+        progress,
+    )?;
+    let index_entries_added = match model {
+        Model::Ensemble { retrieval, .. } if spec.ensemble.index_records => Some(
+            ensemble::index_validation(retrieval, tax, labels, train_set, validation)?,
+        ),
+        _ => None,
+    };
+    *model.net_mut() = refitted.net;
+    Ok(RefitSummary {
+        training: refitted.training,
+        reused: refitted.reused,
+        index_entries_added,
+    })
+}
 
 /// What the first training of the network read, to train it again with validation.
 pub(super) struct FirstTraining<'a> {
@@ -33,7 +116,7 @@ pub(super) struct FirstTraining<'a> {
 }
 
 /// The refitted network and how it was trained; `reused`: taken from the previous model.
-pub(super) struct Refitted {
+struct Refitted {
     pub net: Trained,
     pub training: RefitTraining,
     pub reused: bool,
@@ -50,7 +133,7 @@ fn refit_key(first: &FirstTraining<'_>) -> String {
 
 /// Trains the network again on `first`'s examples and the labelled `validation` records
 /// (or takes the previous model's, refitted from the same).
-pub(super) fn refit_network(
+fn refit_network(
     first: &FirstTraining<'_>,
     validation: Examples<'_>,
     labels: &[String],

@@ -302,8 +302,9 @@ impl FitSpec {
         }
         if key == "refit" {
             // A model that is not refitted is what a key without `refit` stands for, so
-            // the models trained before the setting existed keep their keys.
-            return self.refit;
+            // the models trained before the setting existed keep their keys; a transformer
+            // codes with its encoder, whose network only explains, so it is not refitted.
+            return self.refit && self.kind != ModelKind::Transformer;
         }
         if key == "precision" {
             // fp32 is the computation a key without `precision` stands for: written out or
