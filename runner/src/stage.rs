@@ -177,9 +177,30 @@ pub trait Stage: Send + Sync {
 /// Implements the descriptive methods of [`Stage`] (`kind`, `version`, `help`, `inputs`,
 /// `outputs`, `param_names`) inside an `impl Stage for …` block, from the kind name, the
 /// implementation version, a one-line help, the input and output declarations and the
-/// params type.
+/// params type — or, after `names`, an expression giving the param names, for a stage whose
+/// params are more than one type's.
 #[macro_export]
 macro_rules! stage_metadata {
+    ($kind:literal, version $version:literal, $help:literal, $inputs:expr, $outputs:expr, names $names:expr) => {
+        fn kind(&self) -> &'static str {
+            $kind
+        }
+        fn version(&self) -> &'static str {
+            $version
+        }
+        fn help(&self) -> &'static str {
+            $help
+        }
+        fn inputs(&self) -> &'static [$crate::InputDecl] {
+            $inputs
+        }
+        fn outputs(&self) -> &'static [$crate::OutputDecl] {
+            $outputs
+        }
+        fn param_names(&self) -> Vec<String> {
+            $names
+        }
+    };
     ($kind:literal, version $version:literal, $help:literal, $inputs:expr, $outputs:expr, $params:ty) => {
         fn kind(&self) -> &'static str {
             $kind

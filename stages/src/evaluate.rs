@@ -444,24 +444,7 @@ fn unseen_title_count(pred: &Predictor, texts: &[String]) -> serde_json::Value {
 }
 
 impl Stage for Evaluate {
-    fn kind(&self) -> &'static str {
-        "evaluate"
-    }
-    fn version(&self) -> &'static str {
-        "10"
-    }
-    fn help(&self) -> &'static str {
-        "score a model on the frozen test split and extra labelled files, with error analysis"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>())
-    }
+    runner::stage_metadata!("evaluate", version "10", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (inference, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());

@@ -318,25 +318,7 @@ pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
 }
 
 impl Stage for Predict {
-    fn kind(&self) -> &'static str {
-        "predict"
-    }
-    fn version(&self) -> &'static str {
-        "6"
-    }
-    fn help(&self) -> &'static str {
-        "code new records; write predictions and the review queue"
-    }
-    fn inputs(&self) -> &'static [InputDecl] {
-        INPUTS
-    }
-    fn outputs(&self) -> &'static [OutputDecl] {
-        OUTPUTS
-    }
-    fn param_names(&self) -> Vec<String> {
-        columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>())
-    }
-
+    runner::stage_metadata!("predict", version "6", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, names columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (inference, names): (toml::Table, toml::Table) =
             columns::split_params::<RecordColumns, _, _>(raw.clone());
