@@ -202,24 +202,7 @@ macro_rules! stage_metadata {
         }
     };
     ($kind:literal, version $version:literal, $help:literal, $inputs:expr, $outputs:expr, $params:ty) => {
-        fn kind(&self) -> &'static str {
-            $kind
-        }
-        fn version(&self) -> &'static str {
-            $version
-        }
-        fn help(&self) -> &'static str {
-            $help
-        }
-        fn inputs(&self) -> &'static [$crate::InputDecl] {
-            $inputs
-        }
-        fn outputs(&self) -> &'static [$crate::OutputDecl] {
-            $outputs
-        }
-        fn param_names(&self) -> Vec<String> {
-            $crate::stage::param_names_of::<$params>()
-        }
+        $crate::stage_metadata!($kind, version $version, $help, $inputs, $outputs, names $crate::stage::param_names_of::<$params>());
     };
 }
 
