@@ -1,10 +1,13 @@
 //! `corrections`: ingest the coders' corrections and apply them to the historical records.
 //!
 //! Reads every corrections file the pipeline names (a glob such as `data/corrections/*.csv`;
-//! several files accumulate), in the layout of the design (`3-detailed-plan.md` §3.4):
+//! several files accumulate), in the layout the review page writes:
 //! `job_title, duties_description, corrected_isco_code`, or `text, corrected_isco_code`;
 //! optional `coder`, `timestamp`, `note` (the review page adds `predicted_isco_code` and
-//! `predicted_confidence`, kept for the audit trail). Rows are validated like `clean`:
+//! `predicted_confidence`, kept for the audit trail). A file exported from an office's own
+//! system may instead use the headings `[data]` gives its records (`title_column`,
+//! `duties_column`, and `code_column` for the corrected code), read as `predict` and
+//! `evaluate` read them: each file by those names or by the standard ones it has. Rows are validated like `clean`:
 //! unusable ones go to the quarantine CSV with file, row, line, column and reason.
 //!
 //! Rows are keyed by their normalised text. The same text corrected twice to the same code is
@@ -31,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::clean::load_taxonomy;
+use crate::columns::{self, LabelledColumns};
 use crate::error::Error;
 use crate::records::{Records, read_rows};
 use classifier::text::record_text;
@@ -126,7 +130,9 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
-/// Columns a corrections file may have, in the order `read_rows` returns them.
+/// Columns a corrections file may have, in the order `read_rows` returns them: the title,
+/// the duties and the code under the names `[data]` gives (see [`columns_of`]), then the
+/// rest under their own.
 const COLUMNS: [&str; 10] = [
     "job_title",
     "duties_description",
@@ -139,6 +145,23 @@ const COLUMNS: [&str; 10] = [
     "predicted_isco_code",
     "predicted_confidence",
 ];
+
+/// The column names to read a corrections file by, in [`COLUMNS`]' order: the configured
+/// title, duties and code columns (or the standard ones where the file has those instead).
+/// `corrected_isco_code` is read first; the code column is the fallback.
+fn columns_of(path: &std::path::Path, configured: &LabelledColumns) -> [String; 10] {
+    let c = columns::columns_of(path, configured);
+    let code = if c.code_column == COLUMNS[3] {
+        COLUMNS[4].to_string()
+    } else {
+        c.code_column
+    };
+    let mut names = COLUMNS.map(String::from);
+    names[0] = c.title_column;
+    names[1] = c.duties_column;
+    names[4] = code;
+    names
+}
 
 /// One accepted correction.
 #[derive(Debug, Clone)]
@@ -206,9 +229,11 @@ fn write_records(rows: &[&Correction], path: &std::path::Path) -> Result<(), Err
 }
 
 impl Stage for Corrections {
-    runner::stage_metadata!("corrections", version "3", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, CorrectionsParams);
+    runner::stage_metadata!("corrections", version "3", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<CorrectionsParams>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let v = runner::stage::typed_params::<CorrectionsParams>(raw)?;
+        let (own, names): (toml::Table, toml::Table) =
+            columns::split_params::<LabelledColumns, _, _>(raw.clone());
+        let v = runner::stage::typed_params::<CorrectionsParams>(&own)?;
         let p: CorrectionsParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
         if !(0.0..1.0).contains(&p.holdout_fraction) {
             return Err(format!(
@@ -216,11 +241,12 @@ impl Stage for Corrections {
                 p.holdout_fraction
             ));
         }
-        Ok(v)
+        columns::resolve::<LabelledColumns>(v, &names)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
-        let p: CorrectionsParams = ctx.params()?;
+        let (p, configured): (CorrectionsParams, LabelledColumns) =
+            columns::read_params(ctx.params)?;
         let tax = load_taxonomy(ctx)?;
         let files = ctx.input_files("files");
         let mut accepted: Vec<Correction> = Vec::new();
@@ -231,20 +257,31 @@ impl Stage for Corrections {
                 .file_name()
                 .map(|f| f.to_string_lossy().to_string())
                 .unwrap_or_default();
-            let rows = read_rows(path, &COLUMNS, &[false; COLUMNS.len()])?;
+            let names = columns_of(path, &configured);
+            let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+            let rows = read_rows(path, &wanted, &[false; COLUMNS.len()])?;
             if let Some(first) = rows.first() {
                 let has = |i: usize| first.values[i].is_some();
                 if !has(0) && !has(2) {
                     return Err(Error::Input {
                         path: path.clone(),
-                        message: "has neither a `job_title` nor a `text` column; corrections need `job_title, duties_description, corrected_isco_code` or `text, corrected_isco_code`".into(),
+                        message: format!(
+                            "has neither a `{}` nor a `text` column; corrections need `{}, {}, corrected_isco_code` or `text, corrected_isco_code`{}",
+                            names[0],
+                            names[0],
+                            names[1],
+                            columns::column_hint(&names[0], &configured, false)
+                        ),
                     }
                     .into());
                 }
                 if !has(3) && !has(4) {
                     return Err(Error::Input {
                         path: path.clone(),
-                        message: "has no `corrected_isco_code` column; add the corrected 4-digit ISCO-08 code of each row".into(),
+                        message: format!(
+                            "has no `corrected_isco_code` column (nor `{}`); add the corrected 4-digit ISCO-08 code of each row",
+                            names[4]
+                        ),
                     }
                     .into());
                 }
@@ -265,9 +302,9 @@ impl Stage for Corrections {
                     continue;
                 }
                 let (code_col, code_raw) = if r.values[3].is_some() {
-                    ("corrected_isco_code", v(3))
+                    (COLUMNS[3], v(3))
                 } else {
-                    ("isco_code", v(4))
+                    (names[4].as_str(), v(4))
                 };
                 let (code, _) = tax.normalize_code(&code_raw);
                 if code.is_empty() {
@@ -286,7 +323,7 @@ impl Stage for Corrections {
                 let text = record_text(&title, &duties);
                 if text.is_empty() {
                     let col = if r.values[0].is_some() {
-                        "job_title"
+                        names[0].as_str()
                     } else {
                         "text"
                     };

@@ -209,6 +209,62 @@ fn bad_correction_rows_are_quarantined_and_conflicts_reported() {
 }
 
 #[test]
+fn an_office_exports_corrections_under_its_own_headings() {
+    let p = Project::new(50);
+    p.ok(&["run", FULL, "--until", "corrections"]);
+    let key = |p: &Project| stage_of(&p.last_run(), "corrections")["key"].clone();
+    let standard_key = key(&p);
+    // The office's export, `;`-separated under the headings its records have, beside a
+    // file the review page wrote.
+    p.write(
+        "data/corrections/office.csv",
+        "Job Title;Duties;ISCO;coder\nroofer;laying tiles;7121;ana\nslater;;99999;ana\n",
+    );
+    p.write(
+        "data/corrections/review.csv",
+        "job_title,duties_description,corrected_isco_code\nthatcher,,7121\n",
+    );
+    let (_, err) = p.fails(&["run", FULL, "--until", "corrections"]);
+    assert!(
+        err.contains("office.csv: has neither a `job_title` nor a `text` column")
+            && err.contains("or set `title_column` in [data] to the name it has"),
+        "{err}"
+    );
+    let named = [
+        "-S",
+        "corrections.title_column=Job Title",
+        "-S",
+        "corrections.duties_column=Duties",
+        "-S",
+        "corrections.code_column=ISCO",
+    ];
+    let mut args = vec!["run", FULL, "--until", "corrections"];
+    args.extend(named);
+    p.ok(&args);
+    let run = p.last_run();
+    let m = &stage_of(&run, "corrections")["metrics"];
+    assert_eq!(m["rows_in"], 3, "{m}");
+    assert_eq!(m["corrections"], 2, "{m}");
+    assert_eq!(m["quarantined"], 1, "{m}");
+    let q = std::fs::read_to_string(p.path("data/processed/corrections_quarantine.csv")).unwrap();
+    assert!(q.contains("office.csv,1,3,ISCO,"), "{q}");
+    let t = std::fs::read_to_string(p.path("data/processed/corrections_report.json")).unwrap();
+    assert!(t.contains("\"codes\": 1"), "{t}");
+    // The standard names, given or not, leave the stage's key as it was.
+    std::fs::remove_file(p.path("data/corrections/office.csv")).unwrap();
+    std::fs::remove_file(p.path("data/corrections/review.csv")).unwrap();
+    p.ok(&[
+        "run",
+        FULL,
+        "--until",
+        "corrections",
+        "-S",
+        "corrections.title_column=job_title",
+    ]);
+    assert_eq!(key(&p), standard_key);
+}
+
+#[test]
 fn codes_the_model_never_saw_get_new_output_rows() {
     let p = Project::new(600);
     // Without reference augmentation the base model knows only the codes of the records.
