@@ -15,6 +15,11 @@
   near-titles TRAIN            ilo_titles_dev titles whose nearest distinct training title
                                (all-MiniLM-L6-v2 cosine) is close: how often that title's records
                                carry the ILO index's code (needs sentence-transformers)
+  head-word-inputs TRAIN VAL OUT
+                               OUT/head-{val,ilo}-{title,last}.csv: the validation titles the
+                               training split lacks and ilo_titles_dev's, whole and their last word
+  head-word OUT                top-1 and top-3 of log p(title) + w log p(last word) over the
+                               `isco-dag predict` outputs (top_k = 10) of those files
 """
 import collections
 import sys
@@ -138,10 +143,61 @@ def near_titles(train):
             print(f"  {ilo.job_title[i]!r} {y[i]}: nearest {titles[j[i]]!r} ({s[i]:.3f}) {c}")
 
 
+def last_word(title):
+    words = str(title).split()
+    return words[-1] if words else ""
+
+
+def head_word_inputs(train, val, out):
+    seen = set(pd.read_parquet(train).job_title.map(norm))
+    v = pd.read_parquet(val)
+    v = v[~v.job_title.map(norm).isin(seen)].drop_duplicates("job_title")
+    ilo = pd.read_csv(f"{DATA}/ilo_titles_dev.csv", dtype=str, keep_default_na=False)
+    for name, t in [("val", v), ("ilo", ilo)]:
+        t = t[["job_title", "isco_code"]]
+        t.to_csv(f"{out}/head-{name}-title.csv", index=False)
+        t.assign(job_title=t.job_title.map(last_word)).to_csv(f"{out}/head-{name}-last.csv", index=False)
+        print(f"{name}: {len(t)} titles")
+
+
+def head_word(out, floor=1e-4):
+    def alternatives(path):
+        t = pd.read_parquet(path)
+        k = max(int(c.split("_")[1]) for c in t.columns if c.startswith("alt_") and c.endswith("_code"))
+        return [
+            {str(c): max(float(p), 1e-6) for j in range(1, k + 1)
+             for c, p in [(t[f"alt_{j}_code"].iat[i], t[f"alt_{j}_confidence"].iat[i])] if c}
+            for i in range(len(t))
+        ]
+
+    sets = {}
+    for name in ["val", "ilo"]:
+        y = pd.read_csv(f"{out}/head-{name}-title.csv", dtype=str).isco_code.values
+        sets[name] = (y, alternatives(f"{out}/head-{name}-title.parquet"),
+                      alternatives(f"{out}/head-{name}-last.parquet"))
+
+    def score(name, w):
+        y, whole, last = sets[name]
+        top1 = top3 = 0
+        for truth, a, b in zip(y, whole, last):
+            s = {c: np.log(a.get(c, floor)) + w * np.log(b.get(c, floor)) for c in set(a) | set(b)}
+            ranked = sorted(s, key=s.get, reverse=True)
+            top1 += ranked[0] == truth
+            top3 += truth in ranked[:3]
+        return top1 / len(y), top3 / len(y)
+
+    print("| w | validation titles: top-1 (top-3) | ilo_titles_dev: top-1 (top-3) |")
+    print("|---|---|---|")
+    for w in [0.0, 0.1, 0.2, 0.3, 0.5, 1.0]:
+        print("| %.1f | %.4f (%.4f) | %.4f (%.4f) |" % ((w,) + score("val", w) + score("ilo", w)))
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"esco-records": lambda: esco_records(*args),
      "seed-average": lambda: seed_average(args[0], args[1:]),
      "prior-shift": lambda: prior_shift(*args),
      "clean-errors": lambda: clean_errors(*args),
-     "near-titles": lambda: near_titles(*args)}[cmd]()
+     "near-titles": lambda: near_titles(*args),
+     "head-word-inputs": lambda: head_word_inputs(*args),
+     "head-word": lambda: head_word(*args)}[cmd]()

@@ -22,10 +22,17 @@
 #      records after records_150k.csv in bench/ensemble-150k.toml (store bench/out/store-cold),
 #      so they are indexed by the retrieval and trained on by the n-gram network; only the
 #      ilo_titles_dev cell says something (the test split holds labels too).
+#   6. The title's last word as a second query (`head-word`, not part of "all"): English
+#      occupational titles mostly end in the word that names the occupation ("thoracic
+#      surgeon"). `isco-dag predict` (top_k = 10) with ENSEMBLE's model of each title and of
+#      its last word alone; each code scored log p(title) + w log p(last word), w chosen on
+#      the validation split's titles the training split lacks, reduced to their titles; the
+#      ilo_titles_dev row at every w is for the record, never for the choice.
 #
 #   bash bench/reach.sh                 # the first four
 #   bash bench/reach.sh prior           # the fourth alone
 #   bash bench/reach.sh esco-ensemble   # the fifth
+#   bash bench/reach.sh head-word       # the sixth
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
@@ -105,6 +112,21 @@ TOML
   $BIN run bench/out/reach-esco-ensemble.toml --until evaluate > /dev/null
   eval_row bench/out/store-cold "the records and ESCO's labels"
 }
+head_word() {
+  echo "== 6. the title's last word as a second query"
+  local ens=${ENSEMBLE:-bench/out/finetune-ensemble}
+  sed -e 's/^top_k = 3/top_k = 10/' -e 's/^similar = 3 /similar = 0 /' config/default.toml > $OUT/top10.toml
+  "$PY" bench/reach.py head-word-inputs $ens/split/train.parquet $ens/split/validation.parquet $OUT
+  for f in val-title val-last ilo-title ilo-last; do
+    $BIN predict --model $ens/train/model --config $OUT/top10.toml \
+      --input $OUT/head-$f.csv --output $OUT/head-$f.parquet > /dev/null
+  done
+  "$PY" bench/reach.py head-word $OUT
+}
+if [ "${1:-all}" = head-word ]; then
+  head_word
+  exit 0
+fi
 if [ "${1:-all}" = prior ]; then
   prior_shift
   exit 0
