@@ -11,7 +11,8 @@
   clean-errors TRAIN TEST TEST_PRED
                                the test records the truth file marks correctly labelled, by
                                whether they have duties and whether their title is in the
-                               training split: rows, errors, accuracy of the prediction
+                               training split: rows, errors, accuracy of the prediction; and
+                               its accuracy and macro-F1 beside those of the true codes
   near-titles TRAIN            ilo_titles_dev titles whose nearest distinct training title
                                (all-MiniLM-L6-v2 cosine) is close: how often that title's records
                                carry the ILO index's code (needs sentence-transformers)
@@ -104,6 +105,18 @@ def clean_errors(train, test, pred):
     c = t[t.label_is_noise == 0]
     print(f"test records: {len(t)}; marked mislabelled: {(t.label_is_noise == 1).sum()}; "
           f"correctly labelled: {len(c)}, coded wrong: {(c.pred != c.isco_code).sum()}")
+    from sklearn.metrics import f1_score
+
+    y, z = t.isco_code.astype(str), t.true_isco_code.astype(str).str.zfill(4)
+    only_noise = sorted(set(y) - set(c.isco_code.astype(str)))
+    print(f"codes among the given labels: {y.nunique()}, {len(only_noise)} of them only on "
+          f"records the truth file marks mislabelled")
+    print("| coder | accuracy | macro-F1 | macro-F1 over the codes a right label carries |")
+    print("|---|---|---|---|")
+    right = sorted(set(c.isco_code.astype(str)))
+    for name, pred in [("the ensemble", t.pred), ("every record's true code", z)]:
+        print(f"| {name} | {(pred == y).mean():.4f} | {f1_score(y, pred, average='macro'):.4f} | "
+              f"{f1_score(y, pred, labels=right, average='macro'):.4f} |")
     print("| records | title | rows | coded wrong | accuracy |")
     print("|---|---|---|---|---|")
     for (d, ti), g in c.groupby(["duties", "title"]):

@@ -16,7 +16,9 @@
 #      split) to a power tau before the argmax, the usual correction for a classifier drawn
 #      to frequent classes: `isco-dag predict` (top_k = 15) of the validation and test splits
 #      with the ensemble model ENSEMBLE (default: the one bench/finetune-ensemble.sh trains);
-#      then where its errors on the test records the truth file marks correctly labelled are.
+#      then where its errors on the test records the truth file marks correctly labelled are,
+#      and the accuracy and macro-F1 a coder of every record's true code scores against the
+#      given labels.
 #   5. ESCO's labels in the ensemble (`esco-ensemble`, not part of "all"): the labels of the
 #      ESCO occupations no reviewer correction names (bench/esco_titles.py) as title-only
 #      records after records_150k.csv in bench/ensemble-150k.toml (store bench/out/store-cold),
