@@ -7,8 +7,9 @@
 //! `predicted_confidence`, kept for the audit trail). A file exported from an office's own
 //! system may instead use the headings `[data]` gives its records (`title_column`,
 //! `duties_column`, and `code_column` for the corrected code), read as `predict` and
-//! `evaluate` read them: each file by those names or by the standard ones it has. Rows are validated like `clean`:
-//! unusable ones go to the quarantine CSV with file, row, line, column and reason.
+//! `evaluate` read them: each file by those names or by the standard ones it has. Rows are
+//! validated like `clean`: unusable ones go to the quarantine CSV with file, row, line,
+//! column and reason.
 //!
 //! Rows are keyed by their normalised text. The same text corrected twice to the same code is
 //! one correction; to different codes it is a conflict: the latest wins (greatest
