@@ -4,6 +4,18 @@ use crate::support::{Project, outcome_of, stage_of};
 
 const P: &str = "pipelines/full.toml";
 
+/// `isco-dag predict` of a Parquet file `NAME.parquet` whose one column, `job_title`, is
+/// `titles`: the coded CSV.
+fn code_titles(p: &Project, name: &str, titles: arrow::array::ArrayRef) -> String {
+    let (input, output) = (format!("{name}.parquet"), format!("{name}.csv"));
+    artifacts::table::Table::new()
+        .with("job_title", artifacts::table::Column::Arrow(titles))
+        .write_parquet(&p.path(&input))
+        .unwrap();
+    p.ok(&["predict", "--input", &input, "--output", &output]);
+    std::fs::read_to_string(p.path(&output)).unwrap()
+}
+
 #[test]
 fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     let p = Project::new(3000);
@@ -344,21 +356,7 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     // Titles stored as bytes (as older Parquet writers store text) are read as text; bytes
     // that are not UTF-8 make their row unusable for that reason, not as a row without text.
     let titles = arrow::array::BinaryArray::from_iter([Some(&b"chef"[..]), Some(b"\xff\xfe")]);
-    artifacts::table::Table::new()
-        .with(
-            "job_title",
-            artifacts::table::Column::Arrow(std::sync::Arc::new(titles)),
-        )
-        .write_parquet(&p.path("bytes.parquet"))
-        .unwrap();
-    p.ok(&[
-        "predict",
-        "--input",
-        "bytes.parquet",
-        "--output",
-        "bytes.csv",
-    ]);
-    let out = std::fs::read_to_string(p.path("bytes.csv")).unwrap();
+    let out = code_titles(&p, "bytes", std::sync::Arc::new(titles));
     let lines: Vec<&str> = out.lines().collect();
     assert!(
         lines[1].starts_with("0,chef,,") && lines[1].ends_with(','),
@@ -375,22 +373,8 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         [&b"chef"[..], b"\xff\xfeab"].into_iter(),
     )
     .unwrap();
-    artifacts::table::Table::new()
-        .with(
-            "job_title",
-            artifacts::table::Column::Arrow(std::sync::Arc::new(fixed)),
-        )
-        .write_parquet(&p.path("fixed.parquet"))
-        .unwrap();
-    p.ok(&[
-        "predict",
-        "--input",
-        "fixed.parquet",
-        "--output",
-        "fixed.csv",
-    ]);
     assert_eq!(
-        std::fs::read_to_string(p.path("fixed.csv")).unwrap(),
+        code_titles(&p, "fixed", std::sync::Arc::new(fixed)),
         out,
         "fixed-width bytes code as variable-width ones"
     );
