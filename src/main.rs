@@ -63,6 +63,8 @@ enum Command {
     Runs(commands::runs::Args),
     /// Code records with the promoted model (or another ref or model directory).
     Predict(commands::predict::Args),
+    /// Score a model on labelled files: accuracy, macro-F1, calibration, error tables.
+    Evaluate(commands::evaluate::Args),
     /// Serve the promoted model over HTTP, with the coders' review page.
     Serve(commands::serve::Args),
     /// Show how an artifact was produced.
@@ -135,6 +137,7 @@ fn main() {
         Command::Runs(a) => commands::runs::exec(a),
         Command::Lineage(a) => commands::lineage::exec(a),
         Command::Predict(a) => commands::predict::exec(a),
+        Command::Evaluate(a) => commands::evaluate::exec(a),
         Command::Push(a) => commands::remote::push(a),
         Command::Pull(a) => commands::remote::pull(a),
         Command::Serve(a) => commands::serve::exec(a),

@@ -2,6 +2,7 @@
 
 pub mod dag;
 pub mod demo;
+pub mod evaluate;
 pub mod gc;
 pub mod kinds;
 pub mod lineage;

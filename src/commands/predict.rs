@@ -4,6 +4,7 @@ use anyhow::Context;
 use artifacts::table::TableFormat;
 use classifier::predict::{InferenceConfig, Predictor};
 use classifier::text::RecordColumns;
+use stages::columns::ColumnNames;
 
 use crate::console;
 
@@ -80,11 +81,21 @@ enum Sub {
 
 /// Reads `[inference]` and `[data]`'s column names from the config file (strictly, if the
 /// file exists) with the `-S inference.KEY=VALUE` and `-S data.title_column=…` settings
-/// `set` on top.
+/// `set` on top, for `isco-dag predict`.
 pub fn coding_config(
     path: &std::path::Path,
     set: &[runner::spec::Override],
 ) -> anyhow::Result<(InferenceConfig, RecordColumns)> {
+    inference_config(path, set, "predict")
+}
+
+/// [`coding_config`] for the subcommand `command`, with the column names `C` it reads
+/// from `[data]` (a record's text for `predict`; with its code for `evaluate`).
+pub fn inference_config<C: ColumnNames>(
+    path: &std::path::Path,
+    set: &[runner::spec::Override],
+    command: &str,
+) -> anyhow::Result<(InferenceConfig, C)> {
     let mut table: toml::Table = if path.is_file() {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -104,18 +115,23 @@ pub fn coding_config(
     // Of [data], only the column names concern coding; the rest is for training.
     let mut data: toml::Table = section("data")?
         .into_iter()
-        .filter(|(k, _)| RecordColumns::KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| C::KEYS.contains(&k.as_str()))
         .collect();
     for o in set {
         match o.target.as_str() {
             "inference" => inference.insert(o.key.clone(), o.value.clone()),
-            "data" if RecordColumns::KEYS.contains(&o.key.as_str()) => {
+            "data" if C::KEYS.contains(&o.key.as_str()) => {
                 data.insert(o.key.clone(), o.value.clone())
             }
             _ => {
+                let names: Vec<String> = C::KEYS
+                    .iter()
+                    .map(|k| format!("-S data.{k}=NAME"))
+                    .collect();
                 return Err(super::UsageError(format!(
-                    "-S {}: `isco-dag predict` takes only [inference] settings and [data]'s column names (-S inference.KEY=VALUE, -S data.title_column=NAME, -S data.duties_column=NAME); other settings belong to a pipeline run",
-                    o.text
+                    "-S {}: `isco-dag {command}` takes only [inference] settings and [data]'s column names (-S inference.KEY=VALUE, {}); other settings belong to a pipeline run",
+                    o.text,
+                    names.join(", ")
                 ))
                 .into());
             }
@@ -146,7 +162,7 @@ pub fn coding_config(
     })?;
     cfg.validate()
         .map_err(|m| super::UsageError(format!("{}: {m}", whence("inference"))))?;
-    let columns: RecordColumns = toml::Value::Table(data).try_into().map_err(|e| {
+    let columns: C = toml::Value::Table(data).try_into().map_err(|e| {
         super::UsageError(format!("{}: {}", whence("data"), e.to_string().trim_end()))
     })?;
     columns

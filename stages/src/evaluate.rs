@@ -117,7 +117,7 @@ pub fn read_labelled(path: &Path, columns: &LabelledColumns) -> Result<Labelled,
 
 /// The first unusable rows of a file and why, for an error: `row 0 (line 2): …; row 1
 /// (line 3): …; and 5 more`.
-fn unusable_summary(bad: &[Unusable]) -> String {
+pub fn unusable_summary(bad: &[Unusable]) -> String {
     const SHOWN: usize = 3;
     let mut text = bad
         .iter()
@@ -131,8 +131,31 @@ fn unusable_summary(bad: &[Unusable]) -> String {
     text
 }
 
-/// One line that says what a metric in the report means.
-fn metric_definition(name: &str) -> &'static str {
+/// The metrics of a scored set in the order a person reads them: how often it is right,
+/// how right its confidence is, what it leaves to coders, how it was decided.
+pub const METRICS_IN_ORDER: &[&str] = &[
+    "records",
+    "accuracy",
+    "top3_accuracy",
+    "macro_f1",
+    "weighted_f1",
+    "accuracy_3digit",
+    "accuracy_2digit",
+    "accuracy_1digit",
+    "ece",
+    "share_conf_90",
+    "accuracy_conf_90",
+    "production_rate_95",
+    "production_rate_97",
+    "fallback_rate",
+    "decision_accuracy",
+    "review_rate",
+    "decided_by",
+    "unseen_titles_without_duties",
+];
+
+/// One line that says what a metric in the report means (empty for one it does not know).
+pub fn metric_definition(name: &str) -> &'static str {
     match name {
         "records" => "rows scored",
         "accuracy" => "share of rows whose top 4-digit code is the given one",
@@ -162,6 +185,12 @@ fn metric_definition(name: &str) -> &'static str {
         "production_rate_97" => "likewise at 97 % accuracy",
         "share_conf_90" => "share of rows whose top 4-digit code has a confidence of 0.9 or more",
         "accuracy_conf_90" => "accuracy among those rows (empty when there are none)",
+        "decided_by" => {
+            "rows each part of the model decided (an ensemble's cascade leaves the rows its n-gram network is sure of to that network)"
+        }
+        "unseen_titles_without_duties" => {
+            "rows that are a title alone, without duties, that the model's title index lacks: their confidence comes from the calibration fitted on such titles (null when the model has none)"
+        }
         _ => "",
     }
 }
@@ -443,8 +472,120 @@ fn unseen_title_count(pred: &Predictor, texts: &[String]) -> serde_json::Value {
     )
 }
 
+/// What [`score_labelled`] found in one labelled file.
+pub struct ScoredFile {
+    /// The file's name without its extension: the key of its metrics and the prefix of
+    /// its report tables.
+    pub name: String,
+    /// Its metrics (`null` when the file has no rows at all).
+    pub metrics: serde_json::Value,
+    /// One line for a person: the headline metrics, or why nothing was scored.
+    pub summary: String,
+    /// The rows that could not be scored, and why.
+    pub unusable: Vec<Unusable>,
+}
+
+/// Scores the labelled file `path` (its columns `columns`, or the standard names where it
+/// has those) with `pred`, as the `evaluate` stage scores each `extra` file: writes its
+/// tables (`<name>_errors.csv`, `_per_class`, `_confused_pairs`, `_error_by_group`,
+/// `_coverage_curve`, `_reliability`, `_unusable` when rows could not be used, and charts)
+/// into `dir` and its section into `html`. A file with rows but none usable is an error
+/// naming the first unusable rows; a file with no rows is reported and skipped.
+pub fn score_labelled(
+    pred: &Predictor,
+    path: &Path,
+    columns: &LabelledColumns,
+    dir: &Path,
+    html: &mut String,
+) -> Result<ScoredFile, Error> {
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let Labelled {
+        texts,
+        codes,
+        raw,
+        unusable: bad_rows,
+    } = read_labelled(path, columns)?;
+    let bad = &bad_rows;
+    if !bad.is_empty() {
+        Table::new()
+            .with("row", Column::Int(bad.iter().map(|b| b.0).collect()))
+            .with("line", Column::Int(bad.iter().map(|b| b.1).collect()))
+            .with(
+                "reason",
+                Column::Str(bad.iter().map(|b| b.2.clone()).collect()),
+            )
+            .write_csv_and_parquet(&dir.join(format!("{name}_unusable.csv")))?;
+    }
+    let no_rows = texts.is_empty() && bad.is_empty();
+    let bad = if bad.is_empty() {
+        "0 unusable".to_string()
+    } else {
+        format!("{} unusable, listed in {name}_unusable.csv", bad.len())
+    };
+    if no_rows {
+        return Ok(ScoredFile {
+            summary: format!("{name}: no rows, skipped"),
+            metrics: serde_json::Value::Null,
+            name,
+            unusable: bad_rows,
+        });
+    }
+    if texts.is_empty() {
+        // A stage's report is not kept when it fails, so the error says why.
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            message: format!(
+                "has no usable labelled rows (a job title and a 4-digit code in `{}`): {}",
+                columns_of(path, columns).code_column.trim(),
+                unusable_summary(&bad_rows)
+            ),
+        });
+    }
+    let scored = pred.score(&texts);
+    let mut e = evaluate_probabilities(pred, &scored.probabilities, &codes);
+    e.metrics["decided_by"] = step_counts(&scored.steps);
+    e.metrics["unseen_titles_without_duties"] = unseen_title_count(pred, &texts);
+    let raw: Vec<(i64, &str, &str)> = raw
+        .iter()
+        .map(|(r, t, d)| (*r, t.as_str(), d.as_str()))
+        .collect();
+    write_report(dir, &name, pred, &e, &raw, html)?;
+    let summary = format!(
+        "{name}: accuracy {:.4}, top-3 {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3}; {:.1} % coded at confidence >= 0.9, {:.1} % of them right ({} rows, {bad})",
+        e.metrics["accuracy"].as_f64().unwrap_or(0.0),
+        e.metrics["top3_accuracy"].as_f64().unwrap_or(0.0),
+        e.metrics["macro_f1"].as_f64().unwrap_or(0.0),
+        e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
+        100.0 * e.metrics["share_conf_90"].as_f64().unwrap_or(0.0),
+        100.0 * e.metrics["accuracy_conf_90"].as_f64().unwrap_or(0.0),
+        texts.len()
+    );
+    Ok(ScoredFile {
+        name,
+        metrics: e.metrics,
+        summary,
+        unusable: bad_rows,
+    })
+}
+
+/// Writes `report.html` (the sections [`score_labelled`] added to `html`) and
+/// `metrics.json` (`metrics`, each scored set's metrics under its name) into `dir`.
+pub fn write_report_page(dir: &Path, html: &str, metrics: &serde_json::Value) -> Result<(), Error> {
+    std::fs::write(dir.join("report.html"), html).map_err(|source| Error::Write {
+        path: dir.join("report.html"),
+        source,
+    })?;
+    crate::write_json(&dir.join("metrics.json"), metrics)
+}
+
+/// The start of `report.html`, before each scored set's section.
+pub const REPORT_HEAD: &str = "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>";
+
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "10", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
+    runner::stage_metadata!("evaluate", version "11", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (inference, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());
@@ -466,9 +607,7 @@ impl Stage for Evaluate {
             path: dir.clone(),
             source,
         })?;
-        let mut html = String::from(
-            "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>",
-        );
+        let mut html = String::from(REPORT_HEAD);
         // Scored once; the true-label view below reuses the probabilities.
         let scored = pred.score(&test.text);
         let probs = scored.probabilities;
@@ -514,76 +653,11 @@ impl Stage for Evaluate {
             metrics["test_true_labels"] = e.metrics;
         }
         for path in ctx.input_files("extra") {
-            let name = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_default();
-            let Labelled {
-                texts,
-                codes,
-                raw,
-                unusable: bad_rows,
-            } = read_labelled(path, &columns)?;
-            let bad = &bad_rows;
-            if !bad.is_empty() {
-                Table::new()
-                    .with("row", Column::Int(bad.iter().map(|b| b.0).collect()))
-                    .with("line", Column::Int(bad.iter().map(|b| b.1).collect()))
-                    .with(
-                        "reason",
-                        Column::Str(bad.iter().map(|b| b.2.clone()).collect()),
-                    )
-                    .write_csv_and_parquet(&dir.join(format!("{name}_unusable.csv")))?;
-            }
-            let no_rows = texts.is_empty() && bad.is_empty();
-            let bad = if bad.is_empty() {
-                "0 unusable".to_string()
-            } else {
-                format!("{} unusable, listed in {name}_unusable.csv", bad.len())
-            };
-            if no_rows {
-                summary.push(format!("{name}: no rows, skipped"));
-                metrics[name] = serde_json::Value::Null;
-                continue;
-            }
-            if texts.is_empty() {
-                // The stage's report is not kept when it fails, so the error says why.
-                return Err(Error::Input {
-                    path: path.clone(),
-                    message: format!(
-                        "has no usable labelled rows (a job title and a 4-digit code in `{}`): {}",
-                        columns_of(path, &columns).code_column.trim(),
-                        unusable_summary(&bad_rows)
-                    ),
-                }
-                .into());
-            }
-            let scored = pred.score(&texts);
-            let mut e = evaluate_probabilities(&pred, &scored.probabilities, &codes);
-            e.metrics["decided_by"] = step_counts(&scored.steps);
-            e.metrics["unseen_titles_without_duties"] = unseen_title_count(&pred, &texts);
-            let raw: Vec<(i64, &str, &str)> = raw
-                .iter()
-                .map(|(r, t, d)| (*r, t.as_str(), d.as_str()))
-                .collect();
-            write_report(&dir, &name, &pred, &e, &raw, &mut html)?;
-            summary.push(format!(
-                "{name}: accuracy {:.4}, top-3 {:.4}, macro-F1 {:.4}, production rate at 95 % {:.3}; {:.1} % coded at confidence >= 0.9, {:.1} % of them right ({} rows, {bad})",
-                e.metrics["accuracy"].as_f64().unwrap_or(0.0),
-                e.metrics["top3_accuracy"].as_f64().unwrap_or(0.0),
-                e.metrics["macro_f1"].as_f64().unwrap_or(0.0),
-                e.metrics["production_rate_95"].as_f64().unwrap_or(0.0),
-                100.0 * e.metrics["share_conf_90"].as_f64().unwrap_or(0.0),
-                100.0 * e.metrics["accuracy_conf_90"].as_f64().unwrap_or(0.0),
-                texts.len()
-            ));
-            metrics[name] = e.metrics;
+            let scored = score_labelled(&pred, path, &columns, &dir, &mut html)?;
+            summary.push(scored.summary);
+            metrics[scored.name] = scored.metrics;
         }
-        std::fs::write(dir.join("report.html"), html).map_err(|source| Error::Write {
-            path: dir.join("report.html"),
-            source,
-        })?;
-        crate::write_json(&dir.join("metrics.json"), &metrics)?;
+        write_report_page(&dir, &html, &metrics)?;
         crate::write_json(&ctx.output("metrics.json"), &metrics)?;
         // Run record only: the files must not depend on what the shared cache held.
         if let Some(n) = crate::embeddings::flush_shared_cache(&pred) {

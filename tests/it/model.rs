@@ -516,6 +516,117 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
 }
 
 #[test]
+fn the_evaluate_command_scores_labelled_files_as_the_stage_does() {
+    let p = Project::new(2000);
+    p.ok(&["run", P]);
+    // The split and the stage's extra file, scored by the command, give the stage's metrics
+    // to the last digit.
+    let json = p.ok(&[
+        "evaluate",
+        "data/processed/test.parquet",
+        "data/demo/new_occupations_eval.csv",
+        "-m",
+        "models/latest",
+        "--format",
+        "json",
+    ]);
+    let scored: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let stage = p.json("models/latest_report/metrics.json");
+    for set in ["test", "new_occupations_eval"] {
+        assert_eq!(scored[set], stage[set], "{set}");
+        assert!(scored[set]["records"].as_u64().unwrap() > 0, "{set}");
+    }
+    // An office's own file: its headings, a row without a code, and a report.
+    p.write(
+        "qc sample.csv",
+        "ISCO;Job Title;Duties\n5120;chef;cooks meals in a restaurant kitchen\n51;baker;\n2221;nurse;cares for patients on a ward\n5120;nurse;\n",
+    );
+    let office = [
+        "evaluate",
+        "qc sample.csv",
+        "-S",
+        "data.code_column=ISCO",
+        "-S",
+        "data.title_column=Job Title",
+        "-S",
+        "data.duties_column=Duties",
+    ];
+    let text = p.ok(&office);
+    assert!(
+        text.starts_with("qc sample.csv: 3 rows scored, 1 unusable: row 1 (line 3): column `ISCO`: `51` is not a 4-digit code\n"),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("  accuracy ")
+            && l.contains("share of rows whose top 4-digit code is the given one")),
+        "{text}"
+    );
+    let office_json: serde_json::Value = serde_json::from_str(
+        &p.ok(&[&office[..], &["--format", "json", "--report", "qc report"]].concat()),
+    )
+    .unwrap();
+    let m = &office_json["qc sample"];
+    assert_eq!(m["records"], 3);
+    let report = p.json("qc report/metrics.json");
+    assert_eq!(report, office_json);
+    let errors = std::fs::read_to_string(p.path("qc report/qc sample_errors.csv")).unwrap();
+    let wrong = (3.0 * (1.0 - m["accuracy"].as_f64().unwrap())).round() as usize;
+    assert_eq!(errors.lines().count(), 1 + wrong, "{errors}");
+    assert!(
+        errors.contains("nurse,,5120,"),
+        "a nurse is no cook: {errors}"
+    );
+    assert!(
+        std::fs::read_to_string(p.path("qc report/qc sample_unusable.csv"))
+            .unwrap()
+            .contains("`51` is not a 4-digit code")
+    );
+    assert!(p.path("qc report/report.html").is_file());
+    // What cannot be scored is named before the model loads; settings that are not the
+    // coder's are refused.
+    let (code, err) = p.fails(&[
+        "evaluate",
+        "qc sample.csv",
+        "-S",
+        "data.title_column=Job Title",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("qc sample.csv: has no column `isco_code`")
+            && err.contains("-S data.code_column=NAME"),
+        "{err}"
+    );
+    let (code, err) = p.fails(&["evaluate", "data/demo/new_jobs.csv"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("new_jobs.csv: has no column `isco_code`"),
+        "{err}"
+    );
+    for (args, says) in [
+        (
+            vec!["evaluate", "qc sample.csv", "-S", "training.epochs=1"],
+            "`isco-dag evaluate` takes only [inference] settings and [data]'s column names",
+        ),
+        (
+            vec![
+                "evaluate",
+                "data/demo/new_occupations_eval.csv",
+                "data/processed/../../data/demo/new_occupations_eval.csv",
+            ],
+            "are both named `new_occupations_eval`",
+        ),
+        (
+            vec!["evaluate", "missing.csv"],
+            "`missing.csv` is not a file",
+        ),
+    ] {
+        let (code, err) = p.fails(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+#[test]
 fn promote_refuses_a_worse_model_unless_forced() {
     let p = Project::new(2000);
     p.ok(&["run", P]);

@@ -1,0 +1,196 @@
+//! `isco-dag evaluate`: score a model on labelled files outside any pipeline, as fastText's
+//! `test` does, with the metrics and error tables of the `evaluate` stage.
+//!
+//! An office checks the promoted model on a double-coded quality sample, or compares two
+//! models on the same file, without writing a pipeline. Each file is scored by the same
+//! function the stage scores its `extra` files with, so the numbers are the stage's.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use classifier::predict::Predictor;
+use serde_json::json;
+use stages::columns::{ColumnNames, LabelledColumns};
+
+use super::dag::Format2;
+use super::predict::{inference_config, model_dir};
+use crate::console;
+
+/// `isco-dag evaluate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Labelled records: CSV or Parquet files with job_title, isco_code (and optionally
+    /// duties_description), or the columns [data] names; each is scored on its own.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Model: a ref name in the store (default `best`) or a model directory.
+    #[arg(long, short = 'm', default_value = "best", env = "ISCO_DAG_MODEL")]
+    model: String,
+    /// Store directory.
+    #[arg(long, default_value = artifacts::DEFAULT_STORE_DIR, env = "ISCO_DAG_STORE")]
+    store: PathBuf,
+    /// Config file whose [inference] section sets thresholds (and whose [data] names the
+    /// title, duties and code columns).
+    #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]
+    config: PathBuf,
+    /// Run every part of an ensemble on every row (as `[inference] cascade = false`).
+    #[arg(long)]
+    no_cascade: bool,
+    /// Never re-read doubtful rows with the model's cross-encoder re-ranker (as `[inference]
+    /// rerank = false`).
+    #[arg(long)]
+    no_rerank: bool,
+    /// Set an `[inference]` key, or `[data]`'s `title_column`, `duties_column` or
+    /// `code_column`, for this call only (repeatable; for example `-S
+    /// data.code_column=ISCO`).
+    #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<runner::spec::Override>,
+    /// Also write the evaluation report into this folder (created if missing): per file
+    /// `<name>_errors.csv` (every row coded wrongly, most confident first), per-class
+    /// scores, confused pairs, error rates by group, the coverage and reliability curves,
+    /// charts, and `report.html` and `metrics.json` over all files.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Output format: each file's metrics with what they mean, or one JSON object of every
+    /// file's metrics under its name (as the stage's `metrics.json`).
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format2,
+}
+
+pub fn exec(a: Args) -> anyhow::Result<()> {
+    let (mut cfg, columns): (_, LabelledColumns) = inference_config(&a.config, &a.set, "evaluate")?;
+    cfg.cascade &= !a.no_cascade;
+    cfg.rerank &= !a.no_rerank;
+    // Each file's metrics and tables go under its name without extension, so two files
+    // of one name would overwrite each other's.
+    let mut names = BTreeMap::new();
+    for f in &a.files {
+        if !f.is_file() {
+            return Err(super::UsageError(format!(
+                "`{}` is not a file; give labelled CSV or Parquet files",
+                f.display()
+            ))
+            .into());
+        }
+        // Before the model loads (an ensemble's takes seconds): each file has the columns.
+        let by = stages::columns::columns_of(f, &columns);
+        stages::records::check_input_file(f, &by.names(), LabelledColumns::REQUIRED)
+            .map_err(|e| e.with_column_hint(|c| stages::columns::column_hint(c, &columns, true)))?;
+        let name = f
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if let Some(other) = names.insert(name.clone(), f) {
+            return Err(super::UsageError(format!(
+                "`{}` and `{}` are both named `{name}`, which keys each file's metrics and report tables; rename one",
+                other.display(),
+                f.display()
+            ))
+            .into());
+        }
+    }
+    let report = match &a.report {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                anyhow::anyhow!("creating the report folder {}: {e}", dir.display())
+            })?;
+            None
+        }
+        // The tables are written as the stage writes them, into a folder dropped at the end.
+        None => Some(tempfile::tempdir()?),
+    };
+    let dir = a
+        .report
+        .clone()
+        .unwrap_or_else(|| report.as_ref().expect("a folder").path().to_path_buf());
+    let (model, about) = model_dir(&a.model, &a.store)?;
+    console::error(&about);
+    let pred = Predictor::load(&model, cfg)?;
+    let shared = pred.retrieval().filter(|_| a.store.is_dir()).and_then(|r| {
+        let root = artifacts::Store::open(&a.store)
+            .ok()?
+            .shared_dir("embeddings");
+        r.attach_shared_cache(&root).ok()
+    });
+    let mut html = String::from(stages::evaluate::REPORT_HEAD);
+    let mut metrics = json!({});
+    let started = std::time::Instant::now();
+    for f in &a.files {
+        let scored = stages::evaluate::score_labelled(&pred, f, &columns, &dir, &mut html)?;
+        if matches!(a.format, Format2::Text) {
+            print_metrics(f, &scored, a.report.as_deref());
+        }
+        metrics[scored.name] = scored.metrics;
+    }
+    if let (Some(_), Some(r)) = (shared, pred.retrieval()) {
+        r.flush_shared_cache()?;
+    }
+    if a.report.is_some() {
+        stages::evaluate::write_report_page(&dir, &html, &metrics)?;
+    }
+    if matches!(a.format, Format2::Json) {
+        console::out(&serde_json::to_string_pretty(&metrics)?);
+    }
+    console::error(&format!(
+        "scored {} {} in {:.2}s{}",
+        a.files.len(),
+        if a.files.len() == 1 { "file" } else { "files" },
+        started.elapsed().as_secs_f64(),
+        match &a.report {
+            Some(d) => format!("; report in {}", d.join("report.html").display()),
+            None => String::new(),
+        }
+    ));
+    Ok(())
+}
+
+/// One file's metrics, a line each with what it means, after a line on its rows (the
+/// unusable ones are listed in `report`'s table when one is written, else the first few
+/// here).
+fn print_metrics(
+    file: &std::path::Path,
+    scored: &stages::evaluate::ScoredFile,
+    report: Option<&std::path::Path>,
+) {
+    let serde_json::Value::Object(m) = &scored.metrics else {
+        console::out(&format!("{}: no rows, nothing scored", file.display()));
+        return;
+    };
+    let bad = &scored.unusable;
+    let unusable = match (bad.len(), report) {
+        (0, _) => "none unusable".to_string(),
+        (n, Some(dir)) => format!(
+            "{n} unusable, listed in {}",
+            dir.join(format!("{}_unusable.csv", scored.name)).display()
+        ),
+        (n, None) => format!("{n} unusable: {}", stages::evaluate::unusable_summary(bad)),
+    };
+    console::out(&format!(
+        "{}: {} rows scored, {unusable}",
+        file.display(),
+        m.get("records").map(|r| r.to_string()).unwrap_or_default()
+    ));
+    let width = m.keys().map(String::len).max().unwrap_or(0);
+    let order = |k: &str| {
+        stages::evaluate::METRICS_IN_ORDER
+            .iter()
+            .position(|o| *o == k)
+            .unwrap_or(usize::MAX)
+    };
+    let mut shown: Vec<(&String, &serde_json::Value)> =
+        m.iter().filter(|(k, _)| *k != "records").collect();
+    shown.sort_by_key(|(k, _)| order(k));
+    for (k, v) in shown {
+        let value = match v {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                format!("{:.4}", v.as_f64().unwrap_or(0.0))
+            }
+            serde_json::Value::Null => "-".to_string(),
+            other => other.to_string(),
+        };
+        console::out(&format!(
+            "  {k:<width$}  {value:<10}  {}",
+            stages::evaluate::metric_definition(k)
+        ));
+    }
+}
