@@ -8,12 +8,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use classifier::predict::Predictor;
 use serde_json::json;
 use stages::columns::{ColumnNames, LabelledColumns};
 
 use super::dag::Format2;
-use super::predict::{inference_config, model_dir};
+use super::predict::CoderArgs;
 use crate::console;
 
 /// `isco-dag evaluate`.
@@ -23,28 +22,8 @@ pub struct Args {
     /// duties_description), or the columns [data] names; each is scored on its own.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Model: a ref name in the store (default `best`) or a model directory.
-    #[arg(long, short = 'm', default_value = "best", env = "ISCO_DAG_MODEL")]
-    model: String,
-    /// Store directory.
-    #[arg(long, default_value = artifacts::DEFAULT_STORE_DIR, env = "ISCO_DAG_STORE")]
-    store: PathBuf,
-    /// Config file whose [inference] section sets thresholds (and whose [data] names the
-    /// title, duties and code columns).
-    #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]
-    config: PathBuf,
-    /// Run every part of an ensemble on every row (as `[inference] cascade = false`).
-    #[arg(long)]
-    no_cascade: bool,
-    /// Never re-read doubtful rows with the model's cross-encoder re-ranker (as `[inference]
-    /// rerank = false`).
-    #[arg(long)]
-    no_rerank: bool,
-    /// Set an `[inference]` key, or `[data]`'s `title_column`, `duties_column` or
-    /// `code_column`, for this call only (repeatable; for example `-S
-    /// data.code_column=ISCO`).
-    #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
-    set: Vec<runner::spec::Override>,
+    #[command(flatten)]
+    coder: CoderArgs,
     /// Also write the evaluation report into this folder (created if missing): per file
     /// `<name>_errors.csv` (every row coded wrongly, most confident first), per-class
     /// scores, confused pairs, error rates by group, the coverage and reliability curves,
@@ -58,9 +37,7 @@ pub struct Args {
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
-    let (mut cfg, columns): (_, LabelledColumns) = inference_config(&a.config, &a.set, "evaluate")?;
-    cfg.cascade &= !a.no_cascade;
-    cfg.rerank &= !a.no_rerank;
+    let (cfg, columns): (_, LabelledColumns) = a.coder.settings("evaluate")?;
     // Each file's metrics and tables go under its name without extension, so two files
     // of one name would overwrite each other's.
     let mut names = BTreeMap::new();
@@ -89,42 +66,34 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             .into());
         }
     }
-    let report = match &a.report {
+    // Without --report the tables are written as the stage writes them, into a folder
+    // dropped at the end.
+    let scratch;
+    let dir = match &a.report {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!("creating the report folder {}: {e}", dir.display())
             })?;
-            None
+            dir.clone()
         }
-        // The tables are written as the stage writes them, into a folder dropped at the end.
-        None => Some(tempfile::tempdir()?),
+        None => {
+            scratch = tempfile::tempdir()?;
+            scratch.path().to_path_buf()
+        }
     };
-    let dir = a
-        .report
-        .clone()
-        .unwrap_or_else(|| report.as_ref().expect("a folder").path().to_path_buf());
-    let (model, about) = model_dir(&a.model, &a.store)?;
-    console::error(&about);
-    let pred = Predictor::load(&model, cfg)?;
-    let shared = pred.retrieval().filter(|_| a.store.is_dir()).and_then(|r| {
-        let root = artifacts::Store::open(&a.store)
-            .ok()?
-            .shared_dir("embeddings");
-        r.attach_shared_cache(&root).ok()
-    });
+    let coding = a.coder.load(cfg)?;
+    let pred = &coding.pred;
     let mut html = String::from(stages::evaluate::REPORT_HEAD);
     let mut metrics = json!({});
     let started = std::time::Instant::now();
     for f in &a.files {
-        let scored = stages::evaluate::score_labelled(&pred, f, &columns, &dir, &mut html)?;
+        let scored = stages::evaluate::score_labelled(pred, f, &columns, &dir, &mut html)?;
         if matches!(a.format, Format2::Text) {
             print_metrics(f, &scored, a.report.as_deref());
         }
         metrics[scored.name] = scored.metrics;
     }
-    if let (Some(_), Some(r)) = (shared, pred.retrieval()) {
-        r.flush_shared_cache()?;
-    }
+    coding.finish()?;
     if a.report.is_some() {
         stages::evaluate::write_report_page(&dir, &html, &metrics)?;
     }

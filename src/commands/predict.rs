@@ -25,29 +25,8 @@ pub struct Args {
     /// Also write `<output>.explain.csv` with the top tokens and `<output>.explain.html`.
     #[arg(long)]
     explain: bool,
-    /// Model: a ref name in the store (default `best`) or a model directory.
-    #[arg(long, short = 'm', default_value = "best", env = "ISCO_DAG_MODEL")]
-    model: String,
-    /// Store directory.
-    #[arg(long, default_value = artifacts::DEFAULT_STORE_DIR, env = "ISCO_DAG_STORE")]
-    store: PathBuf,
-    /// Config file whose [inference] section sets thresholds (and whose [data] names the
-    /// title and duties columns).
-    #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]
-    config: PathBuf,
-    /// Run every part of an ensemble on every row (as `[inference] cascade = false`), instead
-    /// of leaving the rows its n-gram network is sure of to that network.
-    #[arg(long)]
-    no_cascade: bool,
-    /// Never re-read doubtful rows with the model's cross-encoder re-ranker (as `[inference]
-    /// rerank = false`), even under its fitted threshold.
-    #[arg(long)]
-    no_rerank: bool,
-    /// Set an `[inference]` key, or `[data]`'s `title_column` or `duties_column`, for this
-    /// call only, over the config file's (repeatable; for example `-S
-    /// inference.confidence_threshold=0.8` or `-S 'data.title_column=Job Title'`).
-    #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
-    set: Vec<runner::spec::Override>,
+    #[command(flatten)]
+    coder: CoderArgs,
     /// Code only this share of the rows: those whose position (from 0) is INDEX modulo
     /// COUNT. Run COUNT processes (INDEX 0 … COUNT-1, e.g. a SLURM array or a Kubernetes
     /// Indexed Job), then `isco-dag predict merge` joins their outputs into exactly the file
@@ -65,6 +44,83 @@ pub struct Args {
     remote: Option<String>,
 }
 
+/// The model and settings a command codes with: `predict`'s and `evaluate`'s.
+#[derive(clap::Args)]
+pub struct CoderArgs {
+    /// Model: a ref name in the store (default `best`) or a model directory.
+    #[arg(long, short = 'm', default_value = "best", env = "ISCO_DAG_MODEL")]
+    pub model: String,
+    /// Store directory.
+    #[arg(long, default_value = artifacts::DEFAULT_STORE_DIR, env = "ISCO_DAG_STORE")]
+    pub store: PathBuf,
+    /// Config file whose [inference] section sets thresholds (and whose [data] names the
+    /// columns of the records).
+    #[arg(long, default_value = "config/default.toml", env = "ISCO_DAG_CONFIG")]
+    pub config: PathBuf,
+    /// Run every part of an ensemble on every row (as `[inference] cascade = false`), instead
+    /// of leaving the rows its n-gram network is sure of to that network.
+    #[arg(long)]
+    pub no_cascade: bool,
+    /// Never re-read doubtful rows with the model's cross-encoder re-ranker (as `[inference]
+    /// rerank = false`), even under its fitted threshold.
+    #[arg(long)]
+    pub no_rerank: bool,
+    /// Set an `[inference]` key, or one of `[data]`'s column names, for this call only, over
+    /// the config file's (repeatable; for example `-S inference.confidence_threshold=0.8` or
+    /// `-S 'data.title_column=Job Title'`).
+    #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<runner::spec::Override>,
+}
+
+impl CoderArgs {
+    /// The `[inference]` settings (with `--no-cascade` and `--no-rerank`) and the column
+    /// names `C` that `command` reads, from the config file and `-S`.
+    pub fn settings<C: ColumnNames>(&self, command: &str) -> anyhow::Result<(InferenceConfig, C)> {
+        let (mut cfg, columns) = inference_config(&self.config, &self.set, command)?;
+        cfg.cascade &= !self.no_cascade;
+        cfg.rerank &= !self.no_rerank;
+        Ok((cfg, columns))
+    }
+
+    /// Loads the model `--model` names with `cfg`, saying which it is on standard error;
+    /// an ensemble reuses (and adds to) the store's shared sentence vectors, which
+    /// [`Coding::finish`] writes back.
+    pub fn load(&self, cfg: InferenceConfig) -> anyhow::Result<Coding> {
+        let (dir, about) = model_dir(&self.model, &self.store)?;
+        console::error(&about);
+        let pred = Predictor::load(&dir, cfg)?;
+        let shared = pred
+            .retrieval()
+            .filter(|_| self.store.is_dir())
+            .and_then(|r| {
+                let root = artifacts::Store::open(&self.store)
+                    .ok()?
+                    .shared_dir("embeddings");
+                r.attach_shared_cache(&root).ok()
+            });
+        Ok(Coding {
+            pred,
+            shared: shared.is_some(),
+        })
+    }
+}
+
+/// A loaded model, and whether it reads the store's shared sentence vectors.
+pub struct Coding {
+    pub pred: Predictor,
+    shared: bool,
+}
+
+impl Coding {
+    /// Writes the sentence vectors embedded while coding to the store's shared cache.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        if let (true, Some(r)) = (self.shared, self.pred.retrieval()) {
+            r.flush_shared_cache()?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum Sub {
     /// Join the outputs of `predict --shard i/n` (all n of them) into the file one process
@@ -79,18 +135,10 @@ enum Sub {
     },
 }
 
-/// Reads `[inference]` and `[data]`'s column names from the config file (strictly, if the
-/// file exists) with the `-S inference.KEY=VALUE` and `-S data.title_column=…` settings
-/// `set` on top, for `isco-dag predict`.
-pub fn coding_config(
-    path: &std::path::Path,
-    set: &[runner::spec::Override],
-) -> anyhow::Result<(InferenceConfig, RecordColumns)> {
-    inference_config(path, set, "predict")
-}
-
-/// [`coding_config`] for the subcommand `command`, with the column names `C` it reads
-/// from `[data]` (a record's text for `predict`; with its code for `evaluate`).
+/// Reads `[inference]` and `[data]`'s column names `C` from the config file (strictly, if
+/// the file exists) with the `-S inference.KEY=VALUE` and `-S data.title_column=…` settings
+/// `set` on top, for the subcommand `command` (a record's text for `predict`; with its code
+/// for `evaluate`).
 pub fn inference_config<C: ColumnNames>(
     path: &std::path::Path,
     set: &[runner::spec::Override],
@@ -306,7 +354,7 @@ fn code_stdin(a: &Args) -> anyhow::Result<()> {
 fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     let input = input.to_path_buf();
     let format = a.output.as_deref().map(output_format).transpose()?;
-    let (mut cfg, columns) = coding_config(&a.config, &a.set)?;
+    let (cfg, columns): (_, RecordColumns) = a.coder.settings("predict")?;
     let missing_hint =
         |e: stages::Error| e.with_column_hint(|c| stages::columns::column_hint(c, &columns, true));
     let read_by = stages::columns::columns_of(&input, &columns);
@@ -327,37 +375,25 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
             .into());
         }
     }
-    if a.no_cascade {
-        cfg.cascade = false;
-    }
-    if a.no_rerank {
-        cfg.rerank = false;
-    }
     if let Some(url) = &a.remote {
-        let settings = super::remote_from_config(&a.config)?;
-        let remote = super::open_remote(settings.as_ref(), url, &a.config.display().to_string())?;
-        let store = artifacts::Store::open(&a.store)?;
+        let settings = super::remote_from_config(&a.coder.config)?;
+        let remote = super::open_remote(
+            settings.as_ref(),
+            url,
+            &a.coder.config.display().to_string(),
+        )?;
+        let store = artifacts::Store::open(&a.coder.store)?;
         let _lock = store.lock(true, &|holder| {
             console::error(&format!("waiting for the store lock held by {holder} …"))
         })?;
         remote.sync_refs(&store, artifacts::Direction::Pull { theirs: true })?;
     }
-    let (dir, about) = model_dir(&a.model, &a.store)?;
-    console::error(&about);
-    let pred = Predictor::load(&dir, cfg)?;
-    // An ensemble reuses (and adds to) the store's shared sentence vectors.
-    let shared = pred.retrieval().filter(|_| a.store.is_dir()).and_then(|r| {
-        let root = artifacts::Store::open(&a.store)
-            .ok()?
-            .shared_dir("embeddings");
-        r.attach_shared_cache(&root).ok()
-    });
+    let coding = a.coder.load(cfg)?;
+    let pred = &coding.pred;
     let started = std::time::Instant::now();
-    let coded = stages::predict::code_file(&pred, &input, &columns, a.shard)?;
+    let coded = stages::predict::code_file(pred, &input, &columns, a.shard)?;
     let elapsed = started.elapsed().as_secs_f64();
-    if let (Some(_), Some(r)) = (shared, pred.retrieval()) {
-        r.flush_shared_cache()?;
-    }
+    coding.finish()?;
     match (&a.output, format) {
         (Some(out), Some(format)) => coded.predictions.write_as(out, format)?,
         _ => {
@@ -375,7 +411,7 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
             .output
             .clone()
             .unwrap_or_else(|| PathBuf::from("predictions"));
-        stages::explain::write_explanations(&pred, &coded.predictions, &base)?;
+        stages::explain::write_explanations(pred, &coded.predictions, &base)?;
     }
     if !coded.duties_column {
         console::error(&format!(
