@@ -53,6 +53,18 @@ pub struct Calibrated {
     pub isotonic: Option<crate::calibrate::Isotonic>,
 }
 
+impl Calibrated {
+    /// Calibrated probabilities `[rows, classes]` of row-major logits.
+    pub fn probabilities(&self, logits: &[f32], classes: usize) -> Vec<f32> {
+        let mut p = crate::calibrate::softmax_rows(logits, classes, self.temperature);
+        if let Some(iso) = &self.isotonic {
+            use rayon::prelude::*;
+            p.par_chunks_mut(classes).for_each(|r| iso.apply_row(r));
+        }
+        p
+    }
+}
+
 /// How an ensemble codes most rows with its cheap part. The n-gram network codes every row;
 /// a row whose calibrated n-gram confidence reaches `threshold` keeps that answer, and only
 /// the others are embedded and scored by the whole ensemble. The threshold is the lowest
@@ -113,6 +125,50 @@ pub struct TitleOnly {
     /// Titles coded outside the records that the part was fitted on besides validation's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external: Vec<crate::titles::LabelledTitle>,
+    /// A cap on such a title's confidence from how far its parts agree on its code (absent
+    /// in a model without one: such a model keeps the confidence above).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<Agreement>,
+}
+
+/// A cap on an unseen title's confidence from how sure each part of the ensemble is of the
+/// code it gets (see [`crate::agreement`]).
+///
+/// Each part's probability of the chosen code is calibrated on the fit rows (the n-gram
+/// network's by the part's cascade calibration, the retrieval's by `retrieval`, the whole
+/// ensemble's by the part's calibration without the cascade); the least of the three is the
+/// row's score, `isotonic` maps it to the share of fit rows with that score coded right, and
+/// the row's confidence is the lower of that share and the calibration's. The chosen code
+/// does not change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agreement {
+    /// The retrieval's calibration on such rows (of its probabilities alone).
+    pub retrieval: Calibrated,
+    /// From the least calibrated probability of the chosen code to the cap.
+    pub isotonic: crate::calibrate::Isotonic,
+}
+
+/// The fit of [`Agreement`] on the title-only rows, through the cascade: their confidence
+/// without the cap and with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgreementFit {
+    /// Rows fitted on.
+    pub rows: usize,
+    /// Their expected calibration error without the cap and with it.
+    pub ece_before: f64,
+    /// See `ece_before`.
+    pub ece: f64,
+    /// Share of them coded at confidence ≥ 0.9 without the cap, and how many of those are
+    /// right.
+    pub share_conf_90_before: f64,
+    /// See `share_conf_90_before`.
+    pub accuracy_conf_90_before: f64,
+    /// The same with the cap.
+    pub share_conf_90: f64,
+    /// See `share_conf_90`.
+    pub accuracy_conf_90: f64,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -140,6 +196,9 @@ pub struct TitleOnlyFit {
     pub confidence_with_duties_calibration: f64,
     /// Mean confidence under this part's calibration.
     pub confidence: f64,
+    /// What the cap of [`TitleOnly::agreement`] does to the same rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<AgreementFit>,
 }
 
 /// How a model's n-gram network was trained. `key` is a digest of everything its training

@@ -162,28 +162,40 @@ impl Isotonic {
 
     /// Recalibrates one probability row in place.
     pub fn apply_row(&self, row: &mut [f32]) {
-        let (mut top, mut p1, mut p2) = (0usize, f32::MIN, f32::MIN);
-        for (i, &v) in row.iter().enumerate() {
-            if v > p1 {
-                p2 = p1;
-                p1 = v;
-                top = i;
-            } else if v > p2 {
-                p2 = v;
-            }
+        set_top(row, |p1| self.map(p1));
+    }
+}
+
+/// Sets the top probability of a row to `confidence(top probability)` (clamped inside (0,
+/// 1)) and rescales the others so the row still sums to one and the top class stays on top.
+pub fn set_top(row: &mut [f32], confidence: impl FnOnce(f64) -> f64) {
+    let (mut top, mut p1, mut p2) = (0usize, f32::MIN, f32::MIN);
+    for (i, &v) in row.iter().enumerate() {
+        if v > p1 {
+            p2 = p1;
+            p1 = v;
+            top = i;
+        } else if v > p2 {
+            p2 = v;
         }
-        let p1 = p1 as f64;
-        if p1 >= 1.0 || row.len() < 2 {
-            return;
-        }
-        let p2 = p2.max(0.0) as f64;
-        let mut q = self.map(p1).clamp(1e-6, 1.0 - 1e-6);
-        // Keep the top class on top after the others are rescaled.
-        q = q.max(p2 / (1.0 - p1 + p2));
-        let f = ((1.0 - q) / (1.0 - p1)) as f32;
-        for (i, v) in row.iter_mut().enumerate() {
-            *v = if i == top { q as f32 } else { *v * f };
-        }
+    }
+    let p1 = p1 as f64;
+    if p1 >= 1.0 || row.len() < 2 {
+        return;
+    }
+    let p2 = p2.max(0.0) as f64;
+    let mut q = confidence(p1).clamp(1e-6, 1.0 - 1e-6);
+    // Keep the top class on top after the others are rescaled.
+    q = q.max(p2 / (1.0 - p1 + p2));
+    let f = ((1.0 - q) / (1.0 - p1)) as f32;
+    for (i, v) in row.iter_mut().enumerate() {
+        *v = if i == top { q as f32 } else { *v * f };
+    }
+    // At that floor the second class ties the top one in exact arithmetic, and a tie
+    // would hand the row to whichever class comes first; the top stays strictly above.
+    let second = (p2 as f32) * f;
+    if row[top] <= second {
+        row[top] = second.next_up();
     }
 }
 
@@ -308,6 +320,21 @@ pub fn fit_calibration(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_top_confidence_set_under_the_second_class_keeps_its_class_on_top() {
+        // The second class comes first in the row, so a tie would hand it the row.
+        let mut row = [0.3f32, 0.6, 0.1];
+        set_top(&mut row, |_| 0.05);
+        assert!(row[1] > row[0], "{row:?}");
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
+        let mut row = [0.2f32, 0.7, 0.1];
+        set_top(&mut row, |_| 0.5);
+        assert!(
+            (row[1] - 0.5).abs() < 1e-6 && (row[0] - 0.5 * 2.0 / 3.0).abs() < 1e-6,
+            "{row:?}"
+        );
+    }
 
     #[test]
     fn temperature_fixes_overconfidence() {

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod agreement;
 pub mod ann;
 pub mod artifact;
 pub mod augment;

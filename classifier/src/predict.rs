@@ -49,6 +49,10 @@ pub struct InferenceConfig {
     /// without duties, uses it (see [`crate::artifact::TitleOnly`]); `false` calibrates them
     /// like every other row.
     pub title_only_calibration: bool,
+    /// Whether an unseen title's confidence is also capped by how far the ensemble's parts
+    /// agree on its code, when the model has that cap (see [`crate::agreement`]); `false`
+    /// keeps the confidence of the calibration alone.
+    pub title_only_agreement: bool,
     /// Where the model's encoders embed (see [`crate::device`]); the n-gram network runs on
     /// the CPU.
     pub device: crate::device::DeviceChoice,
@@ -70,6 +74,7 @@ impl Default for InferenceConfig {
             cascade: true,
             rerank: true,
             title_only_calibration: true,
+            title_only_agreement: true,
             device: crate::device::DeviceChoice::Auto,
             precision: crate::device::Precision::Fp32,
         }
@@ -304,12 +309,7 @@ pub struct Explanation {
 /// Calibrated probabilities `[rows, classes]` of logits: softmax at the temperature, then
 /// the isotonic map.
 pub fn calibrated(logits: &[f32], classes: usize, cal: &Calibrated) -> Vec<f32> {
-    let mut p = softmax_rows(logits, classes, cal.temperature);
-    if let Some(iso) = &cal.isotonic {
-        use rayon::prelude::*;
-        p.par_chunks_mut(classes).for_each(|r| iso.apply_row(r));
-    }
-    p
+    cal.probabilities(logits, classes)
 }
 
 /// Calibrated probabilities `[rows, classes]` of logits, each row with `usual` or, where
@@ -510,41 +510,69 @@ impl Predictor {
     /// for a transformer its head's, for an ensemble the log of its mixed probabilities
     /// (ngram, or ngram mixed with a transformer, then retrieval; see [`crate::retrieval`]).
     pub fn logits(&self, texts: &[String]) -> Vec<f32> {
-        let c = self.classes();
-        let transformer_logits = |t: &crate::transformer::FineTuned| match t.logits(texts) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::error!("the transformer failed, coding without it: {e}");
-                None
-            }
-        };
         match &self.model {
             Model::Ngram { .. } => self.ngram_logits(texts),
-            Model::Transformer { transformer, .. } => {
-                transformer_logits(transformer).unwrap_or_else(|| self.ngram_logits(texts))
-            }
-            Model::Ensemble {
-                retrieval,
-                transformer,
-                ..
-            } => {
-                let mut p = softmax_rows(&self.ngram_logits(texts), c, 1.0);
-                if let Some(t) = transformer.as_ref().and_then(transformer_logits) {
-                    p = crate::retrieval::mix_probabilities(
-                        &p,
-                        &softmax_rows(&t, c, 1.0),
-                        retrieval.mix.transformer_weight,
-                    );
-                }
-                match retrieval.ensemble_logits(&p, texts, c) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!("retrieval failed, coding without it: {e}");
-                        p.iter().map(|v| v.max(1e-12).ln()).collect()
-                    }
-                }
-            }
+            Model::Transformer { transformer, .. } => self
+                .transformer_logits(transformer, texts)
+                .unwrap_or_else(|| self.ngram_logits(texts)),
+            Model::Ensemble { .. } => match self.ensemble_parts(texts) {
+                Some(Ok(parts)) => parts.ensemble_logits,
+                Some(Err(base)) => base.iter().map(|v| v.max(1e-12).ln()).collect(),
+                None => unreachable!("an ensemble has parts"),
+            },
         }
+    }
+
+    /// A fine-tuned transformer's logits of `texts`; `None` (logged) when it fails.
+    fn transformer_logits(
+        &self,
+        t: &crate::transformer::FineTuned,
+        texts: &[String],
+    ) -> Option<Vec<f32>> {
+        t.logits(texts)
+            .inspect_err(|e| tracing::error!("the transformer failed, coding without it: {e}"))
+            .ok()
+    }
+
+    /// What an ensemble's parts say of `texts`: `None` for another kind of model; the base
+    /// probabilities (the n-gram network's, mixed with a transformer's if it has one) when
+    /// the retrieval fails (logged), so the caller codes without it.
+    fn ensemble_parts(
+        &self,
+        texts: &[String],
+    ) -> Option<Result<crate::agreement::Parts, Vec<f32>>> {
+        let Model::Ensemble {
+            retrieval,
+            transformer,
+            ..
+        } = &self.model
+        else {
+            return None;
+        };
+        let c = self.classes();
+        let ngram_logits = self.ngram_logits(texts);
+        let mut p = softmax_rows(&ngram_logits, c, 1.0);
+        if let Some(t) = transformer
+            .as_ref()
+            .and_then(|t| self.transformer_logits(t, texts))
+        {
+            p = crate::retrieval::mix_probabilities(
+                &p,
+                &softmax_rows(&t, c, 1.0),
+                retrieval.mix.transformer_weight,
+            );
+        }
+        Some(match retrieval.parts(&p, texts, c) {
+            Ok((retrieval, ensemble_logits)) => Ok(crate::agreement::Parts {
+                ngram_logits,
+                retrieval,
+                ensemble_logits,
+            }),
+            Err(e) => {
+                tracing::error!("retrieval failed, coding without it: {e}");
+                Err(p)
+            }
+        })
     }
 
     /// The step that decides every row when no cascade is used.
@@ -635,10 +663,13 @@ impl Predictor {
                 isotonic: self.meta.isotonic.clone(),
             };
             let logits = self.logits(texts);
-            let probabilities = match (&apart, part) {
+            let mut probabilities = match (&apart, part) {
                 (Some(rows), Some(part)) => calibrated_by(&logits, c, rows, &whole, &part.whole),
                 _ => calibrated(&logits, c, &whole),
             };
+            if let Some(rows) = &apart {
+                self.by_agreement(texts, rows, &mut probabilities);
+            }
             return Scored {
                 probabilities,
                 steps: vec![self.whole_model_step(); texts.len()],
@@ -683,9 +714,48 @@ impl Predictor {
                 steps[i] = Step::Ensemble;
             }
         }
+        self.by_agreement(texts, &apart, &mut p);
         Scored {
             probabilities: p,
             steps,
+        }
+    }
+
+    /// Caps the confidence of the unseen titles without duties (`apart`) in `p` by how far
+    /// the ensemble's parts agree on their codes, when the model's calibration of such
+    /// titles has that cap ([`crate::agreement`]). Every such row is scored by each part,
+    /// also those the cascade's first step decided.
+    fn by_agreement(&self, texts: &[String], apart: &[bool], p: &mut [f32]) {
+        let Some((part, agreement)) = self
+            .title_only()
+            .filter(|_| self.config.title_only_agreement)
+            .and_then(|part| Some((part, part.agreement.as_ref()?)))
+        else {
+            return;
+        };
+        let rows: Vec<usize> = (0..apart.len()).filter(|&i| apart[i]).collect();
+        if rows.is_empty() {
+            return;
+        }
+        let c = self.classes();
+        let sub: Vec<String> = rows.iter().map(|&i| texts[i].clone()).collect();
+        let Some(Ok(parts)) = self.ensemble_parts(&sub) else {
+            return;
+        };
+        let mut q: Vec<f32> = rows
+            .iter()
+            .flat_map(|&i| p[i * c..(i + 1) * c].iter().copied())
+            .collect();
+        crate::agreement::apply(
+            agreement,
+            &parts,
+            &part.cascade.ngram,
+            &part.whole,
+            &mut q,
+            c,
+        );
+        for (k, &i) in rows.iter().enumerate() {
+            p[i * c..(i + 1) * c].copy_from_slice(&q[k * c..(k + 1) * c]);
         }
     }
 

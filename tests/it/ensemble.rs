@@ -324,6 +324,41 @@ fn unseen_titles_are_calibrated_apart(p: &Project) {
             .any(|(a, b)| (a.1 - b.1).abs() > 1e-9),
         "{apart:?} {together:?}"
     );
+    // The parts' agreement caps the unseen titles' confidence, and only theirs: the codes
+    // stay, and no confidence rises.
+    let agreement = &meta["title_only"]["agreement"];
+    assert!(
+        agreement["isotonic"]["x"]
+            .as_array()
+            .is_some_and(|x| !x.is_empty()),
+        "{agreement}"
+    );
+    let f = &fit["agreement"];
+    assert_eq!(f["rows"], fit["rows"], "{f}");
+    p.edit(
+        "config/default.toml",
+        "title_only_agreement = true ",
+        "title_only_agreement = false ",
+    );
+    let uncapped = code("uncapped.csv");
+    p.edit(
+        "config/default.toml",
+        "title_only_agreement = false ",
+        "title_only_agreement = true ",
+    );
+    assert_eq!(
+        &apart[4..],
+        &uncapped[4..],
+        "rows with duties and seen titles"
+    );
+    for (a, u) in apart[..4].iter().zip(&uncapped[..4]) {
+        assert!(a.0 == u.0 && a.1 <= u.1 + 1e-6, "{apart:?} {uncapped:?}");
+    }
+    // On the rows it was fitted on, the cap takes some titles out of the most confident.
+    assert!(
+        f["share_conf_90"].as_f64().unwrap() < f["share_conf_90_before"].as_f64().unwrap(),
+        "{f}"
+    );
 }
 
 /// The train stage's `titles` input: titles coded outside the records (here in ESCO's
@@ -685,6 +720,8 @@ fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     // elsewhere too.
     let fit = &stage_of(&run, "fine-tune")["metrics"]["title_only"];
     assert!(fit["external_rows"].as_u64().unwrap() > 0, "{fit}");
+    // The cap by the parts' agreement is refitted on the same rows against the new index.
+    assert_eq!(fit["agreement"]["rows"], fit["rows"], "{fit}");
     assert_eq!(p.json("models/finetuned/model.json")["kind"], "ensemble");
     let out = p.ok(&[
         "predict",

@@ -265,12 +265,20 @@ impl Retrieval {
         texts: &[String],
         classes: usize,
     ) -> Result<Vec<f32>, Error> {
-        let s = self.scores(texts, classes)?;
-        Ok(mix_log(
-            p_base,
-            &s.probabilities(&self.mix),
-            self.mix.weight,
-        ))
+        Ok(self.parts(p_base, texts, classes)?.1)
+    }
+
+    /// The retrieval's own probabilities of `texts` under the fitted mix, and the ensemble
+    /// logits [`Retrieval::ensemble_logits`] makes of them.
+    pub fn parts(
+        &self,
+        p_base: &[f32],
+        texts: &[String],
+        classes: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>), Error> {
+        let p = self.scores(texts, classes)?.probabilities(&self.mix);
+        let logits = mix_log(p_base, &p, self.mix.weight);
+        Ok((p, logits))
     }
 
     /// Writes `dir/retrieval/`: the encoder files, `index.json`, `index.bin` and the cache.

@@ -138,14 +138,26 @@ pub fn title_only_line(f: &crate::artifact::TitleOnlyFit) -> String {
             f.rows - n
         ),
     };
-    format!(
+    let mut line = format!(
         "unseen titles without duties: {rows}, accuracy {:.4}; mean confidence {:.4} (ECE {:.4}) with their own calibration against {:.4} (ECE {:.4}) with that of records with duties",
         f.accuracy,
         f.confidence,
         f.ece,
         f.confidence_with_duties_calibration,
         f.ece_with_duties_calibration
-    )
+    );
+    if let Some(a) = &f.agreement {
+        line.push_str(&format!(
+            "; capped by their parts' agreement, {:.1} % of them at confidence >= 0.9 ({:.1} % right) against {:.1} % ({:.1} % right), ECE {:.4} against {:.4}",
+            100.0 * a.share_conf_90,
+            100.0 * a.accuracy_conf_90,
+            100.0 * a.share_conf_90_before,
+            100.0 * a.accuracy_conf_90_before,
+            a.ece,
+            a.ece_before
+        ));
+    }
+    line
 }
 
 /// The stage report's line about a cascade.

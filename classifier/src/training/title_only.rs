@@ -19,7 +19,8 @@ use std::collections::HashSet;
 
 use super::cascade::fit_cascade;
 use super::data::{Examples, encode};
-use crate::artifact::{Calibrated, TitleOnly, TitleOnlyFit};
+use crate::agreement::Parts;
+use crate::artifact::{Calibrated, Cascade, TitleOnly, TitleOnlyFit};
 use crate::calibrate::{CalibrationMethod, ece, fit_calibration, softmax_rows, top_label};
 use crate::error::Error;
 use crate::features::{FeatureConfig, FeatureMatrix};
@@ -131,13 +132,34 @@ pub fn fit_parts(
         ece: ece(&conf_after, &ok),
         confidence_with_duties_calibration: mean(&conf_before),
         confidence: mean(&conf_after),
+        agreement: None,
     };
     TitleOnly {
         whole,
         cascade,
         fit,
         external: Vec::new(),
+        agreement: None,
     }
+}
+
+/// The probabilities a cascade gives rows `[rows, classes]`: the n-gram network's where
+/// its calibrated confidence reaches the threshold, else the ensemble's under the deferred
+/// calibration (as the predictor codes them).
+fn through_cascade(
+    cascade: &Cascade,
+    ngram_logits: &[f32],
+    ensemble_logits: &[f32],
+    classes: usize,
+) -> Vec<f32> {
+    let mut p = calibrated(ngram_logits, classes, &cascade.ngram);
+    let deferred = calibrated(ensemble_logits, classes, &cascade.deferred);
+    for (row, later) in p.chunks_mut(classes).zip(deferred.chunks(classes)) {
+        if row.iter().cloned().fold(0f32, f32::max) < cascade.threshold as f32 {
+            row.copy_from_slice(later);
+        }
+    }
+    p
 }
 
 /// The parts of an ensemble that score a title.
@@ -204,7 +226,7 @@ pub(super) fn fit(
     // The mix stays the one fitted on records with duties: a mix fitted on these rows
     // leans further on the retrieval, which suits spelling variants of the office's own
     // titles but codes titles phrased unlike them worse.
-    let ensemble_logits = scorer.retrieval.ensemble_logits(&p, &texts, c)?;
+    let (retrieval, ensemble_logits) = scorer.retrieval.parts(&p, &texts, c)?;
     let mut part = fit_parts(
         &ngram_logits,
         &ensemble_logits,
@@ -214,6 +236,23 @@ pub(super) fn fit(
         settings.max_loss,
         settings.method,
     );
+    let coded = through_cascade(&part.cascade, &ngram_logits, &ensemble_logits, c);
+    (part.agreement, part.fit.agreement) = match crate::agreement::fit(
+        &Parts {
+            ngram_logits,
+            retrieval,
+            ensemble_logits,
+        },
+        &y,
+        &coded,
+        &part.cascade.ngram,
+        &part.whole,
+        c,
+        settings.method,
+    ) {
+        Some((agreement, fit)) => (Some(agreement), Some(fit)),
+        None => (None, None),
+    };
     part.fit.external_rows = external_rows;
     part.external = external.to_vec();
     Ok(Some(part))
