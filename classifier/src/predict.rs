@@ -510,15 +510,14 @@ impl Predictor {
     /// for a transformer its head's, for an ensemble the log of its mixed probabilities
     /// (ngram, or ngram mixed with a transformer, then retrieval; see [`crate::retrieval`]).
     pub fn logits(&self, texts: &[String]) -> Vec<f32> {
-        match &self.model {
-            Model::Ngram { .. } => self.ngram_logits(texts),
-            Model::Transformer { transformer, .. } => self
-                .transformer_logits(transformer, texts)
-                .unwrap_or_else(|| self.ngram_logits(texts)),
-            Model::Ensemble { .. } => match self.ensemble_parts(texts) {
-                Some(Ok(parts)) => parts.ensemble_logits,
-                Some(Err(base)) => base.iter().map(|v| v.max(1e-12).ln()).collect(),
-                None => unreachable!("an ensemble has parts"),
+        match self.ensemble_parts(texts) {
+            Some(Ok(parts)) => parts.ensemble_logits,
+            Some(Err(base)) => base.iter().map(|v| v.max(1e-12).ln()).collect(),
+            None => match &self.model {
+                Model::Transformer { transformer, .. } => self
+                    .transformer_logits(transformer, texts)
+                    .unwrap_or_else(|| self.ngram_logits(texts)),
+                _ => self.ngram_logits(texts),
             },
         }
     }
