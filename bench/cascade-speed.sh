@@ -6,29 +6,35 @@
 # build of the previous commit) alternate REPS times; prints each wall time, the medians, the
 # peak RSS and whether the two builds wrote byte-identical files.
 #   BASE_BIN=/tmp/isco-dag-base REPS=3 bash bench/cascade-speed.sh
-# MODE=full codes every row with every part (`--no-cascade`).
+# MODE=full codes every row with every part (`--no-cascade`). MODEL codes with another model
+# directory; SET=section.key=value adds that `-S` to every run (e.g.
+# SET=inference.title_only_agreement=false). One untimed run goes first: the first run after
+# writing the model copy is seconds slower than the rest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/isco-dag}
 REPS=${REPS:-3}
 MODE=${MODE:-cascade}
 INPUT=bench/out/cascade_150k.csv
-[ -f "$INPUT" ] && [ -d bench/out/cascade/train/model ] || { echo "run bash bench/cascade.sh first" >&2; exit 1; }
+MODEL=${MODEL:-bench/out/cascade/train/model}
+[ -f "$INPUT" ] && [ -d "$MODEL" ] || { echo "run bash bench/cascade.sh first" >&2; exit 1; }
 cargo build --release --quiet --bin isco-dag
-flag=""; [ "$MODE" = full ] && flag="--no-cascade"
+flags=(); [ "$MODE" = full ] && flags+=(--no-cascade)
+[ -n "${SET:-}" ] && flags+=(-S "$SET")
 declare -A times
 # One copy, made before any timed run: writing it back to disk would otherwise overlap the
 # first runs.
-rm -rf bench/out/speed-model && cp -r bench/out/cascade/train/model bench/out/speed-model
+rm -rf bench/out/speed-model && cp -r "$MODEL" bench/out/speed-model
 chmod -R u+w bench/out/speed-model && sync
 run() { # label binary
   rm -rf bench/out/speed-store bench/out/speed-model/retrieval/cache-*.bin
   /usr/bin/time -f "%e %M" -o bench/out/speed-time "$2" predict --model bench/out/speed-model \
-    --store bench/out/speed-store --input "$INPUT" --output "bench/out/speed_$1.parquet" $flag 2>/dev/null
+    --store bench/out/speed-store --input "$INPUT" --output "bench/out/speed_$1.parquet" "${flags[@]}" 2>/dev/null
   read -r wall rss < bench/out/speed-time
   echo "$1: wall $wall s, peak RSS $((rss / 1024)) MB"
   times[$1]+="$wall "
 }
+run warm-up "$BIN" >/dev/null
 for i in $(seq "$REPS"); do
   run new "$BIN"
   [ -n "${BASE_BIN:-}" ] && run base "$BASE_BIN"

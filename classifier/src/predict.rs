@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{Calibrated, Cascade, Model, ModelMeta, TitleOnly};
+use crate::agreement::Parts;
+use crate::artifact::{Agreement, Calibrated, Cascade, Model, ModelMeta, TitleOnly};
 use crate::calibrate::softmax_rows;
 use crate::error::Error;
 use crate::model::Trained;
@@ -321,7 +322,7 @@ fn calibrated_by(
     usual: &Calibrated,
     own: &Calibrated,
 ) -> Vec<f32> {
-    let rows: Vec<usize> = (0..apart.len()).filter(|&i| apart[i]).collect();
+    let rows = set_rows(apart);
     if rows.is_empty() {
         return calibrated(logits, classes, usual);
     }
@@ -329,15 +330,40 @@ fn calibrated_by(
         return calibrated(logits, classes, own);
     }
     let mut p = calibrated(logits, classes, usual);
-    let sub: Vec<f32> = rows
-        .iter()
-        .flat_map(|&i| logits[i * classes..(i + 1) * classes].iter().copied())
-        .collect();
-    let q = calibrated(&sub, classes, own);
+    let q = calibrated(&gather(logits, classes, &rows), classes, own);
     for (k, &i) in rows.iter().enumerate() {
         p[i * classes..(i + 1) * classes].copy_from_slice(&q[k * classes..(k + 1) * classes]);
     }
     p
+}
+
+/// The rows `rows` of a `[_, classes]` matrix, in that order.
+fn gather(m: &[f32], classes: usize, rows: &[usize]) -> Vec<f32> {
+    rows.iter()
+        .flat_map(|&i| m[i * classes..(i + 1) * classes].iter().copied())
+        .collect()
+}
+
+/// The rows where `apart` is set.
+fn set_rows(apart: &[bool]) -> Vec<usize> {
+    (0..apart.len()).filter(|&i| apart[i]).collect()
+}
+
+/// The rows in `a` or `b` (each ascending), ascending and once each.
+fn merged(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let mut all: Vec<usize> = a.iter().chain(b).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// For each of `n` rows, its position in `rows` (`usize::MAX` when it is not there).
+fn positions(rows: &[usize], n: usize) -> Vec<usize> {
+    let mut at = vec![usize::MAX; n];
+    for (k, &i) in rows.iter().enumerate() {
+        at[i] = k;
+    }
+    at
 }
 
 /// A loaded model ready to code records.
@@ -510,8 +536,14 @@ impl Predictor {
     /// for a transformer its head's, for an ensemble the log of its mixed probabilities
     /// (ngram, or ngram mixed with a transformer, then retrieval; see [`crate::retrieval`]).
     pub fn logits(&self, texts: &[String]) -> Vec<f32> {
-        match self.ensemble_parts(texts) {
-            Some(Ok(parts)) => parts.ensemble_logits,
+        self.logits_of(self.ensemble_parts(texts).as_ref(), texts)
+    }
+
+    /// [`Predictor::logits`] of `texts`, taking an ensemble's from `parts` (what
+    /// [`Predictor::ensemble_parts`] said of the same texts).
+    fn logits_of(&self, parts: Option<&Result<Parts, Vec<f32>>>, texts: &[String]) -> Vec<f32> {
+        match parts {
+            Some(Ok(parts)) => parts.ensemble_logits.clone(),
             Some(Err(base)) => base.iter().map(|v| v.max(1e-12).ln()).collect(),
             None => match &self.model {
                 Model::Transformer { transformer, .. } => self
@@ -536,10 +568,7 @@ impl Predictor {
     /// What an ensemble's parts say of `texts`: `None` for another kind of model; the base
     /// probabilities (the n-gram network's, mixed with a transformer's if it has one) when
     /// the retrieval fails (logged), so the caller codes without it.
-    fn ensemble_parts(
-        &self,
-        texts: &[String],
-    ) -> Option<Result<crate::agreement::Parts, Vec<f32>>> {
+    fn ensemble_parts(&self, texts: &[String]) -> Option<Result<Parts, Vec<f32>>> {
         let Model::Ensemble {
             retrieval,
             transformer,
@@ -562,7 +591,7 @@ impl Predictor {
             );
         }
         Some(match retrieval.parts(&p, texts, c) {
-            Ok((retrieval, ensemble_logits)) => Ok(crate::agreement::Parts {
+            Ok((retrieval, ensemble_logits)) => Ok(Parts {
                 ngram_logits,
                 retrieval,
                 ensemble_logits,
@@ -661,13 +690,15 @@ impl Predictor {
                 temperature: self.meta.temperature,
                 isotonic: self.meta.isotonic.clone(),
             };
-            let logits = self.logits(texts);
+            let parts = self.ensemble_parts(texts);
+            let logits = self.logits_of(parts.as_ref(), texts);
             let mut probabilities = match (&apart, part) {
                 (Some(rows), Some(part)) => calibrated_by(&logits, c, rows, &whole, &part.whole),
                 _ => calibrated(&logits, c, &whole),
             };
-            if let Some(rows) = &apart {
-                self.by_agreement(texts, rows, &mut probabilities);
+            if let (Some(apart), Some(Ok(parts))) = (&apart, &parts) {
+                let all: Vec<usize> = (0..texts.len()).collect();
+                self.by_agreement(&set_rows(apart), parts, &all, &mut probabilities);
             }
             return Scored {
                 probabilities,
@@ -698,11 +729,22 @@ impl Predictor {
             })
             .map(|(i, _)| i)
             .collect();
-        if !deferred.is_empty() {
-            let sub: Vec<String> = deferred.iter().map(|&i| texts[i].clone()).collect();
+        // The ensemble runs on the deferred rows and, for the cap by the parts' agreement,
+        // on the unseen titles without duties: once on both, in the rows' order.
+        let capped = match self.agreement() {
+            Some(_) => set_rows(&apart),
+            None => Vec::new(),
+        };
+        let run = merged(&deferred, &capped);
+        if !run.is_empty() {
+            let sub: Vec<String> = run.iter().map(|&i| texts[i].clone()).collect();
+            let parts = self.ensemble_parts(&sub);
+            let logits = self.logits_of(parts.as_ref(), &sub);
+            let at = positions(&run, texts.len());
+            let of_deferred: Vec<usize> = deferred.iter().map(|&i| at[i]).collect();
             let sub_apart: Vec<bool> = deferred.iter().map(|&i| apart[i]).collect();
             let q = calibrated_by(
-                &self.logits(&sub),
+                &gather(&logits, c, &of_deferred),
                 c,
                 &sub_apart,
                 &cascade.deferred,
@@ -712,39 +754,44 @@ impl Predictor {
                 p[i * c..(i + 1) * c].copy_from_slice(&q[k * c..(k + 1) * c]);
                 steps[i] = Step::Ensemble;
             }
+            if let Some(Ok(parts)) = &parts {
+                let of_capped: Vec<usize> = capped.iter().map(|&i| at[i]).collect();
+                self.by_agreement(&capped, parts, &of_capped, &mut p);
+            }
         }
-        self.by_agreement(texts, &apart, &mut p);
         Scored {
             probabilities: p,
             steps,
         }
     }
 
-    /// Caps the confidence of the unseen titles without duties (`apart`) in `p` by how far
-    /// the ensemble's parts agree on their codes, when the model's calibration of such
-    /// titles has that cap ([`crate::agreement`]). Every such row is scored by each part,
-    /// also those the cascade's first step decided.
-    fn by_agreement(&self, texts: &[String], apart: &[bool], p: &mut [f32]) {
-        let Some((part, agreement)) = self
-            .title_only()
+    /// The cap of unseen titles' confidence by their parts' agreement this predictor uses,
+    /// with the calibration of such titles it belongs to: the model's, unless `[inference]
+    /// title_only_agreement = false`.
+    fn agreement(&self) -> Option<(&TitleOnly, &Agreement)> {
+        self.title_only()
             .filter(|_| self.config.title_only_agreement)
             .and_then(|part| Some((part, part.agreement.as_ref()?)))
-        else {
+    }
+
+    /// Caps the confidence of the rows `rows` of `p` (unseen titles without duties) by how
+    /// far the ensemble's parts agree on their codes, when the model's calibration of such
+    /// titles has that cap ([`crate::agreement`]). `parts` is what the ensemble's parts said
+    /// of a set of texts, `at` the position of each of `rows` in it.
+    fn by_agreement(&self, rows: &[usize], parts: &Parts, at: &[usize], p: &mut [f32]) {
+        let Some((part, agreement)) = self.agreement() else {
             return;
         };
-        let rows: Vec<usize> = (0..apart.len()).filter(|&i| apart[i]).collect();
         if rows.is_empty() {
             return;
         }
         let c = self.classes();
-        let sub: Vec<String> = rows.iter().map(|&i| texts[i].clone()).collect();
-        let Some(Ok(parts)) = self.ensemble_parts(&sub) else {
-            return;
+        let parts = Parts {
+            ngram_logits: gather(&parts.ngram_logits, c, at),
+            retrieval: gather(&parts.retrieval, c, at),
+            ensemble_logits: gather(&parts.ensemble_logits, c, at),
         };
-        let mut q: Vec<f32> = rows
-            .iter()
-            .flat_map(|&i| p[i * c..(i + 1) * c].iter().copied())
-            .collect();
+        let mut q = gather(p, c, rows);
         crate::agreement::apply(
             agreement,
             &parts,
@@ -961,6 +1008,25 @@ mod tests {
     use crate::features::{FeatureConfig, FeatureMatrix};
     use crate::model::TrainConfig;
     use crate::model::{TrainData, train};
+
+    #[test]
+    fn rows_run_once_are_found_again_in_the_order_they_were_run() {
+        let deferred = [1, 4, 6];
+        let capped = [0, 4, 5];
+        let run = merged(&deferred, &capped);
+        assert_eq!(run, vec![0, 1, 4, 5, 6]);
+        let at = positions(&run, 8);
+        assert_eq!(at[4], 2);
+        assert_eq!(at[7], usize::MAX);
+        // A matrix of the run rows, each row filled with its own row number.
+        let m: Vec<f32> = run.iter().flat_map(|&i| [i as f32; 3]).collect();
+        let of_capped: Vec<usize> = capped.iter().map(|&i| at[i]).collect();
+        assert_eq!(
+            gather(&m, 3, &of_capped),
+            vec![0., 0., 0., 4., 4., 4., 5., 5., 5.]
+        );
+        assert_eq!(set_rows(&[false, true, true]), vec![1, 2]);
+    }
 
     fn tiny() -> Predictor {
         tiny_with(FeatureConfig {

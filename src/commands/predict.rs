@@ -38,10 +38,6 @@ pub struct Args {
         conflicts_with = "explain"
     )]
     shard: Option<stages::shard::Shard>,
-    /// Take the model's ref from the remote store first (a fresh machine needs nothing
-    /// else): the config's `[remote]`, or `--remote s3://bucket/prefix` (or ISCO_DAG_REMOTE).
-    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL", env = "ISCO_DAG_REMOTE")]
-    remote: Option<String>,
 }
 
 /// The model and settings a command codes with: `predict`'s and `evaluate`'s.
@@ -70,6 +66,10 @@ pub struct CoderArgs {
     /// `-S 'data.title_column=Job Title'`).
     #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
     pub set: Vec<runner::spec::Override>,
+    /// Take the model's ref from the remote store first (a fresh machine needs nothing
+    /// else): the config's `[remote]`, or `--remote s3://bucket/prefix` (or ISCO_DAG_REMOTE).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL", env = "ISCO_DAG_REMOTE")]
+    pub remote: Option<String>,
 }
 
 impl CoderArgs {
@@ -82,10 +82,20 @@ impl CoderArgs {
         Ok((cfg, columns))
     }
 
-    /// Loads the model `--model` names with `cfg`, saying which it is on standard error;
-    /// an ensemble reuses (and adds to) the store's shared sentence vectors, which
-    /// [`Coding::finish`] writes back.
+    /// Loads the model `--model` names with `cfg`, saying which it is on standard error,
+    /// after taking the refs from the remote store with `--remote`; an ensemble reuses (and
+    /// adds to) the store's shared sentence vectors, which [`Coding::finish`] writes back.
     pub fn load(&self, cfg: InferenceConfig) -> anyhow::Result<Coding> {
+        if let Some(url) = &self.remote {
+            let settings = super::remote_from_config(&self.config)?;
+            let remote =
+                super::open_remote(settings.as_ref(), url, &self.config.display().to_string())?;
+            let store = artifacts::Store::open(&self.store)?;
+            let _lock = store.lock(true, &|holder| {
+                console::error(&format!("waiting for the store lock held by {holder} …"))
+            })?;
+            remote.sync_refs(&store, artifacts::Direction::Pull { theirs: true })?;
+        }
         let (dir, about) = model_dir(&self.model, &self.store)?;
         console::error(&about);
         let pred = Predictor::load(&dir, cfg)?;
@@ -374,19 +384,6 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
             ))
             .into());
         }
-    }
-    if let Some(url) = &a.remote {
-        let settings = super::remote_from_config(&a.coder.config)?;
-        let remote = super::open_remote(
-            settings.as_ref(),
-            url,
-            &a.coder.config.display().to_string(),
-        )?;
-        let store = artifacts::Store::open(&a.coder.store)?;
-        let _lock = store.lock(true, &|holder| {
-            console::error(&format!("waiting for the store lock held by {holder} …"))
-        })?;
-        remote.sync_refs(&store, artifacts::Direction::Pull { theirs: true })?;
     }
     let coding = a.coder.load(cfg)?;
     let pred = &coding.pred;

@@ -259,6 +259,17 @@ fn two_stores_sharing_a_remote_skip_each_others_work() {
     );
     assert!(out.contains("would restore from the remote"), "{out}");
     assert!(objects(c.path("").as_path()).is_empty());
+    // `evaluate --remote` scores the team's promoted model on a machine that has none.
+    let eval = [
+        "evaluate",
+        "data/demo/new_occupations_eval.csv",
+        "--format",
+        "json",
+    ];
+    fails(&c, &s3, &eval);
+    let remote = ok(&c, &s3, &[&eval[..], &["--remote"]].concat());
+    assert_eq!(best(&c), best(&b));
+    assert_eq!(remote, ok(&b, &s3, &eval));
 }
 
 #[test]
