@@ -7,7 +7,7 @@ use std::path::Path;
 use artifacts::table::{Column, Table};
 use classifier::metrics::{Evaluation, evaluate_probabilities};
 use classifier::predict::{InferenceConfig, Predictor};
-use classifier::text::record_text;
+use classifier::text::{record_text, why_no_text};
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde_json::json;
 
@@ -85,7 +85,10 @@ pub fn read_labelled(path: &Path, columns: &LabelledColumns) -> Result<Labelled,
     let mut raw = Vec::new();
     let mut bad = Vec::new();
     for r in rows {
-        let code = r.values[2].clone().unwrap_or_default().trim().to_string();
+        // A spreadsheet writes a numeric code cell as `2221.0`; the clean stage reads it so too.
+        let cell = r.values[2].clone().unwrap_or_default();
+        let code = cell.trim();
+        let code = code.strip_suffix(".0").unwrap_or(code).to_string();
         if let Some(problem) = &r.problem {
             bad.push((r.row as i64, r.line as i64, problem.to_string()));
             continue;
@@ -103,7 +106,21 @@ pub fn read_labelled(path: &Path, columns: &LabelledColumns) -> Result<Labelled,
         }
         let title = r.values[0].clone().unwrap_or_default();
         let duties = r.values[1].clone().unwrap_or_default();
-        texts.push(record_text(&title, &duties));
+        let text = record_text(&title, &duties);
+        if text.is_empty() {
+            // As `predict` leaves such a row uncoded, it is not scored either.
+            bad.push((
+                r.row as i64,
+                r.line as i64,
+                format!(
+                    "column `{}`: {}",
+                    by.title_column.trim(),
+                    why_no_text(&title, &duties)
+                ),
+            ));
+            continue;
+        }
+        texts.push(text);
         codes.push(code);
         raw.push((r.row as i64, title, duties));
     }
@@ -585,7 +602,7 @@ pub fn write_report_page(dir: &Path, html: &str, metrics: &serde_json::Value) ->
 pub const REPORT_HEAD: &str = "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>";
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "11", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
+    runner::stage_metadata!("evaluate", version "12", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (inference, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());
@@ -682,19 +699,31 @@ mod tests {
         let own = dir.path().join("own.csv");
         std::fs::write(
             &own,
-            "ISCO,Job Title,Duties\n5120,Chef,cooks meals\n51,baker,\n",
+            "ISCO,Job Title,Duties\n5120,Chef,cooks meals\n51,baker,\n7512.0,Baker,\n5120,,\n5120,--,?\n",
         )
         .unwrap();
         let l = read_labelled(&own, &office).unwrap();
-        assert_eq!(l.texts, ["chef | cooks meals"]);
-        assert_eq!(l.codes, ["5120"]);
+        assert_eq!(l.texts, ["chef | cooks meals", "baker"]);
+        assert_eq!(l.codes, ["5120", "7512"]);
         assert_eq!(
             l.unusable,
-            [(
-                1,
-                3,
-                "column `ISCO`: `51` is not a 4-digit code".to_string()
-            )]
+            [
+                (
+                    1,
+                    3,
+                    "column `ISCO`: `51` is not a 4-digit code".to_string()
+                ),
+                (
+                    3,
+                    5,
+                    "column `Job Title`: the job title and duties are empty".to_string()
+                ),
+                (
+                    4,
+                    6,
+                    "column `Job Title`: the job title and duties hold no letters or digits, so there is nothing to code".to_string()
+                )
+            ]
         );
         let written = dir.path().join("written.csv");
         std::fs::write(
@@ -702,16 +731,15 @@ mod tests {
             "job_title,duties_description,isco_code\nchef,cooks meals,5120\n",
         )
         .unwrap();
-        assert_eq!(read_labelled(&written, &office).unwrap().texts, l.texts);
+        assert_eq!(read_labelled(&written, &office).unwrap().texts, l.texts[..1]);
         let many: Vec<Unusable> = (0..5).map(|r| (r, r + 2, "why".to_string())).collect();
         assert_eq!(
             unusable_summary(&many),
             "row 0 (line 2): why; row 1 (line 3): why; row 2 (line 4): why; and 2 more"
         );
-        assert_eq!(
-            unusable_summary(&l.unusable),
-            "row 1 (line 3): column `ISCO`: `51` is not a 4-digit code"
-        );
+        assert!(unusable_summary(&l.unusable).starts_with(
+            "row 1 (line 3): column `ISCO`: `51` is not a 4-digit code; row 3 (line 5): "
+        ));
         let Err(e) = read_labelled(&own, &LabelledColumns::default()) else {
             panic!("read by the standard names")
         };
