@@ -75,8 +75,14 @@ pub struct Labelled {
 
 /// Reads a labelled raw file into (normalised texts, codes) and the unusable rows; its
 /// columns are `columns`, or the standard names where the file has those instead (see
-/// [`ColumnNames::in_header`]).
-pub fn read_labelled(path: &Path, columns: &LabelledColumns) -> Result<Labelled, Error> {
+/// [`ColumnNames::in_header`]). `labels` are the codes the model knows: a 3-digit code is
+/// read with the leading zero a spreadsheet or an integer column drops when that makes it
+/// one of them, as the clean stage does against the reference.
+pub fn read_labelled(
+    path: &Path,
+    columns: &LabelledColumns,
+    labels: &[String],
+) -> Result<Labelled, Error> {
     let by = columns_of(path, columns);
     let rows = read_rows(path, &by.names(), LabelledColumns::REQUIRED)
         .map_err(|e| e.with_column_hint(|c| column_hint(c, columns, false)))?;
@@ -88,7 +94,14 @@ pub fn read_labelled(path: &Path, columns: &LabelledColumns) -> Result<Labelled,
         // A spreadsheet writes a numeric code cell as `2221.0`; the clean stage reads it so too.
         let cell = r.values[2].clone().unwrap_or_default();
         let code = cell.trim();
-        let code = code.strip_suffix(".0").unwrap_or(code).to_string();
+        let mut code = code.strip_suffix(".0").unwrap_or(code).to_string();
+        if code.len() == 3
+            && labels
+                .iter()
+                .any(|l| l.strip_prefix('0') == Some(code.as_str()))
+        {
+            code.insert(0, '0');
+        }
         if let Some(problem) = &r.problem {
             bad.push((r.row as i64, r.line as i64, problem.to_string()));
             continue;
@@ -524,7 +537,7 @@ pub fn score_labelled(
         codes,
         raw,
         unusable: bad_rows,
-    } = read_labelled(path, columns)?;
+    } = read_labelled(path, columns, &pred.meta.labels)?;
     let bad = &bad_rows;
     if !bad.is_empty() {
         Table::new()
@@ -602,7 +615,7 @@ pub fn write_report_page(dir: &Path, html: &str, metrics: &serde_json::Value) ->
 pub const REPORT_HEAD: &str = "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>";
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "12", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
+    runner::stage_metadata!("evaluate", version "13", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (inference, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());
@@ -699,12 +712,13 @@ mod tests {
         let own = dir.path().join("own.csv");
         std::fs::write(
             &own,
-            "ISCO,Job Title,Duties\n5120,Chef,cooks meals\n51,baker,\n7512.0,Baker,\n5120,,\n5120,--,?\n",
+            "ISCO,Job Title,Duties\n5120,Chef,cooks meals\n51,baker,\n7512.0,Baker,\n5120,,\n5120,--,?\n110,soldier,\n210,sergeant,\n",
         )
         .unwrap();
-        let l = read_labelled(&own, &office).unwrap();
-        assert_eq!(l.texts, ["chef | cooks meals", "baker"]);
-        assert_eq!(l.codes, ["5120", "7512"]);
+        let labels = ["0110", "5120", "7512"].map(String::from);
+        let l = read_labelled(&own, &office, &labels).unwrap();
+        assert_eq!(l.texts, ["chef | cooks meals", "baker", "soldier"]);
+        assert_eq!(l.codes, ["5120", "7512", "0110"]);
         assert_eq!(
             l.unusable,
             [
@@ -722,6 +736,11 @@ mod tests {
                     4,
                     6,
                     "column `Job Title`: the job title and duties hold no letters or digits, so there is nothing to code".to_string()
+                ),
+                (
+                    6,
+                    8,
+                    "column `ISCO`: `210` is not a 4-digit code".to_string()
                 )
             ]
         );
@@ -731,7 +750,10 @@ mod tests {
             "job_title,duties_description,isco_code\nchef,cooks meals,5120\n",
         )
         .unwrap();
-        assert_eq!(read_labelled(&written, &office).unwrap().texts, l.texts[..1]);
+        assert_eq!(
+            read_labelled(&written, &office, &labels).unwrap().texts,
+            l.texts[..1]
+        );
         let many: Vec<Unusable> = (0..5).map(|r| (r, r + 2, "why".to_string())).collect();
         assert_eq!(
             unusable_summary(&many),
@@ -740,7 +762,7 @@ mod tests {
         assert!(unusable_summary(&l.unusable).starts_with(
             "row 1 (line 3): column `ISCO`: `51` is not a 4-digit code; row 3 (line 5): "
         ));
-        let Err(e) = read_labelled(&own, &LabelledColumns::default()) else {
+        let Err(e) = read_labelled(&own, &LabelledColumns::default(), &labels) else {
             panic!("read by the standard names")
         };
         let e = e.to_string();

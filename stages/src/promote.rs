@@ -214,7 +214,7 @@ impl Stage for Promote {
                         .ok_or_else(|| Error::Empty(format!(
                             "promote decides on `{set}` (primary_on) but no `extra` input is named so; add the file `evaluate` scored as `{set}` to promote's `extra` inputs"
                         )))?;
-                    let l = read_labelled(path, &columns)?;
+                    let l = read_labelled(path, &columns, &cur.meta.labels)?;
                     evaluate(&cur, &l.texts, &l.codes).metrics
                 };
                 crate::embeddings::flush_shared_cache(&cur);
