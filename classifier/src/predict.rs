@@ -697,8 +697,9 @@ impl Predictor {
                 _ => calibrated(&logits, c, &whole),
             };
             if let (Some(apart), Some(Ok(parts))) = (&apart, &parts) {
-                let all: Vec<usize> = (0..texts.len()).collect();
-                self.by_agreement(&set_rows(apart), parts, &all, &mut probabilities);
+                // `parts` holds every row, each at its own position.
+                let rows = set_rows(apart);
+                self.by_agreement(&rows, parts, &rows, &mut probabilities);
             }
             return Scored {
                 probabilities,

@@ -359,6 +359,81 @@ fn unseen_titles_are_calibrated_apart(p: &Project) {
         f["share_conf_90"].as_f64().unwrap() < f["share_conf_90_before"].as_f64().unwrap(),
         "{f}"
     );
+    coded_alike_in_any_order(p, &seen);
+}
+
+/// A row is coded alike whatever other rows its file holds, among them titles whose
+/// confidence the parts' agreement caps: a file of made-up titles (two words of different
+/// seen titles) without duties, the same with duties and seen titles, coded as it is and in
+/// reverse order, through the cascade and with every part on every row.
+fn coded_alike_in_any_order(p: &Project, seen: &[(usize, String)]) {
+    let known: std::collections::HashSet<&str> = seen.iter().map(|(_, t)| t.as_str()).collect();
+    let words: Vec<&str> = seen
+        .iter()
+        .take(30)
+        .flat_map(|(_, t)| t.split_whitespace())
+        .collect();
+    let mut made = std::collections::BTreeSet::new();
+    for (i, a) in words.iter().enumerate() {
+        for b in words.iter().skip(i + 1).step_by(7) {
+            let t = format!("{a} {b}");
+            if a != b && !known.contains(t.as_str()) && made.len() < 40 {
+                made.insert(t);
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    for (k, t) in made.iter().enumerate() {
+        lines.push(format!("{t},"));
+        if k % 4 == 0 {
+            lines.push(format!("{t},caring for patients; driving vehicles"));
+            lines.push(format!("{},", seen[k % seen.len()].1));
+        }
+    }
+    p.write(
+        "mixed.csv",
+        &format!("job_title,duties_description\n{}\n", lines.join("\n")),
+    );
+    lines.reverse();
+    p.write(
+        "reversed.csv",
+        &format!("job_title,duties_description\n{}\n", lines.join("\n")),
+    );
+    let code = |input: &str, flags: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--model",
+            "models/latest",
+            "--input",
+            input,
+            "--output",
+            "coded.csv",
+        ];
+        args.extend(flags);
+        p.ok(&args);
+        confidences(&p.path("coded.csv"))
+    };
+    for flags in [&[][..], &["--no-cascade"][..]] {
+        let forward = code("mixed.csv", flags);
+        let uncapped = code(
+            "mixed.csv",
+            &[flags, &["-S", "inference.title_only_agreement=false"]].concat(),
+        );
+        assert!(
+            forward.iter().zip(&uncapped).any(|(a, u)| a.1 < u.1 - 1e-3),
+            "{flags:?}: the cap binds on none of {forward:?}"
+        );
+        let mut backward = code("reversed.csv", flags);
+        backward.reverse();
+        let differ: Vec<_> = forward
+            .iter()
+            .zip(&backward)
+            .enumerate()
+            .filter(|(_, (f, b))| f.0 != b.0 || (f.1 - b.1).abs() >= 1e-4)
+            .map(|(i, (f, b))| (i, &lines[lines.len() - 1 - i], f, b))
+            .collect();
+        assert!(differ.is_empty(), "{flags:?}: {differ:?}");
+    }
 }
 
 /// The train stage's `titles` input: titles coded outside the records (here in ESCO's
