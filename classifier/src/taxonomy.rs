@@ -102,6 +102,21 @@ pub struct Group {
     pub definition: String,
 }
 
+/// Normalises a code cell as spreadsheets and integer columns mangle it: trims, drops a
+/// trailing `.0`, and restores a lost leading zero when `is_unit` accepts the padded code.
+/// Returns the code and whether it was padded.
+pub fn normalize_code(raw: &str, is_unit: impl Fn(&str) -> bool) -> (String, bool) {
+    let c = raw.trim();
+    let c = c.strip_suffix(".0").unwrap_or(c);
+    if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_digit()) {
+        let padded = format!("0{c}");
+        if is_unit(&padded) {
+            return (padded, true);
+        }
+    }
+    (c.to_string(), false)
+}
+
 /// The ISCO-08 groups known from a reference file (or none, for codes-only use).
 #[derive(Debug, Clone, Default)]
 pub struct Taxonomy {
@@ -181,21 +196,12 @@ impl Taxonomy {
         }
     }
 
-    /// Normalises a code cell as spreadsheets mangle it: trims, drops a trailing `.0`, and
-    /// restores a lost leading zero when the padded code is a unit group of the reference.
-    /// Returns the code and whether it was padded.
+    /// [`normalize_code`] against the reference: a lost leading zero is restored when the
+    /// padded code is one of its unit groups.
     pub fn normalize_code(&self, raw: &str) -> (String, bool) {
-        let mut c = raw.trim().to_string();
-        if let Some(s) = c.strip_suffix(".0") {
-            c = s.to_string();
-        }
-        if c.len() == 3 && c.chars().all(|ch| ch.is_ascii_digit()) {
-            let padded = format!("0{c}");
-            if self.has_reference() && self.check_unit(&padded).is_ok() {
-                return (padded, true);
-            }
-        }
-        (c, false)
+        normalize_code(raw, |padded| {
+            self.has_reference() && self.check_unit(padded).is_ok()
+        })
     }
 
     /// Checks a unit-group code. With a reference: it must be listed. Without: 4 digits

@@ -7,6 +7,7 @@ use std::path::Path;
 use artifacts::table::{Column, Table};
 use classifier::metrics::{Evaluation, evaluate_probabilities};
 use classifier::predict::{InferenceConfig, Predictor};
+use classifier::taxonomy::normalize_code;
 use classifier::text::{record_text, why_no_text};
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde_json::json;
@@ -75,9 +76,8 @@ pub struct Labelled {
 
 /// Reads a labelled raw file into (normalised texts, codes) and the unusable rows; its
 /// columns are `columns`, or the standard names where the file has those instead (see
-/// [`ColumnNames::in_header`]). `labels` are the codes the model knows: a 3-digit code is
-/// read with the leading zero a spreadsheet or an integer column drops when that makes it
-/// one of them, as the clean stage does against the reference.
+/// [`ColumnNames::in_header`]). Codes are normalised as the clean stage does, a lost leading
+/// zero restored when that makes the code one of `labels` (the codes the model knows).
 pub fn read_labelled(
     path: &Path,
     columns: &LabelledColumns,
@@ -91,17 +91,8 @@ pub fn read_labelled(
     let mut raw = Vec::new();
     let mut bad = Vec::new();
     for r in rows {
-        // A spreadsheet writes a numeric code cell as `2221.0`; the clean stage reads it so too.
         let cell = r.values[2].clone().unwrap_or_default();
-        let code = cell.trim();
-        let mut code = code.strip_suffix(".0").unwrap_or(code).to_string();
-        if code.len() == 3
-            && labels
-                .iter()
-                .any(|l| l.strip_prefix('0') == Some(code.as_str()))
-        {
-            code.insert(0, '0');
-        }
+        let (code, _) = normalize_code(&cell, |padded| labels.iter().any(|l| l == padded));
         if let Some(problem) = &r.problem {
             bad.push((r.row as i64, r.line as i64, problem.to_string()));
             continue;
