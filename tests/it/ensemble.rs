@@ -413,8 +413,16 @@ fn coded_alike_in_any_order(p: &Project, seen: &[(usize, String)]) {
         p.ok(&args);
         confidences(&p.path("coded.csv"))
     };
-    for flags in [&[][..], &["--no-cascade"][..]] {
+    // The project's config turns the cascade off; `-S` turns it on for the first pass.
+    for flags in [&["-S", "inference.cascade=true"][..], &["--no-cascade"][..]] {
         let forward = code("mixed.csv", flags);
+        let steps = decided_by(&p.path("coded.csv"));
+        let through_cascade = flags[0] == "-S";
+        assert_eq!(
+            steps.iter().any(|s| s == "ngram"),
+            through_cascade,
+            "{flags:?}: {steps:?}"
+        );
         let uncapped = code(
             "mixed.csv",
             &[flags, &["-S", "inference.title_only_agreement=false"]].concat(),
@@ -425,6 +433,7 @@ fn coded_alike_in_any_order(p: &Project, seen: &[(usize, String)]) {
         );
         let mut backward = code("reversed.csv", flags);
         backward.reverse();
+        assert_eq!(forward.len(), backward.len());
         let differ: Vec<_> = forward
             .iter()
             .zip(&backward)
