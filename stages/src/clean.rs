@@ -93,7 +93,7 @@ pub fn load_taxonomy(ctx: &StageContext<'_>) -> Result<Taxonomy, StageError> {
 }
 
 impl Stage for Clean {
-    runner::stage_metadata!("clean", version "3", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
+    runner::stage_metadata!("clean", version "4", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<CleanParams>(raw)?;
         let p: CleanParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
@@ -137,7 +137,7 @@ impl Stage for Clean {
             let (title, duties, code_raw) = (v(0), v(1), v(2));
             let mut reject = |col: &str, reason: String| {
                 q_row.push(r.row as i64);
-                q_line.push(r.line as i64);
+                q_line.push(r.line.map(|l| l as i64));
                 q_col.push(col.to_string());
                 q_reason.push(reason);
                 q_vals[0].push(title.clone());
@@ -222,8 +222,8 @@ impl Stage for Clean {
                         format!(", column `{}`", q_col[i])
                     };
                     format!(
-                        "{n} × {reason} (first: row {}, line {}{column})",
-                        q_row[i], q_line[i]
+                        "{n} × {reason} (first: {}{column})",
+                        crate::records::place(q_row[i], q_line[i])
                     )
                 })
                 .collect();
@@ -248,7 +248,7 @@ impl Stage for Clean {
         out.write(&ctx.output("records.parquet"))?;
         Table::new()
             .with("row", Column::Int(q_row.clone()))
-            .with("line", Column::Int(q_line))
+            .with("line", crate::records::line_column(q_line.into_iter()))
             .with("column", Column::Str(q_col))
             .with("reason", Column::Str(q_reason))
             .with(&p.title_column, Column::Str(q_vals[0].clone()))

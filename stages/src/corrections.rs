@@ -230,7 +230,7 @@ fn write_records(rows: &[&Correction], path: &std::path::Path) -> Result<(), Err
 }
 
 impl Stage for Corrections {
-    runner::stage_metadata!("corrections", version "3", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<CorrectionsParams>()));
+    runner::stage_metadata!("corrections", version "4", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<CorrectionsParams>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (own, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());
@@ -293,7 +293,7 @@ impl Stage for Corrections {
                 let mut reject = |col: &str, reason: String| {
                     quarantine[0].push(fname.clone());
                     quarantine[1].push(r.row.to_string());
-                    quarantine[2].push(r.line.to_string());
+                    quarantine[2].push(r.line.map_or(String::new(), |l| l.to_string()));
                     quarantine[3].push(col.to_string());
                     quarantine[4].push(reason);
                     quarantine[5].push(r.raw.clone());

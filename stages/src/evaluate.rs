@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::columns::{self, ColumnNames, LabelledColumns, column_hint, columns_of};
 use crate::error::Error;
 use crate::records::{Records, read_row_map, read_rows};
+use crate::records::{line_column, place};
 
 /// The `evaluate` stage kind.
 pub struct Evaluate;
@@ -59,8 +60,26 @@ const OUTPUTS: &[OutputDecl] = &[
     },
 ];
 
-/// An unusable input row: (row, line, reason).
-pub type Unusable = (i64, i64, String);
+/// An input row that could not be scored, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unusable {
+    /// 0-based data row of the file.
+    pub row: i64,
+    /// Its 1-based line in a CSV file (none in Parquet).
+    pub line: Option<i64>,
+    /// Why it was not scored.
+    pub reason: String,
+}
+
+impl Unusable {
+    fn of(r: &crate::records::RawRow, reason: String) -> Unusable {
+        Unusable {
+            row: r.row as i64,
+            line: r.line.map(|l| l as i64),
+            reason,
+        }
+    }
+}
 
 /// A labelled evaluation file.
 pub struct Labelled {
@@ -94,13 +113,12 @@ pub fn read_labelled(
         let cell = r.values[2].clone().unwrap_or_default();
         let (code, _) = normalize_code(&cell, |padded| labels.iter().any(|l| l == padded));
         if let Some(problem) = &r.problem {
-            bad.push((r.row as i64, r.line as i64, problem.to_string()));
+            bad.push(Unusable::of(&r, problem.to_string()));
             continue;
         }
         if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
-            bad.push((
-                r.row as i64,
-                r.line as i64,
+            bad.push(Unusable::of(
+                &r,
                 format!(
                     "column `{}`: `{code}` is not a 4-digit code",
                     by.code_column.trim()
@@ -113,9 +131,8 @@ pub fn read_labelled(
         let text = record_text(&title, &duties);
         if text.is_empty() {
             // As `predict` leaves such a row uncoded, it is not scored either.
-            bad.push((
-                r.row as i64,
-                r.line as i64,
+            bad.push(Unusable::of(
+                &r,
                 format!(
                     "column `{}`: {}",
                     by.title_column.trim(),
@@ -143,7 +160,7 @@ pub fn unusable_summary(bad: &[Unusable]) -> String {
     let mut text = bad
         .iter()
         .take(SHOWN)
-        .map(|(row, line, reason)| format!("row {row} (line {line}): {reason}"))
+        .map(|b| format!("{}: {}", place(b.row, b.line), b.reason))
         .collect::<Vec<_>>()
         .join("; ");
     if bad.len() > SHOWN {
@@ -532,11 +549,11 @@ pub fn score_labelled(
     let bad = &bad_rows;
     if !bad.is_empty() {
         Table::new()
-            .with("row", Column::Int(bad.iter().map(|b| b.0).collect()))
-            .with("line", Column::Int(bad.iter().map(|b| b.1).collect()))
+            .with("row", Column::Int(bad.iter().map(|b| b.row).collect()))
+            .with("line", line_column(bad.iter().map(|b| b.line)))
             .with(
                 "reason",
-                Column::Str(bad.iter().map(|b| b.2.clone()).collect()),
+                Column::Str(bad.iter().map(|b| b.reason.clone()).collect()),
             )
             .write_csv_and_parquet(&dir.join(format!("{name}_unusable.csv")))?;
     }
@@ -606,7 +623,7 @@ pub fn write_report_page(dir: &Path, html: &str, metrics: &serde_json::Value) ->
 pub const REPORT_HEAD: &str = "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>";
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "13", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
+    runner::stage_metadata!("evaluate", version "14", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (inference, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());
@@ -710,30 +727,49 @@ mod tests {
         let l = read_labelled(&own, &office, &labels).unwrap();
         assert_eq!(l.texts, ["chef | cooks meals", "baker", "soldier"]);
         assert_eq!(l.codes, ["5120", "7512", "0110"]);
+        let why = [
+            (1, "column `ISCO`: `51` is not a 4-digit code"),
+            (3, "column `Job Title`: the job title and duties are empty"),
+            (
+                4,
+                "column `Job Title`: the job title and duties hold no letters or digits, so there is nothing to code",
+            ),
+            (6, "column `ISCO`: `210` is not a 4-digit code"),
+        ];
+        let unusable = |line: fn(i64) -> Option<i64>| {
+            why.iter()
+                .map(|&(row, reason)| Unusable {
+                    row,
+                    line: line(row),
+                    reason: reason.to_string(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(l.unusable, unusable(|row| Some(row + 2)));
+        // The same rows in Parquet are named by their row alone: a Parquet file has no lines.
+        let pq = dir.path().join("own.parquet");
+        let column = |cells: &[&str]| Column::Str(cells.iter().map(|c| c.to_string()).collect());
+        Table::new()
+            .with(
+                "ISCO",
+                column(&["5120", "51", "7512.0", "5120", "5120", "110", "210"]),
+            )
+            .with(
+                "Job Title",
+                column(&["Chef", "baker", "Baker", "", "--", "soldier", "sergeant"]),
+            )
+            .with("Duties", column(&["cooks meals", "", "", "", "?", "", ""]))
+            .write_parquet(&pq)
+            .unwrap();
+        let from_parquet = read_labelled(&pq, &office, &labels).unwrap();
         assert_eq!(
-            l.unusable,
-            [
-                (
-                    1,
-                    3,
-                    "column `ISCO`: `51` is not a 4-digit code".to_string()
-                ),
-                (
-                    3,
-                    5,
-                    "column `Job Title`: the job title and duties are empty".to_string()
-                ),
-                (
-                    4,
-                    6,
-                    "column `Job Title`: the job title and duties hold no letters or digits, so there is nothing to code".to_string()
-                ),
-                (
-                    6,
-                    8,
-                    "column `ISCO`: `210` is not a 4-digit code".to_string()
-                )
-            ]
+            (&from_parquet.texts, &from_parquet.codes),
+            (&l.texts, &l.codes)
+        );
+        assert_eq!(from_parquet.unusable, unusable(|_| None));
+        assert!(
+            unusable_summary(&from_parquet.unusable)
+                .starts_with("row 1: column `ISCO`: `51` is not a 4-digit code; row 3: ")
         );
         let written = dir.path().join("written.csv");
         std::fs::write(
@@ -745,7 +781,13 @@ mod tests {
             read_labelled(&written, &office, &labels).unwrap().texts,
             l.texts[..1]
         );
-        let many: Vec<Unusable> = (0..5).map(|r| (r, r + 2, "why".to_string())).collect();
+        let many: Vec<Unusable> = (0..5)
+            .map(|r| Unusable {
+                row: r,
+                line: Some(r + 2),
+                reason: "why".to_string(),
+            })
+            .collect();
         assert_eq!(
             unusable_summary(&many),
             "row 0 (line 2): why; row 1 (line 3): why; row 2 (line 4): why; and 2 more"

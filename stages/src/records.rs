@@ -12,8 +12,9 @@ use crate::error::Error;
 pub struct RawRow {
     /// 0-based position among the data rows of the file.
     pub row: usize,
-    /// 1-based line in the file where the row starts (CSV), or `row + 2`.
-    pub line: u64,
+    /// 1-based line where the row starts in a CSV file; `None` in a Parquet file, whose rows
+    /// are not lines.
+    pub line: Option<u64>,
     /// Values of the requested columns, in the requested order (`None`: column absent).
     pub values: Vec<Option<String>>,
     /// Set when the row cannot be read.
@@ -23,6 +24,29 @@ pub struct RawRow {
 }
 
 pub use artifacts::table::RowProblem;
+
+impl RawRow {
+    /// Where the row is, for a person: `row 3 (line 5)` in a CSV file, `row 3` in Parquet.
+    pub fn place(&self) -> String {
+        place(self.row as i64, self.line.map(|l| l as i64))
+    }
+}
+
+/// A quarantine table's `line` column: each row's line in its CSV file, empty (null) for a
+/// row read from Parquet.
+pub fn line_column(lines: impl Iterator<Item = Option<i64>>) -> Column {
+    let (values, present): (Vec<i64>, Vec<bool>) =
+        lines.map(|l| (l.unwrap_or(0), l.is_some())).unzip();
+    Column::Nullable(Box::new(Column::Int(values)), present)
+}
+
+/// `row 3 (line 5)`, or `row 3` when the row has no line (it was read from Parquet).
+pub fn place(row: i64, line: Option<i64>) -> String {
+    match line {
+        Some(line) => format!("row {row} (line {line})"),
+        None => format!("row {row}"),
+    }
+}
 
 /// Whether `path` names a Parquet file (by its extension, `.parquet` or `.pq`).
 pub(crate) fn is_parquet(path: &Path) -> bool {
@@ -274,7 +298,7 @@ fn read_rows_inner(
                         .collect();
                     RawRow {
                         row: r,
-                        line: r as u64 + 2,
+                        line: None,
                         raw: values
                             .iter()
                             .map(|v| v.clone().unwrap_or_default())
@@ -354,7 +378,7 @@ fn read_rows_inner(
                 }
                 rows.push(RawRow {
                     row,
-                    line,
+                    line: Some(line),
                     values,
                     problem,
                     raw,
@@ -386,15 +410,15 @@ pub fn read_row_map(
         if let Some(problem) = &r.problem {
             return Err(Error::Input {
                 path: path.to_path_buf(),
-                message: format!("row {} (line {}): {problem}", r.row, r.line),
+                message: format!("{}: {problem}", r.place()),
             });
         }
         let cell = r.values[0].as_deref().unwrap_or("").trim();
         let row = cell.parse::<i64>().map_err(|_| Error::Input {
             path: path.to_path_buf(),
             message: format!(
-                "row {} (line {}) column `row`: `{cell}` is not a row number; fix or remove the line",
-                r.row, r.line
+                "{} column `row`: `{cell}` is not a row number; fix or remove the row",
+                r.place()
             ),
         })?;
         m.insert(
@@ -500,7 +524,24 @@ mod tests {
             rows[2].problem.as_ref().unwrap().column(),
             Some("job_title")
         );
-        assert_eq!(rows[2].line, 4);
+        assert_eq!(rows[2].line, Some(4));
+        assert_eq!(rows[2].place(), "row 2 (line 4)");
+        // A Parquet file's rows are named by their position alone.
+        let pq = dir.path().join("r.parquet");
+        Table::new()
+            .with("job_title", Column::Str(vec!["chef".into(), "cook".into()]))
+            .with("isco_code", Column::Str(vec!["5120".into(), "5120".into()]))
+            .write_parquet(&pq)
+            .unwrap();
+        let rows = read_rows(&pq, &["job_title", "isco_code"], &[true, true]).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| (r.line, r.place())).collect::<Vec<_>>(),
+            [(None, "row 0".to_string()), (None, "row 1".to_string())]
+        );
+        assert_eq!(
+            line_column([Some(3), None].into_iter()),
+            Column::Nullable(Box::new(Column::Int(vec![3, 0])), vec![true, false])
+        );
         let e = read_rows(&p, &["title"], &[true]).unwrap_err().to_string();
         assert!(
             e.contains("r.csv") && e.contains("no column `title`"),

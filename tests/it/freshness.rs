@@ -230,7 +230,7 @@ inputs = { records = "clean_good.records" }
     assert_eq!(code, 1);
     // The stage writes no quarantine file when it fails, so its error gives the reasons.
     assert!(
-        err.contains("bad.csv: no usable rows remain after cleaning (all 1 quarantined): 1 × `12` is not a 4-digit ISCO-08 unit group code (first: row 0, line 2, column `isco_code`)"),
+        err.contains("bad.csv: no usable rows remain after cleaning (all 1 quarantined): 1 × `12` is not a 4-digit ISCO-08 unit group code (first: row 0 (line 2), column `isco_code`)"),
         "{err}"
     );
     let run = p.last_run();
