@@ -8,6 +8,7 @@
 //! | `model.json` | [`ModelMeta`]: kind, label map, featuriser and network config, calibration, titles, training summary | all |
 //! | `retrieval/` | encoder, title and duties indexes, mixing weights, embedding cache | `ensemble` |
 //! | `transformer/` | the fine-tuned encoder and its classification head | `transformer`, `ensemble` with a transformer |
+//! | `title_only_titles.parquet` | the titles coded outside the records that the calibration of unseen titles was fitted on (`title`, `code`; see [`TitleOnly::external`]) | an `ensemble` given such titles |
 //! | `reranker/` | a cross-encoder that re-reads the best codes of the rows the model is unsure of ([`crate::reranker`]; written by `train-reranker`) | any, when `model.json` has `reranker` |
 //!
 //! [`Model`] holds exactly the parts of its kind, so a kind without its parts (or with parts
@@ -18,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use artifacts::table::{Column, Table};
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
@@ -123,7 +125,10 @@ pub struct TitleOnly {
     /// What the fit measured.
     pub fit: TitleOnlyFit,
     /// Titles coded outside the records that the part was fitted on besides validation's.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// They are kept in `title_only_titles.parquet` beside `model.json` (tens of thousands
+    /// of titles would otherwise make up most of the description); a description that lists
+    /// them itself is read as well.
+    #[serde(default, skip_serializing)]
     pub external: Vec<crate::titles::LabelledTitle>,
     /// A cap on such a title's confidence from how far its parts agree on its code (absent
     /// in a model without one: such a model keeps the confidence above).
@@ -450,11 +455,12 @@ impl Model {
         Self::load_on(dir, &crate::model::device())
     }
 
-    /// The description (`model.json`) of the artifact directory `dir`, of this build's format.
+    /// The description (`model.json`, with the titles of `title_only_titles.parquet`) of the
+    /// artifact directory `dir`, of this build's format.
     pub fn read_meta(dir: &Path) -> Result<ModelMeta, Error> {
         let json = dir.join("model.json");
         let bytes = std::fs::read(&json).map_err(io_err("read", &json))?;
-        let meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
+        let mut meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
             path: json.clone(),
             message: format!("is not a model description ({e}); was it written by `train`?"),
         })?;
@@ -467,7 +473,46 @@ impl Model {
                 ),
             });
         }
+        let titles = dir.join(EXTERNAL_TITLES);
+        if let Some(part) = &mut meta.title_only
+            && part.external.is_empty()
+            && titles.is_file()
+        {
+            part.external = read_external_titles(&titles)?;
+        }
         Ok(meta)
+    }
+
+    /// Writes the description `meta` into the artifact directory `dir`: `model.json`, and
+    /// `title_only_titles.parquet` when the model keeps titles coded outside the records.
+    pub fn write_meta(dir: &Path, meta: &ModelMeta) -> Result<(), Error> {
+        let json = dir.join("model.json");
+        std::fs::write(
+            &json,
+            serde_json::to_vec_pretty(meta).expect("meta serialises"),
+        )
+        .map_err(io_err("write", &json))?;
+        let titles = dir.join(EXTERNAL_TITLES);
+        match meta.title_only.as_ref().map(|t| &t.external) {
+            Some(external) if !external.is_empty() => {
+                let column = |f: fn(&crate::titles::LabelledTitle) -> String| {
+                    Column::Str(external.iter().map(f).collect())
+                };
+                Table::new()
+                    .with("title", column(|t| t.title.clone()))
+                    .with("code", column(|t| t.code.to_string()))
+                    .write_parquet(&titles)
+                    .map_err(|e| Error::File {
+                        path: titles.clone(),
+                        message: format!("could not be written: {e}"),
+                    })?;
+            }
+            _ if titles.exists() => {
+                std::fs::remove_file(&titles).map_err(io_err("remove", &titles))?;
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// The n-gram network of the artifact directory `dir` described by `meta` (its training
@@ -555,17 +600,33 @@ pub fn titles_for(labels: &[String], tax: &Taxonomy) -> BTreeMap<String, String>
     t
 }
 
-/// Writes `model.bpk` and `model.json`.
+/// The file beside `model.json` that holds [`TitleOnly::external`].
+const EXTERNAL_TITLES: &str = "title_only_titles.parquet";
+
+/// Reads the titles `title_only_titles.parquet` holds.
+fn read_external_titles(path: &Path) -> Result<Vec<crate::titles::LabelledTitle>, Error> {
+    let unreadable = |e: artifacts::Error| Error::File {
+        path: path.to_path_buf(),
+        message: format!("could not be read ({e}); train the model again"),
+    };
+    let table = Table::read_parquet(path).map_err(unreadable)?;
+    let titles = table.str_col("title", path).map_err(unreadable)?;
+    let codes = table.str_col("code", path).map_err(unreadable)?;
+    Ok(titles
+        .iter()
+        .zip(codes)
+        .map(|(title, code)| crate::titles::LabelledTitle {
+            title: title.clone(),
+            code: crate::IscoCode::from(code.as_str()),
+        })
+        .collect())
+}
+
+/// Writes `model.bpk` and the description.
 fn save_net(dir: &Path, net: &Trained, meta: &ModelMeta) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
     crate::record::save_record(net.to_module(), &dir.join("model.bpk"))?;
-    let json = dir.join("model.json");
-    std::fs::write(
-        &json,
-        serde_json::to_vec_pretty(meta).expect("meta serialises"),
-    )
-    .map_err(io_err("write", &json))?;
-    Ok(())
+    Model::write_meta(dir, meta)
 }
 
 #[cfg(test)]

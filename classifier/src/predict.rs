@@ -1158,6 +1158,57 @@ mod tests {
     }
 
     #[test]
+    fn titles_coded_elsewhere_are_kept_beside_the_description() {
+        use crate::artifact::{Model, TitleOnly};
+        let p = tiny();
+        // A description as earlier builds wrote it: the titles listed in `model.json`.
+        let part: TitleOnly = serde_json::from_value(serde_json::json!({
+            "whole": { "temperature": 1.0 },
+            "cascade": {
+                "ngram": { "temperature": 1.0 },
+                "threshold": 0.9,
+                "deferred": { "temperature": 1.0 },
+                "fit": { "rows": 2, "max_loss": 0.002, "first_step_share": 0.5, "accuracy": 1.0,
+                         "accuracy_full": 1.0, "deferred_rows": 0 }
+            },
+            "fit": { "rows": 2, "external_rows": 2, "accuracy": 1.0, "ece_with_duties_calibration": 0.1,
+                     "ece": 0.0, "confidence_with_duties_calibration": 0.9, "confidence": 1.0 },
+            "external": [
+                { "title": "bread baker", "code": "7512" },
+                { "title": "night nurse", "code": "2221" }
+            ]
+        }))
+        .unwrap();
+        assert_eq!(part.external.len(), 2);
+        let mut meta = p.meta.clone();
+        meta.title_only = Some(part.clone());
+        let dir = tempfile::tempdir().unwrap();
+        p.model().save(dir.path(), &meta).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("model.json")).unwrap()).unwrap();
+        assert!(json["title_only"].get("external").is_none(), "{json}");
+        let titles = dir.path().join("title_only_titles.parquet");
+        assert!(titles.is_file());
+        let read = Model::read_meta(dir.path()).unwrap();
+        assert_eq!(read.title_only, Some(part.clone()));
+        // The earlier layout is read too.
+        std::fs::remove_file(&titles).unwrap();
+        let mut inline = json.clone();
+        inline["title_only"]["external"] = serde_json::to_value(&part.external).unwrap();
+        std::fs::write(
+            dir.path().join("model.json"),
+            serde_json::to_vec(&inline).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(Model::read_meta(dir.path()).unwrap().title_only, Some(part));
+        // A model without such titles leaves no table behind.
+        p.model().save(dir.path(), &meta).unwrap();
+        assert!(titles.is_file());
+        p.model().save(dir.path(), &p.meta).unwrap();
+        assert!(!titles.exists());
+    }
+
+    #[test]
     fn coding_with_the_word_cache_matches_the_training_bags() {
         for field_weights in [None, Some([2.0, 1.5, 1.0])] {
             let fc = FeatureConfig {

@@ -509,11 +509,28 @@ fn titles_coded_elsewhere_join_the_calibration(p: &Project) {
     let fit = &stage_of(&run, "train")["metrics"]["retrieval"]["title_only"];
     assert_eq!(fit["external_rows"], unseen, "{fit}");
     assert_eq!(fit["rows"].as_u64().unwrap(), before + unseen, "{fit}");
+    // Every title read is kept for fine-tuning, in a table beside the description.
     let meta = p.json("models/latest/model.json");
-    assert_eq!(
-        meta["title_only"]["external"].as_array().unwrap().len() as u64,
-        unseen * 3 / 2 + 1,
-        "every title read is kept for fine-tuning"
+    assert!(meta["title_only"].get("external").is_none(), "{meta}");
+    let kept = p.path("models/latest/title_only_titles.parquet");
+    let kept = artifacts::table::Table::read_parquet(&kept).unwrap();
+    assert_eq!(kept.num_rows() as u64, unseen * 3 / 2 + 1);
+    let pairs: Vec<(String, String)> = kept
+        .str_col("title", std::path::Path::new("kept"))
+        .unwrap()
+        .iter()
+        .cloned()
+        .zip(
+            kept.str_col("code", std::path::Path::new("kept"))
+                .unwrap()
+                .iter()
+                .cloned(),
+        )
+        .collect();
+    let (_, title, code) = &frequent[0];
+    assert!(
+        pairs.contains(&(format!("{title} grade two"), code.clone())),
+        "{pairs:?}"
     );
 
     p.append(

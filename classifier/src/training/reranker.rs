@@ -410,33 +410,19 @@ impl TrainedReranker {
             std::fs::remove_dir_all(&dir).map_err(io("remove", &dir))?;
         }
         std::fs::rename(&fresh, &dir).map_err(io("rename", &fresh))?;
-        let json = out.join("model.json");
-        let bytes = std::fs::read(&json).map_err(|source| Error::Io {
-            action: "read",
-            path: json.clone(),
+        let mut meta = crate::artifact::Model::read_meta(out)?;
+        meta.reranker = Some(self.fit.clone());
+        crate::artifact::Model::write_meta(out, &meta)?;
+        let path = dir.join("training.json");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&self.report).expect("report serialises"),
+        )
+        .map_err(|source| Error::Io {
+            action: "write",
+            path,
             source,
         })?;
-        let mut meta: ModelMeta = serde_json::from_slice(&bytes).map_err(|e| Error::File {
-            path: json.clone(),
-            message: format!("is not a model description ({e}); was it written by `train`?"),
-        })?;
-        meta.reranker = Some(self.fit.clone());
-        for (path, v) in [
-            (
-                json,
-                serde_json::to_vec_pretty(&meta).expect("meta serialises"),
-            ),
-            (
-                dir.join("training.json"),
-                serde_json::to_vec_pretty(&self.report).expect("report serialises"),
-            ),
-        ] {
-            std::fs::write(&path, v).map_err(|source| Error::Io {
-                action: "write",
-                path,
-                source,
-            })?;
-        }
         Ok(())
     }
 }
