@@ -312,6 +312,11 @@ pub struct ModelMeta {
     pub transformer_training: Option<TransformerTraining>,
     /// Titles of the label codes and all their parent groups.
     pub titles: BTreeMap<String, String>,
+    /// The unit groups of the reference the model was trained with (empty: trained without
+    /// one, or written before this was recorded). A labelled file's code outside them is a
+    /// slip or a code of another classification, not a code the model got wrong.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub reference_units: std::collections::BTreeSet<crate::IscoCode>,
     /// Provenance and training summary (run, stage, time, the metrics `train` reported).
     pub summary: serde_json::Value,
 }

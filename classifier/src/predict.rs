@@ -1093,6 +1093,7 @@ mod tests {
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
+            reference_units: Default::default(),
             labels,
             features: fc,
             train: tc,

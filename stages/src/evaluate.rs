@@ -1,10 +1,12 @@
 //! `evaluate`: score a model on the frozen test split (and any extra labelled files, such as
 //! a corrections hold-out or unseen occupations), with the design's error analysis.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use artifacts::table::{Column, Table};
+use classifier::IscoCode;
 use classifier::metrics::{Evaluation, evaluate_probabilities};
 use classifier::predict::{InferenceConfig, Predictor};
 use classifier::taxonomy::normalize_code;
@@ -96,11 +98,15 @@ pub struct Labelled {
 /// Reads a labelled raw file into (normalised texts, codes) and the unusable rows; its
 /// columns are `columns`, or the standard names where the file has those instead (see
 /// [`ColumnNames::in_header`]). Codes are normalised as the clean stage does, a lost leading
-/// zero restored when that makes the code one of `labels` (the codes the model knows).
+/// zero restored when that makes the code one of `labels` (the codes the model knows) or of
+/// `units` (the unit groups of the reference it was trained with). When `units` is not
+/// empty, a code outside it is not scored: it is a slip or another classification's code,
+/// which no model could give.
 pub fn read_labelled(
     path: &Path,
     columns: &LabelledColumns,
     labels: &[String],
+    units: &BTreeSet<IscoCode>,
 ) -> Result<Labelled, Error> {
     let by = columns_of(path, columns);
     let rows = read_rows(path, &by.names(), LabelledColumns::REQUIRED)
@@ -111,7 +117,9 @@ pub fn read_labelled(
     let mut bad = Vec::new();
     for r in rows {
         let cell = r.values[2].clone().unwrap_or_default();
-        let (code, _) = normalize_code(&cell, |padded| labels.iter().any(|l| l == padded));
+        let (code, _) = normalize_code(&cell, |padded| {
+            labels.iter().any(|l| l == padded) || units.contains(padded)
+        });
         if let Some(problem) = &r.problem {
             bad.push(Unusable::of(&r, problem.to_string()));
             continue;
@@ -121,6 +129,16 @@ pub fn read_labelled(
                 &r,
                 format!(
                     "column `{}`: `{code}` is not a 4-digit code",
+                    by.code_column.trim()
+                ),
+            ));
+            continue;
+        }
+        if !units.is_empty() && !units.contains(code.as_str()) {
+            bad.push(Unusable::of(
+                &r,
+                format!(
+                    "column `{}`: `{code}` is not a unit group of the ISCO-08 reference the model was trained with",
                     by.code_column.trim()
                 ),
             ));
@@ -545,7 +563,7 @@ pub fn score_labelled(
         codes,
         raw,
         unusable: bad_rows,
-    } = read_labelled(path, columns, &pred.meta.labels)?;
+    } = read_labelled(path, columns, &pred.meta.labels, &pred.meta.reference_units)?;
     let bad = &bad_rows;
     if !bad.is_empty() {
         Table::new()
@@ -724,7 +742,8 @@ mod tests {
         )
         .unwrap();
         let labels = ["0110", "5120", "7512"].map(String::from);
-        let l = read_labelled(&own, &office, &labels).unwrap();
+        let none = BTreeSet::new();
+        let l = read_labelled(&own, &office, &labels, &none).unwrap();
         assert_eq!(l.texts, ["chef | cooks meals", "baker", "soldier"]);
         assert_eq!(l.codes, ["5120", "7512", "0110"]);
         let why = [
@@ -761,7 +780,7 @@ mod tests {
             .with("Duties", column(&["cooks meals", "", "", "", "?", "", ""]))
             .write_parquet(&pq)
             .unwrap();
-        let from_parquet = read_labelled(&pq, &office, &labels).unwrap();
+        let from_parquet = read_labelled(&pq, &office, &labels, &none).unwrap();
         assert_eq!(
             (&from_parquet.texts, &from_parquet.codes),
             (&l.texts, &l.codes)
@@ -778,7 +797,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            read_labelled(&written, &office, &labels).unwrap().texts,
+            read_labelled(&written, &office, &labels, &none)
+                .unwrap()
+                .texts,
             l.texts[..1]
         );
         let many: Vec<Unusable> = (0..5)
@@ -795,7 +816,30 @@ mod tests {
         assert!(unusable_summary(&l.unusable).starts_with(
             "row 1 (line 3): column `ISCO`: `51` is not a 4-digit code; row 3 (line 5): "
         ));
-        let Err(e) = read_labelled(&own, &LabelledColumns::default(), &labels) else {
+        // With the unit groups of the model's reference, a code outside them is not scored,
+        // and a lost leading zero is restored for them as for the model's own codes.
+        let units: BTreeSet<IscoCode> = ["0110", "0210", "2221", "5120", "7512"]
+            .into_iter()
+            .map(IscoCode::from)
+            .collect();
+        let l = read_labelled(&own, &office, &labels, &units).unwrap();
+        assert_eq!(l.codes, ["5120", "7512", "0110", "0210"]);
+        std::fs::write(
+            &written,
+            "job_title,duties_description,isco_code\nchef,,5120\nnurse,,2221\nbaker,,9999\n",
+        )
+        .unwrap();
+        let l = read_labelled(&written, &office, &labels, &units).unwrap();
+        assert_eq!(l.codes, ["5120", "2221"]);
+        assert_eq!(
+            l.unusable,
+            [Unusable {
+                row: 2,
+                line: Some(4),
+                reason: "column `isco_code`: `9999` is not a unit group of the ISCO-08 reference the model was trained with".into(),
+            }]
+        );
+        let Err(e) = read_labelled(&own, &LabelledColumns::default(), &labels, &none) else {
             panic!("read by the standard names")
         };
         let e = e.to_string();

@@ -131,7 +131,7 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    runner::stage_metadata!("promote", version "6", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<PromoteParams>()));
+    runner::stage_metadata!("promote", version "7", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<PromoteParams>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (own, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());
@@ -214,7 +214,8 @@ impl Stage for Promote {
                         .ok_or_else(|| Error::Empty(format!(
                             "promote decides on `{set}` (primary_on) but no `extra` input is named so; add the file `evaluate` scored as `{set}` to promote's `extra` inputs"
                         )))?;
-                    let l = read_labelled(path, &columns, &cur.meta.labels)?;
+                    let l =
+                        read_labelled(path, &columns, &cur.meta.labels, &cur.meta.reference_units)?;
                     evaluate(&cur, &l.texts, &l.codes).metrics
                 };
                 crate::embeddings::flush_shared_cache(&cur);

@@ -536,10 +536,11 @@ fn the_evaluate_command_scores_labelled_files_as_the_stage_does() {
         assert_eq!(scored[set], stage[set], "{set}");
         assert!(scored[set]["records"].as_u64().unwrap() > 0, "{set}");
     }
-    // An office's own file: its headings, a row without a code, and a report.
+    // An office's own file: its headings, a row without a code, a code the reference the
+    // model was trained with does not have, and a report.
     p.write(
         "qc sample.csv",
-        "ISCO;Job Title;Duties\n5120;chef;cooks meals in a restaurant kitchen\n51;baker;\n2221;nurse;cares for patients on a ward\n5120;nurse;\n",
+        "ISCO;Job Title;Duties\n5120;chef;cooks meals in a restaurant kitchen\n51;baker;\n2221;nurse;cares for patients on a ward\n5120;nurse;\n9999;baker;bakes bread\n",
     );
     let office = [
         "evaluate",
@@ -553,7 +554,7 @@ fn the_evaluate_command_scores_labelled_files_as_the_stage_does() {
     ];
     let text = p.ok(&office);
     assert!(
-        text.starts_with("qc sample.csv: 3 rows scored, 1 unusable: row 1 (line 3): column `ISCO`: `51` is not a 4-digit code\n"),
+        text.starts_with("qc sample.csv: 3 rows scored, 2 unusable: row 1 (line 3): column `ISCO`: `51` is not a 4-digit code; row 4 (line 6): column `ISCO`: `9999` is not a unit group of the ISCO-08 reference the model was trained with\n"),
         "{text}"
     );
     assert!(

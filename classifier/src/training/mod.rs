@@ -374,6 +374,7 @@ pub fn fit(
         format: FORMAT,
         kind: spec.kind,
         titles: titles_for(&labels, tax),
+        reference_units: tax.units().map(|g| g.code.as_str().into()).collect(),
         labels,
         features: fc.clone(),
         train: tc.clone(),
