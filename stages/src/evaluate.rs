@@ -124,23 +124,18 @@ pub fn read_labelled(
             bad.push(Unusable::of(&r, problem.to_string()));
             continue;
         }
-        if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+        let code_problem = if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+            Some("is not a 4-digit code")
+        } else if !units.is_empty() && !units.contains(code.as_str()) {
+            Some("is not a unit group of the ISCO-08 reference the model was trained with")
+        } else {
+            None
+        };
+        if let Some(why) = code_problem {
+            let column = by.code_column.trim();
             bad.push(Unusable::of(
                 &r,
-                format!(
-                    "column `{}`: `{code}` is not a 4-digit code",
-                    by.code_column.trim()
-                ),
-            ));
-            continue;
-        }
-        if !units.is_empty() && !units.contains(code.as_str()) {
-            bad.push(Unusable::of(
-                &r,
-                format!(
-                    "column `{}`: `{code}` is not a unit group of the ISCO-08 reference the model was trained with",
-                    by.code_column.trim()
-                ),
+                format!("column `{column}`: `{code}` {why}"),
             ));
             continue;
         }
