@@ -418,11 +418,7 @@ impl TrainedReranker {
             &path,
             serde_json::to_vec_pretty(&self.report).expect("report serialises"),
         )
-        .map_err(|source| Error::Io {
-            action: "write",
-            path,
-            source,
-        })?;
+        .map_err(io("write", &path))?;
         Ok(())
     }
 }
