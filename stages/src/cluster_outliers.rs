@@ -151,9 +151,7 @@ impl Stage for ClusterOutliers {
         if p.folds < 2 {
             return Err(format!("folds must be at least 2 (got {})", p.folds));
         }
-        if p.buckets == 0 || p.dim == 0 {
-            return Err("`buckets` and `dim` must be positive".into());
-        }
+        classifier::training::spec::positive(&[("buckets", p.buckets), ("dim", p.dim)])?;
         classifier::model::check_model_size(p.buckets, p.dim, 0)?;
         Ok(v)
     }

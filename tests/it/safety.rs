@@ -186,6 +186,8 @@ fn values_that_mean_nothing_are_refused_naming_file_line_and_key() {
         ),
         ("top_k = 3", "top_k = 0", "`top_k` is 0"),
         ("epochs = 8", "epochs = -1", "`epochs`: invalid value"),
+        // Checked together with `buckets` and `dim`, but named alone, at its own line.
+        ("epochs = 8", "epochs = 0", "`epochs` is 0"),
         (
             "exclude_outliers = false",
             "exclude_outliers = 3",

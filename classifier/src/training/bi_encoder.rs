@@ -134,17 +134,14 @@ impl Default for EncoderTrainSpec {
 impl EncoderTrainSpec {
     /// Checks the values, naming the key of the first bad one.
     pub fn validate(&self) -> Result<(), String> {
-        let positive = [
+        super::spec::positive(&[
             ("batch_size", self.batch_size),
             ("epochs", self.epochs),
             ("max_seq_length", self.max_seq_length),
             ("train_layers", self.train_layers),
             ("evaluations", self.evaluations),
             ("eval_pairs", self.eval_pairs),
-        ];
-        if let Some((k, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{k}` must be at least 1"));
-        }
+        ])?;
         if self.batch_size < 2 {
             return Err(
                 "`batch_size` must be at least 2: in-batch negatives need other pairs".into(),

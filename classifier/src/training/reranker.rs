@@ -130,7 +130,7 @@ impl Default for RerankerTrainSpec {
 impl RerankerTrainSpec {
     /// Checks the values, naming the key of the first bad one.
     pub fn validate(&self) -> Result<(), String> {
-        for (k, v) in [
+        super::spec::positive(&[
             ("train_layers", self.train_layers),
             ("candidates", self.candidates),
             ("negatives", self.negatives),
@@ -139,11 +139,7 @@ impl RerankerTrainSpec {
             ("epochs", self.epochs),
             ("eval_queries", self.eval_queries),
             ("evaluations", self.evaluations),
-        ] {
-            if v == 0 {
-                return Err(format!("`{k}` must be at least 1"));
-            }
-        }
+        ])?;
         if self.candidates < 2 {
             return Err("`candidates` must be at least 2: one code alone is not re-ranked".into());
         }

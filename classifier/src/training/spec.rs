@@ -334,14 +334,19 @@ impl FitSpec {
     /// Refuses settings that cannot train; the message starts with the key.
     pub fn validate(&self) -> Result<(), String> {
         let t = &self.transformer;
-        if self.has_transformer()
-            && (t.batch_size == 0
-                || t.grad_accumulation == 0
-                || t.epochs == 0
-                || t.max_seq_length < 8
-                || t.eval_rows == 0)
-        {
-            return Err("transformer_batch_size, transformer_grad_accumulation, transformer_epochs and transformer_eval_rows must be positive and transformer_max_seq_length at least 8".into());
+        if self.has_transformer() {
+            positive(&[
+                ("transformer_batch_size", t.batch_size),
+                ("transformer_grad_accumulation", t.grad_accumulation),
+                ("transformer_epochs", t.epochs),
+                ("transformer_eval_rows", t.eval_rows),
+            ])?;
+            if t.max_seq_length < 8 {
+                return Err(format!(
+                    "transformer_max_seq_length is {}, but the encoder needs at least 8 tokens a text",
+                    t.max_seq_length
+                ));
+            }
         }
         if self.kind == ModelKind::Ensemble && self.ensemble.fit_rows < 100 {
             return Err("retrieval_fit_rows must be at least 100".into());
@@ -359,13 +364,12 @@ impl FitSpec {
             }
             crate::device::place(self.device, self.precision)?;
         }
-        if self.features.buckets == 0
-            || self.train.dim == 0
-            || self.train.batch_size == 0
-            || self.train.epochs == 0
-        {
-            return Err("buckets, dim, batch_size and epochs must be positive".into());
-        }
+        positive(&[
+            ("buckets", self.features.buckets),
+            ("dim", self.train.dim),
+            ("batch_size", self.train.batch_size),
+            ("epochs", self.train.epochs),
+        ])?;
         crate::model::check_model_size(self.features.buckets, self.train.dim, self.train.hidden)?;
         if let Some(w) = self.features.field_weights
             && (w.iter().any(|w| !w.is_finite() || *w < 0.0) || w.iter().sum::<f32>() <= 0.0)
@@ -381,6 +385,15 @@ impl FitSpec {
             ));
         }
         Ok(())
+    }
+}
+
+/// Refuses the first of `keys` whose value is 0, naming it first so that the message points
+/// at that key's line of the configuration rather than at another key checked with it.
+pub fn positive(keys: &[(&str, usize)]) -> Result<(), String> {
+    match keys.iter().find(|(_, v)| *v == 0) {
+        Some((key, _)) => Err(format!("`{key}` is 0, but it must be at least 1")),
+        None => Ok(()),
     }
 }
 
@@ -462,9 +475,11 @@ impl Default for FineTuneSpec {
 impl FineTuneSpec {
     /// Refuses settings that cannot train.
     pub fn validate(&self) -> Result<(), String> {
-        if self.epochs == 0 || self.batch_size == 0 || self.corrections_repeats == 0 {
-            return Err("epochs, batch_size and corrections_repeats must be positive".into());
-        }
+        positive(&[
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("corrections_repeats", self.corrections_repeats as usize),
+        ])?;
         if !self.reranker_seconds.is_finite() || self.reranker_seconds < 0.0 {
             return Err(
                 "reranker_seconds must be 0 (carry the re-ranker unchanged) or more".into(),
