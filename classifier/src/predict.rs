@@ -15,6 +15,10 @@ use crate::error::Error;
 use crate::model::Trained;
 use crate::rank::top_k;
 
+/// How much more likely to be right a coarser group must be than the finer code for the
+/// fallback to take it: less is the rounding of summed `f32` probabilities, not a gain.
+const NO_GAIN: f64 = 1e-6;
+
 /// Inference settings (config section `[inference]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,9 +39,10 @@ pub struct InferenceConfig {
     /// to reviewers in the review queue and `to_review.csv`; models with a retrieval index
     /// (`ensemble`) only. 0 turns it off.
     pub similar: usize,
-    /// Whether a record the model could code only at a coarser level (no unit group reached
-    /// `confidence_threshold`) goes to the review queue too, whatever its confidence: the
-    /// office wants four digits, and a coder can often give them.
+    /// Whether a record no unit group codes at `confidence_threshold` (when `min_level`
+    /// allows a coarser code) goes to the review queue too, whatever its confidence and
+    /// whatever level it is coded at: the office wants four digits, and a coder can often
+    /// give them.
     pub review_fallbacks: bool,
     /// Whether an ensemble with a cascade codes the rows its n-gram network is sure of
     /// without embedding them (see [`crate::artifact::Cascade`]); `false` runs every part on
@@ -470,24 +475,7 @@ impl Predictor {
             .enumerate()
             .map(|(i, l)| (l.clone(), i))
             .collect();
-        let groups = (0..4)
-            .map(|digits| {
-                let mut codes: Vec<String> = Vec::new();
-                let mut of = Vec::with_capacity(meta.labels.len());
-                for l in &meta.labels {
-                    let g = &l[..digits.min(l.len())];
-                    let i = match codes.iter().position(|c| c == g) {
-                        Some(i) => i,
-                        None => {
-                            codes.push(g.to_string());
-                            codes.len() - 1
-                        }
-                    };
-                    of.push(i);
-                }
-                (codes, of)
-            })
-            .collect();
+        let groups = level_groups(&meta.labels);
         let known_titles = match (&meta.title_only, model.retrieval()) {
             (Some(_), Some(r)) => Some(r.titles.texts.iter().cloned().collect()),
             _ => None,
@@ -921,7 +909,10 @@ impl Predictor {
         let mut code = best.clone();
         let mut conf = p[idx[0]] as f64;
         let mut level = best.len();
-        if conf < cfg.confidence_threshold {
+        // No unit group is sure enough and a coarser level may be tried: the row is one the
+        // office wants a coder to look at (`review_fallbacks`), whatever level it ends at.
+        let unsure = conf < cfg.confidence_threshold && cfg.min_level.max(1) < best.len();
+        if unsure {
             for digits in (cfg.min_level.max(1)..best.len()).rev() {
                 // Sum probabilities per group at this level; take the best group.
                 let (codes, of) = &self.groups[digits];
@@ -935,9 +926,13 @@ impl Predictor {
                     .max_by(|a, b| a.1.total_cmp(b.1))
                     .map(|(g, s)| (g, *s))
                     .expect("labels exist");
-                code = codes[g].clone();
-                conf = s;
-                level = digits;
+                // A coarser group that is no likelier to be right than the finer code only
+                // loses digits: keep the finer code unless the group gains confidence.
+                if s > conf + NO_GAIN {
+                    code = codes[g].clone();
+                    conf = s;
+                    level = digits;
+                }
                 if s >= cfg.confidence_threshold {
                     break;
                 }
@@ -946,8 +941,7 @@ impl Predictor {
         Prediction {
             title: self.title(&code).to_string(),
             is_fallback: level < best.len(),
-            needs_review: conf < cfg.review_threshold
-                || (cfg.review_fallbacks && level < best.len()),
+            needs_review: conf < cfg.review_threshold || (cfg.review_fallbacks && unsure),
             grade: cfg.grade(conf),
             isco_code: code.into(),
             level,
@@ -1000,6 +994,28 @@ impl Predictor {
             exact,
         })
     }
+}
+
+/// For each level of 0–3 digits, the groups the labels fall in and each label's group.
+fn level_groups(labels: &[String]) -> Vec<(Vec<String>, Vec<usize>)> {
+    (0..4)
+        .map(|digits| {
+            let mut codes: Vec<String> = Vec::new();
+            let mut of = Vec::with_capacity(labels.len());
+            for l in labels {
+                let g = &l[..digits.min(l.len())];
+                let i = match codes.iter().position(|c| c == g) {
+                    Some(i) => i,
+                    None => {
+                        codes.push(g.to_string());
+                        codes.len() - 1
+                    }
+                };
+                of.push(i);
+            }
+            (codes, of)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1286,15 +1302,20 @@ mod tests {
             ),
             ("2221", 4, false, "very_high")
         );
-        // Unsure between two 5xxx/7xxx codes: 3-digit fails, 2-digit fails, min_level 2 stops.
+        // Unsure between codes of different major groups: no coarser group is likelier than
+        // 5120, so it keeps its four digits, and still goes to review.
         let d = p.decide(&probs(0.2, 0.45, 0.35));
         assert_eq!(
             (d.isco_code.as_str(), d.level, d.is_fallback),
-            ("51", 2, true)
+            ("5120", 4, false)
         );
         assert!((d.confidence - 0.45).abs() < 1e-6);
         assert!(d.needs_review);
         assert_eq!(d.grade, Grade::VeryLow);
+        assert!(p.decide(&probs(0.1, 0.6, 0.3)).needs_review);
+        p.config.review_fallbacks = false;
+        assert!(!p.decide(&probs(0.1, 0.6, 0.3)).needs_review);
+        p.config.review_fallbacks = true;
         // Lower threshold: the 4-digit code stands, graded by the configured cut-offs.
         p.config.confidence_threshold = 0.6;
         let d = p.decide(&probs(0.75, 0.15, 0.10));
@@ -1304,16 +1325,36 @@ mod tests {
         );
         p.config.confidence_threshold = 0.9;
         let d = p.decide(&probs(0.82, 0.1, 0.08));
-        assert_eq!(
-            (d.isco_code.as_str(), d.level, d.title.as_str()),
-            ("22", 2, "")
-        );
+        assert_eq!((d.isco_code.as_str(), d.level), ("2221", 4));
         assert_eq!(d.grade, Grade::High);
         assert_eq!(d.alternatives.len(), 3);
+
+        // Codes that share groups: the fallback takes the finest group that passes, or,
+        // when none does, the finest code no coarser group is likelier than.
+        p.meta.labels = ["2221", "2222", "2211"].map(String::from).to_vec();
+        p.groups = level_groups(&p.meta.labels);
+        let coded = |p: &Predictor, a, b, c| {
+            let d = p.decide(&probs(a, b, c));
+            (d.isco_code.as_str().to_string(), d.level, d.is_fallback)
+        };
+        // 222 sums 0.93: three digits.
+        assert_eq!(coded(&p, 0.5, 0.43, 0.07), ("222".into(), 3, true));
+        // 222 sums 0.6 and 22 0.99: two digits.
+        assert_eq!(coded(&p, 0.35, 0.25, 0.39), ("22".into(), 2, true));
+        // 222 sums 0.7, 22 the same: three digits, the most that 0.7 buys.
+        assert_eq!(coded(&p, 0.4, 0.3, 0.0), ("222".into(), 3, true));
+        // 2211 alone in 221, and 22 adds only a little: two digits, since it is likelier.
+        assert_eq!(coded(&p, 0.05, 0.05, 0.6), ("22".into(), 2, true));
+        // Nothing coarser adds anything: four digits.
+        assert_eq!(coded(&p, 0.0, 0.0, 0.6), ("2211".into(), 4, false));
         // A coarser code at high confidence still goes to review, unless told otherwise.
-        assert!(d.needs_review);
+        assert!(p.decide(&probs(0.5, 0.43, 0.07)).needs_review);
         p.config.review_fallbacks = false;
-        assert!(!p.decide(&probs(0.82, 0.1, 0.08)).needs_review);
+        assert!(!p.decide(&probs(0.5, 0.43, 0.07)).needs_review);
+        // min_level 4 allows no fallback: the row goes to review only under review_threshold.
+        p.config.review_fallbacks = true;
+        p.config.min_level = 4;
+        assert!(!p.decide(&probs(0.0, 0.0, 0.6)).needs_review);
     }
 
     #[test]

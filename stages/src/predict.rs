@@ -318,7 +318,7 @@ pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
 }
 
 impl Stage for Predict {
-    runner::stage_metadata!("predict", version "6", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, names columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>()));
+    runner::stage_metadata!("predict", version "7", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, names columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (inference, names): (toml::Table, toml::Table) =
             columns::split_params::<RecordColumns, _, _>(raw.clone());
