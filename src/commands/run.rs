@@ -260,6 +260,11 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             tracing::error!(event = "run_finished", status = "failed", error = %e, "run failed")
         }
     }
+    // A run refused before any stage (the store locked with `--no-wait`, a damaged store)
+    // has nothing to count: its error alone says what happened.
+    if result.is_err() && c.iter().all(|&n| n == 0) {
+        return result.map(|_| ()).map_err(Into::into);
+    }
     console::out(&format!(
         "{}: {} executed, {} skipped, {} restored, {} failed, {} blocked{} in {:.2}s",
         p.name,
