@@ -92,9 +92,11 @@ enum Command {
 
 fn init_tracing(format: LogFormat) {
     // A JSON log is for machines, which want every run and stage event; a terminal wants
-    // only warnings next to the command's own lines. RUST_LOG overrides both.
+    // only warnings next to the command's own lines. `run` prints each of its events itself
+    // (a failed stage, a warning, a recovered lock), so on a terminal its log would say each
+    // twice. RUST_LOG overrides both.
     let default = match format {
-        LogFormat::Text => "warn",
+        LogFormat::Text => "warn,isco_dag::commands::run=off",
         LogFormat::Json => "info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

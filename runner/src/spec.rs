@@ -445,6 +445,16 @@ fn load_raw(path: &Path, chain: &mut Vec<PathBuf>) -> Result<Merged> {
     Ok(merged)
 }
 
+/// How many files an input names: a glob's matches, one for a file or another stage's output.
+fn file_count(refs: &[InputRef]) -> usize {
+    refs.iter()
+        .map(|r| match r {
+            InputRef::Glob { files, .. } => files.len(),
+            _ => 1,
+        })
+        .sum()
+}
+
 /// The param a validation message is about: the first `backticked` word, or failing that the
 /// first word, that is one of the stage's params.
 fn named_key(message: &str, accepted: &[String]) -> Option<String> {
@@ -568,6 +578,13 @@ pub fn load_with(path: &Path, registry: &Registry, overrides: &[Override]) -> Re
             &mut section_overrides_used,
         )?;
         let inputs = cx.stage_inputs(st, src, &id, &stage)?;
+        let files = |name: &str| inputs.get(name).map(|refs| file_count(refs));
+        stage.check_inputs(&params, &files).map_err(|m| {
+            src.err(
+                st.id.span().start,
+                format!("stage `{id}` (kind {}): {m}", stage.kind()),
+            )
+        })?;
         let outputs = cx.stage_outputs(st, src, &id, &stage, &mut workspace_owner)?;
         let after = cx.stage_after(st, src, &id)?;
         stages.push(StageSpec {
@@ -810,13 +827,7 @@ impl<'a> Loading<'a> {
                     at,
                 )?);
             }
-            let files: usize = refs
-                .iter()
-                .map(|r| match r {
-                    InputRef::Glob { files, .. } => files.len(),
-                    _ => 1,
-                })
-                .sum();
+            let files = file_count(&refs);
             if !decl.many && (refs.len() > 1 || files > 1) {
                 return Err(src.err(
                     at,

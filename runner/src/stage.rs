@@ -161,6 +161,17 @@ pub trait Stage: Send + Sync {
     /// Validates raw params strictly (unknown keys are errors) and returns them resolved with
     /// defaults, as a canonical JSON object. The error is a sentence naming the bad key.
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String>;
+    /// Refuses, before anything runs, inputs these params cannot run with: an input that
+    /// only some settings read, given no file. `files(name)` is how many files the input
+    /// names when the pipeline is loaded (another stage's output counts as one), `None` when
+    /// it is not given. The error is a sentence saying what to give.
+    fn check_inputs(
+        &self,
+        _params: &serde_json::Value,
+        _files: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
     /// State outside the inputs that the result depends on (e.g. the current `best` ref for a
     /// promote stage); it enters the fingerprint.
     fn external_state(

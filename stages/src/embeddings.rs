@@ -23,6 +23,16 @@ pub fn encoder_dir(ctx: &StageContext<'_>) -> Option<PathBuf> {
     })
 }
 
+/// Refuses, before anything runs, an `encoder` input that names no file (a glob such as
+/// `models/pretrained/all-MiniLM-L6-v2/*.*` before the encoder is downloaded), for a stage
+/// that reads one.
+pub fn check_encoder_given(files: &dyn Fn(&str) -> Option<usize>) -> Result<(), String> {
+    match files("encoder") {
+        Some(n) if n > 0 => Ok(()),
+        _ => Err("the `encoder` input names no file; list a sentence encoder's files (config.json, model.safetensors, tokenizer.json), e.g. `encoder = \"models/pretrained/all-MiniLM-L6-v2/*.*\"`, and run `isco-dag models fetch minilm` to download that one".into()),
+    }
+}
+
 /// A stage's resolved params without `precision` when it is fp32, the computation a stage's
 /// key already stands for without it: written out or left out, fp32 gives the same key, so it
 /// re-runs nothing and finds the results stored under that key.

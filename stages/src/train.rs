@@ -69,6 +69,18 @@ impl Stage for Train {
         Ok(v)
     }
 
+    fn check_inputs(
+        &self,
+        params: &serde_json::Value,
+        files: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<(), String> {
+        let spec = serde_json::from_value::<FitSpec>(params.clone()).map_err(|e| e.to_string())?;
+        if spec.embeds_text() && files("encoder").unwrap_or(0) == 0 {
+            return Err(classifier::Error::MissingEncoder { kind: spec.kind }.to_string());
+        }
+        Ok(())
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
         let spec: FitSpec = ctx.params()?;
         let tr = Records::read(ctx.input("train")?)?;

@@ -58,6 +58,14 @@ impl Stage for TrainEncoder {
         Ok(crate::embeddings::without_default_precision(v))
     }
 
+    fn check_inputs(
+        &self,
+        _params: &serde_json::Value,
+        files: &dyn Fn(&str) -> Option<usize>,
+    ) -> Result<(), String> {
+        crate::embeddings::check_encoder_given(files)
+    }
+
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
         let spec: EncoderTrainSpec = ctx.params()?;
         let tr = Records::read(ctx.input("train")?)?;

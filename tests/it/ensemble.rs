@@ -692,9 +692,11 @@ fn reviewers_see_similar_records(p: &Project) {
 #[test]
 fn ensemble_pipeline_trains_caches_embeddings_and_codes() {
     let p = Project::new(1500);
-    // Without an encoder the stage says how to get one.
-    let (_, err) = p.fails(&["run", "pipelines/ensemble.toml"]);
+    // Without an encoder the pipeline is refused before anything runs, saying how to get one.
+    let (code, err) = p.fails(&["run", "pipelines/ensemble.toml"]);
     assert!(err.contains("models fetch minilm"), "{err}");
+    assert_eq!(code, 2, "{err}");
+    assert!(!p.path("data/processed/train.parquet").exists());
 
     random_encoder(&p);
     // Every part on every row, so every test row is embedded (the cascade's routing is
@@ -1029,8 +1031,9 @@ fn ensemble_beyond_the_exact_search_limit_searches_an_hnsw_graph() {
 #[test]
 fn transformer_pipeline_fine_tunes_the_encoder_and_codes() {
     let p = Project::new(1500);
-    let (_, err) = p.fails(&["run", "pipelines/transformer.toml"]);
+    let (code, err) = p.fails(&["run", "pipelines/transformer.toml"]);
     assert!(err.contains("models fetch minilm"), "{err}");
+    assert_eq!(code, 2, "{err}");
 
     random_encoder(&p);
     p.ok(&["run", "pipelines/transformer.toml"]);
@@ -1232,6 +1235,13 @@ fn run_trained(p: &Project) -> serde_json::Value {
 #[test]
 fn a_trained_encoder_is_keyed_by_its_settings_and_kept_through_fine_tuning() {
     let p = Project::new(900);
+    // No base encoder yet: refused before anything runs, saying how to get one.
+    let (code, err) = p.fails(&["run", "pipelines/ensemble-trained.toml"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`train-encoder`") && err.contains("models fetch minilm"),
+        "{err}"
+    );
     trains_a_random_encoder(&p, classifier::encoder::Family::Bert);
     let first = std::fs::read(p.path("models/encoder/model.safetensors")).unwrap();
 

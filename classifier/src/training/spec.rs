@@ -314,6 +314,12 @@ impl FitSpec {
         true
     }
 
+    /// Whether the model reads a sentence encoder (the `encoder` input): an ensemble's
+    /// retrieval embeds text, a transformer fine-tunes one.
+    pub fn embeds_text(&self) -> bool {
+        self.kind != ModelKind::Ngram
+    }
+
     /// Whether the model gets a fine-tuned encoder.
     pub fn has_transformer(&self) -> bool {
         match self.kind {
@@ -358,7 +364,7 @@ impl FitSpec {
             ));
         }
         self.ensemble.search.validate()?;
-        if self.kind != ModelKind::Ngram {
+        if self.embeds_text() {
             if self.has_transformer() {
                 self.precision.check_training()?;
             }
