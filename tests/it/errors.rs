@@ -329,6 +329,8 @@ fn a_records_file_without_a_named_column_names_the_param_that_renames_it() {
             && err.contains("set the clean stage's `code_column` param"),
         "{err}"
     );
+    // Said once on a terminal's standard error: the log does not repeat what `run` prints.
+    assert_eq!(err.matches("has no column `isco_code`").count(), 1, "{err}");
     // Setting it is enough.
     p.ok(&[
         "run",
