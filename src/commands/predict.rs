@@ -22,7 +22,9 @@ pub struct Args {
     /// CSV on standard output.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-    /// Also write `<output>.explain.csv` with the top tokens and `<output>.explain.html`.
+    /// Also write `<output>.explain.csv` (and `.parquet`) with the top tokens and
+    /// `<output>.explain.html`; `predictions.explain.*` when the coded records go to standard
+    /// output.
     #[arg(long)]
     explain: bool,
     #[command(flatten)]
@@ -408,7 +410,15 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
             .output
             .clone()
             .unwrap_or_else(|| PathBuf::from("predictions"));
-        stages::explain::write_explanations(pred, &coded.predictions, &base)?;
+        let written = stages::explain::write_explanations(pred, &coded.predictions, &base)?;
+        console::error(&format!(
+            "explanations: {}",
+            written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if !coded.duties_column {
         console::error(&format!(

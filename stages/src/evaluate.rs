@@ -246,7 +246,8 @@ pub fn metric_definition(name: &str) -> &'static str {
     }
 }
 
-fn esc(s: &str) -> String {
+/// Text made safe to put in HTML.
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

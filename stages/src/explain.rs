@@ -2,20 +2,26 @@
 //! HTML page that highlights each record's words by their contribution.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use artifacts::table::{Column, Table};
 use classifier::predict::Predictor;
 use classifier::text::record_text;
 
 use crate::error::Error;
+use crate::evaluate::esc;
 
 fn strs<'a>(t: &'a Table, name: &str) -> Result<&'a [String], Error> {
     Ok(t.str_col(name, Path::new("predictions"))?)
 }
 
-/// Writes `<base>.explain.csv` and `<base>.explain.html` for a predictions table.
-pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) -> Result<(), Error> {
+/// Writes `<base>.explain.csv` (and `.parquet`) and `<base>.explain.html` for a predictions
+/// table; returns the paths written.
+pub fn write_explanations(
+    pred: &Predictor,
+    predictions: &Table,
+    base: &Path,
+) -> Result<Vec<PathBuf>, Error> {
     let titles = strs(predictions, "job_title")?;
     let duties = strs(predictions, "duties_description")?;
     let codes = strs(predictions, "alt_1_code")?;
@@ -53,8 +59,8 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
                 html,
                 "<div class=r><b>{} {}</b> <small>(decided by {})</small>: ",
                 e.isco_code,
-                pred.title(&e.isco_code).replace('<', "&lt;"),
-                steps[i].replace('<', "&lt;")
+                esc(pred.title(&e.isco_code)),
+                esc(&steps[i])
             );
             for (w, v) in &e.words {
                 let a = (v.abs() / max * 0.8).min(0.8);
@@ -66,7 +72,7 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
                 let _ = write!(
                     html,
                     "<span class=w title=\"{v:+.3}\" style=\"background:{color}\">{}</span> ",
-                    w.replace('<', "&lt;")
+                    esc(w)
                 );
             }
             html.push_str("</div>");
@@ -82,5 +88,9 @@ pub fn write_explanations(pred: &Predictor, predictions: &Table, base: &Path) ->
         .with("decided_by", Column::Str(decided_by))
         .write_csv_and_parquet(&csv)?;
     let h = base.with_extension("explain.html");
-    std::fs::write(&h, html).map_err(|source| Error::Write { path: h, source })
+    std::fs::write(&h, html).map_err(|source| Error::Write {
+        path: h.clone(),
+        source,
+    })?;
+    Ok(vec![csv.with_extension("parquet"), csv, h])
 }

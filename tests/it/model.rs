@@ -111,6 +111,15 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert_eq!(coded.lines().count(), 209);
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
+    // Coded to standard output, the explanations go to `predictions.explain.*`, and it says so.
+    let out = p.run(&["predict", "-i", "data/demo/new_jobs.csv", "--explain"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("explanations: predictions.explain.parquet, predictions.explain.csv, predictions.explain.html"),
+        "{said}"
+    );
+    assert!(p.path("predictions.explain.html").is_file());
 
     // `-S inference.KEY=VALUE` sets one call's inference over the config file's.
     let strict = p.ok(&[
