@@ -56,7 +56,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                         r.stages.iter().filter(|s| s.outcome == o).count()
                     };
                     console::out(&format!(
-                        "{}  {:<10} {:<28} executed {} skipped {} restored {} failed {}",
+                        "{}  {:<11} {:<28} executed {} skipped {} restored {} failed {}",
                         r.id,
                         r.status,
                         r.pipeline,
