@@ -22,8 +22,10 @@ pub struct Args {
     /// CSV on standard output.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-    /// Also write `<output>.explain.csv` (and `.parquet`) with the top tokens and
-    /// `<output>.explain.html`; `predictions.explain.*` when the coded records go to standard
+    /// Also write `<output>.explain.csv` (and `.parquet`): per row, the unit group explained,
+    /// its top tokens, the part that decided and the code decided (a coarser group when the
+    /// coder fell back, explained by the unit group it was reached from); and
+    /// `<output>.explain.html`. `predictions.explain.*` when the coded records go to standard
     /// output.
     #[arg(long)]
     explain: bool,

@@ -25,6 +25,7 @@ pub fn write_explanations(
     let titles = strs(predictions, "job_title")?;
     let duties = strs(predictions, "duties_description")?;
     let codes = strs(predictions, "alt_1_code")?;
+    let decisions = strs(predictions, "isco_code")?;
     let steps = strs(predictions, "decided_by")?;
     let mut row = Vec::new();
     let mut code = Vec::new();
@@ -32,8 +33,9 @@ pub fn write_explanations(
     let mut bias = Vec::new();
     let mut tokens = Vec::new();
     let mut decided_by = Vec::new();
+    let mut decision = Vec::new();
     let mut html = String::from(
-        "<!doctype html><meta charset=utf-8><title>isco-dag explanations</title><style>body{font-family:sans-serif;margin:2em}div.r{margin:.6em 0}span.w{padding:1px 2px;border-radius:3px}</style><h1>Why each code</h1><p>Green words pushed the record towards the code shown, red words away from it (exact contributions to the code's logit in the n-gram network; the part of the model that decided the row is named beside the code).</p>",
+        "<!doctype html><meta charset=utf-8><title>isco-dag explanations</title><style>body{font-family:sans-serif;margin:2em}div.r{margin:.6em 0}span.w{padding:1px 2px;border-radius:3px}</style><h1>Why each code</h1><p>Green words pushed the record towards the code shown, red words away from it (exact contributions to the code's logit in the n-gram network; the part of the model that decided the row is named beside the code). A record coded to a coarser group shows the words behind its likeliest unit group, the code the group was reached from.</p>",
     );
     for i in 0..titles.len() {
         let text = record_text(&titles[i], &duties[i]);
@@ -53,15 +55,25 @@ pub fn write_explanations(
         bias.push(e.bias);
         tokens.push(top.join("; "));
         decided_by.push(steps[i].clone());
+        decision.push(decisions[i].clone());
         if i < 500 {
             let max = e.words.iter().map(|w| w.1.abs()).fold(1e-9, f64::max);
             let _ = write!(
                 html,
-                "<div class=r><b>{} {}</b> <small>(decided by {})</small>: ",
+                "<div class=r><b>{} {}</b> <small>(decided by {})</small>",
                 e.isco_code,
                 esc(pred.title(&e.isco_code)),
                 esc(&steps[i])
             );
+            if decisions[i] != e.isco_code.as_str() {
+                let _ = write!(
+                    html,
+                    " <small>coded to the coarser group <b>{} {}</b></small>",
+                    esc(&decisions[i]),
+                    esc(pred.title(&decisions[i]))
+                );
+            }
+            html.push_str(": ");
             for (w, v) in &e.words {
                 let a = (v.abs() / max * 0.8).min(0.8);
                 let color = if *v >= 0.0 {
@@ -86,6 +98,7 @@ pub fn write_explanations(
         .with("bias", Column::Float(bias))
         .with("top_tokens", Column::Str(tokens))
         .with("decided_by", Column::Str(decided_by))
+        .with("decision", Column::Str(decision))
         .write_csv_and_parquet(&csv)?;
     let h = base.with_extension("explain.html");
     std::fs::write(&h, html).map_err(|source| Error::Write {

@@ -73,16 +73,7 @@ fn scored_and_codes(p: &Project, part: &str, min_accuracy: f64) {
 
 /// The `decided_by` column of a coded CSV, one value per row.
 pub(crate) fn decided_by(path: &std::path::Path) -> Vec<String> {
-    let mut r = csv::Reader::from_path(path).unwrap();
-    let col = r
-        .headers()
-        .unwrap()
-        .iter()
-        .position(|h| h == "decided_by")
-        .expect("a decided_by column");
-    r.records()
-        .map(|row| row.unwrap()[col].to_string())
-        .collect()
+    crate::support::csv_column(path, "decided_by")
 }
 
 /// `train-encoder` trained the retrieval's encoder on pairs of the demo's titles, clauses and

@@ -111,6 +111,31 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert_eq!(coded.lines().count(), 209);
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
+    // Each explanation names the code its record was coded to, and explains the unit group
+    // that code was reached from (sure of few unit groups, the coder falls back on some).
+    p.ok(&[
+        "predict",
+        "-i",
+        "data/demo/new_jobs.csv",
+        "-o",
+        "coarse.csv",
+        "--explain",
+        "-S",
+        "inference.confidence_threshold=0.99",
+    ]);
+    let coded_as = crate::support::csv_column(&p.path("coarse.csv"), "isco_code");
+    let rows = crate::support::csv_column(&p.path("coarse.explain.csv"), "row");
+    let decision = crate::support::csv_column(&p.path("coarse.explain.csv"), "decision");
+    let explained = crate::support::csv_column(&p.path("coarse.explain.csv"), "isco_code");
+    assert_eq!(rows.len(), coded_as.len());
+    for ((row, decision), explained) in rows.iter().zip(&decision).zip(&explained) {
+        assert_eq!(decision, &coded_as[row.parse::<usize>().unwrap()]);
+        assert!(explained.len() == 4 && explained.starts_with(decision.as_str()));
+    }
+    assert!(
+        decision.iter().any(|d| d.len() < 4),
+        "no coarser decision explained"
+    );
     // Coded to standard output, the explanations go to `predictions.explain.*`, and it says so.
     let out = p.run(&["predict", "-i", "data/demo/new_jobs.csv", "--explain"]);
     let said = String::from_utf8_lossy(&out.stderr);

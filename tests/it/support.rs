@@ -153,3 +153,17 @@ pub fn succeeded(out: Output, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// One column of a CSV file with a header row, one value per row.
+pub fn csv_column(path: &Path, name: &str) -> Vec<String> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    let col = r
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("{} has no {name} column", path.display()));
+    r.records()
+        .map(|row| row.unwrap()[col].to_string())
+        .collect()
+}
