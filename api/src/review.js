@@ -72,7 +72,7 @@ function card(item) {
     b.addEventListener("click", () => choose(s.isco_code, b));
     similar.append(b);
   }
-  const search = el("input", { class: "search", placeholder: "Search ISCO titles or codes…", type: "search" });
+  const search = el("input", { class: "search", placeholder: "Search an occupation, ISCO title or code…", type: "search" });
   const results = el("div", { class: "results" });
   let timer = null;
   search.addEventListener("input", () => {
@@ -82,7 +82,8 @@ function card(item) {
       if (!search.value.trim()) return;
       const hits = await (await fetch("/review/search?q=" + encodeURIComponent(search.value))).json();
       for (const h of hits) {
-        const b = el("button", { class: "pick", "data-code": h.isco_code }, `${h.isco_code} ${h.title}`);
+        const why = h.matched === "model" ? ` (model ${pct(h.confidence)})` : h.matched === "definition" ? " (in its definition)" : "";
+        const b = el("button", { class: "pick", "data-code": h.isco_code, "data-matched": h.matched }, `${h.isco_code} ${h.title}${why}`);
         b.addEventListener("click", () => choose(h.isco_code, b));
         results.append(b);
       }

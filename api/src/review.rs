@@ -93,6 +93,24 @@ pub struct SearchHit {
     pub isco_code: String,
     /// Title.
     pub title: String,
+    /// Why the code was found.
+    pub matched: SearchMatch,
+    /// The model's confidence in the code, for a hit the model found.
+    pub confidence: Option<f64>,
+}
+
+/// How the search found a unit group, in the order hits are listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchMatch {
+    /// The code starts with the query.
+    Code,
+    /// The title holds every word of the query.
+    Title,
+    /// The model codes the query, read as a job title, to it.
+    Model,
+    /// Its definition (with the occupations it lists) holds every word of the query.
+    Definition,
 }
 
 /// A reviewer's decision.
@@ -608,7 +626,8 @@ pub async fn queue(
     Ok(Json(resp))
 }
 
-/// Unit groups whose code starts with, or whose title contains, the query.
+/// Unit groups for a query: those whose code starts with it, whose title holds its words, that
+/// the model codes it to (read as a job title), and whose definition holds its words.
 #[utoipa::path(get, path = "/review/search", params(SearchQuery),
     responses((status = 200, body = Vec<SearchHit>), (status = 400, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody)))]
 pub async fn search(
@@ -622,41 +641,101 @@ pub async fn search(
             "`q` has more than 200 characters; search with a few words of a title or the start of a code",
         ));
     }
-    let words: Vec<String> =
-        q.q.to_lowercase()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-    let mut units: Vec<(String, String)> = match &st.taxonomy {
-        Some(t) => t
+    let hits = tokio::task::spawn_blocking(move || search_hits(&st, &q.q, limit))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(hits))
+}
+
+/// The least confidence at which the model's codes for a query are offered: below it they
+/// are noise a coder would only have to read past.
+const MODEL_HIT_FLOOR: f64 = 0.05;
+
+/// The search's hits, each unit group once, in the order of [`SearchMatch`]; within the
+/// definition matches, those naming the query's words most often first. Titles say what a
+/// group is called, not what its workers are ("Nursing professionals" for a nurse), so the
+/// model and the definitions' lists of occupations find what a coder types.
+fn search_hits(st: &AppState, query: &str, limit: usize) -> Vec<SearchHit> {
+    let words: Vec<String> = query
+        .to_lowercase()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if words.is_empty() || limit == 0 {
+        return Vec::new();
+    }
+    let model = st.model.get();
+    // (code, title, definition) of every unit group, by code.
+    let mut units: Vec<(String, String, String)> = match (&st.taxonomy, &model) {
+        (Some(t), _) => t
             .units()
-            .map(|g| (g.code.clone(), g.title.clone()))
+            .map(|g| (g.code.clone(), g.title.clone(), g.definition.to_lowercase()))
             .collect(),
-        None => st
-            .model
-            .get()
-            .map(|m| {
-                m.predictor
-                    .meta
-                    .labels
-                    .iter()
-                    .map(|c| (c.clone(), m.predictor.title(c).to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        (None, Some(m)) => m
+            .predictor
+            .meta
+            .labels
+            .iter()
+            .map(|c| (c.clone(), m.predictor.title(c).to_string(), String::new()))
+            .collect(),
+        (None, None) => Vec::new(),
     };
     units.sort();
-    let hits = units
-        .into_iter()
-        .filter(|(code, title)| {
-            let t = title.to_lowercase();
-            !words.is_empty()
-                && (code.starts_with(&words[0]) || words.iter().all(|w| t.contains(w.as_str())))
+    let mut hits: Vec<SearchHit> = Vec::new();
+    let push = |hits: &mut Vec<SearchHit>, code: &str, title: &str, matched, confidence| {
+        if hits.len() < limit && !hits.iter().any(|h| h.isco_code == code) {
+            hits.push(SearchHit {
+                isco_code: code.to_string(),
+                title: title.to_string(),
+                matched,
+                confidence,
+            });
+        }
+    };
+    for (code, title, _) in &units {
+        if code.starts_with(words[0].as_str()) {
+            push(&mut hits, code, title, SearchMatch::Code, None);
+        }
+    }
+    for (code, title, _) in &units {
+        let t = title.to_lowercase();
+        if words.iter().all(|w| t.contains(w.as_str())) {
+            push(&mut hits, code, title, SearchMatch::Title, None);
+        }
+    }
+    // A code's start is not a job title; anything else the model reads as one.
+    if let Some(m) = &model
+        && !words[0].chars().all(|c| c.is_ascii_digit())
+    {
+        let pred = m.predictor.predict_one(&record_text(query, ""));
+        for a in pred
+            .alternatives
+            .iter()
+            .filter(|a| a.confidence >= MODEL_HIT_FLOOR)
+        {
+            let title = units
+                .iter()
+                .find(|u| u.0 == a.isco_code.as_str())
+                .map_or(a.title.as_str(), |u| u.1.as_str());
+            let (code, confidence) = (a.isco_code.as_str(), Some(a.confidence));
+            push(&mut hits, code, title, SearchMatch::Model, confidence);
+        }
+    }
+    let mut defined: Vec<(usize, &(String, String, String))> = units
+        .iter()
+        .filter(|u| words.iter().all(|w| u.2.contains(w.as_str())))
+        .map(|u| {
+            (
+                words.iter().map(|w| u.2.matches(w.as_str()).count()).sum(),
+                u,
+            )
         })
-        .take(limit)
-        .map(|(isco_code, title)| SearchHit { isco_code, title })
         .collect();
-    Ok(Json(hits))
+    defined.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.0.cmp(&b.1.0)));
+    for (_, (code, title, _)) in defined {
+        push(&mut hits, code, title, SearchMatch::Definition, None);
+    }
+    hits
 }
 
 /// The title of a code at any level: the reference's when the service has one, else the

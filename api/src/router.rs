@@ -124,7 +124,7 @@ impl Modify for Security {
     paths(routes::predict_job, routes::predict_batch, csv_route::predict_csv, routes::health, routes::model_info, routes::metrics,
           review::queue, review::search, review::decision, review::skip),
     components(schemas(JobRequest, BatchRecord, JobPrediction, AlternativeOut, ExplanationOut, WordOut, SimilarOut, BatchResponse, ErrorBody, HealthOut, RecordId, CsvUpload,
-                       review::QueueItem, review::QueueResponse, review::SearchHit, review::Decision, review::Skip)),
+                       review::QueueItem, review::QueueResponse, review::SearchHit, review::SearchMatch, review::Decision, review::Skip)),
     modifiers(&Security)
 )]
 struct ApiDoc;

@@ -661,6 +661,40 @@ fn review_decisions_need_the_token_and_become_corrections() {
     assert!(!item["highlights"].as_array().unwrap().is_empty());
     let hits = get(a, "/review/search?q=cook").json();
     assert_eq!(hits[0]["isco_code"], "5120", "{hits}");
+    assert_eq!(hits[0]["matched"], "title", "{hits}");
+    // No unit group's title holds "nurse"; the model and the definitions' occupations find
+    // the nursing groups, the model's with its confidence.
+    let hits = get(a, "/review/search?q=nurse").json();
+    let found: Vec<(&str, &str)> = hits
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["isco_code"].as_str().unwrap(),
+                h["matched"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(found.iter().any(|f| f.0 == "2221"), "{hits}");
+    assert!(
+        found.iter().all(|f| f.1 == "model" || f.1 == "definition"),
+        "{hits}"
+    );
+    assert!(
+        hits.as_array().unwrap().iter().all(|h| {
+            (h["matched"] == "model") == h["confidence"].as_f64().is_some_and(|c| c >= 0.05)
+        }),
+        "{hits}"
+    );
+    let hits = get(a, "/review/search?q=222").json();
+    assert!(
+        hits.as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["matched"] == "code" && h["isco_code"].as_str().unwrap().starts_with("222")),
+        "{hits}"
+    );
 
     let id = item["id"].as_str().unwrap();
     let body = format!(r#"{{"item_id":"{id}","isco_code":"5120","coder":"ana"}}"#);
