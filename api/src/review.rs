@@ -792,6 +792,12 @@ pub async fn decision(
             "`coder` is empty; give your coder id (it is kept in the audit trail)",
         ));
     }
+    // The corrections file keeps the code and coder as checked, not as typed.
+    let d = Decision {
+        isco_code: code.to_string(),
+        coder: d.coder.trim().to_string(),
+        ..d
+    };
     let st2 = st.clone();
     let path = tokio::task::spawn_blocking(move || {
         st2.review.decide(&d).map_err(|e| match e {

@@ -697,7 +697,8 @@ fn review_decisions_need_the_token_and_become_corrections() {
     );
 
     let id = item["id"].as_str().unwrap();
-    let body = format!(r#"{{"item_id":"{id}","isco_code":"5120","coder":"ana"}}"#);
+    // Typed with spaces around, the code and coder are kept as checked.
+    let body = format!(r#"{{"item_id":"{id}","isco_code":" 5120 ","coder":"ana "}}"#);
     let r = post_json(a, "/review/decision", &body);
     assert_eq!(r.status, 401);
     let wrong = request(
