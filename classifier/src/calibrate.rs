@@ -253,6 +253,11 @@ pub enum CalibrationMethod {
     Nll,
 }
 
+/// Fewest labelled rows a calibration is fitted on. With fewer, the temperature fit follows
+/// a handful of rows (a few rows all coded right drive it to its sharpest bound, and every
+/// later confidence towards 1), so the network's own probabilities are kept instead.
+pub const MIN_FIT_ROWS: usize = 30;
+
 /// A fitted calibration and the validation ECE before and after it.
 #[derive(Debug, Clone)]
 pub struct Calibration {
@@ -264,6 +269,8 @@ pub struct Calibration {
     pub ece_before: f64,
     /// ECE after calibration.
     pub ece_after: f64,
+    /// Rows it was fitted on (none fitted below [`MIN_FIT_ROWS`]).
+    pub rows: usize,
 }
 
 /// Per row of probabilities `[rows, classes]`: the top probability and whether its class
@@ -283,13 +290,25 @@ pub fn top_label(p: &[f32], y: &[u32], classes: usize) -> (Vec<f64>, Vec<bool>) 
 
 /// Fits the calibration on validation logits: `nll` (classic temperature scaling), `ece`
 /// (the temperature minimising calibration error) or `isotonic` (NLL temperature, then a
-/// top-label isotonic map). Shared by `train` and `fine-tune`.
+/// top-label isotonic map). Shared by `train` and `fine-tune`. Fewer than [`MIN_FIT_ROWS`] rows
+/// fit nothing: temperature 1, no map.
 pub fn fit_calibration(
     logits: &[f32],
     y: &[u32],
     classes: usize,
     method: CalibrationMethod,
 ) -> Calibration {
+    if y.len() < MIN_FIT_ROWS {
+        let (conf, ok) = top_label(&softmax_rows(logits, classes, 1.0), y, classes);
+        let e = ece(&conf, &ok);
+        return Calibration {
+            temperature: 1.0,
+            isotonic: None,
+            ece_before: e,
+            ece_after: e,
+            rows: y.len(),
+        };
+    }
     let temperature = if method == CalibrationMethod::Ece {
         fit_temperature_ece(logits, y, classes)
     } else {
@@ -314,6 +333,7 @@ pub fn fit_calibration(
         ece_after: ece_of(top1(temperature, isotonic.as_ref())),
         temperature,
         isotonic,
+        rows: y.len(),
     }
 }
 
@@ -334,6 +354,23 @@ mod tests {
             (row[1] - 0.5).abs() < 1e-6 && (row[0] - 0.5 * 2.0 / 3.0).abs() < 1e-6,
             "{row:?}"
         );
+    }
+
+    #[test]
+    fn too_few_rows_fit_no_calibration() {
+        // Every row right: the likelihood keeps rising as the temperature falls.
+        let rows = |n: usize| {
+            let logits: Vec<f32> = (0..n).flat_map(|i| [1.0 + (i % 3) as f32, 0.0]).collect();
+            (logits, vec![0u32; n])
+        };
+        let (logits, y) = rows(MIN_FIT_ROWS - 1);
+        let few = fit_calibration(&logits, &y, 2, CalibrationMethod::Isotonic);
+        assert_eq!((few.temperature, few.rows), (1.0, MIN_FIT_ROWS - 1));
+        assert!(few.isotonic.is_none() && few.ece_before == few.ece_after);
+        let (logits, y) = rows(MIN_FIT_ROWS);
+        let enough = fit_calibration(&logits, &y, 2, CalibrationMethod::Nll);
+        assert!(enough.temperature < 0.5, "{enough:?}");
+        assert_eq!(enough.rows, MIN_FIT_ROWS);
     }
 
     #[test]

@@ -58,7 +58,7 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
 }];
 
 impl Stage for FineTune {
-    runner::stage_metadata!("fine-tune", version "9", "continue training the base model (and its re-ranker) on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneSpec);
+    runner::stage_metadata!("fine-tune", version "10", "continue training the base model (and its re-ranker) on corrections plus a replay sample", INPUTS, OUTPUTS, FineTuneSpec);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<FineTuneSpec>(raw)?;
         let spec: FineTuneSpec = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;

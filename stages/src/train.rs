@@ -56,7 +56,7 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
 }];
 
 impl Stage for Train {
-    runner::stage_metadata!("train", version "9", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, FitSpec);
+    runner::stage_metadata!("train", version "10", "train the ngram classifier (and for an ensemble its retrieval half, for a transformer the fine-tuned encoder), calibrate it, write the model artifact", INPUTS, OUTPUTS, FitSpec);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let mut v = runner::stage::typed_params::<FitSpec>(raw)?;
         let spec = serde_json::from_value::<FitSpec>(v.clone()).map_err(|e| e.to_string())?;

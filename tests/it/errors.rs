@@ -131,7 +131,17 @@ fn bad_rows_are_quarantined_with_row_and_reason() {
         "data/raw/historical_records.csv",
         "nurse,caring,22x1\ncook,soups, sauces,5120\n\"unterminated,quote,1234\n",
     );
-    p.ok(&["run", "pipelines/full.toml"]);
+    let out = p.ok(&["run", "pipelines/full.toml"]);
+    // So few records leave a handful of validation rows: no calibration is fitted on them,
+    // and the report says so.
+    let run = p.last_run();
+    let m = &crate::support::stage_of(&run, "train")["metrics"];
+    let rows = m["calibration_rows"].as_u64().unwrap();
+    assert!(rows < 30 && m["temperature"] == 1.0, "{m}");
+    assert!(
+        out.contains(&format!("not calibrated: {rows} validation rows, fewer than the 30")),
+        "{out}"
+    );
     let q = std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
     assert!(q.starts_with("row,line,column,reason,"), "{q}");
     assert!(

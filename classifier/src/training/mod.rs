@@ -80,6 +80,9 @@ pub struct FitSummary {
     pub validation_ece_before: f64,
     /// Validation ECE after calibration.
     pub validation_ece_after: f64,
+    /// Validation rows the calibration was fitted on (none fitted below
+    /// [`crate::calibrate::MIN_FIT_ROWS`]).
+    pub calibration_rows: usize,
     /// The retrieval half, for an ensemble.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retrieval: Option<ensemble::EnsembleSummary>,
@@ -98,7 +101,7 @@ impl FitSummary {
     /// Lines for the stage report.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![format!(
-            "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s{}; temperature {:.2}, validation ECE {:.4} -> {:.4}",
+            "{} records + {} reference examples, {} classes; best epoch {}/{} (validation macro-F1 {:.4}) in {:.1}s{}; {}",
             self.train_records,
             self.augmentation_examples,
             self.classes,
@@ -111,9 +114,7 @@ impl FitSummary {
             } else {
                 ""
             },
-            self.temperature,
-            self.validation_ece_before,
-            self.validation_ece_after
+            self.calibration_line()
         )];
         out.extend(self.retrieval.as_ref().map(|r| r.line()));
         out.extend(self.transformer.as_ref().map(|t| t.line()));
@@ -126,6 +127,25 @@ impl FitSummary {
         );
         out.extend(self.refit.as_ref().map(refit::RefitSummary::line));
         out
+    }
+}
+
+impl FitSummary {
+    /// What the calibration is: its temperature and validation ECE, or why none was fitted.
+    fn calibration_line(&self) -> String {
+        if self.calibration_rows < crate::calibrate::MIN_FIT_ROWS {
+            format!(
+                "not calibrated: {} validation rows, fewer than the {} a calibration is fitted on, so confidences are the network's own, uncalibrated; give more records (validation ECE {:.4})",
+                self.calibration_rows,
+                crate::calibrate::MIN_FIT_ROWS,
+                self.validation_ece_before
+            )
+        } else {
+            format!(
+                "temperature {:.2}, validation ECE {:.4} -> {:.4}",
+                self.temperature, self.validation_ece_before, self.validation_ece_after
+            )
+        }
     }
 }
 
@@ -365,6 +385,7 @@ pub fn fit(
         temperature: cal.temperature,
         validation_ece_before: cal.ece_before,
         validation_ece_after: cal.ece_after,
+        calibration_rows: cal.rows,
         retrieval: retrieval_summary,
         transformer: transformer_summary,
         cascade: cascade.as_ref().map(|c| c.fit.clone()),
