@@ -139,7 +139,9 @@ fn bad_rows_are_quarantined_with_row_and_reason() {
     let rows = m["calibration_rows"].as_u64().unwrap();
     assert!(rows < 30 && m["temperature"] == 1.0, "{m}");
     assert!(
-        out.contains(&format!("not calibrated: {rows} validation rows, fewer than the 30")),
+        out.contains(&format!(
+            "not calibrated: {rows} validation rows, fewer than the 30"
+        )),
         "{out}"
     );
     let q = std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
