@@ -57,7 +57,7 @@ const OUTPUTS: &[OutputDecl] = &[OutputDecl {
 }];
 
 impl Stage for TrainReranker {
-    runner::stage_metadata!("train-reranker", version "1", "train a cross-encoder that re-reads the best codes of the rows the model is unsure of (hard negatives from the model, CPU budget); writes the model with it", INPUTS, OUTPUTS, RerankerTrainSpec);
+    runner::stage_metadata!("train-reranker", version "2", "train a cross-encoder that re-reads the best codes of the rows the model is unsure of (hard negatives from the model, CPU budget); writes the model with it", INPUTS, OUTPUTS, RerankerTrainSpec);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<RerankerTrainSpec>(raw)?;
         let spec =

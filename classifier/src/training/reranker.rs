@@ -697,7 +697,10 @@ fn fit_cross(
         head: cross.head().clone(),
     };
     let enc = cross.encoder();
+    let t_check = Instant::now();
     let validation_before = rank_accuracy(enc, frozen, &base_tuned, &vtokens);
+    // What one validation check costs: the budget keeps room for the one that closes training.
+    let mut check_seconds = t_check.elapsed().as_secs_f64();
     let mut tuned = base_tuned.clone().fork(&ad).train();
     let mut opt = AdamWConfig::new()
         .with_weight_decay(spec.weight_decay)
@@ -748,8 +751,11 @@ fn fit_cross(
             train_seconds += t0.elapsed().as_secs_f64();
             progress.inc(1);
             if !planned_fixed && step == timing_steps {
+                // The planned run holds `evaluations` checks besides its steps.
                 let per_step = train_seconds / step as f64;
-                let left = spec.max_seconds * 0.9 - started.elapsed().as_secs_f64();
+                let left = spec.max_seconds * 0.9
+                    - started.elapsed().as_secs_f64()
+                    - spec.evaluations as f64 * check_seconds;
                 planned =
                     epoch_steps.min((step + (left.max(0.0) / per_step) as usize).max(step + 1));
                 eval_every = (planned / spec.evaluations).max(1);
@@ -762,7 +768,9 @@ fn fit_cross(
             let done = step >= planned;
             if step.is_multiple_of(eval_every) || done || over_budget {
                 let model = tuned.valid();
+                let t_check = Instant::now();
                 let acc = rank_accuracy(cross.encoder(), frozen, &model, &vtokens);
+                check_seconds = t_check.elapsed().as_secs_f64();
                 checkpoints.push(RerankerCheckpoint {
                     step,
                     seconds: started.elapsed().as_secs_f64(),
@@ -777,11 +785,16 @@ fn fit_cross(
                     best = (acc, step, model);
                 }
                 if spec.max_seconds > 0.0 && !done && !over_budget {
-                    let elapsed = started.elapsed().as_secs_f64();
-                    let left = spec.max_seconds * 0.93 - elapsed;
-                    planned = epoch_steps.min(
-                        (step + (left.max(0.0) / (elapsed / step as f64)) as usize).max(step + 1),
-                    );
+                    // Steps that fit, each with its share of the checks, beside the check that
+                    // will close them; none: this check closes training.
+                    let left =
+                        spec.max_seconds * 0.93 - started.elapsed().as_secs_f64() - check_seconds;
+                    let per_step = train_seconds / step as f64 + check_seconds / eval_every as f64;
+                    planned = epoch_steps.min(step + (left.max(0.0) / per_step) as usize);
+                    if planned == step {
+                        stopped_by = Stopped::Budget;
+                        break 'outer;
+                    }
                 }
             }
             if over_budget || done {
