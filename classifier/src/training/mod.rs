@@ -128,9 +128,7 @@ impl FitSummary {
         out.extend(self.refit.as_ref().map(refit::RefitSummary::line));
         out
     }
-}
 
-impl FitSummary {
     /// What the calibration is: its temperature and validation ECE, or why none was fitted.
     fn calibration_line(&self) -> String {
         if self.calibration_rows < crate::calibrate::MIN_FIT_ROWS {
