@@ -639,14 +639,7 @@ pub const REPORT_HEAD: &str = "<!doctype html><meta charset=utf-8><title>isco-da
 impl Stage for Evaluate {
     runner::stage_metadata!("evaluate", version "15", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let (inference, names): (toml::Table, toml::Table) =
-            columns::split_params::<LabelledColumns, _, _>(raw.clone());
-        let v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
-        serde_json::from_value::<InferenceConfig>(v.clone())
-            .map_err(|e| e.to_string())?
-            .validate()?;
-        let v = columns::resolve::<LabelledColumns>(v, &names)?;
-        Ok(crate::embeddings::without_default_precision(v))
+        crate::predict::resolve_inference_params::<LabelledColumns>(raw)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {

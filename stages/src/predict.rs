@@ -317,17 +317,25 @@ pub fn steps_text(steps: &std::collections::BTreeMap<Step, usize>) -> String {
         .join(", ")
 }
 
+/// The params of a stage that codes with a model: the `[inference]` keys, checked, and the
+/// column names `C` of the files it reads, kept only where they are not the standard ones.
+pub fn resolve_inference_params<C: columns::ColumnNames>(
+    raw: &toml::Table,
+) -> Result<serde_json::Value, String> {
+    let (inference, names): (toml::Table, toml::Table) =
+        columns::split_params::<C, _, _>(raw.clone());
+    let v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
+    serde_json::from_value::<InferenceConfig>(v.clone())
+        .map_err(|e| e.to_string())?
+        .validate()?;
+    let v = columns::resolve::<C>(v, &names)?;
+    Ok(crate::embeddings::without_default_precision(v))
+}
+
 impl Stage for Predict {
     runner::stage_metadata!("predict", version "7", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, names columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let (inference, names): (toml::Table, toml::Table) =
-            columns::split_params::<RecordColumns, _, _>(raw.clone());
-        let v = runner::stage::typed_params::<InferenceConfig>(&inference)?;
-        serde_json::from_value::<InferenceConfig>(v.clone())
-            .map_err(|e| e.to_string())?
-            .validate()?;
-        let v = columns::resolve::<RecordColumns>(v, &names)?;
-        Ok(crate::embeddings::without_default_precision(v))
+        resolve_inference_params::<RecordColumns>(raw)
     }
 
     fn run(&self, ctx: &StageContext<'_>) -> Result<StageReport, StageError> {
