@@ -816,6 +816,71 @@ pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> st
     Ok(csv_delimiter(&first, wanted, required))
 }
 
+/// Reads `inner` with each CRLF line end turned into LF; a CR alone is kept.
+///
+/// The `csv` crate reads CRLF files, but the position it gives a record then names the line
+/// before the record's own (it counts a line at the LF, which it reads only as the next
+/// record starts), and those lines go into every error and quarantine row. Fed LF line ends it
+/// counts them right, and every cell reads as before except that a line break inside a
+/// quoted cell is LF. Written here because no crate offers this as a `Read`.
+pub struct CrlfAsLf<R> {
+    inner: R,
+    /// A CR read at the end of the last chunk, not yet known to start a CRLF.
+    pending_cr: bool,
+}
+
+impl<R: std::io::BufRead> CrlfAsLf<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            pending_cr: false,
+        }
+    }
+}
+
+impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                if std::mem::take(&mut self.pending_cr) {
+                    out[0] = b'\r';
+                    return Ok(1);
+                }
+                return Ok(0);
+            }
+            let (mut used, mut n) = (0, 0);
+            while used < buf.len() && n < out.len() {
+                let b = buf[used];
+                if std::mem::take(&mut self.pending_cr) && b != b'\n' {
+                    // A CR alone: write it, and read `b` on the next turn.
+                    out[n] = b'\r';
+                    n += 1;
+                    continue;
+                }
+                used += 1;
+                if b == b'\r' {
+                    self.pending_cr = true;
+                } else {
+                    out[n] = b;
+                    n += 1;
+                }
+            }
+            self.inner.consume(used);
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+/// The reader [`open_csv_file`] gives.
+pub type CsvFileReader = csv::Reader<CrlfAsLf<std::io::BufReader<File>>>;
+
 /// Why [`open_csv_file`] could not open a CSV file; each message completes a sentence that
 /// starts with the file's name.
 #[derive(Debug, thiserror::Error)]
@@ -823,9 +888,6 @@ pub enum CsvOpenError {
     /// The file could not be read.
     #[error("cannot be read: {0}")]
     Read(std::io::Error),
-    /// The CSV reader could not open it.
-    #[error("cannot be opened as CSV: {0}")]
-    Open(csv::Error),
     /// Its first row could not be read.
     #[error("has no readable header row: {0}")]
     Header(csv::Error),
@@ -834,19 +896,20 @@ pub enum CsvOpenError {
 /// A CSV reader of `path` with the separator its header row uses ([`csv_file_delimiter`]),
 /// past that row, and the column names it holds (a UTF-8 byte-order mark taken off, bytes
 /// that are not UTF-8 replaced). `flexible` lets rows have another number of fields than the
-/// header, for readers that report such rows themselves.
+/// header, for readers that report such rows themselves. CRLF line ends are read as LF
+/// ([`CrlfAsLf`]), so that the records' positions name their lines.
 pub fn open_csv_file(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
     flexible: bool,
-) -> std::result::Result<(csv::Reader<File>, Vec<String>), CsvOpenError> {
+) -> std::result::Result<(CsvFileReader, Vec<String>), CsvOpenError> {
     let delimiter = csv_file_delimiter(path, wanted, required).map_err(CsvOpenError::Read)?;
+    let file = File::open(path).map_err(CsvOpenError::Read)?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(flexible)
         .delimiter(delimiter)
-        .from_path(path)
-        .map_err(CsvOpenError::Open)?;
+        .from_reader(CrlfAsLf::new(std::io::BufReader::new(file)));
     let header = rdr
         .byte_headers()
         .map_err(CsvOpenError::Header)?
@@ -986,6 +1049,54 @@ pub fn column_like<'a>(header: &'a [String], name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_is_read_as_lf_and_csv_positions_name_their_lines() {
+        use std::io::Read;
+        let read = |input: &[u8], chunk: usize| {
+            // A reader that hands out `chunk` bytes at a time, so that a CRLF falls across
+            // two reads.
+            let inner = std::io::BufReader::with_capacity(chunk, input);
+            let mut out = Vec::new();
+            CrlfAsLf::new(inner).read_to_end(&mut out).unwrap();
+            out
+        };
+        for chunk in [1, 2, 3, 64] {
+            assert_eq!(
+                read(b"a,b\r\nc,d\r\n", chunk),
+                b"a,b\nc,d\n",
+                "chunk {chunk}"
+            );
+            assert_eq!(read(b"a\rb\r", chunk), b"a\rb\r", "chunk {chunk}");
+            assert_eq!(read(b"a\r\r\nb", chunk), b"a\r\nb", "chunk {chunk}");
+            assert_eq!(read(b"", chunk), b"", "chunk {chunk}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crlf.csv");
+        std::fs::write(
+            &path,
+            "job_title,code\r\ncook,5120\r\n\"two\r\nlines\",2221\r\nnurse,2221\r\n",
+        )
+        .unwrap();
+        let (mut rdr, header) = open_csv_file(&path, &["job_title"], &[true], false).unwrap();
+        assert_eq!(header, ["job_title", "code"]);
+        let rows: Vec<(u64, Vec<String>)> = rdr
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                let line = r.position().unwrap().line();
+                (line, r.iter().map(str::to_string).collect())
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (2, vec!["cook".to_string(), "5120".to_string()]),
+                (3, vec!["two\nlines".to_string(), "2221".to_string()]),
+                (5, vec!["nurse".to_string(), "2221".to_string()]),
+            ]
+        );
+    }
 
     #[test]
     fn a_parquet_file_read_as_text_keeps_nulls_and_numbers_as_written() {

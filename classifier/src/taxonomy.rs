@@ -254,7 +254,7 @@ pub(crate) fn open_csv(
     path: &Path,
     known: &[&str],
     flexible: bool,
-) -> Result<(csv::Reader<std::fs::File>, Vec<String>), Error> {
+) -> Result<(artifacts::table::CsvFileReader, Vec<String>), Error> {
     artifacts::table::open_csv_file(path, known, &vec![false; known.len()], flexible).map_err(|e| {
         Error::File {
             path: path.to_path_buf(),

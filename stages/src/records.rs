@@ -244,7 +244,7 @@ fn csv_reader(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
-) -> Result<(csv::Reader<std::fs::File>, Vec<String>), Error> {
+) -> Result<(artifacts::table::CsvFileReader, Vec<String>), Error> {
     artifacts::table::open_csv_file(path, wanted, required, true).map_err(|e| Error::Input {
         path: path.to_path_buf(),
         message: e.to_string(),

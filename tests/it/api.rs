@@ -898,6 +898,14 @@ fn one_request_cannot_exhaust_the_service() {
         "{}",
         r.text()
     );
+    // The same lines in a file saved with CRLF line ends.
+    let (ct, body) = multipart("file", "jobs.csv", csv.replace('\n', "\r\n").as_bytes());
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert!(
+        error_of(&r).contains("CSV row 1 (line 4): `duties_description` has 500 characters"),
+        "{}",
+        r.text()
+    );
     // Explanations list at most 100 words, the most influential ones in text order.
     let words: Vec<String> = (0..120).map(|i| format!("w{i}")).collect();
     let r = post_json(
