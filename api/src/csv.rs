@@ -319,7 +319,7 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Cod
             &st.settings.columns.names(),
             &[true, false],
         ))
-        .from_reader(artifacts::table::CrlfAsLf::new(text.as_bytes()));
+        .from_reader(artifacts::table::LineEndsAsLf::new(text.as_bytes()));
     let header: Vec<String> = rdr
         .headers()
         .map_err(|e| ApiError::bad_request(format!("the CSV header cannot be read: {e}")))?

@@ -816,20 +816,21 @@ pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> st
     Ok(csv_delimiter(&first, wanted, required))
 }
 
-/// Reads `inner` with each CRLF line end turned into LF; a CR alone is kept.
+/// Reads `inner` with each CRLF or lone CR line end turned into LF.
 ///
-/// The `csv` crate reads CRLF files, but the position it gives a record then names the line
-/// before the record's own (it counts a line at the LF, which it reads only as the next
-/// record starts), and those lines go into every error and quarantine row. Fed LF line ends it
-/// counts them right, and every cell reads as before except that a line break inside a
-/// quoted cell is LF. Written here because no crate offers this as a `Read`.
-pub struct CrlfAsLf<R> {
+/// The `csv` crate ends a record at CRLF, LF or a lone CR, but counts a line only at an LF it
+/// reads: a record's position in a CRLF file names the line before the record's own (the LF
+/// is read as the next record starts), and in a file whose lines end in CR alone (a classic
+/// Mac export) every record is on line 1. Those lines go into every error and quarantine row.
+/// Fed LF alone it counts them right, and every cell reads as before except that a line break
+/// inside a quoted cell is LF. Written here because no crate offers this as a `Read`.
+pub struct LineEndsAsLf<R> {
     inner: R,
-    /// A CR read at the end of the last chunk, not yet known to start a CRLF.
+    /// A CR read, written as LF once the next byte shows whether an LF follows it.
     pending_cr: bool,
 }
 
-impl<R: std::io::BufRead> CrlfAsLf<R> {
+impl<R: std::io::BufRead> LineEndsAsLf<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
         Self {
@@ -839,7 +840,7 @@ impl<R: std::io::BufRead> CrlfAsLf<R> {
     }
 }
 
-impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
+impl<R: std::io::BufRead> std::io::Read for LineEndsAsLf<R> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
@@ -848,7 +849,7 @@ impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
             let buf = self.inner.fill_buf()?;
             if buf.is_empty() {
                 if std::mem::take(&mut self.pending_cr) {
-                    out[0] = b'\r';
+                    out[0] = b'\n';
                     return Ok(1);
                 }
                 return Ok(0);
@@ -857,8 +858,8 @@ impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
             while used < buf.len() && n < out.len() {
                 let b = buf[used];
                 if std::mem::take(&mut self.pending_cr) && b != b'\n' {
-                    // A CR alone: write it, and read `b` on the next turn.
-                    out[n] = b'\r';
+                    // A CR alone ends its line: write LF, and read `b` on the next turn.
+                    out[n] = b'\n';
                     n += 1;
                     continue;
                 }
@@ -879,7 +880,7 @@ impl<R: std::io::BufRead> std::io::Read for CrlfAsLf<R> {
 }
 
 /// The reader [`open_csv_file`] gives.
-pub type CsvFileReader = csv::Reader<CrlfAsLf<std::io::BufReader<File>>>;
+pub type CsvFileReader = csv::Reader<LineEndsAsLf<std::io::BufReader<File>>>;
 
 /// Why [`open_csv_file`] could not open a CSV file; each message completes a sentence that
 /// starts with the file's name.
@@ -896,8 +897,8 @@ pub enum CsvOpenError {
 /// A CSV reader of `path` with the separator its header row uses ([`csv_file_delimiter`]),
 /// past that row, and the column names it holds (a UTF-8 byte-order mark taken off, bytes
 /// that are not UTF-8 replaced). `flexible` lets rows have another number of fields than the
-/// header, for readers that report such rows themselves. CRLF line ends are read as LF
-/// ([`CrlfAsLf`]), so that the records' positions name their lines.
+/// header, for readers that report such rows themselves. CRLF and CR line ends are read as LF
+/// ([`LineEndsAsLf`]), so that the records' positions name their lines.
 pub fn open_csv_file(
     path: &Path,
     wanted: &[&str],
@@ -909,7 +910,7 @@ pub fn open_csv_file(
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(flexible)
         .delimiter(delimiter)
-        .from_reader(CrlfAsLf::new(std::io::BufReader::new(file)));
+        .from_reader(LineEndsAsLf::new(std::io::BufReader::new(file)));
     let header = rdr
         .byte_headers()
         .map_err(CsvOpenError::Header)?
@@ -1051,14 +1052,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crlf_is_read_as_lf_and_csv_positions_name_their_lines() {
+    fn crlf_and_cr_are_read_as_lf_and_csv_positions_name_their_lines() {
         use std::io::Read;
         let read = |input: &[u8], chunk: usize| {
             // A reader that hands out `chunk` bytes at a time, so that a CRLF falls across
             // two reads.
             let inner = std::io::BufReader::with_capacity(chunk, input);
             let mut out = Vec::new();
-            CrlfAsLf::new(inner).read_to_end(&mut out).unwrap();
+            LineEndsAsLf::new(inner).read_to_end(&mut out).unwrap();
             out
         };
         for chunk in [1, 2, 3, 64] {
@@ -1067,35 +1068,35 @@ mod tests {
                 b"a,b\nc,d\n",
                 "chunk {chunk}"
             );
-            assert_eq!(read(b"a\rb\r", chunk), b"a\rb\r", "chunk {chunk}");
-            assert_eq!(read(b"a\r\r\nb", chunk), b"a\r\nb", "chunk {chunk}");
+            assert_eq!(read(b"a\rb\r", chunk), b"a\nb\n", "chunk {chunk}");
+            assert_eq!(read(b"a\r\r\nb\n", chunk), b"a\n\nb\n", "chunk {chunk}");
             assert_eq!(read(b"", chunk), b"", "chunk {chunk}");
         }
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("crlf.csv");
-        std::fs::write(
-            &path,
-            "job_title,code\r\ncook,5120\r\n\"two\r\nlines\",2221\r\nnurse,2221\r\n",
-        )
-        .unwrap();
-        let (mut rdr, header) = open_csv_file(&path, &["job_title"], &[true], false).unwrap();
-        assert_eq!(header, ["job_title", "code"]);
-        let rows: Vec<(u64, Vec<String>)> = rdr
-            .records()
-            .map(|r| {
-                let r = r.unwrap();
-                let line = r.position().unwrap().line();
-                (line, r.iter().map(str::to_string).collect())
-            })
-            .collect();
-        assert_eq!(
-            rows,
-            [
-                (2, vec!["cook".to_string(), "5120".to_string()]),
-                (3, vec!["two\nlines".to_string(), "2221".to_string()]),
-                (5, vec!["nurse".to_string(), "2221".to_string()]),
-            ]
-        );
+        for end in ["\r\n", "\r", "\n"] {
+            let path = dir.path().join("jobs.csv");
+            let text = "job_title,code\ncook,5120\n\"two\nlines\",2221\nnurse,2221\n";
+            std::fs::write(&path, text.replace('\n', end)).unwrap();
+            let (mut rdr, header) = open_csv_file(&path, &["job_title"], &[true], false).unwrap();
+            assert_eq!(header, ["job_title", "code"]);
+            let rows: Vec<(u64, Vec<String>)> = rdr
+                .records()
+                .map(|r| {
+                    let r = r.unwrap();
+                    let line = r.position().unwrap().line();
+                    (line, r.iter().map(str::to_string).collect())
+                })
+                .collect();
+            assert_eq!(
+                rows,
+                [
+                    (2, vec!["cook".to_string(), "5120".to_string()]),
+                    (3, vec!["two\nlines".to_string(), "2221".to_string()]),
+                    (5, vec!["nurse".to_string(), "2221".to_string()]),
+                ],
+                "line ends {end:?}"
+            );
+        }
     }
 
     #[test]

@@ -169,21 +169,25 @@ fn bad_rows_are_quarantined_with_row_and_reason() {
 
 #[test]
 fn rows_of_a_crlf_file_are_named_by_their_own_lines() {
-    // A spreadsheet on Windows saves its CSV files with CRLF line ends.
+    // A spreadsheet on Windows saves its CSV files with CRLF line ends, an old one on a Mac
+    // with CR alone.
     let p = Project::new(50);
     let records = "data/raw/historical_records.csv";
-    let text = std::fs::read_to_string(p.path(records)).unwrap();
-    let mut crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
-    crlf.push_str("nurse,caring,22x1\r\n");
-    p.write(records, &crlf);
-    let line = crlf.lines().count();
-    p.ok(&["run", "pipelines/full.toml", "--until", "clean"]);
-    let q = std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
-    let expected = format!(
-        "\n{},{line},isco_code,`22x1` is not a 4-digit ISCO-08 unit group code,nurse,",
-        line - 2
-    );
-    assert!(q.contains(&expected), "{expected:?} not in {q}");
+    let text = std::fs::read_to_string(p.path(records))
+        .unwrap()
+        .replace("\r\n", "\n")
+        + "nurse,caring,22x1\n";
+    let line = text.lines().count();
+    for end in ["\r\n", "\r"] {
+        p.write(records, &text.replace('\n', end));
+        p.ok(&["run", "pipelines/full.toml", "--until", "clean"]);
+        let q = std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
+        let expected = format!(
+            "\n{},{line},isco_code,`22x1` is not a 4-digit ISCO-08 unit group code,nurse,",
+            line - 2
+        );
+        assert!(q.contains(&expected), "{end:?}: {expected:?} not in {q}");
+    }
 }
 
 #[test]
