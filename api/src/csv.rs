@@ -33,9 +33,12 @@ type St = State<Arc<AppState>>;
 
 /// Line (1-based) of a byte offset.
 fn line_of(bytes: &[u8], offset: usize) -> usize {
-    bytes[..offset.min(bytes.len())]
+    let before = &bytes[..offset.min(bytes.len())];
+    // A line ends at LF, CRLF or a CR alone (as the CSV reader reads them).
+    before
         .iter()
-        .filter(|&&b| b == b'\n')
+        .enumerate()
+        .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && before.get(i + 1) != Some(&b'\n')))
         .count()
         + 1
 }
@@ -564,6 +567,16 @@ pub(crate) async fn predict_csv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_end_at_lf_crlf_or_a_cr_alone() {
+        for end in ["\n", "\r\n", "\r"] {
+            let text = ["job_title", "cook", "K\u{f6}chin"].join(end);
+            let at = text.find('\u{f6}').unwrap();
+            assert_eq!(line_of(text.as_bytes(), at), 3, "{end:?}");
+            assert_eq!(line_of(text.as_bytes(), 0), 1, "{end:?}");
+        }
+    }
 
     #[test]
     fn a_header_note_keeps_ascii_and_percent_encodes_the_rest() {
