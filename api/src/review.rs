@@ -269,17 +269,31 @@ fn today() -> String {
     chrono::Local::now().format("%Y%m%d").to_string()
 }
 
-/// Appends one CSV row to `path` in a single write, with the header if the file is new.
+/// Appends one CSV row to `path` in a single write, with the header if the file is new. A
+/// file whose last line has no line end (saved so by an editor) gets one first, so the row
+/// does not join that line.
 fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<()> {
+    use std::io::{Read, Seek};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(path)?;
-    let mut w = csv::Writer::from_writer(Vec::new());
-    if f.metadata()?.len() == 0 {
+    let len = f.metadata()?.len();
+    let mut bytes = Vec::new();
+    if len > 0 {
+        let mut last = [0u8];
+        f.seek(std::io::SeekFrom::Start(len - 1))?;
+        f.read_exact(&mut last)?;
+        if !matches!(last[0], b'\n' | b'\r') {
+            bytes.push(b'\n');
+        }
+    }
+    let mut w = csv::Writer::from_writer(bytes);
+    if len == 0 {
         w.write_record(columns)?;
     }
     w.write_record(row)?;
@@ -852,6 +866,26 @@ pub async fn skip(State(st): St, JsonBody(s): JsonBody<Skip>) -> Result<StatusCo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_appended_to_a_file_without_a_last_line_end_starts_its_own_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("review_20261207.csv");
+        let columns = ["job_title", "isco_code"];
+        append_row(&path, &columns, &["cook".into(), "5120".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "job_title,isco_code\ncook,5120\n"
+        );
+        // An editor saved the file without the last line end, with CRLF line ends.
+        std::fs::write(&path, "job_title,isco_code\r\ncook,5120").unwrap();
+        append_row(&path, &columns, &["nurse".into(), "2221".into()]).unwrap();
+        append_row(&path, &columns, &["baker".into(), "7512".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "job_title,isco_code\r\ncook,5120\nnurse,2221\nbaker,7512\n"
+        );
+    }
 
     #[test]
     fn rows_append_with_one_header_and_quoting() {
