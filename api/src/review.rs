@@ -269,9 +269,13 @@ fn today() -> String {
     chrono::Local::now().format("%Y%m%d").to_string()
 }
 
-/// Appends one CSV row to `path` in a single write, with the header if the file is new. A
-/// file whose last line has no line end (saved so by an editor) gets one first, so the row
-/// does not join that line.
+/// Appends one CSV row to `path` in a single write, with the header if the file is new.
+///
+/// The file may have been opened and saved in a spreadsheet since: the row's cells go under
+/// the header's columns in the order the file has them (a column someone added gets an empty
+/// cell), and a file whose last line has no line end gets one first, so the row does not join
+/// that line. A header that lacks one of `columns` is an error: a row written under it would
+/// put its values under other names.
 fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<()> {
     use std::io::{Read, Seek};
     if let Some(dir) = path.parent() {
@@ -284,6 +288,7 @@ fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<
         .open(path)?;
     let len = f.metadata()?.len();
     let mut bytes = Vec::new();
+    let mut header = None;
     if len > 0 {
         let mut last = [0u8];
         f.seek(std::io::SeekFrom::Start(len - 1))?;
@@ -291,17 +296,66 @@ fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<
         if !matches!(last[0], b'\n' | b'\r') {
             bytes.push(b'\n');
         }
+        f.seek(std::io::SeekFrom::Start(0))?;
+        header = file_header(&f).map_err(std::io::Error::other)?;
     }
     let mut w = csv::Writer::from_writer(bytes);
-    if len == 0 {
-        w.write_record(columns)?;
+    match header {
+        None => {
+            w.write_record(columns)?;
+            w.write_record(row)?;
+        }
+        Some(names) => {
+            let missing: Vec<&str> = columns
+                .iter()
+                .filter(|c| !names.iter().any(|n| n == *c))
+                .copied()
+                .collect();
+            if !missing.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} has no column `{}` in its header row ({}); give the file back the columns {} (in any order), or move it out of the folder so that a new one is started",
+                        path.display(),
+                        missing.join("`, `"),
+                        names.join(", "),
+                        columns.join(", ")
+                    ),
+                ));
+            }
+            w.write_record(names.iter().map(|n| {
+                columns
+                    .iter()
+                    .position(|c| c == n)
+                    .map_or("", |i| row[i].as_str())
+            }))?;
+        }
     }
-    w.write_record(row)?;
     let bytes = w
         .into_inner()
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     f.write_all(&bytes)?;
     f.sync_data()
+}
+
+/// The column names in the header row of the CSV file `f` (read from its start), or `None`
+/// when it holds no row.
+fn file_header(f: &std::fs::File) -> csv::Result<Option<Vec<String>>> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(std::io::BufReader::new(f));
+    let mut rec = csv::ByteRecord::new();
+    Ok(r.read_byte_record(&mut rec)?.then(|| {
+        rec.iter()
+            .map(|h| {
+                String::from_utf8_lossy(h)
+                    .trim_start_matches('\u{feff}')
+                    .trim()
+                    .to_string()
+            })
+            .collect()
+    }))
 }
 
 /// An exclusive advisory lock (`flock`) on the folder `dir` itself, held until dropped. The
@@ -773,7 +827,7 @@ fn bad_query(r: QueryRejection) -> ApiError {
 
 /// Record a decision: the item's text with the chosen code becomes a correction.
 #[utoipa::path(post, path = "/review/decision", request_body = Decision,
-    responses((status = 201), (status = 400, body = crate::types::ErrorBody), (status = 401, body = crate::types::ErrorBody), (status = 404, body = crate::types::ErrorBody), (status = 409, body = crate::types::ErrorBody), (status = 413, body = crate::types::ErrorBody), (status = 415, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody), (status = 503, body = crate::types::ErrorBody)),
+    responses((status = 201), (status = 400, body = crate::types::ErrorBody), (status = 401, body = crate::types::ErrorBody), (status = 404, body = crate::types::ErrorBody), (status = 409, body = crate::types::ErrorBody), (status = 413, body = crate::types::ErrorBody), (status = 415, body = crate::types::ErrorBody), (status = 422, body = crate::types::ErrorBody), (status = 500, description = "the corrections file of the day cannot take the decision (its header row lacks a column the page writes); the message says how to fix it", body = crate::types::ErrorBody), (status = 503, body = crate::types::ErrorBody)),
     security(("api_token" = [])))]
 pub async fn decision(
     State(st): St,
@@ -829,6 +883,11 @@ pub async fn decision(
                     d.item_id, by.coder, by.at
                 ),
             ),
+            // The file is there but cannot take the row as it is: trying again cannot help.
+            DecideError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the decision could not be saved: {e}"),
+            ),
             DecideError::Io(e) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the decision could not be saved: {e}; try again"),
@@ -868,7 +927,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_row_appended_to_a_file_without_a_last_line_end_starts_its_own_line() {
+    fn a_row_appended_to_a_file_a_spreadsheet_saved_goes_under_its_columns_on_its_own_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("review_20261207.csv");
         let columns = ["job_title", "isco_code"];
@@ -885,6 +944,27 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             "job_title,isco_code\r\ncook,5120\nnurse,2221\nbaker,7512\n"
         );
+        // A spreadsheet reordered the columns and added one.
+        std::fs::write(
+            &path,
+            "\u{feff}isco_code,checked,job_title\n5120,yes,cook\n",
+        )
+        .unwrap();
+        append_row(&path, &columns, &["nurse".into(), "2221".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "\u{feff}isco_code,checked,job_title\n5120,yes,cook\n2221,,nurse\n"
+        );
+        // One lost a column: the row is refused, the file left as it was.
+        std::fs::write(&path, "job_title\ncook\n").unwrap();
+        let e = append_row(&path, &columns, &["nurse".into(), "2221".into()]).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string()
+                .contains("has no column `isco_code` in its header row (job_title)"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "job_title\ncook\n");
     }
 
     #[test]

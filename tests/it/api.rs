@@ -622,18 +622,7 @@ pub fn reviewing_project() -> Project {
 
 /// The one `review_<date>.csv` the review page wrote.
 pub fn review_file(p: &Project) -> String {
-    let files: Vec<_> = std::fs::read_dir(p.path("data/corrections"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|f| {
-            f.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("review_")
-        })
-        .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    std::fs::read_to_string(&files[0]).unwrap()
+    std::fs::read_to_string(review_path(p)).unwrap()
 }
 
 #[test]
@@ -749,12 +738,104 @@ fn review_decisions_need_the_token_and_become_corrections() {
         "{q}"
     );
 
-    // The decision is a correction the fine-tune pipeline reads.
+    // Someone opened the day's file in a spreadsheet and saved it with its columns in another
+    // order, a column of their own, CRLF line ends and no last line end: the next decision
+    // goes under the file's columns, on a line of its own.
+    let path = review_path(&p);
+    let mut rdr = csv::Reader::from_path(&path).unwrap();
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
+    let mut columns: Vec<String> = header.iter().rev().cloned().collect();
+    columns.insert(1, "checked".into());
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(vec![]);
+    w.write_record(&columns).unwrap();
+    for r in &rows {
+        w.write_record(
+            columns
+                .iter()
+                .map(|c| match header.iter().position(|h| h == c) {
+                    Some(i) => &r[i],
+                    None => "yes",
+                }),
+        )
+        .unwrap();
+    }
+    let saved = String::from_utf8(w.into_inner().unwrap()).unwrap();
+    std::fs::write(&path, saved.trim_end()).unwrap();
+    let queue_one = |title: &str| -> String {
+        let body = format!(r#"{{"job_title":"{title}","duties_description":"qwerty"}}"#);
+        assert_eq!(
+            post_json(a, "/predict/job", &body).json()["needs_review"],
+            true
+        );
+        let q = get(a, "/review/queue").json();
+        q["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["job_title"] == title)
+            .unwrap_or_else(|| panic!("{q}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let id2 = queue_one("blorfin smith");
+    let body = format!(r#"{{"item_id":"{id2}","isco_code":"7512","coder":"ben"}}"#);
+    let r = request(a, "POST", "/review/decision", &h, body.as_bytes());
+    assert_eq!(r.status, 201, "{}", r.text());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let last = text.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!("{id2},,")) && last.ends_with(",ben,7512,qwerty,blorfin smith"),
+        "{text}"
+    );
+    assert_eq!(text.trim_end().lines().count(), 3, "{text}");
+
+    // Both decisions are corrections the fine-tune pipeline reads.
     p.ok(&["run", "pipelines/finetune.toml", "--until", "corrections"]);
     let run = p.last_run();
     let m = &crate::support::stage_of(&run, "corrections")["metrics"];
-    assert_eq!(m["corrections"], 1, "{m}");
+    assert_eq!(m["corrections"], 2, "{m}");
     assert_eq!(m["quarantined"], 0, "{m}");
+
+    // A file that lost a column the page writes cannot take a decision: it is refused, with
+    // what to do, and the file is left as it was.
+    std::fs::write(
+        &path,
+        "job_title,duties_description\nzorblax wrangler,qwerty\n",
+    )
+    .unwrap();
+    let id3 = queue_one("quuxo fitter");
+    let body = format!(r#"{{"item_id":"{id3}","isco_code":"7512","coder":"ben"}}"#);
+    let r = request(a, "POST", "/review/decision", &h, body.as_bytes());
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        error_of(&r).contains("has no column `corrected_isco_code`, `coder`"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "job_title,duties_description\nzorblax wrangler,qwerty\n"
+    );
+}
+
+/// The one file the review page has written its decisions to.
+fn review_path(p: &Project) -> std::path::PathBuf {
+    let files: Vec<_> = std::fs::read_dir(p.path("data/corrections"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("review_")
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
 }
 
 /// Makes the service look for a newly promoted model every 0.2 s instead of every 2 s.
