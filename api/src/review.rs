@@ -297,10 +297,13 @@ fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<
             bytes.push(b'\n');
         }
         f.seek(std::io::SeekFrom::Start(0))?;
-        header = file_header(&f).map_err(std::io::Error::other)?;
+        header = file_header(&f, columns)?;
     }
-    let mut w = csv::Writer::from_writer(bytes);
-    match header {
+    let delimiter = header.as_ref().map_or(b',', |h| h.1);
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .from_writer(bytes);
+    match header.map(|h| h.0) {
         None => {
             w.write_record(columns)?;
             w.write_record(row)?;
@@ -338,23 +341,37 @@ fn append_row(path: &Path, columns: &[&str], row: &[String]) -> std::io::Result<
     f.sync_data()
 }
 
-/// The column names in the header row of the CSV file `f` (read from its start), or `None`
-/// when it holds no row.
-fn file_header(f: &std::fs::File) -> csv::Result<Option<Vec<String>>> {
+/// The column names in the header row of the CSV file `f` (read from its start) and the
+/// separator it uses (judged as every CSV input's is, for a file saved where the decimal mark
+/// is a comma), or `None` when it holds no row.
+fn file_header(f: &std::fs::File, columns: &[&str]) -> std::io::Result<Option<(Vec<String>, u8)>> {
+    use std::io::BufRead;
+    let mut first = Vec::new();
+    std::io::BufReader::new(artifacts::table::LineEndsAsLf::new(
+        std::io::BufReader::new(f),
+    ))
+    .read_until(b'\n', &mut first)?;
+    let delimiter = artifacts::table::csv_delimiter(&first, columns, &vec![true; columns.len()]);
     let mut r = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
-        .from_reader(std::io::BufReader::new(f));
+        .delimiter(delimiter)
+        .from_reader(first.as_slice());
     let mut rec = csv::ByteRecord::new();
-    Ok(r.read_byte_record(&mut rec)?.then(|| {
-        rec.iter()
+    let read = r
+        .read_byte_record(&mut rec)
+        .map_err(std::io::Error::other)?;
+    Ok(read.then(|| {
+        let names = rec
+            .iter()
             .map(|h| {
                 String::from_utf8_lossy(h)
                     .trim_start_matches('\u{feff}')
                     .trim()
                     .to_string()
             })
-            .collect()
+            .collect();
+        (names, delimiter)
     }))
 }
 
@@ -954,6 +971,13 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "\u{feff}isco_code,checked,job_title\n5120,yes,cook\n2221,,nurse\n"
+        );
+        // One saved where the decimal mark is a comma separates its fields with `;`.
+        std::fs::write(&path, "job_title;isco_code\r\ncook;5120\r\n").unwrap();
+        append_row(&path, &columns, &["nurse, ward".into(), "2221".into()]).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "job_title;isco_code\r\ncook;5120\r\nnurse, ward;2221\n"
         );
         // One lost a column: the row is refused, the file left as it was.
         std::fs::write(&path, "job_title\ncook\n").unwrap();
