@@ -415,17 +415,20 @@ fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 /// A CSV file's header and its readable records, or `None` when it cannot be opened or has
-/// no header (a queue file is the service's to skip, not to fail on).
-fn csv_records(f: &Path) -> Option<(csv::StringRecord, Vec<csv::StringRecord>)> {
-    let mut r = csv::Reader::from_path(f).ok()?;
-    let h = r.headers().ok()?.clone();
+/// no header (a queue file is the service's to skip, not to fail on). The file is read as
+/// every CSV input is (its separator judged by the header holding `wanted`, any line ends),
+/// since a coder may have saved it from a spreadsheet.
+fn csv_records(f: &Path, wanted: &[&str]) -> Option<(csv::StringRecord, Vec<csv::StringRecord>)> {
+    let (mut r, header) =
+        artifacts::table::open_csv_file(f, wanted, &vec![false; wanted.len()], true).ok()?;
+    let h: csv::StringRecord = header.iter().map(|c| c.trim()).collect();
     Some((h, r.records().flatten().collect()))
 }
 
 /// The decisions in one `review_<date>.csv` file: (queue item, who decided it and when).
 fn decisions_in(f: &Path) -> Vec<(String, DecidedBy)> {
     let mut out = Vec::new();
-    let Some((h, records)) = csv_records(f) else {
+    let Some((h, records)) = csv_records(f, &["review_item", "coder", "timestamp"]) else {
         return out;
     };
     let col = |n: &str| h.iter().position(|c| c == n);
@@ -451,7 +454,7 @@ fn decisions_in(f: &Path) -> Vec<(String, DecidedBy)> {
 /// The records with text queued in one `to_review_<date>.csv` or `api_review_<date>.csv`.
 fn queued_in(f: &Path) -> Vec<Queued> {
     let mut out = Vec::new();
-    let Some((h, records)) = csv_records(f) else {
+    let Some((h, records)) = csv_records(f, &["job_title", "duties_description"]) else {
         return out;
     };
     let col = |n: &str| h.iter().position(|c| c == n);

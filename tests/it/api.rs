@@ -800,6 +800,22 @@ fn review_decisions_need_the_token_and_become_corrections() {
     assert_eq!(m["corrections"], 2, "{m}");
     assert_eq!(m["quarantined"], 0, "{m}");
 
+    // Saved again where the decimal mark is a comma, with `;` between the fields: the
+    // decisions in it still count, so neither item is back in the queue nor decided twice.
+    std::fs::write(&path, text.replace(',', ";")).unwrap();
+    let q = get(a, "/review/queue").json();
+    assert!(
+        q["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["id"] != id && i["id"] != id2.as_str()),
+        "{q}"
+    );
+    let r = request(a, "POST", "/review/decision", &h, body.as_bytes());
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(error_of(&r).contains("by coder `ben`"), "{}", r.text());
+
     // A file that lost a column the page writes cannot take a decision: it is refused, with
     // what to do, and the file is left as it was.
     std::fs::write(
