@@ -4,7 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O operation on a path failed.
-    #[error("could not {action} `{path}`: {source}")]
+    #[error("could not {action} `{path}`: {source}{}", io_hint(source))]
     Io {
         /// What was being done ("read", "write", "create directory", …).
         action: &'static str,
@@ -126,6 +126,16 @@ pub enum Error {
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What to do about an I/O error, where the error alone does not say it.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull => {
+            "; free space on that disk (`isco-dag gc` removes the store's objects that no kept run, stage record or ref needs, and what failed runs left in its `tmp/`)"
+        }
+        _ => "",
+    }
+}
 
 pub(crate) trait IoContext<T> {
     fn io(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;

@@ -368,8 +368,31 @@ impl Store {
         Ok(id.into())
     }
 
-    /// Stores a file or a directory (as a tree of file objects).
+    /// Stores a file or a directory (as a tree of file objects); the sources are left in
+    /// place.
     pub fn put_output(&self, path: &Path) -> Result<OutputRef> {
+        self.store_output(path, false)
+    }
+
+    /// Stores what a stage wrote in its staging directory ([`Store::staging_dir`]), as
+    /// [`Store::put_output`] does, moving each file into `objects/` where it can instead of
+    /// copying it: a large model then needs no second copy's room on the disk, nor its time.
+    /// A file with another name elsewhere (a hard link) or a symbolic link is copied. The
+    /// staging directory is to be removed afterwards.
+    pub fn put_staged_output(&self, path: &Path) -> Result<OutputRef> {
+        self.store_output(path, true)
+    }
+
+    fn store_output(&self, path: &Path, move_files: bool) -> Result<OutputRef> {
+        let put = |p: &Path| {
+            if move_files && sole_name_of_regular_file(p) {
+                let (id, size) = hash_file(p)?;
+                self.adopt_hashed(p, &id)?;
+                Ok((id, size))
+            } else {
+                self.put_file(p)
+            }
+        };
         let meta = fs::metadata(path).io("stat", path)?;
         if meta.is_dir() {
             let mut files = Vec::new();
@@ -379,7 +402,7 @@ impl Store {
             };
             let mut total = 0;
             for (rel, p) in files {
-                let (id, size) = self.put_file(&p)?;
+                let (id, size) = put(&p)?;
                 total += size;
                 tree.entries.insert(rel, TreeEntry { id, size });
             }
@@ -391,7 +414,7 @@ impl Store {
                 size: total,
             })
         } else {
-            let (id, size) = self.put_file(path)?;
+            let (id, size) = put(path)?;
             Ok(OutputRef {
                 id,
                 kind: OutputKind::File,
@@ -1087,6 +1110,19 @@ impl Store {
     }
 }
 
+/// Whether `p` is a regular file (not a symbolic link) that has no other name: moving it
+/// into `objects/` and making it read-only touches nothing else.
+fn sole_name_of_regular_file(p: &Path) -> bool {
+    let Ok(meta) = fs::symlink_metadata(p) else {
+        return false;
+    };
+    #[cfg(unix)]
+    let sole = std::os::unix::fs::MetadataExt::nlink(&meta) == 1;
+    #[cfg(not(unix))]
+    let sole = false;
+    meta.file_type().is_file() && sole
+}
+
 /// Whether the checkout at `dir` holds exactly the files `tree` lists, each with its content.
 fn checkout_holds(tree: &Tree, dir: &Path) -> bool {
     let mut files = Vec::new();
@@ -1118,6 +1154,37 @@ mod tests {
         assert_eq!(size, 5);
         assert_eq!(a, blake3::hash(b"hello").to_hex().to_string());
         assert!(store.has(&a));
+    }
+
+    #[test]
+    fn a_staged_output_is_moved_into_the_store_unless_it_has_another_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let staging = store.staging_dir("train").unwrap();
+        fs::create_dir_all(staging.join("model")).unwrap();
+        fs::write(staging.join("model/weights.bin"), b"weights").unwrap();
+        // A file the stage linked from elsewhere keeps that other name as it was.
+        let elsewhere = dir.path().join("kept.json");
+        fs::write(&elsewhere, b"{}").unwrap();
+        fs::hard_link(&elsewhere, staging.join("model/kept.json")).unwrap();
+        let out = store.put_staged_output(&staging.join("model")).unwrap();
+        assert_eq!(out.size, 9);
+        assert!(!staging.join("model/weights.bin").exists());
+        assert!(staging.join("model/kept.json").exists());
+        assert!(!fs::metadata(&elsewhere).unwrap().permissions().readonly());
+        let co = store.checkout(&out).unwrap();
+        assert_eq!(
+            fs::read(co.join("model/weights.bin")).unwrap_or_default(),
+            b""
+        );
+        assert_eq!(fs::read(co.join("weights.bin")).unwrap(), b"weights");
+        assert_eq!(fs::read(co.join("kept.json")).unwrap(), b"{}");
+        assert!(!store.verify(false).unwrap().damaged());
+        // A file stored again is not stored twice.
+        fs::write(staging.join("again.bin"), b"weights").unwrap();
+        let again = store.put_staged_output(&staging.join("again.bin")).unwrap();
+        assert!(!staging.join("again.bin").exists());
+        assert!(store.has(&again.id));
     }
 
     /// A store in a temp dir holding a small model directory (`a.bin`, `sub/b.json`).

@@ -837,20 +837,25 @@ impl Shared<'_> {
             }
         };
         let duration = started.elapsed().as_secs_f64();
-        let mut outputs = Outputs::new();
-        for (name, o) in &spec.outputs {
-            let path = staging.join(&o.file);
-            if !path.exists() {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(Error::OutputNotWritten {
-                    kind: spec.kind.clone(),
-                    output: name.clone(),
-                    file: o.file.clone(),
-                });
+        // The staging directory goes whether or not its outputs could be stored: left behind
+        // after a full disk, it would keep the disk full for the next attempt.
+        let stored = (|| {
+            let mut outputs = Outputs::new();
+            for (name, o) in &spec.outputs {
+                let path = staging.join(&o.file);
+                if !path.exists() {
+                    return Err(Error::OutputNotWritten {
+                        kind: spec.kind.clone(),
+                        output: name.clone(),
+                        file: o.file.clone(),
+                    });
+                }
+                outputs.insert(name.clone(), store.put_staged_output(&path)?);
             }
-            outputs.insert(name.clone(), store.put_output(&path)?);
-        }
+            Ok(outputs)
+        })();
         let _ = std::fs::remove_dir_all(&staging);
+        let outputs = stored?;
         let fp_json = serde_json::to_value(fp).expect("fingerprint serialises");
         store.write_cache_entry(&CacheEntry {
             key: key.clone(),
