@@ -951,37 +951,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("review_20261207.csv");
         let columns = ["job_title", "isco_code"];
-        append_row(&path, &columns, &["cook".into(), "5120".into()]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "job_title,isco_code\ncook,5120\n"
-        );
-        // An editor saved the file without the last line end, with CRLF line ends.
-        std::fs::write(&path, "job_title,isco_code\r\ncook,5120").unwrap();
-        append_row(&path, &columns, &["nurse".into(), "2221".into()]).unwrap();
-        append_row(&path, &columns, &["baker".into(), "7512".into()]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "job_title,isco_code\r\ncook,5120\nnurse,2221\nbaker,7512\n"
-        );
-        // A spreadsheet reordered the columns and added one.
-        std::fs::write(
-            &path,
-            "\u{feff}isco_code,checked,job_title\n5120,yes,cook\n",
-        )
-        .unwrap();
-        append_row(&path, &columns, &["nurse".into(), "2221".into()]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "\u{feff}isco_code,checked,job_title\n5120,yes,cook\n2221,,nurse\n"
-        );
-        // One saved where the decimal mark is a comma separates its fields with `;`.
-        std::fs::write(&path, "job_title;isco_code\r\ncook;5120\r\n").unwrap();
-        append_row(&path, &columns, &["nurse, ward".into(), "2221".into()]).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "job_title;isco_code\r\ncook;5120\r\nnurse, ward;2221\n"
-        );
+        let row = |title: &str, code: &str| [title.to_string(), code.to_string()];
+        // (the file before, if any; the rows appended; the file after)
+        let cases = [
+            (
+                None,
+                vec![row("cook", "5120")],
+                "job_title,isco_code\ncook,5120\n",
+            ),
+            // Saved by an editor with CRLF line ends and no last line end.
+            (
+                Some("job_title,isco_code\r\ncook,5120"),
+                vec![row("nurse", "2221"), row("baker", "7512")],
+                "job_title,isco_code\r\ncook,5120\nnurse,2221\nbaker,7512\n",
+            ),
+            // A spreadsheet reordered the columns and added one.
+            (
+                Some("\u{feff}isco_code,checked,job_title\n5120,yes,cook\n"),
+                vec![row("nurse", "2221")],
+                "\u{feff}isco_code,checked,job_title\n5120,yes,cook\n2221,,nurse\n",
+            ),
+            // One saved where the decimal mark is a comma separates its fields with `;`.
+            (
+                Some("job_title;isco_code\r\ncook;5120\r\n"),
+                vec![row("nurse, ward", "2221")],
+                "job_title;isco_code\r\ncook;5120\r\nnurse, ward;2221\n",
+            ),
+        ];
+        for (before, rows, after) in cases {
+            let _ = std::fs::remove_file(&path);
+            if let Some(text) = before {
+                std::fs::write(&path, text).unwrap();
+            }
+            for r in &rows {
+                append_row(&path, &columns, r).unwrap();
+            }
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "{before:?}");
+        }
         // One lost a column: the row is refused, the file left as it was.
         std::fs::write(&path, "job_title\ncook\n").unwrap();
         let e = append_row(&path, &columns, &["nurse".into(), "2221".into()]).unwrap_err();
