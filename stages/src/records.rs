@@ -622,29 +622,35 @@ mod tests {
             e.contains("r.csv") && e.contains("two columns named `isco_code` (columns 2 and 3)"),
             "{e}"
         );
-        // Row 1 opens a quote that is never closed: rows 2-4 would vanish into it.
+        // Row 1 opens a quote that is never closed: rows 2-4 would vanish into it. So in a
+        // file whose lines end in CRLF or in CR alone.
         let mut text = String::from("job_title,isco_code\nchef,5120\n");
         text.push_str("\"cook,5120\n");
         for i in 0..3 {
             text.push_str(&format!("waiter {i},5131\n"));
         }
-        std::fs::write(&p, text).unwrap();
-        let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("opened on line 3"), "{e}");
+        for end in ["\n", "\r\n", "\r"] {
+            std::fs::write(&p, text.replace('\n', end)).unwrap();
+            let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("opened on line 3 runs on to line 6"),
+                "{end:?}: {e}"
+            );
+        }
         // A quote opened in the last row swallows no row: that row alone is unusable, and
         // says why.
-        std::fs::write(&p, "job_title,isco_code\nchef,5120\n\"cook,5120\n").unwrap();
-        let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].problem, None);
-        assert_eq!(rows[1].problem, Some(RowProblem::QuoteNotClosed));
+        for end in ["\n", "\r\n", "\r"] {
+            let text = "job_title,isco_code\nchef,5120\n\"cook,5120\n".replace('\n', end);
+            std::fs::write(&p, text).unwrap();
+            let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
+            assert_eq!(rows.len(), 2, "{end:?}");
+            assert_eq!(rows[0].problem, None, "{end:?}");
+            assert_eq!(rows[1].problem, Some(RowProblem::QuoteNotClosed), "{end:?}");
+        }
         assert!(
-            rows[1]
-                .problem
-                .as_ref()
-                .unwrap()
+            RowProblem::QuoteNotClosed
                 .to_string()
                 .contains("never closed")
         );
