@@ -11,13 +11,17 @@ use crate::console;
 /// `isco-dag predict`.
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+#[group(id = "records", required = true, multiple = false)]
 pub struct Args {
     #[command(subcommand)]
     sub: Option<Sub>,
     /// Records to code: CSV or Parquet with job_title (and optionally duties_description, or
     /// the columns [data] names); `-` reads them from standard input.
-    #[arg(long, short = 'i', required = true)]
+    #[arg(long, short = 'i', group = "records")]
     input: Option<PathBuf>,
+    /// The records to code, named without `--input` (`isco-dag predict records.csv`).
+    #[arg(value_name = "FILE", group = "records")]
+    file: Option<PathBuf>,
     /// Where to write the coded records: `.csv`, or `.parquet`/`.pq` for Parquet; default:
     /// CSV on standard output.
     #[arg(long, short = 'o')]
@@ -322,7 +326,11 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    let input = a.input.clone().expect("clap requires --input");
+    let input = a
+        .input
+        .clone()
+        .or_else(|| a.file.clone())
+        .expect("clap requires --input or FILE");
     if input.as_os_str() == "-" {
         return code_stdin(&a);
     }

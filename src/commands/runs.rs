@@ -22,9 +22,10 @@ pub struct Args {
 enum Cmd {
     /// List recorded runs, oldest first.
     List,
-    /// Show one run (`last`, `last~1`, an id or a unique id prefix).
+    /// Show one run (by default the last).
     Show {
-        /// Run id.
+        /// The run: `last`, `last~1`, an id or a unique id prefix.
+        #[arg(default_value = "last")]
         id: String,
     },
     /// Compare two runs stage by stage and metric by metric (by default the last two).

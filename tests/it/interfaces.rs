@@ -205,6 +205,17 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
         err.contains("no run `last~1`: this store has recorded 1 run; `runs diff` compares two"),
         "{err}"
     );
+    // `runs show` alone shows the last run.
+    let id = p
+        .ok(&["runs", "list"])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        p.ok(&["runs", "show"])
+            .starts_with(&format!("run {id} of {P}"))
+    );
     // A param the ngram model does not read leaves its key alone.
     let st = p.ok(&["status", P, "-S", "model.transformer_lr=0.5"]);
     assert!(st.contains("[FRESH] train"), "{st}");

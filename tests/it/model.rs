@@ -111,6 +111,11 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert_eq!(coded.lines().count(), 209);
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
+    // The records may be named without `--input`, as `evaluate` takes its files; not both.
+    p.ok(&["predict", "data/demo/new_jobs.csv", "-o", "named.csv"]);
+    assert_eq!(std::fs::read_to_string(p.path("named.csv")).unwrap(), coded);
+    let (_, err) = p.fails(&["predict", "-i", "data/demo/new_jobs.csv", "coded.csv"]);
+    assert!(err.contains("cannot be used with"), "{err}");
     // Each explanation names the code its record was coded to, and explains the unit group
     // that code was reached from (sure of few unit groups, the coder falls back on some).
     p.ok(&[
