@@ -27,6 +27,54 @@ pub fn out(line: &str) {
     }
 }
 
+/// Output written to stdout by `write` (a table, say), around any progress bars. A reader
+/// that stops early (`| head`) ends the output quietly, as it does for [`out`]'s lines.
+pub fn out_with<E>(write: impl FnOnce(&mut dyn Write) -> Result<(), E>) -> Result<(), E> {
+    let print = || {
+        let mut o = StopsAtBrokenPipe {
+            inner: std::io::BufWriter::new(std::io::stdout().lock()),
+            broken: false,
+        };
+        write(&mut o)
+    };
+    match BARS.get().and_then(|b| b.as_ref()) {
+        Some(mp) => mp.suspend(print),
+        None => print(),
+    }
+}
+
+/// Standard output that takes and drops everything once its reader has gone: the standard
+/// library ignores SIGPIPE, so without this a closed pipe would be an error to report.
+struct StopsAtBrokenPipe<W: Write> {
+    inner: W,
+    broken: bool,
+}
+
+impl<W: Write> Write for StopsAtBrokenPipe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.broken {
+            match self.inner.write_all(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => self.broken = true,
+                other => other?,
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.broken {
+            return Ok(());
+        }
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.broken = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}
+
 /// A line on stderr (errors, warnings).
 pub fn error(line: &str) {
     let print = || {

@@ -530,7 +530,13 @@ impl Table {
     /// Writes the table as CSV with a header row.
     pub fn write_csv(&self, path: &Path) -> Result<()> {
         let file = File::create(path).io("create", path)?;
-        let mut w = std::io::BufWriter::new(file);
+        self.write_csv_to(std::io::BufWriter::new(file), path)
+    }
+
+    /// Writes the table as CSV with a header row to `w` (standard output, say), row by row;
+    /// errors name the destination `shown`.
+    pub fn write_csv_to(&self, mut w: impl std::io::Write, shown: &Path) -> Result<()> {
+        let path = shown;
         let mut line = String::new();
         let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
         write_csv_row(&mut line, header.iter().copied());
@@ -559,8 +565,10 @@ impl Table {
                 })
                 .collect();
             write_csv_row(&mut line, cells.iter().map(String::as_str));
+            // A row at a time: the text of a large table is never held whole.
+            w.write_all(line.as_bytes()).io("write", path)?;
+            line.clear();
         }
-        use std::io::Write;
         w.write_all(line.as_bytes()).io("write", path)?;
         w.flush().io("write", path)?;
         Ok(())

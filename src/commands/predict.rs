@@ -405,12 +405,11 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     coding.finish()?;
     match (&a.output, format) {
         (Some(out), Some(format)) => coded.predictions.write_as(out, format)?,
-        _ => {
-            let tmp = tempfile_path();
-            coded.predictions.write_csv(&tmp)?;
-            console::out(std::fs::read_to_string(&tmp)?.trim_end());
-            let _ = std::fs::remove_file(tmp);
-        }
+        _ => console::out_with(|w| {
+            coded
+                .predictions
+                .write_csv_to(w, std::path::Path::new("standard output"))
+        })?,
     }
     if let (Some(shard), Some(out)) = (a.shard, &a.output) {
         stages::shard::write_note(out, shard, &input, coded.rows)?;
@@ -453,8 +452,4 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
         coded.unusable
     ));
     Ok(())
-}
-
-fn tempfile_path() -> PathBuf {
-    std::env::temp_dir().join(format!("isco-dag-predict-{}.csv", std::process::id()))
 }

@@ -63,8 +63,8 @@ pub const REQUIRED: [bool; 2] = [true, false];
 pub struct Coded {
     /// Every input row with its prediction.
     pub predictions: Table,
-    /// The rows that need review.
-    pub review: Table,
+    /// The positions in `predictions` of the rows that need review ([`Coded::review`]).
+    pub review_rows: Vec<usize>,
     /// Counts.
     pub rows: usize,
     /// Rows sent to review.
@@ -110,17 +110,12 @@ pub fn code_file(
 ) -> Result<Coded, Error> {
     let read_by = columns_of(input, columns);
     let names = read_by.names();
-    let (rest, mut rows) = read_rows_keeping_all(input, &names, &REQUIRED)?;
+    let (rest, rows) = read_rows_keeping_all(input, &names, &REQUIRED, &|row| {
+        shard.is_none_or(|s| s.takes(row))
+    })?;
     let duties_column = crate::records::header_of(input, &names, &REQUIRED)?
         .iter()
         .any(|h| h.trim() == names[1]);
-    if let Some(s) = shard {
-        let mut position = 0;
-        rows.retain(|_| {
-            position += 1;
-            s.takes(position - 1)
-        });
-    }
     let mut kept: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); rest.len()];
     // A Parquet input's own columns go back with their types and nulls, not as text.
     let typed: Option<Vec<Column>> = if crate::records::is_parquet(input) && !rest.is_empty() {
@@ -246,7 +241,12 @@ pub fn code_file(
     t = t.with("note", Column::Str(note));
     // Similar past records for the rows a coder will look at (ensemble models).
     let review_rows: Vec<usize> = (0..n).filter(|&i| needs[i]).collect();
-    let review_texts: Vec<String> = review_rows.iter().map(|&i| texts[i].clone()).collect();
+    let mut texts = texts;
+    let review_texts: Vec<String> = review_rows
+        .iter()
+        .map(|&i| std::mem::take(&mut texts[i]))
+        .collect();
+    drop(texts);
     if pred.config.similar > 0
         && let Some(similar) = pred.similar(&review_texts, pred.config.similar)
     {
@@ -286,26 +286,32 @@ pub fn code_file(
         None => columns.extend(rest.iter().cloned().zip(kept.into_iter().map(Column::Str))),
     }
     columns.extend(ours.map(give_way));
-    let t = Table { columns };
-    let keep = review_rows;
-    let review = Table {
-        columns: t
-            .columns
-            .iter()
-            .map(|(n, c)| (n.clone(), c.take(&keep)))
-            .collect(),
-    };
     Ok(Coded {
         steps,
         duties_column,
         columns: read_by.clone(),
         rows: n,
-        to_review: keep.len(),
+        to_review: review_rows.len(),
         fallbacks,
         unusable,
-        predictions: t,
-        review,
+        predictions: Table { columns },
+        review_rows,
     })
+}
+
+impl Coded {
+    /// The review queue: the rows that need review, with every column of `predictions`.
+    /// Made on demand, since it can be nearly every row.
+    pub fn review(&self) -> Table {
+        Table {
+            columns: self
+                .predictions
+                .columns
+                .iter()
+                .map(|(n, c)| (n.clone(), c.take(&self.review_rows)))
+                .collect(),
+        }
+    }
 }
 
 /// `12,000 by ngram, 3,000 by ensemble`: how many rows each step decided.
@@ -348,7 +354,7 @@ impl Stage for Predict {
         c.predictions
             .write_parquet(&ctx.output("predictions.parquet"))?;
         c.predictions.write_csv(&ctx.output("predictions.csv"))?;
-        c.review
+        c.review()
             .write_csv_and_parquet(&ctx.output("to_review.csv"))?;
         let mut metrics = json!({"rows": c.rows, "to_review": c.to_review, "fallbacks": c.fallbacks, "unusable": c.unusable, "decided_by": c.steps});
         if let Some(n) = crate::embeddings::flush_shared_cache(&pred) {

@@ -256,18 +256,23 @@ fn csv_reader(
 /// optional ones give `None`). Rows that cannot be decoded (wrong field count, invalid
 /// UTF-8) are returned with a `problem`, never dropped.
 pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<RawRow>, Error> {
-    read_rows_inner(path, wanted, required, false).map(|(_, rows)| rows)
+    read_rows_inner(path, wanted, required, false, &|_| true).map(|(_, rows)| rows)
 }
 
 /// Like [`read_rows`], but every other column of the file is read too: the returned names
 /// are those columns in file order, and each row's `values` holds the `wanted` columns
 /// followed by them, so a caller can hand every input column back (IDs and all).
+///
+/// Only the rows whose 0-based data row `keep` takes are returned (a shard's share): the
+/// others are still parsed, so an error that spoils the whole file is found by every
+/// shard, but they are never held, so a shard's memory follows its share of the file.
 pub fn read_rows_keeping_all(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
+    keep: &dyn Fn(usize) -> bool,
 ) -> Result<(Vec<String>, Vec<RawRow>), Error> {
-    read_rows_inner(path, wanted, required, true)
+    read_rows_inner(path, wanted, required, true, keep)
 }
 
 fn read_rows_inner(
@@ -275,6 +280,7 @@ fn read_rows_inner(
     wanted: &[&str],
     required: &[bool],
     keep_rest: bool,
+    keep: &dyn Fn(usize) -> bool,
 ) -> Result<(Vec<String>, Vec<RawRow>), Error> {
     let input_err = |message: String| Error::Input {
         path: path.to_path_buf(),
@@ -291,6 +297,7 @@ fn read_rows_inner(
         return Ok((
             rest,
             (0..n)
+                .filter(|&r| keep(r))
                 .map(|r| {
                     let values: Vec<Option<String>> = idx
                         .iter()
@@ -324,12 +331,6 @@ fn read_rows_inner(
             Ok(false) => break,
             Ok(true) => {
                 let line = rec.position().map(|p| p.line()).unwrap_or(0);
-                let raw = rec
-                    .iter()
-                    .map(|f| String::from_utf8_lossy(f).to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let mut problem = None;
                 // A quote left open swallows the following lines into one field until the
                 // next quote: the record then spans several lines and has the wrong number
                 // of fields. Reading on would lose those rows inside one unusable record.
@@ -342,6 +343,16 @@ fn read_rows_inner(
                         header.len()
                     )));
                 }
+                if !keep(row) {
+                    row += 1;
+                    continue;
+                }
+                let raw = rec
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(f).to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let mut problem = None;
                 let ran_to_the_end = rec.len() < header.len()
                     && rec.iter().next_back().is_some_and(|f| f.ends_with(b"\n"));
                 if ran_to_the_end {
@@ -496,6 +507,63 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shard_holds_only_its_rows_under_their_own_numbers_but_sees_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("r.csv");
+        std::fs::write(
+            &csv,
+            "id,job_title\n1,chef\n2,cook\n3,café\n4,baker\n5,nurse\n",
+        )
+        .unwrap();
+        let pq = dir.path().join("r.parquet");
+        let column = |v: [&str; 5]| Column::Str(v.map(String::from).to_vec());
+        Table::new()
+            .with("id", column(["1", "2", "3", "4", "5"]))
+            .with(
+                "job_title",
+                column(["chef", "cook", "café", "baker", "nurse"]),
+            )
+            .write_parquet(&pq)
+            .unwrap();
+        for path in [&csv, &pq] {
+            let odd = |row: usize| row % 2 == 1;
+            let (rest, rows) = read_rows_keeping_all(path, &["job_title"], &[true], &odd).unwrap();
+            assert_eq!(rest, ["id"]);
+            let held: Vec<_> = rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.row,
+                        r.values[0].clone().unwrap(),
+                        r.values[1].clone().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                held,
+                [
+                    (1, "cook".into(), "2".into()),
+                    (3, "baker".into(), "4".into())
+                ],
+                "{}",
+                path.display()
+            );
+            if path == &csv {
+                assert_eq!(rows[1].line, Some(5));
+            }
+        }
+        // A quote that swallows rows spoils the file for every shard, also one that holds
+        // none of the rows it swallows.
+        std::fs::write(&csv, "id,job_title\n1,chef\n\"2,cook\n3,baker\n4,nurse\n").unwrap();
+        for shard in [0, 1] {
+            let e = read_rows_keeping_all(&csv, &["job_title"], &[true], &|row| row % 2 == shard)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("swallowing"), "{e}");
+        }
+    }
 
     #[test]
     fn bad_rows_are_returned_with_their_problem() {

@@ -150,6 +150,32 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         "{said}"
     );
     assert!(p.path("predictions.explain.html").is_file());
+    // Coded to standard output, the CSV is what `--output` writes; a reader that stops early
+    // (`| head -1`) ends it quietly, with the summary still said.
+    let whole = p.ok(&["predict", "data/demo/new_jobs.csv"]);
+    assert_eq!(whole, coded);
+    let many = format!(
+        "job_title,duties_description\n{}",
+        "clinical nurse,\"cares for patients, gives medication\"\n".repeat(20_000)
+    );
+    p.write("many.csv", &many);
+    let mut child = p
+        .cmd(&["predict", "many.csv"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("row,job_title,"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("coded 20000 rows"), "{said}");
 
     // `-S inference.KEY=VALUE` sets one call's inference over the config file's.
     let strict = p.ok(&[
