@@ -315,13 +315,14 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Cod
     })?;
     let text = text.trim_start_matches('\u{feff}');
     let first_line = text.split_inclusive('\n').next().unwrap_or("");
+    let delimiter = artifacts::table::csv_delimiter(
+        first_line.as_bytes(),
+        &st.settings.columns.names(),
+        &[true, false],
+    );
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
-        .delimiter(artifacts::table::csv_delimiter(
-            first_line.as_bytes(),
-            &st.settings.columns.names(),
-            &[true, false],
-        ))
+        .delimiter(delimiter)
         .from_reader(artifacts::table::LineEndsAsLf::new(text.as_bytes()));
     let header: Vec<String> = rdr
         .headers()
@@ -332,10 +333,38 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Cod
     let names = &st.settings.columns;
     let (title, duties) = record_columns("CSV", &header, names)?;
     let duties_at = duties;
-    let mut rows = Vec::new();
-    for (i, r) in rdr.records().enumerate() {
-        let r =
-            r.map_err(|e| ApiError::bad_request(format!("CSV row {i}: {e}; fix the quoting")))?;
+    let mut rows: Vec<csv::StringRecord> = Vec::new();
+    let mut r = csv::StringRecord::new();
+    // The last record when it runs over several lines with its right number of fields: its
+    // row, first line and first byte, to see whether its last field's quote is ever closed.
+    let mut runs_on = None;
+    for i in 0.. {
+        match rdr.read_record(&mut r) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                return Err(ApiError::bad_request(format!(
+                    "CSV row {i}: {e}; fix the quoting"
+                )));
+            }
+        }
+        // A quote left open swallows the lines after it into one field, and so the rows on
+        // them: such a file is refused, as a file given to `isco-dag predict` is.
+        let (line, next_line) = (r.position().map_or(0, |p| p.line()), rdr.position().line());
+        if next_line > line + 1 {
+            if r.len() != header.len() {
+                return Err(ApiError::bad_request(format!(
+                    "CSV row {i}: a quoted field opened on line {line} runs on to line {}, swallowing the rows in between ({} fields where the header has {}); close the quote on line {line} (a quote inside a field is written twice: \"\")",
+                    next_line - 1,
+                    r.len(),
+                    header.len()
+                )));
+            }
+            runs_on = Some((i, line, r.position().map_or(0, |p| p.byte())));
+        } else {
+            runs_on = None;
+        }
+        let r = r.clone();
         if rows.len() >= limit {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -357,6 +386,13 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Cod
             ],
         )?;
         rows.push(r);
+    }
+    if let Some((i, line, byte)) = runs_on
+        && artifacts::table::ends_inside_quotes(text.as_bytes(), delimiter, byte).unwrap_or(false)
+    {
+        return Err(ApiError::bad_request(format!(
+            "CSV row {i}: a quoted field opened on line {line} is never closed, so it runs on to the end of the file, swallowing the rows after it; close the quote on line {line} (a quote inside a field is written twice: \"\")"
+        )));
     }
     let titles: Vec<&str> = rows.iter().map(|r| r.get(title).unwrap_or("")).collect();
     let duties: Vec<&str> = rows

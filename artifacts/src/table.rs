@@ -824,6 +824,50 @@ pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> st
     Ok(csv_delimiter(&first, wanted, required))
 }
 
+/// Whether the CSV text `csv` (separated by `delimiter`, its line ends read as LF by
+/// [`LineEndsAsLf`]) ends inside a quoted field when read from byte `from` of that LF text,
+/// where a record starts: a quote opened there was never closed.
+///
+/// The `csv` crate ends such a field at the end of the input without a word, so when the
+/// field is the last of its record the record has its right number of fields and takes in
+/// every line after it. Only the last record can end so, and this re-reads its text alone,
+/// by RFC 4180's quoting (a quote opens a field only at its start; inside, `""` is a quote).
+/// Written here because neither `csv` nor `csv-core` says whether its input ended inside
+/// quotes.
+pub fn ends_inside_quotes(
+    csv: impl std::io::BufRead,
+    delimiter: u8,
+    from: u64,
+) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut text = LineEndsAsLf::new(csv);
+    std::io::copy(&mut text.by_ref().take(from), &mut std::io::sink())?;
+    #[derive(PartialEq)]
+    enum At {
+        FieldStart,
+        Unquoted,
+        Quoted,
+        QuoteInQuoted,
+    }
+    let mut at = At::FieldStart;
+    let mut buf = [0u8; 1 << 16];
+    loop {
+        let n = text.read(&mut buf)?;
+        if n == 0 {
+            return Ok(at == At::Quoted);
+        }
+        for &b in &buf[..n] {
+            at = match (at, b) {
+                (At::Quoted, b'"') => At::QuoteInQuoted,
+                (At::Quoted, _) => At::Quoted,
+                (At::FieldStart | At::QuoteInQuoted, b'"') => At::Quoted,
+                (_, b) if b == delimiter || b == b'\n' => At::FieldStart,
+                _ => At::Unquoted,
+            };
+        }
+    }
+}
+
 /// Reads `inner` with each CRLF or lone CR line end turned into LF.
 ///
 /// The `csv` crate ends a record at CRLF, LF or a lone CR, but counts a line only at an LF it
@@ -1058,6 +1102,32 @@ pub fn column_like<'a>(header: &'a [String], name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quote_never_closed_is_found_from_where_its_record_starts() {
+        // (CSV text, separator, the byte its last record starts at, ends inside quotes)
+        let cases: [(&str, u8, u64, bool); 10] = [
+            ("a,b\nc,\"d\ne,f\n", b',', 4, true),
+            ("a,b\nc,\"d\ne,f", b',', 4, true),
+            ("a,b\r\nc,\"d\r\ne,f\r\n", b',', 4, true),
+            ("a,b\nc,\"d\ne\",f\n", b',', 4, false),
+            ("a,b\nc,\"d \"\"e\"\"\nf\"\n", b',', 4, false),
+            ("a,b\nc,\"d \"\"e\"\"\nf\n", b',', 4, true),
+            // A quote inside an unquoted cell is text, not a quote.
+            ("a,b\nc,5'10\"\nd,e\n", b',', 4, false),
+            ("a;b\nc;\"d\ne;f\n", b';', 4, true),
+            // Read from another record's start, the same file is another question.
+            ("a,\"b\nc,d\n", b',', 0, true),
+            ("a,\"b\nc,d\n", b',', 6, false),
+        ];
+        for (text, delimiter, from, open) in cases {
+            assert_eq!(
+                ends_inside_quotes(text.as_bytes(), delimiter, from).unwrap(),
+                open,
+                "{text:?} from {from}"
+            );
+        }
+    }
 
     #[test]
     fn crlf_and_cr_are_read_as_lf_and_csv_positions_name_their_lines() {

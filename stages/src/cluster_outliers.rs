@@ -144,7 +144,7 @@ pub fn flagged_rows(path: &std::path::Path) -> Result<std::collections::HashSet<
 }
 
 impl Stage for ClusterOutliers {
-    runner::stage_metadata!("cluster-outliers", version "1", "flag records whose code is probably wrong (out-of-fold consistency + per-code DBSCAN)", INPUTS, OUTPUTS, OutlierParams);
+    runner::stage_metadata!("cluster-outliers", version "2", "flag records whose code is probably wrong (out-of-fold consistency + per-code DBSCAN)", INPUTS, OUTPUTS, OutlierParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let v = runner::stage::typed_params::<OutlierParams>(raw)?;
         let p: OutlierParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;

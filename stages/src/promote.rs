@@ -131,7 +131,7 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 }
 
 impl Stage for Promote {
-    runner::stage_metadata!("promote", version "7", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<PromoteParams>()));
+    runner::stage_metadata!("promote", version "8", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<PromoteParams>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (own, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());

@@ -326,6 +326,10 @@ fn read_rows_inner(
     let mut rows = Vec::new();
     let mut rec = csv::ByteRecord::new();
     let mut row = 0usize;
+    // The last record, when it runs over several lines with its right number of fields:
+    // its row, first line and first byte, to see whether a quote in its last field is
+    // ever closed.
+    let mut runs_on = None;
     loop {
         match rdr.read_byte_record(&mut rec) {
             Ok(false) => break,
@@ -343,6 +347,8 @@ fn read_rows_inner(
                         header.len()
                     )));
                 }
+                runs_on = (next_line > line + 1)
+                    .then(|| (row, line, rec.position().map_or(0, |p| p.byte())));
                 if !keep(row) {
                     row += 1;
                     continue;
@@ -403,6 +409,24 @@ fn read_rows_inner(
                     rdr.position().line()
                 )));
             }
+        }
+    }
+    // A quote opened in the last field of a record and never closed takes in every line
+    // to the end of the file, yet leaves the record its right number of fields.
+    if let Some((row, line, byte)) = runs_on {
+        let delimiter =
+            artifacts::table::csv_file_delimiter(path, wanted, required).and_then(|d| {
+                let file = std::io::BufReader::new(std::fs::File::open(path)?);
+                artifacts::table::ends_inside_quotes(file, d, byte)
+            });
+        match delimiter {
+            Ok(false) => {}
+            Ok(true) => {
+                return Err(input_err(format!(
+                    "row {row}: a quoted field opened on line {line} is never closed, so it runs on to the end of the file, swallowing the rows after it; close the quote on line {line} (a quote inside a field is written twice: \"\")"
+                )));
+            }
+            Err(e) => return Err(input_err(format!("cannot be read again: {e}"))),
         }
     }
     Ok((rest, rows))
@@ -706,6 +730,29 @@ mod tests {
                 e.contains("opened on line 3 runs on to line 6"),
                 "{end:?}: {e}"
             );
+        }
+        // A quote opened in a row's last field and never closed leaves that row its two
+        // fields while it takes in every line after it, with or without a last line end;
+        // a quote closed lines later is a cell over several lines, and no error.
+        for end in ["\n", "\r\n", "\r"] {
+            for last in ["waiter 2,5131\n", "waiter 2,5131"] {
+                let text =
+                    format!("job_title,isco_code\nchef,5120\ncook,\"5120\nwaiter 1,5131\n{last}");
+                std::fs::write(&p, text.replace('\n', end)).unwrap();
+                let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains("row 1: a quoted field opened on line 3 is never closed, so it runs on to the end of the file"),
+                    "{end:?} {last:?}: {e}"
+                );
+            }
+            let text = "job_title,isco_code\nchef,5120\ncook,\"51\n20\"\"\"\nwaiter,\"5131\n\"\n";
+            std::fs::write(&p, text.replace('\n', end)).unwrap();
+            let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
+            assert_eq!(rows.len(), 3, "{end:?}");
+            assert_eq!(rows[1].values[1].as_deref(), Some("51\n20\""), "{end:?}");
+            assert!(rows.iter().all(|r| r.problem.is_none()), "{end:?}");
         }
         // A quote opened in the last row swallows no row: that row alone is unusable, and
         // says why.

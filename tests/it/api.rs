@@ -1003,6 +1003,23 @@ fn one_request_cannot_exhaust_the_service() {
         "{}",
         r.text()
     );
+    // A quote left open would take the rows after it into one cell; the upload is refused,
+    // naming where the quote opened, whether the quote's field is its row's last or not.
+    for (csv, says) in [
+        (
+            "job_title,duties_description,id\nchef,cooks,1\ncook,\"fries,2\nbaker,bakes,3\n",
+            "CSV row 1: a quoted field opened on line 3 runs on to line 4",
+        ),
+        (
+            "job_title,duties_description\nchef,cooks\ncook,\"fries\nbaker,bakes\n",
+            "CSV row 1: a quoted field opened on line 3 is never closed, so it runs on to the end of the file",
+        ),
+    ] {
+        let (ct, body) = multipart("file", "jobs.csv", csv.as_bytes());
+        let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(error_of(&r).contains(says), "{}", r.text());
+    }
     // Explanations list at most 100 words, the most influential ones in text order.
     let words: Vec<String> = (0..120).map(|i| format!("w{i}")).collect();
     let r = post_json(
