@@ -112,6 +112,52 @@ impl Column {
         }
     }
 
+    /// Rows `start..start + len` of the column as an Arrow array, made from those rows alone.
+    fn range_to_arrow(&self, start: usize, len: usize) -> ArrayRef {
+        let range = start..start + len;
+        let part = match self {
+            Column::Str(v) => {
+                return Arc::new(StringArray::from_iter_values(v[range].iter()));
+            }
+            Column::Int(v) => Column::Int(v[range].to_vec()),
+            Column::Float(v) => Column::Float(v[range].to_vec()),
+            Column::Bool(v) => Column::Bool(v[range].to_vec()),
+            Column::Arrow(a) => return a.slice(start, len),
+            Column::Nullable(c, valid) => {
+                let data = c
+                    .range_to_arrow(start, len)
+                    .into_data()
+                    .into_builder()
+                    .nulls(Some(arrow::buffer::NullBuffer::from(valid[range].to_vec())))
+                    .build()
+                    .expect("a mask as long as its column");
+                return arrow::array::make_array(data);
+            }
+        };
+        part.to_arrow().1
+    }
+
+    /// The Arrow type of the column's values.
+    fn arrow_type(&self) -> DataType {
+        match self {
+            Column::Str(_) => DataType::Utf8,
+            Column::Int(_) => DataType::Int64,
+            Column::Float(_) => DataType::Float64,
+            Column::Bool(_) => DataType::Boolean,
+            Column::Arrow(a) => a.data_type().clone(),
+            Column::Nullable(c, _) => c.arrow_type(),
+        }
+    }
+
+    /// How many rows hold no value.
+    fn null_count(&self) -> usize {
+        match self {
+            Column::Arrow(a) => a.null_count(),
+            Column::Nullable(_, valid) => valid.iter().filter(|v| !**v).count(),
+            _ => 0,
+        }
+    }
+
     /// This column as an Arrow array with its type (an [`Column::Arrow`] as it is).
     pub fn to_arrow_array(&self) -> ArrayRef {
         self.to_arrow().1
@@ -270,21 +316,15 @@ impl Table {
             path: path.to_path_buf(),
             message,
         };
-        let mut fields = Vec::new();
-        let mut arrays = Vec::new();
-        for (name, col) in &self.columns {
-            let (ty, arr) = col.to_arrow();
-            // Nullable exactly when a value is missing, so the schema follows the data: the
-            // shards of a file and the file coded whole get the same one.
-            fields.push(Field::new(name, ty, arr.null_count() > 0));
-            arrays.push(arr);
-        }
+        // Nullable exactly when a value is missing, so the schema follows the data: the
+        // shards of a file and the file coded whole get the same one.
+        let fields: Vec<Field> = self
+            .columns
+            .iter()
+            .map(|(name, col)| Field::new(name, col.arrow_type(), col.null_count() > 0))
+            .collect();
         let schema = Arc::new(Schema::new(fields));
-        let batch = if arrays.is_empty() {
-            RecordBatch::new_empty(schema.clone())
-        } else {
-            RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(e.to_string()))?
-        };
+        let rows = self.num_rows();
         let props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(rg_rows))
@@ -295,11 +335,18 @@ impl Table {
             .and_then(ArrowWriter::into_serialized_writer)
             .map_err(pq)?;
         // Columns are encoded and compressed in parallel (one task per column), then appended
-        // to the row group in schema order.
+        // to the row group in schema order. Each row group's rows are made Arrow arrays on
+        // their own, so a large table is never held twice.
         let (mut start, mut rg) = (0, 0);
-        while start < batch.num_rows() {
-            let len = rg_rows.min(batch.num_rows() - start);
-            let part = batch.slice(start, len);
+        while start < rows {
+            let len = rg_rows.min(rows - start);
+            let arrays = self
+                .columns
+                .iter()
+                .map(|(_, c)| c.range_to_arrow(start, len))
+                .collect();
+            let part =
+                RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(e.to_string()))?;
             let leaves = schema
                 .fields()
                 .iter()
@@ -1530,6 +1577,46 @@ mod tests {
             .metadata()
             .clone();
         assert_eq!(meta.num_row_groups(), 3);
+        // A column with no value in some rows of one group is nullable in every group, and
+        // its nulls stay on their rows.
+        let valid: Vec<bool> = (0..n).map(|i| i < 2200 || i % 2 == 0).collect();
+        let t = t.with(
+            "q",
+            Column::Nullable(
+                Box::new(Column::Float(vec![0.5; n as usize])),
+                valid.clone(),
+            ),
+        );
+        t.write_parquet_groups(&p, 1000).unwrap();
+        let batches: Vec<RecordBatch> =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .collect::<std::result::Result<_, _>>()
+                .unwrap();
+        assert!(
+            batches[0]
+                .schema()
+                .field_with_name("q")
+                .unwrap()
+                .is_nullable()
+        );
+        assert!(
+            !batches[0]
+                .schema()
+                .field_with_name("p")
+                .unwrap()
+                .is_nullable()
+        );
+        let back: Vec<bool> = batches
+            .iter()
+            .flat_map(|b| {
+                let q = b.column_by_name("q").unwrap().clone();
+                (0..q.len()).map(move |i| q.is_valid(i))
+            })
+            .collect();
+        assert_eq!(back, valid);
         // A table with columns but no rows keeps its schema.
         let empty = Table::new()
             .with("text", Column::Str(vec![]))

@@ -19,7 +19,8 @@ pub struct RawRow {
     pub values: Vec<Option<String>>,
     /// Set when the row cannot be read.
     pub problem: Option<RowProblem>,
-    /// The raw row as text, for the quarantine file.
+    /// The raw row as text, for the quarantine file; empty when every column of the row is
+    /// in `values` ([`read_rows_keeping_all`]).
     pub raw: String,
 }
 
@@ -306,11 +307,15 @@ fn read_rows_inner(
                     RawRow {
                         row: r,
                         line: None,
-                        raw: values
-                            .iter()
-                            .map(|v| v.clone().unwrap_or_default())
-                            .collect::<Vec<_>>()
-                            .join(","),
+                        raw: if keep_rest {
+                            String::new()
+                        } else {
+                            values
+                                .iter()
+                                .map(|v| v.clone().unwrap_or_default())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        },
                         values,
                         problem: not_utf8[r]
                             .clone()
@@ -353,11 +358,14 @@ fn read_rows_inner(
                     row += 1;
                     continue;
                 }
-                let raw = rec
-                    .iter()
-                    .map(|f| String::from_utf8_lossy(f).to_string())
-                    .collect::<Vec<_>>()
-                    .join(",");
+                let raw = if keep_rest {
+                    String::new()
+                } else {
+                    rec.iter()
+                        .map(|f| String::from_utf8_lossy(f).to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
                 let mut problem = None;
                 let ran_to_the_end = rec.len() < header.len()
                     && rec.iter().next_back().is_some_and(|f| f.ends_with(b"\n"));
