@@ -3,7 +3,8 @@
 # of ../shared/data/records_150k.csv (not part of the project) six times over, 900,000 rows
 # (bench/out/census_900k.csv, written once). This build, then a baseline binary (BASE_BIN, e.g.
 # a build of the previous commit) in the same run, each coding the file to CSV, to Parquet, to
-# standard output, and as shard 0 of 8 (`--shard 0/8`, one process of a SLURM array); prints
+# standard output, and as shard 0 of 8 (`--shard 0/8`, one process of a SLURM array), then the
+# other 7 shards and `predict merge` of the 8; prints
 # each wall time, peak RSS and the output's hash (the same hash: the same bytes).
 #   MODEL=bench/out/train/model BASE_BIN=/tmp/isco-dag-base bash bench/predict-memory.sh
 set -euo pipefail
@@ -33,5 +34,14 @@ for label in new ${BASE_BIN:+base}; do
   measure "$label" "$b" parquet -o "bench/out/memory_parquet_$label.parquet"
   measure "$label" "$b" stdout
   measure "$label" "$b" shard --shard 0/8 -o "bench/out/memory_shard_$label.csv"
+  for i in 1 2 3 4 5 6 7; do
+    "$b" predict --model "$MODEL" --store bench/out/store --input "$INPUT" --shard "$i/8" \
+      -o "bench/out/memory_shard${i}_$label.csv" 2>/dev/null
+  done
+  /usr/bin/time -f "%e %M" -o bench/out/memory.time "$b" predict merge -o "bench/out/memory_merge_$label.csv" \
+    "bench/out/memory_shard_$label.csv" bench/out/memory_shard[1-7]_"$label".csv 2>/dev/null
+  read -r wall kb < bench/out/memory.time
+  printf '%-5s %-8s %7.2f s  peak RSS %5d MB  %s\n' "$label" merge "$wall" $((kb / 1024)) \
+    "$(sha256sum "bench/out/memory_merge_$label.csv" | cut -c1-12)"
 done
 rm -f bench/out/memory_* bench/out/memory.time

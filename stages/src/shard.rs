@@ -286,11 +286,13 @@ fn merge_csv(parts: &[PathBuf], output: &Path) -> Result<usize, Error> {
             .map(|part| part.records.iter().map(|(row, _)| *row).collect())
             .collect(),
     )?;
-    let mut out = read[0].header.clone();
-    for &(_, k, j) in &order {
-        out.extend_from_slice(&read[k].bytes[read[k].records[j].1.clone()]);
-    }
-    write_atomically(output, &out)?;
+    write_atomically(output, |w| {
+        w.write_all(&read[0].header)?;
+        for &(_, k, j) in &order {
+            w.write_all(&read[k].bytes[read[k].records[j].1.clone()])?;
+        }
+        Ok(())
+    })?;
     Ok(order.len())
 }
 
@@ -393,21 +395,50 @@ fn row_order(parts: &[PathBuf], rows: Vec<Vec<i64>>) -> Result<Vec<(i64, usize, 
 }
 
 /// Writes `bytes` to `path` through a temp file and a rename, so a reader never sees half.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+/// Writes `path` through `write` into a file beside it that is renamed into place, so an
+/// interrupted merge never leaves a file that looks complete; a failed one leaves nothing.
+/// The merged rows go out as they are picked, never gathered into a second copy.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<(), Error> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".merging");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|source| Error::Write {
+    let written = std::fs::File::create(&tmp).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        write(&mut w)?;
+        w.into_inner().map(drop).map_err(|e| e.into_error())
+    });
+    if let Err(source) = written.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::Write {
             path: path.to_path_buf(),
             source,
-        })
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_merge_that_fails_while_writing_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("merged.csv");
+        let e = write_atomically(&out, |w| {
+            w.write_all(b"row,job_title\n0,chef\n")?;
+            Err(std::io::Error::other("the disk is full"))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("merged.csv"), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        write_atomically(&out, |w| w.write_all(b"row\n0\n")).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"row\n0\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 
     #[test]
     fn shards_are_parsed_and_split_rows_by_position() {
