@@ -382,7 +382,7 @@ impl Table {
     /// Reads a Parquet file. Integer columns of any width become [`Column::Int`], floats
     /// [`Column::Float`], strings [`Column::Str`] (nulls become empty strings).
     pub fn read_parquet(path: &Path) -> Result<Table> {
-        Self::read_parquet_typed(path, false)
+        Self::read_parquet_typed(path, false, None)
     }
 
     /// Reads a Parquet file someone else wrote, every column as text, so that each value
@@ -390,13 +390,28 @@ impl Table {
     /// float keeps its shortest form (`1.5`, not `1.500000`), and dates, decimals and
     /// dictionary-encoded columns read as their text.
     pub fn read_parquet_as_text(path: &Path) -> Result<Table> {
-        Self::read_parquet_typed(path, true)
+        Self::read_parquet_typed(path, true, None)
+    }
+
+    /// [`Table::read_parquet_as_text`] of the rows `keep` takes (by their 0-based position
+    /// in the file) alone: the file is read a batch at a time and only those rows are held,
+    /// so a shard's memory follows its share of the file.
+    pub fn read_parquet_rows_as_text(path: &Path, keep: &dyn Fn(usize) -> bool) -> Result<Table> {
+        Self::read_parquet_typed(path, true, Some(keep))
     }
 
     /// Reads a Parquet file with every column as the Arrow array it holds
     /// ([`Column::Arrow`]): types, nulls and the text of every value as they are.
     pub fn read_parquet_as_arrow(path: &Path) -> Result<Table> {
-        Self::arrow_table(parquet_reader(path)?, path)
+        let (schema, batches) = parquet_batches(path, None)?;
+        Self::arrow_table_of(schema, batches.collect::<Result<_>>()?, path)
+    }
+
+    /// [`Table::read_parquet_as_arrow`] of the rows `keep` takes alone, as
+    /// [`Table::read_parquet_rows_as_text`] reads them.
+    pub fn read_parquet_rows_as_arrow(path: &Path, keep: &dyn Fn(usize) -> bool) -> Result<Table> {
+        let (schema, batches) = parquet_batches(path, Some(keep))?;
+        Self::arrow_table_of(schema, batches.collect::<Result<_>>()?, path)
     }
 
     /// Reads Parquet held in memory that someone else sent (an upload) like
@@ -477,21 +492,6 @@ impl Table {
         Self::arrow_table_of(schema, batches, source)
     }
 
-    fn arrow_table(
-        reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-        path: &Path,
-    ) -> Result<Table> {
-        let schema = reader.schema();
-        let batches = reader
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| Error::Table {
-                action: "read",
-                path: path.to_path_buf(),
-                message: unreadable(&e),
-            })?;
-        Self::arrow_table_of(schema, batches, path)
-    }
-
     fn arrow_table_of(
         schema: arrow::datatypes::SchemaRef,
         batches: Vec<RecordBatch>,
@@ -514,14 +514,17 @@ impl Table {
         })
     }
 
-    fn read_parquet_typed(path: &Path, as_text: bool) -> Result<Table> {
+    fn read_parquet_typed(
+        path: &Path,
+        as_text: bool,
+        keep: Option<&dyn Fn(usize) -> bool>,
+    ) -> Result<Table> {
         let err = |message: String| Error::Table {
             action: "read",
             path: path.to_path_buf(),
             message,
         };
-        let reader = parquet_reader(path)?;
-        let schema = reader.schema();
+        let (schema, batches) = parquet_batches(path, keep)?;
         let mut cols: Vec<(String, Column)> = schema
             .fields()
             .iter()
@@ -538,8 +541,8 @@ impl Table {
                 (f.name().clone(), col)
             })
             .collect();
-        for batch in reader {
-            let batch = batch.map_err(|e| err(unreadable(&e)))?;
+        for batch in batches {
+            let batch = batch?;
             for (i, (name, col)) in cols.iter_mut().enumerate() {
                 let arr = batch.column(i);
                 let bad = |e: arrow::error::ArrowError| {
@@ -772,6 +775,47 @@ fn parquet_reader_builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder
         path: path.to_path_buf(),
         message: format!("{e}; is it a Parquet file?"),
     })
+}
+
+/// The schema of a Parquet file and its rows in batches of up to 65,536; with `keep`, each
+/// batch holds only the rows `keep` takes (by their 0-based position in the file).
+fn parquet_batches<'a>(
+    path: &'a Path,
+    keep: Option<&'a dyn Fn(usize) -> bool>,
+) -> Result<(
+    arrow::datatypes::SchemaRef,
+    impl Iterator<Item = Result<RecordBatch>> + 'a,
+)> {
+    let reader = parquet_reader(path)?;
+    let schema = reader.schema();
+    let err = move |message: String| Error::Table {
+        action: "read",
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut next_row = 0;
+    let batches = reader.map(move |batch| {
+        let batch = batch.map_err(|e| err(unreadable(&e)))?;
+        let start = next_row;
+        next_row += batch.num_rows();
+        match keep {
+            None => Ok(batch),
+            Some(keep) => {
+                let mask = BooleanArray::from_iter((start..next_row).map(|r| Some(keep(r))));
+                arrow::compute::filter_record_batch(&batch, &mask).map_err(|e| err(e.to_string()))
+            }
+        }
+    });
+    Ok((schema, batches))
+}
+
+/// The number of rows a Parquet file holds, from its footer.
+pub fn parquet_num_rows(path: &Path) -> Result<usize> {
+    let rows = parquet_reader_builder(path)?
+        .metadata()
+        .file_metadata()
+        .num_rows();
+    Ok(usize::try_from(rows).unwrap_or(0))
 }
 
 /// A reader of a Parquet file's rows in batches of 65,536.
@@ -1623,6 +1667,32 @@ mod tests {
             .with("code", Column::Int(vec![]));
         empty.write_parquet(&p).unwrap();
         assert_eq!(Table::read_parquet(&p).unwrap(), empty);
+    }
+
+    #[test]
+    fn a_share_of_a_parquet_files_rows_is_read_by_their_positions_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.parquet");
+        // More rows than one read batch (65,536), in row groups that do not line up with it.
+        let n = 150_000i64;
+        let t = Table::new()
+            .with("row", Column::Int((0..n).collect()))
+            .with(
+                "text",
+                Column::Str((0..n).map(|i| format!("t{i}")).collect()),
+            );
+        t.write_parquet_groups(&p, 40_000).unwrap();
+        assert_eq!(parquet_num_rows(&p).unwrap(), n as usize);
+        let keep = |r: usize| r % 7 == 3;
+        let want: Vec<i64> = (0..n).filter(|&r| keep(r as usize)).collect();
+        let typed = Table::read_parquet_rows_as_arrow(&p, &keep).unwrap();
+        let rows = typed.columns[0].1.texts().unwrap();
+        assert_eq!(rows, want.iter().map(i64::to_string).collect::<Vec<_>>());
+        let text = Table::read_parquet_rows_as_text(&p, &keep).unwrap();
+        assert_eq!(
+            text.str_col("text", &p).unwrap(),
+            want.iter().map(|i| format!("t{i}")).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -110,26 +110,26 @@ pub fn code_file(
 ) -> Result<Coded, Error> {
     let read_by = columns_of(input, columns);
     let names = read_by.names();
-    let (rest, rows) = read_rows_keeping_all(input, &names, &REQUIRED, &|row| {
-        shard.is_none_or(|s| s.takes(row))
-    })?;
+    let keep = |row| shard.is_none_or(|s| s.takes(row));
+    let (rest, rows) = read_rows_keeping_all(input, &names, &REQUIRED, &keep)?;
     let duties_column = crate::records::header_of(input, &names, &REQUIRED)?
         .iter()
         .any(|h| h.trim() == names[1]);
     let mut kept: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); rest.len()];
-    // A Parquet input's own columns go back with their types and nulls, not as text.
+    // A Parquet input's own columns go back with their types and nulls, not as text: the
+    // rows read are those `rows` holds, in their order.
     let typed: Option<Vec<Column>> = if crate::records::is_parquet(input) && !rest.is_empty() {
-        let all = Table::read_parquet_as_arrow(input)?;
-        let at: Vec<usize> = rows.iter().map(|r| r.row).collect();
+        let held = Table::read_parquet_rows_as_arrow(input, &keep)?;
+        debug_assert_eq!(held.num_rows(), rows.len());
         Some(
             rest.iter()
                 .map(|name| {
-                    let (_, col) = all
+                    let (_, col) = held
                         .columns
                         .iter()
                         .find(|(n, _)| n.trim() == name)
                         .expect("a column the file was just read with");
-                    col.take(&at)
+                    col.clone()
                 })
                 .collect(),
         )

@@ -292,17 +292,18 @@ fn read_rows_inner(
     if is_parquet(path) {
         let (rest, idx) = check_header(&artifacts::table::parquet_column_names(path)?)?;
         check_parquet_text_columns(path, &idx[..wanted.len()])?;
-        let t = Table::read_parquet_as_text(path)?;
-        let n = t.num_rows();
+        let t = Table::read_parquet_rows_as_text(path, keep)?;
+        let n = artifacts::table::parquet_num_rows(path)?;
         let not_utf8 = parquet_rows_not_utf8(path, &idx[..wanted.len()], n)?;
         return Ok((
             rest,
             (0..n)
                 .filter(|&r| keep(r))
-                .map(|r| {
+                .enumerate()
+                .map(|(held, r)| {
                     let values: Vec<Option<String>> = idx
                         .iter()
-                        .map(|ix| ix.map(|c| t.columns[c].1.cell(r)))
+                        .map(|ix| ix.map(|c| t.columns[c].1.cell(held)))
                         .collect();
                     RawRow {
                         row: r,
