@@ -335,9 +335,9 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Cod
     let duties_at = duties;
     let mut rows: Vec<csv::StringRecord> = Vec::new();
     let mut r = csv::StringRecord::new();
-    // The last record when it runs over several lines with its right number of fields: its
-    // row, first line and first byte, to see whether its last field's quote is ever closed.
-    let mut runs_on = None;
+    // A quote left open swallows the lines after it into one field, and so the rows on them:
+    // such a file is refused, as a file given to `isco-dag predict` is.
+    let mut quotes = artifacts::table::OpenQuoteCheck::default();
     for i in 0.. {
         match rdr.read_record(&mut r) {
             Ok(true) => {}
@@ -348,21 +348,10 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Cod
                 )));
             }
         }
-        // A quote left open swallows the lines after it into one field, and so the rows on
-        // them: such a file is refused, as a file given to `isco-dag predict` is.
-        let (line, next_line) = (r.position().map_or(0, |p| p.line()), rdr.position().line());
-        if next_line > line + 1 {
-            if r.len() != header.len() {
-                return Err(ApiError::bad_request(format!(
-                    "CSV row {i}: a quoted field opened on line {line} runs on to line {}, swallowing the rows in between ({} fields where the header has {}); close the quote on line {line} (a quote inside a field is written twice: \"\")",
-                    next_line - 1,
-                    r.len(),
-                    header.len()
-                )));
-            }
-            runs_on = Some((i, line, r.position().map_or(0, |p| p.byte())));
-        } else {
-            runs_on = None;
+        let start = r.position().map_or((0, 0), |p| (p.line(), p.byte()));
+        let next_line = rdr.position().line();
+        if let Some(why) = quotes.record(i, start, next_line, r.len(), header.len()) {
+            return Err(ApiError::bad_request(format!("CSV row {i}: {why}")));
         }
         let r = r.clone();
         if rows.len() >= limit {
@@ -387,12 +376,8 @@ fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Cod
         )?;
         rows.push(r);
     }
-    if let Some((i, line, byte)) = runs_on
-        && artifacts::table::ends_inside_quotes(text.as_bytes(), delimiter, byte).unwrap_or(false)
-    {
-        return Err(ApiError::bad_request(format!(
-            "CSV row {i}: a quoted field opened on line {line} is never closed, so it runs on to the end of the file, swallowing the rows after it; close the quote on line {line} (a quote inside a field is written twice: \"\")"
-        )));
+    if let Ok(Some((i, why))) = quotes.finish(|| Ok((text.as_bytes(), delimiter))) {
+        return Err(ApiError::bad_request(format!("CSV row {i}: {why}")));
     }
     let titles: Vec<&str> = rows.iter().map(|r| r.get(title).unwrap_or("")).collect();
     let duties: Vec<&str> = rows

@@ -915,6 +915,62 @@ pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> st
     Ok(csv_delimiter(&first, wanted, required))
 }
 
+/// Watches the records of a CSV reader for a quote left open, which swallows the rows on the
+/// lines after it into one field. Fed each record in turn ([`OpenQuoteCheck::record`]) and
+/// the text once more at the end ([`OpenQuoteCheck::finish`]), it gives the message that
+/// names where the quote opened; the caller says which row and file.
+#[derive(Debug, Default)]
+pub struct OpenQuoteCheck {
+    /// The last record, when it runs over several lines: its row, first line and first byte.
+    runs_on: Option<(usize, u64, u64)>,
+}
+
+impl OpenQuoteCheck {
+    /// After the record at `row`, which starts on `line` at byte `byte` (of the text read as
+    /// LF) and has `fields` fields where the header has `header`, the reader now on
+    /// `next_line`: the message when the record runs over several lines with the wrong
+    /// number of fields, a quote having taken in the rows on them.
+    pub fn record(
+        &mut self,
+        row: usize,
+        (line, byte): (u64, u64),
+        next_line: u64,
+        fields: usize,
+        header: usize,
+    ) -> Option<String> {
+        let spans = next_line > line + 1;
+        self.runs_on = spans.then_some((row, line, byte));
+        (spans && fields != header).then(|| {
+            format!(
+                "a quoted field opened on line {line} runs on to line {}, swallowing the rows in between ({fields} fields where the header has {header}); close the quote on line {line} (a quote inside a field is written twice: \"\")",
+                next_line - 1
+            )
+        })
+    }
+
+    /// After the last record, with the whole text again and its separator (`csv`, called
+    /// only when needed): the row and message when that record's last field opened a quote
+    /// that is never closed. Such a field takes in every line to the end, yet leaves its
+    /// record the right number of fields.
+    pub fn finish<R: std::io::BufRead>(
+        &self,
+        csv: impl FnOnce() -> std::io::Result<(R, u8)>,
+    ) -> std::io::Result<Option<(usize, String)>> {
+        let Some((row, line, byte)) = self.runs_on else {
+            return Ok(None);
+        };
+        let (text, delimiter) = csv()?;
+        Ok(ends_inside_quotes(text, delimiter, byte)?.then(|| {
+            (
+                row,
+                format!(
+                    "a quoted field opened on line {line} is never closed, so it runs on to the end of the file, swallowing the rows after it; close the quote on line {line} (a quote inside a field is written twice: \"\")"
+                ),
+            )
+        }))
+    }
+}
+
 /// Whether the CSV text `csv` (separated by `delimiter`, its line ends read as LF by
 /// [`LineEndsAsLf`]) ends inside a quoted field when read from byte `from` of that LF text,
 /// where a record starts: a quote opened there was never closed.
@@ -925,7 +981,7 @@ pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> st
 /// by RFC 4180's quoting (a quote opens a field only at its start; inside, `""` is a quote).
 /// Written here because neither `csv` nor `csv-core` says whether its input ended inside
 /// quotes.
-pub fn ends_inside_quotes(
+fn ends_inside_quotes(
     csv: impl std::io::BufRead,
     delimiter: u8,
     from: u64,

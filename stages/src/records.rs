@@ -332,29 +332,19 @@ fn read_rows_inner(
     let mut rows = Vec::new();
     let mut rec = csv::ByteRecord::new();
     let mut row = 0usize;
-    // The last record, when it runs over several lines with its right number of fields:
-    // its row, first line and first byte, to see whether a quote in its last field is
-    // ever closed.
-    let mut runs_on = None;
+    let mut quotes = artifacts::table::OpenQuoteCheck::default();
     loop {
         match rdr.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {
                 let line = rec.position().map(|p| p.line()).unwrap_or(0);
                 // A quote left open swallows the following lines into one field until the
-                // next quote: the record then spans several lines and has the wrong number
-                // of fields. Reading on would lose those rows inside one unusable record.
+                // next quote. Reading on would lose those rows inside one unusable record.
+                let start = (line, rec.position().map_or(0, |p| p.byte()));
                 let next_line = rdr.position().line();
-                if rec.len() != header.len() && next_line > line + 1 {
-                    return Err(input_err(format!(
-                        "row {row}: a quoted field opened on line {line} runs on to line {}, swallowing the rows in between ({} fields where the header has {}); close the quote on line {line} (a quote inside a field is written twice: \"\")",
-                        next_line - 1,
-                        rec.len(),
-                        header.len()
-                    )));
+                if let Some(why) = quotes.record(row, start, next_line, rec.len(), header.len()) {
+                    return Err(input_err(format!("row {row}: {why}")));
                 }
-                runs_on = (next_line > line + 1)
-                    .then(|| (row, line, rec.position().map_or(0, |p| p.byte())));
                 if !keep(row) {
                     row += 1;
                     continue;
@@ -420,23 +410,17 @@ fn read_rows_inner(
             }
         }
     }
-    // A quote opened in the last field of a record and never closed takes in every line
-    // to the end of the file, yet leaves the record its right number of fields.
-    if let Some((row, line, byte)) = runs_on {
-        let delimiter =
-            artifacts::table::csv_file_delimiter(path, wanted, required).and_then(|d| {
-                let file = std::io::BufReader::new(std::fs::File::open(path)?);
-                artifacts::table::ends_inside_quotes(file, d, byte)
-            });
-        match delimiter {
-            Ok(false) => {}
-            Ok(true) => {
-                return Err(input_err(format!(
-                    "row {row}: a quoted field opened on line {line} is never closed, so it runs on to the end of the file, swallowing the rows after it; close the quote on line {line} (a quote inside a field is written twice: \"\")"
-                )));
-            }
-            Err(e) => return Err(input_err(format!("cannot be read again: {e}"))),
-        }
+    let again = || {
+        let delimiter = artifacts::table::csv_file_delimiter(path, wanted, required)?;
+        Ok((
+            std::io::BufReader::new(std::fs::File::open(path)?),
+            delimiter,
+        ))
+    };
+    match quotes.finish(again) {
+        Ok(None) => {}
+        Ok(Some((row, why))) => return Err(input_err(format!("row {row}: {why}"))),
+        Err(e) => return Err(input_err(format!("cannot be read again: {e}"))),
     }
     Ok((rest, rows))
 }
