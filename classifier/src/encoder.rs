@@ -914,6 +914,12 @@ impl Encoder {
 
     /// [`Encoder::load`] onto a chosen device (see [`crate::device`]).
     pub fn load_on(dir: &Path, max_seq_length: usize, device: &Device) -> Result<Encoder, Error> {
+        if !dir.is_dir() {
+            return Err(file_err(
+                dir,
+                "is not a directory; give an encoder directory with config.json, model.safetensors and tokenizer.json (run `isco-dag models fetch minilm`, or point to a Hugging Face model directory)",
+            ));
+        }
         for f in ENCODER_FILES {
             if !dir.join(f).is_file() {
                 return Err(file_err(
@@ -1941,6 +1947,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let err = Encoder::load(d.path(), 0).err().unwrap().to_string();
         assert!(err.contains("config.json"), "{err}");
+        assert!(err.contains("models fetch minilm"), "{err}");
+        // A directory that is not there is named, not its first file.
+        let gone = d.path().join("all-MiniLM-L6-v2");
+        let err = Encoder::load(&gone, 0).err().unwrap().to_string();
+        assert!(
+            err.contains("all-MiniLM-L6-v2") && err.contains("is not a directory"),
+            "{err}"
+        );
         assert!(err.contains("models fetch minilm"), "{err}");
     }
 }
