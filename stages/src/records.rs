@@ -714,11 +714,15 @@ mod tests {
         for i in 0..3 {
             text.push_str(&format!("waiter {i},5131\n"));
         }
-        for end in ["\n", "\r\n", "\r"] {
+        // The error reading `text` with its line ends written as `end`.
+        let error_of = |text: &str, end: &str| {
             std::fs::write(&p, text.replace('\n', end)).unwrap();
-            let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
+            read_rows(&p, &["job_title", "isco_code"], &[true, true])
                 .unwrap_err()
-                .to_string();
+                .to_string()
+        };
+        for end in ["\n", "\r\n", "\r"] {
+            let e = error_of(&text, end);
             assert!(
                 e.contains("opened on line 3 runs on to line 6"),
                 "{end:?}: {e}"
@@ -731,10 +735,7 @@ mod tests {
             for last in ["waiter 2,5131\n", "waiter 2,5131"] {
                 let text =
                     format!("job_title,isco_code\nchef,5120\ncook,\"5120\nwaiter 1,5131\n{last}");
-                std::fs::write(&p, text.replace('\n', end)).unwrap();
-                let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
-                    .unwrap_err()
-                    .to_string();
+                let e = error_of(&text, end);
                 assert!(
                     e.contains("row 1: a quoted field opened on line 3 is never closed, so it runs on to the end of the file"),
                     "{end:?} {last:?}: {e}"
