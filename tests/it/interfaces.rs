@@ -307,6 +307,15 @@ fn a_mistyped_stage_on_the_command_line_is_named_before_anything_runs() {
     }
     // Nothing ran, so there is no run record and no summary.
     assert!(!p.path("artifacts/store/runs").exists() || p.ok(&["runs", "list"]).trim().is_empty());
+    // An encoder `models fetch` does not know is a usage error listing the ones it knows,
+    // found before anything is downloaded.
+    let (code, err) = p.fails(&["models", "fetch", "bert", "--dir", "enc"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'bert'") && err.contains("minilm") && err.contains("mpnet"),
+        "{err}"
+    );
+    assert!(!p.path("enc").exists());
 }
 
 #[test]
