@@ -181,25 +181,31 @@ struct Correction {
     row: usize,
 }
 
-/// Parses the timestamps coders' tools write: RFC 3339, `YYYY-MM-DD HH:MM[:SS]`,
-/// `YYYY-MM-DDTHH:MM[:SS]`, or a date. Returns seconds since the epoch (UTC).
+/// Parses the timestamps coders' tools write: RFC 3339, `YYYY-MM-DD HH:MM[:SS[.fff]]`,
+/// `YYYY-MM-DDTHH:MM[:SS[.fff]]`, or a date; and, as a spreadsheet in a day-first locale
+/// saves them again, `DD.MM.YYYY [HH:MM[:SS]]`. Day and month separated by slashes are not
+/// read: `03/04/2026` is the 3rd of April in one office and the 4th of March in another.
+/// Returns seconds since the epoch (UTC).
 pub fn parse_timestamp(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp());
     }
     for f in [
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
         "%Y-%m-%d %H:%M",
         "%Y-%m-%dT%H:%M",
+        "%d.%m.%Y %H:%M:%S",
+        "%d.%m.%Y %H:%M",
     ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, f) {
             return Some(t.and_utc().timestamp());
         }
     }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
+    ["%Y-%m-%d", "%d.%m.%Y"]
+        .iter()
+        .find_map(|f| chrono::NaiveDate::parse_from_str(s, f).ok())
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc().timestamp())
 }
@@ -230,7 +236,7 @@ fn write_records(rows: &[&Correction], path: &std::path::Path) -> Result<(), Err
 }
 
 impl Stage for Corrections {
-    runner::stage_metadata!("corrections", version "5", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<CorrectionsParams>()));
+    runner::stage_metadata!("corrections", version "6", "ingest coders' corrections (row-hashed, latest wins) and apply them to the historical records", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<CorrectionsParams>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (own, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());
@@ -341,7 +347,7 @@ impl Stage for Corrections {
                             reject(
                                 "timestamp",
                                 format!(
-                                    "`{ts}` is not a date or time (use e.g. 2026-11-22T10:30:00Z)"
+                                    "`{ts}` is not a date or time this stage reads (write it as 2026-11-22T10:30:00Z; 2026-11-22 10:30 and 22.11.2026 10:30 are read too)"
                                 ),
                             );
                             continue;
@@ -536,7 +542,14 @@ mod tests {
         assert_eq!(parse_timestamp("2026-11-22 10:30:00"), Some(a));
         assert_eq!(parse_timestamp("2026-11-22T10:30"), Some(a));
         assert!(parse_timestamp("2026-11-22").unwrap() < a);
+        assert_eq!(parse_timestamp("2026-11-22 10:30:00.250"), Some(a));
+        assert_eq!(parse_timestamp("22.11.2026 10:30:00"), Some(a));
+        assert_eq!(parse_timestamp("22.11.2026 10:30"), Some(a));
+        assert_eq!(parse_timestamp("22.11.2026"), parse_timestamp("2026-11-22"));
         assert_eq!(parse_timestamp("yesterday"), None);
+        // Day and month in either order: refused rather than guessed.
+        assert_eq!(parse_timestamp("03/04/2026 10:30"), None);
+        assert_eq!(parse_timestamp("31.02.2026"), None);
     }
 
     #[test]

@@ -187,7 +187,7 @@ fn bad_correction_rows_are_quarantined_and_conflicts_reported() {
     p.write(
         "data/corrections/b.csv",
         "job_title,duties_description,corrected_isco_code,coder,timestamp\n\
-         roofer,laying tiles,7121,cy,2026-11-03T08:00:00Z\n",
+         roofer,laying tiles,7121,cy,03.11.2026 08:00\n",
     );
     p.ok(&["run", FULL, "--until", "corrections"]);
     let run = p.last_run();
@@ -204,7 +204,8 @@ fn bad_correction_rows_are_quarantined_and_conflicts_reported() {
         "{q}"
     );
     let c = std::fs::read_to_string(p.path("data/processed/corrections_conflicts.csv")).unwrap();
-    // The latest (b.csv, 3 November) wins over a.csv's 9112 of 2 November.
+    // The latest (b.csv, 3 November, written day first as a spreadsheet saves it) wins over
+    // a.csv's 9112 of 2 November.
     assert!(c.contains("roofer | laying tiles,7121,9112,"), "{c}");
 }
 
