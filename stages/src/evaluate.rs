@@ -124,19 +124,20 @@ pub fn read_labelled(
             bad.push(Unusable::of(&r, problem.to_string()));
             continue;
         }
-        let code_problem = if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
-            Some("is not a 4-digit code")
+        let code_problem = if code.is_empty() {
+            Some("is empty; give the row's 4-digit code or leave the row out".to_string())
+        } else if code.len() != 4 || !code.chars().all(|c| c.is_ascii_digit()) {
+            Some(format!("`{code}` is not a 4-digit code"))
         } else if !units.is_empty() && !units.contains(code.as_str()) {
-            Some("is not a unit group of the ISCO-08 reference the model was trained with")
+            Some(format!(
+                "`{code}` is not a unit group of the ISCO-08 reference the model was trained with"
+            ))
         } else {
             None
         };
         if let Some(why) = code_problem {
             let column = by.code_column.trim();
-            bad.push(Unusable::of(
-                &r,
-                format!("column `{column}`: `{code}` {why}"),
-            ));
+            bad.push(Unusable::of(&r, format!("column `{column}`: {why}")));
             continue;
         }
         let title = r.values[0].clone().unwrap_or_default();
@@ -637,7 +638,7 @@ pub fn write_report_page(dir: &Path, html: &str, metrics: &serde_json::Value) ->
 pub const REPORT_HEAD: &str = "<!doctype html><meta charset=utf-8><title>isco-dag evaluation</title><meta name=viewport content=\"width=device-width, initial-scale=1\"><style>body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}td.def{color:#555;font-size:.9em}.charts{display:flex;flex-wrap:wrap;gap:1em}.charts img{width:100%;max-width:540px;height:auto;border:1px solid #ddd}</style><h1>Evaluation</h1>";
 
 impl Stage for Evaluate {
-    runner::stage_metadata!("evaluate", version "16", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
+    runner::stage_metadata!("evaluate", version "17", "score a model on the frozen test split and extra labelled files, with error analysis", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         crate::predict::resolve_inference_params::<LabelledColumns>(raw)
     }
@@ -727,7 +728,7 @@ mod tests {
         let own = dir.path().join("own.csv");
         std::fs::write(
             &own,
-            "ISCO,Job Title,Duties\n5120,Chef,cooks meals\n51,baker,\n7512.0,Baker,\n5120,,\n5120,--,?\n110,soldier,\n210,sergeant,\n",
+            "ISCO,Job Title,Duties\n5120,Chef,cooks meals\n51,baker,\n7512.0,Baker,\n5120,,\n5120,--,?\n110,soldier,\n210,sergeant,\n,cook,\n",
         )
         .unwrap();
         let labels = ["0110", "5120", "7512"].map(String::from);
@@ -743,6 +744,10 @@ mod tests {
                 "column `Job Title`: the job title and duties hold no letters or digits, so there is nothing to code",
             ),
             (6, "column `ISCO`: `210` is not a 4-digit code"),
+            (
+                7,
+                "column `ISCO`: is empty; give the row's 4-digit code or leave the row out",
+            ),
         ];
         let unusable = |line: fn(i64) -> Option<i64>| {
             why.iter()
@@ -760,13 +765,18 @@ mod tests {
         Table::new()
             .with(
                 "ISCO",
-                column(&["5120", "51", "7512.0", "5120", "5120", "110", "210"]),
+                column(&["5120", "51", "7512.0", "5120", "5120", "110", "210", ""]),
             )
             .with(
                 "Job Title",
-                column(&["Chef", "baker", "Baker", "", "--", "soldier", "sergeant"]),
+                column(&[
+                    "Chef", "baker", "Baker", "", "--", "soldier", "sergeant", "cook",
+                ]),
             )
-            .with("Duties", column(&["cooks meals", "", "", "", "?", "", ""]))
+            .with(
+                "Duties",
+                column(&["cooks meals", "", "", "", "?", "", "", ""]),
+            )
             .write_parquet(&pq)
             .unwrap();
         let from_parquet = read_labelled(&pq, &office, &labels, &none).unwrap();
