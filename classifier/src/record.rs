@@ -51,7 +51,9 @@ pub(crate) fn save_record<M: Module>(module: M, path: &Path) -> Result<(), Error
         .save(path)
         .map_err(|e| Error::File {
             path: path.to_path_buf(),
-            message: format!("could not write the burn record: {e}"),
+            message: format!(
+                "could not write the burn record: {e}; check that the disk has room and the folder is writable"
+            ),
         })
 }
 
@@ -77,6 +79,14 @@ mod tests {
         let pc = dir.path().join("c.bpk");
         save_record(c, &pc).unwrap();
         assert_ne!(std::fs::read(&pa).unwrap(), std::fs::read(&pc).unwrap());
+        // A record that cannot be written says where and what to check.
+        let err = save_record(a.clone(), &pa.join("inside-a-file.bpk"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("inside-a-file.bpk") && err.contains("the disk has room"),
+            "{err}"
+        );
         // A saved record loads back into a network of the same shapes.
         let record = burn::store::ModuleRecord::load(&pa).unwrap();
         let back = crate::model::Trained::empty_module(64, &cfg, 5)

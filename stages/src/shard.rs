@@ -394,7 +394,6 @@ fn row_order(parts: &[PathBuf], rows: Vec<Vec<i64>>) -> Result<Vec<(i64, usize, 
     Ok(order)
 }
 
-/// Writes `bytes` to `path` through a temp file and a rename, so a reader never sees half.
 /// Writes `path` through `write` into a file beside it that is renamed into place, so an
 /// interrupted merge never leaves a file that looks complete; a failed one leaves nothing.
 /// The merged rows go out as they are picked, never gathered into a second copy.
