@@ -319,8 +319,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         let started = std::time::Instant::now();
         let rows = stages::shard::merge(parts, output)?;
         console::error(&format!(
-            "merged {} shards: {rows} rows into {} in {:.2}s",
+            "merged {} shards: {rows} {} into {} in {:.2}s",
             parts.len(),
+            if rows == 1 { "row" } else { "rows" },
             output.display(),
             started.elapsed().as_secs_f64()
         ));

@@ -515,17 +515,22 @@ impl Stage for Corrections {
         });
         crate::write_json(&ctx.output("report.json"), &report)?;
         let mut summary = vec![format!(
-            "{} files, {rows_in} rows: {} corrections ({} train, {} held out), {duplicates} repeated, {} conflicts (latest wins), {quarantined} quarantined",
-            files.len(),
-            winners.len(),
+            "{}, {}: {} ({} train, {} held out), {duplicates} repeated, {} (latest wins), {quarantined} quarantined",
+            crate::counted(files.len(), "file", "files"),
+            crate::counted(rows_in, "row", "rows"),
+            crate::counted(winners.len(), "correction", "corrections"),
             kept.len(),
             held.len(),
-            conflicts[0].len(),
+            crate::counted(conflicts[0].len(), "conflict", "conflicts"),
         )];
         if ctx.input_opt("records").is_some() {
             summary.push(format!(
-                "{overridden} historical records relabelled by a correction; {} corrected codes never occur in the records",
-                new_codes.len()
+                "{} relabelled by a correction; {} in the records",
+                crate::counted(overridden, "historical record", "historical records"),
+                match new_codes.len() {
+                    1 => "1 corrected code never occurs".to_string(),
+                    n => format!("{n} corrected codes never occur"),
+                }
             ));
         }
         Ok(StageReport { metrics, summary })

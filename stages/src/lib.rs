@@ -79,6 +79,11 @@ pub fn registry() -> runner::Registry {
     r
 }
 
+/// `n` and the noun that agrees with it (`1 file`, `2 files`), for stage summaries.
+pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Writes a JSON value to a file (pretty), for stage reports.
 pub(crate) fn write_json(path: &std::path::Path, v: &serde_json::Value) -> Result<(), Error> {
     let bytes = serde_json::to_vec_pretty(v).expect("JSON values serialise");

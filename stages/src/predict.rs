@@ -361,9 +361,8 @@ impl Stage for Predict {
             metrics["embeddings_computed"] = json!(n);
         }
         let mut summary = vec![format!(
-            "{} {} coded ({}), {} coded at a coarser level, {} queued for review ({} unusable)",
-            c.rows,
-            if c.rows == 1 { "row" } else { "rows" },
+            "{} coded ({}), {} coded at a coarser level, {} queued for review ({} unusable)",
+            crate::counted(c.rows, "row", "rows"),
             steps_text(&c.steps),
             c.fallbacks,
             c.to_review,
