@@ -584,9 +584,8 @@ impl Table {
     }
 
     /// Writes the table as CSV with a header row to `w` (standard output, say), row by row;
-    /// errors name the destination `shown`.
-    pub fn write_csv_to(&self, mut w: impl std::io::Write, shown: &Path) -> Result<()> {
-        let path = shown;
+    /// errors name the destination `path`.
+    pub fn write_csv_to(&self, mut w: impl std::io::Write, path: &Path) -> Result<()> {
         let mut line = String::new();
         let header: Vec<&str> = self.columns.iter().map(|(n, _)| n.as_str()).collect();
         write_csv_row(&mut line, header.iter().copied());

