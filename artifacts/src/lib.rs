@@ -60,8 +60,8 @@ pub fn timestamp() -> String {
 }
 
 pub use store::{
-    GcMode, GcReport, ObjectId, OutputKind, OutputRef, StageId, StageKey, Store, VerifyReport,
-    hash_file,
+    GcMode, GcReport, ObjectId, OutputKind, OutputRef, ReadsOf, StageId, StageKey, Store,
+    UpstreamRead, VerifyReport, hash_file,
 };
 
 #[cfg(test)]

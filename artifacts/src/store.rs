@@ -60,6 +60,21 @@ pub enum GcMode {
     DryRun,
 }
 
+/// An upstream output a stage execution read: the stage that wrote it, the output's name and
+/// its object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamRead {
+    /// The upstream stage's id.
+    pub stage: String,
+    /// The output's name.
+    pub output: String,
+    /// The object it read.
+    pub object: ObjectId,
+}
+
+/// Names the upstream outputs a stage execution read, from its fingerprint.
+pub type ReadsOf<'a> = &'a dyn Fn(&CacheEntry) -> Vec<UpstreamRead>;
+
 /// What [`Store::gc`] removed (or, in a dry run, would remove).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct GcReport {
@@ -1035,7 +1050,14 @@ impl Store {
     /// Keeps the newest `keep_runs` run records and everything they, the current stage
     /// records and the refs reach; removes the rest, stale checkouts and temp files. With
     /// [`GcMode::DryRun`] nothing is removed and the report says what would be.
-    pub fn gc(&self, keep_runs: usize, mode: GcMode) -> Result<GcReport> {
+    ///
+    /// A kept artifact keeps its lineage: the executions that wrote what a ref points at
+    /// (now or in its history) are kept, and so, transitively, is every execution that wrote
+    /// what a kept execution read (`reads` names those inputs; the store does not know the
+    /// fingerprint's layout). Otherwise a promoted model that later runs did not beat would
+    /// outlive the run records of its training, and `lineage` could name only a later
+    /// promotion step that merely kept it.
+    pub fn gc(&self, keep_runs: usize, mode: GcMode, reads: ReadsOf<'_>) -> Result<GcReport> {
         let remove = mode == GcMode::Remove;
         let mut report = GcReport::default();
         let runs = self.runs()?;
@@ -1058,14 +1080,43 @@ impl Store {
                 self.expand(out, &mut live);
             }
         }
+        let mut entries = self.cache_entries()?;
+        entries.sort_by(|a, b| (&a.created_at, &a.run_id).cmp(&(&b.created_at, &b.run_id)));
         for r in self.refs()? {
             live_keys.insert(r.key.clone());
-            self.expand(&r.target, &mut live);
-            for h in &r.history {
-                self.expand(h, &mut live);
+            for t in std::iter::once(&r.target).chain(&r.history) {
+                self.expand(t, &mut live);
+                // Its makers: the oldest execution that wrote it without reading it, and those
+                // that passed it through from an input. A later one that wrote the same bytes
+                // without reading them (a promotion that kept the model its ref already
+                // pointed at) did not make it, and what it read is not the target's lineage.
+                let wrote = |e: &&CacheEntry| e.outputs.values().any(|o| o.id == t.id);
+                let passed_on = |e: &CacheEntry| reads(e).iter().any(|r| r.object == t.id);
+                let made = entries.iter().filter(wrote).find(|e| !passed_on(e));
+                let passed = entries.iter().filter(wrote).filter(|e| passed_on(e));
+                live_keys.extend(made.into_iter().chain(passed).map(|e| e.key.clone()));
             }
         }
-        for e in self.cache_entries()? {
+        let mut pending: Vec<&CacheEntry> = entries
+            .iter()
+            .filter(|e| live_keys.contains(&e.key))
+            .collect();
+        while let Some(e) = pending.pop() {
+            for read in reads(e) {
+                for u in &entries {
+                    if !live_keys.contains(&u.key)
+                        && u.stage.as_str() == read.stage
+                        && u.outputs
+                            .get(&read.output)
+                            .is_some_and(|o| o.id == read.object)
+                    {
+                        live_keys.insert(u.key.clone());
+                        pending.push(u);
+                    }
+                }
+            }
+        }
+        for e in entries {
             if live_keys.contains(&e.key) {
                 for out in e.outputs.values() {
                     self.expand(out, &mut live);
@@ -1313,6 +1364,119 @@ mod tests {
             store.require_ref("nope"),
             Err(Error::UnknownRef(_))
         ));
+    }
+
+    /// A run-cache entry of `stage` writing `bytes` as `output`, reading `reads` (its
+    /// fingerprint names them as `[stage, output, object]` triples for the test's `reads`).
+    fn entry(
+        store: &Store,
+        stage: &str,
+        output: &str,
+        bytes: &[u8],
+        reads: &[(&str, &str, &ObjectId)],
+    ) -> CacheEntry {
+        let id = store.put_bytes(bytes).unwrap();
+        let made = store.cache_entries().unwrap().len();
+        let e = CacheEntry {
+            key: format!("{stage}-{made}").into(),
+            stage: stage.into(),
+            kind: stage.into(),
+            fingerprint: serde_json::json!(reads),
+            outputs: BTreeMap::from([(
+                output.to_string(),
+                OutputRef {
+                    id,
+                    kind: OutputKind::File,
+                    size: bytes.len() as u64,
+                },
+            )]),
+            metrics: serde_json::Value::Null,
+            run_id: "r".into(),
+            created_at: format!("2026-12-07T10:00:{made:02}Z"),
+            duration_s: 0.0,
+        };
+        store.write_cache_entry(&e).unwrap();
+        e
+    }
+
+    #[test]
+    fn gc_keeps_what_a_ref_target_was_made_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let reads = |e: &CacheEntry| -> Vec<UpstreamRead> {
+            serde_json::from_value::<Vec<(String, String, ObjectId)>>(e.fingerprint.clone())
+                .unwrap()
+                .into_iter()
+                .map(|(stage, output, object)| UpstreamRead {
+                    stage,
+                    output,
+                    object,
+                })
+                .collect()
+        };
+        let id = |e: &CacheEntry, out: &str| e.outputs[out].id.clone();
+        // The promoted model's chain: split -> train -> promote (which wrote the model again).
+        let split = entry(&store, "split", "train", b"split 42", &[]);
+        let train = entry(
+            &store,
+            "train",
+            "model",
+            b"model 42",
+            &[("split", "train", &id(&split, "train"))],
+        );
+        let promote = entry(
+            &store,
+            "promote",
+            "best",
+            b"model 42",
+            &[("train", "model", &id(&train, "model"))],
+        );
+        // A later split and model that nothing kept needs, and a promote that kept the first
+        // model while reading the later one.
+        let split2 = entry(&store, "split", "train", b"split 43", &[]);
+        let train2 = entry(
+            &store,
+            "train",
+            "model",
+            b"model 43",
+            &[("split", "train", &id(&split2, "train"))],
+        );
+        let promote2 = entry(
+            &store,
+            "promote",
+            "best",
+            b"model 42",
+            &[("train", "model", &id(&train2, "model"))],
+        );
+        store
+            .set_ref(RefRecord {
+                name: "best".into(),
+                target: promote.outputs["best"].clone(),
+                key: Default::default(),
+                updated_at: String::new(),
+                details: serde_json::Value::Null,
+                history: vec![],
+            })
+            .unwrap();
+        let report = store.gc(0, GcMode::Remove, &reads).unwrap();
+        let kept: BTreeSet<StageKey> = store
+            .cache_entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        for e in [&split, &train, &promote] {
+            assert!(kept.contains(&e.key), "{} was removed", e.key);
+            assert!(store.has(&e.outputs.values().next().unwrap().id));
+        }
+        // The later promote only wrote the kept model again: neither it nor what it read is
+        // part of that model's making.
+        for e in [&split2, &train2, &promote2] {
+            assert!(!kept.contains(&e.key), "{} was kept", e.key);
+        }
+        assert!(!store.has(&id(&train2, "model")));
+        assert!(!store.has(&id(&split2, "train")));
+        assert_eq!(report.cache_entries_removed, 3);
     }
 
     #[test]

@@ -107,6 +107,31 @@ pub struct Fingerprint {
     pub external: serde_json::Value,
 }
 
+/// The upstream outputs a recorded stage execution read, from its fingerprint, so that
+/// `gc` keeps the executions a kept artifact was made from. A fingerprint this build cannot
+/// read names none.
+pub fn upstream_reads(e: &artifacts::CacheEntry) -> Vec<artifacts::UpstreamRead> {
+    let Ok(fp) = serde_json::from_value::<Fingerprint>(e.fingerprint.clone()) else {
+        return Vec::new();
+    };
+    fp.inputs
+        .into_values()
+        .flatten()
+        .filter_map(|h| match h {
+            InputHash::Stage {
+                stage,
+                output,
+                blake3,
+            } => Some(artifacts::UpstreamRead {
+                stage,
+                output,
+                object: blake3,
+            }),
+            InputHash::File { .. } => None,
+        })
+        .collect()
+}
+
 impl Fingerprint {
     /// The key: blake3 of the canonical JSON.
     pub fn key(&self) -> StageKey {

@@ -26,7 +26,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     } else {
         GcMode::Remove
     };
-    let r = store.gc(a.keep_runs, mode)?;
+    let r = store.gc(a.keep_runs, mode, &runner::fingerprint::upstream_reads)?;
     let what = format!(
         "{} runs, {} run-cache entries, {} objects ({:.1} MiB)",
         r.runs_removed,

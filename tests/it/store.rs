@@ -93,8 +93,11 @@ fn concurrent_runs_do_not_corrupt_the_store() {
 fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
     let p = Project::new(300);
     p.ok(&["run", P]);
+    // Two more models trained on other splits, neither promoted: `best` stays the first.
     p.edit("config/default.toml", "seed = 42", "seed = 43");
-    p.ok(&["run", P]);
+    p.ok(&["run", P, "-S", "promote.min_improvement=0.5"]);
+    p.edit("config/default.toml", "seed = 43", "seed = 44");
+    p.ok(&["run", P, "-S", "promote.min_improvement=0.5"]);
     // A dry run names what gc would remove, and removes nothing.
     let objects = || {
         std::fs::read_dir(p.path("artifacts/store/objects"))
@@ -104,7 +107,7 @@ fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
     };
     let before = objects();
     let out = p.ok(&["gc", "--keep-runs", "1", "--dry-run"]);
-    assert!(out.contains("would remove 1 runs"), "{out}");
+    assert!(out.contains("would remove 2 runs"), "{out}");
     assert!(
         !out.contains(" 0 objects"),
         "the old split's objects: {out}"
@@ -112,7 +115,7 @@ fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
     assert_eq!(objects(), before);
     let dry = out;
     let out = p.ok(&["gc", "--keep-runs", "1"]);
-    assert!(out.contains("removed 1 runs"), "{out}");
+    assert!(out.contains("removed 2 runs"), "{out}");
     assert_eq!(
         out.trim().strip_prefix("removed "),
         dry.split("; nothing")
@@ -122,13 +125,36 @@ fn verify_detects_corruption_and_gc_keeps_what_is_needed() {
         "the dry run counts exactly what gc removes"
     );
     assert!(objects() < before);
+    // The promoted model keeps its lineage although the run that trained it was collected:
+    // it names the split it was trained on, not the latest run's.
+    let lineage: serde_json::Value = serde_json::from_str(&p.ok(&[
+        "lineage",
+        "models/best",
+        "--pipeline",
+        P,
+        "--format",
+        "json",
+    ]))
+    .unwrap();
+    fn split_seed(l: &serde_json::Value) -> Option<i64> {
+        if l["stage"] == "split" {
+            return l["params"]["seed"].as_i64();
+        }
+        l["upstream"].as_array()?.iter().find_map(split_seed)
+    }
+    assert_eq!(split_seed(&lineage), Some(42), "{lineage:#}");
     // The current state survives gc: a re-run is a no-op.
-    p.ok(&["run", P]);
+    p.ok(&["run", P, "-S", "promote.min_improvement=0.5"]);
     assert_eq!(outcome_of(&p.last_run(), "split"), "skipped");
-    // The split with seed 42 was collected: going back executes again.
-    p.edit("config/default.toml", "seed = 43", "seed = 42");
-    p.ok(&["run", P]);
+    // The split with seed 43 made nothing that is kept: it was collected, and going back
+    // executes it again.
+    p.edit("config/default.toml", "seed = 44", "seed = 43");
+    p.ok(&["run", P, "-S", "promote.min_improvement=0.5"]);
     assert_eq!(outcome_of(&p.last_run(), "split"), "executed");
+    // The split the promoted model was trained on was kept with it.
+    p.edit("config/default.toml", "seed = 43", "seed = 42");
+    p.ok(&["run", P, "-S", "promote.min_improvement=0.5"]);
+    assert_eq!(outcome_of(&p.last_run(), "split"), "restored");
     // Corrupt the promoted model's tree manifest, an object `verify` also reads to list the
     // model's files.
     let best: serde_json::Value = p.json("artifacts/store/refs/best.json");
