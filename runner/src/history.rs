@@ -86,7 +86,13 @@ pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
         };
         serde_json::from_value(kept).ok()
     };
-    let ids: BTreeSet<&StageId> = a.stages.iter().chain(&b.stages).map(|s| &s.id).collect();
+    // In the order the newer run ran them (the pipeline's order), then any only the older ran.
+    let mut ids: Vec<&StageId> = Vec::new();
+    for s in b.stages.iter().chain(&a.stages) {
+        if !ids.contains(&&s.id) {
+            ids.push(&s.id);
+        }
+    }
     let mut stages = Vec::new();
     let mut metrics = Vec::new();
     for id in ids {
@@ -488,5 +494,39 @@ mod tests {
         // Asked about R itself, the newest execution that wrote it answers.
         let l = lineage_of(&entries, "R", None, None, 0).unwrap();
         assert_eq!(l.run_id, r2, "{l:?}");
+    }
+
+    #[test]
+    fn a_diff_lists_stages_in_the_order_the_newer_run_ran_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stage = |id: &str| artifacts::StageRun {
+            id: id.into(),
+            kind: id.into(),
+            outcome: artifacts::StageOutcome::Skipped,
+            duration_s: 0.0,
+            key: format!("{id}-key").into(),
+            metrics: serde_json::Value::Null,
+            reasons: vec![],
+            error: None,
+            failed_fingerprint: None,
+        };
+        let run = |id: &str, stages: &[&str]| RunRecord {
+            id: id.into(),
+            pipeline: "p.toml".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            status: artifacts::RunStatus::Succeeded,
+            stages: stages.iter().map(|s| stage(s)).collect(),
+            overrides: vec![],
+        };
+        let a = run("a", &["clean", "split", "train", "report"]);
+        let b = run("b", &["clean", "split", "train", "promote", "evaluate"]);
+        let d = diff_runs(&store, &a, &b);
+        let order: Vec<&str> = d.stages.iter().map(|s| s.stage.as_str()).collect();
+        assert_eq!(
+            order,
+            ["clean", "split", "train", "promote", "evaluate", "report"]
+        );
     }
 }
