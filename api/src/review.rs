@@ -791,9 +791,12 @@ fn search_hits(st: &AppState, query: &str, limit: usize) -> Vec<SearchHit> {
             push(&mut hits, code, title, SearchMatch::Title, None);
         }
     }
-    // A code's start is not a job title; anything else the model reads as one.
+    // A code's start is not a job title, and a query without a letter ("%", "--") names no
+    // occupation (the model would only answer with its prior); anything else the model reads
+    // as a job title.
     if let Some(m) = &model
         && !words[0].chars().all(|c| c.is_ascii_digit())
+        && query.chars().any(char::is_alphabetic)
     {
         let pred = m.predictor.predict_one(&record_text(query, ""));
         for a in pred

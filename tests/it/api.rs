@@ -676,6 +676,9 @@ fn review_decisions_need_the_token_and_become_corrections() {
         }),
         "{hits}"
     );
+    // A query without a letter names no occupation: the model is not asked.
+    let hits = get(a, "/review/search?q=%25%20--").json();
+    assert_eq!(hits, serde_json::json!([]), "{hits}");
     let hits = get(a, "/review/search?q=222").json();
     assert!(
         hits.as_array()
