@@ -265,8 +265,20 @@ pub fn model_dir(model: &str, store: &std::path::Path) -> anyhow::Result<(PathBu
         } else {
             format!("the refs set there: {}", names.join(", "))
         };
+        // The pipeline's workspace copies (`models/latest`, `models/best`) are directories
+        // named like refs; one of them is likely what was meant.
+        let workspace = std::path::Path::new("models").join(model);
+        let meant = if workspace.join("model.json").is_file() {
+            format!(
+                "; the directory `{}` holds a model: give --model {}",
+                workspace.display(),
+                workspace.display()
+            )
+        } else {
+            String::new()
+        };
         return Err(super::UsageError(format!(
-            "`{model}` is neither a model directory nor a ref in the store at {}; {set}",
+            "`{model}` is neither a model directory nor a ref in the store at {}; {set}{meant}",
             store.root().display()
         ))
         .into());

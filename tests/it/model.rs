@@ -748,6 +748,14 @@ fn promote_refuses_a_worse_model_unless_forced() {
             && err.contains("the refs set there: best"),
         "{err}"
     );
+    // `latest` is the workspace's copy of the last trained model, not a ref: the error
+    // names the directory to give.
+    let (code, err) = p.fails(&["predict", "--input", "jobs.csv", "--model", "latest"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the directory `models/latest` holds a model: give --model models/latest"),
+        "{err}"
+    );
     p.ok(&["run", P, "--force", "promote"]);
     let d: serde_json::Value = p.json("data/processed/promote/decision.json");
     assert_eq!(d["promoted"], true);
