@@ -1147,18 +1147,63 @@ impl Store {
         if !remove {
             return Ok(report);
         }
-        for sub in ["checkouts", "tmp"] {
-            let dir = self.root.join(sub);
-            for e in fs::read_dir(&dir).io("list", &dir)? {
-                let p = e.io("list", &dir)?.path();
-                let name = p.file_name().unwrap().to_string_lossy().to_string();
-                if sub == "tmp" || !live.contains(name.as_str()) {
-                    let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
-                }
+        let dir = self.root.join("checkouts");
+        for e in fs::read_dir(&dir).io("list", &dir)? {
+            let p = e.io("list", &dir)?.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if !live.contains(name.as_str()) {
+                let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
             }
         }
+        self.clear_abandoned_temp()?;
         Ok(report)
     }
+
+    /// Removes what ended processes left in `tmp/`: a killed run's staged outputs, a
+    /// checkout or download cut off half-way. An entry a live process may still be writing
+    /// stays: a `predict` or `serve` makes checkouts there without the store lock. Returns
+    /// how many entries went.
+    pub fn clear_abandoned_temp(&self) -> Result<usize> {
+        let dir = self.root.join("tmp");
+        let mut removed = 0;
+        for e in fs::read_dir(&dir).io("list", &dir)? {
+            let p = e.io("list", &dir)?.path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if !temp_in_use(&name, &p)
+                && fs::remove_dir_all(&p)
+                    .or_else(|_| fs::remove_file(&p))
+                    .is_ok()
+            {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// How long a temp entry whose writer cannot be looked up is left alone: far longer than a
+/// checkout or a download made without the store lock takes.
+const TEMP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether the process that made the temp entry `name` may still be writing it. Temp names
+/// carry their maker's process id (`.{hint}.tmp-{pid}-{n}`, see `tmp_name`); where the
+/// process table can be read (`/proc`), that process's presence says. Elsewhere, or for a
+/// name without an id, an entry younger than [`TEMP_GRACE`] is taken to be in use.
+fn temp_in_use(name: &str, path: &Path) -> bool {
+    let pid = name
+        .rsplit_once(".tmp-")
+        .and_then(|(_, rest)| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok());
+    if let Some(pid) = pid
+        && Path::new("/proc/self").is_dir()
+    {
+        return pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists();
+    }
+    fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age < TEMP_GRACE)
 }
 
 /// Whether `p` is a regular file (not a symbolic link) that has no other name: moving it
@@ -1477,6 +1522,35 @@ mod tests {
         assert!(!store.has(&id(&train2, "model")));
         assert!(!store.has(&id(&split2, "train")));
         assert_eq!(report.cache_entries_removed, 3);
+    }
+
+    #[test]
+    fn only_what_ended_processes_left_in_tmp_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A process that has ended (and been reaped): its id names no process now.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let ended = child.id();
+        child.wait().unwrap();
+        let tmp = dir.path().join("tmp");
+        let abandoned = tmp.join(format!(".train.tmp-{ended}-0"));
+        fs::create_dir_all(abandoned.join("model")).unwrap();
+        fs::write(abandoned.join("model/weights.bin"), b"w").unwrap();
+        let file = tmp.join(format!(".object.tmp-{ended}-1"));
+        fs::write(&file, b"half").unwrap();
+        // This process's own, and an entry without a process id that is new.
+        let mine = store.staging_dir("train").unwrap();
+        let unnamed = tmp.join("upload.part");
+        fs::write(&unnamed, b"x").unwrap();
+        let procs = Path::new("/proc/self").is_dir();
+        assert_eq!(
+            store.clear_abandoned_temp().unwrap(),
+            if procs { 2 } else { 0 }
+        );
+        assert_eq!(abandoned.exists(), !procs);
+        assert_eq!(file.exists(), !procs);
+        assert!(mine.is_dir());
+        assert!(unnamed.is_file());
     }
 
     #[test]

@@ -947,6 +947,13 @@ pub fn run_pipeline(
         if let Some(h) = &lock.recovered_from {
             on_event(Event::LockRecovered { holder: h.clone() });
         }
+        // A killed run's staged outputs would otherwise wait for `gc`; failing to clear them
+        // costs only space, so the run goes on.
+        if let Err(e) = store.clear_abandoned_temp() {
+            on_event(Event::Warning(format!(
+                "could not clear what ended processes left in the store's tmp/: {e}"
+            )));
+        }
         Some(lock)
     };
     let selected: BTreeSet<String> = if let Some(only) = &opts.only {

@@ -24,9 +24,24 @@ fn kill_during_a_stage_then_rerun_and_verify() {
             break;
         }
     }
+    // The stage's staging directory in the store's tmp/, named with the run's process id.
+    let pid = format!(".tmp-{}-", child.id());
+    let staged = || -> Vec<String> {
+        std::fs::read_dir(p.path("artifacts/store/tmp"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.contains(&pid))
+            .collect()
+    };
+    let t = std::time::Instant::now();
+    while staged().is_empty() && t.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!staged().is_empty(), "clean stages its outputs in tmp/");
     // SIGKILL: no destructor, no unlock, no cleanup.
     child.kill().unwrap();
     child.wait().unwrap();
+    assert!(!staged().is_empty(), "a killed run leaves its staging");
     let run = p.last_run();
     assert_eq!(
         run["status"], "abandoned",
@@ -38,6 +53,8 @@ fn kill_during_a_stage_then_rerun_and_verify() {
     let run = p.last_run();
     assert_eq!(outcome_of(&run, "clean"), "executed");
     assert_eq!(outcome_of(&run, "split"), "executed");
+    // The next run cleared what the killed one staged.
+    assert_eq!(staged(), Vec::<String>::new());
     let v = p.ok(&["verify"]);
     assert!(v.contains("0 corrupt, 0 missing"), "{v}");
 }
