@@ -1460,39 +1460,20 @@ mod tests {
                 .collect()
         };
         let id = |e: &CacheEntry, out: &str| e.outputs[out].id.clone();
-        // The promoted model's chain: split -> train -> promote (which wrote the model again).
-        let split = entry(&store, "split", "train", b"split 42", &[]);
-        let train = entry(
-            &store,
-            "train",
-            "model",
-            b"model 42",
-            &[("split", "train", &id(&split, "train"))],
-        );
-        let promote = entry(
-            &store,
-            "promote",
-            "best",
-            b"model 42",
-            &[("train", "model", &id(&train, "model"))],
-        );
-        // A later split and model that nothing kept needs, and a promote that kept the first
-        // model while reading the later one.
-        let split2 = entry(&store, "split", "train", b"split 43", &[]);
-        let train2 = entry(
-            &store,
-            "train",
-            "model",
-            b"model 43",
-            &[("split", "train", &id(&split2, "train"))],
-        );
-        let promote2 = entry(
-            &store,
-            "promote",
-            "best",
-            b"model 42",
-            &[("train", "model", &id(&train2, "model"))],
-        );
+        // split -> train -> promote, the promotion writing model 42 (which it read, or which
+        // its ref already pointed at).
+        let chain = |split_bytes: &[u8], model_bytes: &[u8]| {
+            let split = entry(&store, "split", "train", split_bytes, &[]);
+            let read = [("split", "train", &id(&split, "train"))];
+            let train = entry(&store, "train", "model", model_bytes, &read);
+            let read = [("train", "model", &id(&train, "model"))];
+            let promote = entry(&store, "promote", "best", b"model 42", &read);
+            (split, train, promote)
+        };
+        // The promoted model's chain; then a later split and model that nothing kept needs,
+        // and a promotion that kept the first model while reading the later one.
+        let (split, train, promote) = chain(b"split 42", b"model 42");
+        let (split2, train2, promote2) = chain(b"split 43", b"model 43");
         store
             .set_ref(RefRecord {
                 name: "best".into(),
