@@ -1048,7 +1048,8 @@ impl Store {
     }
 
     /// Keeps the newest `keep_runs` run records and everything they, the current stage
-    /// records and the refs reach; removes the rest, stale checkouts and temp files. With
+    /// records and the refs reach; removes the rest, stale checkouts and what ended processes
+    /// left in `tmp/` ([`Store::clear_abandoned_temp`]). With
     /// [`GcMode::DryRun`] nothing is removed and the report says what would be.
     ///
     /// A kept artifact keeps its lineage: the executions that wrote what a ref points at
