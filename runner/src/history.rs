@@ -223,12 +223,9 @@ fn producer(
         return Some(pick(named));
     }
     let reads_it = |e: &CacheEntry| {
-        serde_json::from_value::<Fingerprint>(e.fingerprint.clone()).is_ok_and(|fp| {
-            fp.inputs
-                .values()
-                .flatten()
-                .any(|h| matches!(h, InputHash::Stage { blake3, .. } if blake3.as_str() == object))
-        })
+        crate::fingerprint::upstream_reads(e)
+            .iter()
+            .any(|r| r.object.as_str() == object)
     };
     let copied = |i: usize| {
         let e = &entries[i];
