@@ -926,6 +926,36 @@ pub fn check_selection(p: &Pipeline, opts: &RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// `--only STAGE` runs STAGE on its upstream stages' last outputs, whatever has changed since
+/// (as DVC's `--single-item` does). Says which of those stages are stale, and why, so a result
+/// made from outdated inputs is not taken for what a full run would give.
+fn warn_stale_upstream(p: &Pipeline, dag: &Dag, only: &str, on_event: &(dyn Fn(Event) + Sync)) {
+    let upstream = dag.ancestors(only);
+    let states = match status(p) {
+        Ok(s) => s,
+        Err(e) => {
+            on_event(Event::Warning(format!(
+                "could not check whether the stages upstream of `{only}` are stale: {e}"
+            )));
+            return;
+        }
+    };
+    let stale: Vec<String> = states
+        .into_iter()
+        .filter(|s| s.id != only && upstream.contains(&s.id) && s.state == StageState::Stale)
+        .map(|s| match s.reasons.first() {
+            Some(why) => format!("{}: {why}", s.id),
+            None => s.id,
+        })
+        .collect();
+    if !stale.is_empty() {
+        on_event(Event::Warning(format!(
+            "upstream stages are stale ({}); `--only {only}` reads their last outputs. Run with `--until {only}` to bring them up to date first.",
+            stale.join("; ")
+        )));
+    }
+}
+
 /// Runs a pipeline: every selected stage that is stale executes (or is restored), in
 /// parallel where the graph allows; the run is recorded in the store.
 pub fn run_pipeline(
@@ -1012,6 +1042,7 @@ pub fn run_pipeline(
                 });
             }
         }
+        warn_stale_upstream(p, &dag, only, on_event);
     }
 
     let shared = Shared {

@@ -10,7 +10,8 @@ use crate::console;
 /// `isco-dag run`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Pipeline file, e.g. pipelines/full.toml.
+    /// Pipeline file.
+    #[arg(default_value = "pipelines/full.toml")]
     pipeline: PathBuf,
     /// Show what would run and why; change nothing.
     #[arg(long)]

@@ -8,6 +8,7 @@ use crate::console;
 #[derive(clap::Args)]
 pub struct Args {
     /// Pipeline file.
+    #[arg(default_value = "pipelines/full.toml")]
     pipeline: PathBuf,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]

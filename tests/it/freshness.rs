@@ -138,7 +138,10 @@ fn force_until_and_only_select_stages() {
     assert_eq!(code, 1);
     assert!(err.contains("needs the outputs of `corrections`"), "{err}");
     p.ok(&["run", P, "--until", "cluster-outliers"]);
-    p.ok(&["run", P, "--only", "split"]);
+    let out = p.run(&["run", P, "--only", "split"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("stale"), "{err}");
     assert_eq!(
         outcomes(&p.last_run()),
         vec![("split".into(), "executed".into())]
@@ -150,6 +153,29 @@ fn force_until_and_only_select_stages() {
     assert_eq!(stage_of(&run, "split")["reasons"][0]["reason"], "forced");
     p.ok(&["run", P, "--force"]);
     assert!(all(&p.last_run(), "executed"));
+    // With an upstream stage stale, `--only` still runs on its last outputs and says so.
+    p.append(
+        "data/raw/historical_records.csv",
+        "barista,making coffee,5131\n",
+    );
+    let out = p.run(&["run", P, "--only", "split"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(
+            "warning: upstream stages are stale (clean: input data/raw/historical_records.csv changed"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("; corrections: upstream clean is stale;"),
+        "{err}"
+    );
+    assert!(err.contains("Run with `--until split`"), "{err}");
+    assert_eq!(
+        outcomes(&p.last_run()),
+        vec![("split".into(), "skipped".into())]
+    );
 }
 
 #[test]

@@ -307,6 +307,16 @@ fn a_mistyped_stage_on_the_command_line_is_named_before_anything_runs() {
     }
     // Nothing ran, so there is no run record and no summary.
     assert!(!p.path("artifacts/store/runs").exists() || p.ok(&["runs", "list"]).trim().is_empty());
+    // Without a pipeline file, `run`, `status` and `dag` take the main one, as `lineage` does.
+    let (code, err) = p.fails(&["run", "--only", "trian"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean `train`?"), "{err}");
+    assert_eq!(
+        p.ok(&["dag"]),
+        p.ok(&["dag", "pipelines/full.toml"]),
+        "dag without a pipeline file"
+    );
+    assert!(p.ok(&["status"]).contains("[DIRTY] clean: never run"));
     // An encoder `models fetch` does not know is a usage error listing the ones it knows,
     // found before anything is downloaded.
     let (code, err) = p.fails(&["models", "fetch", "bert", "--dir", "enc"]);
