@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use artifacts::{CacheEntry, ObjectId, RunRecord, StageId, StageKey, StageOutcome, Store};
+use artifacts::{
+    CacheEntry, ObjectId, RunRecord, StageId, StageKey, StageOutcome, StageRun, Store,
+};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -34,6 +36,14 @@ pub struct StageDiff {
     pub a_outcome: Option<StageOutcome>,
     /// Outcome in B.
     pub b_outcome: Option<StageOutcome>,
+    /// The earlier run A's side comes from when run A did not include the stage (a run
+    /// with `--only` or `--until`, or one stopped early): the stage's last execution before
+    /// A in a run of A's pipeline, which made the outputs A's pipeline stood on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub a_from: Option<String>,
+    /// The same for run B.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b_from: Option<String>,
     /// Whether the key differs.
     pub key_changed: bool,
     /// What changed between the two keys (params with old and new values, inputs,
@@ -75,8 +85,38 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
     }
 }
 
+/// The stage `id` as it stood when `run` ran: the run's own entry, or else the stage's last
+/// execution (run, skipped as fresh or restored) in an earlier run of the same pipeline, with
+/// that run's id. A run that processed only some stages stood on the others' last outputs.
+fn as_of<'r>(
+    history: &'r [RunRecord],
+    run: &'r RunRecord,
+    id: &StageId,
+) -> Option<(&'r StageRun, Option<&'r str>)> {
+    if let Some(s) = run.stages.iter().find(|s| &s.id == id) {
+        return Some((s, None));
+    }
+    history
+        .iter()
+        .filter(|r| r.pipeline == run.pipeline && r.id < run.id)
+        .rev()
+        .find_map(|r| {
+            r.stages
+                .iter()
+                .find(|s| {
+                    &s.id == id
+                        && matches!(
+                            s.outcome,
+                            StageOutcome::Executed | StageOutcome::Skipped | StageOutcome::Restored
+                        )
+                })
+                .map(|s| (s, Some(r.id.as_str())))
+        })
+}
+
 /// Compares two runs stage by stage and metric by metric; a stage whose key changed lists
-/// what changed, from the two fingerprints in the run-cache.
+/// what changed, from the two fingerprints in the run-cache. A stage one run did not include
+/// is compared as that run stood on it (see [`as_of`]).
 pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
     // A successful execution's fingerprint is in the run-cache; a failed one's in the run.
     let fingerprint = |s: &artifacts::StageRun| -> Option<Fingerprint> {
@@ -93,11 +133,12 @@ pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
             ids.push(&s.id);
         }
     }
+    let history = store.runs().unwrap_or_default();
     let mut stages = Vec::new();
     let mut metrics = Vec::new();
     for id in ids {
-        let sa = a.stages.iter().find(|s| &s.id == id);
-        let sb = b.stages.iter().find(|s| &s.id == id);
+        let (sa, a_from) = as_of(&history, a, id).unzip();
+        let (sb, b_from) = as_of(&history, b, id).unzip();
         let key_changed = sa.map(|s| &s.key) != sb.map(|s| &s.key);
         let changes = match (sa, sb) {
             (Some(sa), Some(sb)) if key_changed => fingerprint(sa)
@@ -110,6 +151,8 @@ pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
             stage: id.clone(),
             a_outcome: sa.map(|s| s.outcome),
             b_outcome: sb.map(|s| s.outcome),
+            a_from: a_from.flatten().map(str::to_string),
+            b_from: b_from.flatten().map(str::to_string),
             key_changed,
             changes,
         });
@@ -524,6 +567,85 @@ mod tests {
         assert_eq!(
             order,
             ["clean", "split", "train", "promote", "evaluate", "report"]
+        );
+    }
+
+    #[test]
+    fn a_stage_a_run_did_not_include_is_compared_as_an_earlier_run_left_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let stage = |id: &str, key: &str, outcome| artifacts::StageRun {
+            id: id.into(),
+            kind: id.into(),
+            outcome,
+            duration_s: 0.0,
+            key: key.into(),
+            metrics: serde_json::json!({ "rows": key.len() }),
+            reasons: vec![],
+            error: None,
+            failed_fingerprint: None,
+        };
+        let run = |id: &str, pipeline: &str, stages: Vec<artifacts::StageRun>| {
+            let r = RunRecord {
+                id: id.into(),
+                pipeline: pipeline.into(),
+                started_at: String::new(),
+                finished_at: String::new(),
+                status: artifacts::RunStatus::Succeeded,
+                stages,
+                overrides: vec![],
+            };
+            store.write_run(&r).unwrap();
+            r
+        };
+        use artifacts::StageOutcome::{Blocked, Executed, Skipped};
+        run(
+            "r1",
+            "p.toml",
+            vec![
+                stage("clean", "c1", Executed),
+                stage("split", "s1", Executed),
+            ],
+        );
+        // Another pipeline's run and a blocked stage are not what the run stood on.
+        run("r2", "other.toml", vec![stage("clean", "other", Executed)]);
+        run("r3", "p.toml", vec![stage("split", "blocked", Blocked)]);
+        let partial = run("r4", "p.toml", vec![stage("train", "t1", Skipped)]);
+        let full = run(
+            "r5",
+            "p.toml",
+            vec![
+                stage("clean", "c1", Skipped),
+                stage("split", "s22", Executed),
+                stage("train", "t2", Executed),
+            ],
+        );
+        let d = diff_runs(&store, &partial, &full);
+        let of = |id: &str| d.stages.iter().find(|s| s.stage.as_str() == id).unwrap();
+        assert_eq!(of("clean").a_from.as_deref(), Some("r1"));
+        assert!(!of("clean").key_changed);
+        assert_eq!(of("split").a_from.as_deref(), Some("r1"));
+        assert_eq!(of("split").a_outcome, Some(Executed));
+        assert!(of("split").key_changed);
+        assert_eq!(of("train").a_from, None);
+        assert_eq!(of("train").b_from, None);
+        let split_rows = d
+            .metrics
+            .iter()
+            .find(|m| m.stage.as_str() == "split")
+            .unwrap();
+        assert_eq!((split_rows.a, split_rows.b), (Some(2.0), Some(3.0)));
+        // With nothing earlier to stand on, a stage is only in the run that has it.
+        let d = diff_runs(&store, &full, &partial);
+        assert_eq!(d.stages.len(), 3);
+        assert_eq!(
+            d.stages
+                .iter()
+                .find(|s| s.stage.as_str() == "split")
+                .unwrap()
+                .b_from
+                .as_deref(),
+            Some("r1")
         );
     }
 }

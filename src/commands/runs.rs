@@ -39,8 +39,16 @@ enum Cmd {
     },
 }
 
-fn fmt_metric(v: Option<f64>) -> String {
-    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+/// A metric as `runs diff` prints it: `count` (every value of it whole) as a whole number,
+/// otherwise to four places; `sign` for a change.
+fn fmt_metric(v: Option<f64>, count: bool, sign: bool) -> String {
+    match v {
+        None => "-".into(),
+        Some(x) if count && sign => format!("{x:+.0}"),
+        Some(x) if count => format!("{x:.0}"),
+        Some(x) if sign => format!("{x:+.4}"),
+        Some(x) => format!("{x:.4}"),
+    }
 }
 
 pub fn exec(a: Args) -> anyhow::Result<()> {
@@ -120,11 +128,34 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                 console::json(&d);
             } else {
                 console::out(&format!("runs {} -> {}", d.a, d.b));
+                // Stages a run did not include stand as an earlier run left them.
+                for (run, side) in [(&d.a, 0), (&d.b, 1)] {
+                    let mut from: Vec<(&String, Vec<&str>)> = Vec::new();
+                    for s in &d.stages {
+                        let Some(f) = [&s.a_from, &s.b_from][side] else {
+                            continue;
+                        };
+                        match from.iter_mut().find(|(r, _)| *r == f) {
+                            Some((_, ids)) => ids.push(s.stage.as_str()),
+                            None => from.push((f, vec![s.stage.as_str()])),
+                        }
+                    }
+                    for (f, ids) in from {
+                        console::out(&format!(
+                            "  (run {run} did not include {}: compared as run {f} left them)",
+                            ids.join(", ")
+                        ));
+                    }
+                }
                 for s in &d.stages {
                     let outcome = |o: Option<StageOutcome>| o.map_or("-", StageOutcome::as_str);
                     let either = |o| s.a_outcome == Some(o) || s.b_outcome == Some(o);
                     let key = if !s.key_changed {
                         "same key"
+                    } else if s.a_outcome.is_none() {
+                        "only in the newer run"
+                    } else if s.b_outcome.is_none() {
+                        "only in the older run"
                     } else if either(StageOutcome::Blocked) {
                         "no key to compare: a blocked stage computes none"
                     } else if s.changes.is_empty() && either(StageOutcome::Failed) {
@@ -143,15 +174,20 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                     }
                 }
                 for m in d.metrics.iter().filter(|m| m.delta != Some(0.0)) {
+                    let count = [m.a, m.b]
+                        .into_iter()
+                        .flatten()
+                        .all(|x| x.fract() == 0.0 && x.abs() < 1e15);
+                    let delta = match m.delta {
+                        Some(_) => format!(" ({})", fmt_metric(m.delta, count, true)),
+                        None => String::new(),
+                    };
                     console::out(&format!(
-                        "  {}.{}: {} -> {} ({})",
+                        "  {}.{}: {} -> {}{delta}",
                         m.stage,
                         m.metric,
-                        fmt_metric(m.a),
-                        fmt_metric(m.b),
-                        m.delta
-                            .map(|x| format!("{x:+.4}"))
-                            .unwrap_or_else(|| "n/a".into())
+                        fmt_metric(m.a, count, false),
+                        fmt_metric(m.b, count, false),
                     ));
                 }
             }

@@ -176,6 +176,26 @@ fn force_until_and_only_select_stages() {
         outcomes(&p.last_run()),
         vec![("split".into(), "skipped".into())]
     );
+    // `runs diff` compares the stages that partial run left out as the run before left them.
+    let before = p.ok(&["runs", "show", "last~1", "--format", "json"]);
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    p.ok(&["run", P]);
+    let diff = p.ok(&["runs", "diff"]);
+    let partial = p.ok(&["runs", "show", "last~1", "--format", "json"]);
+    let partial: serde_json::Value = serde_json::from_str(&partial).unwrap();
+    assert!(
+        diff.contains(&format!(
+            "(run {} did not include clean, corrections, cluster-outliers, train, evaluate, promote, predict: compared as run {} left them)",
+            partial["id"].as_str().unwrap(),
+            before["id"].as_str().unwrap()
+        )),
+        "{diff}"
+    );
+    assert!(
+        diff.lines()
+            .any(|l| l.starts_with("  clean.rows_in: ") && l.ends_with(" (+1)")),
+        "{diff}"
+    );
 }
 
 #[test]
