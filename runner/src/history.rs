@@ -114,6 +114,20 @@ fn as_of<'r>(
         })
 }
 
+/// The numeric metric `path` (`a.b` for nested objects) of stage `stage` as `run` stood on
+/// it (see [`as_of`]); `history` is the store's runs, oldest first.
+pub fn metric_as_of(
+    history: &[RunRecord],
+    run: &RunRecord,
+    stage: &StageId,
+    path: &str,
+) -> Option<f64> {
+    let (s, _) = as_of(history, run, stage)?;
+    let mut flat = Vec::new();
+    flatten("", &s.metrics, &mut flat);
+    flat.into_iter().find(|(k, _)| k == path).map(|(_, v)| v)
+}
+
 /// Compares two runs stage by stage and metric by metric; a stage whose key changed lists
 /// what changed, from the two fingerprints in the run-cache. A stage one run did not include
 /// is compared as that run stood on it (see [`as_of`]).

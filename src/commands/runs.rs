@@ -20,8 +20,14 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum Cmd {
-    /// List recorded runs, oldest first.
-    List,
+    /// List recorded runs, oldest first, with the params each set (`-S`).
+    List {
+        /// Add a column with this metric of each run, as `STAGE.METRIC`
+        /// (`evaluate.test.accuracy`; nested metrics joined by dots, as `runs show` prints
+        /// them). A stage the run did not include shows its value from the run before.
+        #[arg(long = "metric", value_name = "STAGE.METRIC")]
+        metrics: Vec<String>,
+    },
     /// Show one run (by default the last).
     Show {
         /// The run: `last`, `last~1`, an id or a unique id prefix.
@@ -51,20 +57,79 @@ fn fmt_metric(v: Option<f64>, count: bool, sign: bool) -> String {
     }
 }
 
+/// A stage's metrics as `runs show` prints them: one `name = value` line per value, nested
+/// names joined by dots (`test.accuracy`), as `runs list --metric` takes them.
+fn print_metrics(prefix: &str, v: &serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                print_metrics(&name, v);
+            }
+        }
+        serde_json::Value::Array(_) => {}
+        v if !prefix.is_empty() => console::out(&format!("      {prefix} = {v}")),
+        _ => {}
+    }
+}
+
 pub fn exec(a: Args) -> anyhow::Result<()> {
     let store = super::open_existing_store(a.store.as_ref())?;
     let json = matches!(a.format, Format2::Json);
     match a.cmd {
-        Cmd::List => {
+        Cmd::List { metrics } => {
             let runs = store.runs()?;
+            let metrics = metrics
+                .iter()
+                .map(|m| match m.split_once('.') {
+                    Some((stage, path)) if !stage.is_empty() && !path.is_empty() => {
+                        Ok((m, artifacts::StageId::from(stage), path))
+                    }
+                    _ => Err(super::UsageError(format!(
+                        "--metric `{m}` names no stage: give STAGE.METRIC, e.g. evaluate.test.accuracy (`isco-dag runs show` lists each stage's metrics)"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let values: Vec<Vec<Option<f64>>> = runs
+                .iter()
+                .map(|r| {
+                    metrics
+                        .iter()
+                        .map(|(_, stage, path)| {
+                            runner::history::metric_as_of(&runs, r, stage, path)
+                        })
+                        .collect()
+                })
+                .collect();
+            // A column of whole numbers (counts, epochs) prints as whole numbers.
+            let counts: Vec<bool> = (0..metrics.len())
+                .map(|k| {
+                    values
+                        .iter()
+                        .filter_map(|v| v[k])
+                        .all(|x| x.fract() == 0.0 && x.abs() < 1e15)
+                })
+                .collect();
+            for (k, (m, _, _)) in metrics.iter().enumerate() {
+                if !runs.is_empty() && values.iter().all(|v| v[k].is_none()) {
+                    return Err(super::UsageError(format!(
+                        "no run recorded the metric `{m}`; `isco-dag runs show` lists each stage's metrics"
+                    ))
+                    .into());
+                }
+            }
             if json {
                 console::json(&runs);
             } else {
-                for r in runs {
+                for (r, values) in runs.iter().zip(values) {
                     let count = |o: artifacts::StageOutcome| {
                         r.stages.iter().filter(|s| s.outcome == o).count()
                     };
-                    console::out(&format!(
+                    let mut line = format!(
                         "{}  {:<11} {:<28} executed {} skipped {} restored {} failed {}",
                         r.id,
                         r.status,
@@ -73,7 +138,14 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                         count(artifacts::StageOutcome::Skipped),
                         count(artifacts::StageOutcome::Restored),
                         count(artifacts::StageOutcome::Failed),
-                    ));
+                    );
+                    for (((m, _, _), v), count) in metrics.iter().zip(values).zip(&counts) {
+                        line.push_str(&format!("  {m}={}", fmt_metric(v, *count, false)));
+                    }
+                    for o in &r.overrides {
+                        line.push_str(&format!("  -S {o}"));
+                    }
+                    console::out(&line);
                 }
             }
         }
@@ -83,8 +155,16 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                 console::json(&r);
             } else {
                 console::out(&format!(
-                    "run {} of {} ({}), started {}, finished {}",
-                    r.id, r.pipeline, r.status, r.started_at, r.finished_at
+                    "run {} of {} ({}), started {}, finished {}{}",
+                    r.id,
+                    r.pipeline,
+                    r.status,
+                    r.started_at,
+                    r.finished_at,
+                    r.overrides
+                        .iter()
+                        .map(|o| format!(" -S {o}"))
+                        .collect::<String>()
                 ));
                 for s in &r.stages {
                     console::out(&format!(
@@ -101,13 +181,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                     if let Some(e) = &s.error {
                         console::out(&format!("      error: {e}"));
                     }
-                    if let serde_json::Value::Object(m) = &s.metrics {
-                        for (k, v) in m {
-                            if !v.is_object() && !v.is_array() {
-                                console::out(&format!("      {k} = {v}"));
-                            }
-                        }
-                    }
+                    print_metrics("", &s.metrics);
                 }
             }
         }

@@ -259,6 +259,41 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
     assert!(full.len() <= 1, "{lineage}");
     p.ok(&["run", P]);
     assert_eq!(outcome_of(&p.last_run(), "train"), "restored");
+    // `runs list` says which params each run set, and gives the metrics asked for; `runs
+    // show` names the nested ones the same way.
+    let list = p.ok(&[
+        "runs",
+        "list",
+        "--metric",
+        "train.epochs_run",
+        "--metric",
+        "evaluate.test.accuracy",
+    ]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 3, "{list}");
+    assert!(
+        lines[1].contains("  train.epochs_run=3  evaluate.test.accuracy=0.")
+            && lines[1].ends_with("  -S training.epochs=3  -S training.lr_embedding=0.1"),
+        "{list}"
+    );
+    assert!(!lines[2].contains("-S"), "{list}");
+    assert!(
+        p.ok(&["runs", "show", "last~1"])
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(" -S training.epochs=3 -S training.lr_embedding=0.1")
+    );
+    assert!(
+        p.ok(&["runs", "show"]).contains("      test.accuracy = 0."),
+        "nested metrics in runs show"
+    );
+    let (code, err) = p.fails(&["runs", "list", "--metric", "evaluate.accuracy"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no run recorded the metric `evaluate.accuracy`"),
+        "{err}"
+    );
     // Bad -S values are configuration errors that say which -S.
     let (code, err) = p.fails(&["run", P, "-S", "training.epochs=many"]);
     assert_eq!(code, 2);
