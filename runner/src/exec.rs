@@ -542,6 +542,17 @@ impl Shared<'_> {
         }
     }
 
+    /// The metrics the execution with `key` reported, for a stage that keeps its outputs
+    /// without running (none if the run-cache no longer has it).
+    fn metrics_of(&self, key: &StageKey) -> serde_json::Value {
+        self.store
+            .cache_entry(key)
+            .ok()
+            .flatten()
+            .map(|e| e.metrics)
+            .unwrap_or_default()
+    }
+
     /// Decides and does what one stage needs. Never panics out: failures become `Failed`.
     fn process(
         &self,
@@ -587,6 +598,7 @@ impl Shared<'_> {
                 Freshness::Frozen { record, why } => {
                     materialise(self.p, self.store, spec, &record.outputs)?;
                     run.outcome = StageOutcome::Skipped;
+                    run.metrics = self.metrics_of(&record.key);
                     let note = if why.is_empty() {
                         vec![]
                     } else {
@@ -610,13 +622,7 @@ impl Shared<'_> {
                 Freshness::Fresh(record) => {
                     materialise(self.p, self.store, spec, &record.outputs)?;
                     run.outcome = StageOutcome::Skipped;
-                    run.metrics = self
-                        .store
-                        .cache_entry(&key)
-                        .ok()
-                        .flatten()
-                        .map(|e| e.metrics)
-                        .unwrap_or_default();
+                    run.metrics = self.metrics_of(&key);
                     return Ok((record.outputs, vec![]));
                 }
                 Freshness::Stale {

@@ -148,6 +148,11 @@ fn corrections_of_historical_texts_relabel_them_on_a_full_run_only() {
     );
     assert_eq!(outcome_of(&run, "split"), "skipped", "{out}");
     assert_eq!(outcome_of(&run, "train"), "skipped");
+    // A stage kept frozen reports the metrics of the execution it keeps, as a fresh one does.
+    assert!(
+        stage_of(&run, "train")["metrics"]["train_records"].as_u64() > Some(0),
+        "{run}"
+    );
     assert!(
         out.contains("frozen (stale, kept its last results)"),
         "{out}"
