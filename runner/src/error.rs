@@ -103,9 +103,14 @@ pub enum Error {
     },
     /// An artifact given to `lineage` was not found.
     #[error(
-        "no artifact `{0}` is known to the store; give a workspace output path, `stage.output`, or an object id prefix"
+        "no artifact `{0}` is known to the store; give a workspace output path, `stage.output`, a ref name such as `best`, or an object id prefix"
     )]
     UnknownArtifact(String),
+    /// A directory given to `lineage` holds no output the store recorded.
+    #[error(
+        "`{0}` does not hold an output the store recorded: its files were changed since a stage wrote them, or another store's run wrote them; run the pipeline that writes it again, or give `stage.output` or a ref name"
+    )]
+    UnrecordedDirectory(String),
 }
 
 /// Result alias for this crate.

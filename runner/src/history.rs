@@ -386,19 +386,42 @@ fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<Objec
             return Ok(artifacts::hash_file(&c)?.0);
         }
         if c.is_dir() {
-            // A workspace directory output: find the stage output materialised there.
+            // A workspace directory output: the recorded output whose files it holds. The
+            // pipeline's own output at that path comes first; another pipeline may have
+            // written there since (a fine-tune's promotion writes `models/best` too), so
+            // every stage's last output and every ref's target are tried next.
             let canon = c.canonicalize().ok();
+            let mut candidates: Vec<artifacts::OutputRef> = Vec::new();
             for s in &p.stages {
                 for (name, o) in &s.outputs {
                     if p.root.join(&o.workspace).canonicalize().ok() == canon
                         && let Some(rec) = store.stage_record(&s.id)?
                         && let Some(r) = rec.outputs.get(name)
                     {
-                        return Ok(r.id.clone());
+                        candidates.push(r.clone());
                     }
                 }
             }
+            for rec in store.stage_records()? {
+                candidates.extend(rec.outputs.into_values());
+            }
+            candidates.extend(store.refs()?.into_iter().map(|r| r.target));
+            let mut tried = BTreeSet::new();
+            for r in candidates {
+                if r.kind == artifacts::OutputKind::Dir
+                    && tried.insert(r.id.clone())
+                    && store.workspace_matches(&r, &c)
+                {
+                    return Ok(r.id);
+                }
+            }
+            return Err(Error::UnrecordedDirectory(artifact.to_string()));
         }
+    }
+    if !artifact.contains('/')
+        && let Ok(Some(r)) = store.get_ref(artifact)
+    {
+        return Ok(r.target.id);
     }
     if artifact.len() >= 6 && artifact.chars().all(|c| c.is_ascii_hexdigit()) {
         let entries = store.cache_entries()?;

@@ -66,6 +66,33 @@ fn finetune_skips_the_historical_stages_learns_and_ignores_reexports() {
     );
     let decision = &stage_of(&run, "promote-finetune")["metrics"];
     assert_eq!(decision["promoted"], true, "{out}");
+    // `models/best` now holds the fine-tuned model; its lineage says so, although the main
+    // pipeline (lineage's default) writes that folder too. The ref name answers the same.
+    let lineage = p.ok(&["lineage", "models/best"]);
+    assert!(
+        lineage.starts_with("promote-finetune.best ") && lineage.contains("<- stage fine-tune "),
+        "{lineage}"
+    );
+    assert_eq!(p.ok(&["lineage", "best"]), lineage);
+    // Any folder is known by its files: a copy of the model answers as the model, and a copy
+    // whose files were changed is not taken for it.
+    std::fs::create_dir_all(p.path("copy")).unwrap();
+    for e in std::fs::read_dir(p.path("models/best")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), p.path("copy").join(e.file_name())).unwrap();
+    }
+    assert_eq!(p.ok(&["lineage", "copy"]), lineage);
+    let json = p.path("copy/model.json");
+    let mut perm = std::fs::metadata(&json).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perm.set_readonly(false);
+    std::fs::set_permissions(&json, perm).unwrap();
+    p.append("copy/model.json", " ");
+    let (_, err) = p.fails(&["lineage", "copy"]);
+    assert!(
+        err.contains("`copy` does not hold an output the store recorded"),
+        "{err}"
+    );
 
     // Nothing new: nothing runs.
     p.ok(&["run", FT]);
