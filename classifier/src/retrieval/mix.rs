@@ -20,6 +20,18 @@ pub struct Mix {
     pub transformer_weight: f32,
 }
 
+/// The weights as a stage report shows them (`f32`'s shortest form: `0.01`, not the
+/// `0.009999999776482582` its JSON as `f64` reads).
+impl std::fmt::Display for Mix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "title weight {}, temperature {}, retrieval weight {}, transformer weight {}",
+            self.title_weight, self.temperature, self.weight, self.transformer_weight
+        )
+    }
+}
+
 /// Class scores of both channels for normalised texts: `(title [q, c], duties [q, c], has_duties)`.
 pub struct Scores {
     /// Best title cosine per class.
@@ -147,4 +159,23 @@ pub fn fit_mix(p_base: &[f32], scores: &Scores, y: &[u32]) -> (Mix, f64) {
     }
     let (acc, _, mix) = best.expect("grid is not empty");
     (mix, acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mix_reads_as_its_weights_in_their_shortest_form() {
+        let mix = Mix {
+            title_weight: 0.5,
+            temperature: 0.01,
+            weight: 0.8,
+            transformer_weight: 0.0,
+        };
+        assert_eq!(
+            mix.to_string(),
+            "title weight 0.5, temperature 0.01, retrieval weight 0.8, transformer weight 0"
+        );
+    }
 }

@@ -116,13 +116,13 @@ impl EnsembleSummary {
     /// One line for the stage report.
     pub fn line(&self) -> String {
         format!(
-            "retrieval: {} title + {} duty entries ({} texts embedded now, {} vectors cached before) in {:.1}s; mix {} on {} validation rows: ngram {:.4}, retrieval {:.4}, ensemble {:.4}",
+            "retrieval: {} title + {} duty entries ({} texts embedded now, {} vectors cached before) in {:.1}s; mix ({}) on {} validation rows: ngram {:.4}, retrieval {:.4}, ensemble {:.4}",
             self.title_entries,
             self.duty_entries,
             self.embedded_now,
             self.cached_before,
             self.index_seconds,
-            serde_json::to_value(self.mix).expect("mix serialises"),
+            self.mix,
             self.fit_rows,
             self.fit_accuracy_ngram,
             self.fit_accuracy_retrieval,
