@@ -125,12 +125,13 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             if json {
                 console::json(&runs);
             } else {
+                let width = runs.iter().map(|r| r.pipeline.len()).max().unwrap_or(0);
                 for (r, values) in runs.iter().zip(values) {
                     let count = |o: artifacts::StageOutcome| {
                         r.stages.iter().filter(|s| s.outcome == o).count()
                     };
                     let mut line = format!(
-                        "{}  {:<11} {:<28} executed {} skipped {} restored {} failed {}",
+                        "{}  {:<11} {:<width$}  executed {} skipped {} restored {} failed {}",
                         r.id,
                         r.status,
                         r.pipeline,

@@ -2,6 +2,7 @@
 //! corrections make stale, learns them, and ignores re-exports.
 
 use crate::support::{Project, outcome_of, stage_of};
+use std::collections::BTreeSet;
 
 const FULL: &str = "pipelines/full.toml";
 const FT: &str = "pipelines/finetune.toml";
@@ -74,6 +75,11 @@ fn finetune_skips_the_historical_stages_learns_and_ignores_reexports() {
         "{lineage}"
     );
     assert_eq!(p.ok(&["lineage", "best"]), lineage);
+    // Runs of pipelines with names of different lengths line up in `runs list`.
+    let list = p.ok(&["runs", "list"]);
+    let at: BTreeSet<Option<usize>> = list.lines().map(|l| l.find("  executed ")).collect();
+    assert_eq!(at.len(), 1, "{list}");
+    assert!(list.contains("pipelines/full.toml ") && list.contains("pipelines/finetune.toml "));
     // Any folder is known by its files: a copy of the model answers as the model, and a copy
     // whose files were changed is not taken for it.
     std::fs::create_dir_all(p.path("copy")).unwrap();
