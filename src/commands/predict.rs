@@ -351,30 +351,35 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
 }
 
 /// `--input -`: the records come on standard input (CSV, or Parquet told by its first
-/// bytes). They are kept in a temporary file, deleted at the end, because every reader of
-/// records (the separator sniffing, the Parquet reader, a shard's note of the input's hash)
-/// works on a file; an error names "standard input" rather than that file.
+/// bytes). They are copied as they come into a temporary file, deleted at the end, because
+/// every reader of records (the separator sniffing, the Parquet reader, a shard's note of the
+/// input's hash) works on a file; an error names "standard input" rather than that file.
 fn code_stdin(a: &Args) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut bytes)
-        .context("reading the records from standard input")?;
-    let suffix = if bytes.starts_with(b"PAR1") {
+    let reading = "reading the records from standard input";
+    let mut stdin = std::io::stdin().lock();
+    // The first four bytes say which format; the rest is copied without being held.
+    let mut head = Vec::with_capacity(4);
+    (&mut stdin)
+        .take(4)
+        .read_to_end(&mut head)
+        .context(reading)?;
+    let suffix = if head.starts_with(b"PAR1") {
         ".parquet"
     } else {
         ".csv"
     };
+    let keeping = "keeping standard input in a temporary file";
     let mut copy = tempfile::Builder::new()
         .prefix("isco-dag-stdin-")
         .suffix(suffix)
         .tempfile()
-        .context("keeping standard input in a temporary file")?;
-    copy.write_all(&bytes)
-        .and_then(|()| copy.flush())
-        .context("keeping standard input in a temporary file")?;
-    drop(bytes);
+        .context(keeping)?;
+    copy.write_all(&head).context(keeping)?;
+    std::io::copy(&mut stdin, &mut copy)
+        .and_then(|_| copy.flush())
+        .context("copying standard input into a temporary file")?;
+    drop(stdin);
     let path = copy.path().to_path_buf();
     code(a, &path, "standard input").map_err(|e| {
         let named = |s: String| s.replace(&path.display().to_string(), "standard input");

@@ -327,6 +327,14 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         "{err}"
     );
 
+    // Nothing, or less than a header, on standard input is an input error naming it.
+    for bytes in [&b""[..], b"jo"] {
+        let out = piped(bytes.to_vec(), &[]);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.starts_with("error: standard input: "), "{err}");
+    }
+
     // An input's negative number passes through as written; a formula does not.
     p.write("ids.csv", "id,job_title\n-5,chef\n=1+1,cook\n");
     p.ok(&["predict", "--input", "ids.csv", "--output", "ids_out.csv"]);
