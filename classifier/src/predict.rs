@@ -312,6 +312,24 @@ pub struct Explanation {
     pub exact: bool,
 }
 
+impl Explanation {
+    /// The `n` tokens with the largest contributions, largest first. A word is two features
+    /// (one of its field, one shared by title and duties) and may occur more than once; the
+    /// features of one token are summed, so a token is listed once with all it gave.
+    pub fn top_tokens(&self, n: usize) -> Vec<(String, f64)> {
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        for (label, _, v) in &self.features {
+            match sums.iter_mut().find(|(l, _)| l == label) {
+                Some((_, sum)) => *sum += v,
+                None => sums.push((label.clone(), *v)),
+            }
+        }
+        sums.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        sums.truncate(n);
+        sums
+    }
+}
+
 /// Calibrated probabilities `[rows, classes]` of logits: softmax at the temperature, then
 /// the isotonic map.
 pub fn calibrated(logits: &[f32], classes: usize, cal: &Calibrated) -> Vec<f32> {
@@ -1025,6 +1043,28 @@ mod tests {
     use crate::features::{FeatureConfig, FeatureMatrix};
     use crate::model::TrainConfig;
     use crate::model::{TrainData, train};
+
+    #[test]
+    fn a_token_is_listed_once_with_all_its_features_gave() {
+        let e = Explanation {
+            isco_code: "6111".into(),
+            logit: 1.0,
+            bias: 0.0,
+            features: vec![
+                ("market".into(), 3, 0.15),
+                ("at market".into(), 2, 0.2),
+                ("market".into(), 3, 0.1),
+                ("selling".into(), 0, -0.3),
+                ("grower".into(), 1, 0.01),
+            ],
+            words: vec![],
+            exact: true,
+        };
+        let top = e.top_tokens(3);
+        let labels: Vec<&str> = top.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(labels, ["selling", "market", "at market"]);
+        assert!((top[1].1 - 0.25).abs() < 1e-12);
+    }
 
     #[test]
     fn rows_run_once_are_found_again_in_the_order_they_were_run() {

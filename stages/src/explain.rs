@@ -42,12 +42,10 @@ pub fn write_explanations(
         let Some(e) = pred.explain(&text, &codes[i]) else {
             continue;
         };
-        let mut feats = e.features.clone();
-        feats.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
-        let top: Vec<String> = feats
+        let top: Vec<String> = e
+            .top_tokens(5)
             .iter()
-            .take(5)
-            .map(|(l, _, v)| format!("{l}:{v:+.3}"))
+            .map(|(l, v)| format!("{l}:{v:+.3}"))
             .collect();
         row.push(i as i64);
         code.push(e.isco_code.to_string());

@@ -111,6 +111,18 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert_eq!(coded.lines().count(), 209);
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
+    // Each row's top tokens name a token once, with all its features gave.
+    let tokens = crate::support::csv_column(&p.path("coded.explain.csv"), "top_tokens");
+    assert_eq!(tokens.len(), 208);
+    for t in &tokens {
+        let labels: Vec<&str> = t
+            .split("; ")
+            .filter_map(|x| x.rsplit_once(':'))
+            .map(|(l, _)| l)
+            .collect();
+        let unique: std::collections::BTreeSet<&&str> = labels.iter().collect();
+        assert!(!labels.is_empty() && unique.len() == labels.len(), "{t}");
+    }
     // The records may be named without `--input`, as `evaluate` takes its files; not both.
     p.ok(&["predict", "data/demo/new_jobs.csv", "-o", "named.csv"]);
     assert_eq!(std::fs::read_to_string(p.path("named.csv")).unwrap(), coded);
