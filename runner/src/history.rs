@@ -64,25 +64,42 @@ pub struct RunDiff {
     pub metrics: Vec<MetricDiff>,
 }
 
-fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
-    match v {
-        serde_json::Value::Number(n) => {
-            if let Some(f) = n.as_f64() {
-                out.push((prefix.to_string(), f));
+/// A stage's metrics as named values: every value that is not an object or an array, named
+/// by its path with nested names joined by dots (`test.accuracy`), in the record's order.
+/// `runs show` prints these names, and `runs list --metric` and `runs diff` use them.
+pub fn metric_values(metrics: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+    fn walk<'v>(
+        prefix: &str,
+        v: &'v serde_json::Value,
+        out: &mut Vec<(String, &'v serde_json::Value)>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&name, v, out);
+                }
             }
+            serde_json::Value::Array(_) => {}
+            v if !prefix.is_empty() => out.push((prefix.to_string(), v)),
+            _ => {}
         }
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                let p = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&p, v, out);
-            }
-        }
-        _ => {}
     }
+    let mut out = Vec::new();
+    walk("", metrics, &mut out);
+    out
+}
+
+/// The numeric values of [`metric_values`].
+fn flatten(metrics: &serde_json::Value) -> Vec<(String, f64)> {
+    metric_values(metrics)
+        .into_iter()
+        .filter_map(|(name, v)| v.as_f64().map(|f| (name, f)))
+        .collect()
 }
 
 /// The stage `id` as it stood when `run` ran: the run's own entry, or else the stage's last
@@ -123,9 +140,10 @@ pub fn metric_as_of(
     path: &str,
 ) -> Option<f64> {
     let (s, _) = as_of(history, run, stage)?;
-    let mut flat = Vec::new();
-    flatten("", &s.metrics, &mut flat);
-    flat.into_iter().find(|(k, _)| k == path).map(|(_, v)| v)
+    flatten(&s.metrics)
+        .into_iter()
+        .find(|(k, _)| k == path)
+        .map(|(_, v)| v)
 }
 
 /// Compares two runs stage by stage and metric by metric; a stage whose key changed lists
@@ -170,14 +188,8 @@ pub fn diff_runs(store: &Store, a: &RunRecord, b: &RunRecord) -> RunDiff {
             key_changed,
             changes,
         });
-        let mut ma = Vec::new();
-        let mut mb = Vec::new();
-        if let Some(s) = sa {
-            flatten("", &s.metrics, &mut ma);
-        }
-        if let Some(s) = sb {
-            flatten("", &s.metrics, &mut mb);
-        }
+        let ma = sa.map(|s| flatten(&s.metrics)).unwrap_or_default();
+        let mb = sb.map(|s| flatten(&s.metrics)).unwrap_or_default();
         let names: BTreeSet<&String> = ma.iter().chain(&mb).map(|(k, _)| k).collect();
         for n in names {
             let va = ma.iter().find(|(k, _)| k == n).map(|(_, v)| *v);

@@ -57,26 +57,6 @@ fn fmt_metric(v: Option<f64>, count: bool, sign: bool) -> String {
     }
 }
 
-/// A stage's metrics as `runs show` prints them: one `name = value` line per value, nested
-/// names joined by dots (`test.accuracy`), as `runs list --metric` takes them.
-fn print_metrics(prefix: &str, v: &serde_json::Value) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                let name = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                print_metrics(&name, v);
-            }
-        }
-        serde_json::Value::Array(_) => {}
-        v if !prefix.is_empty() => console::out(&format!("      {prefix} = {v}")),
-        _ => {}
-    }
-}
-
 pub fn exec(a: Args) -> anyhow::Result<()> {
     let store = super::open_existing_store(a.store.as_ref())?;
     let json = matches!(a.format, Format2::Json);
@@ -182,7 +162,9 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                     if let Some(e) = &s.error {
                         console::out(&format!("      error: {e}"));
                     }
-                    print_metrics("", &s.metrics);
+                    for (name, v) in runner::history::metric_values(&s.metrics) {
+                        console::out(&format!("      {name} = {v}"));
+                    }
                 }
             }
         }
@@ -248,7 +230,18 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                         console::out(&format!("      {c}"));
                     }
                 }
-                for m in d.metrics.iter().filter(|m| m.delta != Some(0.0)) {
+                // The metrics that moved, of the stages both runs have (a stage only one has
+                // is named above; its metrics are in the JSON).
+                let in_both = |id: &artifacts::StageId| {
+                    d.stages
+                        .iter()
+                        .any(|s| &s.stage == id && s.a_outcome.is_some() && s.b_outcome.is_some())
+                };
+                for m in d
+                    .metrics
+                    .iter()
+                    .filter(|m| m.delta != Some(0.0) && in_both(&m.stage))
+                {
                     let count = [m.a, m.b]
                         .into_iter()
                         .flatten()
