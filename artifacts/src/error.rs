@@ -39,6 +39,20 @@ pub enum Error {
     /// A run id did not match any recorded run.
     #[error("no run `{0}` is recorded in this store; `isco-dag runs list` shows the recorded runs")]
     UnknownRun(String),
+    /// A run id prefix matched more than one recorded run.
+    #[error(
+        "`{prefix}` is the start of {count} run ids ({first}, {second}…); give more of the id (`isco-dag runs list` shows them)"
+    )]
+    AmbiguousRun {
+        /// The prefix given.
+        prefix: String,
+        /// How many runs it matches.
+        count: usize,
+        /// The oldest of them.
+        first: String,
+        /// The next.
+        second: String,
+    },
     /// A ref name is not set.
     #[error("the ref `{0}` is not set in this store; run a pipeline with a `promote` stage first")]
     UnknownRef(String),

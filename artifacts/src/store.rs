@@ -830,7 +830,15 @@ impl Store {
                 .map(|i| runs[i].clone())
         } else {
             let matches: Vec<_> = runs.iter().filter(|r| r.id.starts_with(id)).collect();
-            (matches.len() == 1).then(|| matches[0].clone())
+            if let [first, second, ..] = matches[..] {
+                return Err(Error::AmbiguousRun {
+                    prefix: id.to_string(),
+                    count: matches.len(),
+                    first: first.id.clone(),
+                    second: second.id.clone(),
+                });
+            }
+            matches.first().map(|r| (*r).clone())
         };
         found.ok_or_else(|| Error::UnknownRun(id.to_string()))
     }

@@ -288,6 +288,20 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
         p.ok(&["runs", "show"]).contains("      test.accuracy = 0."),
         "nested metrics in runs show"
     );
+    // A run id's start names a run when one run has it, and says how many when several do.
+    let first = lines[0].split_whitespace().next().unwrap();
+    assert!(
+        p.ok(&["runs", "show", &first[..first.len() - 2]])
+            .starts_with(&format!("run {first} "))
+    );
+    let (_, err) = p.fails(&["runs", "show", &first[..4]]);
+    assert!(
+        err.contains(&format!(
+            "`{}` is the start of 3 run ids ({first}, ",
+            &first[..4]
+        )),
+        "{err}"
+    );
     let (code, err) = p.fails(&["runs", "list", "--metric", "evaluate.accuracy"]);
     assert_eq!(code, 2);
     assert!(
