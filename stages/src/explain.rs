@@ -15,6 +15,10 @@ fn strs<'a>(t: &'a Table, name: &str) -> Result<&'a [String], Error> {
     Ok(t.str_col(name, Path::new("predictions"))?)
 }
 
+/// How many records the HTML page shows (a page of every record of a large file would be
+/// too long to read or open); the CSV explains every record.
+const SHOWN: usize = 500;
+
 /// Writes `<base>.explain.csv` (and `.parquet`) and `<base>.explain.html` for a predictions
 /// table; returns the paths written.
 pub fn write_explanations(
@@ -54,7 +58,7 @@ pub fn write_explanations(
         tokens.push(top.join("; "));
         decided_by.push(steps[i].clone());
         decision.push(decisions[i].clone());
-        if i < 500 {
+        if i < SHOWN {
             let max = e.words.iter().map(|w| w.1.abs()).fold(1e-9, f64::max);
             let _ = write!(
                 html,
@@ -89,6 +93,14 @@ pub fn write_explanations(
         }
     }
     let csv = base.with_extension("explain.csv");
+    if titles.len() > SHOWN {
+        let _ = write!(
+            html,
+            "<p>The first {SHOWN} of {} records are shown here; every record's top tokens are in {}.</p>",
+            titles.len(),
+            esc(&csv.file_name().unwrap_or_default().to_string_lossy())
+        );
+    }
     Table::new()
         .with("row", Column::Int(row))
         .with("isco_code", Column::Str(code))

@@ -111,6 +111,15 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert_eq!(coded.lines().count(), 209);
     assert!(coded.lines().next().unwrap().starts_with("row,job_title,duties_description,isco_code,level,title,confidence,grade,is_fallback,needs_review,decided_by,alt_1_code"));
     assert!(p.path("coded.explain.csv").is_file() && p.path("coded.explain.html").is_file());
+    // The page shows the first 500 records and says where the rest are explained.
+    p.write("many.csv", &format!("job_title\n{}", "cook\n".repeat(510)));
+    p.ok(&["predict", "many.csv", "-o", "many_out.csv", "--explain"]);
+    let html = std::fs::read_to_string(p.path("many_out.explain.html")).unwrap();
+    assert!(
+        html.contains("The first 500 of 510 records are shown here; every record's top tokens are in many_out.explain.csv."),
+        "{}",
+        &html[html.len() - 300..]
+    );
     // Each row's top tokens name a token once, with all its features gave.
     let tokens = crate::support::csv_column(&p.path("coded.explain.csv"), "top_tokens");
     assert_eq!(tokens.len(), 208);
