@@ -134,10 +134,11 @@ fn print_metrics(
         ),
         (n, None) => format!("{n} unusable: {}", stages::evaluate::unusable_summary(bad)),
     };
+    let records = m.get("records").and_then(|r| r.as_u64()).unwrap_or(0);
     console::out(&format!(
-        "{}: {} rows scored, {unusable}",
+        "{}: {records} {} scored, {unusable}",
         file.display(),
-        m.get("records").map(|r| r.to_string()).unwrap_or_default()
+        if records == 1 { "row" } else { "rows" }
     ));
     let width = m.keys().map(String::len).max().unwrap_or(0);
     let order = |k: &str| {

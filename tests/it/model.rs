@@ -656,6 +656,11 @@ fn the_evaluate_command_scores_labelled_files_as_the_stage_does() {
             && l.contains("share of rows whose top 4-digit code is the given one")),
         "{text}"
     );
+    p.write("one.csv", "job_title,isco_code\nchef,5120\n");
+    assert!(
+        p.ok(&["evaluate", "one.csv"])
+            .starts_with("one.csv: 1 row scored, none unusable\n")
+    );
     let office_json: serde_json::Value = serde_json::from_str(
         &p.ok(&[&office[..], &["--format", "json", "--report", "qc report"]].concat()),
     )
