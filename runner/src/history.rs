@@ -398,10 +398,11 @@ fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<Objec
             return Ok(artifacts::hash_file(&c)?.0);
         }
         if c.is_dir() {
-            // A workspace directory output: the recorded output whose files it holds. The
-            // pipeline's own output at that path comes first; another pipeline may have
-            // written there since (a fine-tune's promotion writes `models/best` too), so
-            // every stage's last output and every ref's target are tried next.
+            // A workspace directory output: the recorded output whose files it holds, as a
+            // file is known by its hash. The pipeline's own output at that path comes first;
+            // another pipeline may have written there since (a fine-tune's promotion writes
+            // `models/best` too), so every stage's last output, every ref's target and then
+            // every output the run-cache holds are tried next.
             let canon = c.canonicalize().ok();
             let mut candidates: Vec<artifacts::OutputRef> = Vec::new();
             for s in &p.stages {
@@ -418,6 +419,9 @@ fn resolve_artifact(p: &Pipeline, store: &Store, artifact: &str) -> Result<Objec
                 candidates.extend(rec.outputs.into_values());
             }
             candidates.extend(store.refs()?.into_iter().map(|r| r.target));
+            for e in store.cache_entries()? {
+                candidates.extend(e.outputs.into_values());
+            }
             let mut tried = BTreeSet::new();
             for r in candidates {
                 if r.kind == artifacts::OutputKind::Dir

@@ -45,6 +45,11 @@ enum Cmd {
     },
 }
 
+/// Whether every value of a metric is a whole number (a count, an epoch), so it prints as one.
+fn all_whole(mut values: impl Iterator<Item = f64>) -> bool {
+    values.all(|x| x.fract() == 0.0 && x.abs() < 1e15)
+}
+
 /// A metric as `runs diff` prints it: `count` (every value of it whole) as a whole number,
 /// otherwise to four places; `sign` for a change.
 fn fmt_metric(v: Option<f64>, count: bool, sign: bool) -> String {
@@ -87,12 +92,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                 .collect();
             // A column of whole numbers (counts, epochs) prints as whole numbers.
             let counts: Vec<bool> = (0..metrics.len())
-                .map(|k| {
-                    values
-                        .iter()
-                        .filter_map(|v| v[k])
-                        .all(|x| x.fract() == 0.0 && x.abs() < 1e15)
-                })
+                .map(|k| all_whole(values.iter().filter_map(|v| v[k])))
                 .collect();
             for (k, (m, _, _)) in metrics.iter().enumerate() {
                 if !runs.is_empty() && values.iter().all(|v| v[k].is_none()) {
@@ -242,10 +242,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                     .iter()
                     .filter(|m| m.delta != Some(0.0) && in_both(&m.stage))
                 {
-                    let count = [m.a, m.b]
-                        .into_iter()
-                        .flatten()
-                        .all(|x| x.fract() == 0.0 && x.abs() < 1e15);
+                    let count = all_whole([m.a, m.b].into_iter().flatten());
                     let delta = match m.delta {
                         Some(_) => format!(" ({})", fmt_metric(m.delta, count, true)),
                         None => String::new(),

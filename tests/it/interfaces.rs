@@ -257,8 +257,18 @@ fn experiments_set_params_for_one_run_and_diff_names_them() {
         .filter(|l| l.contains("<- stage clean"))
         .collect();
     assert!(full.len() <= 1, "{lineage}");
+    // A copy of the epochs=3 model, which no stage record or ref holds once the next run
+    // restores the first model, is still known by its files.
+    std::fs::create_dir_all(p.path("old_model")).unwrap();
+    for e in std::fs::read_dir(p.path("models/latest")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), p.path("old_model").join(e.file_name())).unwrap();
+    }
     p.ok(&["run", P]);
     assert_eq!(outcome_of(&p.last_run(), "train"), "restored");
+    let old = p.ok(&["lineage", "old_model"]);
+    assert!(old.contains("epochs=3,"), "{old}");
+    assert!(!p.ok(&["lineage", "models/latest"]).contains("epochs=3,"));
     // `runs list` says which params each run set, and gives the metrics asked for; `runs
     // show` names the nested ones the same way.
     let list = p.ok(&[
