@@ -142,6 +142,20 @@ fn atomic_link_or_copy(src: &Path, dest: &Path) -> Result<()> {
     atomic_copy(src, dest)
 }
 
+/// Copies a file, or a folder with everything under it, to `dest`.
+fn copy_all(src: &Path, dest: &Path) -> Result<()> {
+    if src.is_dir() {
+        fs::create_dir_all(dest).io("create directory", dest)?;
+        for e in fs::read_dir(src).io("list", src)? {
+            let e = e.io("list", src)?;
+            copy_all(&e.path(), &dest.join(e.file_name()))?;
+        }
+        Ok(())
+    } else {
+        fs::copy(src, dest).io("copy", src).map(|_| ())
+    }
+}
+
 /// The file that marks a checkout complete. It is the store's bookkeeping, not content: a
 /// stage that copies a checkout it reads into its output copies the marker too, and the
 /// output must hash (and verify) as though it were not there.
@@ -625,9 +639,7 @@ impl Store {
     pub fn workspace_matches(&self, out: &OutputRef, dest: &Path) -> bool {
         match out.kind {
             OutputKind::File => match fs::metadata(dest) {
-                Ok(m) if m.is_file() && m.len() == out.size => {
-                    hash_file(dest).map(|(h, _)| h == out.id).unwrap_or(false)
-                }
+                Ok(m) if m.is_file() && m.len() == out.size => self.file_holds(dest, &m, &out.id),
                 _ => false,
             },
             OutputKind::Dir => {
@@ -635,12 +647,82 @@ impl Store {
                     return false;
                 };
                 tree.entries.iter().all(|(rel, e)| {
-                    hash_file(&dest.join(rel))
-                        .map(|(h, _)| h == e.id)
-                        .unwrap_or(false)
+                    let p = dest.join(rel);
+                    fs::metadata(&p).is_ok_and(|m| m.is_file() && self.file_holds(&p, &m, &e.id))
                 })
             }
         }
+    }
+
+    /// Whether the file at `path` holds object `id`'s content. A hard link to the object
+    /// whose stamp (size, modification time, inode) the stat cache trusts holds it without
+    /// being read, so an unchanged workspace is checked without hashing its large files; an
+    /// edit through the link changes the stamp, and the file is hashed.
+    fn file_holds(&self, path: &Path, meta: &fs::Metadata, id: &str) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let object = self.object_path(id);
+            if let Ok(o) = fs::metadata(&object)
+                && o.ino() == meta.ino()
+                && o.dev() == meta.dev()
+                && Stamp::of(&object).is_some_and(|s| self.stamps.trusts(id, s))
+            {
+                return true;
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = meta;
+        hash_file(path).map(|(h, _)| h == id).unwrap_or(false)
+    }
+
+    /// Whether everything at `path` (a file, or every file under a folder) is the content
+    /// of an object this store holds, so replacing it loses nothing. A path that does not
+    /// exist holds nothing to lose.
+    pub fn holds_content_of(&self, path: &Path) -> Result<bool> {
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return Ok(true);
+        };
+        let files = if meta.is_dir() {
+            let mut files = Vec::new();
+            walk_files(path, path, &mut files)?;
+            files.into_iter().map(|(_, p)| p).collect()
+        } else {
+            vec![path.to_path_buf()]
+        };
+        for f in files {
+            if !self.has(&hash_file(&f)?.0) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Moves a workspace copy that holds content of its own (someone edited or replaced
+    /// it) out of the way before a stage's output takes its place: to
+    /// `quarantine/workspace-<time>/<rel>`, where nothing reads or removes it. Returns
+    /// where it went.
+    pub fn set_aside(&self, path: &Path, rel: &str) -> Result<PathBuf> {
+        let dest = self
+            .root
+            .join("quarantine")
+            .join(format!(
+                "workspace-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%9fZ")
+            ))
+            .join(rel.trim_start_matches('/'));
+        let parent = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).io("create directory", parent)?;
+        if fs::rename(path, &dest).is_err() {
+            // Another file system (the store elsewhere): copy, then remove the original.
+            copy_all(path, &dest)?;
+            if path.is_dir() {
+                fs::remove_dir_all(path).io("remove", path)?;
+            } else {
+                fs::remove_file(path).io("remove", path)?;
+            }
+        }
+        Ok(dest)
     }
 
     fn missing(&self, id: &str) -> Error {
@@ -1377,6 +1459,17 @@ mod tests {
         assert!(store.workspace_matches(&out, &ws));
         fs::write(ws.join("a.bin"), b"edited").unwrap();
         assert!(!store.workspace_matches(&out, &ws));
+        // The edit went through the hard link into the store: no object holds that content
+        // any more, so a stage's output would move it aside rather than drop it.
+        assert!(!store.holds_content_of(&ws).unwrap());
+        let aside = store.set_aside(&ws, "ws/model").unwrap();
+        assert!(!ws.exists());
+        assert_eq!(fs::read(aside.join("a.bin")).unwrap(), b"edited");
+        assert!(aside.starts_with(store.root.join("quarantine")));
+        assert!(
+            store.holds_content_of(&ws).unwrap(),
+            "nothing there, nothing to lose"
+        );
 
         // Corrupt one object behind the store's back.
         let victim = store.object_path(blake3::hash(b"weights").to_hex().as_ref());

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::{CACHE_VERSION, DirtyReason, Fingerprint, InputHash, StageKey};
 use crate::spec::{InputRef, Pipeline, StageSpec};
 use crate::stage::{Progress, StageContext};
+use crate::workspace::{self, LastRecords, WorkspaceDrift};
 
 /// Which stages `--force` applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +87,9 @@ pub enum Event {
         run: StageRun,
         /// Summary lines the stage reported.
         summary: Vec<String>,
+        /// What the run did to the stage's workspace copies beyond writing its outputs
+        /// (a deleted copy put back, an edited one moved aside, another stage's left).
+        workspace: Vec<String>,
     },
 }
 
@@ -120,6 +124,9 @@ pub struct StageStatus {
     pub restorable: bool,
     /// Key, when it could be computed.
     pub key: Option<StageKey>,
+    /// A fresh or frozen stage's workspace copies that do not hold its outputs (deleted,
+    /// edited, or written by another stage since).
+    pub workspace: Vec<WorkspaceDrift>,
 }
 
 type Outputs = BTreeMap<String, OutputRef>;
@@ -348,23 +355,6 @@ fn cached(store: &Store, spec: &StageSpec, key: &str) -> Result<Option<CacheEntr
     }))
 }
 
-fn workspace_path(p: &Pipeline, rel: &str) -> PathBuf {
-    let date = chrono::Local::now().format("%Y%m%d").to_string();
-    p.root.join(rel.replace("{date}", &date))
-}
-
-fn materialise(p: &Pipeline, store: &Store, spec: &StageSpec, outs: &Outputs) -> Result<()> {
-    for (name, o) in &spec.outputs {
-        if let Some(r) = outs.get(name) {
-            let dest = workspace_path(p, &o.workspace);
-            if !store.workspace_matches(r, &dest) {
-                store.materialise(r, &dest)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 fn now() -> String {
     artifacts::timestamp()
 }
@@ -452,6 +442,7 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
     let dag = Dag::build(p)?;
     let store = Store::open(&p.store_dir)?;
     let memo = HashMemo::default();
+    let records = LastRecords::default();
     let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
     let mut out = Vec::new();
     for id in dag.order() {
@@ -468,6 +459,13 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
             reasons,
             restorable,
             key,
+            workspace: vec![],
+        };
+        let drift = |rec: &StageRecord| -> Result<Vec<WorkspaceDrift>> {
+            Ok(workspace::drift(p, &store, spec, rec, &records)?
+                .into_iter()
+                .map(|d| d.drift)
+                .collect())
         };
         out.push(
             match freshness(&store, spec, &inputs, p.frozen.contains(id), false)? {
@@ -475,17 +473,25 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
                     status(StageState::Stale, reasons, false, None)
                 }
                 Freshness::Frozen { record, why } => {
-                    known.insert(id.clone(), record.outputs);
                     let state = if why.is_empty() {
                         StageState::Fresh
                     } else {
                         StageState::Frozen
                     };
-                    status(state, why, false, Some(record.key))
+                    let workspace = drift(&record)?;
+                    known.insert(id.clone(), record.outputs);
+                    StageStatus {
+                        workspace,
+                        ..status(state, why, false, Some(record.key))
+                    }
                 }
                 Freshness::Fresh(record) => {
+                    let workspace = drift(&record)?;
                     known.insert(id.clone(), record.outputs);
-                    status(StageState::Fresh, vec![], false, key)
+                    StageStatus {
+                        workspace,
+                        ..status(StageState::Fresh, vec![], false, key)
+                    }
                 }
                 Freshness::Stale { reasons, cached } => {
                     let restorable = cached.is_some();
@@ -504,12 +510,14 @@ struct Done {
     run: StageRun,
     outputs: Option<Outputs>,
     summary: Vec<String>,
+    workspace: Vec<String>,
 }
 
 struct Shared<'a> {
     p: &'a Pipeline,
     store: &'a Store,
     memo: HashMemo,
+    records: LastRecords,
     run_id: String,
     opts: &'a RunOptions,
 }
@@ -572,6 +580,8 @@ impl Shared<'_> {
             error: None,
             failed_fingerprint: None,
         };
+        // What the stage did to its workspace copies beyond writing its outputs.
+        let mut ws_notes: Vec<String> = Vec::new();
         let result = (|| -> Result<(Outputs, Vec<String>)> {
             let inputs = fingerprint(spec, self.p, self.store, upstream, &self.memo)?;
             let fp = match &inputs {
@@ -596,7 +606,15 @@ impl Shared<'_> {
             let reasons = match freshness(self.store, spec, &inputs, frozen, forced)? {
                 Freshness::UpstreamStale(_) => unreachable!("the fingerprint is known"),
                 Freshness::Frozen { record, why } => {
-                    materialise(self.p, self.store, spec, &record.outputs)?;
+                    workspace::put_back(
+                        self.p,
+                        self.store,
+                        spec,
+                        &record,
+                        &self.records,
+                        self.opts.dry_run,
+                        &mut ws_notes,
+                    )?;
                     run.outcome = StageOutcome::Skipped;
                     run.metrics = self.metrics_of(&record.key);
                     let note = if why.is_empty() {
@@ -620,7 +638,15 @@ impl Shared<'_> {
                     return Ok((record.outputs, note));
                 }
                 Freshness::Fresh(record) => {
-                    materialise(self.p, self.store, spec, &record.outputs)?;
+                    workspace::put_back(
+                        self.p,
+                        self.store,
+                        spec,
+                        &record,
+                        &self.records,
+                        self.opts.dry_run,
+                        &mut ws_notes,
+                    )?;
                     run.outcome = StageOutcome::Skipped;
                     run.metrics = self.metrics_of(&key);
                     return Ok((record.outputs, vec![]));
@@ -638,7 +664,9 @@ impl Shared<'_> {
                         ));
                     }
                     let note = format!("restored from run {}", entry.run_id);
-                    return self.restore(spec, fp, &key, entry, &mut run, note);
+                    return self
+                        .restore(spec, fp, &key, entry, &mut run, &mut ws_notes)
+                        .map(|(outputs, _)| (outputs, vec![note]));
                 }
                 Freshness::Stale {
                     reasons,
@@ -665,7 +693,9 @@ impl Shared<'_> {
                         moved.objects,
                         moved.bytes as f64 / 1e6
                     );
-                    return self.restore(spec, fp, &key, entry, &mut run, note);
+                    return self
+                        .restore(spec, fp, &key, entry, &mut run, &mut ws_notes)
+                        .map(|(outputs, _)| (outputs, vec![note]));
                 }
             }
             run.reasons = reasons.clone();
@@ -678,7 +708,7 @@ impl Shared<'_> {
                 reasons,
             });
             run.failed_fingerprint = Some(serde_json::to_value(fp).expect("fingerprint"));
-            self.execute(spec, fp, &key, upstream, forced, &mut run)
+            self.execute(spec, fp, &key, upstream, &mut run, &mut ws_notes)
         })();
         if result.is_ok() {
             run.failed_fingerprint = None;
@@ -717,6 +747,7 @@ impl Shared<'_> {
                 outputs: (run.outcome != StageOutcome::WouldRun).then_some(outputs),
                 run,
                 summary,
+                workspace: ws_notes,
             },
             Err(e) => {
                 run.outcome = StageOutcome::Failed;
@@ -725,6 +756,7 @@ impl Shared<'_> {
                     run,
                     outputs: None,
                     summary: vec![],
+                    workspace: ws_notes,
                 }
             }
         }
@@ -739,9 +771,9 @@ impl Shared<'_> {
         key: &StageKey,
         entry: CacheEntry,
         run: &mut StageRun,
-        note: String,
+        ws_notes: &mut Vec<String>,
     ) -> Result<(Outputs, Vec<String>)> {
-        materialise(self.p, self.store, spec, &entry.outputs)?;
+        workspace::write(self.p, self.store, spec, &entry.outputs, ws_notes)?;
         self.store.write_stage_record(&StageRecord {
             stage: spec.id.clone().into(),
             key: key.clone(),
@@ -751,7 +783,7 @@ impl Shared<'_> {
             finished_at: now(),
         })?;
         run.metrics = entry.metrics;
-        Ok((entry.outputs, vec![note]))
+        Ok((entry.outputs, vec![]))
     }
 
     fn execute(
@@ -760,10 +792,11 @@ impl Shared<'_> {
         fp: &Fingerprint,
         key: &StageKey,
         upstream: &BTreeMap<String, Outputs>,
-        forced: bool,
         run: &mut StageRun,
+        ws_notes: &mut Vec<String>,
     ) -> Result<(Outputs, Vec<String>)> {
         let store = self.store;
+        let forced = self.forced(&spec.id);
         // What the stage produced last time, for stages that work incrementally (they may
         // reuse parts of it, e.g. cached embeddings). The record stays until this execution
         // succeeds and replaces it: it carries its own key, so it can never make the stage
@@ -874,7 +907,7 @@ impl Shared<'_> {
             created_at: now(),
             duration_s: duration,
         })?;
-        materialise(self.p, store, spec, &outputs)?;
+        workspace::write(self.p, store, spec, &outputs, ws_notes)?;
         store.write_stage_record(&StageRecord {
             stage: spec.id.clone().into(),
             key: key.clone(),
@@ -1055,6 +1088,7 @@ pub fn run_pipeline(
         p,
         store: &store,
         memo: HashMemo::default(),
+        records: LastRecords::default(),
         run_id: record.id.clone(),
         opts,
     };
@@ -1110,6 +1144,7 @@ pub fn run_pipeline(
                     on_event(Event::Finished {
                         run: run.clone(),
                         summary: vec![],
+                        workspace: vec![],
                     });
                     runs.insert(id.clone(), run);
                     continue;
@@ -1149,6 +1184,7 @@ pub fn run_pipeline(
             on_event(Event::Finished {
                 run: done.run.clone(),
                 summary: done.summary,
+                workspace: done.workspace,
             });
             runs.insert(id.to_string(), done.run);
             // The record on disk lists every stage finished so far, so a run that is
@@ -1192,6 +1228,7 @@ pub fn run_pipeline(
             on_event(Event::Finished {
                 run: run.clone(),
                 summary: vec![],
+                workspace: vec![],
             });
             runs.insert(id.clone(), run);
         }

@@ -12,12 +12,14 @@
 //! | [`exec`] | the scheduler: freshness, run-cache restores, parallel execution, run records |
 //! | [`history`] | run history (`runs list/show/diff`) and lineage |
 //! | [`stage`] | the [`Stage`] trait, its context and the kind registry |
+//! | [`workspace`] | the workspace copies of outputs: what a fresh stage's copy holds, putting it back without losing an edit |
 //!
 //! A stage is *fresh* when the key of its fingerprint equals the key of its last successful
 //! execution and that execution's outputs are intact in the store; fresh stages are skipped.
 //! A stale stage whose key was produced before is *restored* from the run-cache; only
 //! otherwise does it execute. Keys are recorded only after success. A pipeline's `frozen`
-//! stages keep their last result even when stale.
+//! stages keep their last result even when stale. A fresh stage's workspace copies that
+//! were deleted or edited are put back (an edit moved aside first, never lost).
 #![warn(missing_docs)]
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
@@ -28,6 +30,7 @@ pub mod fingerprint;
 pub mod history;
 pub mod spec;
 pub mod stage;
+pub mod workspace;
 
 pub use error::{Error, Result};
 pub use exec::{
@@ -38,3 +41,4 @@ pub use spec::Pipeline;
 pub use stage::{
     InputDecl, OutputDecl, Progress, Registry, Stage, StageContext, StageError, StageReport,
 };
+pub use workspace::{WorkspaceCopy, WorkspaceDrift};

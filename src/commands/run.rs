@@ -48,7 +48,7 @@ pub struct Args {
     remote: Option<String>,
 }
 
-fn line(run: &artifacts::StageRun) -> String {
+fn line(run: &artifacts::StageRun, dry_run: bool) -> String {
     let reasons = || {
         run.reasons
             .iter()
@@ -59,13 +59,19 @@ fn line(run: &artifacts::StageRun) -> String {
     let what = match run.outcome {
         StageOutcome::Skipped if run.reasons.is_empty() => "fresh".to_string(),
         StageOutcome::Skipped => "frozen (stale, kept its last results)".to_string(),
+        // A dry run restores nothing: the stage's note says where it would come from.
+        StageOutcome::Restored if dry_run => "would be restored".to_string(),
         StageOutcome::Restored => "restored from the run-cache".to_string(),
         StageOutcome::WouldRun => format!("would run: {}", reasons()),
         StageOutcome::Blocked => reasons(),
         StageOutcome::Failed => run.error.clone().unwrap_or_default(),
         StageOutcome::Executed => format!("{:.2}s", run.duration_s),
     };
-    format!("{:<9} {:<18} {what}", run.outcome.as_str(), run.id)
+    let outcome = match run.outcome {
+        StageOutcome::Restored if dry_run => "restore",
+        o => o.as_str(),
+    };
+    format!("{outcome:<9} {:<18} {what}", run.id)
 }
 
 /// One structured event per finished stage, so that `--log-format json` alone tells what a
@@ -219,7 +225,11 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
             }
             console::out(&format!("running   {id}"));
         }
-        Event::Finished { run, summary } => {
+        Event::Finished {
+            run,
+            summary,
+            workspace,
+        } => {
             log_finished(&run, &summary);
             counts.lock().expect("counts")[run.outcome as usize] += 1;
             if verbose && run.outcome == StageOutcome::WouldRun {
@@ -234,12 +244,17 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
                     run.error.as_deref().unwrap_or("")
                 ));
             }
-            console::out(&line(&run));
+            console::out(&line(&run, a.dry_run));
             // A restore says where from (this store's run-cache or the remote).
             if verbose || matches!(run.outcome, StageOutcome::Executed | StageOutcome::Restored) {
                 for s in summary {
                     console::out(&format!("          {s}"));
                 }
+            }
+            // Whatever the outcome: a workspace copy put back, moved aside or left.
+            for w in workspace {
+                tracing::info!(event = "workspace", stage = %run.id, "{w}");
+                console::out(&format!("          {w}"));
             }
         }
     };
@@ -266,24 +281,29 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     if result.is_err() && c.iter().all(|&n| n == 0) {
         return result.map(|_| ()).map_err(Into::into);
     }
-    console::out(&format!(
-        "{}: {} executed, {} skipped, {} restored, {} failed, {} blocked{} in {:.2}s",
-        p.name,
-        c[StageOutcome::Executed as usize],
-        c[StageOutcome::Skipped as usize],
-        c[StageOutcome::Restored as usize],
-        c[StageOutcome::Failed as usize],
-        c[StageOutcome::Blocked as usize],
-        if a.dry_run {
-            format!(
-                ", {} would run (dry run)",
-                c[StageOutcome::WouldRun as usize]
-            )
-        } else {
-            String::new()
-        },
-        started.elapsed().as_secs_f64()
-    ));
+    console::out(&if a.dry_run {
+        // Nothing executed or was restored: say what a run would do.
+        format!(
+            "{} (dry run): {} would run, {} would be restored, {} skipped, {} failed in {:.2}s",
+            p.name,
+            c[StageOutcome::WouldRun as usize],
+            c[StageOutcome::Restored as usize],
+            c[StageOutcome::Skipped as usize],
+            c[StageOutcome::Failed as usize],
+            started.elapsed().as_secs_f64()
+        )
+    } else {
+        format!(
+            "{}: {} executed, {} skipped, {} restored, {} failed, {} blocked in {:.2}s",
+            p.name,
+            c[StageOutcome::Executed as usize],
+            c[StageOutcome::Skipped as usize],
+            c[StageOutcome::Restored as usize],
+            c[StageOutcome::Failed as usize],
+            c[StageOutcome::Blocked as usize],
+            started.elapsed().as_secs_f64()
+        )
+    });
     result?;
     Ok(())
 }

@@ -16,8 +16,9 @@ pub struct Args {
     /// What would be stale with these params set (as `run -S`).
     #[arg(short = 'S', long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<runner::spec::Override>,
-    /// Print nothing; exit with 1 when a stage is stale (a `run` would execute it) and 0 when
-    /// none is, for scripts: `isco-dag status -q p.toml || isco-dag run p.toml`.
+    /// Print nothing; exit with 1 when a stage is stale (a `run` would execute it) or a
+    /// fresh stage's workspace copy was deleted or changed (a `run` would put it back), and
+    /// 0 otherwise, for scripts: `isco-dag status -q p.toml || isco-dag run p.toml`.
     #[arg(short, long, conflicts_with = "format")]
     quiet: bool,
 }
@@ -25,8 +26,13 @@ pub struct Args {
 pub fn exec(a: Args) -> anyhow::Result<()> {
     let p = super::load_pipeline_with(&a.pipeline, &a.set)?;
     let st = runner::status(&p)?;
+    let to_put_back = st
+        .iter()
+        .flat_map(|s| &s.workspace)
+        .filter(|w| w.run_changes_it())
+        .count();
     if a.quiet {
-        if st.iter().any(|s| s.state == StageState::Stale) {
+        if st.iter().any(|s| s.state == StageState::Stale) || to_put_back > 0 {
             std::process::exit(1);
         }
         return Ok(());
@@ -37,13 +43,23 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     }
     for s in &st {
         match s.state {
-            StageState::Fresh => console::out(&format!("[FRESH] {}", s.id)),
+            StageState::Fresh if s.workspace.is_empty() => {
+                console::out(&format!("[FRESH] {}", s.id))
+            }
+            StageState::Fresh => {
+                for w in &s.workspace {
+                    console::out(&format!("[FRESH] {}: {w}", s.id));
+                }
+            }
             StageState::Frozen => {
                 for r in &s.reasons {
                     console::out(&format!(
                         "[FROZEN] {}: keeps its last results although {r}",
                         s.id
                     ));
+                }
+                for w in &s.workspace {
+                    console::out(&format!("[FROZEN] {}: {w}", s.id));
                 }
             }
             StageState::Stale => {
@@ -61,13 +77,18 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     let count = |state| st.iter().filter(|s| s.state == state).count();
     let (stale, frozen) = (count(StageState::Stale), count(StageState::Frozen));
     console::out(&format!(
-        "{} stages: {} fresh, {stale} stale{}",
+        "{} stages: {} fresh, {stale} stale{}{}",
         st.len(),
         st.len() - stale - frozen,
         if frozen > 0 {
             format!(", {frozen} frozen")
         } else {
             String::new()
+        },
+        match to_put_back {
+            0 => String::new(),
+            1 => "; 1 workspace copy to put back".to_string(),
+            n => format!("; {n} workspace copies to put back"),
         }
     ));
     Ok(())

@@ -100,6 +100,35 @@ fn finetune_skips_the_historical_stages_learns_and_ignores_reexports() {
         "{err}"
     );
 
+    // The main pipeline, all fresh, leaves the fine-tuned model in `models/best`: its own
+    // promotion wrote that folder before the fine-tune's did. Its status says so.
+    let files = |dir: &str| -> Vec<(std::ffi::OsString, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(p.path(dir))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let out = p.ok(&["run", FULL]);
+    assert!(out.contains("0 executed"), "{out}");
+    assert!(
+        out.contains(
+            "left `models/best` as it is: it holds the output of stage `promote-finetune`"
+        ),
+        "{out}"
+    );
+    assert_eq!(files("models/best"), files("models/finetuned"));
+    let st = p.ok(&["status", FULL]);
+    assert!(
+        st.contains("[FRESH] promote: `models/best` holds the output of stage `promote-finetune`"),
+        "{st}"
+    );
+    assert_eq!(p.ok(&["status", "-q", FULL]), "", "nothing for a run to do");
+
     // Nothing new: nothing runs.
     p.ok(&["run", FT]);
     let run = p.last_run();

@@ -110,10 +110,111 @@ fn param_change_reruns_only_its_stage_and_changing_back_restores() {
 }
 
 #[test]
+fn a_deleted_or_edited_workspace_copy_is_put_back_and_the_edit_kept() {
+    let p = Project::new(400);
+    p.ok(&["run", P]);
+    // One output deleted, one replaced by a file of the user's own, one folder deleted.
+    std::fs::remove_file(p.path("data/processed/split_report.json")).unwrap();
+    std::fs::remove_file(p.path("data/processed/outliers.csv")).unwrap();
+    p.write("data/processed/outliers.csv", "my own notes\n");
+    std::fs::remove_dir_all(p.path("models/latest_report")).unwrap();
+
+    let st = p.ok(&["status", P]);
+    for line in [
+        "[FRESH] split: `data/processed/split_report.json` is not in the workspace; `run` puts the stage's output there",
+        "[FRESH] cluster-outliers: `data/processed/outliers.csv` was changed in the workspace; `run` moves the changed copy to the store's quarantine/",
+        "[FRESH] evaluate: `models/latest_report` is not in the workspace",
+        "8 stages: 8 fresh, 0 stale; 3 workspace copies to put back",
+    ] {
+        assert!(st.contains(line), "{line}\n{st}");
+    }
+    let out = p.run(&["status", "-q", P]);
+    assert_eq!(out.status.code(), Some(1), "a run has something to do");
+    let json: serde_json::Value =
+        serde_json::from_str(&p.ok(&["status", P, "--format", "json"])).unwrap();
+    let copies: Vec<(String, String)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["workspace"].as_array().unwrap().clone())
+        .map(|w| {
+            (
+                w["path"].as_str().unwrap().to_string(),
+                w["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        copies,
+        [
+            ("data/processed/outliers.csv", "edited"),
+            ("data/processed/split_report.json", "missing"),
+            ("models/latest_report", "missing"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+
+    // A dry run says what it would do and does none of it.
+    let out = p.ok(&["run", P, "--dry-run"]);
+    assert!(
+        out.contains("would put `data/processed/split_report.json` back"),
+        "{out}"
+    );
+    assert!(
+        out.contains("would move the changed `data/processed/outliers.csv`"),
+        "{out}"
+    );
+    assert!(!p.path("data/processed/split_report.json").exists());
+    assert_eq!(
+        std::fs::read_to_string(p.path("data/processed/outliers.csv")).unwrap(),
+        "my own notes\n"
+    );
+
+    // The run executes nothing, puts every copy back and keeps the edited one.
+    let out = p.ok(&["run", P]);
+    assert!(out.contains("0 executed, 8 skipped"), "{out}");
+    assert!(
+        out.contains("put `data/processed/split_report.json` back (it was not in the workspace)"),
+        "{out}"
+    );
+    assert!(out.contains("put `models/latest_report` back"), "{out}");
+    let moved = out
+        .lines()
+        .find_map(|l| l.split_once("changed in the workspace was moved to "))
+        .map(|(_, to)| std::path::PathBuf::from(to.trim()))
+        .unwrap_or_else(|| panic!("{out}"));
+    let moved = if moved.is_absolute() {
+        moved
+    } else {
+        p.path("").join(moved)
+    };
+    assert_eq!(std::fs::read_to_string(&moved).unwrap(), "my own notes\n");
+    assert!(
+        std::fs::read_to_string(p.path("data/processed/outliers.csv"))
+            .unwrap()
+            .starts_with("row,"),
+        "the stage's table is back"
+    );
+    assert!(p.path("data/processed/split_report.json").is_file());
+    assert!(p.path("models/latest_report/report.html").is_file());
+    assert_eq!(p.ok(&["status", "-q", P]), "");
+
+    // A stage that executes writes over an edited copy the same way: the edit is kept.
+    std::fs::remove_file(p.path("data/processed/split_report.json")).unwrap();
+    p.write("data/processed/split_report.json", "{\"mine\": true}\n");
+    let out = p.ok(&["run", P, "--force", "split"]);
+    assert!(
+        out.contains("`data/processed/split_report.json` had been changed in the workspace; the changed copy was moved to "),
+        "{out}"
+    );
+}
+
+#[test]
 fn dry_run_changes_nothing() {
     let p = Project::new(400);
     p.ok(&["run", P]);
     let runs_before = p.ok(&["runs", "list"]);
+    let records = std::fs::read(p.path("data/raw/historical_records.csv")).unwrap();
     p.append(
         "data/raw/historical_records.csv",
         "baker,baking bread,7512\n",
@@ -124,6 +225,26 @@ fn dry_run_changes_nothing() {
     assert_eq!(p.ok(&["runs", "list"]), runs_before);
     let st = p.ok(&["status", P]);
     assert!(st.contains("[DIRTY] clean"), "{st}");
+
+    // A stage the run-cache holds would be restored: the dry run says so, restores nothing,
+    // and does not count it as restored.
+    std::fs::write(p.path("data/raw/historical_records.csv"), &records).unwrap();
+    p.ok(&["run", P, "-S", "data.seed=7"]);
+    let test_7 = std::fs::read(p.path("data/processed/test.parquet")).unwrap();
+    let out = p.ok(&["run", P, "--dry-run"]);
+    assert!(
+        out.contains("restore   split              would be restored"),
+        "{out}"
+    );
+    assert!(out.contains("full (dry run): "), "{out}");
+    assert!(
+        out.contains("would be restored, 3 skipped") && !out.contains("executed"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(p.path("data/processed/test.parquet")).unwrap(),
+        test_7
+    );
 }
 
 #[test]
