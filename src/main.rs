@@ -53,9 +53,10 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline: stale stages execute, fresh ones are skipped.
+    /// Run a pipeline: stale stages execute, fresh ones are skipped (their deleted or edited
+    /// workspace copies put back).
     Run(commands::run::Args),
-    /// Show which stages are fresh or stale, and why.
+    /// Show which stages are fresh or stale, and why, and the workspace copies a run puts back.
     Status(commands::status::Args),
     /// Print the stage graph.
     Dag(commands::dag::Args),

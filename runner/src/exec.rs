@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::fingerprint::{CACHE_VERSION, DirtyReason, Fingerprint, InputHash, StageKey};
 use crate::spec::{InputRef, Pipeline, StageSpec};
 use crate::stage::{Progress, StageContext};
-use crate::workspace::{self, LastRecords, WorkspaceDrift};
+use crate::workspace::{self, WorkspaceDrift};
 
 /// Which stages `--force` applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -442,7 +442,6 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
     let dag = Dag::build(p)?;
     let store = Store::open(&p.store_dir)?;
     let memo = HashMemo::default();
-    let records = LastRecords::default();
     let mut known: BTreeMap<String, Outputs> = BTreeMap::new();
     let mut out = Vec::new();
     for id in dag.order() {
@@ -461,8 +460,8 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
             key,
             workspace: vec![],
         };
-        let drift = |rec: &StageRecord| -> Result<Vec<WorkspaceDrift>> {
-            Ok(workspace::drift(p, &store, spec, rec, &records)?
+        let drift = |outs: &Outputs| -> Result<Vec<WorkspaceDrift>> {
+            Ok(workspace::drift(p, &store, spec, outs)?
                 .into_iter()
                 .map(|d| d.drift)
                 .collect())
@@ -478,7 +477,7 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
                     } else {
                         StageState::Frozen
                     };
-                    let workspace = drift(&record)?;
+                    let workspace = drift(&record.outputs)?;
                     known.insert(id.clone(), record.outputs);
                     StageStatus {
                         workspace,
@@ -486,7 +485,7 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
                     }
                 }
                 Freshness::Fresh(record) => {
-                    let workspace = drift(&record)?;
+                    let workspace = drift(&record.outputs)?;
                     known.insert(id.clone(), record.outputs);
                     StageStatus {
                         workspace,
@@ -517,7 +516,6 @@ struct Shared<'a> {
     p: &'a Pipeline,
     store: &'a Store,
     memo: HashMemo,
-    records: LastRecords,
     run_id: String,
     opts: &'a RunOptions,
 }
@@ -610,8 +608,7 @@ impl Shared<'_> {
                         self.p,
                         self.store,
                         spec,
-                        &record,
-                        &self.records,
+                        &record.outputs,
                         self.opts.dry_run,
                         &mut ws_notes,
                     )?;
@@ -642,8 +639,7 @@ impl Shared<'_> {
                         self.p,
                         self.store,
                         spec,
-                        &record,
-                        &self.records,
+                        &record.outputs,
                         self.opts.dry_run,
                         &mut ws_notes,
                     )?;
@@ -1088,7 +1084,6 @@ pub fn run_pipeline(
         p,
         store: &store,
         memo: HashMemo::default(),
-        records: LastRecords::default(),
         run_id: record.id.clone(),
         opts,
     };

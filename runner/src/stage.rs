@@ -172,8 +172,19 @@ pub trait Stage: Send + Sync {
     ) -> Result<(), String> {
         Ok(())
     }
-    /// State outside the inputs that the result depends on (e.g. the current `best` ref for a
-    /// promote stage); it enters the fingerprint.
+    /// What the workspace copy of `output` shows when it is not the recorded output: a
+    /// promotion's model folder shows the model its ref points at now, which another
+    /// promotion may have moved since this stage's result was recorded (or was restored).
+    /// `None`: the recorded output.
+    fn workspace_view(
+        &self,
+        _output: &str,
+        _store: &Store,
+        _params: &serde_json::Value,
+    ) -> Option<artifacts::OutputRef> {
+        None
+    }
+    /// State outside the inputs that the result depends on; it enters the fingerprint.
     fn external_state(
         &self,
         _store: &Store,

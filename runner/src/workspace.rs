@@ -2,25 +2,22 @@
 //! (`data/processed/train.parquet`, `models/best`) that hold what the store keeps.
 //!
 //! A stage that is fresh is skipped, but its workspace copies may have changed since it ran:
-//! deleted, edited, or overwritten by a stage of another pipeline that writes the same path
-//! (a fine-tune's promotion writes `models/best` too). `status` says so, and `run` acts on it
-//! without losing anything:
-//! - a missing copy, or one holding another version the store keeps, is put back;
-//! - a copy holding content of its own (someone edited or replaced it) is moved to the
-//!   store's `quarantine/` first, and the run says where;
-//! - a copy holding another stage's last output is left as it is: that stage wrote it after
-//!   this one ran, and a run that executes nothing changes nothing (`--force` writes this
-//!   stage's again).
+//! deleted, edited, or overwritten by a stage of another pipeline that writes the same path.
+//! `status` says so, and `run` puts the stage's output back without losing anything: a copy
+//! holding content the store does not keep (someone edited or replaced it) is moved to the
+//! store's `quarantine/` first, and the run says where. A stage that executes or is restored
+//! writes its outputs over its copies the same way.
 //!
-//! A stage that executes or is restored writes its outputs over its copies; a copy with
-//! content of its own is moved aside the same way first.
+//! What a copy should hold is the recorded output, or the stage kind's view of it
+//! ([`crate::Stage::workspace_view`]): a promotion's model folder shows the model its ref
+//! points at now, so the main pipeline's promotion, fresh or restored, does not put back a
+//! model a fine-tune's promotion has since replaced.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use artifacts::{OutputRef, StageRecord, Store};
+use artifacts::{OutputRef, Store};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -32,6 +29,35 @@ pub(crate) fn workspace_path(p: &Pipeline, rel: &str) -> PathBuf {
     p.root.join(rel.replace("{date}", &date))
 }
 
+/// The copies a dated output path (`data/review/to_review_{date}.csv`) names on any day:
+/// the files beside it whose names have eight digits where the path has `{date}`.
+fn dated_copies(p: &Pipeline, rel: &str) -> Vec<PathBuf> {
+    let path = p.root.join(rel);
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return vec![];
+    };
+    let Some((before, after)) = name.split_once("{date}") else {
+        return vec![];
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.len() == before.len() + 8 + after.len()
+                    && n.starts_with(before)
+                    && n.ends_with(after)
+                    && n[before.len()..before.len() + 8]
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+            })
+        })
+        .map(|e| e.path())
+        .collect()
+}
+
 /// What a fresh stage's workspace copy holds instead of the stage's output.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -41,16 +67,9 @@ pub enum WorkspaceCopy {
     /// Content the store does not hold: someone edited or replaced it. `run` moves it to the
     /// store's `quarantine/` and puts the output back.
     Edited,
-    /// Another version the store holds (an older output): `run` puts the output back.
+    /// Another version the store holds (an older output, or another pipeline's output at
+    /// the same path): `run` puts the output back.
     OtherVersion,
-    /// The last output of another stage, which wrote the same path after this one ran (a
-    /// fine-tune's promotion writes `models/best` after the first promotion): left.
-    OtherStage {
-        /// That stage's id.
-        stage: String,
-        /// The run in which it wrote it.
-        run_id: String,
-    },
 }
 
 /// One workspace copy of a fresh stage that does not hold the stage's output.
@@ -61,13 +80,6 @@ pub struct WorkspaceDrift {
     /// What it holds.
     #[serde(flatten)]
     pub copy: WorkspaceCopy,
-}
-
-impl WorkspaceDrift {
-    /// Whether `run` changes this copy (it leaves another stage's output in place).
-    pub fn run_changes_it(&self) -> bool {
-        !matches!(self.copy, WorkspaceCopy::OtherStage { .. })
-    }
 }
 
 impl fmt::Display for WorkspaceDrift {
@@ -86,22 +98,7 @@ impl fmt::Display for WorkspaceDrift {
                 f,
                 "`{path}` holds another version of the output; `run` puts this one back"
             ),
-            WorkspaceCopy::OtherStage { stage, run_id } => write!(
-                f,
-                "`{path}` holds the output of stage `{stage}` (run {run_id}), written after this stage's; `run` leaves it"
-            ),
         }
-    }
-}
-
-/// Every stage's last record, read once and only when a copy needs it.
-#[derive(Default)]
-pub(crate) struct LastRecords(OnceLock<Vec<StageRecord>>);
-
-impl LastRecords {
-    fn get(&self, store: &Store) -> &[StageRecord] {
-        self.0
-            .get_or_init(|| store.stage_records().unwrap_or_default())
     }
 }
 
@@ -113,51 +110,31 @@ pub(crate) struct Drifted {
     output: OutputRef,
 }
 
-/// The copies of the outputs `rec` records for `spec` that do not hold them.
+/// The copies of the outputs `outs` records for `spec` that do not hold them.
 pub(crate) fn drift(
     p: &Pipeline,
     store: &Store,
     spec: &StageSpec,
-    rec: &StageRecord,
-    records: &LastRecords,
+    outs: &BTreeMap<String, OutputRef>,
 ) -> Result<Vec<Drifted>> {
-    let outs = &rec.outputs;
     let mut found = Vec::new();
     for (name, o) in &spec.outputs {
-        let Some(r) = outs.get(name) else { continue };
+        let Some(r) = shown(store, spec, outs, name) else {
+            continue;
+        };
         let dest = workspace_path(p, &o.workspace);
-        if store.workspace_matches(r, &dest) {
+        // A dated output is where it belongs under the date of the run that wrote it: a
+        // fresh stage does not copy it to today's name.
+        if store.workspace_matches(&r, &dest)
+            || (!dest.exists()
+                && dated_copies(p, &o.workspace)
+                    .iter()
+                    .any(|d| store.workspace_matches(&r, d)))
+        {
             continue;
         }
         let copy = if std::fs::symlink_metadata(&dest).is_err() {
             WorkspaceCopy::Missing
-        } else if let Some(other) = records
-            .get(store)
-            .iter()
-            .filter(|o| {
-                // RFC 3339 times in UTC to the second, written by one function: their order is
-                // the text's; a tie leaves the copy (a run that executes nothing changes nothing).
-                o.stage.as_str() != spec.id
-                    && o.finished_at >= rec.finished_at
-                    && o.outputs.values().any(|x| {
-                        x.kind == r.kind && x.id != r.id && store.workspace_matches(x, &dest)
-                    })
-            })
-            // Of several stages that hold the same object (a model and its promotion), the
-            // last one wrote it here; at the same second, one whose output of this name
-            // holds it.
-            .max_by_key(|o| {
-                let same_name = o
-                    .outputs
-                    .get(name)
-                    .is_some_and(|x| store.workspace_matches(x, &dest));
-                (o.finished_at.clone(), same_name)
-            })
-        {
-            WorkspaceCopy::OtherStage {
-                stage: other.stage.to_string(),
-                run_id: other.run_id.clone(),
-            }
         } else if store.holds_content_of(&dest)? {
             WorkspaceCopy::OtherVersion
         } else {
@@ -169,7 +146,7 @@ pub(crate) fn drift(
                 copy,
             },
             dest,
-            output: r.clone(),
+            output: r,
         });
     }
     Ok(found)
@@ -182,8 +159,7 @@ pub(crate) fn put_back(
     p: &Pipeline,
     store: &Store,
     spec: &StageSpec,
-    rec: &StageRecord,
-    records: &LastRecords,
+    outs: &BTreeMap<String, OutputRef>,
     dry_run: bool,
     notes: &mut Vec<String>,
 ) -> Result<()> {
@@ -191,23 +167,16 @@ pub(crate) fn put_back(
         drift,
         dest,
         output,
-    } in drift(p, store, spec, rec, records)?
+    } in drift(p, store, spec, outs)?
     {
         let path = &drift.path;
         let note = match (&drift.copy, dry_run) {
-            (WorkspaceCopy::OtherStage { stage, .. }, true) => {
-                format!("would leave `{path}`: it holds the output of stage `{stage}`")
-            }
             (WorkspaceCopy::Edited, true) => format!(
                 "would move the changed `{path}` to the store's quarantine/ and put the stage's output back"
             ),
             (WorkspaceCopy::Missing | WorkspaceCopy::OtherVersion, true) => {
                 format!("would put `{path}` back")
             }
-            (WorkspaceCopy::OtherStage { stage, run_id }, false) => format!(
-                "left `{path}` as it is: it holds the output of stage `{stage}` (run {run_id}), written after this stage's (`run --force {}` writes this stage's)",
-                spec.id
-            ),
             (WorkspaceCopy::Missing, false) => {
                 store.materialise(&output, &dest)?;
                 format!("put `{path}` back (it was not in the workspace)")
@@ -242,9 +211,11 @@ pub(crate) fn write(
     notes: &mut Vec<String>,
 ) -> Result<()> {
     for (name, o) in &spec.outputs {
-        let Some(r) = outs.get(name) else { continue };
+        let Some(r) = shown(store, spec, outs, name) else {
+            continue;
+        };
         let dest = workspace_path(p, &o.workspace);
-        if store.workspace_matches(r, &dest) {
+        if store.workspace_matches(&r, &dest) {
             continue;
         }
         if !store.holds_content_of(&dest)? {
@@ -255,9 +226,27 @@ pub(crate) fn write(
                 aside.display()
             ));
         }
-        store.materialise(r, &dest)?;
+        store.materialise(&r, &dest)?;
     }
     Ok(())
+}
+
+/// What the workspace copy of output `name` shows: the stage kind's view of it (a
+/// promotion's folder shows its ref's model) when that is intact in the store, else the
+/// recorded output.
+fn shown(
+    store: &Store,
+    spec: &StageSpec,
+    outs: &BTreeMap<String, OutputRef>,
+    name: &str,
+) -> Option<OutputRef> {
+    let recorded = outs.get(name)?;
+    Some(
+        spec.stage
+            .workspace_view(name, store, &spec.params)
+            .filter(|v| v.kind == recorded.kind && store.output_intact(v))
+            .unwrap_or_else(|| recorded.clone()),
+    )
 }
 
 fn relative(p: &Pipeline, path: &Path) -> String {

@@ -13,7 +13,8 @@ pub struct Args {
     /// Pipeline file.
     #[arg(default_value = "pipelines/full.toml")]
     pipeline: PathBuf,
-    /// Show what would run and why; change nothing.
+    /// Show what would run, be restored from the run-cache or be put back in the workspace,
+    /// and why; change nothing.
     #[arg(long)]
     dry_run: bool,
     /// Re-run every selected stage, or only STAGE, regardless of freshness.

@@ -26,11 +26,7 @@ pub struct Args {
 pub fn exec(a: Args) -> anyhow::Result<()> {
     let p = super::load_pipeline_with(&a.pipeline, &a.set)?;
     let st = runner::status(&p)?;
-    let to_put_back = st
-        .iter()
-        .flat_map(|s| &s.workspace)
-        .filter(|w| w.run_changes_it())
-        .count();
+    let to_put_back = st.iter().map(|s| s.workspace.len()).sum::<usize>();
     if a.quiet {
         if st.iter().any(|s| s.state == StageState::Stale) || to_put_back > 0 {
             std::process::exit(1);

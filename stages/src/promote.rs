@@ -132,6 +132,21 @@ pub fn better(cand: &serde_json::Value, cur: &serde_json::Value, p: &PromotePara
 
 impl Stage for Promote {
     runner::stage_metadata!("promote", version "8", "move the `best` ref to the candidate model if it beats the current best", INPUTS, OUTPUTS, names columns::param_names::<LabelledColumns>(runner::stage::param_names_of::<PromoteParams>()));
+    /// `models/best` shows the model the ref points at now: a later promotion (a fine-tune's)
+    /// moves the ref, and a fresh or restored decision of this stage does not undo that in
+    /// the workspace, where `predict -m models/best` and lineage read it.
+    fn workspace_view(
+        &self,
+        output: &str,
+        store: &artifacts::Store,
+        params: &serde_json::Value,
+    ) -> Option<artifacts::OutputRef> {
+        if output != "best" {
+            return None;
+        }
+        let name = params.get("ref_name")?.as_str()?;
+        Some(store.get_ref(name).ok()??.target)
+    }
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let (own, names): (toml::Table, toml::Table) =
             columns::split_params::<LabelledColumns, _, _>(raw.clone());

@@ -199,6 +199,27 @@ fn a_deleted_or_edited_workspace_copy_is_put_back_and_the_edit_kept() {
     assert!(p.path("models/latest_report/report.html").is_file());
     assert_eq!(p.ok(&["status", "-q", P]), "");
 
+    // A dated output (the review queue) stays under the day the run that made it wrote it:
+    // on a later day a fresh `predict` does not copy it to that day's name.
+    for f in std::fs::read_dir(p.path("data/review")).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        let (stem, ext) = name.split_once('.').unwrap();
+        let earlier = format!("{}20200101.{ext}", &stem[..stem.len() - 8]);
+        std::fs::rename(&f, f.with_file_name(earlier)).unwrap();
+    }
+    assert_eq!(p.ok(&["status", "-q", P]), "");
+    p.ok(&["run", P]);
+    let mut queues: Vec<String> = std::fs::read_dir(p.path("data/review"))
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    queues.sort();
+    assert_eq!(
+        queues,
+        ["to_review_20200101.csv", "to_review_20200101.parquet"]
+    );
+
     // A stage that executes writes over an edited copy the same way: the edit is kept.
     std::fs::remove_file(p.path("data/processed/split_report.json")).unwrap();
     p.write("data/processed/split_report.json", "{\"mine\": true}\n");
