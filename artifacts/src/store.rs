@@ -142,6 +142,23 @@ fn atomic_link_or_copy(src: &Path, dest: &Path) -> Result<()> {
     atomic_copy(src, dest)
 }
 
+/// Whether two paths are the same file (hard links of one inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (fs::metadata(a), fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.ino() == y.ino() && x.dev() == y.dev(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (a, b);
+        false
+    }
+}
+
 /// Copies a file, or a folder with everything under it, to `dest`.
 fn copy_all(src: &Path, dest: &Path) -> Result<()> {
     if src.is_dir() {
@@ -639,7 +656,7 @@ impl Store {
     pub fn workspace_matches(&self, out: &OutputRef, dest: &Path) -> bool {
         match out.kind {
             OutputKind::File => match fs::metadata(dest) {
-                Ok(m) if m.is_file() && m.len() == out.size => self.file_holds(dest, &m, &out.id),
+                Ok(m) if m.is_file() && m.len() == out.size => self.file_holds(dest, &out.id),
                 _ => false,
             },
             OutputKind::Dir => {
@@ -648,7 +665,7 @@ impl Store {
                 };
                 tree.entries.iter().all(|(rel, e)| {
                     let p = dest.join(rel);
-                    fs::metadata(&p).is_ok_and(|m| m.is_file() && self.file_holds(&p, &m, &e.id))
+                    fs::metadata(&p).is_ok_and(|m| m.is_file() && self.file_holds(&p, &e.id))
                 })
             }
         }
@@ -658,22 +675,45 @@ impl Store {
     /// whose stamp (size, modification time, inode) the stat cache trusts holds it without
     /// being read, so an unchanged workspace is checked without hashing its large files; an
     /// edit through the link changes the stamp, and the file is hashed.
-    fn file_holds(&self, path: &Path, meta: &fs::Metadata, id: &str) -> bool {
-        #[cfg(unix)]
+    fn file_holds(&self, path: &Path, id: &str) -> bool {
+        let object = self.object_path(id);
+        if same_file(path, &object) && Stamp::of(&object).is_some_and(|s| self.stamps.trusts(id, s))
         {
-            use std::os::unix::fs::MetadataExt;
-            let object = self.object_path(id);
-            if let Ok(o) = fs::metadata(&object)
-                && o.ino() == meta.ino()
-                && o.dev() == meta.dev()
-                && Stamp::of(&object).is_some_and(|s| self.stamps.trusts(id, s))
+            return true;
+        }
+        hash_file(path).map(|(h, _)| h == id).unwrap_or(false)
+    }
+
+    /// Makes a workspace copy that already holds `out` (checked by the caller) a hard link to
+    /// its objects again where it is a separate copy: after the store was rebuilt, or when a
+    /// copy was restored by hand. It then takes no space of its own and is checked by its
+    /// inode rather than by hashing it. Where the file system cannot link, it stays a copy.
+    pub fn relink(&self, out: &OutputRef, dest: &Path) -> Result<()> {
+        let pairs: Vec<(PathBuf, String)> = match out.kind {
+            OutputKind::File => vec![(dest.to_path_buf(), out.id.to_string())],
+            OutputKind::Dir => self
+                .read_tree(&out.id)?
+                .entries
+                .iter()
+                .map(|(rel, e)| (dest.join(rel), e.id.to_string()))
+                .collect(),
+        };
+        for (path, id) in pairs {
+            let object = self.object_path(&id);
+            if same_file(&path, &object) || !self.object_ok(&id) {
+                continue;
+            }
+            let parent = path.parent().unwrap_or(Path::new("."));
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+            let tmp = parent.join(tmp_name(name));
+            if fs::hard_link(&object, &tmp).is_ok()
+                && let Err(e) = fs::rename(&tmp, &path)
             {
-                return true;
+                let _ = fs::remove_file(&tmp);
+                return Err(e).io("rename into place", &path);
             }
         }
-        #[cfg(not(unix))]
-        let _ = meta;
-        hash_file(path).map(|(h, _)| h == id).unwrap_or(false)
+        Ok(())
     }
 
     /// Whether everything at `path` (a file, or every file under a folder) is the content
@@ -1445,6 +1485,25 @@ mod tests {
         assert_eq!(text, "{}");
         assert!(!store.verify(false).unwrap().damaged());
         assert_eq!(fs::read_dir(store.root.join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_separate_copy_of_an_output_is_linked_to_its_objects_again() {
+        let (dir, store, out) = stored_model_dir();
+        let ws = dir.path().join("ws/model");
+        store.materialise(&out, &ws).unwrap();
+        // The copy of a store that was rebuilt: the same content in files of their own.
+        let copy = dir.path().join("copy");
+        copy_all(&ws, &copy).unwrap();
+        fs::remove_dir_all(&ws).unwrap();
+        fs::rename(&copy, &ws).unwrap();
+        let weights = store.object_path(blake3::hash(b"weights").to_hex().as_ref());
+        assert!(!same_file(&ws.join("a.bin"), &weights));
+        assert!(store.workspace_matches(&out, &ws));
+        store.relink(&out, &ws).unwrap();
+        assert!(same_file(&ws.join("a.bin"), &weights));
+        assert!(store.workspace_matches(&out, &ws));
+        assert_eq!(fs::read(ws.join("sub/b.json")).unwrap(), b"{}");
     }
 
     #[test]

@@ -461,7 +461,7 @@ pub fn status(p: &Pipeline) -> Result<Vec<StageStatus>> {
             workspace: vec![],
         };
         let drift = |outs: &Outputs| -> Result<Vec<WorkspaceDrift>> {
-            Ok(workspace::drift(p, &store, spec, outs)?
+            Ok(workspace::drift(p, &store, spec, outs, false)?
                 .into_iter()
                 .map(|d| d.drift)
                 .collect())

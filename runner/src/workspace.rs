@@ -11,7 +11,8 @@
 //! What a copy should hold is the recorded output, or the stage kind's view of it
 //! ([`crate::Stage::workspace_view`]): a promotion's model folder shows the model its ref
 //! points at now, so the main pipeline's promotion, fresh or restored, does not put back a
-//! model a fine-tune's promotion has since replaced.
+//! model a fine-tune's promotion has since replaced. A dated output
+//! (`to_review_{date}.csv`) is where it belongs under the day of the run that wrote it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -30,7 +31,7 @@ pub(crate) fn workspace_path(p: &Pipeline, rel: &str) -> PathBuf {
 }
 
 /// The copies a dated output path (`data/review/to_review_{date}.csv`) names on any day:
-/// the files beside it whose names have eight digits where the path has `{date}`.
+/// the files beside it whose names have eight digits where the file name has `{date}`.
 fn dated_copies(p: &Pipeline, rel: &str) -> Vec<PathBuf> {
     let path = p.root.join(rel);
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
@@ -110,12 +111,15 @@ pub(crate) struct Drifted {
     output: OutputRef,
 }
 
-/// The copies of the outputs `outs` records for `spec` that do not hold them.
+/// The copies of the outputs `outs` records for `spec` that do not hold them. With
+/// `relink`, a copy that holds its output but is not a hard link to it becomes one again
+/// ([`Store::relink`]).
 pub(crate) fn drift(
     p: &Pipeline,
     store: &Store,
     spec: &StageSpec,
     outs: &BTreeMap<String, OutputRef>,
+    relink: bool,
 ) -> Result<Vec<Drifted>> {
     let mut found = Vec::new();
     for (name, o) in &spec.outputs {
@@ -125,11 +129,16 @@ pub(crate) fn drift(
         let dest = workspace_path(p, &o.workspace);
         // A dated output is where it belongs under the date of the run that wrote it: a
         // fresh stage does not copy it to today's name.
-        if store.workspace_matches(&r, &dest)
-            || (!dest.exists()
-                && dated_copies(p, &o.workspace)
-                    .iter()
-                    .any(|d| store.workspace_matches(&r, d)))
+        if store.workspace_matches(&r, &dest) {
+            if relink {
+                store.relink(&r, &dest)?;
+            }
+            continue;
+        }
+        if !dest.exists()
+            && dated_copies(p, &o.workspace)
+                .iter()
+                .any(|d| store.workspace_matches(&r, d))
         {
             continue;
         }
@@ -167,7 +176,7 @@ pub(crate) fn put_back(
         drift,
         dest,
         output,
-    } in drift(p, store, spec, outs)?
+    } in drift(p, store, spec, outs, !dry_run)?
     {
         let path = &drift.path;
         let note = match (&drift.copy, dry_run) {
@@ -216,6 +225,7 @@ pub(crate) fn write(
         };
         let dest = workspace_path(p, &o.workspace);
         if store.workspace_matches(&r, &dest) {
+            store.relink(&r, &dest)?;
             continue;
         }
         if !store.holds_content_of(&dest)? {
