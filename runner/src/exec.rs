@@ -521,6 +521,11 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
+    /// A skipped stage's workspace copies put back where they do not hold its outputs.
+    fn put_back(&self, spec: &StageSpec, outs: &Outputs, notes: &mut Vec<String>) -> Result<()> {
+        workspace::put_back(self.p, self.store, spec, outs, self.opts.dry_run, notes)
+    }
+
     fn forced(&self, id: &str) -> bool {
         match &self.opts.force {
             Some(Force::All) => true,
@@ -604,14 +609,7 @@ impl Shared<'_> {
             let reasons = match freshness(self.store, spec, &inputs, frozen, forced)? {
                 Freshness::UpstreamStale(_) => unreachable!("the fingerprint is known"),
                 Freshness::Frozen { record, why } => {
-                    workspace::put_back(
-                        self.p,
-                        self.store,
-                        spec,
-                        &record.outputs,
-                        self.opts.dry_run,
-                        &mut ws_notes,
-                    )?;
+                    self.put_back(spec, &record.outputs, &mut ws_notes)?;
                     run.outcome = StageOutcome::Skipped;
                     run.metrics = self.metrics_of(&record.key);
                     let note = if why.is_empty() {
@@ -635,14 +633,7 @@ impl Shared<'_> {
                     return Ok((record.outputs, note));
                 }
                 Freshness::Fresh(record) => {
-                    workspace::put_back(
-                        self.p,
-                        self.store,
-                        spec,
-                        &record.outputs,
-                        self.opts.dry_run,
-                        &mut ws_notes,
-                    )?;
+                    self.put_back(spec, &record.outputs, &mut ws_notes)?;
                     run.outcome = StageOutcome::Skipped;
                     run.metrics = self.metrics_of(&key);
                     return Ok((record.outputs, vec![]));

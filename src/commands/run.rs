@@ -282,29 +282,32 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
     if result.is_err() && c.iter().all(|&n| n == 0) {
         return result.map(|_| ()).map_err(Into::into);
     }
-    console::out(&if a.dry_run {
+    let n = |o: StageOutcome| c[o as usize];
+    let counts = if a.dry_run {
         // Nothing executed or was restored: say what a run would do.
         format!(
-            "{} (dry run): {} would run, {} would be restored, {} skipped, {} failed in {:.2}s",
+            "{} (dry run): {} would run, {} would be restored, {} skipped, {} failed",
             p.name,
-            c[StageOutcome::WouldRun as usize],
-            c[StageOutcome::Restored as usize],
-            c[StageOutcome::Skipped as usize],
-            c[StageOutcome::Failed as usize],
-            started.elapsed().as_secs_f64()
+            n(StageOutcome::WouldRun),
+            n(StageOutcome::Restored),
+            n(StageOutcome::Skipped),
+            n(StageOutcome::Failed)
         )
     } else {
         format!(
-            "{}: {} executed, {} skipped, {} restored, {} failed, {} blocked in {:.2}s",
+            "{}: {} executed, {} skipped, {} restored, {} failed, {} blocked",
             p.name,
-            c[StageOutcome::Executed as usize],
-            c[StageOutcome::Skipped as usize],
-            c[StageOutcome::Restored as usize],
-            c[StageOutcome::Failed as usize],
-            c[StageOutcome::Blocked as usize],
-            started.elapsed().as_secs_f64()
+            n(StageOutcome::Executed),
+            n(StageOutcome::Skipped),
+            n(StageOutcome::Restored),
+            n(StageOutcome::Failed),
+            n(StageOutcome::Blocked)
         )
-    });
+    };
+    console::out(&format!(
+        "{counts} in {:.2}s",
+        started.elapsed().as_secs_f64()
+    ));
     result?;
     Ok(())
 }
