@@ -370,6 +370,21 @@ fn promotions_on_two_machines_are_never_lost() {
     let out = ok(&a, &s3, &["pull"]);
     assert!(out.contains("taken from the remote"), "{out}");
     assert_eq!(best(&a), c_best);
+    // A's `models/best` still holds its own model until a run puts the team's there.
+    let st = a.ok(&["status", "pipelines/full.toml"]);
+    assert!(
+        st.contains("[FRESH] promote: `models/best` holds another version of the output"),
+        "{st}"
+    );
+    let out = a.ok(&["run", "pipelines/full.toml"]);
+    assert!(
+        out.contains("0 executed") && out.contains("put `models/best` back"),
+        "{out}"
+    );
+    assert_eq!(
+        a.ok(&["lineage", "models/best"]).lines().next(),
+        a.ok(&["lineage", "best"]).lines().next()
+    );
     // B moved nothing either; a conflicting local move there is kept unless --theirs.
     b.edit(
         "config/default.toml",
