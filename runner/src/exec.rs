@@ -87,8 +87,8 @@ pub enum Event {
         run: StageRun,
         /// Summary lines the stage reported.
         summary: Vec<String>,
-        /// What the run did to the stage's workspace copies beyond writing its outputs
-        /// (a deleted copy put back, an edited one moved aside, another stage's left).
+        /// What the run did to the stage's workspace copies beyond writing its outputs (a
+        /// deleted or replaced copy put back, an edited one moved aside first).
         workspace: Vec<String>,
     },
 }
@@ -125,7 +125,7 @@ pub struct StageStatus {
     /// Key, when it could be computed.
     pub key: Option<StageKey>,
     /// A fresh or frozen stage's workspace copies that do not hold its outputs (deleted,
-    /// edited, or written by another stage since).
+    /// edited, or replaced since).
     pub workspace: Vec<WorkspaceDrift>,
 }
 
