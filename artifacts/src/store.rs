@@ -743,6 +743,15 @@ impl Store {
     /// `quarantine/workspace-<time>/<rel>`, where nothing reads or removes it. Returns
     /// where it went.
     pub fn set_aside(&self, path: &Path, rel: &str) -> Result<PathBuf> {
+        // Only the path's names: a root, `.` or `..` (an output outside the project) must
+        // not lead out of the quarantine folder.
+        let names: PathBuf = Path::new(rel)
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
         let dest = self
             .root
             .join("quarantine")
@@ -750,7 +759,7 @@ impl Store {
                 "workspace-{}",
                 chrono::Utc::now().format("%Y%m%dT%H%M%S%9fZ")
             ))
-            .join(rel.trim_start_matches('/'));
+            .join(names);
         let parent = dest.parent().unwrap_or(&self.root);
         fs::create_dir_all(parent).io("create directory", parent)?;
         if fs::rename(path, &dest).is_err() {
@@ -1521,10 +1530,11 @@ mod tests {
         // The edit went through the hard link into the store: no object holds that content
         // any more, so a stage's output would move it aside rather than drop it.
         assert!(!store.holds_content_of(&ws).unwrap());
-        let aside = store.set_aside(&ws, "ws/model").unwrap();
+        let aside = store.set_aside(&ws, "../ws/model").unwrap();
         assert!(!ws.exists());
         assert_eq!(fs::read(aside.join("a.bin")).unwrap(), b"edited");
         assert!(aside.starts_with(store.root.join("quarantine")));
+        assert!(aside.ends_with("ws/model") && !aside.to_string_lossy().contains(".."));
         assert!(
             store.holds_content_of(&ws).unwrap(),
             "nothing there, nothing to lose"
