@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
-use artifacts::table::{Column, RowProblem, Table, neutralise_formula};
+use artifacts::table::{Column, RowProblem, Table, TextEncoding, neutralise_formula};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, State};
 use axum::http::{StatusCode, header};
@@ -304,12 +304,20 @@ fn code_rows(
     (texts, preds)
 }
 
-/// Codes an uploaded CSV: the same rows and columns, prediction columns appended.
-fn code_csv(st: &AppState, m: &Loaded, bytes: &[u8], limit: usize) -> Result<Coded, ApiError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+/// Codes an uploaded CSV in `encoding`: the same rows and columns, prediction columns
+/// appended (in UTF-8).
+fn code_csv(
+    st: &AppState,
+    m: &Loaded,
+    bytes: &[u8],
+    encoding: TextEncoding,
+    limit: usize,
+) -> Result<Coded, ApiError> {
+    let bytes = encoding.decode(bytes);
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
         ApiError::bad_request(format!(
-            "the CSV is not valid UTF-8 (line {}, byte {}); re-save it as UTF-8",
-            line_of(bytes, e.valid_up_to()),
+            "the CSV is not valid UTF-8 (line {}, byte {}); re-save it as UTF-8, or send it with the encoding it was saved in (Content-Type: text/csv; charset=windows-1252), or set `encoding` in [data] of the service's config",
+            line_of(&bytes, e.valid_up_to()),
             e.valid_up_to()
         ))
     })?;
@@ -494,6 +502,22 @@ async fn uploaded_file(mut multipart: Multipart, max: usize) -> Result<(Bytes, S
     }
 }
 
+/// The `charset` parameter of a Content-Type header, if it has one.
+fn charset(content_type: &str) -> Result<Option<TextEncoding>, ApiError> {
+    let Some(value) = content_type.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"'))
+    }) else {
+        return Ok(None);
+    };
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e: String| ApiError::bad_request(format!("Content-Type charset: {e}")))
+}
+
 /// Code an uploaded CSV or Parquet file — a multipart form's `file` field, or the whole body
 /// sent as `text/csv` or `application/vnd.apache.parquet` — and return it, in the same format,
 /// with prediction columns appended.
@@ -505,13 +529,18 @@ pub(crate) async fn predict_csv(
     req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let max = st.settings.serve.csv_max_bytes;
-    let media_type = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .to_string();
+    let media_type = content_type
+        .split(';')
+        .next()
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
+    let encoding = charset(&content_type)?.unwrap_or(st.settings.columns.encoding);
     let (data, name) = match media_type.as_str() {
         "multipart/form-data" => {
             let multipart = Multipart::from_request(req, &()).await.map_err(|r| {
@@ -556,7 +585,7 @@ pub(crate) async fn predict_csv(
         if parquet {
             code_parquet(&st2, &m2, data, &name, limit)
         } else {
-            code_csv(&st2, &m2, &data, limit)
+            code_csv(&st2, &m2, &data, encoding, limit)
         }
     })
     .await

@@ -419,8 +419,14 @@ fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 /// every CSV input is (its separator judged by the header holding `wanted`, any line ends),
 /// since a coder may have saved it from a spreadsheet.
 fn csv_records(f: &Path, wanted: &[&str]) -> Option<(csv::StringRecord, Vec<csv::StringRecord>)> {
-    let (mut r, header) =
-        artifacts::table::open_csv_file(f, wanted, &vec![false; wanted.len()], true).ok()?;
+    let (mut r, header) = artifacts::table::open_csv_file(
+        f,
+        wanted,
+        &vec![false; wanted.len()],
+        true,
+        artifacts::table::TextEncoding::UTF_8,
+    )
+    .ok()?;
     let h: csv::StringRecord = header.iter().map(|c| c.trim()).collect();
     Some((h, r.records().flatten().collect()))
 }

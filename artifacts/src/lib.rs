@@ -32,6 +32,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod atomic;
+mod encoding;
 mod error;
 mod lock;
 mod object;

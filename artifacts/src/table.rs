@@ -23,6 +23,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 
+pub use crate::encoding::TextEncoding;
 use crate::error::{Error, IoContext, Result};
 
 /// One typed column.
@@ -903,12 +904,17 @@ pub fn csv_delimiter(first_line: &[u8], wanted: &[&str], required: &[bool]) -> u
     best.map_or(widest.1, |b| b.1)
 }
 
-/// The field separator of the CSV file at `path`, judged by [`csv_delimiter`] from its first
-/// line (read up to 1 MiB).
-pub fn csv_file_delimiter(path: &Path, wanted: &[&str], required: &[bool]) -> std::io::Result<u8> {
+/// The field separator of the CSV file at `path` in `encoding`, judged by [`csv_delimiter`]
+/// from its first line (read up to 1 MiB).
+pub fn csv_file_delimiter(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+    encoding: TextEncoding,
+) -> std::io::Result<u8> {
     use std::io::{BufRead, Read};
     let mut first = Vec::new();
-    std::io::BufReader::new(File::open(path)?)
+    std::io::BufReader::new(encoding.open(path)?)
         .take(1 << 20)
         .read_until(b'\n', &mut first)?;
     Ok(csv_delimiter(&first, wanted, required))
@@ -1078,7 +1084,8 @@ impl<R: std::io::BufRead> std::io::Read for LineEndsAsLf<R> {
 }
 
 /// The reader [`open_csv_file`] gives.
-pub type CsvFileReader = csv::Reader<LineEndsAsLf<std::io::BufReader<File>>>;
+pub type CsvFileReader =
+    csv::Reader<LineEndsAsLf<std::io::BufReader<Box<dyn std::io::Read + Send>>>>;
 
 /// Why [`open_csv_file`] could not open a CSV file; each message completes a sentence that
 /// starts with the file's name.
@@ -1094,7 +1101,8 @@ pub enum CsvOpenError {
 
 /// A CSV reader of `path` with the separator its header row uses ([`csv_file_delimiter`]),
 /// past that row, and the column names it holds (a UTF-8 byte-order mark taken off, bytes
-/// that are not UTF-8 replaced). `flexible` lets rows have another number of fields than the
+/// that are not UTF-8 replaced). The file is read as UTF-8 text in `encoding`
+/// ([`TextEncoding::open`]). `flexible` lets rows have another number of fields than the
 /// header, for readers that report such rows themselves. CRLF and CR line ends are read as LF
 /// ([`LineEndsAsLf`]), so that the records' positions name their lines.
 pub fn open_csv_file(
@@ -1102,9 +1110,11 @@ pub fn open_csv_file(
     wanted: &[&str],
     required: &[bool],
     flexible: bool,
+    encoding: TextEncoding,
 ) -> std::result::Result<(CsvFileReader, Vec<String>), CsvOpenError> {
-    let delimiter = csv_file_delimiter(path, wanted, required).map_err(CsvOpenError::Read)?;
-    let file = File::open(path).map_err(CsvOpenError::Read)?;
+    let delimiter =
+        csv_file_delimiter(path, wanted, required, encoding).map_err(CsvOpenError::Read)?;
+    let file = encoding.open(path).map_err(CsvOpenError::Read)?;
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(flexible)
         .delimiter(delimiter)
@@ -1190,6 +1200,9 @@ pub enum RowProblem {
     NotUtf8 {
         /// The column's name in the header.
         column: String,
+        /// Whether the file is CSV text, which `[data] encoding` can say how to read (a
+        /// Parquet file's text is UTF-8 by its format).
+        in_csv: bool,
     },
 }
 
@@ -1198,7 +1211,7 @@ impl RowProblem {
     pub fn column(&self) -> Option<&str> {
         match self {
             RowProblem::FieldCount { .. } | RowProblem::QuoteNotClosed => None,
-            RowProblem::NotUtf8 { column } => Some(column),
+            RowProblem::NotUtf8 { column, .. } => Some(column),
         }
     }
 }
@@ -1221,10 +1234,16 @@ impl std::fmt::Display for RowProblem {
             RowProblem::QuoteNotClosed => f.write_str(
                 "a quote opened in this row is never closed, so the rest of the file became one value; close it (a quote inside a value is written twice: \"\")",
             ),
-            RowProblem::NotUtf8 { column } => write!(
-                f,
-                "column `{column}` is not valid UTF-8; re-save the file as UTF-8"
-            ),
+            RowProblem::NotUtf8 { column, in_csv } => {
+                write!(
+                    f,
+                    "column `{column}` is not valid UTF-8; re-save the file as UTF-8"
+                )?;
+                if *in_csv {
+                    f.write_str(", or set `encoding` in [data] to the one it was saved in (windows-1252 for most Western European spreadsheets)")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -1301,7 +1320,8 @@ mod tests {
             let path = dir.path().join("jobs.csv");
             let text = "job_title,code\ncook,5120\n\"two\nlines\",2221\nnurse,2221\n";
             std::fs::write(&path, text.replace('\n', end)).unwrap();
-            let (mut rdr, header) = open_csv_file(&path, &["job_title"], &[true], false).unwrap();
+            let (mut rdr, header) =
+                open_csv_file(&path, &["job_title"], &[true], false, TextEncoding::UTF_8).unwrap();
             assert_eq!(header, ["job_title", "code"]);
             let rows: Vec<(u64, Vec<String>)> = rdr
                 .records()

@@ -255,11 +255,16 @@ pub(crate) fn open_csv(
     known: &[&str],
     flexible: bool,
 ) -> Result<(artifacts::table::CsvFileReader, Vec<String>), Error> {
-    artifacts::table::open_csv_file(path, known, &vec![false; known.len()], flexible).map_err(|e| {
-        Error::File {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        }
+    artifacts::table::open_csv_file(
+        path,
+        known,
+        &vec![false; known.len()],
+        flexible,
+        artifacts::table::TextEncoding::UTF_8,
+    )
+    .map_err(|e| Error::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     })
 }
 

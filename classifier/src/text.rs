@@ -1,6 +1,8 @@
 //! Text normalisation shared by cleaning, training and prediction (the `clean` stage and
 //! the predictor must agree exactly).
 
+use artifacts::table::TextEncoding;
+
 /// Normalises one field: lower case; punctuation and special characters become spaces
 /// (apostrophes are dropped, so "o'clock" stays one word); `|` is kept as the field
 /// separator; runs of white space collapse to one space.
@@ -88,9 +90,10 @@ pub fn unusable_note(why: impl std::fmt::Display) -> String {
 }
 
 /// The names under which an office's files hold a record's text: its job title and its
-/// duties (config `[data]`, `title_column` and `duties_column`). Training records, files to
-/// code and uploads to the service are read with them; coded output names the two columns
-/// `job_title` and `duties_description` whatever they were called.
+/// duties (config `[data]`, `title_column` and `duties_column`), and the character encoding
+/// of such a file when it is CSV (`encoding`). Training records, files to code and uploads to
+/// the service are read with them; coded output names the two columns `job_title` and
+/// `duties_description` whatever they were called, and is UTF-8 whatever the input was.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct RecordColumns {
@@ -98,6 +101,10 @@ pub struct RecordColumns {
     pub title_column: String,
     /// The duties' column (a file may lack it: its records are coded by title alone).
     pub duties_column: String,
+    /// The encoding a CSV file is read in (UTF-8 unless the office's files are saved in
+    /// another; left out of the params, and so of stage keys, when UTF-8).
+    #[serde(skip_serializing_if = "TextEncoding::is_utf8")]
+    pub encoding: TextEncoding,
 }
 
 impl Default for RecordColumns {
@@ -105,13 +112,15 @@ impl Default for RecordColumns {
         RecordColumns {
             title_column: "job_title".into(),
             duties_column: "duties_description".into(),
+            encoding: TextEncoding::UTF_8,
         }
     }
 }
 
 impl RecordColumns {
-    /// The config keys that set the names.
-    pub const KEYS: [&'static str; 2] = ["title_column", "duties_column"];
+    /// The config keys of `[data]` that say how to read a file of records: the two names,
+    /// then the encoding.
+    pub const KEYS: [&'static str; 3] = ["title_column", "duties_column", "encoding"];
 
     /// The two names, title first (as headings are compared: without surrounding spaces).
     pub fn names(&self) -> [&str; 2] {
@@ -136,6 +145,7 @@ impl RecordColumns {
         RecordColumns {
             title_column: pick(title, std_title),
             duties_column: pick(duties, std_duties),
+            encoding: self.encoding,
         }
     }
 
@@ -180,6 +190,7 @@ mod tests {
         let named = |t: &str, d: &str| RecordColumns {
             title_column: t.into(),
             duties_column: d.into(),
+            ..RecordColumns::default()
         };
         assert_eq!(
             named(" Job Title ", "Duties").names(),

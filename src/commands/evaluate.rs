@@ -51,7 +51,7 @@ pub fn exec(a: Args) -> anyhow::Result<()> {
         }
         // Before the model loads (an ensemble's takes seconds): each file has the columns.
         let by = stages::columns::columns_of(f, &columns);
-        stages::records::check_input_file(f, &by.names(), LabelledColumns::REQUIRED)
+        stages::records::check_input_file(f, &by.names(), LabelledColumns::REQUIRED, by.encoding)
             .map_err(|e| e.with_column_hint(|c| stages::columns::column_hint(c, &columns, true)))?;
         let name = f
             .file_stem()

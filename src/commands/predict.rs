@@ -178,7 +178,8 @@ pub fn inference_config<C: ColumnNames>(
         None => Ok(toml::Table::new()),
     };
     let mut inference = section("inference")?;
-    // Of [data], only the column names concern coding; the rest is for training.
+    // Of [data], only how a file of records is read (its column names and encoding)
+    // concerns coding; the rest is for training.
     let mut data: toml::Table = section("data")?
         .into_iter()
         .filter(|(k, _)| C::KEYS.contains(&k.as_str()))
@@ -192,10 +193,13 @@ pub fn inference_config<C: ColumnNames>(
             _ => {
                 let names: Vec<String> = C::KEYS
                     .iter()
-                    .map(|k| format!("-S data.{k}=NAME"))
+                    .map(|k| match *k {
+                        "encoding" => format!("-S data.{k}=ENCODING"),
+                        _ => format!("-S data.{k}=NAME"),
+                    })
                     .collect();
                 return Err(super::UsageError(format!(
-                    "-S {}: `isco-dag {command}` takes only [inference] settings and [data]'s column names (-S inference.KEY=VALUE, {}); other settings belong to a pipeline run",
+                    "-S {}: `isco-dag {command}` takes only [inference] settings and how [data] says files are read (-S inference.KEY=VALUE, {}); other settings belong to a pipeline run",
                     o.text,
                     names.join(", ")
                 ))
@@ -398,8 +402,13 @@ fn code(a: &Args, input: &std::path::Path, shown: &str) -> anyhow::Result<()> {
     let missing_hint =
         |e: stages::Error| e.with_column_hint(|c| stages::columns::column_hint(c, &columns, true));
     let read_by = stages::columns::columns_of(&input, &columns);
-    stages::records::check_input_file(&input, &read_by.names(), &stages::predict::REQUIRED)
-        .map_err(missing_hint)?;
+    stages::records::check_input_file(
+        &input,
+        &read_by.names(),
+        &stages::predict::REQUIRED,
+        read_by.encoding,
+    )
+    .map_err(missing_hint)?;
     if let Some(out) = &a.output {
         let explain_base = |ext: &str| out.with_extension(ext);
         let clobbered = same_file(&input, out)

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use artifacts::table::{Column, Table};
+use artifacts::table::{Column, Table, TextEncoding};
 use classifier::Taxonomy;
 use classifier::text::record_text;
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
@@ -30,6 +30,9 @@ pub struct CleanParams {
     pub code_column: String,
     /// Keep only the first of rows with identical text and code.
     pub drop_exact_duplicates: bool,
+    /// The encoding a CSV file of records is read in (left out of the resolved params, and
+    /// so of the stage's key, when UTF-8).
+    pub encoding: TextEncoding,
 }
 
 impl Default for CleanParams {
@@ -39,6 +42,7 @@ impl Default for CleanParams {
             duties_column: "duties_description".into(),
             code_column: "isco_code".into(),
             drop_exact_duplicates: false,
+            encoding: TextEncoding::UTF_8,
         }
     }
 }
@@ -95,12 +99,18 @@ pub fn load_taxonomy(ctx: &StageContext<'_>) -> Result<Taxonomy, StageError> {
 impl Stage for Clean {
     runner::stage_metadata!("clean", version "5", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
-        let v = runner::stage::typed_params::<CleanParams>(raw)?;
+        let mut v = runner::stage::typed_params::<CleanParams>(raw)?;
         let p: CleanParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        if p.encoding.is_utf8()
+            && let Some(m) = v.as_object_mut()
+        {
+            m.remove("encoding");
+        }
         LabelledColumns {
             title_column: p.title_column,
             duties_column: p.duties_column,
             code_column: p.code_column,
+            encoding: p.encoding,
         }
         .validate()?;
         Ok(v)
@@ -115,7 +125,7 @@ impl Stage for Clean {
             p.duties_column.as_str(),
             p.code_column.as_str(),
         ];
-        let rows = read_rows(input, &cols, &[true, true, true]).map_err(|e| {
+        let rows = read_rows(input, &cols, &[true, true, true], p.encoding).map_err(|e| {
             e.with_column_hint(|column| {
                 let key = ["title_column", "duties_column", "code_column"]
                     [cols.iter().position(|c| *c == column).unwrap_or(0)];

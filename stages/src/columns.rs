@@ -11,17 +11,21 @@
 
 use std::path::Path;
 
+use artifacts::table::TextEncoding;
 use classifier::text::RecordColumns;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// A set of column names a stage reads from `[data]`.
 pub trait ColumnNames: Serialize + DeserializeOwned + Default + PartialEq + Clone {
-    /// The config keys that set the names, in [`ColumnNames::names`]' order.
+    /// The config keys that set the names, in [`ColumnNames::names`]' order, then
+    /// `encoding`.
     const KEYS: &'static [&'static str];
     /// Which of the columns must be in a file (the others may be missing).
     const REQUIRED: &'static [bool];
     /// The names (as headings are compared: without surrounding spaces).
     fn names(&self) -> Vec<&str>;
+    /// The encoding a CSV file is read in.
+    fn encoding(&self) -> TextEncoding;
     /// The names to read a file with `header` by: each configured name, or the standard
     /// one where the header lacks the configured name but has the standard.
     fn in_header(&self, header: &[String]) -> Self;
@@ -35,6 +39,9 @@ impl ColumnNames for RecordColumns {
     const REQUIRED: &'static [bool] = &[true, false];
     fn names(&self) -> Vec<&str> {
         RecordColumns::names(self).to_vec()
+    }
+    fn encoding(&self) -> TextEncoding {
+        self.encoding
     }
     fn in_header(&self, header: &[String]) -> Self {
         RecordColumns::in_header(self, header)
@@ -54,6 +61,9 @@ pub struct LabelledColumns {
     pub duties_column: String,
     /// The ISCO-08 code's column.
     pub code_column: String,
+    /// The encoding a CSV file is read in (left out of the params when UTF-8).
+    #[serde(skip_serializing_if = "TextEncoding::is_utf8")]
+    pub encoding: TextEncoding,
 }
 
 impl Default for LabelledColumns {
@@ -63,6 +73,7 @@ impl Default for LabelledColumns {
             title_column: text.title_column,
             duties_column: text.duties_column,
             code_column: "isco_code".into(),
+            encoding: text.encoding,
         }
     }
 }
@@ -73,12 +84,14 @@ impl LabelledColumns {
         RecordColumns {
             title_column: self.title_column.clone(),
             duties_column: self.duties_column.clone(),
+            encoding: self.encoding,
         }
     }
 }
 
 impl ColumnNames for LabelledColumns {
-    const KEYS: &'static [&'static str] = &["title_column", "duties_column", "code_column"];
+    const KEYS: &'static [&'static str] =
+        &["title_column", "duties_column", "code_column", "encoding"];
     const REQUIRED: &'static [bool] = &[true, false, true];
     fn names(&self) -> Vec<&str> {
         vec![
@@ -87,12 +100,16 @@ impl ColumnNames for LabelledColumns {
             self.code_column.trim(),
         ]
     }
+    fn encoding(&self) -> TextEncoding {
+        self.encoding
+    }
     fn in_header(&self, header: &[String]) -> Self {
         let text = self.text().in_header(header);
         let has = |name: &str| header.iter().any(|h| h.trim() == name);
         let standard = LabelledColumns::default();
         let code = self.code_column.trim();
         LabelledColumns {
+            encoding: self.encoding,
             title_column: text.title_column,
             duties_column: text.duties_column,
             code_column: if !has(code) && has(&standard.code_column) {
@@ -178,7 +195,9 @@ pub fn read_params<P: DeserializeOwned, C: ColumnNames>(
 /// those instead (see [`ColumnNames::in_header`]). A file whose header cannot be read is
 /// left to the reading that follows to report.
 pub fn columns_of<C: ColumnNames>(input: &Path, columns: &C) -> C {
-    let header_with = |names: &C| crate::records::header_of(input, &names.names(), C::REQUIRED);
+    let header_with = |names: &C| {
+        crate::records::header_of(input, &names.names(), C::REQUIRED, columns.encoding())
+    };
     let Ok(header) = header_with(columns) else {
         return columns.clone();
     };
@@ -222,6 +241,7 @@ mod tests {
             title_column: "Job Title".into(),
             duties_column: "Duties".into(),
             code_column: "ISCO".into(),
+            encoding: TextEncoding::UTF_8,
         }
     }
 

@@ -266,7 +266,7 @@ impl Stage for Corrections {
                 .unwrap_or_default();
             let names = columns_of(path, &configured);
             let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
-            let rows = read_rows(path, &wanted, &[false; COLUMNS.len()])?;
+            let rows = read_rows(path, &wanted, &[false; COLUMNS.len()], configured.encoding)?;
             if let Some(first) = rows.first() {
                 let has = |i: usize| first.values[i].is_some();
                 if !has(0) && !has(2) {

@@ -109,7 +109,7 @@ pub fn read_labelled(
     units: &BTreeSet<IscoCode>,
 ) -> Result<Labelled, Error> {
     let by = columns_of(path, columns);
-    let rows = read_rows(path, &by.names(), LabelledColumns::REQUIRED)
+    let rows = read_rows(path, &by.names(), LabelledColumns::REQUIRED, by.encoding)
         .map_err(|e| e.with_column_hint(|c| column_hint(c, columns, false)))?;
     let mut texts = Vec::new();
     let mut codes = Vec::new();
@@ -724,6 +724,7 @@ mod tests {
             title_column: "Job Title".into(),
             duties_column: "Duties".into(),
             code_column: "ISCO".into(),
+            ..LabelledColumns::default()
         };
         let own = dir.path().join("own.csv");
         std::fs::write(

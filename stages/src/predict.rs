@@ -111,8 +111,9 @@ pub fn code_file(
     let read_by = columns_of(input, columns);
     let names = read_by.names();
     let keep = |row| shard.is_none_or(|s| s.takes(row));
-    let (rest, rows) = read_rows_keeping_all(input, &names, &REQUIRED, &keep)?;
-    let duties_column = crate::records::header_of(input, &names, &REQUIRED)?
+    let encoding = read_by.encoding;
+    let (rest, rows) = read_rows_keeping_all(input, &names, &REQUIRED, encoding, &keep)?;
+    let duties_column = crate::records::header_of(input, &names, &REQUIRED, encoding)?
         .iter()
         .any(|h| h.trim() == names[1]);
     let mut kept: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); rest.len()];

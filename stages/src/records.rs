@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use artifacts::table::{Column, Table};
+use artifacts::table::{Column, Table, TextEncoding};
 
 use crate::error::Error;
 
@@ -56,9 +56,14 @@ pub(crate) fn is_parquet(path: &Path) -> bool {
 
 /// Checks, before anything slow (loading a model) happens, that `path` is a file a table can
 /// be read from — it exists and, unless it is Parquet, it is UTF-8 text rather than a
-/// spreadsheet workbook or another binary file — and that its header has the `required`
-/// ones of the `wanted` columns.
-pub fn check_input_file(path: &Path, wanted: &[&str], required: &[bool]) -> Result<(), Error> {
+/// spreadsheet workbook or another binary file — and that its header, read in `encoding`,
+/// has the `required` ones of the `wanted` columns.
+pub fn check_input_file(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+    encoding: TextEncoding,
+) -> Result<(), Error> {
     if !path.is_file() {
         return Err(Error::Input {
             path: path.to_path_buf(),
@@ -71,9 +76,9 @@ pub fn check_input_file(path: &Path, wanted: &[&str], required: &[bool]) -> Resu
         });
     }
     if !is_parquet(path) {
-        check_text_file(path)?;
+        check_text_file(path, encoding)?;
     }
-    let header = header_of(path, wanted, required)?;
+    let header = header_of(path, wanted, required, encoding)?;
     let (_, idx) = header_positions(path, &header, wanted, required, false)?;
     if is_parquet(path) {
         check_parquet_text_columns(path, &idx)?;
@@ -126,8 +131,9 @@ fn check_parquet_text_columns(path: &Path, idx: &[Option<usize>]) -> Result<(), 
 }
 
 /// Refuses a spreadsheet workbook or any other binary file before it is read as CSV, where
-/// it would only show as a header of garbled column names.
-fn check_text_file(path: &Path) -> Result<(), Error> {
+/// it would only show as a header of garbled column names, and a UTF-16 file unless
+/// `encoding` says it is one.
+fn check_text_file(path: &Path, encoding: TextEncoding) -> Result<(), Error> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -155,11 +161,16 @@ fn check_text_file(path: &Path) -> Result<(), Error> {
     // UTF-16 text has a NUL in every other byte, binary files many; a stray NUL in a UTF-8
     // file is left to the row it is in.
     let nuls = head.iter().filter(|&&b| b == 0).count();
-    if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) || nuls * 20 > head.len()
-    {
-        return Err(err(
-            "is not UTF-8 text: give a CSV file saved as UTF-8 (a spreadsheet's \"CSV UTF-8\" export), or a Parquet file".into(),
-        ));
+    let utf16_bom = head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]);
+    let save_as =
+        "give a CSV file saved as UTF-8 (a spreadsheet's \"CSV UTF-8\" export) or a Parquet file";
+    if !encoding.is_utf16() && utf16_bom {
+        return Err(err(format!(
+            "is UTF-16 text, not {encoding}: set `encoding = \"utf-16le\"` in [data] (for one call, `-S data.encoding=utf-16le`), or {save_as}"
+        )));
+    }
+    if !encoding.is_utf16() && nuls * 20 > head.len() {
+        return Err(err(format!("is not {encoding} text: {save_as}")));
     }
     Ok(())
 }
@@ -227,16 +238,18 @@ fn header_positions(
     Ok((rest, idx))
 }
 
-/// The column names of a CSV or Parquet file's header, read without reading its rows.
+/// The column names of a CSV (in `encoding`) or Parquet file's header, read without reading
+/// its rows.
 pub(crate) fn header_of(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
+    encoding: TextEncoding,
 ) -> Result<Vec<String>, Error> {
     if is_parquet(path) {
         return Ok(artifacts::table::parquet_column_names(path)?);
     }
-    csv_reader(path, wanted, required).map(|(_, header)| header)
+    csv_reader(path, wanted, required, encoding).map(|(_, header)| header)
 }
 
 /// A CSV reader of `path` with the separator its header row uses, past that row, and the
@@ -245,19 +258,27 @@ fn csv_reader(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
+    encoding: TextEncoding,
 ) -> Result<(artifacts::table::CsvFileReader, Vec<String>), Error> {
-    artifacts::table::open_csv_file(path, wanted, required, true).map_err(|e| Error::Input {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    artifacts::table::open_csv_file(path, wanted, required, true, encoding).map_err(|e| {
+        Error::Input {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
     })
 }
 
 /// Reads `wanted` columns of a CSV or Parquet file. `required[i]` says whether column i must
 /// exist in the header (a missing required column is an error for the whole file; missing
-/// optional ones give `None`). Rows that cannot be decoded (wrong field count, invalid
-/// UTF-8) are returned with a `problem`, never dropped.
-pub fn read_rows(path: &Path, wanted: &[&str], required: &[bool]) -> Result<Vec<RawRow>, Error> {
-    read_rows_inner(path, wanted, required, false, &|_| true).map(|(_, rows)| rows)
+/// optional ones give `None`). A CSV file is read as text in `encoding`. Rows that cannot be
+/// decoded (wrong field count, invalid UTF-8) are returned with a `problem`, never dropped.
+pub fn read_rows(
+    path: &Path,
+    wanted: &[&str],
+    required: &[bool],
+    encoding: TextEncoding,
+) -> Result<Vec<RawRow>, Error> {
+    read_rows_inner(path, wanted, required, encoding, false, &|_| true).map(|(_, rows)| rows)
 }
 
 /// Like [`read_rows`], but every other column of the file is read too: the returned names
@@ -271,15 +292,17 @@ pub fn read_rows_keeping_all(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
+    encoding: TextEncoding,
     keep: &dyn Fn(usize) -> bool,
 ) -> Result<(Vec<String>, Vec<RawRow>), Error> {
-    read_rows_inner(path, wanted, required, true, keep)
+    read_rows_inner(path, wanted, required, encoding, true, keep)
 }
 
 fn read_rows_inner(
     path: &Path,
     wanted: &[&str],
     required: &[bool],
+    encoding: TextEncoding,
     keep_rest: bool,
     keep: &dyn Fn(usize) -> bool,
 ) -> Result<(Vec<String>, Vec<RawRow>), Error> {
@@ -318,16 +341,17 @@ fn read_rows_inner(
                                 .join(",")
                         },
                         values,
-                        problem: not_utf8[r]
-                            .clone()
-                            .map(|column| RowProblem::NotUtf8 { column }),
+                        problem: not_utf8[r].clone().map(|column| RowProblem::NotUtf8 {
+                            column,
+                            in_csv: false,
+                        }),
                     }
                 })
                 .collect(),
         ));
     }
-    check_text_file(path)?;
-    let (mut rdr, header) = csv_reader(path, wanted, required)?;
+    check_text_file(path, encoding)?;
+    let (mut rdr, header) = csv_reader(path, wanted, required, encoding)?;
     let (rest, idx) = check_header(&header)?;
     let mut rows = Vec::new();
     let mut rec = csv::ByteRecord::new();
@@ -383,6 +407,7 @@ fn read_rows_inner(
                                                 || header[*c].clone(),
                                                 |w| w.to_string(),
                                             ),
+                                            in_csv: true,
                                         });
                                     }
                                     Some(String::from_utf8_lossy(bytes).to_string())
@@ -411,11 +436,8 @@ fn read_rows_inner(
         }
     }
     let again = || {
-        let delimiter = artifacts::table::csv_file_delimiter(path, wanted, required)?;
-        Ok((
-            std::io::BufReader::new(std::fs::File::open(path)?),
-            delimiter,
-        ))
+        let delimiter = artifacts::table::csv_file_delimiter(path, wanted, required, encoding)?;
+        Ok((std::io::BufReader::new(encoding.open(path)?), delimiter))
     };
     match quotes.finish(again) {
         Ok(None) => {}
@@ -432,7 +454,12 @@ pub fn read_row_map(
     path: &Path,
     value_column: &str,
 ) -> Result<std::collections::HashMap<i64, String>, Error> {
-    let rows = read_rows(path, &["row", value_column], &[true, true])?;
+    let rows = read_rows(
+        path,
+        &["row", value_column],
+        &[true, true],
+        TextEncoding::UTF_8,
+    )?;
     let mut m = std::collections::HashMap::with_capacity(rows.len());
     for r in rows {
         if let Some(problem) = &r.problem {
@@ -525,6 +552,8 @@ impl Records {
 mod tests {
     use super::*;
 
+    const UTF8: TextEncoding = TextEncoding::UTF_8;
+
     #[test]
     fn a_shard_holds_only_its_rows_under_their_own_numbers_but_sees_the_whole_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -546,7 +575,8 @@ mod tests {
             .unwrap();
         for path in [&csv, &pq] {
             let odd = |row: usize| row % 2 == 1;
-            let (rest, rows) = read_rows_keeping_all(path, &["job_title"], &[true], &odd).unwrap();
+            let (rest, rows) =
+                read_rows_keeping_all(path, &["job_title"], &[true], UTF8, &odd).unwrap();
             assert_eq!(rest, ["id"]);
             let held: Vec<_> = rows
                 .iter()
@@ -575,9 +605,10 @@ mod tests {
         // none of the rows it swallows.
         std::fs::write(&csv, "id,job_title\n1,chef\n\"2,cook\n3,baker\n4,nurse\n").unwrap();
         for shard in [0, 1] {
-            let e = read_rows_keeping_all(&csv, &["job_title"], &[true], &|row| row % 2 == shard)
-                .unwrap_err()
-                .to_string();
+            let e =
+                read_rows_keeping_all(&csv, &["job_title"], &[true], UTF8, &|row| row % 2 == shard)
+                    .unwrap_err()
+                    .to_string();
             assert!(e.contains("swallowing"), "{e}");
         }
     }
@@ -594,6 +625,7 @@ mod tests {
             &p,
             &["job_title", "duties_description", "isco_code"],
             &[true, true, true],
+            UTF8,
         )
         .unwrap();
         assert_eq!(rows.len(), 3);
@@ -618,7 +650,7 @@ mod tests {
             .with("isco_code", Column::Str(vec!["5120".into(), "5120".into()]))
             .write_parquet(&pq)
             .unwrap();
-        let rows = read_rows(&pq, &["job_title", "isco_code"], &[true, true]).unwrap();
+        let rows = read_rows(&pq, &["job_title", "isco_code"], &[true, true], UTF8).unwrap();
         assert_eq!(
             rows.iter().map(|r| (r.line, r.place())).collect::<Vec<_>>(),
             [(None, "row 0".to_string()), (None, "row 1".to_string())]
@@ -627,7 +659,9 @@ mod tests {
             line_column([Some(3), None].into_iter()),
             Column::Nullable(Box::new(Column::Int(vec![3, 0])), vec![true, false])
         );
-        let e = read_rows(&p, &["title"], &[true]).unwrap_err().to_string();
+        let e = read_rows(&p, &["title"], &[true], UTF8)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("r.csv") && e.contains("no column `title`"),
             "{e}"
@@ -641,7 +675,7 @@ mod tests {
         let cols = ["job_title", "duties_description"];
         let read = |bytes: &[u8], required: &[bool]| {
             std::fs::write(&p, bytes).unwrap();
-            read_rows(&p, &cols, required).map(|rows| {
+            read_rows(&p, &cols, required, UTF8).map(|rows| {
                 rows.into_iter()
                     .map(|r| (r.values, r.problem))
                     .collect::<Vec<_>>()
@@ -700,7 +734,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
         std::fs::write(&p, "job_title,isco_code,isco_code\nchef,5120,9999\n").unwrap();
-        let e = read_rows(&p, &["job_title", "isco_code"], &[true, true])
+        let e = read_rows(&p, &["job_title", "isco_code"], &[true, true], UTF8)
             .unwrap_err()
             .to_string();
         assert!(
@@ -717,7 +751,7 @@ mod tests {
         // The error reading `text` with its line ends written as `end`.
         let error_of = |text: &str, end: &str| {
             std::fs::write(&p, text.replace('\n', end)).unwrap();
-            read_rows(&p, &["job_title", "isco_code"], &[true, true])
+            read_rows(&p, &["job_title", "isco_code"], &[true, true], UTF8)
                 .unwrap_err()
                 .to_string()
         };
@@ -743,7 +777,7 @@ mod tests {
             }
             let text = "job_title,isco_code\nchef,5120\ncook,\"51\n20\"\"\"\nwaiter,\"5131\n\"\n";
             std::fs::write(&p, text.replace('\n', end)).unwrap();
-            let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
+            let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true], UTF8).unwrap();
             assert_eq!(rows.len(), 3, "{end:?}");
             assert_eq!(rows[1].values[1].as_deref(), Some("51\n20\""), "{end:?}");
             assert!(rows.iter().all(|r| r.problem.is_none()), "{end:?}");
@@ -753,7 +787,7 @@ mod tests {
         for end in ["\n", "\r\n", "\r"] {
             let text = "job_title,isco_code\nchef,5120\n\"cook,5120\n".replace('\n', end);
             std::fs::write(&p, text).unwrap();
-            let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
+            let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true], UTF8).unwrap();
             assert_eq!(rows.len(), 2, "{end:?}");
             assert_eq!(rows[0].problem, None, "{end:?}");
             assert_eq!(rows[1].problem, Some(RowProblem::QuoteNotClosed), "{end:?}");
@@ -765,7 +799,7 @@ mod tests {
         );
         // A legitimate multi-line field is kept.
         std::fs::write(&p, "job_title,isco_code\n\"chef\nhead\",5120\ncook,5120\n").unwrap();
-        let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true]).unwrap();
+        let rows = read_rows(&p, &["job_title", "isco_code"], &[true, true], UTF8).unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows.iter().all(|r| r.problem.is_none()));
     }

@@ -480,6 +480,33 @@ fn every_endpoint_and_every_error_is_json() {
         "{}",
         r.text()
     );
+    // A body in another encoding says so in its charset, and is answered in UTF-8.
+    let r = request(
+        a,
+        "POST",
+        "/predict/csv",
+        &[("Content-Type", "text/csv; charset=\"windows-1252\"")],
+        b"job_title\ncaf\xe9 owner\n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().lines().nth(1).unwrap().starts_with("café owner,"),
+        "{}",
+        r.text()
+    );
+    let r = request(
+        a,
+        "POST",
+        "/predict/csv",
+        &[("Content-Type", "text/csv; charset=klingon")],
+        b"job_title\nchef\n",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        error_of(&r).starts_with("Content-Type charset: `klingon` is not a character encoding"),
+        "{}",
+        r.text()
+    );
     let r = request(
         a,
         "POST",

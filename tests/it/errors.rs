@@ -168,6 +168,63 @@ fn bad_rows_are_quarantined_with_row_and_reason() {
 }
 
 #[test]
+fn records_saved_in_a_legacy_code_page_are_read_in_the_encoding_data_names() {
+    // A spreadsheet's plain "CSV" export on Windows is in windows-1252, not UTF-8.
+    let p = Project::new(50);
+    let records = "data/raw/historical_records.csv";
+    let text = std::fs::read_to_string(p.path(records)).unwrap()
+        + "pâtissière,bakes pastries; decorates cakes,7512\nchef cuisinière,cooks,51x0\n";
+    let line = text.lines().count();
+    let legacy: Vec<u8> = text
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("a Latin-1 character"))
+        .collect();
+    std::fs::write(p.path(records), legacy).unwrap();
+    let quarantine = || std::fs::read_to_string(p.path("data/processed/quarantine.csv")).unwrap();
+    let kept = || {
+        let report: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(p.path("data/processed/clean_report.json")).unwrap(),
+        )
+        .unwrap();
+        report["counts"]["kept"].as_u64().unwrap()
+    };
+    // Read as UTF-8, both rows are refused for their bytes, and the reason says what to set.
+    p.ok(&["run", "pipelines/full.toml", "--until", "clean"]);
+    let q = quarantine();
+    assert_eq!(
+        q.matches("is not valid UTF-8; re-save the file as UTF-8, or set `encoding` in [data] to the one it was saved in").count(),
+        2,
+        "{q}"
+    );
+    let as_utf8 = kept();
+    // Read in its encoding, the first row is kept and the second refused for its code alone,
+    // on its own line and with its text as written.
+    p.ok(&[
+        "run",
+        "pipelines/full.toml",
+        "--until",
+        "clean",
+        "-S",
+        "data.encoding=windows-1252",
+    ]);
+    assert_eq!(kept(), as_utf8 + 1);
+    let q = quarantine();
+    assert!(
+        q.contains(&format!(
+            "{},{line},isco_code,`51x0` is not a 4-digit ISCO-08 unit group code,chef cuisinière,cooks,51x0",
+            line - 2
+        )),
+        "{q}"
+    );
+    assert!(!q.contains("UTF-8"), "{q}");
+    // UTF-8 named as such is the default: it changes no stage's key.
+    std::fs::write(p.path(records), text).unwrap();
+    p.ok(&["run", "pipelines/full.toml"]);
+    let out = p.ok(&["run", "pipelines/full.toml", "-S", "data.encoding=utf-8"]);
+    assert!(out.contains(": 0 executed"), "{out}");
+}
+
+#[test]
 fn rows_of_a_crlf_file_are_named_by_their_own_lines() {
     // A spreadsheet on Windows saves its CSV files with CRLF line ends, an old one on a Mac
     // with CR alone.

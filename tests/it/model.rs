@@ -219,7 +219,7 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
         ),
         (
             "data.seed=1",
-            "-S data.seed=1: `isco-dag predict` takes only [inference] settings and [data]'s column names",
+            "-S data.seed=1: `isco-dag predict` takes only [inference] settings and how [data] says files are read (-S inference.KEY=VALUE, -S data.title_column=NAME, -S data.duties_column=NAME, -S data.encoding=ENCODING)",
         ),
         (
             "data.duties_column=job_title",
@@ -310,6 +310,75 @@ fn pipeline_trains_a_model_that_learns_promotes_it_and_codes_new_jobs() {
     assert_eq!(
         std::fs::read_to_string(p.path("coded_standard.csv")).unwrap(),
         coded
+    );
+
+    // A spreadsheet's plain "CSV" export is in the machine's code page (windows-1252 in
+    // Western Europe): read in the encoding [data] names, it is coded as its UTF-8 twin, and
+    // the coded file is UTF-8. Without the setting its rows with accents are unusable, and
+    // the note says how to read them.
+    let mut accented = jobs.clone();
+    accented[0] = ["pâtissier café", "bakes pastries; serves coffee"]
+        .into_iter()
+        .collect();
+    let mut twin = csv::Writer::from_writer(Vec::new());
+    twin.write_record(["job_title", "duties_description"])
+        .unwrap();
+    for r in &accented {
+        twin.write_record(r).unwrap();
+    }
+    let utf8 = String::from_utf8(twin.into_inner().unwrap()).unwrap();
+    p.write("jobs_utf8.csv", &utf8);
+    let legacy: Vec<u8> = utf8
+        .chars()
+        .map(|c| u8::try_from(u32::from(c)).expect("a Latin-1 character"))
+        .collect();
+    std::fs::write(p.path("jobs_1252.csv"), &legacy).unwrap();
+    let in_utf8 = p.ok(&["predict", "-i", "jobs_utf8.csv"]);
+    assert!(in_utf8.contains("pâtissier café"), "{in_utf8}");
+    let in_1252 = p.ok(&[
+        "predict",
+        "-i",
+        "jobs_1252.csv",
+        "-S",
+        "data.encoding=windows-1252",
+    ]);
+    assert_eq!(in_1252, in_utf8);
+    // So is a spreadsheet's "Unicode text" export (UTF-16 with its byte-order mark).
+    let utf16: Vec<u8> = [0xFF, 0xFE]
+        .into_iter()
+        .chain(utf8.encode_utf16().flat_map(u16::to_le_bytes))
+        .collect();
+    std::fs::write(p.path("jobs_utf16.csv"), utf16).unwrap();
+    let in_utf16 = p.ok(&[
+        "predict",
+        "-i",
+        "jobs_utf16.csv",
+        "-S",
+        "data.encoding=utf-16",
+    ]);
+    assert_eq!(in_utf16, in_utf8);
+    let unread = p.ok(&["predict", "-i", "jobs_1252.csv"]);
+    assert!(
+        unread.lines().nth(1).unwrap().ends_with(
+            "\"row unusable: column `job_title` is not valid UTF-8; re-save the file as UTF-8, or set `encoding` in [data] to the one it was saved in (windows-1252 for most Western European spreadsheets)\""
+        ),
+        "{unread}"
+    );
+    assert_eq!(
+        unread.lines().skip(2).collect::<Vec<_>>(),
+        in_utf8.lines().skip(2).collect::<Vec<_>>()
+    );
+    let (code, err) = p.fails(&[
+        "predict",
+        "-i",
+        "jobs_1252.csv",
+        "-S",
+        "data.encoding=latin-9000",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("section [data] with -S data.encoding=latin-9000: `latin-9000` is not a character encoding"),
+        "{err}"
     );
 
     // `--input -` codes what comes on standard input, as it codes the file; an error there
@@ -705,7 +774,7 @@ fn the_evaluate_command_scores_labelled_files_as_the_stage_does() {
     for (args, says) in [
         (
             vec!["evaluate", "qc sample.csv", "-S", "training.epochs=1"],
-            "`isco-dag evaluate` takes only [inference] settings and [data]'s column names",
+            "`isco-dag evaluate` takes only [inference] settings and how [data] says files are read",
         ),
         (
             vec![

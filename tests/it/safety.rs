@@ -151,7 +151,10 @@ fn outputs_cannot_overwrite_what_the_project_reads() {
             "titles.csv: has no column `job_title` (columns: title, duties)",
         ),
         ("jobs.xlsx", "jobs.xlsx: is a spreadsheet workbook (.xlsx)"),
-        ("utf16.csv", "utf16.csv: is not UTF-8 text"),
+        (
+            "utf16.csv",
+            "utf16.csv: is UTF-16 text, not UTF-8: set `encoding = \"utf-16le\"` in [data]",
+        ),
         ("missing.csv", "missing.csv: does not exist"),
         ("data", "data: is a folder"),
     ] {
@@ -159,6 +162,13 @@ fn outputs_cannot_overwrite_what_the_project_reads() {
         assert!(err.contains(says), "{input}: {err}");
         assert!(!err.contains("model"), "{input}: {err}");
     }
+    // Named as UTF-16, a spreadsheet's "Unicode text" export passes the checks; this project
+    // has no model yet, which is all the error is about.
+    let (_, err) = p.fails(&["predict", "utf16.csv", "-S", "data.encoding=utf-16le"]);
+    assert!(
+        err.contains("`best` is neither a model directory nor a ref") && !err.contains("utf16"),
+        "{err}"
+    );
 }
 
 #[test]
