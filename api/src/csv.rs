@@ -520,7 +520,8 @@ fn charset(content_type: &str) -> Result<Option<TextEncoding>, ApiError> {
 
 /// Code an uploaded CSV or Parquet file — a multipart form's `file` field, or the whole body
 /// sent as `text/csv` or `application/vnd.apache.parquet` — and return it, in the same format,
-/// with prediction columns appended.
+/// with prediction columns appended. A CSV is read in the `charset` its Content-Type names,
+/// else in the service's `[data] encoding` (UTF-8 unless set); the answer is UTF-8.
 #[utoipa::path(post, path = "/predict/csv",
     request_body(content((CsvUpload = "multipart/form-data"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
     responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet")), headers(("X-Model-Version" = String, description = "the model that coded the file"), ("X-Coding-Note" = String, description = "present when the upload has no duties column: every record was coded by its job title alone (characters outside printable ASCII, and `%`, percent-encoded as UTF-8)"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]

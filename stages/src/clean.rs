@@ -97,7 +97,7 @@ pub fn load_taxonomy(ctx: &StageContext<'_>) -> Result<Taxonomy, StageError> {
 }
 
 impl Stage for Clean {
-    runner::stage_metadata!("clean", version "5", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
+    runner::stage_metadata!("clean", version "6", "validate codes, normalise text, quarantine unusable rows", INPUTS, OUTPUTS, CleanParams);
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         let mut v = runner::stage::typed_params::<CleanParams>(raw)?;
         let p: CleanParams = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;

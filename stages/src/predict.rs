@@ -340,7 +340,7 @@ pub fn resolve_inference_params<C: columns::ColumnNames>(
 }
 
 impl Stage for Predict {
-    runner::stage_metadata!("predict", version "8", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, names columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>()));
+    runner::stage_metadata!("predict", version "9", "code new records; write predictions and the review queue", INPUTS, OUTPUTS, names columns::param_names::<RecordColumns>(runner::stage::param_names_of::<InferenceConfig>()));
     fn resolve_params(&self, raw: &toml::Table) -> Result<serde_json::Value, String> {
         resolve_inference_params::<RecordColumns>(raw)
     }
