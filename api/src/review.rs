@@ -414,10 +414,11 @@ fn csv_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     v
 }
 
-/// A CSV file's header and its readable records, or `None` when it cannot be opened or has
-/// no header (a queue file is the service's to skip, not to fail on). The file is read as
-/// every CSV input is (its separator judged by the header holding `wanted`, any line ends),
-/// since a coder may have saved it from a spreadsheet.
+/// A CSV file's header and its records, or `None` when it cannot be opened or has no header
+/// (a queue file is the service's to skip, not to fail on). The file is read as every CSV
+/// input is (its separator judged by the header holding `wanted`, any line ends), since a
+/// coder may have saved it from a spreadsheet; a spreadsheet that saved it in its own code
+/// page leaves bytes that are not UTF-8, which show as U+FFFD rather than lose their row.
 fn csv_records(f: &Path, wanted: &[&str]) -> Option<(csv::StringRecord, Vec<csv::StringRecord>)> {
     let (mut r, header) = artifacts::table::open_csv_file(
         f,
@@ -428,7 +429,18 @@ fn csv_records(f: &Path, wanted: &[&str]) -> Option<(csv::StringRecord, Vec<csv:
     )
     .ok()?;
     let h: csv::StringRecord = header.iter().map(|c| c.trim()).collect();
-    Some((h, r.records().flatten().collect()))
+    let mut records = Vec::new();
+    let mut rec = csv::ByteRecord::new();
+    // An error other than the bytes (the file cut short while being written) ends the rows
+    // that can be read.
+    while let Ok(true) = r.read_byte_record(&mut rec) {
+        records.push(
+            rec.iter()
+                .map(|field| String::from_utf8_lossy(field))
+                .collect::<csv::StringRecord>(),
+        );
+    }
+    Some((h, records))
 }
 
 /// The decisions in one `review_<date>.csv` file: (queue item, who decided it and when).
@@ -1021,6 +1033,20 @@ mod tests {
         );
         assert_eq!(item_id("chef", ""), item_id("chef", ""));
         assert_ne!(item_id("chef", "a"), item_id("chefa", ""));
+    }
+
+    #[test]
+    fn a_queue_row_a_spreadsheet_saved_in_its_code_page_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("to_review_20261208.csv");
+        std::fs::write(
+            &p,
+            b"job_title;duties_description;isco_code;confidence\r\ncaf\xe9 owner;runs a caf\xe9;5120;0,4\r\nchef;cooks;5120;0.5\r\n",
+        )
+        .unwrap();
+        let queued = queued_in(&p);
+        let titles: Vec<&str> = queued.iter().map(|q| q.job_title.as_str()).collect();
+        assert_eq!(titles, ["caf\u{fffd} owner", "chef"]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Reading raw input tables (CSV or Parquet) row by row without losing any, and the cleaned
-//! record table that flows between stages.
+//! record table that flows between stages. A CSV file is read in the encoding `[data]` names
+//! ([`TextEncoding`]); in UTF-8, the default, a row with bytes that are not UTF-8 is kept with
+//! that problem rather than decoded by a guess.
 
 use std::path::Path;
 
@@ -55,9 +57,9 @@ pub(crate) fn is_parquet(path: &Path) -> bool {
 }
 
 /// Checks, before anything slow (loading a model) happens, that `path` is a file a table can
-/// be read from — it exists and, unless it is Parquet, it is UTF-8 text rather than a
-/// spreadsheet workbook or another binary file — and that its header, read in `encoding`,
-/// has the `required` ones of the `wanted` columns.
+/// be read from — it exists and, unless it is Parquet, it is text rather than a spreadsheet
+/// workbook or another binary file — and that its header, read in `encoding`, has the
+/// `required` ones of the `wanted` columns.
 pub fn check_input_file(
     path: &Path,
     wanted: &[&str],
