@@ -471,8 +471,12 @@ fn not_taken(max: usize, status: StatusCode, what: &str, reason: String) -> ApiE
     }
 }
 
-/// The `file` field of a multipart form (or its first field with a file name), and that name.
-async fn uploaded_file(mut multipart: Multipart, max: usize) -> Result<(Bytes, String), ApiError> {
+/// The `file` field of a multipart form (or its first field with a file name), its name,
+/// and the encoding the field's own Content-Type names, if it names one.
+async fn uploaded_file(
+    mut multipart: Multipart,
+    max: usize,
+) -> Result<(Bytes, String, Option<TextEncoding>), ApiError> {
     loop {
         let field = multipart.next_field().await.map_err(|e| {
             not_taken(
@@ -489,6 +493,7 @@ async fn uploaded_file(mut multipart: Multipart, max: usize) -> Result<(Bytes, S
         };
         if field.name() == Some("file") || field.file_name().is_some() {
             let name = field.file_name().unwrap_or("the upload").to_string();
+            let encoding = charset(field.content_type().unwrap_or_default())?;
             let bytes = field.bytes().await.map_err(|e| {
                 not_taken(
                     max,
@@ -497,7 +502,7 @@ async fn uploaded_file(mut multipart: Multipart, max: usize) -> Result<(Bytes, S
                     e.body_text(),
                 )
             })?;
-            return Ok((bytes, name));
+            return Ok((bytes, name, encoding));
         }
     }
 }
@@ -520,8 +525,9 @@ fn charset(content_type: &str) -> Result<Option<TextEncoding>, ApiError> {
 
 /// Code an uploaded CSV or Parquet file — a multipart form's `file` field, or the whole body
 /// sent as `text/csv` or `application/vnd.apache.parquet` — and return it, in the same format,
-/// with prediction columns appended. A CSV is read in the `charset` its Content-Type names,
-/// else in the service's `[data] encoding` (UTF-8 unless set); the answer is UTF-8.
+/// with prediction columns appended. A CSV is read in the `charset` its Content-Type (the
+/// body's, or the form field's) names, else in the service's `[data] encoding` (UTF-8 unless
+/// set); the answer is UTF-8.
 #[utoipa::path(post, path = "/predict/csv",
     request_body(content((CsvUpload = "multipart/form-data"), (String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet"))),
     responses((status = 200, content((String = "text/csv"), (Vec<u8> = "application/vnd.apache.parquet")), headers(("X-Model-Version" = String, description = "the model that coded the file"), ("X-Coding-Note" = String, description = "present when the upload has no duties column: every record was coded by its job title alone (characters outside printable ASCII, and `%`, percent-encoded as UTF-8)"))), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -541,8 +547,7 @@ pub(crate) async fn predict_csv(
         .next()
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let encoding = charset(&content_type)?.unwrap_or(st.settings.columns.encoding);
-    let (data, name) = match media_type.as_str() {
+    let (data, name, given) = match media_type.as_str() {
         "multipart/form-data" => {
             let multipart = Multipart::from_request(req, &()).await.map_err(|r| {
                 ApiError::new(
@@ -564,7 +569,7 @@ pub(crate) async fn predict_csv(
                     r.body_text(),
                 )
             })?;
-            (bytes, "the upload".to_string())
+            (bytes, "the upload".to_string(), charset(&content_type)?)
         }
         other => {
             return Err(ApiError::new(
@@ -578,6 +583,7 @@ pub(crate) async fn predict_csv(
     if data.len() > max {
         return Err(too_big(max));
     }
+    let encoding = given.unwrap_or(st.settings.columns.encoding);
     let m = st.loaded()?;
     let limit = st.settings.serve.batch_limit;
     let (m2, st2) = (m.clone(), st.clone());

@@ -494,6 +494,18 @@ fn every_endpoint_and_every_error_is_json() {
         "{}",
         r.text()
     );
+    // So does a form's file field.
+    let (ct, body) = multipart("file", "jobs.csv", b"job_title\ncaf\xe9 owner\n");
+    let mut body = body;
+    let at = body.windows(10).position(|w| w == b"text/csv\r\n").unwrap();
+    body.splice(at + 8..at + 8, b"; charset=latin1".iter().copied());
+    let r = request(a, "POST", "/predict/csv", &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().lines().nth(1).unwrap().starts_with("café owner,"),
+        "{}",
+        r.text()
+    );
     let r = request(
         a,
         "POST",
