@@ -335,40 +335,48 @@ impl Table {
         let (mut writer, factory) = ArrowWriter::try_new(out, schema.clone(), Some(props))
             .and_then(ArrowWriter::into_serialized_writer)
             .map_err(pq)?;
-        // Columns are encoded and compressed in parallel (one task per column), then appended
-        // to the row group in schema order. Each row group's rows are made Arrow arrays on
-        // their own, so a large table is never held twice.
+        // Which column of the table each of the file's leaf columns belongs to (a list or
+        // struct column has several leaves, written by one writer each).
+        let descr = writer.schema_descr();
+        let roots: Vec<usize> = (0..descr.num_columns())
+            .map(|leaf| descr.get_column_root_idx(leaf))
+            .collect();
+        // Columns are made Arrow arrays, encoded and compressed in parallel (one task per
+        // column), then appended to the row group in schema order. Each task makes its own
+        // column's array of the row group's rows and drops it once encoded, so a large
+        // table is never held twice, not even one row group of it.
         let (mut start, mut rg) = (0, 0);
         while start < rows {
             let len = rg_rows.min(rows - start);
-            let arrays = self
-                .columns
-                .iter()
-                .map(|(_, c)| c.range_to_arrow(start, len))
-                .collect();
-            let part =
-                RecordBatch::try_new(schema.clone(), arrays).map_err(|e| err(e.to_string()))?;
-            let leaves = schema
-                .fields()
-                .iter()
-                .zip(part.columns())
-                .map(|(f, a)| compute_leaves(f, a))
+            let mut writers: Vec<Vec<_>> = self.columns.iter().map(|_| Vec::new()).collect();
+            for (w, &root) in factory
+                .create_column_writers(rg)
+                .map_err(pq)?
+                .into_iter()
+                .zip(&roots)
+            {
+                writers[root].push(w);
+            }
+            let chunks = writers
+                .into_par_iter()
+                .zip(self.columns.par_iter())
+                .zip(schema.fields().par_iter())
+                .map(|((writers, (_, c)), field)| {
+                    let array = c.range_to_arrow(start, len);
+                    debug_assert_eq!(array.data_type(), field.data_type());
+                    writers
+                        .into_iter()
+                        .zip(compute_leaves(field, &array)?)
+                        .map(|(mut w, leaf)| {
+                            w.write(&leaf)?;
+                            w.close()
+                        })
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(pq)?
                 .into_iter()
-                .flatten()
-                .collect::<Vec<_>>();
-            let chunks = factory
-                .create_column_writers(rg)
-                .map_err(pq)?
-                .into_par_iter()
-                .zip(leaves)
-                .map(|(mut w, leaf)| {
-                    w.write(&leaf)?;
-                    w.close()
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(pq)?;
+                .flatten();
             let mut group = writer.next_row_group().map_err(pq)?;
             for c in chunks {
                 c.append_to_row_group(&mut group).map_err(pq)?;

@@ -256,6 +256,12 @@ pub struct Alternative {
     pub confidence: f64,
 }
 
+/// How many texts [`Predictor::predict`] scores at a time: enough rows for the network's
+/// matrix products and the encoder's batches to run at full speed, few enough that the
+/// probabilities of one chunk stay small. A caller coding a large file in chunks of this
+/// size codes every row exactly as one call over the whole file would.
+pub const PREDICT_CHUNK: usize = 16_384;
+
 /// A coded record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
@@ -818,7 +824,7 @@ impl Predictor {
         let c = self.classes();
         let mut out = Vec::with_capacity(texts.len());
         if self.cascade().is_some() || self.reranker().is_some() || self.title_only().is_some() {
-            for chunk in texts.chunks(16_384) {
+            for chunk in texts.chunks(PREDICT_CHUNK) {
                 let scored = self.score(chunk);
                 let preds: Vec<Prediction> = scored
                     .probabilities
@@ -834,7 +840,7 @@ impl Predictor {
             return out;
         }
         let inv_t = (1.0 / self.meta.temperature) as f32;
-        for chunk in texts.chunks(16_384) {
+        for chunk in texts.chunks(PREDICT_CHUNK) {
             // Softmax, calibration and decision row by row on a small buffer, so the
             // probability matrix is never written out and read back.
             let logits = self.logits(chunk);

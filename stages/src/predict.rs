@@ -5,14 +5,14 @@
 use std::path::Path;
 
 use artifacts::table::{Column, Table};
-use classifier::predict::{InferenceConfig, Predictor, Step};
+use classifier::predict::{InferenceConfig, PREDICT_CHUNK, Predictor, Step};
 use classifier::text::{RecordColumns, record_text};
 use runner::{InputDecl, OutputDecl, Stage, StageContext, StageError, StageReport};
 use serde_json::json;
 
 use crate::columns::{self, column_hint, columns_of};
 use crate::error::Error;
-use crate::records::read_rows_keeping_all;
+use crate::records::{RawRow, read_rows_keeping_all};
 
 /// The `predict` stage kind.
 pub struct Predict;
@@ -138,16 +138,6 @@ pub fn code_file(
         None
     };
     use rayon::prelude::*;
-    let texts: Vec<String> = rows
-        .par_iter()
-        .map(|r| {
-            record_text(
-                r.values[0].as_deref().unwrap_or(""),
-                r.values[1].as_deref().unwrap_or(""),
-            )
-        })
-        .collect();
-    let preds = pred.predict(&texts);
     let k = pred.config.top_k;
     let n = rows.len();
     let mut fallbacks = 0;
@@ -170,47 +160,84 @@ pub fn code_file(
     let mut unusable = 0;
     // Whether a row was coded: an unusable row gets no prediction, only its reason.
     let mut coded = Vec::with_capacity(n);
-    for (r, (p, text)) in rows.into_iter().zip(preds.into_iter().zip(&texts)) {
-        let problem = match (&r.problem, text.is_empty()) {
-            (Some(problem), _) => Some(classifier::text::unusable_note(problem)),
-            (None, true) => Some(classifier::text::unusable_note(
-                classifier::text::why_no_text(
+    // The texts of the rows that need review, in row order, for their similar past records.
+    let mut review_texts = Vec::new();
+    // The rows are coded a chunk at a time, the predictor's own chunk, so that only two
+    // chunks' texts and predictions (each with its alternatives) are held beside the columns,
+    // not the whole file's; the codes are those of one call over every row. The next chunk
+    // is coded while the current one is moved into the columns.
+    let code_chunk = |chunk: &[RawRow]| {
+        let texts: Vec<String> = chunk
+            .par_iter()
+            .map(|r| {
+                record_text(
                     r.values[0].as_deref().unwrap_or(""),
                     r.values[1].as_deref().unwrap_or(""),
-                ),
-            )),
-            _ => None,
-        };
-        let ok = problem.is_none();
-        unusable += !ok as usize;
-        coded.push(ok);
-        needs.push(!ok || p.needs_review);
-        note.push(problem.unwrap_or_default());
-        row_no.push(r.row as i64);
-        let mut values = r.values.into_iter();
-        job_title.push(values.next().flatten().unwrap_or_default());
-        duties.push(values.next().flatten().unwrap_or_default());
-        for (col, v) in kept.iter_mut().zip(values) {
-            col.push(v.unwrap_or_default());
-        }
-        if ok {
-            *steps.entry(p.decided_by).or_insert(0) += 1;
-            fallbacks += p.is_fallback as usize;
-        }
-        let text_if = |t: String| if ok { t } else { String::new() };
-        code.push(text_if(p.isco_code.into()));
-        level.push(p.level as i64);
-        title.push(text_if(p.title));
-        confidence.push(p.confidence);
-        grade.push(text_if(p.grade.to_string()));
-        fallback.push(p.is_fallback);
-        decided_by.push(text_if(p.decided_by.to_string()));
-        let mut alts = p.alternatives.into_iter();
-        for i in 0..k {
-            let a = alts.next().filter(|_| ok);
-            alt_conf[i].push(a.as_ref().map(|a| a.confidence).unwrap_or(0.0));
-            alt_code[i].push(a.map(|a| String::from(a.isco_code)).unwrap_or_default());
-        }
+                )
+            })
+            .collect();
+        let preds = pred.predict(&texts);
+        (texts, preds)
+    };
+    let mut rows = rows.into_iter();
+    let mut chunk: Vec<RawRow> = rows.by_ref().take(PREDICT_CHUNK).collect();
+    let mut chunk_coded = code_chunk(&chunk);
+    while !chunk.is_empty() {
+        let next: Vec<RawRow> = rows.by_ref().take(PREDICT_CHUNK).collect();
+        let (coding_next, ()) = rayon::join(
+            || code_chunk(&next),
+            || {
+                let (texts, preds) = chunk_coded;
+                for (r, (p, text)) in chunk.into_iter().zip(preds.into_iter().zip(texts)) {
+                    let problem = match (&r.problem, text.is_empty()) {
+                        (Some(problem), _) => Some(classifier::text::unusable_note(problem)),
+                        (None, true) => Some(classifier::text::unusable_note(
+                            classifier::text::why_no_text(
+                                r.values[0].as_deref().unwrap_or(""),
+                                r.values[1].as_deref().unwrap_or(""),
+                            ),
+                        )),
+                        _ => None,
+                    };
+                    let ok = problem.is_none();
+                    unusable += !ok as usize;
+                    coded.push(ok);
+                    let needs_review = !ok || p.needs_review;
+                    needs.push(needs_review);
+                    if needs_review {
+                        review_texts.push(text);
+                    }
+                    note.push(problem.unwrap_or_default());
+                    row_no.push(r.row as i64);
+                    let mut values = r.values.into_iter();
+                    job_title.push(values.next().flatten().unwrap_or_default());
+                    duties.push(values.next().flatten().unwrap_or_default());
+                    for (col, v) in kept.iter_mut().zip(values) {
+                        col.push(v.unwrap_or_default());
+                    }
+                    if ok {
+                        *steps.entry(p.decided_by).or_insert(0) += 1;
+                        fallbacks += p.is_fallback as usize;
+                    }
+                    let text_if = |t: String| if ok { t } else { String::new() };
+                    code.push(text_if(p.isco_code.into()));
+                    level.push(p.level as i64);
+                    title.push(text_if(p.title));
+                    confidence.push(p.confidence);
+                    grade.push(text_if(p.grade.to_string()));
+                    fallback.push(p.is_fallback);
+                    decided_by.push(text_if(p.decided_by.to_string()));
+                    let mut alts = p.alternatives.into_iter();
+                    for i in 0..k {
+                        let a = alts.next().filter(|_| ok);
+                        alt_conf[i].push(a.as_ref().map(|a| a.confidence).unwrap_or(0.0));
+                        alt_code[i].push(a.map(|a| String::from(a.isco_code)).unwrap_or_default());
+                    }
+                }
+            },
+        );
+        chunk = next;
+        chunk_coded = coding_next;
     }
     // Numbers and flags of a row not coded are nulls (empty cells in CSV), not the model's
     // answer to an empty or broken text.
@@ -242,12 +269,6 @@ pub fn code_file(
     t = t.with("note", Column::Str(note));
     // Similar past records for the rows a coder will look at (ensemble models).
     let review_rows: Vec<usize> = (0..n).filter(|&i| needs[i]).collect();
-    let mut texts = texts;
-    let review_texts: Vec<String> = review_rows
-        .iter()
-        .map(|&i| std::mem::take(&mut texts[i]))
-        .collect();
-    drop(texts);
     if pred.config.similar > 0
         && let Some(similar) = pred.similar(&review_texts, pred.config.similar)
     {

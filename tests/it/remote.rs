@@ -486,6 +486,69 @@ fn input_columns_keep_their_types(coded: &Path) {
     );
 }
 
+/// A file of more rows than the model codes at a time (`classifier::predict::PREDICT_CHUNK`)
+/// is coded in chunks; every row comes out as it does from shards small enough to be coded
+/// in one, an unusable row in a later chunk included.
+#[test]
+fn a_file_longer_than_a_chunk_codes_each_row_as_a_shard_does() {
+    let p = Project::new(600);
+    p.ok(&["run", "pipelines/full.toml"]);
+    let mut r = csv::Reader::from_path(p.path("data/demo/new_jobs.csv")).unwrap();
+    let jobs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    let n = 2 * classifier::predict::PREDICT_CHUNK + 500;
+    let empty = classifier::predict::PREDICT_CHUNK + 1_000;
+    let mut w = csv::Writer::from_path(p.path("big.csv")).unwrap();
+    w.write_record(["job_title", "duties_description", "id"])
+        .unwrap();
+    for i in 0..n {
+        let job = &jobs[i % jobs.len()];
+        let (title, duties) = if i == empty {
+            ("", "")
+        } else {
+            (&job[0], &job[1])
+        };
+        w.write_record([title, duties, &format!("id-{i}")]).unwrap();
+    }
+    w.flush().unwrap();
+    p.ok(&["predict", "--input", "big.csv", "--output", "one.csv"]);
+    for i in 0..3 {
+        p.ok(&[
+            "predict",
+            "--input",
+            "big.csv",
+            "--shard",
+            &format!("{i}/3"),
+            "--output",
+            &format!("part-{i}.csv"),
+        ]);
+    }
+    p.ok(&[
+        "predict",
+        "merge",
+        "--output",
+        "merged.csv",
+        "part-0.csv",
+        "part-1.csv",
+        "part-2.csv",
+    ]);
+    let one = std::fs::read(p.path("one.csv")).unwrap();
+    assert_eq!(one, std::fs::read(p.path("merged.csv")).unwrap());
+    let mut r = csv::Reader::from_reader(&one[..]);
+    let header = r.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), n);
+    assert_eq!(&rows[n - 1][col("id")], format!("id-{}", n - 1));
+    assert_eq!(&rows[empty][col("isco_code")], "");
+    assert_eq!(&rows[empty][col("confidence")], "");
+    assert!(!rows[empty][col("note")].is_empty());
+    // The same job in the first and the last chunk is coded alike.
+    let same = n - 1 - (n - 1) % jobs.len();
+    for c in ["isco_code", "confidence", "alt_2_code"] {
+        assert_eq!(rows[0][col(c)], rows[same][col(c)], "{c}");
+    }
+}
+
 #[test]
 fn shards_merge_into_the_single_process_output() {
     let p = Project::new(600);
